@@ -1,0 +1,199 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Small helpers around the bus1 ioctls for the test suite. Every wrapper
+ * returns 0 on success or -errno on failure, so a case can write
+ * ASSERT_EQ(b1_send_one(fd, id, "x", 1), -ESHUTDOWN).
+ */
+#ifndef BUS1_TEST_UTIL_H
+#define BUS1_TEST_UTIL_H
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <linux/bus1.h>
+
+#include "harness.h"
+
+/* Size of every peer's pool (SEMANTICS.md 5.1). */
+#define B1_POOL_SIZE (1ULL << 29)
+
+static inline const char *b1_device(void)
+{
+	const char *d = getenv("BUS1_DEVICE");
+
+	return d ? d : "/dev/bus1";
+}
+
+/* Opens a new peer; fails the case if that is impossible. */
+static inline int b1_open(void)
+{
+	int fd = open(b1_device(), O_RDWR | O_CLOEXEC | O_NONBLOCK);
+
+	if (fd < 0)
+		t_fail(__FILE__, __LINE__, "open(%s): %s", b1_device(), strerror(errno));
+	return fd;
+}
+
+/* Any ioctl, returning 0 or -errno. */
+static inline int b1_ioctl(int fd, unsigned long cmd, void *arg)
+{
+	return ioctl(fd, cmd, arg) < 0 ? -errno : 0;
+}
+
+/* ioctl with a raw integer argument (PEER_DISCONNECT). */
+static inline int b1_ioctl_raw(int fd, unsigned long cmd, unsigned long arg)
+{
+	return ioctl(fd, cmd, arg) < 0 ? -errno : 0;
+}
+
+static inline int b1_disconnect(int fd)
+{
+	return b1_ioctl_raw(fd, BUS1_CMD_PEER_DISCONNECT, 0);
+}
+
+static inline int b1_query(int fd, struct bus1_cmd_peer_reset *q)
+{
+	memset(q, 0, sizeof(*q));
+	return b1_ioctl(fd, BUS1_CMD_PEER_QUERY, q);
+}
+
+/* PEER_RESET with flags; limits left unchanged, peer flags unchanged. */
+static inline int b1_reset(int fd, uint64_t flags)
+{
+	struct bus1_cmd_peer_reset r = {
+		.flags = flags,
+		.peer_flags = (uint64_t)-1,
+		.max_slices = (uint32_t)-1,
+		.max_handles = (uint32_t)-1,
+		.max_inflight_bytes = (uint32_t)-1,
+		.max_inflight_fds = (uint32_t)-1,
+	};
+
+	return b1_ioctl(fd, BUS1_CMD_PEER_RESET, &r);
+}
+
+static inline int b1_release(int fd, uint64_t id)
+{
+	return b1_ioctl(fd, BUS1_CMD_HANDLE_RELEASE, &id);
+}
+
+/* HANDLE_TRANSFER from src_fd's handle to dst_fd (-1: same peer). */
+static inline int b1_transfer(int src_fd, uint64_t src_handle, int dst_fd, uint64_t *dst_handle)
+{
+	struct bus1_cmd_handle_transfer t = {
+		.flags = 0,
+		.src_handle = src_handle,
+		.dst_fd = dst_fd < 0 ? (uint64_t)-1 : (uint64_t)dst_fd,
+		.dst_handle = BUS1_HANDLE_INVALID,
+	};
+	int r = b1_ioctl(src_fd, BUS1_CMD_HANDLE_TRANSFER, &t);
+
+	if (dst_handle)
+		*dst_handle = t.dst_handle;
+	return r;
+}
+
+static inline int b1_destroy(int fd, const uint64_t *ids, size_t n, uint64_t flags)
+{
+	struct bus1_cmd_nodes_destroy d = {
+		.flags = flags,
+		.ptr_nodes = (uintptr_t)ids,
+		.n_nodes = n,
+	};
+
+	return b1_ioctl(fd, BUS1_CMD_NODES_DESTROY, &d);
+}
+
+static inline int b1_destroy_one(int fd, uint64_t id)
+{
+	return b1_destroy(fd, &id, 1, 0);
+}
+
+static inline int b1_slice_release(int fd, uint64_t offset)
+{
+	return b1_ioctl(fd, BUS1_CMD_SLICE_RELEASE, &offset);
+}
+
+/* Full SEND. */
+static inline int b1_send(int fd, uint64_t flags,
+			  const uint64_t *dests, size_t n_dests, uint64_t *errors,
+			  const struct iovec *vecs, size_t n_vecs,
+			  const uint64_t *handles, size_t n_handles,
+			  const int *fds, size_t n_fds)
+{
+	struct bus1_cmd_send s = {
+		.flags = flags,
+		.ptr_destinations = (uintptr_t)dests,
+		.ptr_errors = (uintptr_t)errors,
+		.n_destinations = n_dests,
+		.ptr_vecs = (uintptr_t)vecs,
+		.n_vecs = n_vecs,
+		.ptr_handles = (uintptr_t)handles,
+		.n_handles = n_handles,
+		.ptr_fds = (uintptr_t)fds,
+		.n_fds = n_fds,
+	};
+
+	return b1_ioctl(fd, BUS1_CMD_SEND, &s);
+}
+
+/* SEND of one buffer to one destination, no handles, no fds. */
+static inline int b1_send_one(int fd, uint64_t dest, const void *data, size_t len)
+{
+	struct iovec v = { .iov_base = (void *)data, .iov_len = len };
+
+	return b1_send(fd, 0, &dest, 1, NULL, &v, len ? 1 : 0, NULL, 0, NULL, 0);
+}
+
+/* RECV with max_offset = whole pool. */
+static inline int b1_recv(int fd, struct bus1_cmd_recv *r, uint64_t flags)
+{
+	memset(r, 0, sizeof(*r));
+	r->flags = flags;
+	r->max_offset = B1_POOL_SIZE;
+	return b1_ioctl(fd, BUS1_CMD_RECV, r);
+}
+
+/* Maps the whole pool read-only; fails the case on error. */
+static inline const uint8_t *b1_map(int fd)
+{
+	void *p = mmap(NULL, B1_POOL_SIZE, PROT_READ, MAP_SHARED, fd, 0);
+
+	if (p == MAP_FAILED)
+		t_fail(__FILE__, __LINE__, "mmap pool: %s", strerror(errno));
+	return p;
+}
+
+/* poll() revents for fd with a zero timeout. */
+static inline short b1_revents(int fd, short events)
+{
+	struct pollfd p = { .fd = fd, .events = events };
+
+	if (poll(&p, 1, 0) < 0)
+		t_fail(__FILE__, __LINE__, "poll: %s", strerror(errno));
+	return p.revents;
+}
+
+/* An address that faults on access (a PROT_NONE page). */
+static inline void *b1_bad_ptr(void)
+{
+	void *p = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		t_fail(__FILE__, __LINE__, "mmap: %s", strerror(errno));
+	return p;
+}
+
+/* A read-only page (readable, faults on write), zero-filled. */
+static inline void *b1_ro_page(void)
+{
+	void *p = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		t_fail(__FILE__, __LINE__, "mmap: %s", strerror(errno));
+	return p;
+}
+
+#endif /* BUS1_TEST_UTIL_H */

@@ -1,0 +1,218 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Test runner: forks one child per registered case, gives it a fresh domain,
+ * enforces its timeout and reports "ok"/"FAIL" lines plus a summary.
+ *
+ * Usage: <test-binary> [substring-filter...]
+ * Environment: BUS1_TEST_TMP (base directory for domains; default /dev/shm
+ * when it exists, else $TMPDIR or /tmp), BUS1_TEST_VERBOSE=1.
+ */
+#define _GNU_SOURCE
+#include "harness.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#define T_MAX_CASES 1024
+
+struct t_case {
+	const char *name;
+	const char *file;
+	t_fn fn;
+	unsigned timeout_s;
+};
+
+static struct t_case t_cases[T_MAX_CASES];
+static unsigned t_n_cases;
+static char t_base[4096];
+static char t_cur_domain[4096];
+static unsigned t_domain_seq;
+
+void t_register(const char *name, t_fn fn, const char *file, unsigned timeout_s)
+{
+	if (t_n_cases >= T_MAX_CASES) {
+		fprintf(stderr, "too many test cases\n");
+		abort();
+	}
+	t_cases[t_n_cases++] = (struct t_case){ name, file, fn, timeout_s };
+}
+
+void t_fail(const char *file, int line, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "    %s:%d: ", file, line);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	fflush(stderr);
+	_exit(1);
+}
+
+const char *t_domain(void)
+{
+	return t_cur_domain;
+}
+
+const char *t_new_domain(const char *tag)
+{
+	static char path[4096];
+
+	snprintf(path, sizeof(path), "%s.%s.%u", t_cur_domain, tag, ++t_domain_seq);
+	return path;
+}
+
+static int t_rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st; (void)flag; (void)ftw;
+	remove(path);
+	return 0;
+}
+
+static void t_rm_rf(const char *path)
+{
+	nftw(path, t_rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Removes the case's domain and every extra domain it made (same prefix). */
+static void t_cleanup_domains(const char *domain)
+{
+	char dir[4096], prefix[4096];
+	const char *slash = strrchr(domain, '/');
+	DIR *d;
+	struct dirent *e;
+
+	snprintf(dir, sizeof(dir), "%.*s", (int)(slash - domain), domain);
+	snprintf(prefix, sizeof(prefix), "%s", slash + 1);
+	d = opendir(dir);
+	if (!d)
+		return;
+	while ((e = readdir(d))) {
+		if (strncmp(e->d_name, prefix, strlen(prefix)) == 0) {
+			char p[8192];
+
+			snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+			t_rm_rf(p);
+		}
+	}
+	closedir(d);
+}
+
+static double t_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int t_matches(const struct t_case *c, int argc, char **argv)
+{
+	if (argc < 2)
+		return 1;
+	for (int i = 1; i < argc; i++)
+		if (strstr(c->name, argv[i]))
+			return 1;
+	return 0;
+}
+
+static const char *t_group(const char *file)
+{
+	static char g[256];
+	const char *b = strrchr(file, '/');
+	const char *dot;
+
+	b = b ? b + 1 : file;
+	dot = strrchr(b, '.');
+	snprintf(g, sizeof(g), "%.*s", dot ? (int)(dot - b) : (int)strlen(b), b);
+	return g;
+}
+
+static int t_run_case(const struct t_case *c, unsigned idx)
+{
+	double start = t_now();
+	pid_t pid;
+	int status = 0;
+
+	snprintf(t_cur_domain, sizeof(t_cur_domain), "%s/d%u", t_base, idx);
+	t_domain_seq = 0;
+	fflush(stdout);
+	fflush(stderr);
+	pid = fork();
+	if (pid < 0) {
+		perror("fork");
+		exit(2);
+	}
+	if (pid == 0) {
+		/* own process group, so a timeout kills forked helpers too */
+		setpgid(0, 0);
+		setenv("BUS1_DOMAIN", t_cur_domain, 1);
+		alarm(c->timeout_s);
+		c->fn();
+		fflush(stdout);
+		_exit(0);
+	}
+	setpgid(pid, pid);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	/* reap stray helpers of this case */
+	kill(-pid, SIGKILL);
+	t_cleanup_domains(t_cur_domain);
+
+	double dt = t_now() - start;
+	const char *group = t_group(c->file);
+
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+		printf("ok     %s/%s (%.2fs)\n", group, c->name, dt);
+		return 0;
+	}
+	if (WIFSIGNALED(status))
+		printf("FAIL   %s/%s: killed by signal %d%s (%.2fs)\n", group, c->name,
+		       WTERMSIG(status),
+		       WTERMSIG(status) == SIGALRM ? " (timeout)" : "", dt);
+	else
+		printf("FAIL   %s/%s: exit status %d (%.2fs)\n", group, c->name,
+		       WEXITSTATUS(status), dt);
+	return 1;
+}
+
+int main(int argc, char **argv)
+{
+	const char *tmp = getenv("BUS1_TEST_TMP");
+	unsigned passed = 0, failed = 0;
+	char tmpl[4096];
+	struct stat st;
+
+	if (!tmp)
+		tmp = stat("/dev/shm", &st) == 0 ? "/dev/shm" : getenv("TMPDIR");
+	if (!tmp)
+		tmp = "/tmp";
+	snprintf(tmpl, sizeof(tmpl), "%s/bus1-test.XXXXXX", tmp);
+	if (!mkdtemp(tmpl)) {
+		perror("mkdtemp");
+		return 2;
+	}
+	snprintf(t_base, sizeof(t_base), "%s", tmpl);
+	setvbuf(stdout, NULL, _IOLBF, 0);
+
+	for (unsigned i = 0; i < t_n_cases; i++) {
+		if (!t_matches(&t_cases[i], argc, argv))
+			continue;
+		if (t_run_case(&t_cases[i], i))
+			failed++;
+		else
+			passed++;
+	}
+	t_rm_rf(t_base);
+	printf("# %s: %u passed, %u failed\n",
+	       t_n_cases ? t_group(t_cases[0].file) : "?", passed, failed);
+	return failed ? 1 : 0;
+}
