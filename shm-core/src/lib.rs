@@ -1,1 +1,320 @@
-//! placeholder
+//! bus1 semantics over shared memory.
+//!
+//! This crate is the whole bus: domains (one shared segment per directory),
+//! peers, nodes, handles, queues, pools, transactions, quotas and crash
+//! recovery, as specified by SEMANTICS.md. It is an ordinary library with
+//! a safe API, usable in-process (tests) and across processes; the preload
+//! shim only translates libc calls into calls of [`Peer`].
+//!
+//! Where to look:
+//! * `txn` — the domain lock, the undo log, and **the locking and
+//!   crash-recovery rules** every other module follows;
+//! * `layout` — the shared records; `shm` — typed access to them;
+//! * `object` (nodes, handles), `queue`, `message`, `send`, `recv`, `pool`,
+//!   `quota`, `peer` — the semantics, one concept each;
+//! * `doorbell` — how bus state becomes kernel-visible readiness of the peer
+//!   fd, and how in-flight fds are kept alive;
+//! * `reaper` — teardown of peers whose last fd is gone.
+
+mod alloc;
+mod creds;
+mod doorbell;
+mod domain;
+mod errno;
+mod forks;
+mod layout;
+mod message;
+mod object;
+mod peer;
+mod pool;
+mod queue;
+mod quota;
+mod recv;
+mod reaper;
+mod send;
+mod shm;
+mod sync;
+mod sys;
+mod table;
+mod txn;
+mod usermem;
+
+pub use creds::invalidate_ids;
+pub use domain::{default_dir, evict_internal_fd, is_internal_fd, Domain};
+pub use errno::{Errno, Result};
+pub use layout::POOL_SIZE;
+pub use usermem::{range_ok, read_struct, write_struct, SimMem, UserMem, USER_LIMIT};
+
+use layout::*;
+use shm::P;
+use std::path::Path;
+use std::sync::Arc;
+use uapi::*;
+
+/// A peer as seen from this process: the domain it lives in and its
+/// serial. Operations take the fd the caller used, because some of them
+/// act on the peer's socket (which only holders of an fd can read).
+#[derive(Clone)]
+pub struct Peer {
+    dom: Arc<Domain>,
+    serial: u64,
+    rec: P<PeerRec>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Peer({:?}#{:x})", self.dom.dir(), self.serial)
+    }
+}
+
+/// How an fd was opened, as far as the bus cares.
+#[derive(Clone, Copy, Debug)]
+pub struct OpenFlags {
+    /// O_ACCMODE bits of the open.
+    pub access: i32,
+    pub cloexec: bool,
+    pub nonblock: bool,
+}
+
+impl Peer {
+    /// Opens a new peer in the domain at `dir` (8.1). Returns the peer fd.
+    pub fn open(dir: &Path, flags: OpenFlags) -> Result<(i32, Peer)> {
+        let dom = Domain::attach(dir)?;
+        let mut sf = 0;
+        if flags.cloexec {
+            sf |= libc::SOCK_CLOEXEC;
+        }
+        if flags.nonblock {
+            sf |= libc::SOCK_NONBLOCK;
+        }
+        let (fd, serial, rec) = peer::create(&dom, (flags.access & libc::O_ACCMODE) as u32, sf)?;
+        Ok((fd, Peer { dom, serial, rec }))
+    }
+
+    /// Recognises a peer fd (inherited, received over a socket, kept across
+    /// exec) by its socket address. Ok(None): not a bus1 peer.
+    pub fn identify(fd: i32) -> Result<Option<Peer>> {
+        let st = sys::fstat(fd)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+            return Ok(None);
+        }
+        if sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).ok() != Some(libc::AF_UNIX)
+            || sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).ok() != Some(libc::SOCK_DGRAM)
+        {
+            return Ok(None);
+        }
+        let Some(path) = sys::getsockname_path(fd)? else { return Ok(None) };
+        let Some(slash) = path.iter().rposition(|b| *b == b'/') else { return Ok(None) };
+        let (dir, name) = (&path[..slash], &path[slash + 1..]);
+        let Some(hex) = name.strip_prefix(b"peer.") else { return Ok(None) };
+        let Ok(serial) = u64::from_str_radix(std::str::from_utf8(hex).unwrap_or("x"), 16) else { return Ok(None) };
+        use std::os::unix::ffi::OsStrExt;
+        let dir = Path::new(std::ffi::OsStr::from_bytes(dir));
+        if !dir.join("segment").exists() {
+            return Ok(None);
+        }
+        let dom = Domain::attach(dir)?;
+        let tx = dom.lock()?;
+        let rec = peer::lookup_serial(&tx, serial);
+        tx.abort();
+        Ok(rec.map(|rec| Peer { dom, serial, rec }))
+    }
+
+    pub fn domain(&self) -> &Arc<Domain> {
+        &self.dom
+    }
+
+    pub fn serial(&self) -> u64 {
+        self.serial
+    }
+
+    /// Whether the peer is connected; a lock-free hint used to answer
+    /// ESHUTDOWN before decoding a command (2.0). Every operation
+    /// re-checks under the lock.
+    pub fn connected_hint(&self) -> bool {
+        let p: &PeerRec = self.dom.seg.rec(self.rec);
+        p.state.load_racy() == PEER_CONNECTED
+    }
+
+    /// Runs `f` on the locked, connected peer, settles the caller's socket
+    /// and commits (or aborts on error).
+    fn op<T>(&self, fd: i32, f: impl FnOnce(&txn::Txn, P<PeerRec>) -> Result<T>) -> Result<T> {
+        reaper::ensure_watcher();
+        let tx = self.dom.lock()?;
+        let r = self.resolve(&tx).and_then(|p| {
+            let v = f(&tx, p)?;
+            peer::settle_own_socket(&tx, p, fd);
+            Ok(v)
+        });
+        tx.finish(r)
+    }
+
+    fn resolve(&self, tx: &txn::Txn) -> Result<P<PeerRec>> {
+        match peer::lookup_serial(tx, self.serial) {
+            Some(p) if tx.rec(p).state.get() == PEER_CONNECTED => Ok(p),
+            _ => Err(Errno::ESHUTDOWN),
+        }
+    }
+
+    /// PEER_DISCONNECT (2.1): `arg` is the raw ioctl argument.
+    pub fn disconnect(&self, fd: i32, arg: u64) -> Result<()> {
+        if arg != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let tx = self.dom.lock()?;
+        let r = match peer::lookup_serial(&tx, self.serial) {
+            Some(p) => peer::disconnect(&tx, p, fd),
+            None => Err(Errno::ESHUTDOWN),
+        };
+        tx.finish(r)?;
+        doorbell::hang_up(&self.dom, self.serial, fd);
+        Ok(())
+    }
+
+    /// PEER_QUERY (2.2) after the argument was read and checked.
+    pub fn query(&self, flags: u64) -> Result<bus1_cmd_peer_reset> {
+        if flags != 0 {
+            return Err(Errno::EINVAL);
+        }
+        self.op(-1, |tx, p| Ok(peer::query(tx, p)))
+    }
+
+    /// PEER_RESET (2.3).
+    pub fn reset(&self, fd: i32, r: &bus1_cmd_peer_reset) -> Result<()> {
+        let args = peer::reset_args(
+            r.flags,
+            r.peer_flags,
+            [r.max_slices as u64, r.max_handles as u64, r.max_inflight_bytes as u64, r.max_inflight_fds as u64],
+            u32::MAX as u64,
+        )?;
+        self.op(fd, |tx, p| peer::reset(tx, p, fd, &args))
+    }
+
+    /// PEER_RESET with the man page's 48-byte layout (1.6).
+    pub fn reset_u64(&self, fd: i32, r: &bus1_cmd_peer_reset_u64) -> Result<()> {
+        let args = peer::reset_args(
+            r.flags,
+            r.peer_flags,
+            [r.max_slices, r.max_handles, r.max_inflight_bytes, r.max_inflight_fds],
+            u64::MAX,
+        )?;
+        self.op(fd, |tx, p| peer::reset(tx, p, fd, &args))
+    }
+
+    /// HANDLE_RELEASE (2.4).
+    pub fn handle_release(&self, fd: i32, id: u64) -> Result<()> {
+        self.op(fd, |tx, p| peer::handle_release(tx, p, id))
+    }
+
+    /// HANDLE_TRANSFER (2.5) after flags and `dst_fd` were checked; `dst`
+    /// None means the caller itself.
+    pub fn handle_transfer(&self, fd: i32, src_handle: u64, dst: Option<&Peer>) -> Result<u64> {
+        if let Some(d) = dst {
+            if !Arc::ptr_eq(&d.dom, &self.dom) {
+                return Err(Errno::EOPNOTSUPP);
+            }
+        }
+        let dst_serial = dst.map(|d| d.serial).unwrap_or(self.serial);
+        self.op(fd, |tx, p| {
+            let d = peer::lookup_serial(tx, dst_serial).ok_or(Errno::ESHUTDOWN)?;
+            peer::handle_transfer(tx, p, d, src_handle)
+        })
+    }
+
+    /// NODES_DESTROY (2.6) after the struct was read.
+    pub fn nodes_destroy(&self, fd: i32, cmd: &bus1_cmd_nodes_destroy, mem: &dyn UserMem) -> Result<()> {
+        if cmd.flags & !BUS1_NODES_DESTROY_FLAG_RELEASE_HANDLES != 0 {
+            return Err(Errno::EINVAL);
+        }
+        self.op(fd, |tx, p| peer::nodes_destroy(tx, p, cmd, mem))
+    }
+
+    /// SLICE_RELEASE (2.7).
+    pub fn slice_release(&self, fd: i32, offset: u64) -> Result<()> {
+        self.op(fd, |tx, p| pool::release(tx, p, offset))
+    }
+
+    /// SEND (2.8) after the struct was read.
+    pub fn send(&self, fd: i32, cmd: &bus1_cmd_send, mem: &dyn UserMem) -> Result<()> {
+        send::precheck(cmd)?;
+        self.op(fd, |tx, p| send::send(tx, p, cmd, mem))
+    }
+
+    /// RECV (2.9) after the struct was read; returns the `msg` part.
+    pub fn recv(&self, fd: i32, flags: u64, max_offset: u64) -> Result<bus1_msg> {
+        recv::precheck(flags)?;
+        match self.op(fd, |tx, p| recv::recv(tx, p, fd, flags, max_offset))? {
+            recv::Outcome::Msg(m) => Ok(m),
+            recv::Outcome::Fail(e) => Err(e),
+        }
+    }
+
+    /// mmap of the pool (5.4): a descriptor of the pool file opened
+    /// read-only, to be mapped shared by the caller and then closed.
+    /// `prot`/`flags` are the mmap arguments.
+    pub fn pool_fd_for_mmap(&self, access: i32, prot: i32, flags: i32) -> Result<i32> {
+        let acc = access & libc::O_ACCMODE;
+        if acc == libc::O_WRONLY {
+            return Err(Errno::EACCES);
+        }
+        if flags & libc::MAP_SHARED != 0 && prot & libc::PROT_WRITE != 0 && acc == libc::O_RDONLY {
+            return Err(Errno::EACCES);
+        }
+        if !self.connected_hint() {
+            return Err(Errno::ESHUTDOWN);
+        }
+        if prot & libc::PROT_WRITE != 0 {
+            return Err(Errno::EPERM);
+        }
+        let path = std::ffi::CString::new(self.dom.pool_path(self.serial)).map_err(|_| Errno::EINVAL)?;
+        sys::open(&path, libc::O_RDONLY, 0).map_err(|_| Errno::ESHUTDOWN)
+    }
+
+    /// The access mode the peer was opened with.
+    pub fn access(&self) -> Result<i32> {
+        let tx = self.dom.lock()?;
+        let a = peer::lookup_serial(&tx, self.serial).map(|p| tx.rec(p).access.get() as i32);
+        tx.abort();
+        a.ok_or(Errno::ESHUTDOWN)
+    }
+
+    /// Called after this process closed an fd of the peer: if that was the
+    /// last one anywhere, the peer is torn down now (8.5).
+    pub fn closed(&self) {
+        if !self.dom.peer_socket_alive(self.serial) {
+            reaper::reap(&self.dom, self.serial);
+        }
+    }
+}
+
+/// Statistics of a domain, for leak checks and tools.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub peers: u64,
+    pub live_bytes: u64,
+    pub live_blocks: u64,
+    pub table_entries: u64,
+    pub recoveries: u64,
+}
+
+impl Domain {
+    /// Current statistics.
+    pub fn stats(&self) -> Result<Stats> {
+        let tx = self.lock()?;
+        let h = tx.hdr();
+        let s = Stats {
+            peers: h.n_peers.get(),
+            live_bytes: h.live_bytes.get(),
+            live_blocks: h.live_blocks.get(),
+            table_entries: h.table_used.get(),
+            recoveries: h.recoveries.get(),
+        };
+        tx.abort();
+        Ok(s)
+    }
+
+    /// Probes every peer now and tears down the dead ones.
+    pub fn reap_dead_peers(&self) -> usize {
+        reaper::scan(self)
+    }
+}

@@ -1,0 +1,386 @@
+//! A domain: one bus, living in one directory.
+//!
+//! The directory holds the shared segment (`segment`), one socket per peer
+//! (`peer.<serial>`, the peer's fd), one pool file per peer
+//! (`pool.<serial>`) and the fd vaults (`vault.<serial>.<gen>`). Peers opened
+//! with the same directory share a bus; different directories are fully
+//! isolated buses. This module maps the segment into the process (once per
+//! directory), creates it on first use and keeps the process-local state:
+//! pool mappings and the internal sockets used to ring peers and probe
+//! whether they are alive.
+
+use crate::errno::{Errno, Result};
+use crate::layout::*;
+use crate::shm::Segment;
+use crate::sync::LocalMutex;
+use crate::sys;
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, OnceLock};
+
+/// A domain mapped into this process.
+pub struct Domain {
+    pub(crate) dir: Vec<u8>,
+    pub(crate) segment_path: CString,
+    pub(crate) seg: Segment,
+    pub(crate) local: LocalMutex<Local>,
+    dev_ino: (u64, u64),
+}
+
+/// Process-local state of a domain (txn rule 7).
+pub(crate) struct Local {
+    /// Read-write mappings of peers' pools, by serial.
+    pools: HashMap<u64, usize>,
+    /// Unbound datagram socket that sends readiness tokens.
+    ring_fd: i32,
+    /// Socket used to test whether a peer socket still exists.
+    probe_fd: i32,
+}
+
+fn registry() -> &'static LocalMutex<Vec<Arc<Domain>>> {
+    static R: OnceLock<LocalMutex<Vec<Arc<Domain>>>> = OnceLock::new();
+    R.get_or_init(|| {
+        crate::forks::install();
+        LocalMutex::new(Vec::new())
+    })
+}
+
+/// The default domain directory: `$XDG_RUNTIME_DIR/bus1`, else
+/// `/dev/shm/bus1-<uid>`, else `/tmp/bus1-<uid>`.
+pub fn default_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR") {
+        if !x.is_empty() && Path::new(&x).is_dir() {
+            return Path::new(&x).join("bus1");
+        }
+    }
+    let uid = sys::getuid();
+    if Path::new("/dev/shm").is_dir() {
+        PathBuf::from(format!("/dev/shm/bus1-{uid}"))
+    } else {
+        PathBuf::from(format!("/tmp/bus1-{uid}"))
+    }
+}
+
+fn cstr(b: &[u8]) -> Result<CString> {
+    CString::new(b).map_err(|_| Errno::EINVAL)
+}
+
+/// Creates `dir` (and missing parents) with mode 0700.
+fn mkdir_p(dir: &[u8]) -> Result<()> {
+    match sys::mkdir(&cstr(dir)?, 0o700) {
+        Ok(()) => Ok(()),
+        Err(Errno::EEXIST) => Ok(()),
+        Err(Errno::ENOENT) => {
+            let parent = match dir.iter().rposition(|b| *b == b'/') {
+                Some(0) | None => return Err(Errno::ENOENT),
+                Some(i) => &dir[..i],
+            };
+            mkdir_p(parent)?;
+            match sys::mkdir(&cstr(dir)?, 0o700) {
+                Ok(()) | Err(Errno::EEXIST) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+impl Domain {
+    /// Maps the domain in `dir`, creating directory and segment on first
+    /// use. Attaching the same directory twice returns the same mapping.
+    pub fn attach(dir: &Path) -> Result<Arc<Domain>> {
+        let abs = if dir.is_absolute() {
+            dir.to_path_buf()
+        } else {
+            std::env::current_dir().map_err(|_| Errno::ENOENT)?.join(dir)
+        };
+        let mut dir_bytes = abs.as_os_str().as_bytes().to_vec();
+        while dir_bytes.len() > 1 && dir_bytes.ends_with(b"/") {
+            dir_bytes.pop();
+        }
+        let reg = registry();
+        let mut list = reg.lock();
+        if let Some(d) = list.iter().find(|d| d.dir == dir_bytes) {
+            return Ok(d.clone());
+        }
+        mkdir_p(&dir_bytes)?;
+        let st = sys::stat(&cstr(&dir_bytes)?)?;
+        let dev_ino = (st.st_dev, st.st_ino);
+        if let Some(d) = list.iter().find(|d| d.dev_ino == dev_ino) {
+            return Ok(d.clone());
+        }
+        let d = Arc::new(Self::map(dir_bytes, dev_ino)?);
+        list.push(d.clone());
+        drop(list);
+        crate::reaper::attached(&d);
+        Ok(d)
+    }
+
+    /// Every domain mapped into this process.
+    pub fn attached() -> Vec<Arc<Domain>> {
+        registry().lock().clone()
+    }
+
+    fn map(dir: Vec<u8>, dev_ino: (u64, u64)) -> Result<Domain> {
+        let mut sp = dir.clone();
+        sp.extend_from_slice(b"/segment");
+        let segment_path = cstr(&sp)?;
+        let fd = sys::open(&segment_path, libc::O_RDWR | libc::O_CREAT, 0o600)?;
+        let r = (|| {
+            sys::flock(fd, libc::LOCK_EX)?;
+            let st = sys::fstat(fd)?;
+            if (st.st_size as u64) < SEG_SIZE {
+                sys::ftruncate(fd, SEG_SIZE)?;
+            }
+            let base = sys::mmap_shared(fd, SEG_SIZE as usize, libc::PROT_READ | libc::PROT_WRITE)?;
+            // SAFETY: the range was just mapped read-write for SEG_SIZE
+            // bytes and is owned by the Segment from now on.
+            let seg = unsafe { Segment::new(base, SEG_SIZE as usize) };
+            let d = Domain {
+                dir,
+                segment_path: segment_path.clone(),
+                seg,
+                local: LocalMutex::new(Local { pools: HashMap::new(), ring_fd: -1, probe_fd: -1 }),
+                dev_ino,
+            };
+            let hdr: &Header = d.seg.at0();
+            if hdr.magic.load() != MAGIC {
+                d.initialise()?;
+            } else if hdr.version.get() != VERSION {
+                return Err(Errno::ENODEV);
+            }
+            Ok(d)
+        })();
+        sys::close(fd);
+        r
+    }
+
+    /// Initialises a new segment (under the file lock taken in `map`).
+    fn initialise(&self) -> Result<()> {
+        // A crashed initialiser may have left anything in the header.
+        self.seg.zero(0, core::mem::size_of::<Header>());
+        self.init_lock()?;
+        let hdr: &Header = self.seg.at0();
+        hdr.version.raw_set(VERSION);
+        hdr.heap_top.raw_set(HEAP_OFF);
+        hdr.heap_reserved.raw_set(HEAP_OFF);
+        hdr.next_serial.raw_set(1);
+        hdr.next_nonce.raw_set(1);
+        hdr.magic.store(MAGIC);
+        Ok(())
+    }
+
+    /// The directory of this domain.
+    pub fn dir(&self) -> &Path {
+        Path::new(std::ffi::OsStr::from_bytes(&self.dir))
+    }
+
+    pub(crate) fn path_of(&self, name: &str) -> Vec<u8> {
+        let mut p = self.dir.clone();
+        p.push(b'/');
+        p.extend_from_slice(name.as_bytes());
+        p
+    }
+
+    pub(crate) fn peer_path(&self, serial: u64) -> Vec<u8> {
+        self.path_of(&format!("peer.{serial:x}"))
+    }
+
+    pub(crate) fn pool_path(&self, serial: u64) -> Vec<u8> {
+        self.path_of(&format!("pool.{serial:x}"))
+    }
+
+    pub(crate) fn vault_path(&self, serial: u64, gen: u64) -> Vec<u8> {
+        self.path_of(&format!("vault.{serial:x}.{gen:x}"))
+    }
+
+    /// Base address of a read-write mapping of `serial`'s pool in this
+    /// process. Mappings are cached; the caller holds the domain lock, so
+    /// the peer (and its pool file) cannot go away meanwhile.
+    pub(crate) fn pool_base(&self, serial: u64) -> Result<*mut u8> {
+        let mut l = self.local.lock();
+        if let Some(&b) = l.pools.get(&serial) {
+            return Ok(b as *mut u8);
+        }
+        let fd = sys::open(&cstr(&self.pool_path(serial))?, libc::O_RDWR, 0)?;
+        let r = sys::mmap_shared(fd, POOL_SIZE as usize, libc::PROT_READ | libc::PROT_WRITE);
+        sys::close(fd);
+        let b = r?;
+        l.pools.insert(serial, b as usize);
+        Ok(b)
+    }
+
+    /// Drops this process's mapping of a pool (the peer is gone).
+    pub(crate) fn forget_pool(&self, serial: u64) {
+        let mut l = self.local.lock();
+        if let Some(b) = l.pools.remove(&serial) {
+            // SAFETY: the mapping was created by `pool_base`; callers hold
+            // the domain lock, so no transaction is using it.
+            unsafe { sys::munmap(b as *mut u8, POOL_SIZE as usize) };
+        }
+    }
+
+    /// Serials of the pools this process has mapped.
+    pub(crate) fn mapped_pools(&self) -> Vec<u64> {
+        self.local.lock().pools.keys().copied().collect()
+    }
+
+    /// Runs `f` with the ring socket, creating it when needed. `f` returns
+    /// true when the socket is exhausted (its send buffer holds too many
+    /// undelivered tokens) and must be replaced.
+    pub(crate) fn with_ring_fd<R>(&self, f: impl Fn(i32) -> (R, bool)) -> Result<R> {
+        let mut l = self.local.lock();
+        for _ in 0..2 {
+            if l.ring_fd < 0 {
+                l.ring_fd = internal_socket(libc::SOCK_DGRAM)?;
+                let _ = sys::setsockopt_int(l.ring_fd, libc::SOL_SOCKET, libc::SO_SNDBUF, 4 << 20);
+            }
+            let (r, exhausted) = f(l.ring_fd);
+            if !exhausted {
+                return Ok(r);
+            }
+            // Tokens already sent stay charged to the old socket until they
+            // are consumed; a new socket has a fresh send buffer.
+            forget_internal(l.ring_fd);
+            sys::close(l.ring_fd);
+            l.ring_fd = -1;
+        }
+        Err(Errno::ENOMEM)
+    }
+
+    /// Whether the peer socket of `serial` still exists (some process, or
+    /// a message in flight, still holds an fd of it).
+    pub fn peer_socket_alive(&self, serial: u64) -> bool {
+        let path = self.peer_path(serial);
+        let Ok(addr) = sys::UnixAddr::new(&path) else { return true };
+        let mut l = self.local.lock();
+        if l.probe_fd < 0 {
+            match internal_socket(libc::SOCK_DGRAM) {
+                Ok(fd) => l.probe_fd = fd,
+                Err(_) => return true,
+            }
+        }
+        match sys::connect(l.probe_fd, &addr) {
+            Ok(()) => true,
+            Err(Errno::ECONNREFUSED) | Err(Errno::ENOENT) => false,
+            Err(_) => true,
+        }
+    }
+}
+
+// ------------------------------------------------------ internal sockets
+
+/// Descriptors the engine owns inside the application's fd table; the
+/// preload must not let the application close or replace them.
+static INTERNAL: [AtomicI32; 64] = [const { AtomicI32::new(-1) }; 64];
+
+fn remember_internal(fd: i32) {
+    for slot in &INTERNAL {
+        if slot.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            return;
+        }
+    }
+}
+
+fn forget_internal(fd: i32) {
+    for slot in &INTERNAL {
+        if slot.compare_exchange(fd, -1, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            return;
+        }
+    }
+}
+
+/// Whether `fd` is one of the engine's own long-lived descriptors.
+pub fn is_internal_fd(fd: i32) -> bool {
+    fd >= 0 && INTERNAL.iter().any(|s| s.load(Ordering::Acquire) == fd)
+}
+
+/// Lowest number used for long-lived internal descriptors, so that they
+/// stay out of the way of the application's own (and of select()).
+fn internal_fd_floor() -> i32 {
+    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: valid out pointer.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) };
+    let cur = rl.rlim_cur.min(1 << 20) as i32;
+    if cur > 1200 {
+        1024
+    } else {
+        (cur - 64).max(3)
+    }
+}
+
+/// Creates a long-lived internal socket at a high descriptor number.
+fn internal_socket(ty: i32) -> Result<i32> {
+    let fd = sys::socket(ty)?;
+    let high = sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, internal_fd_floor() as libc::c_long);
+    let fd = match high {
+        Ok(h) => {
+            sys::close(fd);
+            h as i32
+        }
+        Err(_) => fd,
+    };
+    remember_internal(fd);
+    Ok(fd)
+}
+
+/// Moves an internal descriptor out of the way of `fd` (the application
+/// wants that number, e.g. with dup2). Returns true if `fd` was internal.
+pub fn evict_internal_fd(fd: i32) -> bool {
+    if !is_internal_fd(fd) {
+        return false;
+    }
+    for d in Domain::attached() {
+        let mut guard = d.local.lock();
+        let l = &mut *guard;
+        for slot in [&mut l.ring_fd, &mut l.probe_fd] {
+            if *slot == fd {
+                if let Ok(n) = sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, internal_fd_floor() as libc::c_long) {
+                    forget_internal(fd);
+                    remember_internal(n as i32);
+                    *slot = n as i32;
+                } else {
+                    forget_internal(fd);
+                    *slot = -1;
+                }
+                sys::close(fd);
+            }
+        }
+    }
+    true
+}
+
+/// Fork prepare handler: takes every process-local lock.
+pub(crate) fn lock_all_local() {
+    registry().raw_lock();
+    for d in registry_snapshot() {
+        d.local.raw_lock();
+    }
+}
+
+/// Fork parent/child handler: releases (parent) or re-initialises (child)
+/// the locks taken by [`lock_all_local`].
+pub(crate) fn unlock_all_local(child: bool) {
+    for d in registry_snapshot() {
+        if child {
+            d.local.reinit_in_child();
+        } else {
+            d.local.raw_unlock();
+        }
+    }
+    if child {
+        registry().reinit_in_child();
+    } else {
+        registry().raw_unlock();
+    }
+}
+
+/// The registry's list while its lock is held by the caller.
+fn registry_snapshot() -> Vec<Arc<Domain>> {
+    // SAFETY: only called by the fork handlers, which hold the registry
+    // lock through raw_lock and create no guard.
+    unsafe { registry().peek_locked().clone() }
+}

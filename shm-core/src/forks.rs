@@ -1,0 +1,33 @@
+//! Fork handlers: keep process-local state usable in a child.
+//!
+//! Before `fork`, every process-local lock is taken so that no other thread
+//! holds one at the moment of the copy; afterwards the parent releases them
+//! and the child re-initialises them (the owning thread is the forking one)
+//! and forgets per-process caches (pid, tid). The domain lock is shared
+//! memory and needs nothing: whoever holds it releases it as usual.
+
+use std::sync::Once;
+
+extern "C" fn prepare() {
+    crate::domain::lock_all_local();
+}
+
+extern "C" fn parent() {
+    crate::domain::unlock_all_local(false);
+}
+
+extern "C" fn child() {
+    crate::domain::unlock_all_local(true);
+    crate::creds::after_fork();
+    crate::reaper::after_fork();
+}
+
+/// Registers the handlers once per process.
+pub fn install() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: the handlers are plain extern "C" functions valid for the
+        // life of the process.
+        unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+    });
+}

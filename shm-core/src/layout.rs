@@ -1,0 +1,256 @@
+//! The records that live in the shared domain segment, and the segment's
+//! fixed geometry.
+//!
+//! Every record is `#[repr(C)]` and made of [`Cell`]s (written only through
+//! a transaction) and a few atomics (read without the lock). Records refer
+//! to each other with [`P`] offsets. Which module owns which fields is
+//! noted on each record.
+
+use crate::shm::{Atomic64, Cell, P};
+
+/// Segment magic ("bus1-shm").
+pub const MAGIC: u64 = 0x6275_7331_2d73_686d;
+/// Bumped whenever a record layout changes.
+pub const VERSION: u64 = 1;
+
+/// Virtual size of the domain segment (a sparse file; only touched pages
+/// use memory).
+pub const SEG_SIZE: u64 = 8 << 30;
+/// Start of the undo log.
+pub const LOG_OFF: u64 = 1 << 20;
+/// Maximum number of undo entries of one transaction.
+pub const LOG_CAP: u64 = 4 << 20;
+/// Size of one undo entry.
+pub const LOG_ENTRY: u64 = 24;
+/// Start of the allocation heap.
+pub const HEAP_OFF: u64 = LOG_OFF + LOG_CAP * LOG_ENTRY;
+/// The heap is reserved (fallocated) in chunks of this size, so a write to
+/// the segment never meets a missing page (SIGBUS on a full tmpfs).
+pub const HEAP_CHUNK: u64 = 1 << 20;
+
+/// Number of allocator size classes (powers of two from 16 bytes).
+pub const NCLASSES: usize = 32;
+
+/// Quota resources, in the order of the PEER_QUERY fields.
+pub const RES_SLICES: usize = 0;
+pub const RES_HANDLES: usize = 1;
+pub const RES_BYTES: usize = 2;
+pub const RES_FDS: usize = 3;
+pub const NRES: usize = 4;
+
+/// Module defaults (SEMANTICS.md 6.1).
+pub const DEFAULT_MAX: [i64; NRES] = [16384, 65536, 16 << 20, 4096];
+
+/// Pool geometry (SEMANTICS.md 5.1).
+pub const POOL_SIZE: u64 = 1 << 29;
+
+/// The header at offset 0. Owned by `txn` (lock, log), `alloc` (heap),
+/// `table` (hash table root) and `domain` (global counters).
+#[repr(C, align(64))]
+pub struct Header {
+    pub magic: Atomic64,
+    pub version: Cell<u64>,
+    /// A process-shared robust `pthread_mutex_t` (40 bytes on x86-64).
+    pub mutex: [u64; 8],
+    /// Number of valid undo entries of the transaction in progress.
+    pub log_len: Atomic64,
+    /// How often a dead holder's transaction was rolled back (statistics).
+    pub recoveries: Cell<u64>,
+
+    pub heap_top: Cell<u64>,
+    pub heap_reserved: Cell<u64>,
+    pub free_heads: [Cell<u64>; NCLASSES],
+    pub live_blocks: Cell<u64>,
+    pub live_bytes: Cell<u64>,
+
+    pub table: Cell<u64>,
+    pub table_cap: Cell<u64>,
+    pub table_used: Cell<u64>,
+    pub table_tombs: Cell<u64>,
+
+    /// The global transaction counter `G` (SEMANTICS.md 7.9).
+    pub clock: Cell<u64>,
+    pub next_serial: Cell<u64>,
+    pub next_nonce: Cell<u64>,
+    pub peers: Cell<P<PeerRec>>,
+    pub n_peers: Cell<u64>,
+    /// Monotonic time (ns) of the last liveness scan; claimed with CAS so
+    /// that one process scans per period.
+    pub scan_lease: Atomic64,
+}
+
+/// Per-UID accounting (SEMANTICS.md 6.1). Owned by `quota`.
+#[repr(C)]
+pub struct UserRec {
+    pub uid: Cell<u64>,
+    /// Peers and charges that keep this record alive.
+    pub refs: Cell<u64>,
+    pub max: [Cell<i64>; NRES],
+    pub rem: [Cell<i64>; NRES],
+}
+
+/// What one sending user has charged on one receiving user or peer (the
+/// fair-share rule, SEMANTICS.md A.3). Owned by `quota`.
+#[repr(C)]
+pub struct ShareRec {
+    pub used: [Cell<i64>; NRES],
+    pub key1: Cell<u64>,
+    pub key2: Cell<u64>,
+}
+
+pub const PEER_CONNECTED: u32 = 1;
+pub const PEER_DISCONNECTED: u32 = 2;
+
+/// A peer. Owned by `peer`; queue fields by `queue`, pool fields by `pool`,
+/// bell fields by `doorbell`.
+#[repr(C)]
+pub struct PeerRec {
+    pub state: Cell<u32>,
+    /// O_ACCMODE of the open() that created it.
+    pub access: Cell<u32>,
+    pub serial: Cell<u64>,
+    pub uid: Cell<u32>,
+    pub gid: Cell<u32>,
+    pub user: Cell<P<UserRec>>,
+    pub flags: Cell<u64>,
+    pub max: [Cell<i64>; NRES],
+    pub rem: [Cell<i64>; NRES],
+    pub id_counter: Cell<u64>,
+
+    pub q_head: Cell<P<Entry>>,
+    pub q_tail: Cell<P<Entry>>,
+    pub q_len: Cell<u64>,
+    /// Queued DATA entries that carry file descriptors.
+    pub q_fd_msgs: Cell<u64>,
+    pub flush: Cell<u64>,
+    pub seed: Cell<P<Entry>>,
+
+    pub handles: Cell<P<Handle>>,
+    pub nodes: Cell<P<Node>>,
+
+    pub pool_regions: Cell<P<Region>>,
+    pub pool_free: Cell<P<Region>>,
+    pub pool_slices: Cell<u64>,
+
+    /// A plain readiness token is in the peer socket.
+    pub bell_plain: Cell<u32>,
+    /// A vault datagram is in the peer socket (behind the plain token, if
+    /// both are there).
+    pub bell_vault: Cell<u32>,
+    /// The socket may hold datagrams the mirror does not know about.
+    pub bell_dirty: Cell<u32>,
+    pub _pad: Cell<u32>,
+    pub vault_gen: Cell<u64>,
+
+    pub pidns: Cell<u64>,
+    pub userns: Cell<u64>,
+    pub next: Cell<P<PeerRec>>,
+    pub prev: Cell<P<PeerRec>>,
+}
+
+/// A node. Owned by `object`.
+#[repr(C)]
+pub struct Node {
+    pub owner: Cell<P<PeerRec>>,
+    pub owner_handle: Cell<P<Handle>>,
+    pub destroyed: Cell<u32>,
+    pub released: Cell<u32>,
+    pub destroy_stamp: Cell<u64>,
+    /// SEMANTICS.md 3.2: user references except the owner's pin, plus one
+    /// per payload entry of a queued message carrying the node.
+    pub strong: Cell<u64>,
+    /// The pending NODE_RELEASE entry, if any.
+    pub release_entry: Cell<P<Entry>>,
+    /// All handles of the node (the owner's included), via `Handle::node_*`.
+    pub handles: Cell<P<Handle>>,
+    /// Handle objects plus entries that point at this node.
+    pub refs: Cell<u64>,
+    pub owner_next: Cell<P<Node>>,
+    pub owner_prev: Cell<P<Node>>,
+    pub in_owner_list: Cell<u32>,
+    pub _pad: Cell<u32>,
+}
+
+/// A handle: one peer's reference to one node. Owned by `object`.
+#[repr(C)]
+pub struct Handle {
+    pub holder: Cell<P<PeerRec>>,
+    pub node: Cell<P<Node>>,
+    pub id: Cell<u64>,
+    pub has_id: Cell<u32>,
+    pub _pad: Cell<u32>,
+    pub user_refs: Cell<u64>,
+    /// Payload entries of staged/queued messages to the holder that carry
+    /// this handle (SEMANTICS.md 3.2 "attached").
+    pub inflight: Cell<u64>,
+    /// Queue entries that point at this object (payload, destination,
+    /// notification subject), plus one while user_refs > 0.
+    pub refs: Cell<u64>,
+    pub node_next: Cell<P<Handle>>,
+    pub node_prev: Cell<P<Handle>>,
+    pub holder_next: Cell<P<Handle>>,
+    pub holder_prev: Cell<P<Handle>>,
+}
+
+pub const ENTRY_DATA: u32 = 1;
+pub const ENTRY_DESTROY: u32 = 2;
+pub const ENTRY_RELEASE: u32 = 3;
+
+/// A queue entry: a message or a notification. Owned by `queue` (links),
+/// `message` (DATA payload) and `object` (notifications).
+#[repr(C)]
+pub struct Entry {
+    pub kind: Cell<u32>,
+    pub queued: Cell<u32>,
+    pub stamp: Cell<u64>,
+    pub peer: Cell<P<PeerRec>>,
+    pub next: Cell<P<Entry>>,
+    pub prev: Cell<P<Entry>>,
+    /// DATA: the receiver's handle of the destination node (null for a
+    /// seed); DESTROY: the holder's handle; RELEASE: the node (as offset).
+    pub subject: Cell<u64>,
+    pub uid: Cell<u32>,
+    pub gid: Cell<u32>,
+    pub pid: Cell<u32>,
+    pub tid: Cell<u32>,
+    pub slice: Cell<P<Region>>,
+    pub n_bytes: Cell<u64>,
+    pub n_handles: Cell<u64>,
+    /// Array of `n_handles` P<Handle> (receiver-side handles).
+    pub handles: Cell<u64>,
+    pub n_fds: Cell<u64>,
+    /// Identifies this message's fd carrier in the receiver's vault.
+    pub nonce: Cell<u64>,
+    /// Resources charged on the receiver by this message (for refunds).
+    pub charged: [Cell<i64>; NRES],
+    /// Fair-share records charged (sending user on receiving user / peer).
+    pub share_user: Cell<P<ShareRec>>,
+    pub share_peer: Cell<P<ShareRec>>,
+}
+
+/// A pool range: a slice or a free range. Owned by `pool`.
+#[repr(C)]
+pub struct Region {
+    pub off: Cell<u64>,
+    pub size: Cell<u64>,
+    pub free: Cell<u32>,
+    pub published: Cell<u32>,
+    pub referenced: Cell<u32>,
+    pub _pad: Cell<u32>,
+    pub next: Cell<P<Region>>,
+    pub prev: Cell<P<Region>>,
+    pub fnext: Cell<P<Region>>,
+    pub fprev: Cell<P<Region>>,
+}
+
+/// Hash table tags (see `table`).
+pub const TAG_PEER: u64 = 1;
+pub const TAG_HANDLE_ID: u64 = 2;
+pub const TAG_NODE_HANDLE: u64 = 3;
+pub const TAG_SLICE: u64 = 4;
+pub const TAG_USER: u64 = 5;
+pub const TAG_SHARE_USER: u64 = 6;
+pub const TAG_SHARE_PEER: u64 = 7;
+pub const TAG_NONCE: u64 = 8;
+
+const _: () = assert!(core::mem::size_of::<Header>() <= LOG_OFF as usize);

@@ -1,0 +1,380 @@
+//! Peers: creation, the small ioctls (QUERY, RESET, HANDLE_RELEASE,
+//! HANDLE_TRANSFER, NODES_DESTROY, SLICE_RELEASE), flushing, disconnection
+//! and the final teardown when the last fd is gone (SEMANTICS.md 2.1–2.7,
+//! 8.1–8.6).
+
+use crate::alloc;
+use crate::creds;
+use crate::doorbell::{self, Op};
+use crate::domain::Domain;
+use crate::errno::{Errno, Result};
+use crate::layout::*;
+use crate::message;
+use crate::object;
+use crate::pool;
+use crate::queue;
+use crate::quota;
+use crate::shm::P;
+use crate::sys;
+use crate::table;
+use crate::txn::Txn;
+use crate::usermem::{elem, read_u64, UserMem};
+use std::collections::HashSet;
+use uapi::*;
+
+const PEER: u64 = core::mem::size_of::<PeerRec>() as u64;
+
+pub fn lookup_serial(tx: &Txn, serial: u64) -> Option<P<PeerRec>> {
+    table::get(tx, TAG_PEER, 0, serial).map(P::from_off)
+}
+
+/// Every peer of the domain.
+pub fn all(tx: &Txn) -> Vec<P<PeerRec>> {
+    let mut v = Vec::new();
+    let mut p = tx.hdr().peers.get();
+    while !p.is_null() {
+        v.push(p);
+        p = tx.rec(p).next.get();
+    }
+    v
+}
+
+fn cpath(p: Vec<u8>) -> Result<std::ffi::CString> {
+    std::ffi::CString::new(p).map_err(|_| Errno::EINVAL)
+}
+
+/// Creates a peer (8.1): its pool file, its socket (returned: the peer fd)
+/// and its record. `sock_flags` are SOCK_CLOEXEC/SOCK_NONBLOCK as the
+/// opener asked.
+pub fn create(dom: &Domain, access: u32, sock_flags: i32) -> Result<(i32, u64, P<PeerRec>)> {
+    let serial = {
+        let tx = dom.lock()?;
+        let s = tx.hdr().next_serial.get();
+        tx.set(&tx.hdr().next_serial, s + 1);
+        tx.commit()?;
+        s
+    };
+    let pool_path = cpath(dom.pool_path(serial))?;
+    let sock_path = dom.peer_path(serial);
+    let addr = sys::UnixAddr::new(&sock_path)?;
+    let pfd = sys::open(&pool_path, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, 0o600)?;
+    let r = sys::ftruncate(pfd, POOL_SIZE);
+    sys::close(pfd);
+    let cleanup = |fd: Option<i32>| {
+        if let Some(fd) = fd {
+            sys::close(fd);
+        }
+        let _ = sys::unlink(&pool_path);
+        if let Ok(c) = cpath(sock_path.clone()) {
+            let _ = sys::unlink(&c);
+        }
+    };
+    if let Err(e) = r {
+        cleanup(None);
+        return Err(e);
+    }
+    let fd = match sys::socket_exact(libc::SOCK_DGRAM | sock_flags) {
+        Ok(fd) => fd,
+        Err(e) => {
+            cleanup(None);
+            return Err(e);
+        }
+    };
+    if let Err(e) = sys::bind(fd, &addr) {
+        cleanup(Some(fd));
+        return Err(e);
+    }
+    let (pidns, userns) = creds::namespaces();
+    let tx = dom.lock()?;
+    let r = (|| {
+        let peer = P::<PeerRec>::from_off(alloc::alloc(&tx, PEER)?);
+        let p = tx.rec(peer);
+        let uid = sys::getuid();
+        let user = quota::user_get(&tx, uid)?;
+        tx.set(&p.state, PEER_CONNECTED);
+        tx.set(&p.access, access);
+        tx.set(&p.serial, serial);
+        tx.set(&p.uid, uid);
+        tx.set(&p.gid, sys::getgid());
+        tx.set(&p.user, user);
+        for i in 0..NRES {
+            let m = tx.rec(user).max[i].get();
+            tx.set(&p.max[i], m);
+            tx.set(&p.rem[i], m);
+        }
+        tx.set(&p.pidns, pidns);
+        tx.set(&p.userns, userns);
+        pool::init(&tx, peer)?;
+        let hdr = tx.hdr();
+        let head = hdr.peers.get();
+        tx.set(&p.next, head);
+        if !head.is_null() {
+            tx.set(&tx.rec(head).prev, peer);
+        }
+        tx.set(&hdr.peers, peer);
+        tx.add(&hdr.n_peers, 1);
+        table::insert(&tx, TAG_PEER, 0, serial, peer.off())?;
+        Ok(peer)
+    })();
+    match tx.finish(r) {
+        Ok(peer) => Ok((fd, serial, peer)),
+        Err(e) => {
+            cleanup(Some(fd));
+            Err(e)
+        }
+    }
+}
+
+/// PEER_QUERY (2.2).
+pub fn query(tx: &Txn, peer: P<PeerRec>) -> bus1_cmd_peer_reset {
+    let p = tx.rec(peer);
+    bus1_cmd_peer_reset {
+        flags: 0,
+        peer_flags: p.flags.get() & BUS1_PEER_FLAG_WANT_SECCTX,
+        max_slices: p.max[RES_SLICES].get() as u32,
+        max_handles: p.max[RES_HANDLES].get() as u32,
+        max_inflight_bytes: p.max[RES_BYTES].get() as u32,
+        max_inflight_fds: p.max[RES_FDS].get() as u32,
+    }
+}
+
+/// The arguments of PEER_RESET, from either struct layout.
+#[derive(Clone, Copy, Debug)]
+pub struct Reset {
+    pub flags: u64,
+    pub peer_flags: u64,
+    /// Limits in PEER_QUERY order; None = unchanged.
+    pub limits: [Option<u32>; NRES],
+}
+
+/// PEER_RESET steps 2–4 (no lock needed). `limits` are the raw fields
+/// widened to u64 and `all_ones` is the "unchanged" value of the layout.
+pub fn reset_args(flags: u64, peer_flags: u64, limits: [u64; NRES], all_ones: u64) -> Result<Reset> {
+    if flags & !(BUS1_PEER_RESET_FLAG_FLUSH | BUS1_PEER_RESET_FLAG_FLUSH_SEED) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if peer_flags != u64::MAX && peer_flags & !BUS1_PEER_FLAG_WANT_SECCTX != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let mut out = [None; NRES];
+    for (i, &l) in limits.iter().enumerate() {
+        if l == all_ones {
+            continue;
+        }
+        if l > 0x7FFF_FFFF {
+            return Err(Errno::EINVAL);
+        }
+        out[i] = Some(l as u32);
+    }
+    Ok(Reset { flags, peer_flags, limits: out })
+}
+
+/// PEER_RESET step 5 onwards.
+pub fn reset(tx: &Txn, peer: P<PeerRec>, fd: i32, r: &Reset) -> Result<()> {
+    let p = tx.rec(peer);
+    if r.peer_flags != u64::MAX {
+        tx.set(&p.flags, r.peer_flags);
+    }
+    for (i, l) in r.limits.iter().enumerate() {
+        if let Some(l) = l {
+            quota::set_peer_max(tx, peer, i, *l as i64);
+        }
+    }
+    if r.flags & BUS1_PEER_RESET_FLAG_FLUSH != 0 {
+        flush(tx, peer, fd, r.flags & BUS1_PEER_RESET_FLAG_FLUSH_SEED != 0)?;
+    } else if r.flags & BUS1_PEER_RESET_FLAG_FLUSH_SEED != 0 {
+        drop_seed(tx, peer, fd);
+    }
+    Ok(())
+}
+
+fn drop_seed(tx: &Txn, peer: P<PeerRec>, fd: i32) {
+    let p = tx.rec(peer);
+    let seed = p.seed.get();
+    if !seed.is_null() {
+        if tx.rec(seed).n_fds.get() > 0 && fd >= 0 {
+            tx.push_post(Op::DropCarrier { peer, fd, nonce: tx.rec(seed).nonce.get() });
+        }
+        tx.set(&p.seed, P::NULL);
+        queue::free(tx, seed);
+    }
+}
+
+/// Nodes of `peer` that its seed carries (spared by a FLUSH without
+/// FLUSH_SEED).
+fn seed_nodes(tx: &Txn, peer: P<PeerRec>) -> HashSet<u64> {
+    let seed = tx.rec(peer).seed.get();
+    let mut s = HashSet::new();
+    if !seed.is_null() {
+        for slot in message::handle_slots(tx, seed) {
+            let h = P::<Handle>::from_off(slot.get());
+            if !h.is_null() {
+                s.insert(object::node_of(tx, h).off());
+            }
+        }
+    }
+    s
+}
+
+/// The flush of 2.3 step 6 (also the teardown of a disconnect, with
+/// `flush_seed`). `fd` is the peer's own socket, or -1 if it is gone.
+pub fn flush(tx: &Txn, peer: P<PeerRec>, fd: i32, flush_seed: bool) -> Result<()> {
+    let spared = if flush_seed { HashSet::new() } else { seed_nodes(tx, peer) };
+    let nodes: Vec<P<Node>> = object::live_nodes(tx, peer).into_iter().filter(|n| !spared.contains(&n.off())).collect();
+    // 1. one destruction transaction
+    let f = object::destroy_nodes(tx, peer, &nodes, false)?;
+    // 2. every user reference of every handle
+    for h in object::held_handles(tx, peer) {
+        let n = tx.rec(h).user_refs.get();
+        for _ in 0..n {
+            object::ref_drop(tx, h);
+        }
+    }
+    // 3. everything queued up to F
+    for e in queue::entries(tx, peer) {
+        if tx.rec(e).stamp.get() <= f {
+            let r = tx.rec(e);
+            if r.kind.get() == ENTRY_DATA && r.n_fds.get() > 0 && fd >= 0 {
+                tx.push_post(Op::DropCarrier { peer, fd, nonce: r.nonce.get() });
+            }
+            queue::discard(tx, e);
+        }
+    }
+    tx.set(&tx.rec(peer).flush, f);
+    // 4. published slices
+    pool::unpublish_all(tx, peer);
+    if flush_seed {
+        drop_seed(tx, peer, fd);
+    }
+    Ok(())
+}
+
+/// PEER_DISCONNECT (2.1) and the first half of the last close (8.5):
+/// returns Err(ESHUTDOWN) if someone else disconnected it first.
+pub fn disconnect(tx: &Txn, peer: P<PeerRec>, fd: i32) -> Result<()> {
+    let p = tx.rec(peer);
+    if p.state.get() != PEER_CONNECTED {
+        return Err(Errno::ESHUTDOWN);
+    }
+    tx.set(&p.state, PEER_DISCONNECTED);
+    flush(tx, peer, fd, true)?;
+    // The socket is emptied and shut down by `doorbell::hang_up`.
+    tx.set(&p.bell_plain, 0);
+    tx.set(&p.bell_vault, 0);
+    tx.set(&p.bell_dirty, 0);
+    Ok(())
+}
+
+/// Frees a peer whose socket is gone (8.5, 8.6).
+pub fn free_dead(tx: &Txn, peer: P<PeerRec>) -> Result<()> {
+    let p = tx.rec(peer);
+    if p.state.get() == PEER_CONNECTED {
+        disconnect(tx, peer, -1)?;
+    }
+    let serial = p.serial.get();
+    object::orphan_owned(tx, peer);
+    pool::destroy(tx, peer);
+    let hdr = tx.hdr();
+    let (next, prev) = (p.next.get(), p.prev.get());
+    if prev.is_null() {
+        tx.set(&hdr.peers, next);
+    } else {
+        tx.set(&tx.rec(prev).next, next);
+    }
+    if !next.is_null() {
+        tx.set(&tx.rec(next).prev, prev);
+    }
+    tx.add(&hdr.n_peers, -1);
+    table::remove(tx, TAG_PEER, 0, serial);
+    quota::user_put(tx, p.user.get());
+    let dom = tx.domain();
+    tx.push_post(Op::Unlink { path: dom.peer_path(serial) });
+    tx.push_post(Op::Unlink { path: dom.pool_path(serial) });
+    if p.vault_gen.get() > 0 {
+        tx.push_post(Op::Unlink { path: dom.vault_path(serial, p.vault_gen.get()) });
+    }
+    alloc::free(tx, peer.off(), PEER);
+    dom.forget_pool(serial);
+    Ok(())
+}
+
+/// HANDLE_RELEASE (2.4).
+pub fn handle_release(tx: &Txn, peer: P<PeerRec>, id: u64) -> Result<()> {
+    let Some(h) = object::lookup_id(tx, peer, id) else {
+        return Err(if id & 3 != 0 { Errno::ENXIO } else { Errno::EBUSY });
+    };
+    let hr = tx.rec(h);
+    if object::is_owner_handle(tx, h)
+        && hr.user_refs.get() == 1
+        && tx.rec(object::node_of(tx, h)).destroyed.get() == 0
+    {
+        return Err(Errno::EBUSY);
+    }
+    object::ref_drop(tx, h);
+    Ok(())
+}
+
+/// HANDLE_TRANSFER (2.5) from step 4: returns the destination's ID.
+pub fn handle_transfer(tx: &Txn, src: P<PeerRec>, dst: P<PeerRec>, src_id: u64) -> Result<u64> {
+    if tx.rec(dst).state.get() != PEER_CONNECTED {
+        return Err(Errno::ESHUTDOWN);
+    }
+    let (h, created) = object::import(tx, src, src_id)?;
+    let node = object::node_of(tx, h);
+    if tx.rec(node).destroyed.get() == 1 {
+        return Ok(BUS1_HANDLE_INVALID);
+    }
+    let dh = object::handle_for(tx, dst, node)?;
+    quota::charge(tx, dst, RES_HANDLES, 1)?;
+    if created {
+        quota::charge(tx, src, RES_HANDLES, 1)?;
+    }
+    let id = object::ensure_id(tx, dh)?;
+    object::ref_add(tx, dh);
+    Ok(id)
+}
+
+/// NODES_DESTROY (2.6) from step 4.
+pub fn nodes_destroy(tx: &Txn, peer: P<PeerRec>, cmd: &bus1_cmd_nodes_destroy, mem: &dyn UserMem) -> Result<()> {
+    let user = tx.rec(tx.rec(peer).user.get());
+    if cmd.n_nodes > user.max[RES_HANDLES].get() as u64 {
+        return Err(Errno::EINVAL);
+    }
+    let mut seen = HashSet::new();
+    let mut handles = Vec::with_capacity(cmd.n_nodes as usize);
+    let mut provisional = 0;
+    for i in 0..cmd.n_nodes {
+        let id = read_u64(mem, elem(cmd.ptr_nodes, i, 8)?)?;
+        let (h, created) = object::import(tx, peer, id)?;
+        provisional += created as i64;
+        if !seen.insert(h.off()) {
+            return Err(Errno::ENOTUNIQ);
+        }
+        let node = object::node_of(tx, h);
+        if tx.rec(node).owner.get() != peer {
+            return Err(Errno::EREMOTE);
+        }
+        if tx.rec(node).destroyed.get() == 1 {
+            return Err(Errno::ESTALE);
+        }
+        handles.push(h);
+    }
+    quota::charge(tx, peer, RES_HANDLES, provisional)?;
+    let nodes: Vec<P<Node>> = handles.iter().map(|h| object::node_of(tx, *h)).collect();
+    if !nodes.is_empty() {
+        object::destroy_nodes(tx, peer, &nodes, true)?;
+    }
+    if cmd.flags & BUS1_NODES_DESTROY_FLAG_RELEASE_HANDLES != 0 {
+        for h in handles {
+            object::ref_drop(tx, h);
+        }
+    }
+    Ok(())
+}
+
+/// Makes the caller's own socket match its queue after an operation.
+pub fn settle_own_socket(tx: &Txn, peer: P<PeerRec>, fd: i32) {
+    if fd >= 0 && tx.rec(peer).state.get() == PEER_CONNECTED {
+        doorbell::after_own_change(tx, peer, fd);
+    }
+}

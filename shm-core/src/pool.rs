@@ -1,0 +1,224 @@
+//! Pools and slices (SEMANTICS.md section 5).
+//!
+//! Each peer owns a 512 MiB sparse pool file. The allocator state lives in
+//! the segment as a list of regions in address order (slices and free
+//! ranges alike) plus a list of the free ones; allocation is best fit with
+//! ties broken by the lowest offset, and freeing merges with free
+//! neighbours. A slice is freed when it is neither referenced by a queued
+//! message nor published to userspace (5.3); freeing refunds the slice
+//! quota. Senders write payload into the receiver's pool through this
+//! process's read-write mapping (`Domain::pool_base`).
+
+use crate::alloc;
+use crate::errno::{Errno, Result};
+use crate::layout::*;
+use crate::quota;
+use crate::shm::P;
+use crate::table;
+use crate::txn::Txn;
+
+const REGION: u64 = core::mem::size_of::<Region>() as u64;
+
+/// Sets up an empty pool: one free range covering it.
+pub fn init(tx: &Txn, peer: P<PeerRec>) -> Result<()> {
+    let r = P::<Region>::from_off(alloc::alloc(tx, REGION)?);
+    let rr = tx.rec(r);
+    tx.set(&rr.off, 0);
+    tx.set(&rr.size, POOL_SIZE - 1);
+    tx.set(&rr.free, 1);
+    let p = tx.rec(peer);
+    tx.set(&p.pool_regions, r);
+    tx.set(&p.pool_free, r);
+    Ok(())
+}
+
+fn free_list_remove(tx: &Txn, peer: P<PeerRec>, r: P<Region>) {
+    let rr = tx.rec(r);
+    let (n, p) = (rr.fnext.get(), rr.fprev.get());
+    if p.is_null() {
+        tx.set(&tx.rec(peer).pool_free, n);
+    } else {
+        tx.set(&tx.rec(p).fnext, n);
+    }
+    if !n.is_null() {
+        tx.set(&tx.rec(n).fprev, p);
+    }
+    tx.set(&rr.fnext, P::NULL);
+    tx.set(&rr.fprev, P::NULL);
+}
+
+fn free_list_push(tx: &Txn, peer: P<PeerRec>, r: P<Region>) {
+    let p = tx.rec(peer);
+    let head = p.pool_free.get();
+    tx.set(&tx.rec(r).fnext, head);
+    tx.set(&tx.rec(r).fprev, P::NULL);
+    if !head.is_null() {
+        tx.set(&tx.rec(head).fprev, r);
+    }
+    tx.set(&p.pool_free, r);
+}
+
+fn region_unlink(tx: &Txn, peer: P<PeerRec>, r: P<Region>) {
+    let rr = tx.rec(r);
+    let (n, p) = (rr.next.get(), rr.prev.get());
+    if p.is_null() {
+        tx.set(&tx.rec(peer).pool_regions, n);
+    } else {
+        tx.set(&tx.rec(p).next, n);
+    }
+    if !n.is_null() {
+        tx.set(&tx.rec(n).prev, p);
+    }
+    alloc::free(tx, r.off(), REGION);
+}
+
+/// Size of the slice for a message (4.1).
+pub fn slice_size(n_bytes: u64, n_handles: u64, n_fds: u64) -> u64 {
+    let a = |x: u64| x.div_ceil(8) * 8;
+    (a(n_bytes) + 8 * n_handles + a(4 * n_fds)).max(8)
+}
+
+/// Allocates a slice of `size` bytes (5.2). The slice starts referenced.
+pub fn alloc_slice(tx: &Txn, peer: P<PeerRec>, size: u64) -> Result<P<Region>> {
+    let size = size.div_ceil(8) * 8;
+    if size == 0 || size > POOL_SIZE - 1 {
+        return Err(Errno::EMSGSIZE);
+    }
+    let mut best = P::<Region>::NULL;
+    let (mut best_size, mut best_off) = (u64::MAX, u64::MAX);
+    let mut r = tx.rec(peer).pool_free.get();
+    while !r.is_null() {
+        let rr = tx.rec(r);
+        let (s, o) = (rr.size.get(), rr.off.get());
+        if s >= size && (s < best_size || (s == best_size && o < best_off)) {
+            best = r;
+            best_size = s;
+            best_off = o;
+        }
+        r = rr.fnext.get();
+    }
+    if best.is_null() {
+        return Err(Errno::EXFULL);
+    }
+    let slice = if best_size == size {
+        free_list_remove(tx, peer, best);
+        best
+    } else {
+        let s = P::<Region>::from_off(alloc::alloc(tx, REGION)?);
+        let (sr, br) = (tx.rec(s), tx.rec(best));
+        tx.set(&sr.off, best_off);
+        tx.set(&sr.size, size);
+        let prev = br.prev.get();
+        tx.set(&sr.prev, prev);
+        tx.set(&sr.next, best);
+        if prev.is_null() {
+            tx.set(&tx.rec(peer).pool_regions, s);
+        } else {
+            tx.set(&tx.rec(prev).next, s);
+        }
+        tx.set(&br.prev, s);
+        tx.set(&br.off, best_off + size);
+        tx.set(&br.size, best_size - size);
+        s
+    };
+    let sr = tx.rec(slice);
+    tx.set(&sr.free, 0);
+    tx.set(&sr.referenced, 1);
+    tx.set(&sr.published, 0);
+    table::insert(tx, TAG_SLICE, peer.off(), best_off, slice.off())?;
+    tx.add(&tx.rec(peer).pool_slices, 1);
+    Ok(slice)
+}
+
+/// Frees a slice that is neither referenced nor published, merging it
+/// with free neighbours, and refunds its slice quota.
+fn free_slice(tx: &Txn, peer: P<PeerRec>, s: P<Region>) {
+    let sr = tx.rec(s);
+    table::remove(tx, TAG_SLICE, peer.off(), sr.off.get());
+    tx.add(&tx.rec(peer).pool_slices, -1);
+    quota::refund(tx, peer, RES_SLICES, 1);
+    tx.set(&sr.free, 1);
+    let mut cur = s;
+    let prev = sr.prev.get();
+    if !prev.is_null() && tx.rec(prev).free.get() == 1 {
+        let pr = tx.rec(prev);
+        tx.set(&pr.size, pr.size.get() + sr.size.get());
+        region_unlink(tx, peer, s);
+        cur = prev;
+    } else {
+        free_list_push(tx, peer, s);
+    }
+    let cr = tx.rec(cur);
+    let next = cr.next.get();
+    if !next.is_null() && tx.rec(next).free.get() == 1 {
+        tx.set(&cr.size, cr.size.get() + tx.rec(next).size.get());
+        free_list_remove(tx, peer, next);
+        region_unlink(tx, peer, next);
+    }
+}
+
+/// Marks a slice as handed to userspace by RECV/PEEK.
+pub fn publish(tx: &Txn, s: P<Region>) {
+    tx.set(&tx.rec(s).published, 1);
+}
+
+/// The message that referenced the slice is gone.
+pub fn unreference(tx: &Txn, peer: P<PeerRec>, s: P<Region>) {
+    let sr = tx.rec(s);
+    tx.set(&sr.referenced, 0);
+    if sr.published.get() == 0 {
+        free_slice(tx, peer, s);
+    }
+}
+
+/// SLICE_RELEASE (2.7): the slice must start exactly at `off` and be
+/// published.
+pub fn release(tx: &Txn, peer: P<PeerRec>, off: u64) -> Result<()> {
+    let s = table::get(tx, TAG_SLICE, peer.off(), off).map(P::<Region>::from_off).ok_or(Errno::ENXIO)?;
+    let sr = tx.rec(s);
+    if sr.published.get() == 0 {
+        return Err(Errno::ENXIO);
+    }
+    tx.set(&sr.published, 0);
+    if sr.referenced.get() == 0 {
+        free_slice(tx, peer, s);
+    }
+    Ok(())
+}
+
+/// Unpublishes every published slice (flush, 2.3 step 6.4).
+pub fn unpublish_all(tx: &Txn, peer: P<PeerRec>) {
+    let mut published = Vec::new();
+    let mut r = tx.rec(peer).pool_regions.get();
+    while !r.is_null() {
+        let rr = tx.rec(r);
+        if rr.free.get() == 0 && rr.published.get() == 1 {
+            published.push(r);
+        }
+        r = rr.next.get();
+    }
+    for s in published {
+        let off = tx.rec(s).off.get();
+        let _ = release(tx, peer, off);
+    }
+}
+
+/// Frees the region records of a pool whose slices are all gone.
+pub fn destroy(tx: &Txn, peer: P<PeerRec>) {
+    let mut r = tx.rec(peer).pool_regions.get();
+    while !r.is_null() {
+        let next = tx.rec(r).next.get();
+        debug_assert_eq!(tx.rec(r).free.get(), 1, "slice left at pool destruction");
+        alloc::free(tx, r.off(), REGION);
+        r = next;
+    }
+    let p = tx.rec(peer);
+    tx.set(&p.pool_regions, P::NULL);
+    tx.set(&p.pool_free, P::NULL);
+}
+
+/// Offset and size of a slice.
+pub fn range(tx: &Txn, s: P<Region>) -> (u64, u64) {
+    let sr = tx.rec(s);
+    (sr.off.get(), sr.size.get())
+}

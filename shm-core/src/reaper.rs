@@ -1,0 +1,121 @@
+//! Cleaning up after peers whose last fd is gone, with no daemon
+//! (ARCHITECTURE.md decision 5).
+//!
+//! A peer's socket disappears from the kernel when its last fd is closed
+//! anywhere, including by the death of a process. Whoever notices tears the
+//! peer down: the process that closed an fd checks right after the close,
+//! and every process attached to a domain runs a small watcher thread that,
+//! a few times a second, probes the peers of the domain if no other
+//! process has done so recently (a lease in the segment header), so that
+//! holders blocked in `poll` learn of a crashed peer's node destruction
+//! within a bounded time.
+
+use crate::domain::Domain;
+use crate::layout::*;
+use crate::peer;
+use crate::sys;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// How often the domain is scanned (by one process).
+pub const SCAN_PERIOD_MS: u64 = 200;
+
+static WATCHER: AtomicBool = AtomicBool::new(false);
+static FORK_GEN: AtomicU64 = AtomicU64::new(0);
+
+pub(crate) fn after_fork() {
+    WATCHER.store(false, Ordering::Release);
+    FORK_GEN.fetch_add(1, Ordering::AcqRel);
+}
+
+/// A domain was attached by this process.
+pub(crate) fn attached(_dom: &Arc<Domain>) {
+    ensure_watcher();
+}
+
+/// Starts this process's watcher thread if it is not running.
+pub fn ensure_watcher() {
+    if WATCHER.load(Ordering::Acquire) || std::env::var_os("BUS1_NO_WATCHER").is_some() {
+        return;
+    }
+    if WATCHER.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let gen = FORK_GEN.load(Ordering::Acquire);
+    // The thread must not take signals meant for the application: block
+    // them all around the spawn (the new thread inherits the mask).
+    // SAFETY: sigset operations on local, initialised sets.
+    unsafe {
+        let mut all: libc::sigset_t = core::mem::zeroed();
+        let mut old: libc::sigset_t = core::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        let r = std::thread::Builder::new()
+            .name("bus1-watch".into())
+            .stack_size(64 << 10)
+            .spawn(move || watch(gen));
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+        if r.is_err() {
+            WATCHER.store(false, Ordering::Release);
+        }
+    }
+}
+
+fn watch(gen: u64) {
+    loop {
+        sys::sleep_ms(SCAN_PERIOD_MS / 2);
+        if FORK_GEN.load(Ordering::Acquire) != gen {
+            return;
+        }
+        for d in Domain::attached() {
+            let hdr: &Header = d.seg.at0();
+            let now = sys::now_ns();
+            let last = hdr.scan_lease.load();
+            if now.saturating_sub(last) >= SCAN_PERIOD_MS * 1_000_000 && hdr.scan_lease.compare_exchange(last, now) {
+                scan(&d);
+            }
+        }
+    }
+}
+
+/// Probes every peer of `dom` and tears down those whose socket is gone.
+/// Returns how many were torn down.
+pub fn scan(dom: &Domain) -> usize {
+    let Ok(tx) = dom.lock() else { return 0 };
+    let serials: Vec<u64> = peer::all(&tx).iter().map(|p| tx.rec(*p).serial.get()).collect();
+    tx.abort();
+    let mut n = 0;
+    for s in serials {
+        if !dom.peer_socket_alive(s) && reap(dom, s) {
+            n += 1;
+        }
+    }
+    // Pools of peers that are gone: drop this process's mappings.
+    let mapped = dom.mapped_pools();
+    if !mapped.is_empty() {
+        if let Ok(tx) = dom.lock() {
+            let gone: Vec<u64> = mapped.into_iter().filter(|s| peer::lookup_serial(&tx, *s).is_none()).collect();
+            for s in gone {
+                dom.forget_pool(s);
+            }
+            tx.abort();
+        }
+    }
+    n
+}
+
+/// Tears down peer `serial` if its socket is really gone.
+pub fn reap(dom: &Domain, serial: u64) -> bool {
+    let Ok(tx) = dom.lock() else { return false };
+    let Some(p) = peer::lookup_serial(&tx, serial) else {
+        tx.abort();
+        return false;
+    };
+    // Re-check under the lock: a concurrent reaper may have won.
+    if dom.peer_socket_alive(serial) {
+        tx.abort();
+        return false;
+    }
+    let r = peer::free_dead(&tx, p);
+    tx.finish(r).is_ok()
+}

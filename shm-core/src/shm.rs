@@ -1,0 +1,238 @@
+//! Typed access to the shared domain segment.
+//!
+//! The segment is one file mapped `MAP_SHARED` by every process of a domain,
+//! at a different address in each. Objects inside it refer to each other by
+//! byte offset ([`P`]), never by pointer. Record fields are [`Cell`]s: they
+//! can be read through a shared reference, and are written only through a
+//! transaction (`Txn::set`), which is how the undo log sees every change.
+//! This module is one of the few that contain `unsafe`.
+
+use core::cell::UnsafeCell;
+use core::marker::PhantomData;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// Plain data that may live in shared memory and be copied bit for bit.
+///
+/// # Safety
+/// Every bit pattern must be a valid value, and the size must be 1, 2, 4
+/// or 8 bytes (the undo log records old values in one `u64`).
+pub unsafe trait Pod: Copy + 'static {
+    fn to_bits(self) -> u64;
+    fn from_bits(bits: u64) -> Self;
+}
+
+macro_rules! pod_int {
+    ($($t:ty),*) => {$(
+        // SAFETY: integers accept every bit pattern and are at most 8 bytes.
+        unsafe impl Pod for $t {
+            fn to_bits(self) -> u64 { self as u64 }
+            fn from_bits(bits: u64) -> Self { bits as $t }
+        }
+    )*};
+}
+pod_int!(u8, u16, u32, u64, i32, i64);
+
+/// A field of a shared record.
+#[repr(transparent)]
+pub struct Cell<T: Pod>(UnsafeCell<T>);
+
+impl<T: Pod> Cell<T> {
+    #[inline]
+    pub fn get(&self) -> T {
+        // SAFETY: the cell lives in mapped memory for as long as `self` is
+        // borrowed, and every bit pattern is a valid `T` (Pod).
+        unsafe { self.0.get().read() }
+    }
+
+    /// Writes without logging. Only the transaction module and the
+    /// recovery path may call this.
+    #[inline]
+    pub(crate) fn raw_set(&self, v: T) {
+        // SAFETY: writes happen only under the domain lock (or during
+        // recovery, which also holds it), so no other thread or process
+        // accesses the cell concurrently.
+        unsafe { self.0.get().write(v) }
+    }
+
+    #[inline]
+    pub(crate) fn addr(&self) -> usize {
+        self.0.get() as usize
+    }
+}
+
+
+impl Cell<u32> {
+    /// Reads the field without the domain lock. The value may be stale;
+    /// callers use it only as a hint and re-check under the lock.
+    #[inline]
+    pub fn load_racy(&self) -> u32 {
+        // SAFETY: the cell is 4-byte aligned memory that stays mapped; an
+        // atomic load of it never tears, whatever a writer does meanwhile.
+        unsafe { AtomicU32::from_ptr(self.0.get()).load(Ordering::Relaxed) }
+    }
+}
+
+/// A byte offset into the segment that names a record of type `T`.
+/// Offset 0 is the header, so 0 doubles as "null".
+#[repr(transparent)]
+pub struct P<T>(u64, PhantomData<fn() -> T>);
+
+impl<T> P<T> {
+    pub const NULL: P<T> = P(0, PhantomData);
+    #[inline]
+    pub const fn from_off(off: u64) -> Self {
+        P(off, PhantomData)
+    }
+    #[inline]
+    pub const fn off(self) -> u64 {
+        self.0
+    }
+    #[inline]
+    pub const fn is_null(self) -> bool {
+        self.0 == 0
+    }
+    pub fn cast<U>(self) -> P<U> {
+        P(self.0, PhantomData)
+    }
+}
+
+impl<T> Clone for P<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for P<T> {}
+impl<T> PartialEq for P<T> {
+    fn eq(&self, o: &Self) -> bool {
+        self.0 == o.0
+    }
+}
+impl<T> Eq for P<T> {}
+impl<T> core::fmt::Debug for P<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "@{:#x}", self.0)
+    }
+}
+
+// SAFETY: an offset is an integer; every bit pattern is valid.
+unsafe impl<T: 'static> Pod for P<T> {
+    fn to_bits(self) -> u64 {
+        self.0
+    }
+    fn from_bits(bits: u64) -> Self {
+        P(bits, PhantomData)
+    }
+}
+
+/// The mapping of a segment in this process.
+pub struct Segment {
+    base: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the segment is a plain memory range; all mutation of its records
+// is serialised by the domain lock, and the lock-free fields are atomics.
+unsafe impl Send for Segment {}
+// SAFETY: as above.
+unsafe impl Sync for Segment {}
+
+impl Segment {
+    /// Wraps a range this process mapped shared, readable and writable.
+    ///
+    /// # Safety
+    /// `base..base+len` must stay mapped read-write for the lifetime of the
+    /// returned value, and must only be accessed through it.
+    pub unsafe fn new(base: *mut u8, len: usize) -> Segment {
+        Segment { base, len }
+    }
+
+    /// The record at `p`. Panics if it does not lie inside the segment:
+    /// a corrupt offset must never become a wild access.
+    #[inline]
+    pub fn rec<T>(&self, p: P<T>) -> &T {
+        let off = p.off() as usize;
+        assert!(
+            off != 0 && off % core::mem::align_of::<T>() == 0 && off + core::mem::size_of::<T>() <= self.len,
+            "bad shared offset {off:#x}"
+        );
+        // SAFETY: in bounds and aligned (checked above); records consist of
+        // Cells/atomics, which are valid for any bit pattern and are only
+        // mutated through interior mutability.
+        unsafe { &*(self.base.add(off) as *const T) }
+    }
+
+    /// The header (the record at offset 0).
+    #[inline]
+    pub fn at0<T>(&self) -> &T {
+        assert!(core::mem::size_of::<T>() <= self.len);
+        // SAFETY: offset 0 is in bounds and page aligned.
+        unsafe { &*(self.base as *const T) }
+    }
+
+    /// `n` consecutive u64 cells at `off` (undo log, hash table slots).
+    pub(crate) fn cells(&self, off: u64, n: usize) -> &[Cell<u64>] {
+        let p = self.raw(off, n * 8);
+        assert!(off % 8 == 0);
+        // SAFETY: in bounds and aligned; Cell<u64> is valid for any bits.
+        unsafe { core::slice::from_raw_parts(p as *const Cell<u64>, n) }
+    }
+
+    /// Raw address of a segment offset (for bulk zeroing of fresh blocks).
+    pub(crate) fn raw(&self, off: u64, len: usize) -> *mut u8 {
+        assert!(off as usize + len <= self.len, "bad shared range");
+        // SAFETY: in bounds (checked above).
+        unsafe { self.base.add(off as usize) }
+    }
+
+    /// The segment offset of an address inside it.
+    pub(crate) fn off_of(&self, addr: usize) -> u64 {
+        let base = self.base as usize;
+        assert!(addr >= base && addr < base + self.len, "address outside segment");
+        (addr - base) as u64
+    }
+
+    /// Writes `bits` (of `size` bytes) at `off`: the undo path.
+    pub(crate) fn write_bits(&self, off: u64, size: u32, bits: u64) {
+        let p = self.raw(off, size as usize);
+        // SAFETY: in bounds; recovery holds the domain lock.
+        unsafe {
+            match size {
+                1 => (p as *mut u8).write(bits as u8),
+                2 => (p as *mut u16).write_unaligned(bits as u16),
+                4 => (p as *mut u32).write_unaligned(bits as u32),
+                _ => (p as *mut u64).write_unaligned(bits),
+            }
+        }
+    }
+
+    /// Zeroes a range (fresh allocations only).
+    pub(crate) fn zero(&self, off: u64, len: usize) {
+        let p = self.raw(off, len);
+        // SAFETY: in bounds; the range belongs to a block allocated by the
+        // running transaction, which nobody else can reach yet.
+        unsafe { core::ptr::write_bytes(p, 0, len) }
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // SAFETY: the mapping is owned by this value and no longer borrowed.
+        unsafe { crate::sys::munmap(self.base, self.len) }
+    }
+}
+
+/// An atomic u64 field, for the few values read without the lock.
+#[repr(transparent)]
+pub struct Atomic64(AtomicU64);
+
+impl Atomic64 {
+    pub fn load(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+    pub fn store(&self, v: u64) {
+        self.0.store(v, Ordering::Release)
+    }
+    pub fn compare_exchange(&self, old: u64, new: u64) -> bool {
+        self.0.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+}

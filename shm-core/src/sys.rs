@@ -1,0 +1,361 @@
+//! Raw system calls used by the bus.
+//!
+//! Every call goes through `syscall(2)` directly instead of the libc wrapper
+//! of the same name. Inside the preload shim the libc names (`open`, `close`,
+//! `mmap`, ...) resolve to the shim's own interposers, so calling them from
+//! the engine would recurse; raw syscalls also are never pthread
+//! cancellation points, so a cancelled caller cannot unwind out of a critical
+//! section. This module is one of the few that contain `unsafe`.
+
+use crate::errno::{Errno, Result};
+use libc::{c_int, c_long, c_void};
+use std::ffi::CStr;
+use std::mem::{size_of, zeroed, MaybeUninit};
+
+fn check(r: c_long) -> Result<c_long> {
+    if r < 0 {
+        Err(Errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)))
+    } else {
+        Ok(r)
+    }
+}
+
+/// Retries a call interrupted by a signal.
+fn retry(mut f: impl FnMut() -> c_long) -> Result<c_long> {
+    loop {
+        match check(f()) {
+            Err(Errno::EINTR) => continue,
+            r => return r,
+        }
+    }
+}
+
+pub fn open(path: &CStr, flags: c_int, mode: u32) -> Result<c_int> {
+    // SAFETY: `path` is a valid NUL-terminated string for the call's duration.
+    retry(|| unsafe {
+        libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), flags | libc::O_CLOEXEC, mode)
+    })
+    .map(|fd| fd as c_int)
+}
+
+pub fn close(fd: c_int) {
+    // SAFETY: closing a descriptor number has no memory-safety preconditions.
+    unsafe { libc::syscall(libc::SYS_close, fd) };
+}
+
+pub fn mkdir(path: &CStr, mode: u32) -> Result<()> {
+    // SAFETY: valid NUL-terminated path.
+    check(unsafe { libc::syscall(libc::SYS_mkdirat, libc::AT_FDCWD, path.as_ptr(), mode) }).map(drop)
+}
+
+pub fn unlink(path: &CStr) -> Result<()> {
+    // SAFETY: valid NUL-terminated path.
+    check(unsafe { libc::syscall(libc::SYS_unlinkat, libc::AT_FDCWD, path.as_ptr(), 0) }).map(drop)
+}
+
+pub fn ftruncate(fd: c_int, len: u64) -> Result<()> {
+    // SAFETY: plain integer arguments.
+    retry(|| unsafe { libc::syscall(libc::SYS_ftruncate, fd, len as i64) }).map(drop)
+}
+
+pub fn fallocate(fd: c_int, mode: c_int, off: u64, len: u64) -> Result<()> {
+    // SAFETY: plain integer arguments.
+    retry(|| unsafe { libc::syscall(libc::SYS_fallocate, fd, mode, off as i64, len as i64) }).map(drop)
+}
+
+pub fn flock(fd: c_int, op: c_int) -> Result<()> {
+    // SAFETY: plain integer arguments.
+    retry(|| unsafe { libc::syscall(libc::SYS_flock, fd, op) }).map(drop)
+}
+
+/// Maps `len` bytes of `fd` shared. The caller owns the returned range.
+pub fn mmap_shared(fd: c_int, len: usize, prot: c_int) -> Result<*mut u8> {
+    // SAFETY: a fresh mapping chosen by the kernel (addr NULL) cannot alias
+    // any existing Rust object.
+    let p = check(unsafe {
+        libc::syscall(libc::SYS_mmap, 0usize, len, prot, libc::MAP_SHARED, fd, 0usize)
+    })?;
+    Ok(p as *mut u8)
+}
+
+/// Unmaps a range this process mapped with [`mmap_shared`].
+///
+/// # Safety
+/// No reference into the range may be used afterwards.
+pub unsafe fn munmap(addr: *mut u8, len: usize) {
+    libc::syscall(libc::SYS_munmap, addr, len);
+}
+
+pub fn fstat(fd: c_int) -> Result<libc::stat> {
+    let mut st = MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: `st` is a writable buffer of the kernel's struct stat size.
+    check(unsafe { libc::syscall(libc::SYS_fstat, fd, st.as_mut_ptr()) })?;
+    // SAFETY: the kernel filled the struct.
+    Ok(unsafe { st.assume_init() })
+}
+
+pub fn stat(path: &CStr) -> Result<libc::stat> {
+    let mut st = MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: valid path and a writable stat buffer.
+    check(unsafe {
+        libc::syscall(libc::SYS_newfstatat, libc::AT_FDCWD, path.as_ptr(), st.as_mut_ptr(), 0)
+    })?;
+    // SAFETY: the kernel filled the struct.
+    Ok(unsafe { st.assume_init() })
+}
+
+pub fn fcntl(fd: c_int, cmd: c_int, arg: c_long) -> Result<c_long> {
+    // SAFETY: only integer-argument commands are used by the engine.
+    check(unsafe { libc::syscall(libc::SYS_fcntl, fd, cmd, arg) })
+}
+
+pub fn getuid() -> u32 {
+    // SAFETY: no arguments.
+    unsafe { libc::syscall(libc::SYS_getuid) as u32 }
+}
+
+pub fn getgid() -> u32 {
+    // SAFETY: no arguments.
+    unsafe { libc::syscall(libc::SYS_getgid) as u32 }
+}
+
+pub fn getpid() -> u32 {
+    // SAFETY: no arguments.
+    unsafe { libc::syscall(libc::SYS_getpid) as u32 }
+}
+
+pub fn gettid() -> u32 {
+    // SAFETY: no arguments.
+    unsafe { libc::syscall(libc::SYS_gettid) as u32 }
+}
+
+pub fn sleep_ms(ms: u64) {
+    let ts = libc::timespec { tv_sec: (ms / 1000) as _, tv_nsec: ((ms % 1000) * 1_000_000) as _ };
+    // SAFETY: `ts` is a valid timespec; the remainder pointer may be NULL.
+    unsafe { libc::syscall(libc::SYS_nanosleep, &ts as *const libc::timespec, 0usize) };
+}
+
+/// Monotonic clock in nanoseconds.
+pub fn now_ns() -> u64 {
+    let mut ts = MaybeUninit::<libc::timespec>::zeroed();
+    // SAFETY: valid out pointer; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, ts.as_mut_ptr()) };
+    // SAFETY: initialised by the call above.
+    let ts = unsafe { ts.assume_init() };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+// ---------------------------------------------------------------- sockets
+
+/// A `sockaddr_un` for a filesystem path.
+pub struct UnixAddr {
+    addr: libc::sockaddr_un,
+    len: libc::socklen_t,
+}
+
+impl UnixAddr {
+    pub fn new(path: &[u8]) -> Result<UnixAddr> {
+        // SAFETY: sockaddr_un is plain old data; all-zero is valid.
+        let mut addr: libc::sockaddr_un = unsafe { zeroed() };
+        if path.is_empty() || path.len() >= addr.sun_path.len() {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (d, s) in addr.sun_path.iter_mut().zip(path) {
+            *d = *s as libc::c_char;
+        }
+        let len = (size_of::<libc::sa_family_t>() + path.len() + 1) as libc::socklen_t;
+        Ok(UnixAddr { addr, len })
+    }
+
+    fn as_ptr(&self) -> *const libc::sockaddr {
+        &self.addr as *const libc::sockaddr_un as *const libc::sockaddr
+    }
+}
+
+pub fn socket(ty: c_int) -> Result<c_int> {
+    // SAFETY: plain integer arguments.
+    check(unsafe { libc::syscall(libc::SYS_socket, libc::AF_UNIX, ty | libc::SOCK_CLOEXEC, 0) })
+        .map(|fd| fd as c_int)
+}
+
+/// Creates a socket with exactly the caller-visible flags (used for peer
+/// fds, whose close-on-exec flag follows the opener's `O_CLOEXEC`).
+pub fn socket_exact(ty: c_int) -> Result<c_int> {
+    // SAFETY: plain integer arguments.
+    check(unsafe { libc::syscall(libc::SYS_socket, libc::AF_UNIX, ty, 0) }).map(|fd| fd as c_int)
+}
+
+pub fn socketpair(ty: c_int) -> Result<(c_int, c_int)> {
+    let mut fds = [0 as c_int; 2];
+    // SAFETY: `fds` is a writable array of two ints.
+    check(unsafe {
+        libc::syscall(libc::SYS_socketpair, libc::AF_UNIX, ty | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr())
+    })?;
+    Ok((fds[0], fds[1]))
+}
+
+pub fn bind(fd: c_int, addr: &UnixAddr) -> Result<()> {
+    // SAFETY: the address buffer lives for the duration of the call.
+    check(unsafe { libc::syscall(libc::SYS_bind, fd, addr.as_ptr(), addr.len) }).map(drop)
+}
+
+pub fn connect(fd: c_int, addr: &UnixAddr) -> Result<()> {
+    // SAFETY: the address buffer lives for the duration of the call.
+    retry(|| unsafe { libc::syscall(libc::SYS_connect, fd, addr.as_ptr(), addr.len) }).map(drop)
+}
+
+pub fn listen(fd: c_int, backlog: c_int) -> Result<()> {
+    // SAFETY: plain integer arguments.
+    check(unsafe { libc::syscall(libc::SYS_listen, fd, backlog) }).map(drop)
+}
+
+pub fn accept(fd: c_int) -> Result<c_int> {
+    // SAFETY: NULL address pointers are allowed.
+    retry(|| unsafe {
+        libc::syscall(libc::SYS_accept4, fd, 0usize, 0usize, libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
+    })
+    .map(|fd| fd as c_int)
+}
+
+pub fn shutdown(fd: c_int, how: c_int) -> Result<()> {
+    // SAFETY: plain integer arguments.
+    check(unsafe { libc::syscall(libc::SYS_shutdown, fd, how) }).map(drop)
+}
+
+pub fn setsockopt_int(fd: c_int, level: c_int, name: c_int, val: c_int) -> Result<()> {
+    // SAFETY: `val` lives for the call; its size is passed.
+    check(unsafe {
+        libc::syscall(libc::SYS_setsockopt, fd, level, name, &val as *const c_int, size_of::<c_int>())
+    })
+    .map(drop)
+}
+
+pub fn getsockopt_int(fd: c_int, level: c_int, name: c_int) -> Result<c_int> {
+    let mut val: c_int = 0;
+    let mut len = size_of::<c_int>() as libc::socklen_t;
+    // SAFETY: valid out buffers with their lengths.
+    check(unsafe {
+        libc::syscall(libc::SYS_getsockopt, fd, level, name, &mut val as *mut c_int, &mut len as *mut libc::socklen_t)
+    })?;
+    Ok(val)
+}
+
+/// The bound filesystem path of a unix socket (None if unbound/abstract).
+pub fn getsockname_path(fd: c_int) -> Result<Option<Vec<u8>>> {
+    // SAFETY: sockaddr_un is plain old data.
+    let mut addr: libc::sockaddr_un = unsafe { zeroed() };
+    let mut len = size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: valid out buffers with their lengths.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_getsockname,
+            fd,
+            &mut addr as *mut libc::sockaddr_un as *mut libc::sockaddr,
+            &mut len as *mut libc::socklen_t,
+        )
+    })?;
+    if addr.sun_family as c_int != libc::AF_UNIX {
+        return Ok(None);
+    }
+    let n = (len as usize).saturating_sub(size_of::<libc::sa_family_t>());
+    let raw: Vec<u8> = addr.sun_path[..n.min(addr.sun_path.len())].iter().map(|c| *c as u8).collect();
+    if raw.is_empty() || raw[0] == 0 {
+        return Ok(None);
+    }
+    let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
+    Ok(Some(raw[..end].to_vec()))
+}
+
+/// Sends one datagram, optionally to `to` and optionally carrying `fds`.
+pub fn send_msg(fd: c_int, to: Option<&UnixAddr>, data: &[u8], fds: &[c_int]) -> Result<()> {
+    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut c_void, iov_len: data.len() };
+    let cmsg_space = if fds.is_empty() {
+        0
+    } else {
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        unsafe { libc::CMSG_SPACE((fds.len() * size_of::<c_int>()) as u32) as usize }
+    };
+    let mut control = vec![0u64; cmsg_space.div_ceil(8)];
+    // SAFETY: msghdr is plain old data; all-zero is valid.
+    let mut msg: libc::msghdr = unsafe { zeroed() };
+    if let Some(a) = to {
+        msg.msg_name = a.as_ptr() as *mut c_void;
+        msg.msg_namelen = a.len;
+    }
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !fds.is_empty() {
+        msg.msg_control = control.as_mut_ptr() as *mut c_void;
+        msg.msg_controllen = cmsg_space as _;
+        // SAFETY: the control buffer is large enough for one SCM_RIGHTS
+        // header plus `fds.len()` ints (CMSG_SPACE above).
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN((fds.len() * size_of::<c_int>()) as u32) as _;
+            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c) as *mut c_int, fds.len());
+        }
+    }
+    // SAFETY: every pointer in `msg` refers to live buffers above.
+    retry(|| unsafe {
+        libc::syscall(libc::SYS_sendmsg, fd, &msg as *const libc::msghdr, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    })
+    .map(drop)
+}
+
+/// What [`recv_msg`] does with file descriptors carried by the datagram.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum FdMode {
+    /// Let the kernel discard them without installing anything.
+    Discard,
+    /// Install them (close-on-exec) and return their numbers.
+    Install,
+}
+
+/// Receives one datagram without blocking. With `peek`, it stays queued.
+/// Returns (bytes, installed fds); `Err(EAGAIN)` if the queue is empty.
+pub fn recv_msg(fd: c_int, buf: &mut [u8], peek: bool, mode: FdMode, max_fds: usize) -> Result<(usize, Vec<c_int>)> {
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut c_void, iov_len: buf.len() };
+    let cmsg_space = if mode == FdMode::Install {
+        // SAFETY: pure size computation.
+        unsafe { libc::CMSG_SPACE((max_fds.max(1) * size_of::<c_int>()) as u32) as usize }
+    } else {
+        0
+    };
+    let mut control = vec![0u64; cmsg_space.div_ceil(8)];
+    // SAFETY: plain old data.
+    let mut msg: libc::msghdr = unsafe { zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if cmsg_space > 0 {
+        msg.msg_control = control.as_mut_ptr() as *mut c_void;
+        msg.msg_controllen = cmsg_space as _;
+    }
+    let mut flags = libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC;
+    if peek {
+        flags |= libc::MSG_PEEK;
+    }
+    // SAFETY: every pointer in `msg` refers to live buffers above.
+    let n = retry(|| unsafe { libc::syscall(libc::SYS_recvmsg, fd, &mut msg as *mut libc::msghdr, flags) })?;
+    let mut fds = Vec::new();
+    if cmsg_space > 0 {
+        // SAFETY: the kernel wrote valid cmsg headers into `control`, and
+        // `msg.msg_controllen` bounds them.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                    let data = libc::CMSG_DATA(c) as *const c_int;
+                    let n = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / size_of::<c_int>();
+                    for i in 0..n {
+                        fds.push(*data.add(i));
+                    }
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+        }
+    }
+    Ok((n as usize, fds))
+}

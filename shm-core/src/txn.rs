@@ -1,0 +1,359 @@
+//! The domain lock, transactions and crash recovery.
+//!
+//! # Locking and crash-recovery rules
+//!
+//! These rules are the whole concurrency story of the bus; every module
+//! follows them, and the types make most of them impossible to break.
+//!
+//! 1. **One lock.** Each domain has exactly one cross-process lock: a
+//!    process-shared, robust `pthread_mutex_t` in the segment header. Every
+//!    read or write of shared records happens while it is held, through a
+//!    [`Txn`], which is the only way to obtain a record reference
+//!    ([`Txn::rec`]) or to write a field ([`Txn::set`]). This is the
+//!    single-lock design of SEMANTICS.md 7.9: the global order is the order
+//!    of transactions, and every transaction is atomic. The only lock-free
+//!    accesses are the few atomics named as such in `layout` (the lease of
+//!    the liveness scan), and the racy read of a peer's state used to answer
+//!    ESHUTDOWN early (re-checked under the lock).
+//! 2. **Undo log.** Before a field is written, its old value is appended to
+//!    the undo log in the segment, then the log length is published, then
+//!    the field is written. A transaction is committed by setting the log
+//!    length to zero; until then it can be undone exactly, in reverse order.
+//!    Failing operations use that: any error aborts the transaction
+//!    ([`Txn::abort`]), so a failed ioctl never changes anything.
+//! 3. **Fresh memory.** Blocks allocated by the running transaction are not
+//!    reachable from committed state, so zeroing them and copying payload
+//!    into them needs no log entries. Blocks freed by a transaction are only
+//!    returned to the allocator when it commits, so they are never reused
+//!    (and overwritten without logging) before the free is final.
+//! 4. **Kernel side effects.** Socket operations (readiness tokens, fd
+//!    carriers) cannot be undone. They run at the end of a transaction,
+//!    each preceded by an *intent* entry in the undo log naming the peer.
+//!    Whoever rolls a transaction back (abort or recovery) marks every peer
+//!    named by an intent as *dirty* and re-rings it if its queue is not
+//!    empty; a dirty peer rebuilds its socket contents on its next
+//!    operation (see `doorbell`). Operations whose effect is only "remove
+//!    something that is no longer referenced" run after the commit point,
+//!    still under the lock; if they never happen, what they would have
+//!    removed is recognised as an orphan later.
+//! 5. **Death of a holder.** If a process dies while holding the lock, the
+//!    next locker gets `EOWNERDEAD`, replays the dead transaction's undo
+//!    log backwards (rolling it back to the last committed state), handles
+//!    its intents as in rule 4, marks the mutex consistent and proceeds.
+//!    A transaction is therefore either fully applied or not at all, even
+//!    across `kill -9`.
+//! 6. **Nothing blocks under the lock.** Socket calls made while holding it
+//!    use `MSG_DONTWAIT`/non-blocking sockets; no code path waits for
+//!    another process while holding the lock.
+//! 7. **Process-local state** (pool mappings, internal sockets) is guarded
+//!    by `sync::LocalMutex`, always taken *after* the domain lock if both
+//!    are needed, and handled by the fork handlers.
+
+use crate::doorbell::{self, Op};
+use crate::domain::Domain;
+use crate::errno::{Errno, Result};
+use crate::layout::*;
+use crate::shm::{Cell, Pod, P};
+use core::cell::RefCell;
+
+const KIND_WRITE: u64 = 0;
+const KIND_INTENT: u64 = 1;
+
+/// Socket side effects of a transaction, named in intent entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum Intent {
+    /// A datagram may have been added to a peer socket.
+    Added = 1,
+    /// A datagram may have been removed from a peer socket.
+    Removed = 2,
+}
+
+/// An open transaction: the domain lock is held for its lifetime.
+pub struct Txn<'d> {
+    pub(crate) dom: &'d Domain,
+    frees: RefCell<Vec<(u64, u64)>>,
+    ops: RefCell<Vec<Op>>,
+    post: RefCell<Vec<Op>>,
+    finished: bool,
+}
+
+impl Domain {
+    fn mutex_ptr(&self) -> *mut libc::pthread_mutex_t {
+        let hdr: &Header = self.seg.at0();
+        hdr.mutex.as_ptr() as *mut libc::pthread_mutex_t
+    }
+
+    /// Initialises the robust lock of a new segment.
+    pub(crate) fn init_lock(&self) -> Result<()> {
+        // SAFETY: the attribute object is initialised before use and
+        // destroyed after; the mutex memory lies inside the mapped header
+        // and nobody else can use it before the segment magic is published.
+        unsafe {
+            let mut attr = core::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+            libc::pthread_mutexattr_init(attr.as_mut_ptr());
+            libc::pthread_mutexattr_setpshared(attr.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED);
+            libc::pthread_mutexattr_setrobust(attr.as_mut_ptr(), libc::PTHREAD_MUTEX_ROBUST);
+            libc::pthread_mutexattr_settype(attr.as_mut_ptr(), libc::PTHREAD_MUTEX_ERRORCHECK);
+            let r = libc::pthread_mutex_init(self.mutex_ptr(), attr.as_ptr());
+            libc::pthread_mutexattr_destroy(attr.as_mut_ptr());
+            if r != 0 {
+                return Err(Errno(r));
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the domain lock and opens a transaction, first rolling back
+    /// the transaction of a holder that died (rule 5).
+    pub fn lock(&self) -> Result<Txn<'_>> {
+        // SAFETY: the mutex was initialised when the segment was created and
+        // lives in memory mapped for the lifetime of `self`.
+        let r = unsafe { libc::pthread_mutex_lock(self.mutex_ptr()) };
+        let tx = Txn { dom: self, frees: RefCell::default(), ops: RefCell::default(), post: RefCell::default(), finished: false };
+        match r {
+            0 => {
+                if tx.hdr().log_len.load() != 0 {
+                    // A previous holder in this process aborted without
+                    // cleaning up (cannot happen unless a panic unwound
+                    // through a transaction); treat it like a dead holder.
+                    tx.recover();
+                }
+                Ok(tx)
+            }
+            libc::EOWNERDEAD => {
+                tx.recover();
+                // SAFETY: we own the mutex (EOWNERDEAD transfers ownership).
+                unsafe { libc::pthread_mutex_consistent(self.mutex_ptr()) };
+                Ok(tx)
+            }
+            e => {
+                let mut tx = tx;
+                tx.finished = true;
+                Err(Errno(if e == libc::EDEADLK { libc::ENOTRECOVERABLE } else { e }))
+            }
+        }
+    }
+
+    fn unlock(&self) {
+        // SAFETY: called exactly once per successful `lock`, by the owner.
+        unsafe { libc::pthread_mutex_unlock(self.mutex_ptr()) };
+    }
+}
+
+impl<'d> Txn<'d> {
+    #[inline]
+    pub fn hdr(&self) -> &'d Header {
+        self.dom.seg.at0()
+    }
+
+    /// The record at `p`.
+    #[inline]
+    pub fn rec<T>(&self, p: P<T>) -> &'d T {
+        self.dom.seg.rec(p)
+    }
+
+    /// The domain this transaction runs in.
+    pub fn domain(&self) -> &'d Domain {
+        self.dom
+    }
+
+    fn log_entry(&self, off: u64, old: u64, meta: u64) -> Result<()> {
+        let hdr = self.hdr();
+        let n = hdr.log_len.load();
+        if n >= LOG_CAP {
+            return Err(Errno::ENOMEM);
+        }
+        let e = self.dom.seg.cells(LOG_OFF + n * LOG_ENTRY, 3);
+        e[0].raw_set(off);
+        e[1].raw_set(old);
+        e[2].raw_set(meta);
+        hdr.log_len.store(n + 1);
+        Ok(())
+    }
+
+    /// Writes a field, logging its old value first (rule 2).
+    #[inline]
+    pub fn set<T: Pod>(&self, cell: &Cell<T>, v: T) {
+        let old = cell.get();
+        if old.to_bits() == v.to_bits() {
+            return;
+        }
+        let off = self.dom.seg.off_of(cell.addr());
+        let size = core::mem::size_of::<T>() as u64;
+        if self.log_entry(off, old.to_bits(), KIND_WRITE | (size << 8)).is_err() {
+            // The log is full: a single transaction of millions of writes.
+            // Make it impossible to commit; the caller's next fallible step
+            // (or commit) reports ENOMEM and everything is undone.
+            self.ops.borrow_mut().push(Op::Fail(Errno::ENOMEM));
+            return;
+        }
+        cell.raw_set(v);
+    }
+
+    /// Adds to a counter field.
+    #[inline]
+    pub fn add(&self, cell: &Cell<u64>, d: i64) {
+        self.set(cell, cell.get().wrapping_add(d as u64));
+    }
+
+    /// Adds to a signed counter field.
+    #[inline]
+    pub fn add_i(&self, cell: &Cell<i64>, d: i64) {
+        self.set(cell, cell.get().wrapping_add(d));
+    }
+
+    /// Records that a socket side effect on `peer` is about to happen.
+    pub(crate) fn intent(&self, peer: P<PeerRec>, what: Intent) -> Result<()> {
+        let serial = self.rec(peer).serial.get();
+        self.log_entry(peer.off(), serial, KIND_INTENT | ((what as u64) << 16))
+    }
+
+    /// Frees a block when the transaction commits (rule 3).
+    pub(crate) fn defer_free(&self, off: u64, size: u64) {
+        self.frees.borrow_mut().push((off, size));
+    }
+
+    /// Queues a socket side effect to run at commit (rule 4).
+    pub(crate) fn push_op(&self, op: Op) {
+        self.ops.borrow_mut().push(op);
+    }
+
+    /// Queues a best-effort removal to run after the commit point.
+    pub(crate) fn push_post(&self, op: Op) {
+        self.post.borrow_mut().push(op);
+    }
+
+    /// A position to roll back to with [`rollback_to`](Self::rollback_to).
+    pub fn savepoint(&self) -> (u64, usize, usize) {
+        (self.hdr().log_len.load(), self.frees.borrow().len(), self.ops.borrow().len())
+    }
+
+    /// Undoes everything done since `sp` (used for per-destination failures
+    /// of SEND_FLAG_CONTINUE). Nothing irreversible has happened since: side
+    /// effects only run at commit.
+    pub fn rollback_to(&self, sp: (u64, usize, usize)) {
+        let intents = self.undo_to(sp.0);
+        debug_assert!(intents.is_empty());
+        self.frees.borrow_mut().truncate(sp.1);
+        self.ops.borrow_mut().truncate(sp.2);
+    }
+
+    /// Replays undo entries back to `target` and returns the intents met.
+    fn undo_to(&self, target: u64) -> Vec<(P<PeerRec>, u64)> {
+        let hdr = self.hdr();
+        let mut intents = Vec::new();
+        let mut n = hdr.log_len.load();
+        while n > target {
+            n -= 1;
+            let e = self.dom.seg.cells(LOG_OFF + n * LOG_ENTRY, 3);
+            let (off, old, meta) = (e[0].get(), e[1].get(), e[2].get());
+            if meta & 0xff == KIND_INTENT {
+                intents.push((P::from_off(off), old));
+            } else {
+                self.dom.seg.write_bits(off, ((meta >> 8) & 0xff) as u32, old);
+            }
+            hdr.log_len.store(n);
+        }
+        intents
+    }
+
+    /// Rolls back a transaction left behind by a dead holder (rule 5).
+    fn recover(&self) {
+        let intents = self.undo_to(0);
+        self.set(&self.hdr().recoveries, self.hdr().recoveries.get() + 1);
+        self.handle_intents(&intents);
+        self.run_ops_best_effort();
+        self.hdr().log_len.store(0);
+    }
+
+    /// Rule 4: peers named by intents become dirty and are re-rung.
+    fn handle_intents(&self, intents: &[(P<PeerRec>, u64)]) {
+        for &(peer, serial) in intents {
+            if crate::peer::lookup_serial(self, serial) == Some(peer) {
+                doorbell::mark_dirty(self, peer);
+            }
+        }
+    }
+
+    fn run_ops_best_effort(&self) {
+        let ops: Vec<Op> = self.ops.borrow_mut().drain(..).collect();
+        for op in ops {
+            let _ = doorbell::execute(self, op);
+        }
+    }
+
+    /// Commits: runs the queued side effects (which may still fail and
+    /// abort everything), applies deferred frees, publishes the commit,
+    /// runs post-commit removals and releases the lock.
+    pub fn commit(mut self) -> Result<()> {
+        loop {
+            let op = {
+                let mut ops = self.ops.borrow_mut();
+                if ops.is_empty() {
+                    break;
+                }
+                ops.remove(0)
+            };
+            if let Err(e) = doorbell::execute(&self, op) {
+                self.abort_inner();
+                return Err(e);
+            }
+        }
+        let frees: Vec<(u64, u64)> = self.frees.borrow_mut().drain(..).collect();
+        for (off, size) in frees {
+            crate::alloc::free_now(&self, off, size);
+        }
+        if self.ops.borrow().iter().any(|o| matches!(o, Op::Fail(_))) {
+            self.abort_inner();
+            return Err(Errno::ENOMEM);
+        }
+        self.hdr().log_len.store(0);
+        let post: Vec<Op> = self.post.borrow_mut().drain(..).collect();
+        for op in post {
+            let _ = doorbell::execute(&self, op);
+        }
+        self.finished = true;
+        self.dom.unlock();
+        Ok(())
+    }
+
+    /// Undoes the whole transaction and releases the lock.
+    pub fn abort(mut self) {
+        self.abort_inner();
+    }
+
+    fn abort_inner(&mut self) {
+        let intents = self.undo_to(0);
+        self.frees.borrow_mut().clear();
+        self.ops.borrow_mut().clear();
+        self.post.borrow_mut().clear();
+        if !intents.is_empty() {
+            self.handle_intents(&intents);
+            self.run_ops_best_effort();
+            self.frees.borrow_mut().clear();
+            self.hdr().log_len.store(0);
+        }
+        self.finished = true;
+        self.dom.unlock();
+    }
+
+    /// Finishes with `r`: commit on success, abort on error.
+    pub fn finish<T>(self, r: Result<T>) -> Result<T> {
+        match r {
+            Ok(v) => self.commit().map(|_| v),
+            Err(e) => {
+                self.abort();
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for Txn<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.abort_inner();
+        }
+    }
+}

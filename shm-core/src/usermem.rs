@@ -1,0 +1,163 @@
+//! Access to the caller's memory.
+//!
+//! The engine never dereferences an address that came from an ioctl
+//! argument itself: it asks a [`UserMem`], which either succeeds or reports
+//! EFAULT. The preload shim implements it with fault-safe copies; tests
+//! implement it over a simulated address space.
+
+use crate::errno::{Errno, Result};
+
+/// The highest user address plus one (x86-64 TASK_SIZE_MAX); a range that
+/// reaches beyond it is outside the user address space.
+pub const USER_LIMIT: u64 = 0x7fff_ffff_f000;
+
+/// Whether `[base, base+len)` lies inside the user address space.
+pub fn range_ok(base: u64, len: u64) -> bool {
+    len <= USER_LIMIT && base <= USER_LIMIT - len
+}
+
+pub trait UserMem {
+    /// Copies `buf.len()` bytes from caller address `addr` into `buf`.
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<()>;
+    /// Copies `buf` to caller address `addr`.
+    fn write(&self, addr: u64, buf: &[u8]) -> Result<()>;
+    /// Copies `len` bytes from caller address `addr` straight into shared
+    /// memory at `dst`.
+    ///
+    /// # Safety
+    /// `dst` must be valid for `len` bytes of writes.
+    unsafe fn copy_in(&self, dst: *mut u8, addr: u64, len: usize) -> Result<()>;
+}
+
+pub fn read_u64(m: &dyn UserMem, addr: u64) -> Result<u64> {
+    let mut b = [0u8; 8];
+    m.read(addr, &mut b)?;
+    Ok(u64::from_ne_bytes(b))
+}
+
+pub fn read_i32(m: &dyn UserMem, addr: u64) -> Result<i32> {
+    let mut b = [0u8; 4];
+    m.read(addr, &mut b)?;
+    Ok(i32::from_ne_bytes(b))
+}
+
+/// Element `i` of an array of `size`-byte elements at `base`.
+pub fn elem(base: u64, i: u64, size: u64) -> Result<u64> {
+    i.checked_mul(size).and_then(|o| base.checked_add(o)).ok_or(Errno::EFAULT)
+}
+
+/// Reads a plain `#[repr(C)]` struct of integers.
+pub fn read_struct<T: Copy + Default>(m: &dyn UserMem, addr: u64) -> Result<T> {
+    let mut v = T::default();
+    // SAFETY: T is a plain-integer repr(C) struct (all uapi types), so any
+    // byte pattern is a valid value; the slice covers exactly `v`.
+    let bytes = unsafe { core::slice::from_raw_parts_mut(&mut v as *mut T as *mut u8, core::mem::size_of::<T>()) };
+    m.read(addr, bytes)?;
+    Ok(v)
+}
+
+/// Writes a plain `#[repr(C)]` struct of integers.
+pub fn write_struct<T: Copy>(m: &dyn UserMem, addr: u64, v: &T) -> Result<()> {
+    // SAFETY: reading the bytes of a plain-integer struct.
+    let bytes = unsafe { core::slice::from_raw_parts(v as *const T as *const u8, core::mem::size_of::<T>()) };
+    m.write(addr, bytes)
+}
+
+/// A simulated caller address space, for tests and tools that drive the
+/// engine without a real process behind the addresses. Unknown addresses
+/// fault (EFAULT) like unmapped memory.
+#[derive(Default)]
+pub struct SimMem {
+    regions: std::cell::RefCell<Vec<(u64, Vec<u8>, bool)>>,
+}
+
+impl SimMem {
+    const BASE: u64 = 0x1000_0000;
+
+    pub fn new() -> SimMem {
+        SimMem::default()
+    }
+
+    fn next_base(&self) -> u64 {
+        let r = self.regions.borrow();
+        r.last().map(|(b, v, _)| (b + v.len() as u64 + 0x1fff) & !0xfff).unwrap_or(Self::BASE)
+    }
+
+    /// Maps `bytes` read-write; returns its address.
+    pub fn put(&self, bytes: &[u8]) -> u64 {
+        let base = self.next_base();
+        self.regions.borrow_mut().push((base, bytes.to_vec(), true));
+        base
+    }
+
+    /// Maps `bytes` read-only; writes fault.
+    pub fn put_ro(&self, bytes: &[u8]) -> u64 {
+        let base = self.next_base();
+        self.regions.borrow_mut().push((base, bytes.to_vec(), false));
+        base
+    }
+
+    /// Maps an array of u64 values.
+    pub fn put_u64s(&self, v: &[u64]) -> u64 {
+        self.put(&v.iter().flat_map(|x| x.to_ne_bytes()).collect::<Vec<_>>())
+    }
+
+    /// Maps a plain struct.
+    pub fn put_struct<T: Copy>(&self, v: &T) -> u64 {
+        // SAFETY: reading the bytes of a plain-integer struct.
+        let b = unsafe { core::slice::from_raw_parts(v as *const T as *const u8, core::mem::size_of::<T>()) };
+        self.put(b)
+    }
+
+    /// Reads back `len` bytes (panics on an unmapped range).
+    pub fn get(&self, addr: u64, len: usize) -> Vec<u8> {
+        let mut v = vec![0; len];
+        self.read(addr, &mut v).expect("unmapped SimMem range");
+        v
+    }
+
+    fn locate(&self, addr: u64, len: usize, write: bool) -> Result<(usize, usize)> {
+        let r = self.regions.borrow();
+        for (i, (b, v, w)) in r.iter().enumerate() {
+            if addr >= *b && addr.checked_add(len as u64).is_some_and(|e| e <= b + v.len() as u64) {
+                if write && !w {
+                    return Err(Errno::EFAULT);
+                }
+                return Ok((i, (addr - b) as usize));
+            }
+        }
+        Err(Errno::EFAULT)
+    }
+}
+
+impl UserMem for SimMem {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let (i, o) = self.locate(addr, buf.len(), false)?;
+        buf.copy_from_slice(&self.regions.borrow()[i].1[o..o + buf.len()]);
+        Ok(())
+    }
+
+    fn write(&self, addr: u64, buf: &[u8]) -> Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let (i, o) = self.locate(addr, buf.len(), true)?;
+        self.regions.borrow_mut()[i].1[o..o + buf.len()].copy_from_slice(buf);
+        Ok(())
+    }
+
+    unsafe fn copy_in(&self, dst: *mut u8, addr: u64, len: usize) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        let (i, o) = self.locate(addr, len, false)?;
+        let r = self.regions.borrow();
+        // SAFETY: the caller guarantees `dst` is valid for `len` bytes; the
+        // source range was bounds-checked by `locate`.
+        unsafe { core::ptr::copy_nonoverlapping(r[i].1[o..].as_ptr(), dst, len) };
+        Ok(())
+    }
+}
