@@ -1,1 +1,17 @@
+//! `libbus1_preload.so`: makes `/dev/bus1` behave as the bus1 kernel
+//! module did, for unmodified programs run with `LD_PRELOAD`.
+//!
+//! This crate only translates: it interposes the libc calls that touch the
+//! device or a peer descriptor (`interpose`), copies ioctl arguments in and
+//! out with fault-safe copies (`uaccess`), keeps track of which
+//! descriptors are peers (`fdtable`) and maps results to errno
+//! (`dispatch`). All bus semantics live in `shm-core`.
 
+#[macro_use]
+mod real;
+mod config;
+mod device;
+mod dispatch;
+mod fdtable;
+mod interpose;
+mod uaccess;

@@ -537,7 +537,8 @@ pub fn hang_up(dom: &Domain, serial: u64, fd: i32) {
     while sys::recv_msg(fd, &mut buf, false, FdMode::Discard, 0).is_ok() {}
     let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, 1);
     if let Ok(own) = UnixAddr::new(&dom.peer_path(serial)) {
-        let filler = vec![0u8; 8192];
+        // Must stay below the (now minimal) send buffer size minus 32.
+        let filler = vec![0u8; 3000];
         let _ = sys::send_msg(fd, Some(&own), &filler, &[]);
     }
     let _ = sys::shutdown(fd, libc::SHUT_RDWR);

@@ -1,0 +1,130 @@
+//! ioctl translation: decode the command, copy the argument in, call the
+//! engine, copy results out (SEMANTICS.md 2.0 dispatcher order: PEER_DISCONNECT
+//! first, then ESHUTDOWN for a disconnected peer, then ENOTTY for unknown
+//! commands, then the argument).
+
+use crate::config;
+use crate::fdtable::{self, FdInfo};
+use crate::uaccess::ProcMem;
+use shm_core::{read_struct, write_struct, Errno, Result};
+use uapi::*;
+
+/// ioctls the kernel's VFS answers for every file before the driver sees
+/// them.
+pub fn is_generic(request: u64) -> bool {
+    matches!(request, x if x == libc::FIOCLEX as u64 || x == libc::FIONCLEX as u64 || x == libc::FIONBIO as u64 || x == libc::FIOASYNC as u64)
+}
+
+/// Runs a bus1 ioctl on peer fd `fd`; returns the ioctl's return value.
+pub fn ioctl(fd: i32, info: &FdInfo, request: u64, arg: u64) -> Result<i32> {
+    let r = dispatch(fd, info, request, arg);
+    if config::trace() {
+        let name = command_name(request as u32).unwrap_or("unknown");
+        match &r {
+            Ok(_) => eprintln!("bus1: fd {fd} {name} ({request:#x}) arg {arg:#x} -> 0"),
+            Err(e) => eprintln!("bus1: fd {fd} {name} ({request:#x}) arg {arg:#x} -> -1 {e}"),
+        }
+    }
+    r
+}
+
+/// Checks that the argument struct can be written back, before anything
+/// changes (2.5 step 9, 2.9 step 9).
+fn check_writable<T: Copy>(mem: &ProcMem, arg: u64, v: &T) -> Result<()> {
+    write_struct(mem, arg, v)
+}
+
+fn dispatch(fd: i32, info: &FdInfo, request: u64, arg: u64) -> Result<i32> {
+    let peer = &info.peer;
+    let mem = ProcMem;
+    if request == BUS1_CMD_PEER_DISCONNECT as u64 {
+        peer.disconnect(fd, arg)?;
+        return Ok(0);
+    }
+    if !peer.connected_hint() {
+        return Err(Errno::ESHUTDOWN);
+    }
+    let Ok(cmd) = u32::try_from(request) else { return Err(Errno::ENOTTY) };
+    match cmd {
+        BUS1_CMD_PEER_QUERY => {
+            let mut q: bus1_cmd_peer_reset = read_struct(&mem, arg)?;
+            let r = peer.query(q.flags)?;
+            q = bus1_cmd_peer_reset { flags: q.flags, ..r };
+            write_struct(&mem, arg, &q)?;
+        }
+        BUS1_CMD_PEER_QUERY_U64 => {
+            let q: bus1_cmd_peer_reset_u64 = read_struct(&mem, arg)?;
+            let r = peer.query(q.flags)?;
+            let out = bus1_cmd_peer_reset_u64 {
+                flags: q.flags,
+                peer_flags: r.peer_flags,
+                max_slices: r.max_slices as u64,
+                max_handles: r.max_handles as u64,
+                max_inflight_bytes: r.max_inflight_bytes as u64,
+                max_inflight_fds: r.max_inflight_fds as u64,
+            };
+            write_struct(&mem, arg, &out)?;
+        }
+        BUS1_CMD_PEER_RESET => {
+            let r: bus1_cmd_peer_reset = read_struct(&mem, arg)?;
+            peer.reset(fd, &r)?;
+        }
+        BUS1_CMD_PEER_RESET_U64 => {
+            let r: bus1_cmd_peer_reset_u64 = read_struct(&mem, arg)?;
+            peer.reset_u64(fd, &r)?;
+        }
+        BUS1_CMD_HANDLE_RELEASE => {
+            let id: u64 = read_struct(&mem, arg)?;
+            peer.handle_release(fd, id)?;
+        }
+        BUS1_CMD_HANDLE_TRANSFER => {
+            let mut t: bus1_cmd_handle_transfer = read_struct(&mem, arg)?;
+            if t.flags != 0 {
+                return Err(Errno::EINVAL);
+            }
+            let dst = if t.dst_fd == u64::MAX {
+                None
+            } else {
+                // The module takes the low 32 bits as an unsigned fd number.
+                let n = t.dst_fd as u32;
+                if n > i32::MAX as u32 || !fd_is_open(n as i32) {
+                    return Err(Errno::EBADF);
+                }
+                let d = fdtable::lookup(n as i32).ok_or(Errno::EOPNOTSUPP)?;
+                if !d.peer.connected_hint() {
+                    return Err(Errno::ESHUTDOWN);
+                }
+                Some(d)
+            };
+            check_writable(&mem, arg, &t)?;
+            let same = dst.as_ref().is_some_and(|d| d.peer.serial() == peer.serial() && std::sync::Arc::ptr_eq(d.peer.domain(), peer.domain()));
+            t.dst_handle = peer.handle_transfer(fd, t.src_handle, if same { None } else { dst.as_ref().map(|d| &d.peer) })?;
+            write_struct(&mem, arg, &t)?;
+        }
+        BUS1_CMD_NODES_DESTROY => {
+            let d: bus1_cmd_nodes_destroy = read_struct(&mem, arg)?;
+            peer.nodes_destroy(fd, &d, &mem)?;
+        }
+        BUS1_CMD_SLICE_RELEASE => {
+            let off: u64 = read_struct(&mem, arg)?;
+            peer.slice_release(fd, off)?;
+        }
+        BUS1_CMD_SEND => {
+            let s: bus1_cmd_send = read_struct(&mem, arg)?;
+            peer.send(fd, &s, &mem)?;
+        }
+        BUS1_CMD_RECV => {
+            let mut r: bus1_cmd_recv = read_struct(&mem, arg)?;
+            check_writable(&mem, arg, &r)?;
+            r.msg = peer.recv(fd, r.flags, r.max_offset)?;
+            write_struct(&mem, arg, &r)?;
+        }
+        _ => return Err(Errno::ENOTTY),
+    }
+    Ok(0)
+}
+
+fn fd_is_open(fd: i32) -> bool {
+    // SAFETY: F_GETFD on any number is harmless.
+    unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFD) >= 0 }
+}

@@ -1,0 +1,115 @@
+//! Which descriptors of this process are bus1 peers.
+//!
+//! Filled when the shim opens a peer, copied by dup/fcntl, emptied by
+//! close, and filled lazily for descriptors the process got otherwise
+//! (fork, exec, SCM_RIGHTS) the first time one is used with a bus1 ioctl,
+//! mmap or as a transfer destination. A counter lets every interposer skip
+//! the lookup entirely in processes without peers.
+
+use shm_core::{LocalMutex, Peer};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Once, OnceLock};
+
+pub struct FdInfo {
+    pub peer: Peer,
+    /// O_ACCMODE of the open that created the peer.
+    pub access: i32,
+}
+
+static COUNT: AtomicUsize = AtomicUsize::new(0);
+
+fn table() -> &'static LocalMutex<Vec<Option<Arc<FdInfo>>>> {
+    static T: OnceLock<LocalMutex<Vec<Option<Arc<FdInfo>>>>> = OnceLock::new();
+    let t = T.get_or_init(|| LocalMutex::new(Vec::new()));
+    static FORK: Once = Once::new();
+    FORK.call_once(|| {
+        extern "C" fn prepare() {
+            table().raw_lock();
+        }
+        extern "C" fn parent() {
+            table().raw_unlock();
+        }
+        extern "C" fn child() {
+            table().reinit_in_child();
+        }
+        // SAFETY: plain extern "C" handlers valid for the process lifetime.
+        unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+    });
+    t
+}
+
+/// Whether this process knows of any peer fd at all.
+#[inline]
+pub fn any() -> bool {
+    COUNT.load(Ordering::Relaxed) != 0
+}
+
+pub fn get(fd: i32) -> Option<Arc<FdInfo>> {
+    if fd < 0 || !any() {
+        return None;
+    }
+    table().lock().get(fd as usize).cloned().flatten()
+}
+
+pub fn set(fd: i32, info: Arc<FdInfo>) {
+    if fd < 0 {
+        return;
+    }
+    let mut t = table().lock();
+    if t.len() <= fd as usize {
+        t.resize(fd as usize + 1, None);
+    }
+    if t[fd as usize].replace(info).is_none() {
+        COUNT.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+pub fn take(fd: i32) -> Option<Arc<FdInfo>> {
+    if fd < 0 || !any() {
+        return None;
+    }
+    let mut t = table().lock();
+    let e = t.get_mut(fd as usize).and_then(|e| e.take());
+    if e.is_some() {
+        COUNT.fetch_sub(1, Ordering::Relaxed);
+    }
+    e
+}
+
+/// Removes every entry in `lo..=hi`.
+pub fn take_range(lo: u32, hi: u32) -> Vec<Arc<FdInfo>> {
+    if !any() {
+        return Vec::new();
+    }
+    let mut t = table().lock();
+    let mut out = Vec::new();
+    let end = (hi as usize).min(t.len().saturating_sub(1));
+    for fd in lo as usize..=end {
+        if fd >= t.len() {
+            break;
+        }
+        if let Some(e) = t[fd].take() {
+            COUNT.fetch_sub(1, Ordering::Relaxed);
+            out.push(e);
+        }
+    }
+    out
+}
+
+/// Whether another descriptor of this process still refers to `peer`.
+pub fn still_open(peer: &Peer) -> bool {
+    table().lock().iter().flatten().any(|e| e.peer.serial() == peer.serial() && Arc::ptr_eq(e.peer.domain(), peer.domain()))
+}
+
+/// The peer behind `fd`, recognising it by its socket address if this
+/// process has not seen it yet.
+pub fn lookup(fd: i32) -> Option<Arc<FdInfo>> {
+    if let Some(e) = get(fd) {
+        return Some(e);
+    }
+    let peer = Peer::identify(fd).ok().flatten()?;
+    let access = peer.access().unwrap_or(libc::O_RDWR);
+    let info = Arc::new(FdInfo { peer, access });
+    set(fd, info.clone());
+    Some(info)
+}

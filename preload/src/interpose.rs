@@ -1,0 +1,475 @@
+//! The libc entry points this library replaces. Each one recognises bus1
+//! descriptors or the device path and otherwise calls straight through to
+//! libc. This module is one of the few that contain `unsafe`: every
+//! function here is called by C code with C's contract for its arguments.
+#![allow(clippy::missing_safety_doc)]
+
+use crate::device;
+use crate::dispatch;
+use crate::fdtable::{self, FdInfo};
+use crate::uaccess;
+use libc::{c_char, c_int, c_uint, c_ulong, c_void, off_t};
+use shm_core::{Errno, OpenFlags, Peer};
+use std::sync::Arc;
+
+fn set_errno(e: i32) {
+    // SAFETY: errno is thread-local and always valid.
+    unsafe { *libc::__errno_location() = e };
+}
+
+fn errno() -> i32 {
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Runs `f` without letting it change errno.
+fn keep_errno<T>(f: impl FnOnce() -> T) -> T {
+    let e = errno();
+    let r = f();
+    set_errno(e);
+    r
+}
+
+fn fail(e: Errno) -> c_int {
+    set_errno(e.0);
+    -1
+}
+
+// ------------------------------------------------------------------ open
+
+/// open(2) of the device: a new peer in the configured domain.
+fn open_device(flags: c_int) -> c_int {
+    if flags & libc::O_EXCL != 0 && flags & libc::O_CREAT != 0 {
+        return fail(Errno::EEXIST);
+    }
+    if flags & libc::O_DIRECTORY != 0 {
+        return fail(Errno(libc::ENOTDIR));
+    }
+    let of = OpenFlags { access: flags & libc::O_ACCMODE, cloexec: flags & libc::O_CLOEXEC != 0, nonblock: flags & libc::O_NONBLOCK != 0 };
+    match Peer::open(&crate::config::domain(), of) {
+        Ok((fd, peer)) => {
+            fdtable::set(fd, Arc::new(FdInfo { peer, access: of.access }));
+            if crate::config::trace() {
+                eprintln!("bus1: open -> fd {fd}");
+            }
+            fd
+        }
+        Err(e) => fail(e),
+    }
+}
+
+macro_rules! open_fn {
+    ($name:ident, $real:ident) => {
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
+            if flags & libc::O_PATH == 0 && device::is_device(libc::AT_FDCWD, path) {
+                return open_device(flags);
+            }
+            call_real!(crate::real::$real, fn(*const c_char, c_int, c_uint) -> c_int, path, flags, mode)
+        }
+    };
+}
+open_fn!(open, OPEN);
+open_fn!(open64, OPEN64);
+
+macro_rules! openat_fn {
+    ($name:ident, $real:ident) => {
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(dirfd: c_int, path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
+            if flags & libc::O_PATH == 0 && device::is_device(dirfd, path) {
+                return open_device(flags);
+            }
+            call_real!(crate::real::$real, fn(c_int, *const c_char, c_int, c_uint) -> c_int, dirfd, path, flags, mode)
+        }
+    };
+}
+openat_fn!(openat, OPENAT);
+openat_fn!(openat64, OPENAT64);
+
+macro_rules! open2_fn {
+    ($name:ident, $real:ident) => {
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(path: *const c_char, flags: c_int) -> c_int {
+            if flags & libc::O_PATH == 0 && device::is_device(libc::AT_FDCWD, path) {
+                return open_device(flags);
+            }
+            call_real!(crate::real::$real, fn(*const c_char, c_int) -> c_int, path, flags)
+        }
+    };
+}
+open2_fn!(__open_2, OPEN_2);
+open2_fn!(__open64_2, OPEN64_2);
+
+macro_rules! openat2_fn {
+    ($name:ident, $real:ident) => {
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
+            if flags & libc::O_PATH == 0 && device::is_device(dirfd, path) {
+                return open_device(flags);
+            }
+            call_real!(crate::real::$real, fn(c_int, *const c_char, c_int) -> c_int, dirfd, path, flags)
+        }
+    };
+}
+openat2_fn!(__openat_2, OPENAT_2);
+openat2_fn!(__openat64_2, OPENAT64_2);
+
+// ------------------------------------------------------------------ stat
+
+macro_rules! stat_fn {
+    ($name:ident, $real:ident) => {
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(path: *const c_char, buf: *mut libc::stat) -> c_int {
+            if device::is_device(libc::AT_FDCWD, path) && !buf.is_null() {
+                device::fill_stat(&mut *buf);
+                return 0;
+            }
+            call_real!(crate::real::$real, fn(*const c_char, *mut libc::stat) -> c_int, path, buf)
+        }
+    };
+}
+stat_fn!(stat, STAT);
+stat_fn!(stat64, STAT64);
+stat_fn!(lstat, LSTAT);
+stat_fn!(lstat64, LSTAT64);
+
+macro_rules! fstatat_fn {
+    ($name:ident, $real:ident) => {
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(dirfd: c_int, path: *const c_char, buf: *mut libc::stat, flags: c_int) -> c_int {
+            if device::is_device(dirfd, path) && !buf.is_null() {
+                device::fill_stat(&mut *buf);
+                return 0;
+            }
+            call_real!(crate::real::$real, fn(c_int, *const c_char, *mut libc::stat, c_int) -> c_int, dirfd, path, buf, flags)
+        }
+    };
+}
+fstatat_fn!(fstatat, FSTATAT);
+fstatat_fn!(fstatat64, FSTATAT64);
+
+macro_rules! xstat_fn {
+    ($name:ident, $real:ident) => {
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(ver: c_int, path: *const c_char, buf: *mut libc::stat) -> c_int {
+            if device::is_device(libc::AT_FDCWD, path) && !buf.is_null() {
+                device::fill_stat(&mut *buf);
+                return 0;
+            }
+            call_real!(crate::real::$real, fn(c_int, *const c_char, *mut libc::stat) -> c_int, ver, path, buf)
+        }
+    };
+}
+xstat_fn!(__xstat, XSTAT);
+xstat_fn!(__xstat64, XSTAT64);
+xstat_fn!(__lxstat, LXSTAT);
+xstat_fn!(__lxstat64, LXSTAT64);
+
+macro_rules! fxstatat_fn {
+    ($name:ident, $real:ident) => {
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(ver: c_int, dirfd: c_int, path: *const c_char, buf: *mut libc::stat, flags: c_int) -> c_int {
+            if device::is_device(dirfd, path) && !buf.is_null() {
+                device::fill_stat(&mut *buf);
+                return 0;
+            }
+            call_real!(crate::real::$real, fn(c_int, c_int, *const c_char, *mut libc::stat, c_int) -> c_int, ver, dirfd, path, buf, flags)
+        }
+    };
+}
+fxstatat_fn!(__fxstatat, FXSTATAT);
+fxstatat_fn!(__fxstatat64, FXSTATAT64);
+
+#[no_mangle]
+pub unsafe extern "C" fn statx(dirfd: c_int, path: *const c_char, flags: c_int, mask: c_uint, buf: *mut libc::statx) -> c_int {
+    if device::is_device(dirfd, path) && !buf.is_null() {
+        device::fill_statx(&mut *buf);
+        return 0;
+    }
+    call_real!(crate::real::STATX, fn(c_int, *const c_char, c_int, c_uint, *mut libc::statx) -> c_int, dirfd, path, flags, mask, buf)
+}
+
+macro_rules! access_fn {
+    ($name:ident, $real:ident) => {
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(path: *const c_char, mode: c_int) -> c_int {
+            if device::is_device(libc::AT_FDCWD, path) {
+                return match device::access(mode) {
+                    Ok(()) => 0,
+                    Err(e) => fail(Errno(e)),
+                };
+            }
+            call_real!(crate::real::$real, fn(*const c_char, c_int) -> c_int, path, mode)
+        }
+    };
+}
+access_fn!(access, ACCESS);
+access_fn!(euidaccess, EUIDACCESS);
+access_fn!(eaccess, EACCESS);
+
+#[no_mangle]
+pub unsafe extern "C" fn faccessat(dirfd: c_int, path: *const c_char, mode: c_int, flags: c_int) -> c_int {
+    if device::is_device(dirfd, path) {
+        return match device::access(mode) {
+            Ok(()) => 0,
+            Err(e) => fail(Errno(e)),
+        };
+    }
+    call_real!(crate::real::FACCESSAT, fn(c_int, *const c_char, c_int, c_int) -> c_int, dirfd, path, mode, flags)
+}
+
+// ----------------------------------------------------------------- ioctl
+
+#[no_mangle]
+pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) -> c_int {
+    let request = request as u64;
+    let bus1_cmd = (request >> 8) & 0xff == uapi::BUS1_IOCTL_MAGIC as u64;
+    if bus1_cmd || fdtable::any() {
+        let info = if bus1_cmd { fdtable::lookup(fd) } else { fdtable::get(fd) };
+        if let Some(info) = info {
+            if !dispatch::is_generic(request) {
+                return match dispatch::ioctl(fd, &info, request, arg as u64) {
+                    Ok(v) => v,
+                    Err(e) => fail(e),
+                };
+            }
+        }
+    }
+    call_real!(crate::real::IOCTL, fn(c_int, c_ulong, *mut c_void) -> c_int, fd, request as c_ulong, arg)
+}
+
+// ------------------------------------------------------------------ mmap
+
+unsafe fn mmap_common(real: &crate::real::Real, addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, off: off_t) -> *mut c_void {
+    let info = if fd >= 0 { fdtable::get(fd) } else { None };
+    let info = match info {
+        Some(i) => i,
+        None => {
+            let r = call_real!(real, fn(*mut c_void, usize, c_int, c_int, c_int, off_t) -> *mut c_void, addr, len, prot, flags, fd, off);
+            // A peer fd this process has not seen yet: sockets cannot be
+            // mapped, so only that failure needs a second look.
+            if r != libc::MAP_FAILED || fd < 0 || errno() != libc::ENODEV {
+                return r;
+            }
+            match keep_errno(|| fdtable::lookup(fd)) {
+                Some(i) => i,
+                None => return r,
+            }
+        }
+    };
+    if off & 0xfff != 0 || len == 0 {
+        set_errno(libc::EINVAL);
+        return libc::MAP_FAILED;
+    }
+    let pfd = match info.peer.pool_fd_for_mmap(info.access, prot, flags) {
+        Ok(p) => p,
+        Err(e) => {
+            set_errno(e.0);
+            return libc::MAP_FAILED;
+        }
+    };
+    // Always shared: the pool file is opened read-only, so the mapping can
+    // never become writable (mprotect(PROT_WRITE) fails with EACCES).
+    let flags = (flags & !libc::MAP_PRIVATE) | libc::MAP_SHARED;
+    let r = call_real!(real, fn(*mut c_void, usize, c_int, c_int, c_int, off_t) -> *mut c_void, addr, len, prot, flags, pfd, off);
+    keep_errno(|| libc::syscall(libc::SYS_close, pfd));
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mmap(addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, off: off_t) -> *mut c_void {
+    mmap_common(&crate::real::MMAP, addr, len, prot, flags, fd, off)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mmap64(addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, off: off_t) -> *mut c_void {
+    mmap_common(&crate::real::MMAP64, addr, len, prot, flags, fd, off)
+}
+
+// ------------------------------------------------- closing and duplicating
+
+/// A peer lost one of this process's descriptors: if none is left here,
+/// check whether it was the last one anywhere.
+fn after_close(old: Option<Arc<FdInfo>>) {
+    if let Some(info) = old {
+        if !fdtable::still_open(&info.peer) {
+            keep_errno(|| info.peer.closed());
+        }
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    if shm_core::is_internal_fd(fd) {
+        // The application closing "everything": the shim's own sockets
+        // stay; pretend they were closed.
+        return 0;
+    }
+    let old = fdtable::take(fd);
+    let r = call_real!(crate::real::CLOSE, fn(c_int) -> c_int, fd);
+    after_close(old);
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
+    let r = call_real!(crate::real::DUP, fn(c_int) -> c_int, fd);
+    if r >= 0 {
+        if let Some(i) = fdtable::get(fd) {
+            fdtable::set(r, i);
+        }
+    }
+    r
+}
+
+unsafe fn dup_onto(old: c_int, new: c_int, f: impl FnOnce() -> c_int) -> c_int {
+    if old != new {
+        keep_errno(|| shm_core::evict_internal_fd(new));
+    }
+    let replaced = if old != new { fdtable::take(new) } else { None };
+    let r = f();
+    if r < 0 {
+        if let Some(p) = replaced {
+            fdtable::set(new, p);
+        }
+        return r;
+    }
+    if let Some(i) = fdtable::get(old) {
+        fdtable::set(new, i);
+    }
+    after_close(replaced);
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    dup_onto(old, new, || call_real!(crate::real::DUP2, fn(c_int, c_int) -> c_int, old, new))
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    dup_onto(old, new, || call_real!(crate::real::DUP3, fn(c_int, c_int, c_int) -> c_int, old, new, flags))
+}
+
+unsafe fn fcntl_common(real: &crate::real::Real, fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    let r = call_real!(real, fn(c_int, c_int, c_ulong) -> c_int, fd, cmd, arg);
+    if r >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) {
+        if let Some(i) = fdtable::get(fd) {
+            fdtable::set(r, i);
+        }
+    }
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    fcntl_common(&crate::real::FCNTL, fd, cmd, arg)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    fcntl_common(&crate::real::FCNTL64, fd, cmd, arg)
+}
+
+/// close_range(2): closes the range around the shim's own descriptors.
+#[no_mangle]
+pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    if flags as c_uint & libc::CLOSE_RANGE_CLOEXEC != 0 {
+        return call_real!(crate::real::CLOSE_RANGE, fn(c_uint, c_uint, c_int) -> c_int, first, last, flags);
+    }
+    let old = fdtable::take_range(first, last);
+    let mut lo = first as u64;
+    let hi = last as u64;
+    let mut internal: Vec<u64> = (0..4096u64).filter(|f| *f >= lo && *f <= hi && shm_core::is_internal_fd(*f as i32)).collect();
+    internal.sort();
+    let mut r = 0;
+    for fd in internal.into_iter().chain(std::iter::once(hi + 1)) {
+        if fd > lo {
+            let end = (fd - 1).min(u32::MAX as u64) as c_uint;
+            r = call_real!(crate::real::CLOSE_RANGE, fn(c_uint, c_uint, c_int) -> c_int, lo as c_uint, end, flags);
+            if r < 0 {
+                break;
+            }
+        }
+        lo = fd + 1;
+        if lo > hi {
+            break;
+        }
+    }
+    for o in old {
+        after_close(Some(o));
+    }
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn closefrom(lowfd: c_int) {
+    close_range(lowfd.max(0) as c_uint, c_uint::MAX, 0);
+}
+
+// ------------------------------------------------------- fault handling
+
+#[no_mangle]
+pub unsafe extern "C" fn sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int {
+    if uaccess::owns(sig) {
+        if !old.is_null() {
+            *old = uaccess::app_action(sig);
+        }
+        if !act.is_null() {
+            uaccess::set_app_action(sig, &*act);
+        }
+        return 0;
+    }
+    call_real!(crate::real::SIGACTION, fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int, sig, act, old)
+}
+
+type SigHandler = libc::sighandler_t;
+
+unsafe fn signal_common(real: &crate::real::Real, sig: c_int, handler: SigHandler, flags: c_int) -> SigHandler {
+    if uaccess::owns(sig) {
+        let old = uaccess::app_action(sig).sa_sigaction;
+        let mut act: libc::sigaction = core::mem::zeroed();
+        act.sa_sigaction = handler;
+        act.sa_flags = flags;
+        uaccess::set_app_action(sig, &act);
+        return old;
+    }
+    call_real!(real, fn(c_int, SigHandler) -> SigHandler, sig, handler)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn signal(sig: c_int, handler: SigHandler) -> SigHandler {
+    signal_common(&crate::real::SIGNAL, sig, handler, libc::SA_RESTART)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn bsd_signal(sig: c_int, handler: SigHandler) -> SigHandler {
+    signal_common(&crate::real::BSD_SIGNAL, sig, handler, libc::SA_RESTART)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn sysv_signal(sig: c_int, handler: SigHandler) -> SigHandler {
+    signal_common(&crate::real::SYSV_SIGNAL, sig, handler, libc::SA_RESETHAND | libc::SA_NODEFER)
+}
+
+// ------------------------------------------------------ identity changes
+
+macro_rules! setid_fn {
+    ($name:ident, $real:ident, ($($a:ident),*)) => {
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($a: c_uint),*) -> c_int {
+            let r = call_real!(crate::real::$real, fn($(setid_fn!(@t $a)),*) -> c_int, $($a),*);
+            shm_core::invalidate_ids();
+            r
+        }
+    };
+    (@t $a:ident) => { c_uint };
+}
+setid_fn!(setuid, SETUID, (a));
+setid_fn!(setgid, SETGID, (a));
+setid_fn!(seteuid, SETEUID, (a));
+setid_fn!(setegid, SETEGID, (a));
+setid_fn!(setreuid, SETREUID, (a, b));
+setid_fn!(setregid, SETREGID, (a, b));
+setid_fn!(setresuid, SETRESUID, (a, b, c));
+setid_fn!(setresgid, SETRESGID, (a, b, c));

@@ -1,0 +1,129 @@
+//! The libc functions this library interposes, resolved with
+//! `dlsym(RTLD_NEXT)` so that the shim can pass calls through.
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+use libc::c_void;
+
+/// A lazily resolved libc symbol.
+pub struct Real {
+    name: &'static [u8],
+    addr: AtomicUsize,
+}
+
+impl Real {
+    pub const fn new(name: &'static [u8]) -> Real {
+        Real { name, addr: AtomicUsize::new(0) }
+    }
+
+    /// The address of the next definition of the symbol.
+    pub fn get(&self) -> *mut c_void {
+        let a = self.addr.load(Ordering::Acquire);
+        if a != 0 {
+            return a as *mut c_void;
+        }
+        // SAFETY: `name` is a NUL-terminated symbol name; RTLD_NEXT looks
+        // past this library.
+        let p = unsafe { libc::dlsym(libc::RTLD_NEXT, self.name.as_ptr() as *const libc::c_char) };
+        if p.is_null() {
+            // A libc without this symbol: the caller gets ENOSYS.
+            return core::ptr::null_mut();
+        }
+        self.addr.store(p as usize, Ordering::Release);
+        p
+    }
+}
+
+/// Declares `Real` statics: `real!(OPEN = "open");`
+macro_rules! real {
+    ($($id:ident = $name:literal;)*) => {
+        $(pub static $id: $crate::real::Real = $crate::real::Real::new(concat!($name, "\0").as_bytes());)*
+    };
+}
+
+real! {
+    OPEN = "open";
+    OPEN64 = "open64";
+    OPENAT = "openat";
+    OPENAT64 = "openat64";
+    OPEN_2 = "__open_2";
+    OPEN64_2 = "__open64_2";
+    OPENAT_2 = "__openat_2";
+    OPENAT64_2 = "__openat64_2";
+    IOCTL = "ioctl";
+    MMAP = "mmap";
+    MMAP64 = "mmap64";
+    CLOSE = "close";
+    DUP = "dup";
+    DUP2 = "dup2";
+    DUP3 = "dup3";
+    FCNTL = "fcntl";
+    FCNTL64 = "fcntl64";
+    CLOSE_RANGE = "close_range";
+    STAT = "stat";
+    STAT64 = "stat64";
+    LSTAT = "lstat";
+    LSTAT64 = "lstat64";
+    FSTATAT = "fstatat";
+    FSTATAT64 = "fstatat64";
+    XSTAT = "__xstat";
+    XSTAT64 = "__xstat64";
+    LXSTAT = "__lxstat";
+    LXSTAT64 = "__lxstat64";
+    FXSTATAT = "__fxstatat";
+    FXSTATAT64 = "__fxstatat64";
+    STATX = "statx";
+    ACCESS = "access";
+    FACCESSAT = "faccessat";
+    EUIDACCESS = "euidaccess";
+    EACCESS = "eaccess";
+    SIGACTION = "sigaction";
+    SIGNAL = "signal";
+    BSD_SIGNAL = "bsd_signal";
+    SYSV_SIGNAL = "sysv_signal";
+    SETUID = "setuid";
+    SETGID = "setgid";
+    SETEUID = "seteuid";
+    SETEGID = "setegid";
+    SETREUID = "setreuid";
+    SETREGID = "setregid";
+    SETRESUID = "setresuid";
+    SETRESGID = "setresgid";
+}
+
+/// The error return of a libc function: -1, MAP_FAILED or SIG_ERR.
+pub trait Failure {
+    fn failure() -> Self;
+}
+
+impl Failure for libc::c_int {
+    fn failure() -> Self {
+        -1
+    }
+}
+
+impl Failure for *mut c_void {
+    fn failure() -> Self {
+        libc::MAP_FAILED
+    }
+}
+
+impl Failure for usize {
+    fn failure() -> Self {
+        libc::SIG_ERR
+    }
+}
+
+/// Calls the real function `$real` with the given signature and arguments;
+/// fails with ENOSYS if libc has no such symbol.
+macro_rules! call_real {
+    ($real:expr, fn($($t:ty),*) -> $r:ty, $($a:expr),*) => {{
+        let p = $real.get();
+        if p.is_null() {
+            *libc::__errno_location() = libc::ENOSYS;
+            <$r as $crate::real::Failure>::failure()
+        } else {
+            let f: unsafe extern "C" fn($($t),*) -> $r = core::mem::transmute(p);
+            f($($a),*)
+        }
+    }};
+}

@@ -1,0 +1,221 @@
+//! Fault-safe access to the caller's memory (ioctl arguments, payload).
+//!
+//! A bad pointer passed to an ioctl must give EFAULT, never a signal, and
+//! the hot path must not pay a system call per copy. Copies therefore run
+//! through one small assembly routine (`rep movsb`); a SIGSEGV/SIGBUS
+//! handler recognises a fault at exactly that instruction and resumes at a
+//! fixup that returns the number of bytes not copied (like the kernel's
+//! exception tables). Every other fault is passed on to the application's
+//! own handler, or to the default action. The application's
+//! `sigaction`/`signal` calls for these two signals are recorded instead of
+//! replacing the shim's handler (see `interpose`).
+//!
+//! This module is one of the few that contain `unsafe`.
+
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use libc::{c_int, c_void, siginfo_t};
+use shm_core::{Errno, UserMem, USER_LIMIT};
+
+#[cfg(target_arch = "x86_64")]
+core::arch::global_asm!(
+    ".pushsection .text.bus1_uaccess,\"ax\",@progbits",
+    ".globl bus1_uaccess_copy",
+    ".hidden bus1_uaccess_copy",
+    ".type bus1_uaccess_copy,@function",
+    "bus1_uaccess_copy:",
+    "    mov rcx, rdx",
+    ".globl bus1_uaccess_insn",
+    ".hidden bus1_uaccess_insn",
+    "bus1_uaccess_insn:",
+    "    rep movsb",
+    "    xor eax, eax",
+    "    ret",
+    ".globl bus1_uaccess_fixup",
+    ".hidden bus1_uaccess_fixup",
+    "bus1_uaccess_fixup:",
+    "    mov rax, rcx",
+    "    ret",
+    ".size bus1_uaccess_copy, .-bus1_uaccess_copy",
+    ".popsection",
+);
+
+#[cfg(target_arch = "x86_64")]
+extern "C" {
+    /// Copies `len` bytes; returns how many were *not* copied.
+    fn bus1_uaccess_copy(dst: *mut u8, src: *const u8, len: usize) -> usize;
+    static bus1_uaccess_insn: u8;
+    static bus1_uaccess_fixup: u8;
+}
+
+/// The application's disposition of SIGSEGV (index 0) and SIGBUS (1).
+static APP_ACTION: [AtomicPtr<libc::sigaction>; 2] = [AtomicPtr::new(core::ptr::null_mut()), AtomicPtr::new(core::ptr::null_mut())];
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+fn slot(sig: c_int) -> Option<usize> {
+    match sig {
+        libc::SIGSEGV => Some(0),
+        libc::SIGBUS => Some(1),
+        _ => None,
+    }
+}
+
+/// Whether the shim owns `sig` (its handler is installed).
+pub fn owns(sig: c_int) -> bool {
+    slot(sig).is_some() && INSTALLED.load(Ordering::Acquire)
+}
+
+/// The application's recorded action for `sig`.
+pub fn app_action(sig: c_int) -> libc::sigaction {
+    let p = APP_ACTION[slot(sig).unwrap()].load(Ordering::Acquire);
+    // SAFETY: recorded actions are leaked boxes, never freed.
+    unsafe { *p }
+}
+
+/// Records the application's new action for `sig`. Old records are leaked
+/// on purpose: the signal handler may be reading one concurrently.
+pub fn set_app_action(sig: c_int, act: &libc::sigaction) {
+    let b = Box::into_raw(Box::new(*act));
+    APP_ACTION[slot(sig).unwrap()].store(b, Ordering::Release);
+}
+
+extern "C" fn on_fault(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the kernel passes a valid ucontext to an SA_SIGINFO handler;
+    // the instruction pointer is redirected only when it is exactly our
+    // copy instruction, whose fixup expects the count left in rcx.
+    unsafe {
+        let uc = ctx as *mut libc::ucontext_t;
+        let ip = (*uc).uc_mcontext.gregs[libc::REG_RIP as usize];
+        if ip as usize == &bus1_uaccess_insn as *const u8 as usize {
+            (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] = &bus1_uaccess_fixup as *const u8 as i64;
+            return;
+        }
+    }
+    chain(sig, info, ctx);
+}
+
+/// Hands a fault that is not ours to the application's disposition.
+fn chain(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
+    let act = app_action(sig);
+    let h = act.sa_sigaction;
+    if h == libc::SIG_DFL || h == libc::SIG_IGN {
+        // Restore the default and return: the faulting instruction runs
+        // again and the kernel applies the default action.
+        // SAFETY: all-zero is a valid sigaction (SIG_DFL, empty mask).
+        let d: libc::sigaction = unsafe { core::mem::zeroed() };
+        real_sigaction(sig, Some(&d), None);
+        return;
+    }
+    if act.sa_flags & libc::SA_RESETHAND != 0 {
+        // SAFETY: zeroed sigaction is SIG_DFL with an empty mask.
+        let mut d: libc::sigaction = unsafe { core::mem::zeroed() };
+        d.sa_sigaction = libc::SIG_DFL;
+        set_app_action(sig, &d);
+    }
+    // SAFETY: the application registered this function for `sig`, with the
+    // calling convention its SA_SIGINFO flag announces.
+    unsafe {
+        if act.sa_flags & libc::SA_SIGINFO != 0 {
+            let f: extern "C" fn(c_int, *mut siginfo_t, *mut c_void) = core::mem::transmute(h);
+            f(sig, info, ctx);
+        } else {
+            let f: extern "C" fn(c_int) = core::mem::transmute(h);
+            f(sig);
+        }
+    }
+}
+
+/// Sets the kernel's disposition of `sig` through libc's real sigaction
+/// (which supplies the signal-return trampoline).
+fn real_sigaction(sig: c_int, act: Option<&libc::sigaction>, old: Option<&mut libc::sigaction>) {
+    let a = act.map_or(core::ptr::null(), |a| a as *const libc::sigaction);
+    let o = old.map_or(core::ptr::null_mut(), |o| o as *mut libc::sigaction);
+    // SAFETY: valid (or null) sigaction pointers for a valid signal.
+    unsafe {
+        call_real!(crate::real::SIGACTION, fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int, sig, a, o);
+    }
+}
+
+/// Installs the fault handler (once per process), recording whatever the
+/// application had installed before.
+pub fn install() {
+    if INSTALLED.load(Ordering::Acquire) {
+        return;
+    }
+    for sig in [libc::SIGSEGV, libc::SIGBUS] {
+        // SAFETY: all-zero is a valid sigaction (SIG_DFL, empty mask).
+        let mut old: libc::sigaction = unsafe { core::mem::zeroed() };
+        real_sigaction(sig, None, Some(&mut old));
+        if APP_ACTION[slot(sig).unwrap()].load(Ordering::Acquire).is_null() {
+            set_app_action(sig, &old);
+        }
+        // SAFETY: as above.
+        let mut act: libc::sigaction = unsafe { core::mem::zeroed() };
+        act.sa_sigaction = on_fault as *const () as usize;
+        act.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
+        real_sigaction(sig, Some(&act), None);
+    }
+    INSTALLED.store(true, Ordering::Release);
+}
+
+/// Copies between the caller's memory and ours; Err(EFAULT) if any byte
+/// is inaccessible.
+fn copy(dst: *mut u8, src: *const u8, len: usize) -> Result<(), Errno> {
+    if len == 0 {
+        return Ok(());
+    }
+    install();
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a fault inside the routine is caught by `on_fault` and turns
+    // into a short count; the caller guarantees that the non-user side of
+    // the copy is valid.
+    let left = unsafe { bus1_uaccess_copy(dst, src, len) };
+    #[cfg(not(target_arch = "x86_64"))]
+    let left = fallback_copy(dst, src, len);
+    if left == 0 {
+        Ok(())
+    } else {
+        Err(Errno::EFAULT)
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn fallback_copy(dst: *mut u8, src: *const u8, len: usize) -> usize {
+    // Without the fixup routine, let the kernel do the checked copy.
+    let local = libc::iovec { iov_base: dst as *mut c_void, iov_len: len };
+    let remote = libc::iovec { iov_base: src as *mut c_void, iov_len: len };
+    // SAFETY: both iovecs describe the requested ranges; the kernel checks
+    // accessibility and reports a short count instead of faulting.
+    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    if n < 0 { len } else { len - n as usize }
+}
+
+fn user_range(addr: u64, len: usize) -> Result<(), Errno> {
+    if shm_core::range_ok(addr, len as u64) && (len == 0 || addr != 0) {
+        Ok(())
+    } else {
+        Err(Errno::EFAULT)
+    }
+}
+
+/// The calling process's memory, as the engine sees it.
+pub struct ProcMem;
+
+impl UserMem for ProcMem {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        user_range(addr, buf.len())?;
+        copy(buf.as_mut_ptr(), addr as *const u8, buf.len())
+    }
+
+    fn write(&self, addr: u64, buf: &[u8]) -> Result<(), Errno> {
+        user_range(addr, buf.len())?;
+        copy(addr as *mut u8, buf.as_ptr(), buf.len())
+    }
+
+    unsafe fn copy_in(&self, dst: *mut u8, addr: u64, len: usize) -> Result<(), Errno> {
+        user_range(addr, len)?;
+        copy(dst, addr as *const u8, len)
+    }
+}
+
+const _: () = assert!(USER_LIMIT > 0);
