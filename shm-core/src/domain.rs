@@ -38,7 +38,14 @@ pub(crate) struct Local {
     ring_fd: i32,
     /// Socket used to test whether a peer socket still exists.
     probe_fd: i32,
+    /// Sockets connected to recently rung peers: (serial, fd, last use).
+    /// Ringing through them spares the kernel a path lookup per token.
+    bells: Vec<(u64, i32, u64)>,
+    bell_clock: u64,
 }
+
+/// How many connected ring sockets a process keeps per domain.
+const BELL_CACHE: usize = 8;
 
 fn registry() -> &'static LocalMutex<Vec<Arc<Domain>>> {
     static R: OnceLock<LocalMutex<Vec<Arc<Domain>>>> = OnceLock::new();
@@ -143,7 +150,13 @@ impl Domain {
                 dir,
                 segment_path: segment_path.clone(),
                 seg,
-                local: LocalMutex::new(Local { pools: HashMap::new(), ring_fd: -1, probe_fd: -1 }),
+                local: LocalMutex::new(Local {
+                    pools: HashMap::new(),
+                    ring_fd: -1,
+                    probe_fd: -1,
+                    bells: Vec::new(),
+                    bell_clock: 0,
+                }),
                 dev_ino,
             };
             let hdr: &Header = d.seg.at0();
@@ -251,6 +264,55 @@ impl Domain {
         Err(Errno::ENOMEM)
     }
 
+    /// Sends a plain readiness token to `serial`'s socket through a cached
+    /// connected socket. Returns false if the peer socket is gone.
+    pub(crate) fn ring_connected(&self, serial: u64) -> bool {
+        let mut l = self.local.lock();
+        l.bell_clock += 1;
+        let now = l.bell_clock;
+        let idx = match l.bells.iter().position(|b| b.0 == serial) {
+            Some(i) => i,
+            None => {
+                let Ok(addr) = sys::UnixAddr::new(&self.peer_path(serial)) else { return true };
+                let Ok(fd) = internal_socket(libc::SOCK_DGRAM) else { return true };
+                if sys::connect(fd, &addr).is_err() {
+                    forget_internal(fd);
+                    sys::close(fd);
+                    return false;
+                }
+                if l.bells.len() >= BELL_CACHE {
+                    let (i, _) = l.bells.iter().enumerate().min_by_key(|(_, b)| b.2).unwrap();
+                    let old = l.bells.swap_remove(i);
+                    forget_internal(old.1);
+                    sys::close(old.1);
+                }
+                l.bells.push((serial, fd, now));
+                l.bells.len() - 1
+            }
+        };
+        l.bells[idx].2 = now;
+        match sys::send_msg(l.bells[idx].1, None, &[], &[]) {
+            // A full queue is readable anyway.
+            Ok(()) | Err(Errno::EAGAIN) => true,
+            Err(_) => {
+                let old = l.bells.swap_remove(idx);
+                forget_internal(old.1);
+                sys::close(old.1);
+                false
+            }
+        }
+    }
+
+    /// Forgets the connected ring socket of a peer that is gone.
+    pub(crate) fn forget_bell(&self, serial: u64) {
+        let mut l = self.local.lock();
+        if let Some(i) = l.bells.iter().position(|b| b.0 == serial) {
+            let old = l.bells.swap_remove(i);
+            forget_internal(old.1);
+            sys::close(old.1);
+        }
+    }
+
     /// Whether the peer socket of `serial` still exists (some process, or
     /// a message in flight, still holds an fd of it).
     pub fn peer_socket_alive(&self, serial: u64) -> bool {
@@ -275,7 +337,7 @@ impl Domain {
 
 /// Descriptors the engine owns inside the application's fd table; the
 /// preload must not let the application close or replace them.
-static INTERNAL: [AtomicI32; 64] = [const { AtomicI32::new(-1) }; 64];
+static INTERNAL: [AtomicI32; 256] = [const { AtomicI32::new(-1) }; 256];
 
 fn remember_internal(fd: i32) {
     for slot in &INTERNAL {
@@ -348,6 +410,11 @@ pub fn evict_internal_fd(fd: i32) -> bool {
                 }
                 sys::close(fd);
             }
+        }
+        if let Some(i) = l.bells.iter().position(|b| b.1 == fd) {
+            l.bells.swap_remove(i);
+            forget_internal(fd);
+            sys::close(fd);
         }
     }
     true

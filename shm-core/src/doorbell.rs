@@ -105,6 +105,9 @@ pub fn execute(tx: &Txn, op: Op) -> Result<()> {
 /// Sends a plain token to `serial`'s socket. A dead socket needs none; a
 /// full one is readable anyway.
 pub(crate) fn ring(dom: &Domain, serial: u64) {
+    if dom.ring_connected(serial) {
+        return;
+    }
     let Ok(addr) = UnixAddr::new(&dom.peer_path(serial)) else { return };
     let _ = dom.with_ring_fd(|fd| match sys::send_msg(fd, Some(&addr), &[], &[]) {
         Err(Errno::EAGAIN) | Err(Errno(libc::ENOBUFS)) => ((), true),

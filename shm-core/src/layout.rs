@@ -87,6 +87,8 @@ pub struct UserRec {
     pub refs: Cell<u64>,
     pub max: [Cell<i64>; NRES],
     pub rem: [Cell<i64>; NRES],
+    /// Fair-share records kept on this user (freed with it).
+    pub shares: Cell<P<ShareRec>>,
 }
 
 /// What one sending user has charged on one receiving user or peer (the
@@ -96,6 +98,10 @@ pub struct ShareRec {
     pub used: [Cell<i64>; NRES],
     pub key1: Cell<u64>,
     pub key2: Cell<u64>,
+    /// Next record kept on the same receiving user or peer. Records stay
+    /// while their receiver lives, so that a busy sender does not create
+    /// and free one per message.
+    pub next: Cell<P<ShareRec>>,
 }
 
 pub const PEER_CONNECTED: u32 = 1;
@@ -127,6 +133,8 @@ pub struct PeerRec {
 
     pub handles: Cell<P<Handle>>,
     pub nodes: Cell<P<Node>>,
+    /// Fair-share records kept on this peer as a receiver.
+    pub shares: Cell<P<ShareRec>>,
 
     pub pool_regions: Cell<P<Region>>,
     pub pool_free: Cell<P<Region>>,

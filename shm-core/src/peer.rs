@@ -286,6 +286,7 @@ pub fn free_dead(tx: &Txn, peer: P<PeerRec>) -> Result<()> {
     }
     tx.add(&hdr.n_peers, -1);
     table::remove(tx, TAG_PEER, 0, serial);
+    quota::free_shares(tx, &p.shares);
     quota::user_put(tx, p.user.get());
     let dom = tx.domain();
     tx.push_post(Op::Unlink { path: dom.peer_path(serial) });
@@ -295,6 +296,7 @@ pub fn free_dead(tx: &Txn, peer: P<PeerRec>) -> Result<()> {
     }
     alloc::free(tx, peer.off(), PEER);
     dom.forget_pool(serial);
+    dom.forget_bell(serial);
     Ok(())
 }
 

@@ -38,9 +38,24 @@ pub fn user_put(tx: &Txn, u: P<UserRec>) {
     let r = tx.rec(u);
     tx.add(&r.refs, -1);
     if r.refs.get() == 0 {
+        free_shares(tx, &r.shares);
         table::remove(tx, TAG_USER, 0, r.uid.get());
         alloc::free(tx, u.off(), core::mem::size_of::<UserRec>() as u64);
     }
+}
+
+/// Frees every share record of a list (its receiver is going away).
+pub fn free_shares(tx: &Txn, head: &crate::shm::Cell<P<ShareRec>>) {
+    let mut s = head.get();
+    while !s.is_null() {
+        let r = tx.rec(s);
+        let next = r.next.get();
+        let k1 = r.key1.get();
+        table::remove(tx, k1 >> 56, k1 & ((1 << 56) - 1), r.key2.get());
+        alloc::free(tx, s.off(), core::mem::size_of::<ShareRec>() as u64);
+        s = next;
+    }
+    tx.set(head, P::NULL);
 }
 
 /// Plain charge of `c` units (6.2): user counter first, then the peer's.
@@ -68,17 +83,18 @@ pub fn refund(tx: &Txn, peer: P<PeerRec>, res: usize, c: i64) {
     tx.add_i(&p.rem[res], c);
 }
 
-/// The share record of `sender_uid` on a receiving user or peer.
-fn share(tx: &Txn, tag: u64, owner: u64, sender_uid: u32, create: bool) -> Result<P<ShareRec>> {
+/// The share record of `sender_uid` on a receiving user or peer, kept on
+/// the receiver's list `head`.
+fn share(tx: &Txn, tag: u64, owner: u64, sender_uid: u32, head: &crate::shm::Cell<P<ShareRec>>) -> Result<P<ShareRec>> {
     if let Some(s) = table::get(tx, tag, owner, sender_uid as u64) {
         return Ok(P::from_off(s));
     }
-    if !create {
-        return Ok(P::NULL);
-    }
     let s = P::<ShareRec>::from_off(alloc::alloc(tx, core::mem::size_of::<ShareRec>() as u64)?);
-    tx.set(&tx.rec(s).key1, tag << 56 | owner);
-    tx.set(&tx.rec(s).key2, sender_uid as u64);
+    let r = tx.rec(s);
+    tx.set(&r.key1, tag << 56 | owner);
+    tx.set(&r.key2, sender_uid as u64);
+    tx.set(&r.next, head.get());
+    tx.set(head, s);
     table::insert(tx, tag, owner, sender_uid as u64, s.off())?;
     Ok(s)
 }
@@ -94,8 +110,8 @@ pub struct Shares {
 pub fn shares(tx: &Txn, receiver: P<PeerRec>, sender_uid: u32) -> Result<Shares> {
     let user = tx.rec(receiver).user.get();
     Ok(Shares {
-        user: share(tx, TAG_SHARE_USER, user.off(), sender_uid, true)?,
-        peer: share(tx, TAG_SHARE_PEER, receiver.off(), sender_uid, true)?,
+        user: share(tx, TAG_SHARE_USER, user.off(), sender_uid, &tx.rec(user).shares)?,
+        peer: share(tx, TAG_SHARE_PEER, receiver.off(), sender_uid, &tx.rec(receiver).shares)?,
     })
 }
 
@@ -119,8 +135,7 @@ pub fn charge_fair(tx: &Txn, receiver: P<PeerRec>, res: usize, c: i64, sh: Share
     Ok(())
 }
 
-/// Removes a dequeued message's amounts from the sender's shares, and
-/// frees share records that drop to zero.
+/// Removes a dequeued message's amounts from the sender's shares.
 pub fn unshare(tx: &Txn, sh: Shares, amounts: [i64; NRES]) {
     for s in [sh.user, sh.peer] {
         if s.is_null() {
@@ -129,11 +144,6 @@ pub fn unshare(tx: &Txn, sh: Shares, amounts: [i64; NRES]) {
         let r = tx.rec(s);
         for (i, a) in amounts.iter().enumerate() {
             tx.add_i(&r.used[i], -a);
-        }
-        if r.used.iter().all(|u| u.get() == 0) {
-            let k1 = r.key1.get();
-            table::remove(tx, k1 >> 56, k1 & ((1 << 56) - 1), r.key2.get());
-            alloc::free(tx, s.off(), core::mem::size_of::<ShareRec>() as u64);
         }
     }
 }

@@ -35,7 +35,8 @@ pub(crate) fn attached(_dom: &Arc<Domain>) {
 
 /// Starts this process's watcher thread if it is not running.
 pub fn ensure_watcher() {
-    if WATCHER.load(Ordering::Acquire) || std::env::var_os("BUS1_NO_WATCHER").is_some() {
+    static DISABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if WATCHER.load(Ordering::Acquire) || *DISABLED.get_or_init(|| std::env::var_os("BUS1_NO_WATCHER").is_some()) {
         return;
     }
     if WATCHER.swap(true, Ordering::AcqRel) {

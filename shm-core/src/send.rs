@@ -192,14 +192,26 @@ pub fn send(tx: &Txn, caller: P<PeerRec>, cmd: &bus1_cmd_send, mem: &dyn UserMem
         }
         return set_seed(tx, caller, &t, mem, provisional);
     }
-    let mut used = HashSet::new();
+    // Destinations already used (ENOTUNIQ); a set only for long lists.
+    let mut used_small: Vec<u64> = Vec::new();
+    let mut used_set = HashSet::new();
+    let mut first_use = |h: u64| {
+        if cmd.n_destinations <= 16 {
+            !used_small.contains(&h) && {
+                used_small.push(h);
+                true
+            }
+        } else {
+            used_set.insert(h)
+        }
+    };
     let mut entries = Vec::new();
     let mut errors = vec![0u64; if cont { cmd.n_destinations as usize } else { 0 }];
     for i in 0..cmd.n_destinations {
         let id = read_u64(mem, elem(cmd.ptr_destinations, i, 8)?)?;
         let (h, created) = object::import(tx, caller, id)?;
         provisional += created as i64;
-        if !used.insert(h.off()) {
+        if !first_use(h.off()) {
             return Err(Errno::ENOTUNIQ);
         }
         let sp = tx.savepoint();

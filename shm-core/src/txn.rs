@@ -78,6 +78,30 @@ pub struct Txn<'d> {
     finished: bool,
 }
 
+/// The work lists of a transaction, kept per thread between transactions
+/// so that the hot path does not allocate.
+#[derive(Default)]
+struct Lists {
+    frees: Vec<(u64, u64)>,
+    ops: Vec<Op>,
+    post: Vec<Op>,
+}
+
+thread_local! {
+    static LISTS: core::cell::Cell<Option<Lists>> = const { core::cell::Cell::new(None) };
+}
+
+fn take_lists() -> Lists {
+    LISTS.with(|l| l.take()).unwrap_or_default()
+}
+
+fn return_lists(mut l: Lists) {
+    l.frees.clear();
+    l.ops.clear();
+    l.post.clear();
+    LISTS.with(|c| c.set(Some(l)));
+}
+
 impl Domain {
     fn mutex_ptr(&self) -> *mut libc::pthread_mutex_t {
         let hdr: &Header = self.seg.at0();
@@ -110,7 +134,8 @@ impl Domain {
         // SAFETY: the mutex was initialised when the segment was created and
         // lives in memory mapped for the lifetime of `self`.
         let r = unsafe { libc::pthread_mutex_lock(self.mutex_ptr()) };
-        let tx = Txn { dom: self, frees: RefCell::default(), ops: RefCell::default(), post: RefCell::default(), finished: false };
+        let l = take_lists();
+        let tx = Txn { dom: self, frees: RefCell::new(l.frees), ops: RefCell::new(l.ops), post: RefCell::new(l.post), finished: false };
         match r {
             0 => {
                 if tx.hdr().log_len.load() != 0 {
@@ -277,45 +302,59 @@ impl<'d> Txn<'d> {
     }
 
     fn run_ops_best_effort(&self) {
-        let ops: Vec<Op> = self.ops.borrow_mut().drain(..).collect();
-        for op in ops {
+        let mut ops = core::mem::take(&mut *self.ops.borrow_mut());
+        for op in ops.drain(..) {
             let _ = doorbell::execute(self, op);
         }
+        *self.ops.borrow_mut() = ops;
     }
 
     /// Commits: runs the queued side effects (which may still fail and
     /// abort everything), applies deferred frees, publishes the commit,
     /// runs post-commit removals and releases the lock.
     pub fn commit(mut self) -> Result<()> {
-        loop {
-            let op = {
-                let mut ops = self.ops.borrow_mut();
-                if ops.is_empty() {
-                    break;
+        let mut ops = core::mem::take(&mut *self.ops.borrow_mut());
+        let mut failed = None;
+        for op in ops.drain(..) {
+            if failed.is_none() {
+                if let Err(e) = doorbell::execute(&self, op) {
+                    failed = Some(e);
                 }
-                ops.remove(0)
-            };
-            if let Err(e) = doorbell::execute(&self, op) {
-                self.abort_inner();
-                return Err(e);
             }
         }
-        let frees: Vec<(u64, u64)> = self.frees.borrow_mut().drain(..).collect();
-        for (off, size) in frees {
+        *self.ops.borrow_mut() = ops;
+        if let Some(e) = failed {
+            self.abort_inner();
+            return Err(e);
+        }
+        let mut frees = core::mem::take(&mut *self.frees.borrow_mut());
+        for (off, size) in frees.drain(..) {
             crate::alloc::free_now(&self, off, size);
         }
+        *self.frees.borrow_mut() = frees;
         if self.ops.borrow().iter().any(|o| matches!(o, Op::Fail(_))) {
             self.abort_inner();
             return Err(Errno::ENOMEM);
         }
         self.hdr().log_len.store(0);
-        let post: Vec<Op> = self.post.borrow_mut().drain(..).collect();
-        for op in post {
+        let mut post = core::mem::take(&mut *self.post.borrow_mut());
+        for op in post.drain(..) {
             let _ = doorbell::execute(&self, op);
         }
+        *self.post.borrow_mut() = post;
+        self.finish_lock();
+        Ok(())
+    }
+
+    /// Releases the lock and hands the work lists back for reuse.
+    fn finish_lock(&mut self) {
         self.finished = true;
         self.dom.unlock();
-        Ok(())
+        return_lists(Lists {
+            frees: core::mem::take(self.frees.get_mut()),
+            ops: core::mem::take(self.ops.get_mut()),
+            post: core::mem::take(self.post.get_mut()),
+        });
     }
 
     /// Undoes the whole transaction and releases the lock.
@@ -334,8 +373,7 @@ impl<'d> Txn<'d> {
             self.frees.borrow_mut().clear();
             self.hdr().log_len.store(0);
         }
-        self.finished = true;
-        self.dom.unlock();
+        self.finish_lock();
     }
 
     /// Finishes with `r`: commit on success, abort on error.

@@ -1,0 +1,144 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Same-process benchmark: SEND of 1 KiB to a node of a second peer, RECV,
+ * SLICE_RELEASE — against write()+recv() of 1 KiB on an AF_UNIX
+ * SOCK_SEQPACKET socketpair, measured in the same run.
+ *
+ * Prints the CPU time per operation of each and the ratio bus1/UDS
+ * (median of several alternating rounds, since the machines are noisy).
+ * Run under the shim: scripts/bus1-run bench/bin/local [iterations]
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/bus1.h>
+
+#define MSG_SIZE 1024
+#define ROUNDS 7
+
+static double cpu_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+
+static void die(const char *what)
+{
+	perror(what);
+	exit(1);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+struct bus1_pair {
+	int owner, sender;
+	uint64_t dest;
+	const uint8_t *pool;
+};
+
+static void bus1_setup(struct bus1_pair *p)
+{
+	struct bus1_cmd_handle_transfer t = {
+		.src_handle = 0x100, .dst_handle = BUS1_HANDLE_INVALID,
+	};
+
+	p->owner = open("/dev/bus1", O_RDWR | O_CLOEXEC);
+	p->sender = open("/dev/bus1", O_RDWR | O_CLOEXEC);
+	if (p->owner < 0 || p->sender < 0)
+		die("open /dev/bus1 (run under the shim)");
+	t.dst_fd = p->sender;
+	if (ioctl(p->owner, BUS1_CMD_HANDLE_TRANSFER, &t) < 0)
+		die("HANDLE_TRANSFER");
+	p->dest = t.dst_handle;
+	p->pool = mmap(NULL, 1 << 29, PROT_READ, MAP_SHARED, p->owner, 0);
+	if (p->pool == MAP_FAILED)
+		die("mmap pool");
+}
+
+static double bus1_round(struct bus1_pair *p, long n, const char *buf)
+{
+	struct iovec v = { .iov_base = (void *)buf, .iov_len = MSG_SIZE };
+	struct bus1_cmd_send s = {
+		.ptr_destinations = (uintptr_t)&p->dest, .n_destinations = 1,
+		.ptr_vecs = (uintptr_t)&v, .n_vecs = 1,
+	};
+	struct bus1_cmd_recv r;
+	volatile uint8_t sink = 0;
+	double t0 = cpu_now();
+
+	for (long i = 0; i < n; i++) {
+		if (ioctl(p->sender, BUS1_CMD_SEND, &s) < 0)
+			die("SEND");
+		memset(&r, 0, sizeof(r));
+		r.max_offset = 1 << 29;
+		if (ioctl(p->owner, BUS1_CMD_RECV, &r) < 0)
+			die("RECV");
+		sink ^= p->pool[r.msg.offset];
+		if (ioctl(p->owner, BUS1_CMD_SLICE_RELEASE, &r.msg.offset) < 0)
+			die("SLICE_RELEASE");
+	}
+	(void)sink;
+	return (cpu_now() - t0) / n;
+}
+
+static double uds_round(int s[2], long n, char *buf)
+{
+	char in[MSG_SIZE];
+	double t0 = cpu_now();
+
+	for (long i = 0; i < n; i++) {
+		if (write(s[0], buf, MSG_SIZE) != MSG_SIZE)
+			die("write");
+		if (recv(s[1], in, sizeof(in), 0) != MSG_SIZE)
+			die("recv");
+	}
+	return (cpu_now() - t0) / n;
+}
+
+int main(int argc, char **argv)
+{
+	long n = argc > 1 ? atol(argv[1]) : 100000;
+	double tb[ROUNDS], tu[ROUNDS], ratio[ROUNDS];
+	struct bus1_pair p;
+	char buf[MSG_SIZE];
+	int s[2];
+
+	memset(buf, 0x5a, sizeof(buf));
+	bus1_setup(&p);
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, s) < 0)
+		die("socketpair");
+	/* warm up both paths */
+	bus1_round(&p, n / 10 + 1, buf);
+	uds_round(s, n / 10 + 1, buf);
+	for (int i = 0; i < ROUNDS; i++) {
+		tb[i] = bus1_round(&p, n, buf);
+		tu[i] = uds_round(s, n, buf);
+		ratio[i] = tb[i] / tu[i];
+	}
+	qsort(tb, ROUNDS, sizeof(double), cmp_double);
+	qsort(tu, ROUNDS, sizeof(double), cmp_double);
+	qsort(ratio, ROUNDS, sizeof(double), cmp_double);
+	printf("local 1 KiB, %ld iterations x %d rounds (CPU time per message, median)\n", n, ROUNDS);
+	printf("  bus1 SEND+RECV+SLICE_RELEASE : %8.0f ns\n", tb[ROUNDS / 2]);
+	printf("  UDS  write+recv (SEQPACKET)  : %8.0f ns\n", tu[ROUNDS / 2]);
+	printf("  ratio bus1/UDS               : %8.3f (min %.3f, max %.3f)\n",
+	       ratio[ROUNDS / 2], ratio[0], ratio[ROUNDS - 1]);
+	return 0;
+}
