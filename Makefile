@@ -1,0 +1,34 @@
+# Top-level entry points (see README.md):
+#   make demo   build everything and run the demo under the shim
+#   make test   build everything and run the whole test suite
+#   make bench  run the benchmarks
+
+SHIM := target/release/libbus1_preload.so
+
+.PHONY: build demo test test-rust test-c bench clean
+
+build:
+	cargo build --release
+
+demo: build
+	$(MAKE) -s -C demo
+	@dom=$$(mktemp -d /tmp/bus1-demo.XXXXXX) && \
+	  BUS1_DOMAIN=$$dom scripts/bus1-run demo/bin/demo; s=$$?; rm -rf $$dom; exit $$s
+
+test: build test-rust test-c
+
+test-rust:
+	cargo test --release --workspace
+
+test-c: build
+	$(MAKE) -s -C tests check
+
+bench: build
+	$(MAKE) -s -C bench
+	scripts/bench
+
+clean:
+	cargo clean
+	$(MAKE) -s -C tests clean
+	$(MAKE) -s -C demo clean
+	$(MAKE) -s -C bench clean
