@@ -17,6 +17,7 @@
 //! * `reaper` — teardown of peers whose last fd is gone.
 
 mod alloc;
+mod crash;
 mod creds;
 mod doorbell;
 mod domain;

@@ -230,6 +230,7 @@ pub fn flush(tx: &Txn, peer: P<PeerRec>, fd: i32, flush_seed: bool) -> Result<()
             object::ref_drop(tx, h);
         }
     }
+    crate::crash::point("flush-dropped");
     // 3. everything queued up to F
     for e in queue::entries(tx, peer) {
         if tx.rec(e).stamp.get() <= f {

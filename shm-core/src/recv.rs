@@ -183,6 +183,7 @@ fn deliver_data(tx: &Txn, peer: P<PeerRec>, fd: i32, e: P<Entry>, flags: u64, ma
     // holds A(n_bytes) + 8·n_handles + A(4·n_fds) bytes, which covers
     // `bytes`; the bus serialises all writers with the domain lock.
     unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(ids_at as usize), bytes.len()) };
+    crate::crash::point("recv-installed");
     // 6.5 – 6.6
     pool::publish(tx, r.slice.get());
     for &h in &valid {

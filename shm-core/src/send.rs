@@ -128,6 +128,7 @@ fn build(tx: &Txn, receiver: P<PeerRec>, dest: P<Handle>, t: &Template, mem: &dy
         unsafe { mem.copy_in(base.add(pos), addr, len as usize)? };
         pos += len as usize;
     }
+    crate::crash::point("send-copied");
     let e = queue::new_entry(tx, ENTRY_DATA, receiver)?;
     let r = tx.rec(e);
     if !dest.is_null() {
@@ -235,8 +236,11 @@ pub fn send(tx: &Txn, caller: P<PeerRec>, cmd: &bus1_cmd_send, mem: &dyn UserMem
     }
     // Commit: one stamp for the whole transaction, destination order kept.
     let stamp = queue::next_stamp(tx);
-    for e in entries {
+    for (i, e) in entries.into_iter().enumerate() {
         queue::append(tx, e, stamp);
+        if i == 0 {
+            crate::crash::point("send-append");
+        }
     }
     Ok(())
 }

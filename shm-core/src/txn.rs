@@ -320,6 +320,7 @@ impl<'d> Txn<'d> {
                 if let Err(e) = doorbell::execute(&self, op) {
                     failed = Some(e);
                 }
+                crate::crash::point("commit-op");
             }
         }
         *self.ops.borrow_mut() = ops;
@@ -336,7 +337,9 @@ impl<'d> Txn<'d> {
             self.abort_inner();
             return Err(Errno::ENOMEM);
         }
+        crate::crash::point("commit-before");
         self.hdr().log_len.store(0);
+        crate::crash::point("commit-after");
         let mut post = core::mem::take(&mut *self.post.borrow_mut());
         for op in post.drain(..) {
             let _ = doorbell::execute(&self, op);

@@ -27,3 +27,375 @@ fn unicast_roundtrip_and_readiness() {
     a.slice_release(m.m.offset).unwrap();
     assert_eq!(a.slice_release(m.m.offset), Err(Errno::ENXIO));
 }
+
+#[test]
+fn remote_ids_count_up_and_are_never_reused() {
+    let bus = Bus::new("ids");
+    let a = bus.peer();
+    let b = bus.peer();
+    assert_eq!(a.transfer(0x100, &b), Ok(0xB));
+    assert_eq!(a.transfer(0x200, &b), Ok(0x13));
+    // coalescing: the same node again gives the same ID
+    assert_eq!(a.transfer(0x100, &b), Ok(0xB));
+    // two references now; release both, then the ID is gone
+    b.release(0xB).unwrap();
+    b.release(0xB).unwrap();
+    assert_eq!(b.release(0xB), Err(Errno::ENXIO));
+    // getting it again gives a new ID
+    assert_eq!(a.transfer(0x100, &b), Ok(0x1B));
+    // transfer to the owner yields the owner's ID
+    assert_eq!(b.transfer(0x1B, &a), Ok(0x100));
+}
+
+#[test]
+fn release_errors() {
+    let bus = Bus::new("release");
+    let a = bus.peer();
+    assert_eq!(a.release(0x1), Err(Errno::ENXIO));
+    assert_eq!(a.release(0x2), Err(Errno::ENXIO));
+    assert_eq!(a.release(0x400), Err(Errno::EBUSY));
+    // the EBUSY above created nothing: destroying 0x400 now creates it
+    let b = bus.peer();
+    assert_eq!(a.transfer(0x400, &b), Ok(0xB));
+    // owner pin
+    assert_eq!(a.release(0x400), Err(Errno::EBUSY));
+    a.destroy(&[0x400], 0).unwrap();
+    a.release(0x400).unwrap();
+    assert_eq!(a.release(0x400), Err(Errno::EBUSY));
+}
+
+#[test]
+fn release_notification_when_last_remote_reference_goes() {
+    let bus = Bus::new("relnote");
+    let a = bus.peer();
+    let b = bus.peer();
+    let id = a.transfer(0x100, &b).unwrap();
+    assert!(!a.readable());
+    b.release(id).unwrap();
+    let m = a.recv().unwrap();
+    assert_eq!(m.m.r#type, BUS1_MSG_NODE_RELEASE);
+    assert_eq!(m.m.destination, 0x100);
+    assert_eq!(m.m.offset, BUS1_OFFSET_INVALID);
+    assert_eq!((m.m.uid, m.m.gid, m.m.pid, m.m.tid), (u32::MAX, u32::MAX, 0, 0));
+    assert_eq!(a.recv().err(), Some(Errno::EAGAIN));
+}
+
+#[test]
+fn release_notification_withdrawn_by_new_reference() {
+    let bus = Bus::new("withdraw");
+    let a = bus.peer();
+    let b = bus.peer();
+    let id = a.transfer(0x100, &b).unwrap();
+    b.release(id).unwrap();
+    assert!(a.readable());
+    a.transfer(0x100, &b).unwrap();
+    assert!(!a.readable());
+    assert_eq!(a.recv().err(), Some(Errno::EAGAIN));
+}
+
+#[test]
+fn destroy_notifies_owner_and_holders_in_order() {
+    let bus = Bus::new("destroy");
+    let a = bus.peer();
+    let b = bus.peer();
+    let h1 = a.transfer(0x100, &b).unwrap();
+    let h2 = a.transfer(0x200, &b).unwrap();
+    b.send(&[h1], b"before").unwrap();
+    a.destroy(&[0x100, 0x200], 0).unwrap();
+    b.send(&[h1], b"after").unwrap();
+    // owner: the message before, then two NODE_DESTROY (CONTINUE on the first)
+    let m = a.recv().unwrap();
+    assert_eq!((m.m.r#type, m.payload.as_slice()), (BUS1_MSG_DATA, &b"before"[..]));
+    let d1 = a.recv().unwrap();
+    assert_eq!((d1.m.r#type, d1.m.destination, d1.m.flags), (BUS1_MSG_NODE_DESTROY, 0x100, BUS1_MSG_FLAG_CONTINUE));
+    let d2 = a.recv().unwrap();
+    assert_eq!((d2.m.r#type, d2.m.destination, d2.m.flags), (BUS1_MSG_NODE_DESTROY, 0x200, 0));
+    // the message after the destruction is discarded
+    assert_eq!(a.recv().err(), Some(Errno::EAGAIN));
+    // holder
+    let d1 = b.recv().unwrap();
+    assert_eq!((d1.m.r#type, d1.m.destination, d1.m.flags), (BUS1_MSG_NODE_DESTROY, h1, BUS1_MSG_FLAG_CONTINUE));
+    let d2 = b.recv().unwrap();
+    assert_eq!((d2.m.r#type, d2.m.destination), (BUS1_MSG_NODE_DESTROY, h2));
+    // errors of NODES_DESTROY
+    assert_eq!(a.destroy(&[0x100], 0), Err(Errno::ESTALE));
+    assert_eq!(b.destroy(&[h1], 0), Err(Errno::EREMOTE));
+    assert_eq!(a.destroy(&[0x300, 0x300], 0), Err(Errno::ENOTUNIQ));
+    assert_eq!(a.destroy(&[0x7], 0), Err(Errno::ENXIO));
+    assert_eq!(a.destroy(&[0x100], 2), Err(Errno::EINVAL));
+    // after the owner released its handle, SEND fails
+    a.release(0x100).unwrap();
+    assert_eq!(b.send(&[h1], b"x"), Err(Errno::ESHUTDOWN));
+}
+
+#[test]
+fn failed_multicast_delivers_nothing() {
+    let bus = Bus::new("atomic");
+    let a = bus.peer();
+    let b = bus.peer();
+    let c = bus.peer();
+    let hb = b.transfer(0x100, &a).unwrap();
+    let hc = c.transfer(0x100, &a).unwrap();
+    assert_eq!(a.send(&[hb, hc, 0x3], b"x"), Err(Errno::ENXIO));
+    assert_eq!(a.send(&[hb, hc, hb], b"x"), Err(Errno::ENOTUNIQ));
+    assert_eq!(b.recv().err(), Some(Errno::EAGAIN));
+    assert_eq!(c.recv().err(), Some(Errno::EAGAIN));
+    a.send(&[hb, hc], b"ok").unwrap();
+    let mb = b.recv().unwrap();
+    let mc = c.recv().unwrap();
+    assert_eq!(mb.payload, b"ok");
+    assert_eq!(mc.payload, b"ok");
+    // distinct peers: no CONTINUE
+    assert_eq!(mb.m.flags & BUS1_MSG_FLAG_CONTINUE, 0);
+}
+
+#[test]
+fn handles_in_messages_are_installed_and_usable() {
+    let bus = Bus::new("payload-handles");
+    let a = bus.peer();
+    let b = bus.peer();
+    let hb = b.transfer(0x100, &a).unwrap();
+    // a sends b a handle to a new node 0x200 (twice) and to b's own node
+    a.send_h(&[hb], b"h", &[0x200, 0x200, hb]).unwrap();
+    let m = b.recv().unwrap();
+    assert_eq!(m.handles, vec![0xB, 0xB, 0x100]);
+    // the received ID works as a destination
+    b.send(&[0xB], b"back").unwrap();
+    let r = a.recv().unwrap();
+    assert_eq!((r.m.destination, r.payload.as_slice()), (0x200, &b"back"[..]));
+    // two user references were installed
+    b.release(0xB).unwrap();
+    b.release(0xB).unwrap();
+    assert_eq!(b.release(0xB), Err(Errno::ENXIO));
+    // a's node 0x200 is now unreferenced: release notification
+    let n = a.recv().unwrap();
+    assert_eq!((n.m.r#type, n.m.destination), (BUS1_MSG_NODE_RELEASE, 0x200));
+}
+
+#[test]
+fn handle_to_node_destroyed_before_the_message_is_invalid() {
+    let bus = Bus::new("invalid");
+    let a = bus.peer();
+    let b = bus.peer();
+    let hb = b.transfer(0x100, &a).unwrap();
+    let hx = b.transfer(0x500, &a).unwrap();
+    b.destroy(&[0x500], 0).unwrap();
+    a.send_h(&[hb], b"x", &[hx]).unwrap();
+    let _ = b.recv().unwrap(); // b's own NODE_DESTROY for 0x500
+    let m = b.recv().unwrap();
+    assert_eq!(m.handles, vec![BUS1_HANDLE_INVALID]);
+}
+
+#[test]
+fn fair_share_slice_quota() {
+    let bus = Bus::new("quota");
+    let a = bus.peer();
+    let b = bus.peer();
+    let hb = b.transfer(0x100, &a).unwrap();
+    b.limits(10, u32::MAX, u32::MAX, u32::MAX).unwrap();
+    let mut sent = 0;
+    while a.send(&[hb], b"x").is_ok() {
+        sent += 1;
+        assert!(sent < 100);
+    }
+    // R_peer >= s_peer + 2c with R = 10 - k, s = k: k <= 4 → 5 messages
+    assert_eq!(sent, 5);
+    assert_eq!(a.send(&[hb], b"x"), Err(Errno::EDQUOT));
+    let m = b.recv().unwrap();
+    // dequeued: the share is gone, but the slice stays charged until released
+    assert_eq!(a.send(&[hb], b"x"), Err(Errno::EDQUOT));
+    b.slice_release(m.m.offset).unwrap();
+    a.send(&[hb], b"x").unwrap();
+}
+
+#[test]
+fn continue_reports_per_destination_errors() {
+    let bus = Bus::new("continue");
+    let a = bus.peer();
+    let b = bus.peer();
+    let c = bus.peer();
+    let hb = b.transfer(0x100, &a).unwrap();
+    let hc = c.transfer(0x100, &a).unwrap();
+    // c's node goes away
+    c.destroy(&[0x100], 0).unwrap();
+    c.release(0x100).unwrap();
+    let errs = a.mem.put_u64s(&[77, 77]);
+    a.send_full(BUS1_SEND_FLAG_CONTINUE, &[hb, hc], &[b"x"], &[], &[], errs).unwrap();
+    let e = a.mem.get(errs, 16);
+    assert_eq!(u64::from_ne_bytes(e[..8].try_into().unwrap()), 0);
+    assert_eq!(u64::from_ne_bytes(e[8..].try_into().unwrap()), libc::ESHUTDOWN as u64);
+    assert_eq!(b.recv().unwrap().payload, b"x");
+    // without CONTINUE the whole call fails
+    assert_eq!(a.send(&[hb, hc], b"y"), Err(Errno::ESHUTDOWN));
+    assert_eq!(b.recv().err(), Some(Errno::EAGAIN));
+    // an unwritable errors array fails with nothing sent
+    let ro = a.mem.put_ro(&[0; 16]);
+    assert_eq!(a.send_full(BUS1_SEND_FLAG_CONTINUE, &[hb, hc], &[b"z"], &[], &[], ro), Err(Errno::EFAULT));
+    assert_eq!(b.recv().err(), Some(Errno::EAGAIN));
+}
+
+#[test]
+fn seed_is_set_read_and_flushed() {
+    let bus = Bus::new("seed");
+    let a = bus.peer();
+    assert_eq!(a.recv_flags(BUS1_RECV_FLAG_SEED).err(), Some(Errno::EAGAIN));
+    assert_eq!(a.send_full(BUS1_SEND_FLAG_SEED, &[0x100], &[b"s"], &[], &[], 0), Err(Errno::EINVAL));
+    assert_eq!(a.send_full(BUS1_SEND_FLAG_SEED | BUS1_SEND_FLAG_CONTINUE, &[], &[b"s"], &[], &[], 0), Err(Errno::EINVAL));
+    a.send_full(BUS1_SEND_FLAG_SEED, &[], &[b"seed-1"], &[0x100], &[], 0).unwrap();
+    a.send_full(BUS1_SEND_FLAG_SEED, &[], &[b"seed-2"], &[0x100], &[], 0).unwrap();
+    assert!(!a.readable());
+    let m = a.recv_flags(BUS1_RECV_FLAG_SEED | BUS1_RECV_FLAG_PEEK).unwrap();
+    assert_eq!(m.payload, b"seed-2");
+    assert_eq!(m.handles, vec![0x100]);
+    // FLUSH without FLUSH_SEED keeps it and spares node 0x100
+    a.reset(BUS1_PEER_RESET_FLAG_FLUSH).unwrap();
+    let m = a.recv_flags(BUS1_RECV_FLAG_SEED).unwrap();
+    assert_eq!(m.payload, b"seed-2");
+    assert_eq!(a.recv_flags(BUS1_RECV_FLAG_SEED).err(), Some(Errno::EAGAIN));
+    a.send_full(BUS1_SEND_FLAG_SEED, &[], &[b"seed-3"], &[], &[], 0).unwrap();
+    a.reset(BUS1_PEER_RESET_FLAG_FLUSH_SEED).unwrap();
+    assert_eq!(a.recv_flags(BUS1_RECV_FLAG_SEED).err(), Some(Errno::EAGAIN));
+}
+
+#[test]
+fn reset_flush_destroys_nodes_and_drops_everything() {
+    let bus = Bus::new("flush");
+    let a = bus.peer();
+    let b = bus.peer();
+    let hb = a.transfer(0x100, &b).unwrap();
+    let ha = b.transfer(0x200, &a).unwrap();
+    b.send(&[hb], b"queued").unwrap();
+    a.reset(BUS1_PEER_RESET_FLAG_FLUSH).unwrap();
+    assert!(!a.readable());
+    assert_eq!(a.recv().err(), Some(Errno::EAGAIN));
+    // b's handle to a's node: NODE_DESTROY; b's node lost a's reference: NODE_RELEASE
+    let mut got = vec![];
+    while let Ok(m) = b.recv() {
+        got.push((m.m.r#type, m.m.destination));
+    }
+    got.sort();
+    assert_eq!(got, vec![(BUS1_MSG_NODE_DESTROY, hb), (BUS1_MSG_NODE_RELEASE, 0x200)]);
+    // a's handle to b's node is gone; the ID counter continues
+    assert_eq!(a.release(ha), Err(Errno::ENXIO));
+    assert_eq!(b.transfer(0x200, &a), Ok(0x13));
+    // user IDs can be reused after the flush
+    a.send(&[0x100], b"self").unwrap();
+    assert_eq!(a.recv().unwrap().m.destination, 0x100);
+}
+
+#[test]
+fn disconnect_and_close_notify_holders() {
+    let bus = Bus::new("disconnect");
+    let a = bus.peer();
+    let b = bus.peer();
+    let c = bus.peer();
+    let hb = a.transfer(0x100, &b).unwrap();
+    let hc = c.transfer(0x300, &b).unwrap();
+    assert_eq!(a.peer.disconnect(a.fd, 1), Err(Errno::EINVAL));
+    a.peer.disconnect(a.fd, 0).unwrap();
+    assert_eq!(a.peer.disconnect(a.fd, 0), Err(Errno::ESHUTDOWN));
+    assert_eq!(a.recv().err(), Some(Errno::ESHUTDOWN));
+    let m = b.recv().unwrap();
+    assert_eq!((m.m.r#type, m.m.destination), (BUS1_MSG_NODE_DESTROY, hb));
+    assert_eq!(b.send(&[hb], b"x"), Err(Errno::ESHUTDOWN));
+    drop(c);
+    let m = b.recv().unwrap();
+    assert_eq!((m.m.r#type, m.m.destination), (BUS1_MSG_NODE_DESTROY, hc));
+    b.release(hb).unwrap();
+    b.release(hc).unwrap();
+}
+
+#[test]
+fn messages_of_a_closed_sender_stay_queued() {
+    let bus = Bus::new("closed-sender");
+    let a = bus.peer();
+    let b = bus.peer();
+    let ha = a.transfer(0x100, &b).unwrap();
+    b.send_h(&[ha], b"last words", &[0x200]).unwrap();
+    drop(b);
+    let m = a.recv().unwrap();
+    assert_eq!(m.payload, b"last words");
+    // the carried node was b's and is destroyed now, after the message
+    assert_eq!(m.handles, vec![0xB]);
+    let d = a.recv().unwrap();
+    assert_eq!((d.m.r#type, d.m.destination), (BUS1_MSG_NODE_DESTROY, 0xB));
+}
+
+#[test]
+fn pool_offsets_and_erange() {
+    let bus = Bus::new("pool");
+    let a = bus.peer();
+    a.send(&[0x100], &[1u8; 10]).unwrap();
+    a.send(&[0x100], &[2u8; 20]).unwrap();
+    let m1 = a.recv().unwrap();
+    assert_eq!(m1.m.offset, 0);
+    // slice sizes are 8-aligned: 16
+    assert_eq!(a.peer.recv(a.fd, 0, 16 + 23).err(), Some(Errno::ERANGE));
+    let m2 = a.peer.recv(a.fd, 0, 16 + 24).unwrap();
+    assert_eq!(m2.offset, 16);
+    a.slice_release(0).unwrap();
+    a.send(&[0x100], &[3u8; 16]).unwrap();
+    assert_eq!(a.recv().unwrap().m.offset, 0);
+}
+
+#[test]
+fn fds_travel_in_messages() {
+    let bus = Bus::new("fds");
+    let a = bus.peer();
+    let mut p = [0i32; 2];
+    // SAFETY: valid out array.
+    assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
+    a.send_full(0, &[0x100], &[b"fd"], &[], &[p[1]], 0).unwrap();
+    // SAFETY: closing our own descriptor.
+    unsafe { libc::close(p[1]) };
+    let m = a.recv_flags(BUS1_RECV_FLAG_INSTALL_FDS).unwrap();
+    assert_eq!(m.m.n_fds, 1);
+    let pool = a.pool();
+    let at = m.m.offset as usize + 8;
+    let fd = i32::from_ne_bytes(pool[at..at + 4].try_into().unwrap());
+    assert!(fd >= 0);
+    // SAFETY: writing 3 bytes from a valid buffer to the installed fd, and
+    // reading them back from the pipe.
+    unsafe {
+        assert_eq!(libc::fcntl(fd, libc::F_GETFD) & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+        assert_eq!(libc::write(fd, b"abc".as_ptr() as *const _, 3), 3);
+        let mut buf = [0u8; 3];
+        assert_eq!(libc::read(p[0], buf.as_mut_ptr() as *mut _, 3), 3);
+        assert_eq!(&buf, b"abc");
+        libc::close(fd);
+        libc::close(p[0]);
+    }
+    // a peer fd cannot be sent
+    assert_eq!(a.send_full(0, &[0x100], &[b"x"], &[], &[a.fd], 0), Err(Errno::EOPNOTSUPP));
+    assert_eq!(a.send_full(0, &[0x100], &[b"x"], &[], &[-1], 0), Err(Errno::EBADF));
+}
+
+#[test]
+fn everything_is_reclaimed_when_peers_close() {
+    let bus = Bus::new("reclaim");
+    let base = {
+        let a = bus.peer();
+        let s = a.peer.domain().stats().unwrap();
+        drop(a);
+        let after = bus.peer();
+        let d = after.peer.domain().clone();
+        drop(after);
+        let _ = s;
+        d.stats().unwrap()
+    };
+    {
+        let a = bus.peer();
+        let b = bus.peer();
+        let hb = a.transfer(0x100, &b).unwrap();
+        for i in 0..50u64 {
+            b.send_h(&[hb], b"payload", &[0x1000 + 4 * i]).unwrap();
+        }
+        let _ = a.recv().unwrap();
+        b.send_full(BUS1_SEND_FLAG_SEED, &[], &[b"seed"], &[0x4], &[], 0).unwrap();
+    }
+    let d = shm_core::Domain::attach(&bus.dir).unwrap();
+    let now = d.stats().unwrap();
+    assert_eq!(now.peers, 0);
+    assert_eq!(now.live_bytes, base.live_bytes, "leaked shared memory: {now:?} vs {base:?}");
+    assert_eq!(now.table_entries, base.table_entries);
+}
