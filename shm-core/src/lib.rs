@@ -40,6 +40,7 @@ mod table;
 mod txn;
 mod usermem;
 
+pub use crash::arm as arm_crash_point;
 pub use creds::invalidate_ids;
 pub use domain::{default_dir, evict_internal_fd, is_internal_fd, Domain};
 pub use sync::LocalMutex;
