@@ -16,6 +16,11 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use libc::{c_int, c_void, siginfo_t};
 use shm_core::{Errno, UserMem, USER_LIMIT};
 
+// Copies rdx bytes from rsi to rdi; returns in rax how many were not
+// copied. rcx always holds the number of bytes not yet copied, so a fault at
+// any instruction between `bus1_uaccess_copy` and `bus1_uaccess_end` can be
+// resumed at `bus1_uaccess_fixup`, which returns rcx. Short copies (ioctl
+// structs) use a word loop: `rep movsb` has a long start-up time.
 #[cfg(target_arch = "x86_64")]
 core::arch::global_asm!(
     ".pushsection .text.bus1_uaccess,\"ax\",@progbits",
@@ -24,12 +29,30 @@ core::arch::global_asm!(
     ".type bus1_uaccess_copy,@function",
     "bus1_uaccess_copy:",
     "    mov rcx, rdx",
-    ".globl bus1_uaccess_insn",
-    ".hidden bus1_uaccess_insn",
-    "bus1_uaccess_insn:",
-    "    rep movsb",
-    "    xor eax, eax",
+    "    cmp rcx, 256",
+    "    jae 4f",
+    "2:  cmp rcx, 8",
+    "    jb 3f",
+    "    mov rax, qword ptr [rsi]",
+    "    mov qword ptr [rdi], rax",
+    "    add rsi, 8",
+    "    add rdi, 8",
+    "    sub rcx, 8",
+    "    jmp 2b",
+    "3:  test rcx, rcx",
+    "    jz 5f",
+    "    mov al, byte ptr [rsi]",
+    "    mov byte ptr [rdi], al",
+    "    inc rsi",
+    "    inc rdi",
+    "    dec rcx",
+    "    jmp 3b",
+    "4:  rep movsb",
+    "5:  xor eax, eax",
     "    ret",
+    ".globl bus1_uaccess_end",
+    ".hidden bus1_uaccess_end",
+    "bus1_uaccess_end:",
     ".globl bus1_uaccess_fixup",
     ".hidden bus1_uaccess_fixup",
     "bus1_uaccess_fixup:",
@@ -43,7 +66,7 @@ core::arch::global_asm!(
 extern "C" {
     /// Copies `len` bytes; returns how many were *not* copied.
     fn bus1_uaccess_copy(dst: *mut u8, src: *const u8, len: usize) -> usize;
-    static bus1_uaccess_insn: u8;
+    static bus1_uaccess_end: u8;
     static bus1_uaccess_fixup: u8;
 }
 
@@ -81,12 +104,14 @@ pub fn set_app_action(sig: c_int, act: &libc::sigaction) {
 extern "C" fn on_fault(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the kernel passes a valid ucontext to an SA_SIGINFO handler;
-    // the instruction pointer is redirected only when it is exactly our
-    // copy instruction, whose fixup expects the count left in rcx.
+    // the instruction pointer is redirected only when it lies inside our
+    // copy routine, whose fixup expects the count left in rcx.
     unsafe {
         let uc = ctx as *mut libc::ucontext_t;
-        let ip = (*uc).uc_mcontext.gregs[libc::REG_RIP as usize];
-        if ip as usize == &bus1_uaccess_insn as *const u8 as usize {
+        let ip = (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] as usize;
+        let start = bus1_uaccess_copy as *const () as usize;
+        let end = &bus1_uaccess_end as *const u8 as usize;
+        if ip >= start && ip < end {
             (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] = &bus1_uaccess_fixup as *const u8 as i64;
             return;
         }

@@ -44,6 +44,7 @@ pub fn alloc(tx: &Txn, size: u64) -> Result<u64> {
     // A block taken from a free list was free before this transaction, and
     // one from the bump pointer was never used: both are fresh memory.
     seg.zero(off, bsize as usize);
+    tx.note_fresh(off, bsize);
     tx.add(&hdr.live_blocks, 1);
     tx.add(&hdr.live_bytes, bsize as i64);
     Ok(off)

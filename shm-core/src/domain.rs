@@ -44,6 +44,15 @@ pub(crate) struct Local {
     bell_clock: u64,
 }
 
+/// Bumped whenever a pool mapping goes away, which invalidates the
+/// per-thread cache of the last pool used.
+static POOL_GEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+thread_local! {
+    /// (domain, serial, generation, base) of the last pool this thread used.
+    static LAST_POOL: core::cell::Cell<(usize, u64, u64, usize)> = const { core::cell::Cell::new((0, 0, 0, 0)) };
+}
+
 /// How many connected ring sockets a process keeps per domain.
 const BELL_CACHE: usize = 8;
 
@@ -214,6 +223,21 @@ impl Domain {
     /// process. Mappings are cached; the caller holds the domain lock, so
     /// the peer (and its pool file) cannot go away meanwhile.
     pub(crate) fn pool_base(&self, serial: u64) -> Result<*mut u8> {
+        let me = self as *const Domain as usize;
+        let gen = POOL_GEN.load(Ordering::Acquire);
+        let hit = LAST_POOL.with(|c| {
+            let (d, s, g, b) = c.get();
+            (d == me && s == serial && g == gen).then_some(b)
+        });
+        if let Some(b) = hit {
+            return Ok(b as *mut u8);
+        }
+        let b = self.pool_base_slow(serial)?;
+        LAST_POOL.with(|c| c.set((me, serial, gen, b as usize)));
+        Ok(b)
+    }
+
+    fn pool_base_slow(&self, serial: u64) -> Result<*mut u8> {
         let mut l = self.local.lock();
         if let Some(&b) = l.pools.get(&serial) {
             return Ok(b as *mut u8);
@@ -230,6 +254,7 @@ impl Domain {
     pub(crate) fn forget_pool(&self, serial: u64) {
         let mut l = self.local.lock();
         if let Some(b) = l.pools.remove(&serial) {
+            POOL_GEN.fetch_add(1, Ordering::AcqRel);
             // SAFETY: the mapping was created by `pool_base`; callers hold
             // the domain lock, so no transaction is using it.
             unsafe { sys::munmap(b as *mut u8, POOL_SIZE as usize) };

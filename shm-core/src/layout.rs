@@ -104,6 +104,7 @@ pub struct ShareRec {
     pub next: Cell<P<ShareRec>>,
 }
 
+pub const PEER_MAGIC: u64 = 0x7065_6572_b051_a11e;
 pub const PEER_CONNECTED: u32 = 1;
 pub const PEER_DISCONNECTED: u32 = 2;
 
@@ -111,6 +112,10 @@ pub const PEER_DISCONNECTED: u32 = 2;
 /// bell fields by `doorbell`.
 #[repr(C)]
 pub struct PeerRec {
+    /// [`PEER_MAGIC`] while the record is a live peer (cleared when freed),
+    /// so that a process can check a cached record offset without a
+    /// table lookup.
+    pub magic: Cell<u64>,
     pub state: Cell<u32>,
     /// O_ACCMODE of the open() that created it.
     pub access: Cell<u32>,

@@ -136,7 +136,7 @@ impl Peer {
     /// re-checks under the lock.
     pub fn connected_hint(&self) -> bool {
         let p: &PeerRec = self.dom.seg.rec(self.rec);
-        p.state.load_racy() == PEER_CONNECTED
+        p.state.load_racy() == PEER_CONNECTED && p.magic.load_racy() == PEER_MAGIC && p.serial.load_racy() == self.serial
     }
 
     /// Runs `f` on the locked, connected peer, settles the caller's socket
@@ -153,9 +153,10 @@ impl Peer {
     }
 
     fn resolve(&self, tx: &txn::Txn) -> Result<P<PeerRec>> {
-        match peer::lookup_serial(tx, self.serial) {
-            Some(p) if tx.rec(p).state.get() == PEER_CONNECTED => Ok(p),
-            _ => Err(Errno::ESHUTDOWN),
+        if peer::is_live(tx, self.rec, self.serial) && tx.rec(self.rec).state.get() == PEER_CONNECTED {
+            Ok(self.rec)
+        } else {
+            Err(Errno::ESHUTDOWN)
         }
     }
 
@@ -165,9 +166,10 @@ impl Peer {
             return Err(Errno::EINVAL);
         }
         let tx = self.dom.lock()?;
-        let r = match peer::lookup_serial(&tx, self.serial) {
-            Some(p) => peer::disconnect(&tx, p, fd),
-            None => Err(Errno::ESHUTDOWN),
+        let r = if peer::is_live(&tx, self.rec, self.serial) {
+            peer::disconnect(&tx, self.rec, fd)
+        } else {
+            Err(Errno::ESHUTDOWN)
         };
         tx.finish(r)?;
         doorbell::hang_up(&self.dom, self.serial, fd);
@@ -217,10 +219,12 @@ impl Peer {
                 return Err(Errno::EOPNOTSUPP);
             }
         }
-        let dst_serial = dst.map(|d| d.serial).unwrap_or(self.serial);
+        let (dst_rec, dst_serial) = dst.map(|d| (d.rec, d.serial)).unwrap_or((self.rec, self.serial));
         self.op(fd, |tx, p| {
-            let d = peer::lookup_serial(tx, dst_serial).ok_or(Errno::ESHUTDOWN)?;
-            peer::handle_transfer(tx, p, d, src_handle)
+            if !peer::is_live(tx, dst_rec, dst_serial) {
+                return Err(Errno::ESHUTDOWN);
+            }
+            peer::handle_transfer(tx, p, dst_rec, src_handle)
         })
     }
 

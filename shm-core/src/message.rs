@@ -28,11 +28,12 @@ pub fn handle_slots<'a>(tx: &Txn<'a>, e: P<Entry>) -> &'a [Cell<u64>] {
 
 /// Allocates the payload slot array of a message.
 pub fn alloc_slots(tx: &Txn, e: P<Entry>, n: u64) -> crate::errno::Result<()> {
+    // Only called while building a message: the entry is fresh.
     if n > 0 {
         let off = alloc::alloc(tx, n * 8)?;
-        tx.set(&tx.rec(e).handles, off);
+        tx.init(&tx.rec(e).handles, off);
     }
-    tx.set(&tx.rec(e).n_handles, n);
+    tx.init(&tx.rec(e).n_handles, n);
     Ok(())
 }
 

@@ -48,21 +48,21 @@ fn create_node(tx: &Txn, owner: P<PeerRec>, id: u64) -> Result<P<Handle>> {
     let n = P::<Node>::from_off(alloc::alloc(tx, NODE)?);
     let h = new_handle(tx, owner, n)?;
     let nr = tx.rec(n);
-    tx.set(&nr.owner, owner);
-    tx.set(&nr.owner_handle, h);
+    tx.init(&nr.owner, owner);
+    tx.init(&nr.owner_handle, h);
     // owner's node list
     let p = tx.rec(owner);
     let head = p.nodes.get();
-    tx.set(&nr.owner_next, head);
+    tx.init(&nr.owner_next, head);
     if !head.is_null() {
         tx.set(&tx.rec(head).owner_prev, n);
     }
     tx.set(&p.nodes, n);
-    tx.set(&nr.in_owner_list, 1);
+    tx.init(&nr.in_owner_list, 1);
     let hr = tx.rec(h);
-    tx.set(&hr.user_refs, 1);
-    tx.set(&hr.id, id);
-    tx.set(&hr.has_id, 1);
+    tx.init(&hr.user_refs, 1);
+    tx.init(&hr.id, id);
+    tx.init(&hr.has_id, 1);
     table::insert(tx, TAG_HANDLE_ID, owner.off(), id, h.off())?;
     Ok(h)
 }
@@ -72,11 +72,11 @@ fn create_node(tx: &Txn, owner: P<PeerRec>, id: u64) -> Result<P<Handle>> {
 fn new_handle(tx: &Txn, holder: P<PeerRec>, node: P<Node>) -> Result<P<Handle>> {
     let h = P::<Handle>::from_off(alloc::alloc(tx, HANDLE)?);
     let hr = tx.rec(h);
-    tx.set(&hr.holder, holder);
-    tx.set(&hr.node, node);
+    tx.init(&hr.holder, holder);
+    tx.init(&hr.node, node);
     let nr = tx.rec(node);
     let nh = nr.handles.get();
-    tx.set(&hr.node_next, nh);
+    tx.init(&hr.node_next, nh);
     if !nh.is_null() {
         tx.set(&tx.rec(nh).node_prev, h);
     }
@@ -84,7 +84,7 @@ fn new_handle(tx: &Txn, holder: P<PeerRec>, node: P<Node>) -> Result<P<Handle>> 
     tx.add(&nr.refs, 1);
     let p = tx.rec(holder);
     let ph = p.handles.get();
-    tx.set(&hr.holder_next, ph);
+    tx.init(&hr.holder_next, ph);
     if !ph.is_null() {
         tx.set(&tx.rec(ph).holder_prev, h);
     }

@@ -28,6 +28,13 @@ pub fn lookup_serial(tx: &Txn, serial: u64) -> Option<P<PeerRec>> {
     table::get(tx, TAG_PEER, 0, serial).map(P::from_off)
 }
 
+/// Whether `rec` (an offset remembered by this process) is still the live
+/// peer `serial`.
+pub fn is_live(tx: &Txn, rec: P<PeerRec>, serial: u64) -> bool {
+    let p = tx.rec(rec);
+    p.magic.get() == PEER_MAGIC && p.serial.get() == serial
+}
+
 /// Every peer of the domain.
 pub fn all(tx: &Txn) -> Vec<P<PeerRec>> {
     let mut v = Vec::new();
@@ -91,6 +98,7 @@ pub fn create(dom: &Domain, access: u32, sock_flags: i32) -> Result<(i32, u64, P
         let p = tx.rec(peer);
         let uid = sys::getuid();
         let user = quota::user_get(&tx, uid)?;
+        tx.set(&p.magic, PEER_MAGIC);
         tx.set(&p.state, PEER_CONNECTED);
         tx.set(&p.access, access);
         tx.set(&p.serial, serial);
@@ -295,6 +303,7 @@ pub fn free_dead(tx: &Txn, peer: P<PeerRec>) -> Result<()> {
     if p.vault_gen.get() > 0 {
         tx.push_post(Op::Unlink { path: dom.vault_path(serial, p.vault_gen.get()) });
     }
+    tx.set(&p.magic, 0);
     alloc::free(tx, peer.off(), PEER);
     dom.forget_pool(serial);
     dom.forget_bell(serial);

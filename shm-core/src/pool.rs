@@ -106,11 +106,11 @@ pub fn alloc_slice(tx: &Txn, peer: P<PeerRec>, size: u64) -> Result<P<Region>> {
     } else {
         let s = P::<Region>::from_off(alloc::alloc(tx, REGION)?);
         let (sr, br) = (tx.rec(s), tx.rec(best));
-        tx.set(&sr.off, best_off);
-        tx.set(&sr.size, size);
+        tx.init(&sr.off, best_off);
+        tx.init(&sr.size, size);
         let prev = br.prev.get();
-        tx.set(&sr.prev, prev);
-        tx.set(&sr.next, best);
+        tx.init(&sr.prev, prev);
+        tx.init(&sr.next, best);
         if prev.is_null() {
             tx.set(&tx.rec(peer).pool_regions, s);
         } else {

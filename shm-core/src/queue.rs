@@ -25,8 +25,8 @@ pub fn next_stamp(tx: &Txn) -> u64 {
 pub fn new_entry(tx: &Txn, kind: u32, peer: P<PeerRec>) -> Result<P<Entry>> {
     let e = P::<Entry>::from_off(alloc::alloc(tx, ENTRY_SIZE)?);
     let r = tx.rec(e);
-    tx.set(&r.kind, kind);
-    tx.set(&r.peer, peer);
+    tx.init(&r.kind, kind);
+    tx.init(&r.peer, peer);
     Ok(e)
 }
 

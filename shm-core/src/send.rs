@@ -132,30 +132,30 @@ fn build(tx: &Txn, receiver: P<PeerRec>, dest: P<Handle>, t: &Template, mem: &dy
     let e = queue::new_entry(tx, ENTRY_DATA, receiver)?;
     let r = tx.rec(e);
     if !dest.is_null() {
-        tx.set(&r.subject, dest.off());
+        tx.init(&r.subject, dest.off());
         object::handle_ref(tx, dest);
     }
     let (pidns, userns) = creds::namespaces();
     let same_pidns = pidns == rp.pidns.get();
     let same_userns = userns == rp.userns.get();
-    tx.set(&r.uid, if same_userns { t.creds.uid } else { creds::OVERFLOW_ID });
-    tx.set(&r.gid, if same_userns { t.creds.gid } else { creds::OVERFLOW_ID });
-    tx.set(&r.pid, if same_pidns { t.creds.pid } else { 0 });
-    tx.set(&r.tid, if same_pidns { t.creds.tid } else { 0 });
-    tx.set(&r.slice, slice);
-    tx.set(&r.n_bytes, t.n_bytes);
-    tx.set(&r.n_fds, n_fds);
-    tx.set(&r.charged[RES_SLICES], 1);
-    tx.set(&r.charged[RES_HANDLES], n_handles as i64);
-    tx.set(&r.charged[RES_BYTES], size as i64);
-    tx.set(&r.charged[RES_FDS], n_fds as i64);
-    tx.set(&r.share_user, sh.user);
-    tx.set(&r.share_peer, sh.peer);
+    tx.init(&r.uid, if same_userns { t.creds.uid } else { creds::OVERFLOW_ID });
+    tx.init(&r.gid, if same_userns { t.creds.gid } else { creds::OVERFLOW_ID });
+    tx.init(&r.pid, if same_pidns { t.creds.pid } else { 0 });
+    tx.init(&r.tid, if same_pidns { t.creds.tid } else { 0 });
+    tx.init(&r.slice, slice);
+    tx.init(&r.n_bytes, t.n_bytes);
+    tx.init(&r.n_fds, n_fds);
+    tx.init(&r.charged[RES_SLICES], 1);
+    tx.init(&r.charged[RES_HANDLES], n_handles as i64);
+    tx.init(&r.charged[RES_BYTES], size as i64);
+    tx.init(&r.charged[RES_FDS], n_fds as i64);
+    tx.init(&r.share_user, sh.user);
+    tx.init(&r.share_peer, sh.peer);
     message::alloc_slots(tx, e, n_handles)?;
     let slots = message::handle_slots(tx, e);
     for (j, &h) in t.handles.iter().enumerate() {
         let rh = object::handle_for(tx, receiver, object::node_of(tx, h))?;
-        tx.set(&slots[j], rh.off());
+        tx.init(&slots[j], rh.off());
         object::inflight_add(tx, rh);
     }
     if n_fds > 0 {

@@ -72,6 +72,15 @@ impl Cell<u32> {
     }
 }
 
+impl Cell<u64> {
+    /// Reads the field without the domain lock (a hint, see `Cell<u32>`).
+    #[inline]
+    pub fn load_racy(&self) -> u64 {
+        // SAFETY: the cell is 8-byte aligned memory that stays mapped.
+        unsafe { AtomicU64::from_ptr(self.0.get()).load(Ordering::Relaxed) }
+    }
+}
+
 /// A byte offset into the segment that names a record of type `T`.
 /// Offset 0 is the header, so 0 doubles as "null".
 #[repr(transparent)]
@@ -167,6 +176,17 @@ impl Segment {
         assert!(core::mem::size_of::<T>() <= self.len);
         // SAFETY: offset 0 is in bounds and page aligned.
         unsafe { &*(self.base as *const T) }
+    }
+
+    /// Writes undo entry `n` (three words) of the log at `log_off`.
+    #[inline]
+    pub(crate) fn write_log_entry(&self, log_off: u64, n: u64, words: [u64; 3]) {
+        let off = log_off + n * 24;
+        assert!(off + 24 <= self.len as u64);
+        // SAFETY: in bounds (checked) and 8-byte aligned (log_off and the
+        // entry size are multiples of 8); the log is only written by the
+        // lock holder.
+        unsafe { (self.base.add(off as usize) as *mut [u64; 3]).write(words) }
     }
 
     /// `n` consecutive u64 cells at `off` (undo log, hash table slots).

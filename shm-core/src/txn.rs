@@ -76,6 +76,8 @@ pub struct Txn<'d> {
     ops: RefCell<Vec<Op>>,
     post: RefCell<Vec<Op>>,
     finished: bool,
+    #[cfg(debug_assertions)]
+    fresh: RefCell<Vec<(u64, u64)>>,
 }
 
 /// The work lists of a transaction, kept per thread between transactions
@@ -135,7 +137,15 @@ impl Domain {
         // lives in memory mapped for the lifetime of `self`.
         let r = unsafe { libc::pthread_mutex_lock(self.mutex_ptr()) };
         let l = take_lists();
-        let tx = Txn { dom: self, frees: RefCell::new(l.frees), ops: RefCell::new(l.ops), post: RefCell::new(l.post), finished: false };
+        let tx = Txn {
+            dom: self,
+            frees: RefCell::new(l.frees),
+            ops: RefCell::new(l.ops),
+            post: RefCell::new(l.post),
+            finished: false,
+            #[cfg(debug_assertions)]
+            fresh: RefCell::default(),
+        };
         match r {
             0 => {
                 if tx.hdr().log_len.load() != 0 {
@@ -189,10 +199,7 @@ impl<'d> Txn<'d> {
         if n >= LOG_CAP {
             return Err(Errno::ENOMEM);
         }
-        let e = self.dom.seg.cells(LOG_OFF + n * LOG_ENTRY, 3);
-        e[0].raw_set(off);
-        e[1].raw_set(old);
-        e[2].raw_set(meta);
+        self.dom.seg.write_log_entry(LOG_OFF, n, [off, old, meta]);
         hdr.log_len.store(n + 1);
         Ok(())
     }
@@ -214,6 +221,30 @@ impl<'d> Txn<'d> {
             return;
         }
         cell.raw_set(v);
+    }
+
+    /// Initialises a field of a block allocated by this transaction, without
+    /// logging (rule 3): until the transaction commits, nothing committed
+    /// points at the block, so its old contents do not matter.
+    #[inline]
+    pub fn init<T: Pod>(&self, cell: &Cell<T>, v: T) {
+        #[cfg(debug_assertions)]
+        {
+            let off = self.dom.seg.off_of(cell.addr());
+            assert!(
+                self.fresh.borrow().iter().any(|&(o, s)| off >= o && off < o + s),
+                "init of a field outside this transaction's fresh blocks"
+            );
+        }
+        cell.raw_set(v);
+    }
+
+    /// Records a block allocated by this transaction (debug checks of
+    /// [`init`](Self::init)).
+    #[inline]
+    pub(crate) fn note_fresh(&self, _off: u64, _size: u64) {
+        #[cfg(debug_assertions)]
+        self.fresh.borrow_mut().push((_off, _size));
     }
 
     /// Adds to a counter field.
