@@ -29,7 +29,15 @@ struct t_case {
 	unsigned timeout_s;
 };
 
+struct t_child {
+	const char *name;
+	t_child_fn fn;
+};
+
 static struct t_case t_cases[T_MAX_CASES];
+static struct t_child t_children[T_MAX_CASES];
+static unsigned t_n_children;
+static char t_exe[4096];
 static unsigned t_n_cases;
 static char t_base[4096];
 static char t_cur_domain[4096];
@@ -42,6 +50,39 @@ void t_register(const char *name, t_fn fn, const char *file, unsigned timeout_s)
 		abort();
 	}
 	t_cases[t_n_cases++] = (struct t_case){ name, file, fn, timeout_s };
+}
+
+void t_register_child(const char *name, t_child_fn fn)
+{
+	if (t_n_children >= T_MAX_CASES) {
+		fprintf(stderr, "too many child entry points\n");
+		abort();
+	}
+	t_children[t_n_children++] = (struct t_child){ name, fn };
+}
+
+const char *t_self_exe(void)
+{
+	if (!t_exe[0]) {
+		ssize_t n = readlink("/proc/self/exe", t_exe, sizeof(t_exe) - 1);
+
+		if (n < 0) {
+			perror("readlink /proc/self/exe");
+			abort();
+		}
+		t_exe[n] = 0;
+	}
+	return t_exe;
+}
+
+/* "--child NAME args...": runs a T_CHILD entry point instead of the cases. */
+static int t_run_child(int argc, char **argv)
+{
+	for (unsigned i = 0; i < t_n_children; i++)
+		if (strcmp(t_children[i].name, argv[2]) == 0)
+			return t_children[i].fn(argc - 3, argv + 3);
+	fprintf(stderr, "no child entry point %s\n", argv[2]);
+	return 127;
 }
 
 void t_fail(const char *file, int line, const char *fmt, ...)
@@ -191,6 +232,9 @@ int main(int argc, char **argv)
 	char tmpl[4096];
 	struct stat st;
 
+	if (argc >= 3 && strcmp(argv[1], "--child") == 0)
+		return t_run_child(argc, argv);
+	t_self_exe();
 	if (!tmp)
 		tmp = stat("/dev/shm", &st) == 0 ? "/dev/shm" : getenv("TMPDIR");
 	if (!tmp)

@@ -31,6 +31,24 @@ const char *t_domain(void);
 /* A fresh, unused domain path (for cases that need a second, isolated bus). */
 const char *t_new_domain(const char *tag);
 
+/*
+ * Exec entry points: T_CHILD(name) { ... return status; } defines code a case
+ * can run in a freshly exec'd copy of the test binary:
+ *   execl(t_self_exe(), t_self_exe(), "--child", "name", args..., NULL);
+ * The entry receives the arguments after its name and its return value
+ * becomes the exit status.
+ */
+typedef int (*t_child_fn)(int argc, char **argv);
+void t_register_child(const char *name, t_child_fn fn);
+/* Absolute path of the running test binary (valid after exec too). */
+const char *t_self_exe(void);
+
+#define T_CHILD(name)								\
+	static int T_CAT(t_child_, name)(int argc, char **argv);		\
+	__attribute__((constructor)) static void T_CAT(t_creg_, name)(void)	\
+	{ t_register_child(#name, T_CAT(t_child_, name)); }			\
+	static int T_CAT(t_child_, name)(int argc, char **argv)
+
 #define T_CAT_(a, b) a##b
 #define T_CAT(a, b) T_CAT_(a, b)
 
