@@ -7,7 +7,7 @@
 //! the lookup entirely in processes without peers.
 
 use shm_core::{LocalMutex, Peer};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Once, OnceLock};
 
 pub struct FdInfo {
@@ -17,6 +17,53 @@ pub struct FdInfo {
 }
 
 static COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// A lock-free mirror of which slots are occupied, for interposers that
+/// may run inside signal handlers (read/write on a self-pipe) and must not
+/// take the table's lock. Chunks are allocated once and never freed.
+const BITS_PER_CHUNK: usize = 1 << 16;
+const CHUNKS: usize = 1 << 10;
+type Chunk = [AtomicU64; BITS_PER_CHUNK / 64];
+static MARKS: [AtomicPtr<Chunk>; CHUNKS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; CHUNKS];
+
+/// Sets or clears the mark of `fd`; called with the table locked.
+fn mark(fd: usize, on: bool) {
+    let Some(slot) = MARKS.get(fd / BITS_PER_CHUNK) else { return };
+    let mut chunk = slot.load(Ordering::Acquire);
+    if chunk.is_null() {
+        if !on {
+            return;
+        }
+        let fresh: Box<Chunk> = Box::new([const { AtomicU64::new(0) }; BITS_PER_CHUNK / 64]);
+        chunk = Box::into_raw(fresh);
+        slot.store(chunk, Ordering::Release);
+    }
+    // SAFETY: chunks are never freed once published.
+    let word = unsafe { &(*chunk)[(fd % BITS_PER_CHUNK) / 64] };
+    let bit = 1u64 << (fd % 64);
+    if on {
+        word.fetch_or(bit, Ordering::Release);
+    } else {
+        word.fetch_and(!bit, Ordering::Release);
+    }
+}
+
+/// Whether `fd` is a peer descriptor this process knows, without locking.
+#[inline]
+pub fn is_peer_fd(fd: i32) -> bool {
+    if fd < 0 || !any() {
+        return false;
+    }
+    let fd = fd as usize;
+    let Some(slot) = MARKS.get(fd / BITS_PER_CHUNK) else { return false };
+    let chunk = slot.load(Ordering::Acquire);
+    if chunk.is_null() {
+        return false;
+    }
+    // SAFETY: chunks are never freed once published.
+    let word = unsafe { &(*chunk)[(fd % BITS_PER_CHUNK) / 64] };
+    word.load(Ordering::Acquire) & (1u64 << (fd % 64)) != 0
+}
 
 fn table() -> &'static LocalMutex<Vec<Option<Arc<FdInfo>>>> {
     static T: OnceLock<LocalMutex<Vec<Option<Arc<FdInfo>>>>> = OnceLock::new();
@@ -61,6 +108,7 @@ pub fn set(fd: i32, info: Arc<FdInfo>) {
     }
     if t[fd as usize].replace(info).is_none() {
         COUNT.fetch_add(1, Ordering::Relaxed);
+        mark(fd as usize, true);
     }
 }
 
@@ -72,6 +120,7 @@ pub fn take(fd: i32) -> Option<Arc<FdInfo>> {
     let e = t.get_mut(fd as usize).and_then(|e| e.take());
     if e.is_some() {
         COUNT.fetch_sub(1, Ordering::Relaxed);
+        mark(fd as usize, false);
     }
     e
 }
@@ -90,6 +139,7 @@ pub fn take_range(lo: u32, hi: u32) -> Vec<Arc<FdInfo>> {
         }
         if let Some(e) = t[fd].take() {
             COUNT.fetch_sub(1, Ordering::Relaxed);
+            mark(fd, false);
             out.push(e);
         }
     }

@@ -286,6 +286,54 @@ pub unsafe extern "C" fn mmap64(addr: *mut c_void, len: usize, prot: c_int, flag
     mmap_common(&crate::real::MMAP64, addr, len, prot, flags, fd, off)
 }
 
+/// munmap(2): pool mappings are ordinary shared file mappings, so unmapping
+/// one needs no bookkeeping; the call goes straight through.
+#[no_mangle]
+pub unsafe extern "C" fn munmap(addr: *mut c_void, len: usize) -> c_int {
+    call_real!(crate::real::MUNMAP, fn(*mut c_void, usize) -> c_int, addr, len)
+}
+
+// ------------------------------------------------------- read/write/seek
+
+/// The module has no read/write handlers (the kernel answers EINVAL); the
+/// peer's socket must not be read or written by the application either,
+/// since its contents are the shim's readiness tokens.
+macro_rules! no_io_fn {
+    ($name:ident, $real:ident, ($($a:ident: $t:ty),*)) => {
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(fd: c_int, $($a: $t),*) -> isize {
+            if fdtable::is_peer_fd(fd) {
+                set_errno(libc::EINVAL);
+                return -1;
+            }
+            call_real!(crate::real::$real, fn(c_int, $($t),*) -> isize, fd, $($a),*)
+        }
+    };
+}
+no_io_fn!(read, READ, (buf: *mut c_void, n: usize));
+no_io_fn!(write, WRITE, (buf: *const c_void, n: usize));
+no_io_fn!(readv, READV, (iov: *const libc::iovec, n: c_int));
+no_io_fn!(writev, WRITEV, (iov: *const libc::iovec, n: c_int));
+no_io_fn!(pread, PREAD, (buf: *mut c_void, n: usize, off: off_t));
+no_io_fn!(pread64, PREAD64, (buf: *mut c_void, n: usize, off: off_t));
+no_io_fn!(pwrite, PWRITE, (buf: *const c_void, n: usize, off: off_t));
+no_io_fn!(pwrite64, PWRITE64, (buf: *const c_void, n: usize, off: off_t));
+
+/// The module's llseek is a no-op that succeeds (the position stays 0).
+macro_rules! noop_seek_fn {
+    ($name:ident, $real:ident) => {
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(fd: c_int, off: off_t, whence: c_int) -> off_t {
+            if fdtable::is_peer_fd(fd) {
+                return 0;
+            }
+            call_real!(crate::real::$real, fn(c_int, off_t, c_int) -> off_t, fd, off, whence)
+        }
+    };
+}
+noop_seek_fn!(lseek, LSEEK);
+noop_seek_fn!(lseek64, LSEEK64);
+
 // ------------------------------------------------- closing and duplicating
 
 /// A peer lost one of this process's descriptors: if none is left here,

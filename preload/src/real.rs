@@ -52,6 +52,17 @@ real! {
     IOCTL = "ioctl";
     MMAP = "mmap";
     MMAP64 = "mmap64";
+    MUNMAP = "munmap";
+    READ = "read";
+    WRITE = "write";
+    READV = "readv";
+    WRITEV = "writev";
+    PREAD = "pread";
+    PREAD64 = "pread64";
+    PWRITE = "pwrite";
+    PWRITE64 = "pwrite64";
+    LSEEK = "lseek";
+    LSEEK64 = "lseek64";
     CLOSE = "close";
     DUP = "dup";
     DUP2 = "dup2";
@@ -96,6 +107,18 @@ pub trait Failure {
 }
 
 impl Failure for libc::c_int {
+    fn failure() -> Self {
+        -1
+    }
+}
+
+impl Failure for isize {
+    fn failure() -> Self {
+        -1
+    }
+}
+
+impl Failure for i64 {
     fn failure() -> Self {
         -1
     }
