@@ -5,14 +5,17 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-pub const DEFAULT_DEVICE: &[u8] = b"/dev/bus1";
-
-/// The device path to intercept.
-pub fn device() -> Vec<u8> {
-    use std::os::unix::ffi::OsStrExt;
-    match std::env::var_os("BUS1_DEVICE") {
-        Some(d) if !d.is_empty() => d.as_bytes().to_vec(),
-        _ => DEFAULT_DEVICE.to_vec(),
+/// The device path to intercept, as a C string and without allocating
+/// (every open() of the process asks).
+pub fn device_cstr() -> *const libc::c_char {
+    // SAFETY: getenv returns NULL or a NUL-terminated string that stays
+    // valid until the environment changes.
+    let p = unsafe { libc::getenv(c"BUS1_DEVICE".as_ptr()) };
+    // SAFETY: p is non-null here, so it points at a NUL-terminated string.
+    if p.is_null() || unsafe { *p } == 0 {
+        c"/dev/bus1".as_ptr()
+    } else {
+        p
     }
 }
 

@@ -43,6 +43,10 @@ fn dir_of_fd(dirfd: i32) -> Option<Vec<u8>> {
     })
 }
 
+fn last_component(path: &[u8]) -> &[u8] {
+    path.rsplit(|b| *b == b'/').find(|c| !c.is_empty()).unwrap_or(b"")
+}
+
 /// Whether `path` (relative to `dirfd`) names the bus1 device.
 pub fn is_device(dirfd: i32, path: *const c_char) -> bool {
     if path.is_null() {
@@ -54,15 +58,17 @@ pub fn is_device(dirfd: i32, path: *const c_char) -> bool {
     if p.is_empty() {
         return false;
     }
-    let dev = config::device();
-    if p == dev.as_slice() {
+    // Allocation-free filter first: every open() of the process passes here.
+    let dev_ptr = config::device_cstr();
+    // SAFETY: a NUL-terminated string from the environment or a static.
+    let dev = unsafe { CStr::from_ptr(dev_ptr) }.to_bytes();
+    if p == dev {
         return true;
     }
-    // Cheap filter before any normalisation: the last component must match.
-    let base = |x: &[u8]| -> Vec<u8> { x.rsplit(|b| *b == b'/').find(|c| !c.is_empty()).unwrap_or(b"").to_vec() };
-    if base(p) != base(&dev) {
+    if last_component(p) != last_component(dev) {
         return false;
     }
+    let dev = dev.to_vec();
     let full = if p[0] == b'/' {
         p.to_vec()
     } else {
