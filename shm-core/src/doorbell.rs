@@ -55,6 +55,8 @@ pub enum Op {
     Drain { peer: P<PeerRec>, fd: i32, count: u32 },
     /// Remove a carrier that is no longer needed (after commit).
     DropCarrier { peer: P<PeerRec>, fd: i32, nonce: u64 },
+    /// Punch out free pool pages (after commit, see `pool::trim_tail`).
+    TrimPool { peer: P<PeerRec>, serial: u64, off: u64, len: u64 },
     /// Remove a file (after commit).
     Unlink { path: Vec<u8> },
     /// The transaction cannot commit.
@@ -91,6 +93,10 @@ pub fn execute(tx: &Txn, op: Op) -> Result<()> {
             if let Ok(Some(v)) = vault_open(tx, peer, fd) {
                 let _ = find_carrier(tx, &v, nonce, Want::Discard);
             }
+            Ok(())
+        }
+        Op::TrimPool { peer, serial, off, len } => {
+            crate::pool::execute_trim(tx, peer, serial, off, len);
             Ok(())
         }
         Op::Unlink { path } => {

@@ -11,7 +11,7 @@ use crate::shm::{Atomic64, Cell, P};
 /// Segment magic ("bus1-shm").
 pub const MAGIC: u64 = 0x6275_7331_2d73_686d;
 /// Bumped whenever a record layout changes.
-pub const VERSION: u64 = 1;
+pub const VERSION: u64 = 2;
 
 /// Virtual size of the domain segment (a sparse file; only touched pages
 /// use memory).
@@ -144,6 +144,9 @@ pub struct PeerRec {
     pub pool_regions: Cell<P<Region>>,
     pub pool_free: Cell<P<Region>>,
     pub pool_slices: Cell<u64>,
+    /// End of the part of the pool that may have resident pages: the
+    /// highest slice end since the pool's tail was last trimmed.
+    pub pool_dirty_end: Cell<u64>,
 
     /// A plain readiness token is in the peer socket.
     pub bell_plain: Cell<u32>,

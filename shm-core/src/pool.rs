@@ -10,6 +10,7 @@
 //! process's read-write mapping (`Domain::pool_base`).
 
 use crate::alloc;
+use crate::doorbell::Op;
 use crate::errno::{Errno, Result};
 use crate::layout::*;
 use crate::quota;
@@ -18,6 +19,11 @@ use crate::table;
 use crate::txn::Txn;
 
 const REGION: u64 = core::mem::size_of::<Region>() as u64;
+const PAGE: u64 = 4096;
+/// A free tail of at least this many resident bytes is returned to the
+/// system. Smaller tails stay: punching them on every release would cost a
+/// system call per message.
+const TRIM_MIN: u64 = 256 << 10;
 
 /// Sets up an empty pool: one free range covering it.
 pub fn init(tx: &Txn, peer: P<PeerRec>) -> Result<()> {
@@ -126,7 +132,11 @@ pub fn alloc_slice(tx: &Txn, peer: P<PeerRec>, size: u64) -> Result<P<Region>> {
     tx.set(&sr.referenced, 1);
     tx.set(&sr.published, 0);
     table::insert(tx, TAG_SLICE, peer.off(), best_off, slice.off())?;
-    tx.add(&tx.rec(peer).pool_slices, 1);
+    let p = tx.rec(peer);
+    tx.add(&p.pool_slices, 1);
+    if best_off + size > p.pool_dirty_end.get() {
+        tx.set(&p.pool_dirty_end, best_off + size);
+    }
     Ok(slice)
 }
 
@@ -155,6 +165,44 @@ fn free_slice(tx: &Txn, peer: P<PeerRec>, s: P<Region>) {
         free_list_remove(tx, peer, next);
         region_unlink(tx, peer, next);
     }
+    if cr.next.get().is_null() {
+        trim_tail(tx, peer, cr.off.get());
+    }
+}
+
+/// The pool is free from `free_from` to its end: if that holds many
+/// resident pages, punch them out after commit (issue: memory only for
+/// pages holding live slices).
+fn trim_tail(tx: &Txn, peer: P<PeerRec>, free_from: u64) {
+    let p = tx.rec(peer);
+    let start = free_from.div_ceil(PAGE) * PAGE;
+    let end = p.pool_dirty_end.get().div_ceil(PAGE) * PAGE;
+    if end <= start || end - start < TRIM_MIN {
+        return;
+    }
+    tx.set(&p.pool_dirty_end, free_from);
+    tx.push_post(Op::TrimPool { peer, serial: p.serial.get(), off: start, len: end - start });
+}
+
+/// Runs a trim after commit, with the domain still locked: only if the
+/// range is still inside the pool's free tail (a rolled-back part of the
+/// transaction may have undone the free).
+pub(crate) fn execute_trim(tx: &Txn, peer: P<PeerRec>, serial: u64, off: u64, len: u64) {
+    let p = tx.rec(peer);
+    if p.magic.get() != PEER_MAGIC || p.serial.get() != serial {
+        return;
+    }
+    let mut tail = p.pool_regions.get();
+    while !tail.is_null() && !tx.rec(tail).next.get().is_null() {
+        tail = tx.rec(tail).next.get();
+    }
+    if tail.is_null() || tx.rec(tail).free.get() != 1 || tx.rec(tail).off.get() > off {
+        return;
+    }
+    let Ok(base) = tx.domain().pool_base(serial) else { return };
+    // SAFETY: [off, off+len) lies inside the mapped pool and in its free
+    // tail; the domain lock keeps anyone from allocating there meanwhile.
+    let _ = unsafe { crate::sys::madvise_remove(base.add(off as usize), len as usize) };
 }
 
 /// Marks a slice as handed to userspace by RECV/PEEK.

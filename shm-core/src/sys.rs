@@ -78,6 +78,16 @@ pub fn mmap_shared(fd: c_int, len: usize, prot: c_int) -> Result<*mut u8> {
     Ok(p as *mut u8)
 }
 
+/// Frees the backing pages of a shared file mapping range (the file gets
+/// a hole; later reads see zeros).
+///
+/// # Safety
+/// The range must lie in a mapping this process made with [`mmap_shared`]
+/// and hold nothing anyone still needs.
+pub unsafe fn madvise_remove(addr: *mut u8, len: usize) -> Result<()> {
+    check(libc::syscall(libc::SYS_madvise, addr, len, libc::MADV_REMOVE)).map(drop)
+}
+
 /// Unmaps a range this process mapped with [`mmap_shared`].
 ///
 /// # Safety
