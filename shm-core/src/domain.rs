@@ -176,6 +176,9 @@ impl Domain {
             }
             Ok(d)
         })();
+        // The mapping keeps the open file description (and with it the
+        // flock) alive, so the lock must be dropped explicitly.
+        let _ = sys::flock(fd, libc::LOCK_UN);
         sys::close(fd);
         r
     }
