@@ -270,3 +270,22 @@ pub fn range(tx: &Txn, s: P<Region>) -> (u64, u64) {
     let sr = tx.rec(s);
     (sr.off.get(), sr.size.get())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::slice_size;
+
+    #[test]
+    fn slice_size_follows_the_layout_of_4_1() {
+        // Empty messages still take 8 bytes.
+        assert_eq!(slice_size(0, 0, 0), 8);
+        // Payload rounded up to 8, then 8 bytes per handle, then 4 per fd
+        // rounded up to 8.
+        assert_eq!(slice_size(1, 0, 0), 8);
+        assert_eq!(slice_size(9, 0, 0), 16);
+        assert_eq!(slice_size(5, 2, 0), 8 + 16);
+        assert_eq!(slice_size(0, 0, 1), 8);
+        assert_eq!(slice_size(0, 0, 3), 16);
+        assert_eq!(slice_size(1024, 1, 3), 1024 + 8 + 16);
+    }
+}

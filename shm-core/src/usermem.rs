@@ -161,3 +161,36 @@ impl UserMem for SimMem {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_end_at_the_user_limit() {
+        assert!(range_ok(0, 0));
+        assert!(range_ok(USER_LIMIT - 8, 8));
+        assert!(!range_ok(USER_LIMIT - 8, 9));
+        assert!(!range_ok(u64::MAX, 1));
+        assert!(!range_ok(0, u64::MAX));
+    }
+
+    #[test]
+    fn element_addresses_do_not_wrap() {
+        assert_eq!(elem(0x1000, 3, 8), Ok(0x1018));
+        assert_eq!(elem(u64::MAX - 4, 1, 8), Err(Errno::EFAULT));
+        assert_eq!(elem(0x1000, u64::MAX, 8), Err(Errno::EFAULT));
+    }
+
+    #[test]
+    fn simulated_memory_faults_outside_and_on_read_only_writes() {
+        let m = SimMem::new();
+        let rw = m.put(&[1, 2, 3, 4]);
+        let ro = m.put_ro(&[9; 8]);
+        assert_eq!(read_i32(&m, rw), Ok(i32::from_ne_bytes([1, 2, 3, 4])));
+        assert_eq!(read_u64(&m, rw), Err(Errno::EFAULT));
+        assert_eq!(m.write(ro, &[0]), Err(Errno::EFAULT));
+        assert_eq!(m.write(rw, &[7]), Ok(()));
+        assert_eq!(read_i32(&m, rw), Ok(i32::from_ne_bytes([7, 2, 3, 4])));
+    }
+}
