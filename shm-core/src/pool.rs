@@ -24,6 +24,10 @@ const PAGE: u64 = 4096;
 /// system. Smaller tails stay: punching them on every release would cost a
 /// system call per message.
 const TRIM_MIN: u64 = 256 << 10;
+/// The start of every pool stays resident once touched: a receiver that
+/// keeps up reuses it all the time, and punching it out would only make
+/// the next sends fault the pages back in.
+const TRIM_KEEP: u64 = 1 << 20;
 
 /// Sets up an empty pool: one free range covering it.
 pub fn init(tx: &Txn, peer: P<PeerRec>) -> Result<()> {
@@ -171,16 +175,16 @@ fn free_slice(tx: &Txn, peer: P<PeerRec>, s: P<Region>) {
 }
 
 /// The pool is free from `free_from` to its end: if that holds many
-/// resident pages, punch them out after commit (issue: memory only for
-/// pages holding live slices).
+/// resident pages beyond the kept start, punch them out after commit, so a
+/// burst does not pin memory once its slices are gone.
 fn trim_tail(tx: &Txn, peer: P<PeerRec>, free_from: u64) {
     let p = tx.rec(peer);
-    let start = free_from.div_ceil(PAGE) * PAGE;
+    let start = (free_from.div_ceil(PAGE) * PAGE).max(TRIM_KEEP);
     let end = p.pool_dirty_end.get().div_ceil(PAGE) * PAGE;
     if end <= start || end - start < TRIM_MIN {
         return;
     }
-    tx.set(&p.pool_dirty_end, free_from);
+    tx.set(&p.pool_dirty_end, start.max(free_from));
     tx.push_post(Op::TrimPool { peer, serial: p.serial.get(), off: start, len: end - start });
 }
 

@@ -400,9 +400,9 @@ fn everything_is_reclaimed_when_peers_close() {
     assert_eq!(now.table_entries, base.table_entries);
 }
 
-/// Released slices at the pool's tail give their pages back: the pool file
-/// shrinks to (almost) nothing once a burst of messages has been received
-/// and released, while a small steady footprint is left alone.
+/// Released slices at the pool's tail give their pages back: once a burst
+/// of messages has been received and released, the pool file keeps only
+/// its first MiB (the part a steady stream reuses) resident.
 #[test]
 fn free_pool_tail_pages_are_returned() {
     use std::os::unix::fs::MetadataExt;
@@ -413,12 +413,12 @@ fn free_pool_tail_pages_are_returned() {
     let pool_path = bus.dir.join(format!("pool.{}", a.peer.serial()));
     let resident = || std::fs::metadata(&pool_path).unwrap().blocks() * 512;
     let payload = vec![0xa5u8; 16 << 10];
-    for _ in 0..64 {
+    for _ in 0..256 {
         b.send(&[hb], &payload).unwrap();
     }
-    assert!(resident() >= 64 * (16 << 10), "burst is resident: {}", resident());
+    assert!(resident() >= 256 * (16 << 10), "burst is resident: {}", resident());
     let mut offsets = Vec::new();
-    for _ in 0..64 {
+    for _ in 0..256 {
         let m = a.recv().unwrap();
         assert_eq!(m.payload, payload);
         offsets.push(m.m.offset);
@@ -426,7 +426,7 @@ fn free_pool_tail_pages_are_returned() {
     for off in offsets {
         a.slice_release(off).unwrap();
     }
-    assert!(resident() < 64 << 10, "free pages kept: {} bytes", resident());
+    assert!(resident() <= (1 << 20) + (64 << 10), "free pages kept: {} bytes", resident());
     // The pool still works and reuses the punched range.
     b.send(&[hb], b"after").unwrap();
     let m = a.recv().unwrap();
