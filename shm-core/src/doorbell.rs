@@ -71,12 +71,14 @@ pub fn execute(tx: &Txn, op: Op) -> Result<()> {
         Op::Fail(e) => Err(e),
         Op::Ring { peer, serial } => {
             tx.intent(peer, Intent::Added)?;
-            ring(dom, serial);
+            if !ring(dom, serial) && tx.requires_live_receivers() {
+                return Err(Errno::PEER_GONE);
+            }
             Ok(())
         }
         Op::NewVault { peer, serial, gen } => {
             tx.intent(peer, Intent::Added)?;
-            new_vault(dom, serial, gen)
+            new_vault(dom, serial, gen, tx.requires_live_receivers())
         }
         Op::Carrier { serial, gen, nonce, fds } => send_carrier(dom, serial, gen, nonce, &fds),
         Op::Drain { peer, fd, count } => {
@@ -108,20 +110,22 @@ pub fn execute(tx: &Txn, op: Op) -> Result<()> {
     }
 }
 
-/// Sends a plain token to `serial`'s socket. A dead socket needs none; a
-/// full one is readable anyway.
-pub(crate) fn ring(dom: &Domain, serial: u64) {
+/// Sends a plain token to `serial`'s socket (a full one is readable
+/// anyway). Returns false if the socket is gone: its last fd was closed.
+pub(crate) fn ring(dom: &Domain, serial: u64) -> bool {
     if dom.ring_connected(serial) {
-        return;
+        return true;
     }
-    let Ok(addr) = UnixAddr::new(&dom.peer_path(serial)) else { return };
-    let _ = dom.with_ring_fd(|fd| match sys::send_msg(fd, Some(&addr), &[], &[]) {
-        Err(Errno::EAGAIN) | Err(Errno(libc::ENOBUFS)) => ((), true),
-        _ => ((), false),
-    });
+    let Ok(addr) = UnixAddr::new(&dom.peer_path(serial)) else { return true };
+    dom.with_ring_fd(|fd| match sys::send_msg(fd, Some(&addr), &[], &[]) {
+        Err(Errno::EAGAIN) | Err(Errno(libc::ENOBUFS)) => (true, true),
+        Err(Errno::ECONNREFUSED) | Err(Errno::ENOENT) => (false, false),
+        _ => (true, false),
+    })
+    .unwrap_or(true)
 }
 
-fn new_vault(dom: &Domain, serial: u64, gen: u64) -> Result<()> {
+fn new_vault(dom: &Domain, serial: u64, gen: u64, tx_requires_live: bool) -> Result<()> {
     let path = dom.vault_path(serial, gen);
     let addr = UnixAddr::new(&path)?;
     let listener = sys::socket(libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK)?;
@@ -150,7 +154,9 @@ fn new_vault(dom: &Domain, serial: u64, gen: u64) -> Result<()> {
         Ok(Ok(())) => Ok(()),
         // The peer socket is gone: the peer is being torn down, and its
         // messages with it.
-        Ok(Err(Errno::ECONNREFUSED)) | Ok(Err(Errno::ENOENT)) => Ok(()),
+        Ok(Err(Errno::ECONNREFUSED)) | Ok(Err(Errno::ENOENT)) => {
+            if tx_requires_live { Err(Errno::PEER_GONE) } else { Ok(()) }
+        }
         Ok(Err(e)) | Err(e) => Err(map_resource_err(e)),
     }
 }

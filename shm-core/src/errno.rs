@@ -6,6 +6,14 @@ use core::fmt;
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Errno(pub i32);
 
+impl Errno {
+    /// Internal, never returned to callers: a SEND found a receiver whose
+    /// last fd is gone but which nobody has torn down yet. The caller
+    /// reaps it and runs the SEND again, which then sees a disconnected
+    /// peer, as it would have had the teardown been synchronous.
+    pub const PEER_GONE: Errno = Errno(-1);
+}
+
 macro_rules! errnos {
     ($($name:ident = $val:path),* $(,)?) => {
         impl Errno {

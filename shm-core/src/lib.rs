@@ -244,7 +244,17 @@ impl Peer {
     /// SEND (2.8) after the struct was read.
     pub fn send(&self, fd: i32, cmd: &bus1_cmd_send, mem: &dyn UserMem) -> Result<()> {
         send::precheck(cmd)?;
-        self.op(fd, |tx, p| send::send(tx, p, cmd, mem))
+        for _ in 0..3 {
+            match self.op(fd, |tx, p| send::send(tx, p, cmd, mem)) {
+                // A receiver's last fd went away without a teardown (its
+                // process exited): tear it down now and send again.
+                Err(Errno::PEER_GONE) => {
+                    reaper::scan(&self.dom);
+                }
+                r => return r,
+            }
+        }
+        Err(Errno::ESHUTDOWN)
     }
 
     /// RECV (2.9) after the struct was read; returns the `msg` part.

@@ -184,6 +184,7 @@ pub fn send(tx: &Txn, caller: P<PeerRec>, cmd: &bus1_cmd_send, mem: &dyn UserMem
     if cmd.n_destinations > user.max[RES_HANDLES].get() as u64 {
         return Err(Errno::EINVAL);
     }
+    tx.require_live_receivers();
     let mut provisional = 0i64;
     let t = template(tx, caller, cmd, mem, &mut provisional)?;
     let cont = cmd.flags & BUS1_SEND_FLAG_CONTINUE != 0;

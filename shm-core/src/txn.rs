@@ -78,6 +78,9 @@ pub struct Txn<'d> {
     ops: RefCell<Vec<Op>>,
     post: RefCell<Vec<Op>>,
     finished: bool,
+    /// Set by SEND: a receiver whose socket is gone fails the commit with
+    /// [`Errno::PEER_GONE`] instead of being rung silently.
+    live_receivers: core::cell::Cell<bool>,
     #[cfg(debug_assertions)]
     fresh: RefCell<Vec<(u64, u64)>>,
 }
@@ -143,6 +146,7 @@ impl Domain {
             ops: RefCell::new(l.ops),
             post: RefCell::new(l.post),
             finished: false,
+            live_receivers: core::cell::Cell::new(false),
             #[cfg(debug_assertions)]
             fresh: RefCell::default(),
         };
@@ -213,6 +217,15 @@ impl<'d> Txn<'d> {
     #[inline]
     pub fn rec<T>(&self, p: P<T>) -> &'d T {
         self.dom.seg.rec(p)
+    }
+
+    /// Asks the commit to check that every rung receiver still exists.
+    pub(crate) fn require_live_receivers(&self) {
+        self.live_receivers.set(true);
+    }
+
+    pub(crate) fn requires_live_receivers(&self) -> bool {
+        self.live_receivers.get()
     }
 
     /// The domain this transaction runs in.

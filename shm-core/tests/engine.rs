@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use shm_core::Errno;
+use shm_core::{Errno, UserMem};
 use uapi::*;
 
 #[test]
@@ -432,4 +432,35 @@ fn free_pool_tail_pages_are_returned() {
     let m = a.recv().unwrap();
     assert_eq!(m.payload, b"after");
     assert_eq!(m.m.offset, 0);
+}
+
+/// A receiver whose last fd vanished without a teardown (its process
+/// exited) is torn down by the first SEND that notices, which then fails
+/// as a SEND to a disconnected peer does; a multicast with CONTINUE still
+/// reaches the live destinations.
+#[test]
+fn send_to_a_peer_whose_fd_vanished_is_eshutdown() {
+    let bus = Bus::new("vanished");
+    let a = bus.peer();
+    let b = bus.peer();
+    let c = bus.peer();
+    let ha = a.transfer(0x100, &b).unwrap();
+    let hc = c.transfer(0x100, &b).unwrap();
+    // Close a's socket behind the engine's back, as process exit would.
+    // SAFETY: closing a descriptor this test owns; `a` is forgotten so
+    // nothing uses it again.
+    unsafe { libc::close(a.fd) };
+    std::mem::forget(a);
+    assert_eq!(b.send(&[ha], b"x"), Err(Errno::ESHUTDOWN));
+    let errors = b.mem.put(&[0u8; 16]);
+    b.send_full(BUS1_SEND_FLAG_CONTINUE, &[ha, hc], &[b"y"], &[], &[], errors).unwrap();
+    let mut e = [0u8; 16];
+    b.mem.read(errors, &mut e).unwrap();
+    assert_eq!(u64::from_ne_bytes(e[..8].try_into().unwrap()), libc::ESHUTDOWN as u64);
+    assert_eq!(u64::from_ne_bytes(e[8..].try_into().unwrap()), 0);
+    assert_eq!(c.recv().unwrap().payload, b"y");
+    // b learns that the node behind its handle is gone.
+    let m = b.recv().unwrap();
+    assert_eq!(m.m.r#type, BUS1_MSG_NODE_DESTROY);
+    assert_eq!(m.m.destination, ha);
 }
