@@ -27,8 +27,13 @@ pub fn alloc(tx: &Txn, size: u64) -> Result<u64> {
     let seg = &tx.dom.seg;
     let head = hdr.free_heads[class].get();
     let off = if head != 0 {
-        let next = seg.cells(head, 1)[0].get();
+        let link = &seg.cells(head, 1)[0];
+        let next = link.get();
         tx.set(&hdr.free_heads[class], next);
+        // The link word belongs to committed state (the free list): log it
+        // before the block is zeroed and initialised without logging, so
+        // that an abort puts it back (even when it is 0, the list's end).
+        tx.preserve(link);
         head
     } else {
         let align = bsize.min(4096);
@@ -41,8 +46,9 @@ pub fn alloc(tx: &Txn, size: u64) -> Result<u64> {
         tx.set(&hdr.heap_top, end);
         off
     };
-    // A block taken from a free list was free before this transaction, and
-    // one from the bump pointer was never used: both are fresh memory.
+    // Apart from its (logged) link word, a block taken from a free list
+    // holds nothing committed, and one from the bump pointer was never
+    // used: both are fresh memory.
     seg.zero(off, bsize as usize);
     tx.note_fresh(off, bsize);
     tx.add(&hdr.live_blocks, 1);
@@ -64,6 +70,29 @@ pub(crate) fn free_now(tx: &Txn, off: u64, size: u64) {
     tx.set(&hdr.free_heads[class], off);
     tx.add(&hdr.live_blocks, -1);
     tx.add(&hdr.live_bytes, -(bsize as i64));
+}
+
+/// Checks every free list (alignment, bounds, no cycles); describes the
+/// first damage found.
+pub fn check_free_lists(tx: &Txn) -> core::result::Result<(), String> {
+    let hdr = tx.hdr();
+    let top = hdr.heap_top.get();
+    for class in 0..NCLASSES {
+        let bsize = 1u64 << (class as u32 + MIN_SHIFT);
+        let mut b = hdr.free_heads[class].get();
+        let mut n = 0u64;
+        while b != 0 {
+            if b % bsize.min(4096) != 0 || b < HEAP_OFF || b + bsize > top {
+                return Err(format!("bad free block {b:#x} in class {class} at position {n}"));
+            }
+            b = tx.dom.seg.cells(b, 1)[0].get();
+            n += 1;
+            if n > top / bsize {
+                return Err(format!("cycle in free list of class {class}"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Makes sure the heap up to `end` is backed by allocated file space, so

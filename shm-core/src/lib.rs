@@ -245,7 +245,7 @@ impl Peer {
     pub fn send(&self, fd: i32, cmd: &bus1_cmd_send, mem: &dyn UserMem) -> Result<()> {
         send::precheck(cmd)?;
         for _ in 0..3 {
-            match self.op(fd, |tx, p| send::send(tx, p, cmd, mem)) {
+            match self.op(fd, |tx, p| send::send(tx, p, fd, cmd, mem)) {
                 // A receiver's last fd went away without a teardown (its
                 // process exited): tear it down now and send again.
                 Err(Errno::PEER_GONE) => {
@@ -328,6 +328,14 @@ impl Domain {
         };
         tx.abort();
         Ok(s)
+    }
+
+    /// Checks the segment heap's free lists; describes the first damage.
+    pub fn check_heap(&self) -> core::result::Result<(), String> {
+        let tx = self.lock().map_err(|e| e.to_string())?;
+        let r = alloc::check_free_lists(&tx);
+        tx.abort();
+        r
     }
 
     /// Probes every peer now and tears down the dead ones.

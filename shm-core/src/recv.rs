@@ -155,7 +155,7 @@ fn deliver_data(tx: &Txn, peer: P<PeerRec>, fd: i32, e: P<Entry>, flags: u64, ma
     let n_fds = r.n_fds.get();
     let mut installed: Vec<i32> = Vec::new();
     if n_fds > 0 && flags & BUS1_RECV_FLAG_INSTALL_FDS != 0 {
-        match take_fds(tx, peer, fd, r.nonce.get(), peek) {
+        match take_fds(tx, peer, fd, r.nonce.get(), n_fds, peek) {
             Ok(fds) => installed = fds,
             Err(err) => {
                 tx.rollback_to(sp);
@@ -227,7 +227,15 @@ fn deliver_data(tx: &Txn, peer: P<PeerRec>, fd: i32, e: P<Entry>, flags: u64, ma
 
 /// Installs a message's fds from the vault (2.9 step 6.3). Without PEEK the
 /// carrier is removed once the RECV has committed.
-fn take_fds(tx: &Txn, peer: P<PeerRec>, fd: i32, nonce: u64, peek: bool) -> Result<Vec<i32>> {
+/// Descriptors the vault needs in this process while fds are taken out.
+const VAULT_FDS: usize = 4;
+
+fn take_fds(tx: &Txn, peer: P<PeerRec>, fd: i32, nonce: u64, n_fds: u64, peek: bool) -> Result<Vec<i32>> {
+    // 6.3: fail with EMFILE, message kept, unless all of them fit, plus
+    // the vault's own descriptors (three, and one connection) that are
+    // open here meanwhile: a carrier read in several parts cannot be put
+    // back once a part is truncated.
+    sys::check_fd_room(fd, n_fds as usize + VAULT_FDS)?;
     let Some(v) = doorbell::vault_open(tx, peer, fd)? else { return Ok(Vec::new()) };
     let found = doorbell::find_carrier(tx, &v, nonce, Want::Peek)?;
     if !peek && found.is_some() {

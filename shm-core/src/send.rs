@@ -178,8 +178,9 @@ fn receiver_of(tx: &Txn, caller: P<PeerRec>, h: P<Handle>) -> Result<P<PeerRec>>
     Ok(owner)
 }
 
-/// SEND from step 6 on (the caller is locked and connected).
-pub fn send(tx: &Txn, caller: P<PeerRec>, cmd: &bus1_cmd_send, mem: &dyn UserMem) -> Result<()> {
+/// SEND from step 6 on (the caller is locked and connected); `fd` is the
+/// caller's own peer fd.
+pub fn send(tx: &Txn, caller: P<PeerRec>, fd: i32, cmd: &bus1_cmd_send, mem: &dyn UserMem) -> Result<()> {
     let user = tx.rec(tx.rec(caller).user.get());
     if cmd.n_destinations > user.max[RES_HANDLES].get() as u64 {
         return Err(Errno::EINVAL);
@@ -192,7 +193,7 @@ pub fn send(tx: &Txn, caller: P<PeerRec>, cmd: &bus1_cmd_send, mem: &dyn UserMem
         if cont || cmd.n_destinations != 0 {
             return Err(Errno::EINVAL);
         }
-        return set_seed(tx, caller, &t, mem, provisional);
+        return set_seed(tx, caller, fd, &t, mem, provisional);
     }
     // Destinations already used (ENOTUNIQ); a set only for long lists.
     let mut used_small: Vec<u64> = Vec::new();
@@ -247,7 +248,7 @@ pub fn send(tx: &Txn, caller: P<PeerRec>, cmd: &bus1_cmd_send, mem: &dyn UserMem
 }
 
 /// SEND with SEED (A.1): replace the caller's seed.
-fn set_seed(tx: &Txn, caller: P<PeerRec>, t: &Template, mem: &dyn UserMem, provisional: i64) -> Result<()> {
+fn set_seed(tx: &Txn, caller: P<PeerRec>, fd: i32, t: &Template, mem: &dyn UserMem, provisional: i64) -> Result<()> {
     let e = build(tx, caller, P::NULL, t, mem)?;
     quota::charge(tx, caller, RES_HANDLES, provisional)?;
     // Its payload handles are judged like a message's, by this stamp.
@@ -256,6 +257,11 @@ fn set_seed(tx: &Txn, caller: P<PeerRec>, t: &Template, mem: &dyn UserMem, provi
     let old = p.seed.get();
     tx.set(&p.seed, e);
     if !old.is_null() {
+        let o = tx.rec(old);
+        if o.n_fds.get() > 0 {
+            // Its files must not wait in the vault for a later RECV.
+            tx.push_post(doorbell::Op::DropCarrier { peer: caller, fd, nonce: o.nonce.get() });
+        }
         queue::free(tx, old);
     }
     Ok(())

@@ -350,6 +350,7 @@ pub fn recv_msg(fd: c_int, buf: &mut [u8], peek: bool, mode: FdMode, max_fds: us
     // SAFETY: every pointer in `msg` refers to live buffers above.
     let n = retry(|| unsafe { libc::syscall(libc::SYS_recvmsg, fd, &mut msg as *mut libc::msghdr, flags) })?;
     let mut fds = Vec::new();
+    let truncated = msg.msg_flags & libc::MSG_CTRUNC != 0;
     if cmsg_space > 0 {
         // SAFETY: the kernel wrote valid cmsg headers into `control`, and
         // `msg.msg_controllen` bounds them.
@@ -366,6 +367,29 @@ pub fn recv_msg(fd: c_int, buf: &mut [u8], peek: bool, mode: FdMode, max_fds: us
                 c = libc::CMSG_NXTHDR(&msg, c);
             }
         }
+        if truncated {
+            // The kernel could not install them all (fd table full).
+            fds.iter().for_each(|f| close(*f));
+            return Err(Errno::EMFILE);
+        }
     }
     Ok((n as usize, fds))
+}
+
+/// Fails with EMFILE unless this process can open `n` more descriptors
+/// right now (checked by duplicating `probe_fd` and closing the copies).
+pub fn check_fd_room(probe_fd: c_int, n: usize) -> Result<()> {
+    let mut got = Vec::with_capacity(n);
+    let mut r = Ok(());
+    for _ in 0..n {
+        match fcntl(probe_fd, libc::F_DUPFD_CLOEXEC, 0) {
+            Ok(f) => got.push(f as c_int),
+            Err(e) => {
+                r = Err(if e == Errno(libc::ENFILE) { Errno::EMFILE } else { e });
+                break;
+            }
+        }
+    }
+    got.iter().for_each(|f| close(*f));
+    r
 }

@@ -23,7 +23,9 @@
 //!    ([`Txn::abort`]), so a failed ioctl never changes anything.
 //! 3. **Fresh memory.** Blocks allocated by the running transaction are not
 //!    reachable from committed state, so zeroing them and copying payload
-//!    into them needs no log entries. Blocks freed by a transaction are only
+//!    into them needs no log entries — except the free-list link word of a
+//!    block taken from a free list, which is committed state and is logged
+//!    before the block is zeroed. Blocks freed by a transaction are only
 //!    returned to the allocator when it commits, so they are never reused
 //!    (and overwritten without logging) before the free is final.
 //! 4. **Kernel side effects.** Socket operations (readiness tokens, fd
@@ -57,6 +59,13 @@ use crate::shm::{Cell, Pod, P};
 use core::cell::RefCell;
 
 const KIND_WRITE: u64 = 0;
+/// `BUS1_DEBUG_HEAP=1`: check the heap's free lists at every commit and
+/// abort (slow; a debugging aid for the allocator's undo rules).
+fn heap_debug() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("BUS1_DEBUG_HEAP").is_some())
+}
+
 /// Pauses spent watching a held lock before sleeping on it.
 const SPIN_ROUNDS: u32 = 200;
 const KIND_INTENT: u64 = 1;
@@ -263,6 +272,16 @@ impl<'d> Txn<'d> {
         cell.raw_set(v);
     }
 
+    /// Logs the current value of a word that unlogged writes are about to
+    /// overwrite (the free-list link of a block being allocated), so that
+    /// an undo restores it whatever happens to it meanwhile.
+    pub(crate) fn preserve(&self, cell: &Cell<u64>) {
+        let off = self.dom.seg.off_of(cell.addr());
+        if self.log_entry(off, cell.get(), KIND_WRITE | (8 << 8)).is_err() {
+            self.ops.borrow_mut().push(Op::Fail(Errno::ENOMEM));
+        }
+    }
+
     /// Initialises a field of a block allocated by this transaction, without
     /// logging (rule 3): until the transaction commits, nothing committed
     /// points at the block, so its old contents do not matter.
@@ -408,6 +427,11 @@ impl<'d> Txn<'d> {
             self.abort_inner();
             return Err(Errno::ENOMEM);
         }
+        if heap_debug() {
+            if let Err(e) = crate::alloc::check_free_lists(&self) {
+                panic!("heap damaged by a commit: {e}");
+            }
+        }
         crate::crash::point("commit-before");
         self.hdr().log_len.store(0);
         crate::crash::point("commit-after");
@@ -438,6 +462,11 @@ impl<'d> Txn<'d> {
 
     fn abort_inner(&mut self) {
         let intents = self.undo_to(0);
+        if heap_debug() {
+            if let Err(e) = crate::alloc::check_free_lists(self) {
+                panic!("heap damaged by an abort: {e}");
+            }
+        }
         self.frees.borrow_mut().clear();
         self.ops.borrow_mut().clear();
         self.post.borrow_mut().clear();

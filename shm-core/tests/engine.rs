@@ -464,3 +464,41 @@ fn send_to_a_peer_whose_fd_vanished_is_eshutdown() {
     assert_eq!(m.m.r#type, BUS1_MSG_NODE_DESTROY);
     assert_eq!(m.m.destination, ha);
 }
+
+/// A failed multicast that took the last block of a free list (whose link
+/// word is 0) and overwrote it must leave the free list intact: later
+/// allocations keep working and hand out sane records.
+#[test]
+fn aborted_send_restores_the_free_list_end() {
+    let bus = Bus::new("freelist");
+    let a = bus.peer();
+    let b = bus.peer();
+    let c = bus.peer();
+    let ha = a.transfer(0x100, &b).unwrap();
+    let hc = c.transfer(0x100, &b).unwrap();
+    // Messages through, so their records sit on the free lists; one slice
+    // stays, so that the next slice starts at a non-zero offset (the first
+    // word of its region record).
+    b.send(&[ha], b"kept").unwrap();
+    for _ in 0..3 {
+        b.send(&[ha], b"warm").unwrap();
+    }
+    let _kept = a.recv().unwrap();
+    for _ in 0..3 {
+        let m = a.recv().unwrap();
+        a.slice_release(m.m.offset).unwrap();
+    }
+    c.peer.disconnect(c.fd, 0).unwrap();
+    for _ in 0..3 {
+        assert_eq!(b.send(&[ha, hc], b"x"), Err(Errno::ESHUTDOWN));
+        b.peer.domain().check_heap().unwrap();
+    }
+    for i in 0..50u8 {
+        b.send(&[ha], &[i; 100]).unwrap();
+    }
+    for i in 0..50u8 {
+        let m = a.recv().unwrap();
+        assert_eq!(m.payload, vec![i; 100]);
+        a.slice_release(m.m.offset).unwrap();
+    }
+}
