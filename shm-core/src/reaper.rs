@@ -23,9 +23,16 @@ pub const SCAN_PERIOD_MS: u64 = 200;
 static WATCHER: AtomicBool = AtomicBool::new(false);
 static FORK_GEN: AtomicU64 = AtomicU64::new(0);
 
+/// In a forked child (after the process-local locks are usable again):
+/// the parent's watcher thread did not come along, so start one if the
+/// child inherited domains. The child may go straight into poll() on an
+/// inherited peer fd and make no bus1 call that would start it later.
 pub(crate) fn after_fork() {
     WATCHER.store(false, Ordering::Release);
     FORK_GEN.fetch_add(1, Ordering::AcqRel);
+    if !Domain::attached().is_empty() {
+        ensure_watcher();
+    }
 }
 
 /// A domain was attached by this process.
