@@ -176,6 +176,19 @@ static inline short b1_revents(int fd, short events)
 	return p.revents;
 }
 
+/*
+ * A disconnected peer reports POLLHUP (§8.2). The kernel sets POLLHUP on a
+ * socket only together with "read side shut down", which also reports
+ * POLLIN|POLLRDNORM|POLLRDHUP, and the shim does not intercept poll, so
+ * those bits may come along (README, known limits). Everything else must
+ * match exactly: POLLHUP set, no POLLOUT, no POLLERR.
+ */
+#ifndef POLLRDHUP
+#define POLLRDHUP 0x2000	/* Linux value; <poll.h> needs _GNU_SOURCE */
+#endif
+#define B1_HUP_NOISE (POLLIN | POLLRDNORM | POLLRDHUP)
+#define ASSERT_HUP(revents) ASSERT_EQ((revents) & ~B1_HUP_NOISE, POLLHUP)
+
 /* An address that faults on access (a PROT_NONE page). */
 static inline void *b1_bad_ptr(void)
 {

@@ -1,0 +1,336 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Cross-process ping-pong: a parent and a forked child each own one peer
+ * and hold a handle to the other's node; a 1 KiB message bounces between
+ * them, each side blocked in poll() on its own peer fd (no busy-waiting).
+ * Per hop: poll, RECV, read the payload out of the pool mapping,
+ * SLICE_RELEASE, SEND the reply.
+ *
+ * Baseline in the same run: the same ping-pong over an AF_UNIX
+ * SOCK_SEQPACKET socketpair with poll() + recv() + write().
+ *
+ * Prints the wall-clock time per round trip of each and the ratio bus1/UDS
+ * (median of several alternating rounds, since the machines are noisy).
+ * Run under the shim: scripts/bus1-run bench/bin/pingpong [round-trips]
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/bus1.h>
+
+#define MSG_SIZE 1024
+#define ROUNDS 7
+#define POOL_SIZE (1ULL << 29)
+/* sequence number that tells the echoing child to exit */
+#define SEQ_QUIT UINT64_MAX
+
+static double wall_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+
+static void die(const char *what)
+{
+	fprintf(stderr, "pingpong[%d]: %s: %s\n", (int)getpid(), what, strerror(errno));
+	exit(1);
+}
+
+static void fail(const char *what, unsigned long long got, unsigned long long want)
+{
+	fprintf(stderr, "pingpong[%d]: %s: got %llu, expected %llu\n",
+		(int)getpid(), what, got, want);
+	exit(1);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void wait_in(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	for (;;) {
+		int r = poll(&p, 1, -1);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			die("poll");
+		if (p.revents & (POLLHUP | POLLERR | POLLNVAL))
+			fail("poll revents", p.revents, POLLIN);
+		if (p.revents & POLLIN)
+			return;
+	}
+}
+
+/* One side of the bus1 ping-pong: its own peer, the handle to the other's node. */
+struct bus1_end {
+	int fd;
+	uint64_t dest;
+	const uint8_t *pool;
+};
+
+static void bus1_send(struct bus1_end *e, const void *buf)
+{
+	struct iovec v = { .iov_base = (void *)buf, .iov_len = MSG_SIZE };
+	struct bus1_cmd_send s = {
+		.ptr_destinations = (uintptr_t)&e->dest, .n_destinations = 1,
+		.ptr_vecs = (uintptr_t)&v, .n_vecs = 1,
+	};
+
+	if (ioctl(e->fd, BUS1_CMD_SEND, &s) < 0)
+		die("SEND");
+}
+
+/*
+ * Blocks until a message is there, copies its payload out of the pool and
+ * releases the slice. RECV may still see EAGAIN after POLLIN (§8.2: a head
+ * that RECV discards), so it polls again in that case.
+ */
+static void bus1_recv(struct bus1_end *e, void *buf)
+{
+	struct bus1_cmd_recv r;
+
+	for (;;) {
+		wait_in(e->fd);
+		memset(&r, 0, sizeof(r));
+		r.max_offset = POOL_SIZE;
+		if (ioctl(e->fd, BUS1_CMD_RECV, &r) == 0)
+			break;
+		if (errno != EAGAIN)
+			die("RECV");
+	}
+	if (r.msg.type != BUS1_MSG_DATA)
+		fail("message type", r.msg.type, BUS1_MSG_DATA);
+	if (r.msg.n_bytes != MSG_SIZE)
+		fail("message size", r.msg.n_bytes, MSG_SIZE);
+	memcpy(buf, e->pool + r.msg.offset, MSG_SIZE);
+	if (ioctl(e->fd, BUS1_CMD_SLICE_RELEASE, &r.msg.offset) < 0)
+		die("SLICE_RELEASE");
+}
+
+static void uds_send(int fd, const void *buf)
+{
+	if (write(fd, buf, MSG_SIZE) != MSG_SIZE)
+		die("write");
+}
+
+static void uds_recv(int fd, void *buf)
+{
+	ssize_t n;
+
+	wait_in(fd);
+	n = recv(fd, buf, MSG_SIZE, 0);
+	if (n < 0)
+		die("recv");
+	if (n != MSG_SIZE)
+		fail("recv size", n, MSG_SIZE);
+}
+
+static uint64_t seq_of(const uint8_t *buf)
+{
+	uint64_t seq;
+
+	memcpy(&seq, buf, sizeof(seq));
+	return seq;
+}
+
+static void set_seq(uint8_t *buf, uint64_t seq)
+{
+	memcpy(buf, &seq, sizeof(seq));
+}
+
+/* The child echoes every message back until it sees SEQ_QUIT. */
+static void bus1_echo(struct bus1_end *e)
+{
+	uint8_t buf[MSG_SIZE];
+	uint64_t want = 0;
+
+	for (;;) {
+		bus1_recv(e, buf);
+		if (seq_of(buf) == SEQ_QUIT)
+			exit(0);
+		if (seq_of(buf) != want)
+			fail("bus1 echo sequence", seq_of(buf), want);
+		want++;
+		bus1_send(e, buf);
+	}
+}
+
+static void uds_echo(int fd)
+{
+	uint8_t buf[MSG_SIZE];
+	uint64_t want = 0;
+
+	for (;;) {
+		uds_recv(fd, buf);
+		if (seq_of(buf) == SEQ_QUIT)
+			exit(0);
+		if (seq_of(buf) != want)
+			fail("UDS echo sequence", seq_of(buf), want);
+		want++;
+		uds_send(fd, buf);
+	}
+}
+
+/* Returns the wall-clock ns per round trip; *seq continues across rounds. */
+static double bus1_round(struct bus1_end *e, long n, uint64_t *seq)
+{
+	uint8_t out[MSG_SIZE], in[MSG_SIZE];
+	double t0;
+
+	memset(out, 0x5a, sizeof(out));
+	t0 = wall_now();
+	for (long i = 0; i < n; i++, (*seq)++) {
+		set_seq(out, *seq);
+		bus1_send(e, out);
+		bus1_recv(e, in);
+		if (seq_of(in) != *seq)
+			fail("bus1 reply sequence", seq_of(in), *seq);
+	}
+	return (wall_now() - t0) / n;
+}
+
+static double uds_round(int fd, long n, uint64_t *seq)
+{
+	uint8_t out[MSG_SIZE], in[MSG_SIZE];
+	double t0;
+
+	memset(out, 0x5a, sizeof(out));
+	t0 = wall_now();
+	for (long i = 0; i < n; i++, (*seq)++) {
+		set_seq(out, *seq);
+		uds_send(fd, out);
+		uds_recv(fd, in);
+		if (seq_of(in) != *seq)
+			fail("UDS reply sequence", seq_of(in), *seq);
+	}
+	return (wall_now() - t0) / n;
+}
+
+static void reap(pid_t pid, const char *what)
+{
+	int status;
+
+	if (waitpid(pid, &status, 0) != pid)
+		die("waitpid");
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		fprintf(stderr, "pingpong: %s child failed (status 0x%x)\n", what, status);
+		exit(1);
+	}
+}
+
+/*
+ * Opens both peers in this process (so they share the domain), creates
+ * node 0x100 on each and hands each peer a handle to the other's node.
+ */
+static void bus1_setup(struct bus1_end *parent, struct bus1_end *child)
+{
+	struct bus1_cmd_handle_transfer t = {
+		.src_handle = 0x100, .dst_handle = BUS1_HANDLE_INVALID,
+	};
+
+	parent->fd = open("/dev/bus1", O_RDWR | O_CLOEXEC | O_NONBLOCK);
+	child->fd = open("/dev/bus1", O_RDWR | O_CLOEXEC | O_NONBLOCK);
+	if (parent->fd < 0 || child->fd < 0)
+		die("open /dev/bus1 (run under the shim)");
+	t.dst_fd = child->fd;
+	if (ioctl(parent->fd, BUS1_CMD_HANDLE_TRANSFER, &t) < 0)
+		die("HANDLE_TRANSFER parent->child");
+	child->dest = t.dst_handle;
+	t.dst_fd = parent->fd;
+	t.dst_handle = BUS1_HANDLE_INVALID;
+	if (ioctl(child->fd, BUS1_CMD_HANDLE_TRANSFER, &t) < 0)
+		die("HANDLE_TRANSFER child->parent");
+	parent->dest = t.dst_handle;
+	parent->pool = mmap(NULL, POOL_SIZE, PROT_READ, MAP_SHARED, parent->fd, 0);
+	child->pool = mmap(NULL, POOL_SIZE, PROT_READ, MAP_SHARED, child->fd, 0);
+	if (parent->pool == MAP_FAILED || child->pool == MAP_FAILED)
+		die("mmap pool");
+}
+
+int main(int argc, char **argv)
+{
+	long n = argc > 1 ? atol(argv[1]) : 20000;
+	double tb[ROUNDS], tu[ROUNDS], ratio[ROUNDS];
+	uint64_t bseq = 0, useq = 0;
+	struct bus1_end me, peer;
+	uint8_t quit[MSG_SIZE];
+	pid_t bpid, upid;
+	int s[2];
+
+	if (n <= 0)
+		n = 1;
+	bus1_setup(&me, &peer);
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, s) < 0)
+		die("socketpair");
+
+	bpid = fork();
+	if (bpid < 0)
+		die("fork");
+	if (bpid == 0) {
+		close(me.fd);
+		close(s[0]);
+		close(s[1]);
+		bus1_echo(&peer);
+	}
+	close(peer.fd);
+	munmap((void *)peer.pool, POOL_SIZE);
+
+	upid = fork();
+	if (upid < 0)
+		die("fork");
+	if (upid == 0) {
+		close(me.fd);
+		close(s[0]);
+		uds_echo(s[1]);
+	}
+	close(s[1]);
+
+	/* warm up both paths */
+	bus1_round(&me, n / 10 + 1, &bseq);
+	uds_round(s[0], n / 10 + 1, &useq);
+	for (int i = 0; i < ROUNDS; i++) {
+		tb[i] = bus1_round(&me, n, &bseq);
+		tu[i] = uds_round(s[0], n, &useq);
+		ratio[i] = tb[i] / tu[i];
+	}
+
+	memset(quit, 0, sizeof(quit));
+	set_seq(quit, SEQ_QUIT);
+	bus1_send(&me, quit);
+	uds_send(s[0], quit);
+	reap(bpid, "bus1");
+	reap(upid, "UDS");
+
+	qsort(tb, ROUNDS, sizeof(double), cmp_double);
+	qsort(tu, ROUNDS, sizeof(double), cmp_double);
+	qsort(ratio, ROUNDS, sizeof(double), cmp_double);
+	printf("pingpong 1 KiB cross-process, %ld round trips x %d rounds (wall time per round trip, median)\n",
+	       n, ROUNDS);
+	printf("  bus1 poll+RECV+SLICE_RELEASE+SEND : %8.2f us\n", tb[ROUNDS / 2] / 1e3);
+	printf("  UDS  poll+recv+write (SEQPACKET)  : %8.2f us\n", tu[ROUNDS / 2] / 1e3);
+	printf("  ratio bus1/UDS                    : %8.3f (min %.3f, max %.3f)\n",
+	       ratio[ROUNDS / 2], ratio[0], ratio[ROUNDS - 1]);
+	return 0;
+}
