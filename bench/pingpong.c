@@ -31,57 +31,15 @@
 #include <unistd.h>
 #include <linux/bus1.h>
 
+#define BENCH_NAME "pingpong"
+#include "common.h"
+
 #define MSG_SIZE 1024
 #define ROUNDS 7
 #define POOL_SIZE (1ULL << 29)
 /* sequence number that tells the echoing child to exit */
 #define SEQ_QUIT UINT64_MAX
 
-static double wall_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
-
-static void die(const char *what)
-{
-	fprintf(stderr, "pingpong[%d]: %s: %s\n", (int)getpid(), what, strerror(errno));
-	exit(1);
-}
-
-static void fail(const char *what, unsigned long long got, unsigned long long want)
-{
-	fprintf(stderr, "pingpong[%d]: %s: got %llu, expected %llu\n",
-		(int)getpid(), what, got, want);
-	exit(1);
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static void wait_in(int fd)
-{
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-
-	for (;;) {
-		int r = poll(&p, 1, -1);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			die("poll");
-		if (p.revents & (POLLHUP | POLLERR | POLLNVAL))
-			fail("poll revents", p.revents, POLLIN);
-		if (p.revents & POLLIN)
-			return;
-	}
-}
 
 /* One side of the bus1 ping-pong: its own peer, the handle to the other's node. */
 struct bus1_end {

@@ -42,6 +42,9 @@
 #include <unistd.h>
 #include <linux/bus1.h>
 
+#define BENCH_NAME "stream"
+#include "common.h"
+
 #define MSG_SIZE 1024
 #define ROUNDS 7
 #define POOL_SIZE (1ULL << 29)
@@ -49,51 +52,6 @@
 
 static uint8_t pattern[MSG_SIZE];
 
-static double wall_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
-
-static void die(const char *what)
-{
-	fprintf(stderr, "stream[%d]: %s: %s\n", (int)getpid(), what, strerror(errno));
-	exit(1);
-}
-
-static void fail(const char *what, unsigned long long got, unsigned long long want)
-{
-	fprintf(stderr, "stream[%d]: %s: got %llu, expected %llu\n",
-		(int)getpid(), what, got, want);
-	exit(1);
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static void wait_in(int fd)
-{
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-
-	for (;;) {
-		int r = poll(&p, 1, -1);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			die("poll");
-		if (p.revents & (POLLHUP | POLLERR | POLLNVAL))
-			fail("poll revents", p.revents, POLLIN);
-		if (p.revents & POLLIN)
-			return;
-	}
-}
 
 static void fill(uint8_t *buf, uint64_t seq)
 {
