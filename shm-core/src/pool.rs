@@ -184,7 +184,7 @@ fn trim_tail(tx: &Txn, peer: P<PeerRec>, free_from: u64) {
     if end <= start || end - start < TRIM_MIN {
         return;
     }
-    tx.set(&p.pool_dirty_end, start.max(free_from));
+    tx.set(&p.pool_dirty_end, start);
     tx.push_post(Op::TrimPool { peer, serial: p.serial.get(), off: start, len: end - start });
 }
 
