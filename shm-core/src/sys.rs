@@ -146,6 +146,20 @@ pub fn sleep_ms(ms: u64) {
 }
 
 /// Monotonic clock in nanoseconds.
+/// The CLOCK_REALTIME time `ms` milliseconds from now, as the deadline of
+/// a timed wait.
+pub fn realtime_after_ms(ms: u64) -> libc::timespec {
+    let mut ts = MaybeUninit::<libc::timespec>::zeroed();
+    // SAFETY: valid out pointer; CLOCK_REALTIME always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, ts.as_mut_ptr()) };
+    // SAFETY: initialised by the call above.
+    let mut ts = unsafe { ts.assume_init() };
+    let ns = ts.tv_nsec as u64 + ms * 1_000_000;
+    ts.tv_sec += (ns / 1_000_000_000) as libc::time_t;
+    ts.tv_nsec = (ns % 1_000_000_000) as libc::c_long;
+    ts
+}
+
 pub fn now_ns() -> u64 {
     let mut ts = MaybeUninit::<libc::timespec>::zeroed();
     // SAFETY: valid out pointer; CLOCK_MONOTONIC always exists.

@@ -50,12 +50,21 @@
 //! 7. **Process-local state** (pool mappings, internal sockets) is guarded
 //!    by `sync::LocalMutex`, always taken *after* the domain lock if both
 //!    are needed, and handled by the fork handlers.
+//! 8. **No sleep on the lock without a deadline.** An unlock wakes one
+//!    sleeping waiter, and a waiter that is killed after that wake-up but
+//!    before it took the lock (SIGKILL, or `exit` of another thread of its
+//!    process) takes the wake-up with it; if a newcomer took the lock in
+//!    between without marking it contended, the remaining sleepers are
+//!    never woken although the lock is free. Waiters therefore sleep at most
+//!    `WAIT_SLICE_MS` at a time and then look again, so such a loss costs a
+//!    short delay instead of wedging the bus.
 
 use crate::doorbell::{self, Op};
 use crate::domain::Domain;
 use crate::errno::{Errno, Result};
 use crate::layout::*;
 use crate::shm::{Cell, Pod, P};
+use crate::sys;
 use core::cell::RefCell;
 
 const KIND_WRITE: u64 = 0;
@@ -68,6 +77,8 @@ fn heap_debug() -> bool {
 
 /// Pauses spent watching a held lock before sleeping on it.
 const SPIN_ROUNDS: u32 = 200;
+/// Longest single sleep on the lock before trying again (rule 8).
+const WAIT_SLICE_MS: u64 = 20;
 const KIND_INTENT: u64 = 1;
 
 /// Socket side effects of a transaction, named in intent entries.
@@ -205,9 +216,16 @@ impl Domain {
             }
             core::hint::spin_loop();
         }
-        // SAFETY: the mutex was initialised when the segment was created and
-        // lives in memory mapped for the lifetime of `self`.
-        unsafe { libc::pthread_mutex_lock(m) }
+        // Rule 8: sleep with a deadline, and retry after it.
+        loop {
+            let deadline = sys::realtime_after_ms(WAIT_SLICE_MS);
+            // SAFETY: the mutex was initialised when the segment was created
+            // and lives in memory mapped for the lifetime of `self`.
+            let r = unsafe { libc::pthread_mutex_timedlock(m, &deadline) };
+            if r != libc::ETIMEDOUT {
+                return r;
+            }
+        }
     }
 
     fn unlock(&self) {

@@ -124,3 +124,69 @@ fn last_holder_killed_peer_is_torn_down() {
     assert_eq!((m.m.r#type, m.m.destination), (BUS1_MSG_NODE_DESTROY, 0x13));
     let _ = hb;
 }
+
+/// txn rule 8: a waiter killed right after an unlock woke it takes that
+/// wake-up with it. If the lock was meanwhile taken by a newcomer (which
+/// does not mark it contended), the other sleepers would never be woken;
+/// they must still get the lock once it is free.
+#[test]
+fn waiter_killed_after_its_wake_up_does_not_strand_the_others() {
+    let bus = Bus::new("crash-wakeup");
+    let a = bus.peer();
+    let dom = a.peer.domain().clone();
+    for round in 0..20 {
+        let held = dom.lock().unwrap();
+        let mut kids = Vec::new();
+        for _ in 0..4 {
+            // SAFETY: the child only takes and drops the domain lock.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0);
+            if pid == 0 {
+                let ok = dom.lock().map(|tx| tx.abort()).is_ok();
+                // SAFETY: leaving the child without the parent's atexit.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+            }
+            kids.push(pid);
+        }
+        // Let them all fall asleep on the lock.
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        // Wake one, take the lock again at once, kill every sleeper but
+        // the first: the woken one is likely among the dead.
+        held.abort();
+        let again = dom.lock().unwrap();
+        for &k in &kids[1..] {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(k, libc::SIGKILL) };
+        }
+        for &k in &kids[1..] {
+            // SAFETY: reaping our own child.
+            unsafe { libc::waitpid(k, core::ptr::null_mut(), 0) };
+        }
+        again.abort();
+        // The survivor must get the lock and exit within a bounded time.
+        let mut st = 0;
+        let mut done = false;
+        for _ in 0..400 {
+            // SAFETY: polling our own child.
+            if unsafe { libc::waitpid(kids[0], &mut st, libc::WNOHANG) } == kids[0] {
+                done = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        if !done {
+            // SAFETY: cleaning up our own child before failing.
+            unsafe {
+                libc::kill(kids[0], libc::SIGKILL);
+                libc::waitpid(kids[0], core::ptr::null_mut(), 0);
+            }
+        }
+        assert!(done, "round {round}: a waiter was stranded on a free lock");
+        assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0, "round {round}: status {st:#x}");
+    }
+    // and the bus still works
+    let b = bus.peer();
+    let hb = b.transfer(0x100, &a).unwrap();
+    a.send(&[hb], b"after").unwrap();
+    assert_eq!(b.recv().unwrap().payload, b"after");
+}
