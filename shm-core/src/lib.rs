@@ -34,6 +34,7 @@ mod recv;
 mod reaper;
 mod send;
 mod shm;
+mod small;
 mod sync;
 mod sys;
 mod table;

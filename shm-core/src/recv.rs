@@ -10,6 +10,7 @@ use crate::pool;
 use crate::queue;
 use crate::quota;
 use crate::shm::P;
+use crate::small::Small;
 use crate::sys;
 use crate::txn::Txn;
 use uapi::*;
@@ -134,8 +135,8 @@ fn deliver_data(tx: &Txn, peer: P<PeerRec>, fd: i32, e: P<Entry>, flags: u64, ma
     let n_bytes = r.n_bytes.get();
     let ids_at = off + n_bytes.div_ceil(8) * 8;
     let slots = message::handle_slots(tx, e);
-    let mut ids = Vec::with_capacity(slots.len());
-    let mut valid = Vec::with_capacity(slots.len());
+    let mut ids: Small<u64, 8> = Small::with_capacity(slots.len());
+    let mut valid: Small<P<Handle>, 8> = Small::with_capacity(slots.len());
     for (j, slot) in slots.iter().enumerate() {
         let h = P::<Handle>::from_off(slot.get());
         let ok = !h.is_null() && {
@@ -176,9 +177,9 @@ fn deliver_data(tx: &Txn, peer: P<PeerRec>, fd: i32, e: P<Entry>, flags: u64, ma
     // Write handle IDs and fd numbers into the slice (the bus's own pool
     // mapping; userspace only has read-only ones).
     let base = tx.domain().pool_base(tx.rec(peer).serial.get())?;
-    let mut bytes = Vec::with_capacity(ids.len() * 8 + installed.len() * 4);
-    ids.iter().for_each(|id| bytes.extend_from_slice(&id.to_ne_bytes()));
-    installed.iter().for_each(|f| bytes.extend_from_slice(&f.to_ne_bytes()));
+    let mut bytes: Small<u8, 64> = Small::with_capacity(ids.len() * 8 + installed.len() * 4);
+    ids.iter().flat_map(|id| id.to_ne_bytes()).for_each(|b| bytes.push(b));
+    installed.iter().flat_map(|f| f.to_ne_bytes()).for_each(|b| bytes.push(b));
     // SAFETY: the slice [off, off+size) lies inside the pool mapping and
     // holds A(n_bytes) + 8·n_handles + A(4·n_fds) bytes, which covers
     // `bytes`; the bus serialises all writers with the domain lock.

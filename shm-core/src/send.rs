@@ -15,6 +15,7 @@ use crate::shm::P;
 use crate::sys;
 use crate::txn::Txn;
 use crate::usermem::{elem, range_ok, read_i32, read_u64, UserMem};
+use crate::small::Small;
 use std::collections::HashSet;
 use uapi::*;
 
@@ -35,10 +36,10 @@ pub fn precheck(cmd: &bus1_cmd_send) -> Result<()> {
 
 /// The message template of a SEND (2.8 step 7).
 struct Template {
-    vecs: Vec<(u64, u64)>,
+    vecs: Small<(u64, u64), 8>,
     n_bytes: u64,
-    handles: Vec<P<Handle>>,
-    fds: Vec<i32>,
+    handles: Small<P<Handle>, 8>,
+    fds: Small<i32, 8>,
     creds: creds::Creds,
     sender_uid: u32,
 }
@@ -63,10 +64,10 @@ fn check_fd(fd: i32) -> Result<()> {
 
 fn template(tx: &Txn, caller: P<PeerRec>, cmd: &bus1_cmd_send, mem: &dyn UserMem, provisional: &mut i64) -> Result<Template> {
     // 7.1 vecs
-    let mut vecs = Vec::with_capacity(cmd.n_vecs as usize);
+    let mut vecs = Small::with_capacity(cmd.n_vecs as usize);
     let mut total = 0u64;
     if cmd.n_vecs > 0 {
-        let mut raw = vec![0u8; cmd.n_vecs as usize * 16];
+        let mut raw: Small<u8, 128> = Small::filled(0, cmd.n_vecs as usize * 16);
         mem.read(cmd.ptr_vecs, &mut raw)?;
         for v in raw.chunks(16) {
             let base = u64::from_ne_bytes(v[..8].try_into().unwrap());
@@ -85,7 +86,7 @@ fn template(tx: &Txn, caller: P<PeerRec>, cmd: &bus1_cmd_send, mem: &dyn UserMem
         }
     }
     // 7.2 handles
-    let mut handles = Vec::with_capacity(cmd.n_handles.min(1 << 16) as usize);
+    let mut handles = Small::with_capacity(cmd.n_handles.min(1 << 16) as usize);
     for i in 0..cmd.n_handles {
         let id = read_u64(mem, elem(cmd.ptr_handles, i, 8)?)?;
         let (h, created) = object::import(tx, caller, id)?;
@@ -93,7 +94,7 @@ fn template(tx: &Txn, caller: P<PeerRec>, cmd: &bus1_cmd_send, mem: &dyn UserMem
         handles.push(h);
     }
     // 7.3 fds
-    let mut fds = Vec::with_capacity(cmd.n_fds as usize);
+    let mut fds = Small::with_capacity(cmd.n_fds as usize);
     for i in 0..cmd.n_fds {
         let fd = read_i32(mem, elem(cmd.ptr_fds, i, 4)?)?;
         check_fd(fd)?;
@@ -196,7 +197,7 @@ pub fn send(tx: &Txn, caller: P<PeerRec>, fd: i32, cmd: &bus1_cmd_send, mem: &dy
         return set_seed(tx, caller, fd, &t, mem, provisional);
     }
     // Destinations already used (ENOTUNIQ); a set only for long lists.
-    let mut used_small: Vec<u64> = Vec::new();
+    let mut used_small: Small<u64, 16> = Small::with_capacity(0);
     let mut used_set = HashSet::new();
     let mut first_use = |h: u64| {
         if cmd.n_destinations <= 16 {
@@ -208,8 +209,8 @@ pub fn send(tx: &Txn, caller: P<PeerRec>, fd: i32, cmd: &bus1_cmd_send, mem: &dy
             used_set.insert(h)
         }
     };
-    let mut entries = Vec::new();
-    let mut errors = vec![0u64; if cont { cmd.n_destinations as usize } else { 0 }];
+    let mut entries: Small<P<Entry>, 8> = Small::with_capacity(cmd.n_destinations.min(1 << 16) as usize);
+    let mut errors: Small<u64, 8> = Small::filled(0, if cont { cmd.n_destinations as usize } else { 0 });
     for i in 0..cmd.n_destinations {
         let id = read_u64(mem, elem(cmd.ptr_destinations, i, 8)?)?;
         let (h, created) = object::import(tx, caller, id)?;
@@ -238,7 +239,7 @@ pub fn send(tx: &Txn, caller: P<PeerRec>, fd: i32, cmd: &bus1_cmd_send, mem: &dy
     }
     // Commit: one stamp for the whole transaction, destination order kept.
     let stamp = queue::next_stamp(tx);
-    for (i, e) in entries.into_iter().enumerate() {
+    for (i, &e) in entries.iter().enumerate() {
         queue::append(tx, e, stamp);
         if i == 0 {
             crate::crash::point("send-append");

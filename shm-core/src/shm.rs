@@ -111,6 +111,11 @@ impl<T> Clone for P<T> {
     }
 }
 impl<T> Copy for P<T> {}
+impl<T> Default for P<T> {
+    fn default() -> Self {
+        P::NULL
+    }
+}
 impl<T> PartialEq for P<T> {
     fn eq(&self, o: &Self) -> bool {
         self.0 == o.0
