@@ -4,9 +4,15 @@
  * SLICE_RELEASE — against write()+recv() of 1 KiB on an AF_UNIX
  * SOCK_SEQPACKET socketpair, measured in the same run.
  *
+ * With a burst size B > 1, each side first sends B messages and then
+ * receives them: the queue (socket) then goes empty and non-empty once per
+ * B messages instead of once per message, which shows the cost of the
+ * operations themselves apart from readiness transitions (on bus1, a
+ * token sent and drained per transition).
+ *
  * Prints the CPU time per operation of each and the ratio bus1/UDS
  * (median of several alternating rounds, since the machines are noisy).
- * Run under the shim: scripts/bus1-run bench/bin/local [iterations]
+ * Run under the shim: scripts/bus1-run bench/bin/local [iterations [burst]]
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -25,6 +31,8 @@
 
 #define MSG_SIZE 1024
 #define ROUNDS 7
+/* A burst must fit the UDS socket's default buffer and bus1's quota. */
+#define MAX_BURST 64
 
 static double cpu_now(void)
 {
@@ -72,7 +80,7 @@ static void bus1_setup(struct bus1_pair *p)
 		die("mmap pool");
 }
 
-static double bus1_round(struct bus1_pair *p, long n, const char *buf)
+static double bus1_round(struct bus1_pair *p, long n, long burst, const char *buf)
 {
 	struct iovec v = { .iov_base = (void *)buf, .iov_len = MSG_SIZE };
 	struct bus1_cmd_send s = {
@@ -83,59 +91,70 @@ static double bus1_round(struct bus1_pair *p, long n, const char *buf)
 	volatile uint8_t sink = 0;
 	double t0 = cpu_now();
 
-	for (long i = 0; i < n; i++) {
-		if (ioctl(p->sender, BUS1_CMD_SEND, &s) < 0)
-			die("SEND");
-		memset(&r, 0, sizeof(r));
-		r.max_offset = 1 << 29;
-		if (ioctl(p->owner, BUS1_CMD_RECV, &r) < 0)
-			die("RECV");
-		sink ^= p->pool[r.msg.offset];
-		if (ioctl(p->owner, BUS1_CMD_SLICE_RELEASE, &r.msg.offset) < 0)
-			die("SLICE_RELEASE");
+	for (long i = 0; i < n; i += burst) {
+		for (long j = 0; j < burst; j++)
+			if (ioctl(p->sender, BUS1_CMD_SEND, &s) < 0)
+				die("SEND");
+		for (long j = 0; j < burst; j++) {
+			memset(&r, 0, sizeof(r));
+			r.max_offset = 1 << 29;
+			if (ioctl(p->owner, BUS1_CMD_RECV, &r) < 0)
+				die("RECV");
+			sink ^= p->pool[r.msg.offset];
+			if (ioctl(p->owner, BUS1_CMD_SLICE_RELEASE, &r.msg.offset) < 0)
+				die("SLICE_RELEASE");
+		}
 	}
 	(void)sink;
-	return (cpu_now() - t0) / n;
+	return (cpu_now() - t0) / (n / burst * burst);
 }
 
-static double uds_round(int s[2], long n, char *buf)
+static double uds_round(int s[2], long n, long burst, char *buf)
 {
 	char in[MSG_SIZE];
 	double t0 = cpu_now();
 
-	for (long i = 0; i < n; i++) {
-		if (write(s[0], buf, MSG_SIZE) != MSG_SIZE)
-			die("write");
-		if (recv(s[1], in, sizeof(in), 0) != MSG_SIZE)
-			die("recv");
+	for (long i = 0; i < n; i += burst) {
+		for (long j = 0; j < burst; j++)
+			if (write(s[0], buf, MSG_SIZE) != MSG_SIZE)
+				die("write");
+		for (long j = 0; j < burst; j++)
+			if (recv(s[1], in, sizeof(in), 0) != MSG_SIZE)
+				die("recv");
 	}
-	return (cpu_now() - t0) / n;
+	return (cpu_now() - t0) / (n / burst * burst);
 }
 
 int main(int argc, char **argv)
 {
 	long n = argc > 1 ? atol(argv[1]) : 100000;
+	long burst = argc > 2 ? atol(argv[2]) : 1;
 	double tb[ROUNDS], tu[ROUNDS], ratio[ROUNDS];
 	struct bus1_pair p;
 	char buf[MSG_SIZE];
 	int s[2];
 
+	if (burst < 1 || burst > MAX_BURST || n < burst) {
+		fprintf(stderr, "local: the burst must be 1..%d and at most the iterations\n", MAX_BURST);
+		return 2;
+	}
 	memset(buf, 0x5a, sizeof(buf));
 	bus1_setup(&p);
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, s) < 0)
 		die("socketpair");
 	/* warm up both paths */
-	bus1_round(&p, n / 10 + 1, buf);
-	uds_round(s, n / 10 + 1, buf);
+	bus1_round(&p, n / 10 + burst, burst, buf);
+	uds_round(s, n / 10 + burst, burst, buf);
 	for (int i = 0; i < ROUNDS; i++) {
-		tb[i] = bus1_round(&p, n, buf);
-		tu[i] = uds_round(s, n, buf);
+		tb[i] = bus1_round(&p, n, burst, buf);
+		tu[i] = uds_round(s, n, burst, buf);
 		ratio[i] = tb[i] / tu[i];
 	}
 	qsort(tb, ROUNDS, sizeof(double), cmp_double);
 	qsort(tu, ROUNDS, sizeof(double), cmp_double);
 	qsort(ratio, ROUNDS, sizeof(double), cmp_double);
-	printf("local 1 KiB, %ld iterations x %d rounds (CPU time per message, median)\n", n, ROUNDS);
+	printf("local 1 KiB, %ld iterations x %d rounds, bursts of %ld (CPU time per message, median)\n",
+	       n, ROUNDS, burst);
 	printf("  bus1 SEND+RECV+SLICE_RELEASE : %8.0f ns\n", tb[ROUNDS / 2]);
 	printf("  UDS  write+recv (SEQPACKET)  : %8.0f ns\n", tu[ROUNDS / 2]);
 	printf("  ratio bus1/UDS               : %8.3f (min %.3f, max %.3f)\n",
