@@ -178,8 +178,8 @@ fn deliver_data(tx: &Txn, peer: P<PeerRec>, fd: i32, e: P<Entry>, flags: u64, ma
     // mapping; userspace only has read-only ones).
     let base = tx.domain().pool_base(tx.rec(peer).serial.get())?;
     let mut bytes: Small<u8, 64> = Small::with_capacity(ids.len() * 8 + installed.len() * 4);
-    ids.iter().flat_map(|id| id.to_ne_bytes()).for_each(|b| bytes.push(b));
-    installed.iter().flat_map(|f| f.to_ne_bytes()).for_each(|b| bytes.push(b));
+    ids.iter().for_each(|id| bytes.extend_from_slice(&id.to_ne_bytes()));
+    installed.iter().for_each(|f| bytes.extend_from_slice(&f.to_ne_bytes()));
     // SAFETY: the slice [off, off+size) lies inside the pool mapping and
     // holds A(n_bytes) + 8·n_handles + A(4·n_fds) bytes, which covers
     // `bytes`; the bus serialises all writers with the domain lock.
@@ -226,11 +226,11 @@ fn deliver_data(tx: &Txn, peer: P<PeerRec>, fd: i32, e: P<Entry>, flags: u64, ma
     Ok(Outcome::Msg(msg))
 }
 
-/// Installs a message's fds from the vault (2.9 step 6.3). Without PEEK the
-/// carrier is removed once the RECV has committed.
 /// Descriptors the vault needs in this process while fds are taken out.
 const VAULT_FDS: usize = 4;
 
+/// Installs a message's fds from the vault (2.9 step 6.3). Without PEEK the
+/// carrier is removed once the RECV has committed.
 fn take_fds(tx: &Txn, peer: P<PeerRec>, fd: i32, nonce: u64, n_fds: u64, peek: bool) -> Result<Vec<i32>> {
     // 6.3: fail with EMFILE, message kept, unless all of them fit, plus
     // the vault's own descriptors (three, and one connection) that are

@@ -32,6 +32,10 @@ impl<T: Copy + Default, const N: usize> Small<T, N> {
         s
     }
 
+    pub(crate) fn extend_from_slice(&mut self, vs: &[T]) {
+        vs.iter().for_each(|&v| self.push(v));
+    }
+
     pub(crate) fn push(&mut self, v: T) {
         match self {
             Small::Inline(a, n) if *n < N => {

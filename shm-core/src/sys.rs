@@ -149,23 +149,23 @@ pub fn sleep_ms(ms: u64) {
 /// The CLOCK_REALTIME time `ms` milliseconds from now, as the deadline of
 /// a timed wait.
 pub fn realtime_after_ms(ms: u64) -> libc::timespec {
-    let mut ts = MaybeUninit::<libc::timespec>::zeroed();
-    // SAFETY: valid out pointer; CLOCK_REALTIME always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, ts.as_mut_ptr()) };
-    // SAFETY: initialised by the call above.
-    let mut ts = unsafe { ts.assume_init() };
+    let mut ts = clock_now(libc::CLOCK_REALTIME);
     let ns = ts.tv_nsec as u64 + ms * 1_000_000;
     ts.tv_sec += (ns / 1_000_000_000) as libc::time_t;
     ts.tv_nsec = (ns % 1_000_000_000) as libc::c_long;
     ts
 }
 
-pub fn now_ns() -> u64 {
+fn clock_now(clock: libc::clockid_t) -> libc::timespec {
     let mut ts = MaybeUninit::<libc::timespec>::zeroed();
-    // SAFETY: valid out pointer; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, ts.as_mut_ptr()) };
-    // SAFETY: initialised by the call above.
-    let ts = unsafe { ts.assume_init() };
+    // SAFETY: valid out pointer; the callers pass clocks that always exist.
+    unsafe { libc::clock_gettime(clock, ts.as_mut_ptr()) };
+    // SAFETY: initialised (zeroed, then filled) above.
+    unsafe { ts.assume_init() }
+}
+
+pub fn now_ns() -> u64 {
+    let ts = clock_now(libc::CLOCK_MONOTONIC);
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 

@@ -278,26 +278,27 @@ impl<'d> Txn<'d> {
         if old.to_bits() == v.to_bits() {
             return;
         }
-        let off = self.dom.seg.off_of(cell.addr());
-        let size = core::mem::size_of::<T>() as u64;
-        if self.log_entry(off, old.to_bits(), KIND_WRITE | (size << 8)).is_err() {
-            // The log is full: a single transaction of millions of writes.
-            // Make it impossible to commit; the caller's next fallible step
-            // (or commit) reports ENOMEM and everything is undone.
-            self.ops.borrow_mut().push(Op::Fail(Errno::ENOMEM));
-            return;
-        }
+        self.log_write(cell.addr(), old.to_bits(), core::mem::size_of::<T>() as u64);
         cell.raw_set(v);
+    }
+
+    /// Logs the old value of the `size`-byte field at `addr` before it is
+    /// written. If the log is full (a single transaction of millions of
+    /// writes), the transaction is made impossible to commit: the caller's
+    /// next fallible step (or commit) reports ENOMEM and everything is
+    /// undone.
+    fn log_write(&self, addr: usize, old: u64, size: u64) {
+        let off = self.dom.seg.off_of(addr);
+        if self.log_entry(off, old, KIND_WRITE | (size << 8)).is_err() {
+            self.ops.borrow_mut().push(Op::Fail(Errno::ENOMEM));
+        }
     }
 
     /// Logs the current value of a word that unlogged writes are about to
     /// overwrite (the free-list link of a block being allocated), so that
     /// an undo restores it whatever happens to it meanwhile.
     pub(crate) fn preserve(&self, cell: &Cell<u64>) {
-        let off = self.dom.seg.off_of(cell.addr());
-        if self.log_entry(off, cell.get(), KIND_WRITE | (8 << 8)).is_err() {
-            self.ops.borrow_mut().push(Op::Fail(Errno::ENOMEM));
-        }
+        self.log_write(cell.addr(), cell.get(), 8);
     }
 
     /// Initialises a field of a block allocated by this transaction, without
@@ -445,11 +446,7 @@ impl<'d> Txn<'d> {
             self.abort_inner();
             return Err(Errno::ENOMEM);
         }
-        if heap_debug() {
-            if let Err(e) = crate::alloc::check_free_lists(&self) {
-                panic!("heap damaged by a commit: {e}");
-            }
-        }
+        self.check_heap_if_debugging("a commit");
         crate::crash::point("commit-before");
         self.hdr().log_len.store(0);
         crate::crash::point("commit-after");
@@ -480,11 +477,7 @@ impl<'d> Txn<'d> {
 
     fn abort_inner(&mut self) {
         let intents = self.undo_to(0);
-        if heap_debug() {
-            if let Err(e) = crate::alloc::check_free_lists(self) {
-                panic!("heap damaged by an abort: {e}");
-            }
-        }
+        self.check_heap_if_debugging("an abort");
         self.frees.borrow_mut().clear();
         self.ops.borrow_mut().clear();
         self.post.borrow_mut().clear();
@@ -495,6 +488,15 @@ impl<'d> Txn<'d> {
             self.hdr().log_len.store(0);
         }
         self.finish_lock();
+    }
+
+    /// `BUS1_DEBUG_HEAP`: stops at once if `stage` damaged the heap.
+    fn check_heap_if_debugging(&self, stage: &str) {
+        if heap_debug() {
+            if let Err(e) = crate::alloc::check_free_lists(self) {
+                panic!("heap damaged by {stage}: {e}");
+            }
+        }
     }
 
     /// Finishes with `r`: commit on success, abort on error.
