@@ -408,6 +408,8 @@ TEST(qt_handles_stay_charged_until_released)
 		mp_read_full(cmd[0], &c, 1);
 		ASSERT_EQ(b1_release(r, ids[2]), 0);
 		mp_write(ack[1], "k", 1);
+		/* stay until the last SEND: the receiver must still exist */
+		mp_read_full(cmd[0], &c, 1);
 		_exit(0);
 	}
 	ASSERT_OK(close(r));
@@ -425,6 +427,7 @@ TEST(qt_handles_stay_charged_until_released)
 	mp_write(cmd[1], "1", 1);
 	mp_read_full(ack[0], &c, 1);
 	ASSERT_EQ(b1_send(s, 0, &id, 1, NULL, &v, 1, nodes, 4, NULL, 0), 0);
+	mp_write(cmd[1], "x", 1);
 	MP_EXPECT_OK(pid);
 }
 
