@@ -13,15 +13,6 @@
 
 #define KEEP32 0xFFFFFFFFu
 
-static uint64_t handle_to(int owner, uint64_t id, int holder)
-{
-	uint64_t h = BUS1_HANDLE_INVALID;
-
-	ASSERT_EQ(b1_transfer(owner, id, holder, &h), 0);
-	ASSERT_EQ_U64(h & BUS1_HANDLE_FLAG_MANAGED, BUS1_HANDLE_FLAG_MANAGED);
-	return h;
-}
-
 static int set_limits(int fd, uint32_t slices, uint32_t handles,
 		      uint32_t bytes, uint32_t fds)
 {
@@ -60,13 +51,6 @@ static void expect_destroy(int fd, uint64_t dest, int cont)
 	ASSERT_EQ(r.msg.flags, cont ? BUS1_MSG_FLAG_CONTINUE : 0);
 }
 
-static void expect_none(int fd)
-{
-	struct bus1_cmd_recv r;
-
-	ASSERT_EQ(b1_recv(fd, &r, 0), -EAGAIN);
-}
-
 static int send_str(int fd, uint64_t flags, const uint64_t *d, size_t n,
 		    uint64_t *errors, const char *data)
 {
@@ -79,8 +63,8 @@ static int send_str(int fd, uint64_t flags, const uint64_t *d, size_t n,
 TEST(msgflag_continue_same_peer)
 {
 	int s = b1_open(), a = b1_open();
-	uint64_t d[3] = { handle_to(a, 0x100, s), handle_to(a, 0x200, s),
-			  handle_to(a, 0x300, s) };
+	uint64_t d[3] = { b1_handle_to(a, 0x100, s), b1_handle_to(a, 0x200, s),
+			  b1_handle_to(a, 0x300, s) };
 	struct bus1_cmd_recv r;
 
 	ASSERT_EQ(send_str(s, 0, d, 3, NULL, "tx"), 0);
@@ -91,15 +75,15 @@ TEST(msgflag_continue_same_peer)
 	expect_data(a, 0x100, "tx", 1);
 	expect_data(a, 0x200, "tx", 1);
 	expect_data(a, 0x300, "tx", 0);
-	expect_none(a);
+	b1_expect_empty(a);
 }
 
 /* §4.8: a multicast to distinct peers never sets CONTINUE */
 TEST(msgflag_continue_not_across_peers)
 {
 	int s = b1_open(), a = b1_open(), b = b1_open(), c = b1_open();
-	uint64_t d[3] = { handle_to(a, 0x100, s), handle_to(b, 0x100, s),
-			  handle_to(c, 0x100, s) };
+	uint64_t d[3] = { b1_handle_to(a, 0x100, s), b1_handle_to(b, 0x100, s),
+			  b1_handle_to(c, 0x100, s) };
 
 	ASSERT_EQ(send_str(s, 0, d, 3, NULL, "m"), 0);
 	expect_data(a, 0x100, "m", 0);
@@ -111,8 +95,8 @@ TEST(msgflag_continue_not_across_peers)
 TEST(msgflag_continue_mixed)
 {
 	int s = b1_open(), a = b1_open(), c = b1_open();
-	uint64_t d[4] = { handle_to(a, 0x100, s), handle_to(c, 0x100, s),
-			  handle_to(a, 0x200, s), handle_to(c, 0x200, s) };
+	uint64_t d[4] = { b1_handle_to(a, 0x100, s), b1_handle_to(c, 0x100, s),
+			  b1_handle_to(a, 0x200, s), b1_handle_to(c, 0x200, s) };
 
 	ASSERT_EQ(send_str(s, 0, d, 4, NULL, "x"), 0);
 	/* a second transaction right behind does not extend the chain */
@@ -122,15 +106,15 @@ TEST(msgflag_continue_mixed)
 	expect_data(a, 0x100, "y", 0);
 	expect_data(c, 0x100, "x", 1);
 	expect_data(c, 0x200, "x", 0);
-	expect_none(a);
-	expect_none(c);
+	b1_expect_empty(a);
+	b1_expect_empty(c);
 }
 
 /* §4.8: separate transactions never set CONTINUE */
 TEST(msgflag_continue_not_between_transactions)
 {
 	int s = b1_open(), a = b1_open();
-	uint64_t d = handle_to(a, 0x100, s);
+	uint64_t d = b1_handle_to(a, 0x100, s);
 
 	for (int i = 0; i < 3; i++)
 		ASSERT_EQ(send_str(s, 0, &d, 1, NULL, "z"), 0);
@@ -142,40 +126,40 @@ TEST(msgflag_continue_not_between_transactions)
 TEST(msgflag_continue_node_destroy)
 {
 	int s = b1_open(), a = b1_open();
-	uint64_t h1 = handle_to(a, 0x100, s), h2 = handle_to(a, 0x200, s);
+	uint64_t h1 = b1_handle_to(a, 0x100, s), h2 = b1_handle_to(a, 0x200, s);
 	uint64_t ids[2] = { 0x100, 0x200 };
 
 	ASSERT_EQ(b1_destroy(a, ids, 2, 0), 0);
 	/* the holder */
 	expect_destroy(s, h1, 1);
 	expect_destroy(s, h2, 0);
-	expect_none(s);
+	b1_expect_empty(s);
 	/* the owner's own entries */
 	expect_destroy(a, 0x100, 1);
 	expect_destroy(a, 0x200, 0);
-	expect_none(a);
+	b1_expect_empty(a);
 }
 
 /* §4.8: the flag looks at the raw next entry, even if that one is discarded */
 TEST(msgflag_continue_next_discarded)
 {
 	int s = b1_open(), a = b1_open();
-	uint64_t d[2] = { handle_to(a, 0x100, s), handle_to(a, 0x200, s) };
+	uint64_t d[2] = { b1_handle_to(a, 0x100, s), b1_handle_to(a, 0x200, s) };
 	uint64_t id = 0x200;
 
 	ASSERT_EQ(send_str(s, 0, d, 2, NULL, "pair"), 0);
 	/* the owner drops 0x200 entirely: the second entry becomes stale */
 	ASSERT_EQ(b1_destroy(a, &id, 1, BUS1_NODES_DESTROY_FLAG_RELEASE_HANDLES), 0);
 	expect_data(a, 0x100, "pair", 1);
-	expect_none(a);
+	b1_expect_empty(a);
 }
 
 /* §2.8 / A.2: with CONTINUE a gone destination is skipped and reported */
 TEST(sendflag_continue_eshutdown)
 {
 	int s = b1_open(), a = b1_open(), dead = b1_open(), c = b1_open();
-	uint64_t d[3] = { handle_to(a, 0x100, s), handle_to(dead, 0x100, s),
-			  handle_to(c, 0x100, s) };
+	uint64_t d[3] = { b1_handle_to(a, 0x100, s), b1_handle_to(dead, 0x100, s),
+			  b1_handle_to(c, 0x100, s) };
 	uint64_t err[3] = { 77, 77, 77 };
 
 	ASSERT_EQ(b1_disconnect(dead), 0);
@@ -185,16 +169,16 @@ TEST(sendflag_continue_eshutdown)
 	ASSERT_EQ(err[2], 0);
 	expect_data(a, 0x100, "cont", 0);
 	expect_data(c, 0x100, "cont", 0);
-	expect_none(a);
-	expect_none(c);
+	b1_expect_empty(a);
+	b1_expect_empty(c);
 }
 
 /* A.2: the remaining destinations form one transaction (CONTINUE chain kept) */
 TEST(sendflag_continue_rest_is_one_transaction)
 {
 	int s = b1_open(), a = b1_open(), dead = b1_open();
-	uint64_t d[3] = { handle_to(a, 0x100, s), handle_to(dead, 0x100, s),
-			  handle_to(a, 0x200, s) };
+	uint64_t d[3] = { b1_handle_to(a, 0x100, s), b1_handle_to(dead, 0x100, s),
+			  b1_handle_to(a, 0x200, s) };
 	uint64_t err[3];
 
 	ASSERT_EQ(b1_disconnect(dead), 0);
@@ -210,14 +194,14 @@ TEST(sendflag_continue_rest_is_one_transaction)
 TEST(sendflag_continue_edquot)
 {
 	int s = b1_open(), a = b1_open(), q = b1_open();
-	uint64_t d[2] = { handle_to(q, 0x100, s), handle_to(a, 0x100, s) };
+	uint64_t d[2] = { b1_handle_to(q, 0x100, s), b1_handle_to(a, 0x100, s) };
 	uint64_t err[2] = { 5, 5 };
 
 	ASSERT_EQ(set_limits(q, 0, KEEP32, KEEP32, KEEP32), 0);
 	ASSERT_EQ(send_str(s, BUS1_SEND_FLAG_CONTINUE, d, 2, err, "e"), 0);
 	ASSERT_EQ(err[0], EDQUOT);
 	ASSERT_EQ(err[1], 0);
-	expect_none(q);
+	b1_expect_empty(q);
 	expect_data(a, 0x100, "e", 0);
 	/* nothing was left charged on q: max_slices 2 admits one message again */
 	ASSERT_EQ(set_limits(q, 2, KEEP32, KEEP32, KEEP32), 0);
@@ -230,7 +214,7 @@ TEST(sendflag_continue_edquot)
 TEST(sendflag_continue_all_fail)
 {
 	int s = b1_open(), a = b1_open(), b = b1_open();
-	uint64_t d[2] = { handle_to(a, 0x100, s), handle_to(b, 0x100, s) };
+	uint64_t d[2] = { b1_handle_to(a, 0x100, s), b1_handle_to(b, 0x100, s) };
 	uint64_t err[2] = { 0, 0 };
 
 	ASSERT_EQ(set_limits(a, 0, KEEP32, KEEP32, KEEP32), 0);
@@ -239,14 +223,14 @@ TEST(sendflag_continue_all_fail)
 	ASSERT_EQ(err[0], EDQUOT);
 	ASSERT_EQ(err[1], ESHUTDOWN);
 	ASSERT_FALSE(b1_revents(a, POLLIN) & POLLIN);
-	expect_none(a);
+	b1_expect_empty(a);
 }
 
 /* A.2: ptr_errors == 0 is allowed with CONTINUE */
 TEST(sendflag_continue_null_errors)
 {
 	int s = b1_open(), a = b1_open(), dead = b1_open();
-	uint64_t d[2] = { handle_to(dead, 0x100, s), handle_to(a, 0x100, s) };
+	uint64_t d[2] = { b1_handle_to(dead, 0x100, s), b1_handle_to(a, 0x100, s) };
 
 	ASSERT_EQ(b1_disconnect(dead), 0);
 	ASSERT_EQ(send_str(s, BUS1_SEND_FLAG_CONTINUE, d, 2, NULL, "n"), 0);
@@ -257,7 +241,7 @@ TEST(sendflag_continue_null_errors)
 TEST(sendflag_continue_errors_unwritable)
 {
 	int s = b1_open(), a = b1_open(), dead = b1_open();
-	uint64_t d[2] = { handle_to(a, 0x100, s), handle_to(dead, 0x100, s) };
+	uint64_t d[2] = { b1_handle_to(a, 0x100, s), b1_handle_to(dead, 0x100, s) };
 	uint64_t *ro = b1_ro_page();
 
 	ASSERT_EQ(b1_disconnect(dead), 0);
@@ -266,14 +250,14 @@ TEST(sendflag_continue_errors_unwritable)
 	/* also when every destination succeeds */
 	ASSERT_EQ(send_str(s, BUS1_SEND_FLAG_CONTINUE, d, 1, ro, "w"), -EFAULT);
 	ASSERT_FALSE(b1_revents(a, POLLIN) & POLLIN);
-	expect_none(a);
+	b1_expect_empty(a);
 }
 
 /* §2.8: CONTINUE does not soften ENXIO/ENOTUNIQ/EFAULT/EBADF/EMSGSIZE */
 TEST(sendflag_continue_fatal_errors)
 {
 	int s = b1_open(), a = b1_open(), dead = b1_open();
-	uint64_t ha = handle_to(a, 0x100, s), hd = handle_to(dead, 0x100, s);
+	uint64_t ha = b1_handle_to(a, 0x100, s), hd = b1_handle_to(dead, 0x100, s);
 	uint64_t d[3], err[3] = { 9, 9, 9 };
 	struct iovec big = { (void *)0x10000, 0x7FFFF001 };
 	int badfd = -1;
@@ -288,7 +272,7 @@ TEST(sendflag_continue_fatal_errors)
 	ASSERT_EQ(b1_send(s, f, d, 2, err, &big, 1, NULL, 0, NULL, 0), -EMSGSIZE);
 	big = (struct iovec){ b1_bad_ptr(), 8 };
 	ASSERT_EQ(b1_send(s, f, d, 2, err, &big, 1, NULL, 0, NULL, 0), -EFAULT);
-	expect_none(a);
+	b1_expect_empty(a);
 	/* a failing call with CONTINUE writes no results */
 	ASSERT_EQ(err[0], 9);
 	ASSERT_EQ(err[1], 9);
@@ -299,14 +283,14 @@ TEST(sendflag_continue_fatal_errors)
 TEST(sendflag_no_continue_errors_untouched)
 {
 	int s = b1_open(), a = b1_open(), dead = b1_open();
-	uint64_t d[2] = { handle_to(a, 0x100, s), handle_to(dead, 0x100, s) };
+	uint64_t d[2] = { b1_handle_to(a, 0x100, s), b1_handle_to(dead, 0x100, s) };
 	uint64_t err[2] = { 42, 42 };
 
 	ASSERT_EQ(b1_disconnect(dead), 0);
 	ASSERT_EQ(send_str(s, 0, d, 2, err, "u"), -ESHUTDOWN);
 	ASSERT_EQ(err[0], 42);
 	ASSERT_EQ(err[1], 42);
-	expect_none(a);
+	b1_expect_empty(a);
 	/* success without CONTINUE: a read-only array is fine, nothing is written */
 	ASSERT_EQ(send_str(s, 0, d, 1, b1_ro_page(), "v"), 0);
 	ASSERT_EQ(send_str(s, 0, d, 1, err, "v"), 0);
@@ -319,7 +303,7 @@ TEST(sendflag_no_continue_errors_untouched)
 TEST(sendflag_continue_destroyed_node_is_success)
 {
 	int s = b1_open(), a = b1_open(), b = b1_open();
-	uint64_t d[2] = { handle_to(a, 0x100, s), handle_to(b, 0x100, s) };
+	uint64_t d[2] = { b1_handle_to(a, 0x100, s), b1_handle_to(b, 0x100, s) };
 	uint64_t err[2] = { 1, 1 };
 
 	ASSERT_EQ(b1_destroy_one(a, 0x100), 0);
@@ -328,7 +312,7 @@ TEST(sendflag_continue_destroyed_node_is_success)
 	ASSERT_EQ(err[1], 0);
 	expect_data(b, 0x100, "d", 0);
 	expect_destroy(a, 0x100, 0);
-	expect_none(a);
+	b1_expect_empty(a);
 }
 
 /* A.2: with zero destinations the errors array has no slots to write */
@@ -338,14 +322,14 @@ TEST(sendflag_continue_zero_destinations)
 
 	ASSERT_EQ(b1_send(a, BUS1_SEND_FLAG_CONTINUE, NULL, 0, b1_bad_ptr(),
 			  NULL, 0, NULL, 0, NULL, 0), 0);
-	expect_none(a);
+	b1_expect_empty(a);
 }
 
 /* A.2: a failing destination on the same receiver as a delivered one */
 TEST(sendflag_continue_same_receiver_edquot)
 {
 	int s = b1_open(), a = b1_open();
-	uint64_t d[2] = { handle_to(a, 0x100, s), handle_to(a, 0x200, s) };
+	uint64_t d[2] = { b1_handle_to(a, 0x100, s), b1_handle_to(a, 0x200, s) };
 	uint64_t err[2] = { 3, 3 };
 
 	ASSERT_EQ(set_limits(a, 2, KEEP32, KEEP32, KEEP32), 0);
@@ -354,21 +338,21 @@ TEST(sendflag_continue_same_receiver_edquot)
 	ASSERT_EQ(err[1], EDQUOT);
 	/* a single entry of the transaction: no CONTINUE */
 	expect_data(a, 0x100, "s", 0);
-	expect_none(a);
+	b1_expect_empty(a);
 }
 
 /* A.2: a destination failing at its handle charge gives back its slice charge */
 TEST(sendflag_continue_partial_charge_rolled_back)
 {
 	int s = b1_open(), a = b1_open(), b = b1_open(), o = b1_open();
-	uint64_t d[2] = { handle_to(a, 0x100, s), handle_to(b, 0x100, s) };
-	uint64_t h = handle_to(o, 0x10, s), err[2];
+	uint64_t d[2] = { b1_handle_to(a, 0x100, s), b1_handle_to(b, 0x100, s) };
+	uint64_t h = b1_handle_to(o, 0x10, s), err[2];
 
 	ASSERT_EQ(set_limits(a, 2, 1, KEEP32, KEEP32), 0);	/* handles: pin only */
 	ASSERT_EQ(b1_send(s, BUS1_SEND_FLAG_CONTINUE, d, 2, err, NULL, 0, &h, 1, NULL, 0), 0);
 	ASSERT_EQ(err[0], EDQUOT);
 	ASSERT_EQ(err[1], 0);
-	expect_none(a);
+	b1_expect_empty(a);
 	/* a's one slice of fair share is intact */
 	ASSERT_EQ(send_str(s, 0, d, 1, NULL, "one"), 0);
 	ASSERT_EQ(send_str(s, 0, d, 1, NULL, "two"), -EDQUOT);

@@ -25,15 +25,6 @@ static int set_handles(int fd, uint32_t handles)
 	return b1_ioctl(fd, BUS1_CMD_PEER_RESET, &r);
 }
 
-static uint64_t share(int owner, uint64_t id, int holder)
-{
-	uint64_t h = BUS1_HANDLE_INVALID;
-
-	ASSERT_EQ(b1_transfer(owner, id, holder, &h), 0);
-	ASSERT_NE(h, BUS1_HANDLE_INVALID);
-	return h;
-}
-
 static int destroy_raw(int fd, uint64_t flags, const void *ptr, uint64_t n)
 {
 	struct bus1_cmd_nodes_destroy d = {
@@ -60,13 +51,6 @@ static void expect_msg(int fd, uint64_t type, uint64_t dest)
 	expect_msg_flags(fd, type, dest, 0);
 }
 
-static void expect_empty(int fd)
-{
-	struct bus1_cmd_recv r;
-
-	ASSERT_EQ(b1_recv(fd, &r, 0), -EAGAIN);
-}
-
 /* The node `id` of owner is alive: a holder's message reaches the owner. */
 static void assert_alive(int owner, uint64_t id, int holder, uint64_t h)
 {
@@ -78,7 +62,7 @@ static void assert_alive(int owner, uint64_t id, int holder, uint64_t h)
 TEST(node_destroy_alias)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 	struct bus1_cmd_node_destroy d = {
 		.flags = 0, .ptr_nodes = (uintptr_t)(uint64_t[]){ 0x100 }, .n_nodes = 1,
 	};
@@ -96,14 +80,14 @@ TEST(destroy_efault)
 
 	ASSERT_ERRNO(ioctl(a, BUS1_CMD_NODES_DESTROY, b1_bad_ptr()), EFAULT);
 	ASSERT_ERRNO(ioctl(a, BUS1_CMD_NODES_DESTROY, NULL), EFAULT);
-	expect_empty(a);
+	b1_expect_empty(a);
 }
 
 /* §2.6 step 2: flags other than RELEASE_HANDLES → EINVAL (before any other check) */
 TEST(destroy_flags_einval)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 	uint64_t bits[] = { 2, 3, 0x80, 1ULL << 63 };
 
 	for (size_t i = 0; i < sizeof(bits) / sizeof(bits[0]); i++) {
@@ -111,7 +95,7 @@ TEST(destroy_flags_einval)
 		ASSERT_EQ(destroy_raw(a, bits[i], b1_bad_ptr(), 1), -EINVAL);
 		ASSERT_EQ(destroy_raw(a, bits[i], NULL, 1ULL << 40), -EINVAL);
 	}
-	expect_empty(a);
+	b1_expect_empty(a);
 	assert_alive(a, 0x100, b, h);
 }
 
@@ -145,14 +129,14 @@ TEST(destroy_zero_nodes)
 
 	ASSERT_EQ(destroy_raw(a, 0, b1_bad_ptr(), 0), 0);
 	ASSERT_EQ(destroy_raw(a, RELEASE, NULL, 0), 0);
-	expect_empty(a);
+	b1_expect_empty(a);
 }
 
 /* §2.6 step 5.1: an unreadable element → EFAULT, earlier elements untouched */
 TEST(destroy_element_efault)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 	uint64_t *p = mmap(NULL, 8192, PROT_READ | PROT_WRITE,
 			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	uint64_t *list;
@@ -163,8 +147,8 @@ TEST(destroy_element_efault)
 	list[0] = 0x100;
 	ASSERT_EQ(destroy_raw(a, 0, list, 2), -EFAULT);
 	ASSERT_EQ(destroy_raw(a, RELEASE, list, 2), -EFAULT);
-	expect_empty(a);
-	expect_empty(b);
+	b1_expect_empty(a);
+	b1_expect_empty(b);
 	assert_alive(a, 0x100, b, h);
 	/* the single readable element alone is fine */
 	ASSERT_EQ(destroy_raw(a, 0, list, 1), 0);
@@ -175,14 +159,14 @@ TEST(destroy_element_efault)
 TEST(destroy_unknown_enxio)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 
 	ASSERT_EQ(b1_destroy(a, (uint64_t[]){ 0x1 }, 1, 0), -ENXIO);
 	ASSERT_EQ(b1_destroy(a, (uint64_t[]){ 0xB }, 1, 0), -ENXIO);
 	ASSERT_EQ(b1_destroy(a, (uint64_t[]){ 0x100, 0x2 }, 2, 0), -ENXIO);
 	ASSERT_EQ(b1_destroy(a, (uint64_t[]){ 0x200, 0x100, BUS1_HANDLE_INVALID }, 3, RELEASE), -ENXIO);
-	expect_empty(a);
-	expect_empty(b);
+	b1_expect_empty(a);
+	b1_expect_empty(b);
 	assert_alive(a, 0x100, b, h);
 	/* the provisional 0x200 vanished: releasing it is the unknown-ID case */
 	ASSERT_EQ(b1_release(a, 0x200), -EBUSY);
@@ -192,14 +176,14 @@ TEST(destroy_unknown_enxio)
 TEST(destroy_duplicate_enotuniq)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 
 	ASSERT_EQ(b1_destroy(a, (uint64_t[]){ 0x100, 0x100 }, 2, 0), -ENOTUNIQ);
 	ASSERT_EQ(b1_destroy(a, (uint64_t[]){ 0x200, 0x100, 0x200 }, 3, 0), -ENOTUNIQ);
 	/* an unknown user-style ID twice names the same provisional node */
 	ASSERT_EQ(b1_destroy(a, (uint64_t[]){ 0x300, 0x300 }, 2, RELEASE), -ENOTUNIQ);
-	expect_empty(a);
-	expect_empty(b);
+	b1_expect_empty(a);
+	b1_expect_empty(b);
 	assert_alive(a, 0x100, b, h);
 }
 
@@ -207,7 +191,7 @@ TEST(destroy_duplicate_enotuniq)
 TEST(destroy_remote_eremote)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 
 	ASSERT_EQ(b1_destroy_one(b, h), -EREMOTE);
 	ASSERT_EQ(b1_destroy(b, (uint64_t[]){ 0x500, h }, 2, RELEASE), -EREMOTE);
@@ -216,8 +200,8 @@ TEST(destroy_remote_eremote)
 	ASSERT_EQ(b1_destroy(b, (uint64_t[]){ h, 0x1 }, 2, 0), -EREMOTE);
 	/* a duplicate earlier in the list is found before a later remote one */
 	ASSERT_EQ(b1_destroy(b, (uint64_t[]){ 0x500, 0x500, h }, 3, 0), -ENOTUNIQ);
-	expect_empty(a);
-	expect_empty(b);
+	b1_expect_empty(a);
+	b1_expect_empty(b);
 	assert_alive(a, 0x100, b, h);
 	ASSERT_EQ(b1_release(b, 0x500), -EBUSY);
 }
@@ -226,7 +210,7 @@ TEST(destroy_remote_eremote)
 TEST(destroy_destroyed_estale)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h1 = share(a, 0x100, b), h2 = share(a, 0x200, b);
+	uint64_t h1 = b1_share(a, 0x100, b), h2 = b1_share(a, 0x200, b);
 
 	ASSERT_EQ(b1_destroy_one(a, 0x200), 0);
 	expect_msg(a, BUS1_MSG_NODE_DESTROY, 0x200);
@@ -237,8 +221,8 @@ TEST(destroy_destroyed_estale)
 	ASSERT_EQ(b1_destroy(a, (uint64_t[]){ 0x100, 0x100, 0x200 }, 3, 0), -ENOTUNIQ);
 	/* ...and the first failing element wins */
 	ASSERT_EQ(b1_destroy(a, (uint64_t[]){ 0x200, 0x100, 0x100 }, 3, 0), -ESTALE);
-	expect_empty(a);
-	expect_empty(b);
+	b1_expect_empty(a);
+	b1_expect_empty(b);
 	assert_alive(a, 0x100, b, h1);
 	/* a destroyed node still held by A: release drops the (former) pin */
 	ASSERT_EQ(b1_release(a, 0x200), 0);
@@ -249,13 +233,13 @@ TEST(destroy_destroyed_estale)
 TEST(destroy_edquot)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 
 	ASSERT_EQ(set_handles(a, 0), 0);
 	ASSERT_EQ(b1_destroy(a, (uint64_t[]){ 0x100, 0x200 }, 2, 0), -EDQUOT);
 	ASSERT_EQ(b1_destroy_one(a, 0x300), -EDQUOT);
-	expect_empty(a);
-	expect_empty(b);
+	b1_expect_empty(a);
+	b1_expect_empty(b);
 	assert_alive(a, 0x100, b, h);
 	/* existing nodes need no quota */
 	ASSERT_EQ(b1_destroy_one(a, 0x100), 0);
@@ -267,33 +251,33 @@ TEST(destroy_edquot)
 TEST(destroy_notifies_all)
 {
 	int a = b1_open(), b = b1_open(), c = b1_open();
-	uint64_t b1 = share(a, 0x100, b), b2 = share(a, 0x200, b);
-	uint64_t c2 = share(a, 0x200, c);
+	uint64_t b1 = b1_share(a, 0x100, b), b2 = b1_share(a, 0x200, b);
+	uint64_t c2 = b1_share(a, 0x200, c);
 
 	ASSERT_EQ(b1_destroy(a, (uint64_t[]){ 0x200, 0x100 }, 2, 0), 0);
 	expect_msg_flags(a, BUS1_MSG_NODE_DESTROY, 0x200, BUS1_MSG_FLAG_CONTINUE);
 	expect_msg_flags(a, BUS1_MSG_NODE_DESTROY, 0x100, 0);
-	expect_empty(a);
+	b1_expect_empty(a);
 	expect_msg_flags(b, BUS1_MSG_NODE_DESTROY, b2, BUS1_MSG_FLAG_CONTINUE);
 	expect_msg_flags(b, BUS1_MSG_NODE_DESTROY, b1, 0);
-	expect_empty(b);
+	b1_expect_empty(b);
 	/* a single entry for C: no CONTINUE */
 	expect_msg_flags(c, BUS1_MSG_NODE_DESTROY, c2, 0);
-	expect_empty(c);
+	b1_expect_empty(c);
 }
 
 /* §2.6 step 7 / §3.8: holders that released their handle get nothing */
 TEST(destroy_skips_released_holders)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 
 	ASSERT_EQ(b1_release(b, h), 0);
 	ASSERT_EQ(b1_destroy_one(a, 0x100), 0);
 	/* the pending NODE_RELEASE was withdrawn by the destruction */
 	expect_msg(a, BUS1_MSG_NODE_DESTROY, 0x100);
-	expect_empty(a);
-	expect_empty(b);
+	b1_expect_empty(a);
+	b1_expect_empty(b);
 }
 
 /* §2.6 note / §3.4: destroying an unknown user-style ID creates and destroys it */
@@ -309,7 +293,7 @@ TEST(destroy_unknown_user_id)
 	ASSERT_EQ(b1_release(a, 0x100), -EBUSY);
 	/* with RELEASE_HANDLES nothing remains at all */
 	ASSERT_EQ(b1_destroy(a, (uint64_t[]){ 0x200 }, 1, RELEASE), 0);
-	expect_empty(a);
+	b1_expect_empty(a);
 	ASSERT_EQ(b1_release(a, 0x200), -EBUSY);
 }
 
@@ -317,11 +301,11 @@ TEST(destroy_unknown_user_id)
 TEST(destroy_release_handles)
 {
 	int a = b1_open(), b = b1_open(), c = b1_open();
-	uint64_t h = share(a, 0x100, b), x;
+	uint64_t h = b1_share(a, 0x100, b), x;
 
 	ASSERT_EQ(b1_destroy(a, (uint64_t[]){ 0x100 }, 1, RELEASE), 0);
 	/* the owner's own notification is discarded: it no longer holds the node */
-	expect_empty(a);
+	b1_expect_empty(a);
 	expect_msg(b, BUS1_MSG_NODE_DESTROY, h);
 	/* released: SEND → ESHUTDOWN, TRANSFER → INVALID */
 	ASSERT_EQ(b1_send_one(b, h, "x", 1), -ESHUTDOWN);
@@ -331,7 +315,7 @@ TEST(destroy_release_handles)
 	ASSERT_EQ(b1_release(a, 0x100), -EBUSY);
 	ASSERT_EQ(b1_release(b, h), 0);
 	ASSERT_EQ(b1_release(b, h), -ENXIO);
-	expect_empty(a);
+	b1_expect_empty(a);
 }
 
 /* §2.6 step 8: RELEASE_HANDLES drops exactly one reference */
@@ -356,44 +340,44 @@ TEST(destroy_release_handles_refunds)
 	ASSERT_EQ(set_handles(a, 2), 0);
 	for (int i = 0; i < 10; i++)
 		ASSERT_EQ(b1_destroy(a, (uint64_t[]){ 0x100 }, 1, RELEASE), 0);
-	expect_empty(a);
+	b1_expect_empty(a);
 }
 
 /* §3.8: a message ordered before the destruction is delivered before NODE_DESTROY */
 TEST(destroy_orders_after_messages)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 
 	ASSERT_EQ(b1_send_one(b, h, "early", 5), 0);
 	ASSERT_EQ(b1_destroy_one(a, 0x100), 0);
 	expect_msg(a, BUS1_MSG_DATA, 0x100);
 	expect_msg(a, BUS1_MSG_NODE_DESTROY, 0x100);
-	expect_empty(a);
+	b1_expect_empty(a);
 }
 
 /* §3.10: after RELEASE_HANDLES, earlier messages to the node are discarded too */
 TEST(destroy_release_discards_queued)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 
 	ASSERT_EQ(b1_send_one(b, h, "early", 5), 0);
 	ASSERT_EQ(b1_destroy(a, (uint64_t[]){ 0x100 }, 1, RELEASE), 0);
-	expect_empty(a);
+	b1_expect_empty(a);
 }
 
 /* §3.11: SEND to a destroyed node the owner still holds → 0, silently discarded */
 TEST(send_to_destroyed_node)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 
 	ASSERT_EQ(b1_destroy_one(a, 0x100), 0);
 	ASSERT_EQ(b1_send_one(b, h, "late", 4), 0);
 	ASSERT_EQ(b1_send_one(a, 0x100, "self", 4), 0);
 	expect_msg(a, BUS1_MSG_NODE_DESTROY, 0x100);
-	expect_empty(a);
+	b1_expect_empty(a);
 	/* after the owner releases it: ESHUTDOWN */
 	ASSERT_EQ(b1_release(a, 0x100), 0);
 	ASSERT_EQ(b1_send_one(b, h, "later", 5), -ESHUTDOWN);
@@ -403,7 +387,7 @@ TEST(send_to_destroyed_node)
 TEST(send_to_disconnected_owner)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 
 	ASSERT_EQ(b1_disconnect(a), 0);
 	ASSERT_EQ(b1_send_one(b, h, "x", 1), -ESHUTDOWN);
@@ -414,12 +398,12 @@ TEST(send_to_disconnected_owner)
 TEST(destroy_withdraws_node_release)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 
 	ASSERT_EQ(b1_release(b, h), 0);
 	ASSERT_TRUE(b1_revents(a, POLLIN) & POLLIN);
 	ASSERT_EQ(b1_destroy(a, (uint64_t[]){ 0x100 }, 1, RELEASE), 0);
-	expect_empty(a);
+	b1_expect_empty(a);
 	ASSERT_FALSE(b1_revents(a, POLLIN) & POLLIN);
 }
 
@@ -427,7 +411,7 @@ TEST(destroy_withdraws_node_release)
 TEST(destroyed_node_in_payload_invalid)
 {
 	int a = b1_open(), b = b1_open(), c = b1_open();
-	uint64_t h = share(a, 0x100, b), hc = share(c, 0x700, b);
+	uint64_t h = b1_share(a, 0x100, b), hc = b1_share(c, 0x700, b);
 	const uint8_t *pool = b1_map(c);
 	struct iovec v = { .iov_base = "p", .iov_len = 1 };
 	struct bus1_cmd_recv r;
@@ -440,14 +424,14 @@ TEST(destroyed_node_in_payload_invalid)
 	ASSERT_EQ_U64(r.msg.n_handles, 1);
 	memcpy(&got, pool + r.msg.offset + 8, 8);
 	ASSERT_EQ_U64(got, BUS1_HANDLE_INVALID);
-	expect_empty(c);
+	b1_expect_empty(c);
 }
 
 /* §3.8: a holder attached only through a queued message gets the message, then NODE_DESTROY */
 TEST(destroy_notifies_message_attached_holder)
 {
 	int a = b1_open(), b = b1_open(), c = b1_open();
-	uint64_t h = share(a, 0x100, b), hc = share(c, 0x700, b);
+	uint64_t h = b1_share(a, 0x100, b), hc = b1_share(c, 0x700, b);
 	const uint8_t *pool = b1_map(c);
 	struct iovec v = { .iov_base = "p", .iov_len = 1 };
 	struct bus1_cmd_recv r;
@@ -456,27 +440,27 @@ TEST(destroy_notifies_message_attached_holder)
 	ASSERT_EQ(b1_send(b, 0, &hc, 1, NULL, &v, 1, &h, 1, NULL, 0), 0);
 	ASSERT_EQ(b1_release(b, h), 0);
 	ASSERT_EQ(b1_destroy_one(a, 0x100), 0);
-	expect_empty(b);
+	b1_expect_empty(b);
 	ASSERT_EQ(b1_recv(c, &r, 0), 0);
 	ASSERT_EQ(r.msg.type, BUS1_MSG_DATA);
 	memcpy(&got, pool + r.msg.offset + 8, 8);
 	ASSERT_EQ_U64(got, 0xB);
 	expect_msg(c, BUS1_MSG_NODE_DESTROY, 0xB);
-	expect_empty(c);
+	b1_expect_empty(c);
 }
 
 /* §3.8: NODE_DESTROY is discarded if the holder released the handle before RECV */
 TEST(destroy_notification_needs_user_ref)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 
 	ASSERT_EQ(b1_destroy_one(a, 0x100), 0);
 	ASSERT_EQ(b1_release(b, h), 0);
-	expect_empty(b);
+	b1_expect_empty(b);
 	/* no NODE_RELEASE for a destroyed node either (3.7) */
 	expect_msg(a, BUS1_MSG_NODE_DESTROY, 0x100);
-	expect_empty(a);
+	b1_expect_empty(a);
 }
 
 /* §2.6 step 7 / §4.8: many nodes in one call: one transaction, list order, CONTINUE chain */
@@ -496,7 +480,7 @@ TEST(destroy_many_one_transaction)
 		ASSERT_EQ_U64(r.msg.destination, ids[i]);
 		ASSERT_EQ_U64(r.msg.flags, i < N - 1 ? BUS1_MSG_FLAG_CONTINUE : 0);
 	}
-	expect_empty(a);
+	b1_expect_empty(a);
 	/* all destroyed, each still held once */
 	ASSERT_EQ(b1_destroy(a, ids + N / 2, 1, 0), -ESTALE);
 	ASSERT_EQ(b1_destroy(a, ids, N, BUS1_NODES_DESTROY_FLAG_RELEASE_HANDLES), -ESTALE);

@@ -20,25 +20,6 @@
 
 #include "bus1-util.h"
 
-static uint64_t handle_to(int owner, uint64_t id, int holder)
-{
-	uint64_t h = BUS1_HANDLE_INVALID;
-
-	ASSERT_EQ(b1_transfer(owner, id, holder, &h), 0);
-	ASSERT_EQ_U64(h & BUS1_HANDLE_FLAG_MANAGED, BUS1_HANDLE_FLAG_MANAGED);
-	return h;
-}
-
-static void *edge(size_t n)
-{
-	uint8_t *p = mmap(NULL, 8192, PROT_READ | PROT_WRITE,
-			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-	ASSERT_TRUE(p != MAP_FAILED);
-	ASSERT_OK(mprotect(p + 4096, 4096, PROT_NONE));
-	return p + 4096 - n;
-}
-
 static int send_fds(int fd, const uint64_t *d, size_t nd, const int *fds, size_t n)
 {
 	struct iovec v = { "fd", 2 };
@@ -69,15 +50,6 @@ static void assert_writer_alive(int rd)
 	ASSERT_ERRNO(read(rd, &c, 1), EAGAIN);
 }
 
-static int lowest_free_fd(void)
-{
-	int fd = dup(0);
-
-	ASSERT_GE(fd, 0);
-	close(fd);
-	return fd;
-}
-
 /* Installed fd numbers of a received message (offset A(2) = 8). */
 static void installed(int fd, const struct bus1_cmd_recv *r, int *out, size_t n)
 {
@@ -93,8 +65,8 @@ static void installed(int fd, const struct bus1_cmd_recv *r, int *out, size_t n)
 TEST(fds_validation)
 {
 	int a = b1_open(), b = b1_open(), other = b1_open(), sp[2], p[2], closed;
-	uint64_t h = handle_to(b, 0x100, a);
-	int *fe = edge(4), f[2];
+	uint64_t h = b1_handle_to(b, 0x100, a);
+	int *fe = b1_edge(4), f[2];
 
 	mkpipe(p);
 	ASSERT_OK(socketpair(AF_UNIX, SOCK_STREAM, 0, sp));
@@ -145,7 +117,7 @@ TEST(fds_validation)
 TEST(fds_accepted_kinds)
 {
 	int a = b1_open(), b = b1_open(), p[2];
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	char path[256];
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	int f[8], n = 0, us;
@@ -187,7 +159,7 @@ TEST(fds_accepted_kinds)
 TEST(fds_install)
 {
 	int a = b1_open(), b = b1_open(), p[2], got;
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	struct bus1_cmd_recv r;
 	char c;
 
@@ -212,18 +184,18 @@ TEST(fds_install)
 TEST(fds_without_install)
 {
 	int a = b1_open(), b = b1_open(), p[2], f[3], low;
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	struct bus1_cmd_recv r;
 
 	mkpipe(p);
 	f[0] = f[1] = f[2] = p[1];
 	ASSERT_EQ(send_fds(a, &h, 1, f, 3), 0);
 	close(p[1]);
-	low = lowest_free_fd();
+	low = b1_lowest_free_fd();
 	ASSERT_EQ(b1_recv(b, &r, 0), 0);
 	ASSERT_EQ(r.msg.n_fds, 3);
 	ASSERT_EQ(r.msg.n_bytes, 2);
-	ASSERT_EQ(lowest_free_fd(), low);
+	ASSERT_EQ(b1_lowest_free_fd(), low);
 	assert_eof(p[0]);
 }
 
@@ -231,7 +203,7 @@ TEST(fds_without_install)
 TEST(fds_peek_installs_each_time)
 {
 	int a = b1_open(), b = b1_open(), p[2], got[3];
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	struct bus1_cmd_recv r;
 
 	mkpipe(p);
@@ -266,7 +238,7 @@ TEST(fds_peek_installs_each_time)
 TEST(fds_failed_send_drops_files)
 {
 	int s = b1_open(), b = b1_open(), dead = b1_open(), p[2];
-	uint64_t d[2] = { handle_to(b, 0x100, s), handle_to(dead, 0x100, s) };
+	uint64_t d[2] = { b1_handle_to(b, 0x100, s), b1_handle_to(dead, 0x100, s) };
 
 	mkpipe(p);
 	ASSERT_EQ(b1_disconnect(dead), 0);
@@ -280,7 +252,7 @@ TEST(fds_failed_send_drops_files)
 TEST(fds_flush_drops_files)
 {
 	int a = b1_open(), b = b1_open(), p[2];
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 
 	mkpipe(p);
 	ASSERT_EQ(send_fds(a, &h, 1, &p[1], 1), 0);
@@ -295,7 +267,7 @@ TEST(fds_flush_drops_files)
 TEST(fds_discarded_message_drops_files)
 {
 	int a = b1_open(), b = b1_open(), p[2];
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 
 	mkpipe(p);
 	ASSERT_EQ(b1_destroy_one(b, 0x100), 0);
@@ -313,7 +285,7 @@ TEST(fds_discarded_message_drops_files)
 TEST(fds_multicast_own_references)
 {
 	int s = b1_open(), b = b1_open(), c = b1_open(), p[2], got;
-	uint64_t d[2] = { handle_to(b, 0x100, s), handle_to(c, 0x100, s) };
+	uint64_t d[2] = { b1_handle_to(b, 0x100, s), b1_handle_to(c, 0x100, s) };
 	struct bus1_cmd_recv r;
 
 	mkpipe(p);
@@ -332,7 +304,7 @@ TEST(fds_multicast_own_references)
 TEST(fds_max_256)
 {
 	int a = b1_open(), b = b1_open(), p[2];
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	static int f[257], got[256];
 	struct bus1_cmd_recv r;
 
@@ -364,7 +336,7 @@ TEST(fds_max_256)
 TEST(fds_emfile)
 {
 	int a = b1_open(), b = b1_open(), p[2], f[4], got[4];
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	struct bus1_cmd_recv r;
 	struct rlimit old, lim;
 
@@ -378,13 +350,13 @@ TEST(fds_emfile)
 	ASSERT_OK(getrlimit(RLIMIT_NOFILE, &old));
 	/* room for two more fds, not four */
 	lim = old;
-	lim.rlim_cur = lowest_free_fd() + 2;
+	lim.rlim_cur = b1_lowest_free_fd() + 2;
 	ASSERT_OK(setrlimit(RLIMIT_NOFILE, &lim));
-	int low = lowest_free_fd();
+	int low = b1_lowest_free_fd();
 
 	ASSERT_EQ(b1_recv(b, &r, BUS1_RECV_FLAG_INSTALL_FDS), -EMFILE);
 	ASSERT_EQ(b1_recv(b, &r, BUS1_RECV_FLAG_INSTALL_FDS | BUS1_RECV_FLAG_PEEK), -EMFILE);
-	ASSERT_EQ(lowest_free_fd(), low);
+	ASSERT_EQ(b1_lowest_free_fd(), low);
 	ASSERT_OK(setrlimit(RLIMIT_NOFILE, &old));
 	ASSERT_EQ(b1_recv(b, &r, BUS1_RECV_FLAG_INSTALL_FDS), 0);
 	ASSERT_EQ(r.msg.n_bytes, 2);
@@ -400,7 +372,7 @@ TEST(fds_emfile)
 TEST(fds_install_order)
 {
 	int a = b1_open(), b = b1_open(), p[2], ev = eventfd(0, 0), got[3];
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	struct bus1_cmd_recv r;
 	struct stat st;
 	int f[3];

@@ -24,15 +24,6 @@ static int set_limits(int fd, uint32_t slices, uint32_t handles)
 	return b1_ioctl(fd, BUS1_CMD_PEER_RESET, &r);
 }
 
-static uint64_t share(int owner, uint64_t id, int holder)
-{
-	uint64_t h = BUS1_HANDLE_INVALID;
-
-	ASSERT_EQ(b1_transfer(owner, id, holder, &h), 0);
-	ASSERT_NE(h, BUS1_HANDLE_INVALID);
-	return h;
-}
-
 static void expect_notification(int fd, uint64_t type, uint64_t dest)
 {
 	struct bus1_cmd_recv r;
@@ -50,13 +41,6 @@ static void expect_notification(int fd, uint64_t type, uint64_t dest)
 	ASSERT_EQ_U64(r.msg.n_handles, 0);
 	ASSERT_EQ_U64(r.msg.n_fds, 0);
 	ASSERT_EQ_U64(r.msg.n_secctx, 0);
-}
-
-static void expect_empty(int fd)
-{
-	struct bus1_cmd_recv r;
-
-	ASSERT_EQ(b1_recv(fd, &r, 0), -EAGAIN);
 }
 
 /* Sends "h" with a payload of handles to dest. */
@@ -127,10 +111,10 @@ TEST(release_unknown_user_leaves_nothing)
 	/* two handle charges on A still fit: a fresh node plus a self transfer */
 	ASSERT_EQ(b1_transfer(a, 0x104, -1, &h), 0);
 	ASSERT_EQ_U64(h, 0x104);
-	h = share(a, 0x104, b);
+	h = b1_share(a, 0x104, b);
 	ASSERT_EQ_U64(h, 0xB);
-	expect_empty(a);
-	expect_empty(b);
+	b1_expect_empty(a);
+	b1_expect_empty(b);
 }
 
 /* ---------------------------------------------------------------- owner pin */
@@ -139,14 +123,14 @@ TEST(release_unknown_user_leaves_nothing)
 TEST(release_owner_pin_ebusy)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 
 	ASSERT_EQ(b1_release(a, 0x100), -EBUSY);
 	ASSERT_EQ(b1_release(a, 0x100), -EBUSY);
 	/* the node is unaffected */
 	ASSERT_EQ(b1_send_one(b, h, "x", 1), 0);
 	ASSERT_EQ(b1_transfer(b, h, -1, NULL), 0);
-	expect_empty(b);
+	b1_expect_empty(b);
 }
 
 /* §3.5: extra owner references (transfer to self) can be released down to the pin */
@@ -169,7 +153,7 @@ TEST(release_owner_extra_refs)
 TEST(release_owner_after_destroy)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b), h2;
+	uint64_t h = b1_share(a, 0x100, b), h2;
 	struct bus1_cmd_recv r;
 
 	ASSERT_EQ(b1_destroy_one(a, 0x100), 0);
@@ -177,13 +161,13 @@ TEST(release_owner_after_destroy)
 	/* unknown user-style ID again */
 	ASSERT_EQ(b1_release(a, 0x100), -EBUSY);
 	/* A's own NODE_DESTROY is discarded (no longer held) */
-	expect_empty(a);
+	b1_expect_empty(a);
 	ASSERT_EQ(b1_recv(b, &r, 0), 0);
 	ASSERT_EQ(r.msg.type, BUS1_MSG_NODE_DESTROY);
 	ASSERT_EQ_U64(r.msg.destination, h);
 	/* released: SEND → ESHUTDOWN; the ID names a brand-new node */
 	ASSERT_EQ(b1_send_one(b, h, "x", 1), -ESHUTDOWN);
-	h2 = share(a, 0x100, b);
+	h2 = b1_share(a, 0x100, b);
 	ASSERT_EQ_U64(h2, 0x13);
 	ASSERT_EQ(b1_send_one(b, h2, "y", 1), 0);
 	ASSERT_EQ(b1_recv(a, &r, 0), 0);
@@ -197,7 +181,7 @@ TEST(release_owner_after_destroy)
 TEST(release_remote_last_ref)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 
 	ASSERT_EQ(b1_release(b, h), 0);
 	ASSERT_EQ(b1_release(b, h), -ENXIO);
@@ -209,13 +193,13 @@ TEST(release_remote_last_ref)
 TEST(release_counts_references)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 
-	ASSERT_EQ_U64(share(a, 0x100, b), h);
-	ASSERT_EQ_U64(share(a, 0x100, b), h);
+	ASSERT_EQ_U64(b1_share(a, 0x100, b), h);
+	ASSERT_EQ_U64(b1_share(a, 0x100, b), h);
 	ASSERT_EQ(b1_release(b, h), 0);
 	ASSERT_EQ(b1_release(b, h), 0);
-	expect_empty(a);
+	b1_expect_empty(a);
 	ASSERT_EQ(b1_send_one(b, h, "x", 1), 0);
 	ASSERT_EQ(b1_release(b, h), 0);
 	ASSERT_EQ(b1_release(b, h), -ENXIO);
@@ -229,7 +213,7 @@ TEST(release_refunds_quota)
 
 	ASSERT_EQ(set_limits(b, KEEP32, 2), 0);
 	for (int i = 0; i < 10; i++) {
-		h = share(a, 0x100, b);
+		h = b1_share(a, 0x100, b);
 		ASSERT_EQ(b1_release(b, h), 0);
 	}
 }
@@ -241,25 +225,25 @@ TEST(kernel_ids_sequence)
 {
 	int a = b1_open(), b = b1_open();
 
-	ASSERT_EQ_U64(share(a, 0x100, b), 0x0B);
-	ASSERT_EQ_U64(share(a, 0x200, b), 0x13);
-	ASSERT_EQ_U64(share(a, 0x300, b), 0x1B);
-	ASSERT_EQ_U64(share(a, 0x000, b), 0x23);
+	ASSERT_EQ_U64(b1_share(a, 0x100, b), 0x0B);
+	ASSERT_EQ_U64(b1_share(a, 0x200, b), 0x13);
+	ASSERT_EQ_U64(b1_share(a, 0x300, b), 0x1B);
+	ASSERT_EQ_U64(b1_share(a, 0x000, b), 0x23);
 	/* A's own IDs are untouched by this */
-	ASSERT_EQ_U64(share(b, 0x100, a), 0x0B);
+	ASSERT_EQ_U64(b1_share(b, 0x100, a), 0x0B);
 }
 
 /* §3.3: a handle re-obtained after its count hit zero gets a new ID; IDs never reused */
 TEST(kernel_ids_not_reused)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 
 	ASSERT_EQ(b1_release(b, h), 0);
-	ASSERT_EQ_U64(share(a, 0x100, b), 0x13);
+	ASSERT_EQ_U64(b1_share(a, 0x100, b), 0x13);
 	ASSERT_EQ(b1_release(b, 0x13), 0);
 	ASSERT_EQ(b1_reset(b, BUS1_PEER_RESET_FLAG_FLUSH), 0);
-	ASSERT_EQ_U64(share(a, 0x100, b), 0x1B);
+	ASSERT_EQ_U64(b1_share(a, 0x100, b), 0x1B);
 	ASSERT_EQ(b1_release(b, 0xB), -ENXIO);
 }
 
@@ -267,13 +251,13 @@ TEST(kernel_ids_not_reused)
 TEST(ids_per_peer)
 {
 	int a = b1_open(), b = b1_open(), c = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 
 	ASSERT_EQ(b1_release(c, h), -ENXIO);
 	ASSERT_EQ(b1_release(c, 0x100), -EBUSY);
 	ASSERT_EQ(b1_send_one(c, h, "x", 1), -ENXIO);
 	/* C's own 0x100 is a distinct node of C's */
-	ASSERT_EQ_U64(share(c, 0x100, b), 0x13);
+	ASSERT_EQ_U64(b1_share(c, 0x100, b), 0x13);
 }
 
 /* §3.3 / §3.4: an ID with bit 1 only (REMOTE, not MANAGED) is not user-style */
@@ -286,15 +270,15 @@ TEST(import_rejects_remote_bit)
 	ASSERT_EQ(b1_destroy_one(a, 0x102), -ENXIO);
 	ASSERT_EQ(b1_send_one(a, 0x102, "x", 1), -ENXIO);
 	ASSERT_EQ(b1_transfer(a, 0x101, b, &h), -ENXIO);
-	expect_empty(a);
-	expect_empty(b);
+	b1_expect_empty(a);
+	b1_expect_empty(b);
 }
 
 /* §3.9 / §10.2: a handle received by RECV is in the table: usable and releasable */
 TEST(received_handle_usable)
 {
 	int a = b1_open(), b = b1_open(), c = b1_open();
-	uint64_t hc = share(c, 0x700, a);	/* A can send to C */
+	uint64_t hc = b1_share(c, 0x700, a);	/* A can send to C */
 	const uint8_t *pool = b1_map(c);
 	uint64_t got, x, carried = 0x100;
 	struct bus1_cmd_recv r;
@@ -322,7 +306,7 @@ TEST(received_handle_usable)
 TEST(coalesce_own_node_in_payload)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h1 = share(a, 0x100, b), h2 = share(a, 0x200, b);
+	uint64_t h1 = b1_share(a, 0x100, b), h2 = b1_share(a, 0x200, b);
 	const uint8_t *pool = b1_map(a);
 	uint64_t got[2], carried[2] = { h2, h2 };
 
@@ -340,8 +324,8 @@ TEST(coalesce_own_node_in_payload)
 TEST(coalesce_duplicate_payload)
 {
 	int a = b1_open(), b = b1_open(), c = b1_open();
-	uint64_t hc = share(c, 0x700, b);
-	uint64_t h = share(a, 0x100, b);
+	uint64_t hc = b1_share(c, 0x700, b);
+	uint64_t h = b1_share(a, 0x100, b);
 	const uint8_t *pool = b1_map(c);
 	uint64_t got[3], carried[3] = { h, h, h };
 
@@ -351,7 +335,7 @@ TEST(coalesce_duplicate_payload)
 	ASSERT_EQ_U64(got[1], 0xB);
 	ASSERT_EQ_U64(got[2], 0xB);
 	/* and a later transfer of the same node to C coalesces too */
-	ASSERT_EQ_U64(share(a, 0x100, c), 0xB);
+	ASSERT_EQ_U64(b1_share(a, 0x100, c), 0xB);
 	for (int i = 0; i < 4; i++)
 		ASSERT_EQ(b1_release(c, 0xB), 0);
 	ASSERT_EQ(b1_release(c, 0xB), -ENXIO);
@@ -361,7 +345,7 @@ TEST(coalesce_duplicate_payload)
 TEST(invalid_entries_no_id)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t hb = share(b, 0x300, a);
+	uint64_t hb = b1_share(b, 0x300, a);
 	const uint8_t *pool = b1_map(b);
 	uint64_t got[3], carried[3] = { 0x200, 0x100, 0x200 };
 
@@ -371,7 +355,7 @@ TEST(invalid_entries_no_id)
 	ASSERT_EQ_U64(got[0], BUS1_HANDLE_INVALID);
 	ASSERT_EQ_U64(got[1], 0xB);
 	ASSERT_EQ_U64(got[2], BUS1_HANDLE_INVALID);
-	ASSERT_EQ_U64(share(a, 0x400, b), 0x13);
+	ASSERT_EQ_U64(b1_share(a, 0x400, b), 0x13);
 }
 
 /*
@@ -403,14 +387,14 @@ TEST(owner_managed_id)
 TEST(node_release_on_last_ref)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 
-	expect_empty(a);
+	b1_expect_empty(a);
 	ASSERT_EQ(b1_release(b, h), 0);
 	ASSERT_TRUE(b1_revents(a, POLLIN) & POLLIN);
 	expect_notification(a, BUS1_MSG_NODE_RELEASE, 0x100);
-	expect_empty(a);
-	expect_empty(b);
+	b1_expect_empty(a);
+	b1_expect_empty(b);
 }
 
 /* §3.7: a node created and never shared produces no notification; own extra refs do */
@@ -420,9 +404,9 @@ TEST(node_release_owner_extra_ref)
 	uint64_t h;
 
 	ASSERT_EQ(b1_transfer(b, 0x500, a, &h), 0);	/* B created a node; just pinned */
-	expect_empty(b);
+	b1_expect_empty(b);
 	ASSERT_EQ(b1_transfer(a, 0x100, -1, NULL), 0);
-	expect_empty(a);
+	b1_expect_empty(a);
 	ASSERT_EQ(b1_release(a, 0x100), 0);
 	expect_notification(a, BUS1_MSG_NODE_RELEASE, 0x100);
 }
@@ -431,48 +415,48 @@ TEST(node_release_owner_extra_ref)
 TEST(node_release_strong_count)
 {
 	int a = b1_open(), b = b1_open(), c = b1_open();
-	uint64_t hb = share(a, 0x100, b), hc = share(a, 0x100, c);
+	uint64_t hb = b1_share(a, 0x100, b), hc = b1_share(a, 0x100, c);
 
-	ASSERT_EQ_U64(share(a, 0x100, b), hb);
+	ASSERT_EQ_U64(b1_share(a, 0x100, b), hb);
 	ASSERT_EQ(b1_release(b, hb), 0);
 	ASSERT_EQ(b1_release(b, hb), 0);
-	expect_empty(a);
+	b1_expect_empty(a);
 	ASSERT_EQ(b1_release(c, hc), 0);
 	expect_notification(a, BUS1_MSG_NODE_RELEASE, 0x100);
-	expect_empty(a);
+	b1_expect_empty(a);
 }
 
 /* §3.7: no NODE_RELEASE for a destroyed node */
 TEST(node_release_not_after_destroy)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 
 	ASSERT_EQ(b1_destroy_one(a, 0x100), 0);
 	ASSERT_EQ(b1_release(b, h), 0);
 	expect_notification(a, BUS1_MSG_NODE_DESTROY, 0x100);
-	expect_empty(a);
-	expect_empty(b);
+	b1_expect_empty(a);
+	b1_expect_empty(b);
 }
 
 /* §3.7: at most one pending; withdrawn on 0→1, re-queued on the next 1→0 */
 TEST(node_release_withdrawn_and_single)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 
 	ASSERT_EQ(b1_release(b, h), 0);
 	ASSERT_TRUE(b1_revents(a, POLLIN) & POLLIN);
-	h = share(a, 0x100, b);			/* 0→1: withdrawn */
+	h = b1_share(a, 0x100, b);			/* 0→1: withdrawn */
 	ASSERT_FALSE(b1_revents(a, POLLIN) & POLLIN);
-	expect_empty(a);
+	b1_expect_empty(a);
 	ASSERT_EQ(b1_release(b, h), 0);
-	h = share(a, 0x100, b);
+	h = b1_share(a, 0x100, b);
 	ASSERT_EQ(b1_release(b, h), 0);
 	expect_notification(a, BUS1_MSG_NODE_RELEASE, 0x100);
-	expect_empty(a);
+	b1_expect_empty(a);
 	/* after it was dequeued, the next 1→0 queues a new one */
-	h = share(a, 0x100, b);
+	h = b1_share(a, 0x100, b);
 	ASSERT_EQ(b1_release(b, h), 0);
 	expect_notification(a, BUS1_MSG_NODE_RELEASE, 0x100);
 }
@@ -481,15 +465,15 @@ TEST(node_release_withdrawn_and_single)
 TEST(node_release_held_by_queued_message)
 {
 	int a = b1_open(), b = b1_open(), c = b1_open();
-	uint64_t hb = share(a, 0x100, b), hc = share(c, 0x700, b);
+	uint64_t hb = b1_share(a, 0x100, b), hc = b1_share(c, 0x700, b);
 	const uint8_t *pool = b1_map(c);
 	uint64_t got;
 
 	ASSERT_EQ(send_handles(b, hc, &hb, 1), 0);
 	ASSERT_EQ(b1_release(b, hb), 0);
-	expect_empty(a);			/* the message still holds it */
+	b1_expect_empty(a);			/* the message still holds it */
 	recv_handles(c, pool, 0x700, &got, 1);
-	expect_empty(a);			/* C now holds a reference */
+	b1_expect_empty(a);			/* C now holds a reference */
 	ASSERT_EQ(b1_release(c, got), 0);
 	expect_notification(a, BUS1_MSG_NODE_RELEASE, 0x100);
 }
@@ -498,11 +482,11 @@ TEST(node_release_held_by_queued_message)
 TEST(node_release_after_discard)
 {
 	int a = b1_open(), b = b1_open(), c = b1_open();
-	uint64_t hb = share(a, 0x100, b), hc = share(c, 0x700, b);
+	uint64_t hb = b1_share(a, 0x100, b), hc = b1_share(c, 0x700, b);
 
 	ASSERT_EQ(send_handles(b, hc, &hb, 1), 0);
 	ASSERT_EQ(b1_release(b, hb), 0);
-	expect_empty(a);
+	b1_expect_empty(a);
 	ASSERT_EQ(b1_reset(c, BUS1_PEER_RESET_FLAG_FLUSH), 0);
 	expect_notification(a, BUS1_MSG_NODE_RELEASE, 0x100);
 }
@@ -511,7 +495,7 @@ TEST(node_release_after_discard)
 TEST(node_release_no_spurious_on_own_receive)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h1 = share(a, 0x100, b), h2 = share(a, 0x200, b);
+	uint64_t h1 = b1_share(a, 0x100, b), h2 = b1_share(a, 0x200, b);
 	const uint8_t *pool = b1_map(a);
 	uint64_t got;
 
@@ -519,7 +503,7 @@ TEST(node_release_no_spurious_on_own_receive)
 	ASSERT_EQ(b1_release(b, h2), 0);
 	recv_handles(a, pool, 0x100, &got, 1);
 	ASSERT_EQ_U64(got, 0x200);
-	expect_empty(a);
+	b1_expect_empty(a);
 	/* A now has pin + 1 on 0x200; dropping the extra one is the 1→0 */
 	ASSERT_EQ(b1_release(a, 0x200), 0);
 	expect_notification(a, BUS1_MSG_NODE_RELEASE, 0x200);
@@ -529,11 +513,11 @@ TEST(node_release_no_spurious_on_own_receive)
 TEST(release_after_owner_gone_silent)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 
 	ASSERT_EQ(b1_destroy(a, (uint64_t[]){ 0x100 }, 1, BUS1_NODES_DESTROY_FLAG_RELEASE_HANDLES), 0);
 	expect_notification(b, BUS1_MSG_NODE_DESTROY, h);
 	ASSERT_EQ(b1_release(b, h), 0);
-	expect_empty(a);
-	expect_empty(b);
+	b1_expect_empty(a);
+	b1_expect_empty(b);
 }

@@ -15,15 +15,6 @@
 
 #define KEEP32 0xFFFFFFFFu
 
-static uint64_t handle_to(int owner, uint64_t id, int holder)
-{
-	uint64_t h = BUS1_HANDLE_INVALID;
-
-	ASSERT_EQ(b1_transfer(owner, id, holder, &h), 0);
-	ASSERT_EQ_U64(h & BUS1_HANDLE_FLAG_MANAGED, BUS1_HANDLE_FLAG_MANAGED);
-	return h;
-}
-
 static int set_peer_flags(int fd, uint64_t peer_flags)
 {
 	struct bus1_cmd_peer_reset r = {
@@ -54,7 +45,7 @@ TEST(msg_layout_payload_offsets)
 {
 	int a = b1_open(), b = b1_open();
 	const uint8_t *pool = b1_map(b);
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	static const size_t len[] = { 1, 8, 9, 0, 15, 16, 17, 100 };
 	uint64_t expect = 0;
 
@@ -75,7 +66,7 @@ TEST(msg_layout_iovec_concatenation)
 {
 	int a = b1_open(), b = b1_open();
 	const uint8_t *pool = b1_map(b);
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	static struct iovec v[1024];
 	static uint8_t src[1024], expect[1024];
 	struct bus1_cmd_recv r;
@@ -102,8 +93,8 @@ TEST(msg_layout_handles)
 {
 	int s = b1_open(), b = b1_open(), o = b1_open();
 	const uint8_t *pool = b1_map(b);
-	uint64_t dest = handle_to(b, 0x100, s);
-	uint64_t hs[2] = { handle_to(o, 0x10, s), handle_to(o, 0x20, s) };
+	uint64_t dest = b1_handle_to(b, 0x100, s);
+	uint64_t hs[2] = { b1_handle_to(o, 0x10, s), b1_handle_to(o, 0x20, s) };
 	uint64_t ids[2];
 	struct iovec v = { "hello", 5 };
 	struct bus1_cmd_recv r;
@@ -141,8 +132,8 @@ TEST(msg_layout_fds)
 {
 	int s = b1_open(), b = b1_open(), o = b1_open();
 	const uint8_t *pool = b1_map(b);
-	uint64_t dest = handle_to(b, 0x100, s);
-	uint64_t hs = handle_to(o, 0x10, s), id;
+	uint64_t dest = b1_handle_to(b, 0x100, s);
+	uint64_t hs = b1_handle_to(o, 0x10, s), id;
 	int p[2], fds[3], got[3];
 	struct iovec v = { "abc", 3 };
 	struct bus1_cmd_recv r;
@@ -196,7 +187,7 @@ TEST(msg_layout_empty_message)
 TEST(msg_secctx_reporting)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	struct bus1_cmd_recv r;
 
 	r = xfer(a, h, b, 3, 'x');
@@ -218,8 +209,8 @@ TEST(msg_many_handles)
 {
 	int s = b1_open(), b = b1_open(), o = b1_open();
 	const uint8_t *pool = b1_map(b);
-	uint64_t dest = handle_to(b, 0x100, s);
-	uint64_t h = handle_to(o, 0x10, s);
+	uint64_t dest = b1_handle_to(b, 0x100, s);
+	uint64_t h = b1_handle_to(o, 0x10, s);
 	static uint64_t hs[3000];
 	struct bus1_cmd_recv r;
 
@@ -242,8 +233,8 @@ TEST(msg_many_handles)
 TEST(msg_slice_size_limit)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x100, a);
-	uint64_t hs = handle_to(b, 0x200, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
+	uint64_t hs = b1_handle_to(b, 0x200, a);
 	/* a readable zero-filled reservation, never written */
 	void *big = mmap(NULL, (1UL << 29) + 4096, PROT_READ,
 			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -269,12 +260,12 @@ TEST(msg_kernel_ids_never_reused)
 {
 	int s = b1_open(), b = b1_open(), o = b1_open();
 	const uint8_t *pool = b1_map(b);
-	uint64_t dest = handle_to(b, 0x100, s);
-	uint64_t hs = handle_to(o, 0x10, s), id;
+	uint64_t dest = b1_handle_to(b, 0x100, s);
+	uint64_t hs = b1_handle_to(o, 0x10, s), id;
 	struct bus1_cmd_recv r;
 
 	/* b's first kernel ID goes to a transferred handle */
-	ASSERT_EQ_U64(handle_to(o, 0x20, b), 0xB);
+	ASSERT_EQ_U64(b1_handle_to(o, 0x20, b), 0xB);
 	ASSERT_EQ(b1_send(s, 0, &dest, 1, NULL, NULL, 0, &hs, 1, NULL, 0), 0);
 	ASSERT_EQ(b1_recv(b, &r, 0), 0);
 	memcpy(&id, pool + r.msg.offset, 8);
@@ -292,7 +283,7 @@ TEST(msg_kernel_ids_never_reused)
 	ASSERT_EQ_U64(id, 0x1B);
 	/* a flushing reset does not reset the counter */
 	ASSERT_EQ(b1_reset(b, BUS1_PEER_RESET_FLAG_FLUSH), 0);
-	ASSERT_EQ_U64(handle_to(o, 0x10, b), 0x23);
+	ASSERT_EQ_U64(b1_handle_to(o, 0x10, b), 0x23);
 }
 
 /* §3.9 / §2.9 step 6.2: destroyed-before-message entries are INVALID and use no ID */
@@ -300,8 +291,8 @@ TEST(msg_invalid_entries_take_no_id)
 {
 	int s = b1_open(), b = b1_open(), o = b1_open();
 	const uint8_t *pool = b1_map(b);
-	uint64_t dest = handle_to(b, 0x100, s);
-	uint64_t hs[3] = { handle_to(o, 0x10, s), handle_to(o, 0x20, s), 0 };
+	uint64_t dest = b1_handle_to(b, 0x100, s);
+	uint64_t hs[3] = { b1_handle_to(o, 0x10, s), b1_handle_to(o, 0x20, s), 0 };
 	uint64_t ids[3];
 	struct bus1_cmd_recv r;
 
@@ -324,9 +315,9 @@ TEST(msg_received_handle_coalesces)
 {
 	int s = b1_open(), b = b1_open(), o = b1_open();
 	const uint8_t *pool = b1_map(b);
-	uint64_t dest = handle_to(b, 0x100, s);
-	uint64_t hs = handle_to(o, 0x10, s);
-	uint64_t held = handle_to(o, 0x10, b), id;
+	uint64_t dest = b1_handle_to(b, 0x100, s);
+	uint64_t hs = b1_handle_to(o, 0x10, s);
+	uint64_t held = b1_handle_to(o, 0x10, b), id;
 	struct bus1_cmd_recv r;
 
 	ASSERT_EQ(b1_send(s, 0, &dest, 1, NULL, NULL, 0, &hs, 1, NULL, 0), 0);
@@ -344,14 +335,14 @@ TEST(msg_multicast_own_slices)
 {
 	int s = b1_open(), b = b1_open(), c = b1_open(), o = b1_open();
 	const uint8_t *pb = b1_map(b), *pc = b1_map(c);
-	uint64_t d[2] = { handle_to(b, 0x100, s), handle_to(c, 0x100, s) };
-	uint64_t hs = handle_to(o, 0x10, s), id;
+	uint64_t d[2] = { b1_handle_to(b, 0x100, s), b1_handle_to(c, 0x100, s) };
+	uint64_t hs = b1_handle_to(o, 0x10, s), id;
 	struct iovec v = { "shared", 6 };
 	struct bus1_cmd_recv r;
 
 	/* c already holds two kernel IDs, b none */
-	handle_to(o, 0x20, c);
-	handle_to(o, 0x30, c);
+	b1_handle_to(o, 0x20, c);
+	b1_handle_to(o, 0x30, c);
 	ASSERT_EQ(b1_send_one(s, d[1], "pre", 3), 0);
 	ASSERT_EQ(b1_send(s, 0, d, 2, NULL, &v, 1, &hs, 1, NULL, 0), 0);
 	ASSERT_EQ(b1_recv(b, &r, 0), 0);
@@ -402,7 +393,7 @@ TEST(msg_uid_gid_are_real_ids_of_sender)
 	}
 	a = b1_open();
 	b = b1_open();
-	h = handle_to(b, 0x100, a);
+	h = b1_handle_to(b, 0x100, a);
 	ASSERT_OK(setresgid(2345, 0, 0));
 	ASSERT_OK(setresuid(1234, 0, 0));
 	ASSERT_EQ(b1_send_one(a, h, "ids", 3), 0);

@@ -11,15 +11,6 @@
 
 #include "bus1-util.h"
 
-static uint64_t share(int owner, uint64_t id, int holder)
-{
-	uint64_t h = BUS1_HANDLE_INVALID;
-
-	ASSERT_EQ(b1_transfer(owner, id, holder, &h), 0);
-	ASSERT_NE(h, BUS1_HANDLE_INVALID);
-	return h;
-}
-
 static uint64_t recv_offset(int fd, uint64_t n_bytes)
 {
 	struct bus1_cmd_recv r;
@@ -43,7 +34,7 @@ static int open_dev(int flags)
 TEST(mmap_readonly_ok)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b), off;
+	uint64_t h = b1_share(a, 0x100, b), off;
 	uint8_t *s = mmap(NULL, 4096, PROT_READ, MAP_SHARED, a, 0);
 	uint8_t *p = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, a, 0);
 
@@ -131,7 +122,7 @@ TEST(mmap_disconnected_eshutdown)
 TEST(mmap_at_offset)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b), off;
+	uint64_t h = b1_share(a, 0x100, b), off;
 	static uint8_t buf[12288];
 	uint8_t *p;
 
@@ -185,7 +176,7 @@ TEST(mmap_beyond_pool_sigbus)
 TEST(mmap_multiple_mappings)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b), off;
+	uint64_t h = b1_share(a, 0x100, b), off;
 	const uint8_t *m1 = b1_map(a);
 	const uint8_t *m2 = b1_map(a);
 	const uint8_t *m3 = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, a, 0);
@@ -203,7 +194,7 @@ TEST(mmap_multiple_mappings)
 TEST(mmap_outlives_close)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b), off;
+	uint64_t h = b1_share(a, 0x100, b), off;
 	const uint8_t *m = b1_map(a);
 
 	ASSERT_EQ(b1_send_one(b, h, "survivor", 8), 0);
@@ -219,7 +210,7 @@ TEST(mmap_outlives_close)
 TEST(mmap_fresh_zero)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b), off;
+	uint64_t h = b1_share(a, 0x100, b), off;
 	const uint8_t *m = b1_map(a);
 	uint8_t zero[64] = { 0 };
 

@@ -9,15 +9,6 @@
 
 #include "bus1-util.h"
 
-static uint64_t handle_to(int owner, uint64_t id, int holder)
-{
-	uint64_t h = BUS1_HANDLE_INVALID;
-
-	ASSERT_EQ(b1_transfer(owner, id, holder, &h), 0);
-	ASSERT_EQ_U64(h & BUS1_HANDLE_FLAG_MANAGED, BUS1_HANDLE_FLAG_MANAGED);
-	return h;
-}
-
 static const uint8_t *pool_of(int fd)
 {
 	static const uint8_t *pool[256];
@@ -62,13 +53,6 @@ static void expect_note(int fd, uint64_t type, uint64_t dest)
 	ASSERT_EQ_U64(r.msg.destination, dest);
 }
 
-static void expect_none(int fd)
-{
-	struct bus1_cmd_recv r;
-
-	ASSERT_EQ(b1_recv(fd, &r, 0), -EAGAIN);
-}
-
 static int send_u32(int fd, const uint64_t *d, size_t n, uint32_t v)
 {
 	struct iovec iv = { &v, 4 };
@@ -85,13 +69,13 @@ static int send_carry(int fd, uint64_t dest, uint64_t h)
 TEST(order_fifo)
 {
 	int a = b1_open(), s1 = b1_open(), s2 = b1_open();
-	uint64_t h1 = handle_to(a, 0x100, s1), h2 = handle_to(a, 0x100, s2);
+	uint64_t h1 = b1_handle_to(a, 0x100, s1), h2 = b1_handle_to(a, 0x100, s2);
 
 	for (uint32_t i = 0; i < 300; i++)
 		ASSERT_EQ(send_u32(i % 3 ? s1 : s2, i % 3 ? &h1 : &h2, 1, i), 0);
 	for (uint32_t i = 0; i < 300; i++)
 		ASSERT_EQ(recv_u32(a), i);
-	expect_none(a);
+	b1_expect_empty(a);
 }
 
 struct mc_args {
@@ -123,8 +107,8 @@ TEST(order_concurrent_multicasts_agree)
 
 	for (int i = 0; i < 3; i++) {
 		m[i].fd = b1_open();
-		m[i].d[0] = handle_to(a, 0x100, m[i].fd);
-		m[i].d[1] = handle_to(b, 0x100, m[i].fd);
+		m[i].d[0] = b1_handle_to(a, 0x100, m[i].fd);
+		m[i].d[1] = b1_handle_to(b, 0x100, m[i].fd);
 		m[i].tag = (uint32_t)i << 24;
 		m[i].n = n;
 		m[i].err = 0;
@@ -142,8 +126,8 @@ TEST(order_concurrent_multicasts_agree)
 		/* and each sender's messages stay in its order */
 		ASSERT_EQ(seq_a[i] & 0xFFFFFF, next[seq_a[i] >> 24]++);
 	}
-	expect_none(a);
-	expect_none(b);
+	b1_expect_empty(a);
+	b1_expect_empty(b);
 }
 
 struct destroy_race {
@@ -192,13 +176,13 @@ static int destroy_position(int fd, uint64_t h, int total)
 TEST(order_destroy_within_multicast_stream)
 {
 	int a = b1_open(), b = b1_open(), c = b1_open();
-	uint64_t ha = handle_to(c, 0x10, a), hb = handle_to(c, 0x10, b);
+	uint64_t ha = b1_handle_to(c, 0x10, a), hb = b1_handle_to(c, 0x10, b);
 	struct destroy_race s = { .fd = b1_open() };
 	pthread_t t;
 	int pa, pb, before, after;
 
-	s.d[0] = handle_to(a, 0x100, s.fd);
-	s.d[1] = handle_to(b, 0x100, s.fd);
+	s.d[0] = b1_handle_to(a, 0x100, s.fd);
+	s.d[1] = b1_handle_to(b, 0x100, s.fd);
 	ASSERT_EQ(pthread_create(&t, NULL, stream_thread, &s), 0);
 	while (s.sent < 50 && !s.err)
 		usleep(100);
@@ -221,23 +205,23 @@ TEST(order_destroy_within_multicast_stream)
 TEST(order_message_then_destroy)
 {
 	int a = b1_open(), s = b1_open();
-	uint64_t h = handle_to(a, 0x100, s);
+	uint64_t h = b1_handle_to(a, 0x100, s);
 
 	ASSERT_EQ(send_u32(s, &h, 1, 1), 0);
 	ASSERT_EQ(b1_destroy_one(a, 0x100), 0);
 	ASSERT_EQ(send_u32(s, &h, 1, 2), 0);	/* after: discarded */
 	ASSERT_EQ(recv_u32(a), 1);
 	expect_note(a, BUS1_MSG_NODE_DESTROY, 0x100);
-	expect_none(a);
+	b1_expect_empty(a);
 	expect_note(s, BUS1_MSG_NODE_DESTROY, h);
-	expect_none(s);
+	b1_expect_empty(s);
 }
 
 /* §3.9 / §7.7: carried handles are valid iff the message precedes the destruction */
 TEST(order_carried_handle_around_destruction)
 {
 	int a = b1_open(), s = b1_open(), c = b1_open();
-	uint64_t dest = handle_to(a, 0x100, s), hm = handle_to(c, 0x10, s);
+	uint64_t dest = b1_handle_to(a, 0x100, s), hm = b1_handle_to(c, 0x10, s);
 	uint64_t id;
 
 	ASSERT_EQ(send_carry(s, dest, hm), 0);
@@ -248,14 +232,14 @@ TEST(order_carried_handle_around_destruction)
 	expect_note(a, BUS1_MSG_NODE_DESTROY, 0xB);
 	recv_ids(a, &id, 1);
 	ASSERT_EQ_U64(id, BUS1_HANDLE_INVALID);
-	expect_none(a);
+	b1_expect_empty(a);
 }
 
 /* §3.8: NODE_DESTROY is dropped if the holder released the handle meanwhile */
 TEST(order_destroy_dropped_after_release)
 {
 	int a = b1_open(), s = b1_open(), c = b1_open();
-	uint64_t dest = handle_to(a, 0x100, s), hm = handle_to(c, 0x10, s);
+	uint64_t dest = b1_handle_to(a, 0x100, s), hm = b1_handle_to(c, 0x10, s);
 	uint64_t id;
 
 	ASSERT_EQ(send_carry(s, dest, hm), 0);
@@ -263,20 +247,20 @@ TEST(order_destroy_dropped_after_release)
 	recv_ids(a, &id, 1);
 	ASSERT_EQ_U64(id, 0xB);
 	ASSERT_EQ(b1_release(a, 0xB), 0);
-	expect_none(a);
+	b1_expect_empty(a);
 }
 
 /* §3.7 / §7.4: NODE_RELEASE is ordered after earlier messages */
 TEST(order_release_after_data)
 {
 	int a = b1_open(), s = b1_open();
-	uint64_t h = handle_to(a, 0x100, s);
+	uint64_t h = b1_handle_to(a, 0x100, s);
 
 	ASSERT_EQ(send_u32(s, &h, 1, 7), 0);
 	ASSERT_EQ(b1_release(s, h), 0);
 	ASSERT_EQ(recv_u32(a), 7);
 	expect_note(a, BUS1_MSG_NODE_RELEASE, 0x100);
-	expect_none(a);
+	b1_expect_empty(a);
 	/* the sender's ID is gone */
 	ASSERT_EQ(send_u32(s, &h, 1, 8), -ENXIO);
 }
@@ -285,62 +269,62 @@ TEST(order_release_after_data)
 TEST(order_release_withheld_while_carried)
 {
 	int a = b1_open(), s = b1_open(), c = b1_open();
-	uint64_t h = handle_to(a, 0x100, s), hc = handle_to(c, 0x100, s);
+	uint64_t h = b1_handle_to(a, 0x100, s), hc = b1_handle_to(c, 0x100, s);
 	uint64_t id;
 
 	ASSERT_EQ(send_carry(s, hc, h), 0);
 	ASSERT_EQ(b1_release(s, h), 0);
-	expect_none(a);
+	b1_expect_empty(a);
 	/* the receiver's reference is taken before the message's is dropped */
 	recv_ids(c, &id, 1);
 	ASSERT_EQ_U64(id, 0xB);
-	expect_none(a);
+	b1_expect_empty(a);
 	ASSERT_EQ(b1_release(c, 0xB), 0);
 	expect_note(a, BUS1_MSG_NODE_RELEASE, 0x100);
-	expect_none(a);
+	b1_expect_empty(a);
 }
 
 /* §3.7: discarding the carrying message (flush) releases the node */
 TEST(order_release_when_carrier_discarded)
 {
 	int a = b1_open(), s = b1_open(), c = b1_open();
-	uint64_t h = handle_to(a, 0x100, s), hc = handle_to(c, 0x100, s);
+	uint64_t h = b1_handle_to(a, 0x100, s), hc = b1_handle_to(c, 0x100, s);
 
 	ASSERT_EQ(send_carry(s, hc, h), 0);
 	ASSERT_EQ(b1_release(s, h), 0);
-	expect_none(a);
+	b1_expect_empty(a);
 	ASSERT_EQ(b1_reset(c, BUS1_PEER_RESET_FLAG_FLUSH), 0);
 	expect_note(a, BUS1_MSG_NODE_RELEASE, 0x100);
-	expect_none(a);
+	b1_expect_empty(a);
 }
 
 /* §3.7: a pending NODE_RELEASE is withdrawn when the count goes 0 → 1 again */
 TEST(order_release_withdrawn_by_transfer)
 {
 	int a = b1_open(), s = b1_open();
-	uint64_t h = handle_to(a, 0x100, s);
+	uint64_t h = b1_handle_to(a, 0x100, s);
 
 	ASSERT_EQ(b1_release(s, h), 0);
 	ASSERT_TRUE(b1_revents(a, POLLIN) & POLLIN);
-	h = handle_to(a, 0x100, s);
+	h = b1_handle_to(a, 0x100, s);
 	ASSERT_EQ_U64(h, 0x13);	/* a new handle, a new ID */
-	expect_none(a);
+	b1_expect_empty(a);
 	/* and produced anew on the next 1 → 0 */
 	ASSERT_EQ(b1_release(s, h), 0);
 	expect_note(a, BUS1_MSG_NODE_RELEASE, 0x100);
-	expect_none(a);
+	b1_expect_empty(a);
 }
 
 /* §3.7 / §3.8: destruction withdraws a pending NODE_RELEASE */
 TEST(order_release_withdrawn_by_destroy)
 {
 	int a = b1_open(), s = b1_open();
-	uint64_t h = handle_to(a, 0x100, s);
+	uint64_t h = b1_handle_to(a, 0x100, s);
 
 	ASSERT_EQ(b1_release(s, h), 0);
 	ASSERT_EQ(b1_destroy_one(a, 0x100), 0);
 	expect_note(a, BUS1_MSG_NODE_DESTROY, 0x100);
-	expect_none(a);
+	b1_expect_empty(a);
 }
 
 /* §3.7: after a NODE_RELEASE was dequeued a later 1 → 0 queues a new one */
@@ -349,45 +333,45 @@ TEST(order_release_again_after_dequeue)
 	int a = b1_open(), s = b1_open();
 
 	for (int i = 0; i < 3; i++) {
-		uint64_t h = handle_to(a, 0x100, s);
+		uint64_t h = b1_handle_to(a, 0x100, s);
 
 		ASSERT_EQ(b1_release(s, h), 0);
 		expect_note(a, BUS1_MSG_NODE_RELEASE, 0x100);
-		expect_none(a);
+		b1_expect_empty(a);
 	}
 	/* the owner's own extra references count too */
 	ASSERT_EQ(b1_transfer(a, 0x100, -1, NULL), 0);
 	ASSERT_EQ(b1_release(a, 0x100), 0);
 	expect_note(a, BUS1_MSG_NODE_RELEASE, 0x100);
-	expect_none(a);
+	b1_expect_empty(a);
 	/* never for a node that was created and never shared */
 	ASSERT_EQ(b1_send_one(a, 0x200, "x", 1), 0);
 	ASSERT_EQ(b1_recv(a, &(struct bus1_cmd_recv){ 0 }, 0), 0);
-	expect_none(a);
+	b1_expect_empty(a);
 }
 
 /* §7.8: a flushing reset drops what came before, not what comes after */
 TEST(order_reset_boundary)
 {
 	int a = b1_open(), s = b1_open();
-	uint64_t h = handle_to(a, 0x100, s);
+	uint64_t h = b1_handle_to(a, 0x100, s);
 
 	ASSERT_EQ(send_u32(s, &h, 1, 1), 0);
 	ASSERT_EQ(send_u32(s, &h, 1, 2), 0);
 	ASSERT_EQ(b1_reset(a, BUS1_PEER_RESET_FLAG_FLUSH), 0);
-	expect_none(a);
-	h = handle_to(a, 0x200, s);
+	b1_expect_empty(a);
+	h = b1_handle_to(a, 0x200, s);
 	ASSERT_EQ(send_u32(s, &h, 1, 3), 0);
 	ASSERT_EQ(recv_u32(a), 3);
-	expect_none(a);
+	b1_expect_empty(a);
 }
 
 /* §7.1 (1): causality through a third peer */
 TEST(order_causal_relay)
 {
 	int a = b1_open(), b = b1_open(), c = b1_open();
-	uint64_t ac = handle_to(c, 0x100, a), ab = handle_to(b, 0x100, a);
-	uint64_t bc = handle_to(c, 0x100, b);
+	uint64_t ac = b1_handle_to(c, 0x100, a), ab = b1_handle_to(b, 0x100, a);
+	uint64_t bc = b1_handle_to(c, 0x100, b);
 
 	ASSERT_EQ(send_u32(a, &ac, 1, 1), 0);
 	ASSERT_EQ(send_u32(a, &ab, 1, 2), 0);
@@ -401,7 +385,7 @@ TEST(order_causal_relay)
 TEST(order_sender_disconnected_after_send)
 {
 	int a = b1_open(), s = b1_open();
-	uint64_t dest = handle_to(a, 0x100, s), id;
+	uint64_t dest = b1_handle_to(a, 0x100, s), id;
 	struct bus1_cmd_recv r;
 	pid_t me = getpid();
 
@@ -415,6 +399,6 @@ TEST(order_sender_disconnected_after_send)
 	expect_note(a, BUS1_MSG_NODE_DESTROY, 0xB);
 	/* s's handle to 0x100 was dropped after its nodes were destroyed (§2.3 step 6) */
 	expect_note(a, BUS1_MSG_NODE_RELEASE, 0x100);
-	expect_none(a);
+	b1_expect_empty(a);
 	ASSERT_EQ(b1_send_one(a, 0xB, "x", 1), -ESHUTDOWN);
 }

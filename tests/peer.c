@@ -48,16 +48,6 @@ static void assert_defaults(int fd)
 	assert_limits(fd, 0, 16384, 65536, 16777216, 4096);
 }
 
-/* Creates node `id` on owner and gives holder a handle; returns holder's ID. */
-static uint64_t share(int owner, uint64_t id, int holder)
-{
-	uint64_t h = BUS1_HANDLE_INVALID;
-
-	ASSERT_EQ(b1_transfer(owner, id, holder, &h), 0);
-	ASSERT_NE(h, BUS1_HANDLE_INVALID);
-	return h;
-}
-
 static void expect_msg(int fd, uint64_t type, uint64_t dest)
 {
 	struct bus1_cmd_recv r;
@@ -67,24 +57,6 @@ static void expect_msg(int fd, uint64_t type, uint64_t dest)
 	ASSERT_EQ_U64(r.msg.destination, dest);
 	if (type == BUS1_MSG_DATA)
 		ASSERT_OK(b1_slice_release(fd, r.msg.offset));
-}
-
-static void expect_empty(int fd)
-{
-	struct bus1_cmd_recv r;
-
-	ASSERT_EQ(b1_recv(fd, &r, 0), -EAGAIN);
-}
-
-/* Two pages, the second inaccessible; returns a pointer n bytes before the hole. */
-static void *edge(size_t n)
-{
-	uint8_t *p = mmap(NULL, 8192, PROT_READ | PROT_WRITE,
-			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-	ASSERT_TRUE(p != MAP_FAILED);
-	ASSERT_OK(mprotect(p + 4096, 4096, PROT_NONE));
-	return p + 4096 - n;
 }
 
 /* ---------------------------------------------------------------- QUERY */
@@ -142,7 +114,7 @@ TEST(query_readonly_efault)
 TEST(query_exact_size)
 {
 	int fd = b1_open();
-	struct bus1_cmd_peer_reset *q = edge(sizeof(*q));
+	struct bus1_cmd_peer_reset *q = b1_edge(sizeof(*q));
 
 	memset(q, 0, sizeof(*q));
 	ASSERT_EQ(b1_ioctl(fd, BUS1_CMD_PEER_QUERY, q), 0);
@@ -157,7 +129,7 @@ TEST(query_exact_size)
 TEST(reset_efault_and_readonly_ok)
 {
 	int fd = b1_open();
-	struct bus1_cmd_peer_reset *r = edge(sizeof(*r));
+	struct bus1_cmd_peer_reset *r = b1_edge(sizeof(*r));
 
 	ASSERT_ERRNO(ioctl(fd, BUS1_CMD_PEER_RESET, b1_bad_ptr()), EFAULT);
 	ASSERT_ERRNO(ioctl(fd, BUS1_CMD_PEER_RESET, (uint8_t *)r + 8), EFAULT);
@@ -226,7 +198,7 @@ TEST(reset_bad_limits_einval)
 TEST(reset_invalid_does_not_flush)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 
 	ASSERT_EQ(b1_send_one(b, h, "m", 1), 0);
 	ASSERT_EQ(reset_raw(a, BUS1_PEER_RESET_FLAG_FLUSH | 4, KEEP64, KEEP32, KEEP32, KEEP32, KEEP32), -EINVAL);
@@ -234,7 +206,7 @@ TEST(reset_invalid_does_not_flush)
 	ASSERT_EQ(reset_raw(a, BUS1_PEER_RESET_FLAG_FLUSH, KEEP64, 0x80000000u, KEEP32, KEEP32, KEEP32), -EINVAL);
 	/* message still queued, node still alive */
 	expect_msg(a, BUS1_MSG_DATA, 0x100);
-	expect_empty(b);
+	b1_expect_empty(b);
 	ASSERT_EQ(b1_send_one(b, h, "n", 1), 0);
 	expect_msg(a, BUS1_MSG_DATA, 0x100);
 }
@@ -285,11 +257,11 @@ TEST(reset_limits_per_peer)
 TEST(reset_zero_slices_edquot)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 
 	ASSERT_EQ(reset_raw(a, 0, KEEP64, 0, KEEP32, KEEP32, KEEP32), 0);
 	ASSERT_EQ(b1_send_one(b, h, "x", 1), -EDQUOT);
-	expect_empty(a);
+	b1_expect_empty(a);
 	ASSERT_EQ(reset_raw(a, 0, KEEP64, 16384, KEEP32, KEEP32, KEEP32), 0);
 	ASSERT_EQ(b1_send_one(b, h, "x", 1), 0);
 	expect_msg(a, BUS1_MSG_DATA, 0x100);
@@ -302,7 +274,7 @@ TEST(reset_zero_slices_edquot)
 TEST(reset_limit_below_usage)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 	struct bus1_cmd_recv r;
 
 	for (int i = 0; i < 3; i++)
@@ -340,7 +312,7 @@ TEST(reset_zero_handles_edquot)
 TEST(flush_destroys_nodes)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h1 = share(a, 0x100, b), h2 = share(a, 0x200, b), x, first;
+	uint64_t h1 = b1_share(a, 0x100, b), h2 = b1_share(a, 0x200, b), x, first;
 	struct bus1_cmd_recv r;
 
 	ASSERT_EQ_U64(h1, 0xB);
@@ -359,9 +331,9 @@ TEST(flush_destroys_nodes)
 	ASSERT_EQ(r.msg.type, BUS1_MSG_NODE_DESTROY);
 	ASSERT_EQ_U64(r.msg.flags, 0);
 	ASSERT_EQ_U64(r.msg.destination, first == h1 ? h2 : h1);
-	expect_empty(b);
+	b1_expect_empty(b);
 	/* the owner's own NODE_DESTROY entries were flushed */
-	expect_empty(a);
+	b1_expect_empty(a);
 	/* the owner dropped its references: the node is released (3.10) */
 	ASSERT_EQ(b1_send_one(b, h1, "x", 1), -ESHUTDOWN);
 	ASSERT_EQ(b1_transfer(b, h1, a, &x), 0);
@@ -372,11 +344,11 @@ TEST(flush_destroys_nodes)
 TEST(flush_drops_handles)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 
 	ASSERT_EQ(b1_reset(b, BUS1_PEER_RESET_FLAG_FLUSH), 0);
 	expect_msg(a, BUS1_MSG_NODE_RELEASE, 0x100);
-	expect_empty(a);
+	b1_expect_empty(a);
 	ASSERT_EQ(b1_release(b, h), -ENXIO);
 	ASSERT_EQ(b1_send_one(b, h, "x", 1), -ENXIO);
 }
@@ -386,21 +358,21 @@ TEST(flush_keeps_id_counter)
 {
 	int a = b1_open(), b = b1_open();
 
-	ASSERT_EQ_U64(share(a, 0x100, b), 0xB);
+	ASSERT_EQ_U64(b1_share(a, 0x100, b), 0xB);
 	ASSERT_EQ(b1_reset(b, BUS1_PEER_RESET_FLAG_FLUSH), 0);
-	ASSERT_EQ_U64(share(a, 0x100, b), 0x13);
-	ASSERT_EQ_U64(share(a, 0x200, b), 0x1B);
+	ASSERT_EQ_U64(b1_share(a, 0x100, b), 0x13);
+	ASSERT_EQ_U64(b1_share(a, 0x200, b), 0x1B);
 }
 
 /* §2.3 step 6.2 / §3.4: user-chosen IDs name new nodes after a flush */
 TEST(flush_frees_user_ids)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t old = share(a, 0x100, b), nu;
+	uint64_t old = b1_share(a, 0x100, b), nu;
 
 	ASSERT_EQ(b1_reset(a, BUS1_PEER_RESET_FLAG_FLUSH), 0);
 	expect_msg(b, BUS1_MSG_NODE_DESTROY, old);
-	nu = share(a, 0x100, b);
+	nu = b1_share(a, 0x100, b);
 	/* a different node: B gets a second handle, not the old one */
 	ASSERT_EQ_U64(nu, 0x13);
 	ASSERT_EQ(b1_send_one(b, nu, "new", 3), 0);
@@ -412,15 +384,15 @@ TEST(flush_frees_user_ids)
 TEST(flush_discards_queue)
 {
 	int a = b1_open(), b = b1_open(), c = b1_open();
-	uint64_t h = share(a, 0x100, b);
-	uint64_t hc = share(a, 0x200, c);
+	uint64_t h = b1_share(a, 0x100, b);
+	uint64_t hc = b1_share(a, 0x200, c);
 
 	ASSERT_EQ(b1_send_one(b, h, "one", 3), 0);
 	ASSERT_EQ(b1_send_one(b, h, "two", 3), 0);
 	ASSERT_EQ(b1_release(c, hc), 0);	/* queues NODE_RELEASE on a */
 	ASSERT_TRUE(b1_revents(a, POLLIN) & POLLIN);
 	ASSERT_EQ(b1_reset(a, BUS1_PEER_RESET_FLAG_FLUSH), 0);
-	expect_empty(a);
+	b1_expect_empty(a);
 	ASSERT_FALSE(b1_revents(a, POLLIN) & POLLIN);
 	/* messages sent after the reset are delivered normally again */
 	ASSERT_EQ(b1_transfer(a, 0x300, b, &h), 0);
@@ -432,7 +404,7 @@ TEST(flush_discards_queue)
 TEST(flush_unpublishes_slices)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 	struct bus1_cmd_recv r;
 
 	ASSERT_EQ(b1_send_one(b, h, "12345678", 8), 0);
@@ -454,7 +426,7 @@ TEST(flush_refunds_quota)
 
 	ASSERT_EQ(reset_raw(a, 0, KEEP64, 2, KEEP32, KEEP32, KEEP32), 0);
 	for (int i = 0; i < 6; i++) {
-		h = share(a, 0x100, b);
+		h = b1_share(a, 0x100, b);
 		ASSERT_EQ(b1_send_one(b, h, "x", 1), 0);
 		ASSERT_EQ(b1_reset(a, BUS1_PEER_RESET_FLAG_FLUSH), 0);
 		ASSERT_EQ(b1_release(b, h), 0);
@@ -466,12 +438,12 @@ TEST(flush_refunds_quota)
 TEST(flush_with_limits)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 
 	ASSERT_EQ(b1_send_one(b, h, "x", 1), 0);
 	ASSERT_EQ(reset_raw(a, BUS1_PEER_RESET_FLAG_FLUSH, 1, 10, 20, 30, 40), 0);
 	assert_limits(a, 1, 10, 20, 30, 40);
-	expect_empty(a);
+	b1_expect_empty(a);
 	expect_msg(b, BUS1_MSG_NODE_DESTROY, h);
 }
 
@@ -479,13 +451,13 @@ TEST(flush_with_limits)
 TEST(reset_without_flush_keeps_state)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 
 	ASSERT_EQ(b1_send_one(b, h, "x", 1), 0);
 	ASSERT_EQ(b1_reset(a, 0), 0);
 	ASSERT_EQ(b1_reset(b, 0), 0);
 	expect_msg(a, BUS1_MSG_DATA, 0x100);
-	expect_empty(b);
+	b1_expect_empty(b);
 	ASSERT_EQ(b1_send_one(b, h, "y", 1), 0);
 	expect_msg(a, BUS1_MSG_DATA, 0x100);
 }
@@ -494,13 +466,13 @@ TEST(reset_without_flush_keeps_state)
 TEST(flush_seed_alone_keeps_queue)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 
 	ASSERT_EQ(b1_send_one(b, h, "x", 1), 0);
 	ASSERT_EQ(b1_reset(a, BUS1_PEER_RESET_FLAG_FLUSH_SEED), 0);
 	ASSERT_EQ(b1_reset(b, BUS1_PEER_RESET_FLAG_FLUSH_SEED), 0);
 	expect_msg(a, BUS1_MSG_DATA, 0x100);
-	expect_empty(b);
+	b1_expect_empty(b);
 	ASSERT_EQ(b1_send_one(b, h, "y", 1), 0);
 	expect_msg(a, BUS1_MSG_DATA, 0x100);
 }
@@ -509,15 +481,15 @@ TEST(flush_seed_alone_keeps_queue)
 TEST(flush_and_flush_seed)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 
 	ASSERT_EQ(b1_send_one(b, h, "x", 1), 0);
 	ASSERT_EQ(b1_reset(a, BUS1_CMD_PEER_RESET_FLAG_FLUSH | BUS1_CMD_PEER_RESET_FLAG_FLUSH_SEED), 0);
-	expect_empty(a);
+	b1_expect_empty(a);
 	expect_msg(b, BUS1_MSG_NODE_DESTROY, h);
 	/* the peer stays connected and usable */
 	assert_defaults(a);
-	h = share(a, 0x400, b);
+	h = b1_share(a, 0x400, b);
 	ASSERT_EQ(b1_send_one(b, h, "y", 1), 0);
 	expect_msg(a, BUS1_MSG_DATA, 0x400);
 }
@@ -526,7 +498,7 @@ TEST(flush_and_flush_seed)
 TEST(flush_releases_remote_handles)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 
 	/* A holds a remote handle to B's node and its own 0x100 */
 	ASSERT_EQ(b1_transfer(b, 0x500, a, NULL), 0);
@@ -535,8 +507,8 @@ TEST(flush_releases_remote_handles)
 	ASSERT_EQ(b1_reset(a, BUS1_PEER_RESET_FLAG_FLUSH), 0);
 	/* B's node lost its only remote reference */
 	expect_msg(b, BUS1_MSG_NODE_RELEASE, 0x500);
-	expect_empty(b);
-	expect_empty(a);
+	b1_expect_empty(b);
+	b1_expect_empty(a);
 	/* 0x100 is free again: releasing it is the unknown-ID case */
 	ASSERT_EQ(b1_release(a, 0x100), -EBUSY);
 }
@@ -566,7 +538,7 @@ TEST(query_u64)
 TEST(u64_exact_size)
 {
 	int fd = b1_open();
-	struct bus1_cmd_peer_reset_u64 *q = edge(sizeof(*q));
+	struct bus1_cmd_peer_reset_u64 *q = b1_edge(sizeof(*q));
 
 	memset(q, 0, sizeof(*q));
 	ASSERT_EQ(b1_ioctl(fd, BUS1_CMD_PEER_QUERY_U64, q), 0);
@@ -630,7 +602,7 @@ TEST(reset_u64_bad_values_einval)
 TEST(reset_u64_flush)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 	struct bus1_cmd_peer_reset_u64 r = {
 		.flags = BUS1_PEER_RESET_FLAG_FLUSH, .peer_flags = KEEP64,
 		.max_slices = KEEP64, .max_handles = KEEP64,
@@ -639,7 +611,7 @@ TEST(reset_u64_flush)
 
 	ASSERT_EQ(b1_send_one(b, h, "x", 1), 0);
 	ASSERT_EQ(b1_ioctl(a, BUS1_CMD_PEER_RESET_U64, &r), 0);
-	expect_empty(a);
+	b1_expect_empty(a);
 	expect_msg(b, BUS1_MSG_NODE_DESTROY, h);
 	assert_defaults(a);
 }
@@ -650,7 +622,7 @@ TEST(reset_u64_flush)
 TEST(disconnect_nonzero_arg_einval)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 
 	ASSERT_EQ(b1_ioctl_raw(a, BUS1_CMD_PEER_DISCONNECT, 1), -EINVAL);
 	ASSERT_EQ(b1_ioctl_raw(a, BUS1_CMD_PEER_DISCONNECT, 0x1000), -EINVAL);
@@ -695,7 +667,7 @@ TEST(disconnect_concurrent_one_winner)
 
 	for (int round = 0; round < 20; round++) {
 		int a = b1_open(), zeros = 0;
-		uint64_t h = share(a, 0x100, b);
+		uint64_t h = b1_share(a, 0x100, b);
 
 		ASSERT_OK(pthread_barrier_init(&bar, NULL, N));
 		for (int i = 0; i < N; i++) {
@@ -716,25 +688,25 @@ TEST(disconnect_concurrent_one_winner)
 		ASSERT_EQ(b1_release(b, h), 0);
 		ASSERT_OK(close(a));
 	}
-	expect_empty(b);
+	b1_expect_empty(b);
 }
 
 /* §8.6: holders get NODE_DESTROY; SEND → ESHUTDOWN; TRANSFER → INVALID; release OK */
 TEST(disconnect_effects_on_holders)
 {
 	int a = b1_open(), b = b1_open(), c = b1_open();
-	uint64_t h = share(a, 0x100, b), x = 0;
+	uint64_t h = b1_share(a, 0x100, b), x = 0;
 
 	ASSERT_EQ(b1_disconnect(a), 0);
 	expect_msg(b, BUS1_MSG_NODE_DESTROY, h);
-	expect_empty(b);
+	b1_expect_empty(b);
 	ASSERT_EQ(b1_send_one(b, h, "x", 1), -ESHUTDOWN);
 	ASSERT_EQ(b1_transfer(b, h, c, &x), 0);
 	ASSERT_EQ_U64(x, BUS1_HANDLE_INVALID);
-	expect_empty(c);
+	b1_expect_empty(c);
 	ASSERT_EQ(b1_release(b, h), 0);
 	ASSERT_EQ(b1_release(b, h), -ENXIO);
-	expect_empty(b);
+	b1_expect_empty(b);
 }
 
 /* §8.6: handles the departed peer held are released → owners get NODE_RELEASE */
@@ -742,18 +714,18 @@ TEST(disconnect_releases_held_handles)
 {
 	int a = b1_open(), b = b1_open();
 
-	(void)share(a, 0x100, b);
-	(void)share(a, 0x100, b);	/* two user references */
+	(void)b1_share(a, 0x100, b);
+	(void)b1_share(a, 0x100, b);	/* two user references */
 	ASSERT_EQ(b1_disconnect(b), 0);
 	expect_msg(a, BUS1_MSG_NODE_RELEASE, 0x100);
-	expect_empty(a);
+	b1_expect_empty(a);
 }
 
 /* §8.6: messages already committed by a departed sender are still delivered */
 TEST(disconnect_sender_messages_survive)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 	struct bus1_cmd_recv r;
 	const uint8_t *pool = b1_map(a);
 
@@ -773,7 +745,7 @@ TEST(disconnect_sender_messages_survive)
 TEST(disconnect_carried_handles_valid)
 {
 	int a = b1_open(), b = b1_open(), c = b1_open();
-	uint64_t h = share(a, 0x100, b), hc = share(c, 0x700, b);
+	uint64_t h = b1_share(a, 0x100, b), hc = b1_share(c, 0x700, b);
 	const uint8_t *pool = b1_map(c);
 	struct iovec v = { .iov_base = "p", .iov_len = 1 };
 	struct bus1_cmd_recv r;
@@ -787,7 +759,7 @@ TEST(disconnect_carried_handles_valid)
 	memcpy(&got, pool + r.msg.offset + 8, 8);
 	ASSERT_EQ_U64(got, 0xB);
 	expect_msg(c, BUS1_MSG_NODE_DESTROY, 0xB);
-	expect_empty(c);
+	b1_expect_empty(c);
 	ASSERT_EQ(b1_send_one(c, got, "x", 1), -ESHUTDOWN);
 	ASSERT_EQ(b1_release(c, got), 0);
 }
@@ -796,7 +768,7 @@ TEST(disconnect_carried_handles_valid)
 TEST(disconnect_mapping_stays)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 	const uint8_t *pool = b1_map(a);
 	struct bus1_cmd_recv r;
 
@@ -812,11 +784,11 @@ TEST(close_dup_keeps_peer)
 {
 	int a = b1_open(), b = b1_open();
 	int a2 = dup(a);
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 
 	ASSERT_GE(a2, 0);
 	ASSERT_OK(close(a));
-	expect_empty(b);
+	b1_expect_empty(b);
 	ASSERT_EQ(b1_send_one(b, h, "x", 1), 0);
 	expect_msg(a2, BUS1_MSG_DATA, 0x100);
 	ASSERT_OK(close(a2));
@@ -828,7 +800,7 @@ TEST(close_dup_keeps_peer)
 TEST(close_with_mapping_disconnects)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 	const uint8_t *pool = b1_map(a);
 
 	ASSERT_EQ(b1_send_one(b, h, "m", 1), 0);

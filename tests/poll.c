@@ -14,15 +14,6 @@
 
 #define ALL_EV (POLLIN | POLLRDNORM | POLLOUT | POLLWRNORM | POLLPRI)
 
-static uint64_t share(int owner, uint64_t id, int holder)
-{
-	uint64_t h = BUS1_HANDLE_INVALID;
-
-	ASSERT_EQ(b1_transfer(owner, id, holder, &h), 0);
-	ASSERT_NE(h, BUS1_HANDLE_INVALID);
-	return h;
-}
-
 static double now(void)
 {
 	struct timespec ts;
@@ -45,7 +36,7 @@ TEST(poll_fresh)
 TEST(poll_in_after_message)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 	struct bus1_cmd_recv r;
 
 	ASSERT_EQ(b1_send_one(b, h, "1", 1), 0);
@@ -62,7 +53,7 @@ TEST(poll_in_after_message)
 TEST(poll_peek_erange_keep_pollin)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 	struct bus1_cmd_recv r;
 
 	ASSERT_EQ(b1_send_one(b, h, "0123456789", 10), 0);
@@ -78,7 +69,7 @@ TEST(poll_peek_erange_keep_pollin)
 TEST(poll_in_on_notifications)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 	struct bus1_cmd_recv r;
 
 	ASSERT_EQ(b1_release(b, h), 0);
@@ -86,7 +77,7 @@ TEST(poll_in_on_notifications)
 	ASSERT_EQ(b1_recv(a, &r, 0), 0);
 	ASSERT_EQ(r.msg.type, BUS1_MSG_NODE_RELEASE);
 	ASSERT_EQ(b1_revents(a, POLLIN), 0);
-	h = share(a, 0x200, b);
+	h = b1_share(a, 0x200, b);
 	ASSERT_EQ(b1_destroy_one(a, 0x200), 0);
 	ASSERT_EQ(b1_revents(b, POLLIN), POLLIN);
 	ASSERT_EQ(b1_revents(a, POLLIN), POLLIN);
@@ -96,7 +87,7 @@ TEST(poll_in_on_notifications)
 TEST(poll_hup_only)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 	int a2 = dup(a);
 
 	ASSERT_GE(a2, 0);
@@ -113,7 +104,7 @@ TEST(poll_hup_only)
 TEST(poll_reset_clears_pollin)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 
 	ASSERT_EQ(b1_send_one(b, h, "x", 1), 0);
 	ASSERT_EQ(b1_revents(a, POLLIN), POLLIN);
@@ -127,7 +118,7 @@ TEST(poll_reset_clears_pollin)
 TEST(select_readiness)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 	struct timeval tv = { 0, 0 };
 	struct timespec ts = { 0, 0 };
 	fd_set rd, wr;
@@ -149,7 +140,7 @@ TEST(select_readiness)
 TEST(epoll_readiness)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 	int ep = epoll_create1(EPOLL_CLOEXEC);
 	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 42 }, out[4];
 	struct bus1_cmd_recv r;
@@ -198,7 +189,7 @@ static void *delayed_op(void *arg)
 TEST(poll_wakes_on_message)
 {
 	int a = b1_open(), b = b1_open();
-	struct delayed d = { b, share(a, 0x100, b), 0 };
+	struct delayed d = { b, b1_share(a, 0x100, b), 0 };
 	struct pollfd p = { .fd = a, .events = POLLIN };
 	pthread_t t;
 	double t0 = now();
@@ -214,7 +205,7 @@ TEST(poll_wakes_on_message)
 TEST(poll_wakes_on_notification)
 {
 	int a = b1_open(), b = b1_open();
-	struct delayed d = { b, share(a, 0x100, b), 2 };
+	struct delayed d = { b, b1_share(a, 0x100, b), 2 };
 	struct pollfd p = { .fd = a, .events = POLLIN };
 	pthread_t t;
 
@@ -250,7 +241,7 @@ TEST(poll_wakes_on_disconnect)
 TEST(epoll_ppoll_wake)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 	struct delayed d = { b, h, 0 };
 	int ep = epoll_create1(EPOLL_CLOEXEC);
 	struct epoll_event ev = { .events = EPOLLIN }, out;

@@ -9,15 +9,6 @@
 
 #include "bus1-util.h"
 
-static uint64_t handle_to(int owner, uint64_t id, int holder)
-{
-	uint64_t h = BUS1_HANDLE_INVALID;
-
-	ASSERT_EQ(b1_transfer(owner, id, holder, &h), 0);
-	ASSERT_EQ_U64(h & BUS1_HANDLE_FLAG_MANAGED, BUS1_HANDLE_FLAG_MANAGED);
-	return h;
-}
-
 /* Sends `len` bytes of `fill` to dest and RECVs it on b; returns the offset. */
 static uint64_t put(int a, uint64_t dest, int b, size_t len, int fill)
 {
@@ -37,7 +28,7 @@ static uint64_t put(int a, uint64_t dest, int b, size_t len, int fill)
 TEST(pool_slice_release_errors)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	struct bus1_cmd_recv r;
 
 	ASSERT_EQ(b1_ioctl(b, BUS1_CMD_SLICE_RELEASE, NULL), -EFAULT);
@@ -68,7 +59,7 @@ TEST(pool_slice_release_errors)
 TEST(pool_release_then_reuse)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 
 	ASSERT_EQ(put(a, h, b, 24, 'a'), 0);
 	ASSERT_EQ(put(a, h, b, 24, 'b'), 24);	/* slice 0 still published */
@@ -86,7 +77,7 @@ TEST(pool_release_then_reuse)
 TEST(pool_best_fit)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 
 	ASSERT_EQ(put(a, h, b, 64, 'A'), 0);
 	ASSERT_EQ(put(a, h, b, 8, 'B'), 64);
@@ -110,7 +101,7 @@ TEST(pool_best_fit)
 TEST(pool_best_fit_tie_lowest_offset)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 
 	ASSERT_EQ(put(a, h, b, 16, '1'), 0);
 	ASSERT_EQ(put(a, h, b, 8, '2'), 16);
@@ -132,7 +123,7 @@ TEST(pool_best_fit_tie_lowest_offset)
 TEST(pool_free_merges_neighbours)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 
 	ASSERT_EQ(put(a, h, b, 8, 'X'), 0);
 	ASSERT_EQ(put(a, h, b, 16, 'Y'), 8);
@@ -158,7 +149,7 @@ TEST(pool_free_merges_neighbours)
 TEST(pool_peek_lifecycle)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	struct bus1_cmd_recv r;
 
 	ASSERT_EQ(b1_send_one(a, h, "peeked!!", 8), 0);
@@ -182,7 +173,7 @@ TEST(pool_peek_lifecycle)
 TEST(pool_peek_then_recv_single_release)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	struct bus1_cmd_recv r;
 
 	ASSERT_EQ(b1_send_one(a, h, "pp", 2), 0);
@@ -199,7 +190,7 @@ TEST(pool_peek_then_recv_single_release)
 TEST(pool_discarded_slice_freed)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	uint64_t id = 0x100;
 	struct bus1_cmd_recv r;
 
@@ -207,7 +198,7 @@ TEST(pool_discarded_slice_freed)
 	ASSERT_EQ(b1_destroy(b, &id, 1, BUS1_NODES_DESTROY_FLAG_RELEASE_HANDLES), 0);
 	ASSERT_EQ(b1_recv(b, &r, 0), -EAGAIN);
 	ASSERT_EQ(b1_slice_release(b, 0), -ENXIO);
-	h = handle_to(b, 0x200, a);
+	h = b1_handle_to(b, 0x200, a);
 	ASSERT_EQ(put(a, h, b, 5, 's'), 0);
 }
 
@@ -216,7 +207,7 @@ TEST(pool_after_flush)
 {
 	int a = b1_open(), b = b1_open();
 	const uint8_t *pool = b1_map(b);
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	struct bus1_cmd_recv r;
 
 	ASSERT_EQ(put(a, h, b, 16, 'o'), 0);	/* published */
@@ -239,7 +230,7 @@ TEST(pool_after_flush)
 TEST(pool_reset_without_flush_keeps_slices)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	struct bus1_cmd_recv r;
 
 	ASSERT_EQ(put(a, h, b, 8, 'k'), 0);
@@ -255,7 +246,7 @@ TEST(pool_reset_without_flush_keeps_slices)
 TEST(pool_flush_frees_peeked)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	struct bus1_cmd_recv r;
 
 	ASSERT_EQ(b1_send_one(a, h, "12345678", 8), 0);
@@ -271,7 +262,7 @@ TEST(pool_mapping_survives_disconnect)
 {
 	int a = b1_open(), b = b1_open();
 	const uint8_t *pool = b1_map(b);
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 
 	ASSERT_EQ(put(a, h, b, 8, 'v'), 0);
 	ASSERT_EQ(b1_send_one(a, h, "pending!", 8), 0);
@@ -287,7 +278,7 @@ TEST(pool_mapping_survives_disconnect)
 TEST_TIMEOUT(pool_exfull, 60)
 {
 	int a = b1_open(), b = b1_open(), c = b1_open();
-	uint64_t d[2] = { handle_to(b, 0x100, a), handle_to(c, 0x100, a) };
+	uint64_t d[2] = { b1_handle_to(b, 0x100, a), b1_handle_to(c, 0x100, a) };
 	const size_t chunk = 8u << 20;
 	char *buf = malloc(chunk);
 	struct iovec v = { buf, chunk };

@@ -16,15 +16,6 @@
 
 #define KEEP32 0xFFFFFFFFu
 
-static uint64_t handle_to(int owner, uint64_t id, int holder)
-{
-	uint64_t h = BUS1_HANDLE_INVALID;
-
-	ASSERT_EQ(b1_transfer(owner, id, holder, &h), 0);
-	ASSERT_EQ_U64(h & BUS1_HANDLE_FLAG_MANAGED, BUS1_HANDLE_FLAG_MANAGED);
-	return h;
-}
-
 static int set_limits(int fd, uint32_t slices, uint32_t handles,
 		      uint32_t bytes, uint32_t fds)
 {
@@ -60,15 +51,6 @@ static struct bus1_cmd_recv recv_ok(int fd, uint64_t flags)
 
 	ASSERT_EQ(b1_recv(fd, &r, flags), 0);
 	return r;
-}
-
-static int lowest_free_fd(void)
-{
-	int fd = dup(0);
-
-	ASSERT_GE(fd, 0);
-	close(fd);
-	return fd;
 }
 
 /* §6.1 / §2.2: a fresh peer reports the user defaults */
@@ -114,7 +96,7 @@ TEST(quota_reset_limits_query)
 TEST(quota_slices_fair_share)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	struct bus1_cmd_recv r1, r2;
 
 	ASSERT_EQ(set_limits(b, 4, KEEP32, KEEP32, KEEP32), 0);
@@ -139,7 +121,7 @@ TEST(quota_slices_fair_share)
 TEST(quota_slices_charged_to_receiver)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t ha = handle_to(a, 0x100, b), hb = handle_to(b, 0x100, a);
+	uint64_t ha = b1_handle_to(a, 0x100, b), hb = b1_handle_to(b, 0x100, a);
 
 	ASSERT_EQ(set_limits(b, 0, KEEP32, 0, KEEP32), 0);
 	ASSERT_EQ(send_n(a, hb, 1), -EDQUOT);
@@ -157,8 +139,8 @@ TEST(quota_slices_charged_to_receiver)
 TEST(quota_handles_charged_to_receiver)
 {
 	int s = b1_open(), b = b1_open(), o = b1_open();
-	uint64_t dest = handle_to(b, 0x100, s);	/* b's pin: 1 handle used */
-	uint64_t h = handle_to(o, 0x10, s);
+	uint64_t dest = b1_handle_to(b, 0x100, s);	/* b's pin: 1 handle used */
+	uint64_t h = b1_handle_to(o, 0x10, s);
 	uint64_t hs[5] = { h, h, h, h, h };
 
 	ASSERT_EQ(set_limits(b, KEEP32, 10, KEEP32, KEEP32), 0);	/* R 9 */
@@ -222,8 +204,8 @@ TEST(quota_node_creation_charges_creator)
 TEST(quota_peek_charges_handles)
 {
 	int s = b1_open(), b = b1_open(), o = b1_open(), p[2];
-	uint64_t dest = handle_to(b, 0x100, s);
-	uint64_t h = handle_to(o, 0x10, s);
+	uint64_t dest = b1_handle_to(b, 0x100, s);
+	uint64_t h = b1_handle_to(o, 0x10, s);
 	struct bus1_cmd_recv r;
 	int low;
 
@@ -232,11 +214,11 @@ TEST(quota_peek_charges_handles)
 	ASSERT_EQ(b1_send(s, 0, &dest, 1, NULL, NULL, 0, &h, 1, &p[0], 1), 0);	/* R 1 */
 	r = recv_ok(b, BUS1_RECV_FLAG_PEEK);	/* +1 reference: R 0 */
 	ASSERT_EQ(r.msg.n_handles, 1);
-	low = lowest_free_fd();
+	low = b1_lowest_free_fd();
 	ASSERT_EQ(b1_recv(b, &r, BUS1_RECV_FLAG_PEEK), -EDQUOT);
 	ASSERT_EQ(b1_recv(b, &r, BUS1_RECV_FLAG_PEEK | BUS1_RECV_FLAG_INSTALL_FDS), -EDQUOT);
 	/* allocated fd numbers were given back */
-	ASSERT_EQ(lowest_free_fd(), low);
+	ASSERT_EQ(b1_lowest_free_fd(), low);
 	/* a plain RECV converts the message's charge and needs nothing new */
 	r = recv_ok(b, 0);
 	ASSERT_EQ(r.msg.n_handles, 1);
@@ -253,7 +235,7 @@ TEST(quota_peek_charges_handles)
 TEST(quota_reset_below_usage)
 {
 	int o = b1_open(), b = b1_open();
-	uint64_t h = handle_to(o, 0x10, b);
+	uint64_t h = b1_handle_to(o, 0x10, b);
 
 	ASSERT_EQ(b1_transfer(o, 0x10, b, NULL), 0);
 	ASSERT_EQ(b1_transfer(o, 0x10, b, NULL), 0);	/* 3 references */
@@ -276,7 +258,7 @@ TEST(quota_reset_below_usage)
 TEST(quota_reset_raises_slices)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 
 	ASSERT_EQ(set_limits(b, 2, KEEP32, KEEP32, KEEP32), 0);
 	ASSERT_EQ(send_n(a, h, 1), 0);		/* R 1, share 1 */
@@ -292,7 +274,7 @@ TEST(quota_reset_raises_slices)
 TEST(quota_inflight_bytes)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	struct bus1_cmd_recv r;
 
 	ASSERT_EQ(set_limits(b, KEEP32, KEEP32, 64, KEEP32), 0);
@@ -316,7 +298,7 @@ TEST(quota_inflight_bytes)
 TEST(quota_inflight_bytes_default)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	size_t half = 8u << 20;
 	char *buf = malloc(half + 8);
 	struct iovec v = { buf, half + 8 };
@@ -346,7 +328,7 @@ TEST(quota_inflight_bytes_user_wide)
 
 	ASSERT_TRUE(buf != NULL);
 	for (int i = 0; i < 3; i++)
-		h[i] = handle_to(c[i], 0x100, a);
+		h[i] = b1_handle_to(c[i], 0x100, a);
 	/* user: R 16M, s 0 → R 12M, s 4M → R 8M, s 8M */
 	ASSERT_EQ(b1_send(a, 0, &h[0], 1, NULL, &v, 1, NULL, 0, NULL, 0), 0);
 	ASSERT_EQ(b1_send(a, 0, &h[1], 1, NULL, &v, 1, NULL, 0, NULL, 0), 0);
@@ -361,7 +343,7 @@ TEST(quota_inflight_bytes_user_wide)
 TEST(quota_inflight_fds)
 {
 	int a = b1_open(), b = b1_open(), p[2];
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	int fds[3];
 	struct bus1_cmd_recv r;
 
@@ -385,8 +367,8 @@ TEST(quota_inflight_fds)
 TEST(quota_failed_send_changes_nothing)
 {
 	int a = b1_open(), b = b1_open(), dead = b1_open(), p[2];
-	uint64_t d[2] = { handle_to(b, 0x100, a), handle_to(dead, 0x100, a) };
-	uint64_t o = handle_to(dead, 0x200, a);
+	uint64_t d[2] = { b1_handle_to(b, 0x100, a), b1_handle_to(dead, 0x100, a) };
+	uint64_t o = b1_handle_to(dead, 0x200, a);
 	int fds[2];
 	struct iovec v = { "0123456789abcdef", 16 };
 
@@ -407,7 +389,7 @@ TEST(quota_failed_send_changes_nothing)
 TEST(quota_flush_refunds)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	struct bus1_cmd_peer_reset rs = {
 		.flags = BUS1_PEER_RESET_FLAG_FLUSH, .peer_flags = (uint64_t)-1,
 		.max_slices = 6, .max_handles = KEEP32,
@@ -422,7 +404,7 @@ TEST(quota_flush_refunds)
 	ASSERT_EQ(b1_ioctl(b, BUS1_CMD_PEER_RESET, &rs), 0);
 	ASSERT_EQ(b1_query(b, &rs), 0);
 	ASSERT_EQ(rs.max_slices, 6);
-	h = handle_to(b, 0x200, a);
+	h = b1_handle_to(b, 0x200, a);
 	ASSERT_EQ(send_n(a, h, 1), 0);		/* 6 >= 2 */
 	ASSERT_EQ(send_n(a, h, 1), 0);		/* 5 >= 3 */
 	ASSERT_EQ(send_n(a, h, 1), 0);		/* 4 >= 4 */
@@ -433,8 +415,8 @@ TEST(quota_flush_refunds)
 TEST(quota_recv_converts_charges)
 {
 	int s = b1_open(), b = b1_open(), o = b1_open();
-	uint64_t dest = handle_to(b, 0x100, s);
-	uint64_t hs[2] = { handle_to(o, 0x10, s), handle_to(o, 0x20, s) };
+	uint64_t dest = b1_handle_to(b, 0x100, s);
+	uint64_t hs[2] = { b1_handle_to(o, 0x10, s), b1_handle_to(o, 0x20, s) };
 
 	ASSERT_EQ(set_limits(b, KEEP32, 5, KEEP32, KEEP32), 0);	/* pin: R 4 */
 	ASSERT_EQ(send_handles(s, dest, hs, 2), 0);		/* R 2 */
@@ -451,8 +433,8 @@ TEST(quota_recv_converts_charges)
 TEST(quota_invalid_entries_refunded)
 {
 	int s = b1_open(), b = b1_open(), o = b1_open();
-	uint64_t dest = handle_to(b, 0x100, s);
-	uint64_t gone = handle_to(o, 0x10, s);
+	uint64_t dest = b1_handle_to(b, 0x100, s);
+	uint64_t gone = b1_handle_to(o, 0x10, s);
 	struct bus1_cmd_recv r;
 
 	ASSERT_EQ(b1_destroy_one(o, 0x10), 0);
@@ -470,8 +452,8 @@ TEST(quota_invalid_entries_refunded)
 TEST(quota_multicast_same_receiver_accumulates)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t d[3] = { handle_to(b, 0x100, a), handle_to(b, 0x200, a),
-			  handle_to(b, 0x300, a) };
+	uint64_t d[3] = { b1_handle_to(b, 0x100, a), b1_handle_to(b, 0x200, a),
+			  b1_handle_to(b, 0x300, a) };
 	struct iovec v = { "m", 1 };
 
 	ASSERT_EQ(set_limits(b, 4, KEEP32, KEEP32, KEEP32), 0);
@@ -486,7 +468,7 @@ TEST(quota_multicast_same_receiver_accumulates)
 TEST(quota_discard_refunds)
 {
 	int s = b1_open(), b = b1_open(), o = b1_open();
-	uint64_t dest = handle_to(b, 0x100, s), h = handle_to(o, 0x10, s);
+	uint64_t dest = b1_handle_to(b, 0x100, s), h = b1_handle_to(o, 0x10, s);
 	uint64_t hs[2] = { h, h }, id = 0x100;
 	struct bus1_cmd_recv r;
 
@@ -497,7 +479,7 @@ TEST(quota_discard_refunds)
 	ASSERT_EQ(b1_destroy(b, &id, 1, BUS1_NODES_DESTROY_FLAG_RELEASE_HANDLES), 0);
 	ASSERT_EQ(b1_recv(b, &r, 0), -EAGAIN);	/* message and DESTROY discarded */
 	/* all back: 2 slices, 5 handles (the pin went too) */
-	dest = handle_to(b, 0x200, s);				/* pin: R 4 */
+	dest = b1_handle_to(b, 0x200, s);				/* pin: R 4 */
 	ASSERT_EQ(send_handles(s, dest, hs, 2), 0);
 }
 
@@ -505,14 +487,14 @@ TEST(quota_discard_refunds)
 TEST(quota_flush_refunds_handles)
 {
 	int s = b1_open(), b = b1_open(), o = b1_open();
-	uint64_t dest = handle_to(b, 0x100, s), h = handle_to(o, 0x10, s);
+	uint64_t dest = b1_handle_to(b, 0x100, s), h = b1_handle_to(o, 0x10, s);
 	uint64_t hs[3] = { h, h, h };
 
 	ASSERT_EQ(set_limits(b, KEEP32, 7, KEEP32, KEEP32), 0);	/* R 6 */
 	ASSERT_EQ(send_handles(s, dest, hs, 3), 0);		/* 6 >= 6: R 3 */
 	ASSERT_EQ(send_handles(s, dest, hs, 1), -EDQUOT);
 	ASSERT_EQ(b1_reset(b, BUS1_PEER_RESET_FLAG_FLUSH), 0);	/* R 7 */
-	dest = handle_to(b, 0x200, s);				/* R 6 */
+	dest = b1_handle_to(b, 0x200, s);				/* R 6 */
 	ASSERT_EQ(send_handles(s, dest, hs, 3), 0);
 }
 
@@ -520,7 +502,7 @@ TEST(quota_flush_refunds_handles)
 TEST(quota_disconnect_refunds_user)
 {
 	int a = b1_open(), c1 = b1_open(), c2 = b1_open();
-	uint64_t h1 = handle_to(c1, 0x100, a), h2 = handle_to(c2, 0x100, a);
+	uint64_t h1 = b1_handle_to(c1, 0x100, a), h2 = b1_handle_to(c2, 0x100, a);
 	size_t half = 8u << 20;
 	char *buf = calloc(1, half);
 	struct iovec v = { buf, half };
@@ -559,8 +541,8 @@ TEST(quota_fair_share_between_users)
 	r = b1_open();
 	root_s = b1_open();
 	x_s = open_as(4321);
-	hr = handle_to(r, 0x100, root_s);
-	hx = handle_to(r, 0x100, x_s);
+	hr = b1_handle_to(r, 0x100, root_s);
+	hx = b1_handle_to(r, 0x100, x_s);
 	ASSERT_EQ(set_limits(r, 8, KEEP32, KEEP32, KEEP32), 0);
 	/* user 4321: 8>=0+2, 7>=1+2, 6>=2+2, 5>=3+2, then 4 < 4+2 */
 	for (int i = 0; i < 4; i++)

@@ -11,25 +11,6 @@
 
 #include "bus1-util.h"
 
-static uint64_t handle_to(int owner, uint64_t id, int holder)
-{
-	uint64_t h = BUS1_HANDLE_INVALID;
-
-	ASSERT_EQ(b1_transfer(owner, id, holder, &h), 0);
-	ASSERT_EQ_U64(h & BUS1_HANDLE_FLAG_MANAGED, BUS1_HANDLE_FLAG_MANAGED);
-	return h;
-}
-
-static void *edge(size_t n)
-{
-	uint8_t *p = mmap(NULL, 8192, PROT_READ | PROT_WRITE,
-			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-	ASSERT_TRUE(p != MAP_FAILED);
-	ASSERT_OK(mprotect(p + 4096, 4096, PROT_NONE));
-	return p + 4096 - n;
-}
-
 /* RECV with an explicit max_offset, msg pre-filled with a pattern. */
 static int recv_at(int fd, struct bus1_cmd_recv *r, uint64_t flags, uint64_t max_offset)
 {
@@ -48,16 +29,6 @@ static void assert_untouched(const struct bus1_cmd_recv *r)
 	ASSERT_MEMEQ(&r->msg, pat, sizeof(pat));
 }
 
-/* Lowest free fd number (to see whether anything was installed). */
-static int lowest_free_fd(void)
-{
-	int fd = dup(0);
-
-	ASSERT_GE(fd, 0);
-	close(fd);
-	return fd;
-}
-
 /* §2.9 step 1: unreadable argument → EFAULT; the message stays queued */
 TEST(recv_efault_argument)
 {
@@ -67,7 +38,7 @@ TEST(recv_efault_argument)
 	ASSERT_EQ(b1_send_one(a, 0x100, "m", 1), 0);
 	ASSERT_EQ(b1_ioctl(a, BUS1_CMD_RECV, NULL), -EFAULT);
 	ASSERT_EQ(b1_ioctl(a, BUS1_CMD_RECV, b1_bad_ptr()), -EFAULT);
-	ASSERT_EQ(b1_ioctl(a, BUS1_CMD_RECV, edge(95)), -EFAULT);
+	ASSERT_EQ(b1_ioctl(a, BUS1_CMD_RECV, b1_edge(95)), -EFAULT);
 	ASSERT_EQ(b1_recv(a, &r, 0), 0);
 	ASSERT_EQ(r.msg.n_bytes, 1);
 	/* EFAULT also on an empty queue (step 1 precedes step 5) */
@@ -117,7 +88,7 @@ TEST(recv_eagain_empty)
 TEST(recv_data_fields)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x1000, a);
+	uint64_t h = b1_handle_to(b, 0x1000, a);
 	struct bus1_cmd_recv r;
 
 	ASSERT_EQ(b1_send_one(a, h, "hello", 5), 0);
@@ -156,7 +127,7 @@ TEST(recv_tid_of_sending_thread)
 	void *ret;
 
 	thread_fd = a;
-	thread_dest = handle_to(b, 0x100, a);
+	thread_dest = b1_handle_to(b, 0x100, a);
 	ASSERT_EQ(pthread_create(&t, NULL, thread_send, NULL), 0);
 	ASSERT_EQ(pthread_join(t, &ret), 0);
 	ASSERT_EQ((intptr_t)ret, 0);
@@ -219,7 +190,7 @@ TEST(recv_peek_keeps_message)
 TEST(recv_peek_notification)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	struct bus1_cmd_recv r;
 
 	ASSERT_EQ(b1_destroy_one(b, 0x100), 0);
@@ -237,7 +208,7 @@ TEST(recv_peek_notification)
 TEST(recv_node_destroy_fields)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	struct bus1_cmd_recv r;
 
 	ASSERT_EQ(b1_destroy_one(b, 0x100), 0);
@@ -266,7 +237,7 @@ TEST(recv_node_destroy_fields)
 TEST(recv_node_release_fields)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	struct bus1_cmd_recv r;
 
 	ASSERT_EQ(b1_release(a, h), 0);
@@ -336,8 +307,8 @@ TEST(recv_erange_whole_slice)
 TEST(recv_erange_installs_nothing)
 {
 	int a = b1_open(), b = b1_open(), p[2];
-	uint64_t h = handle_to(b, 0x100, a);
-	uint64_t hb = handle_to(a, 0x200, b);
+	uint64_t h = b1_handle_to(b, 0x100, a);
+	uint64_t hb = b1_handle_to(a, 0x200, b);
 	struct iovec v = { "x", 1 };
 	struct bus1_cmd_recv r;
 	int low;
@@ -348,11 +319,11 @@ TEST(recv_erange_installs_nothing)
 	/* prime whatever the RECV path needs, then take the fd baseline */
 	ASSERT_EQ(b1_send_one(b, hb, "w", 1), 0);
 	ASSERT_EQ(b1_recv(a, &r, BUS1_RECV_FLAG_INSTALL_FDS), 0);
-	low = lowest_free_fd();
+	low = b1_lowest_free_fd();
 	for (int i = 0; i < 3; i++)
 		ASSERT_EQ(recv_at(b, &r, BUS1_RECV_FLAG_INSTALL_FDS, 8), -ERANGE);
 	ASSERT_EQ(recv_at(b, &r, BUS1_RECV_FLAG_INSTALL_FDS | BUS1_RECV_FLAG_PEEK, 8), -ERANGE);
-	ASSERT_EQ(lowest_free_fd(), low);
+	ASSERT_EQ(b1_lowest_free_fd(), low);
 	/* no user reference was added: the node's own handle still has only the pin */
 	ASSERT_EQ(b1_release(b, 0x100), -EBUSY);
 	ASSERT_EQ(b1_recv(b, &r, BUS1_RECV_FLAG_INSTALL_FDS), 0);
@@ -417,8 +388,8 @@ TEST(recv_installs_handles)
 {
 	int s = b1_open(), r1 = b1_open(), o = b1_open();
 	const uint8_t *pool = b1_map(r1);
-	uint64_t dest = handle_to(r1, 0x100, s);
-	uint64_t hs[3] = { handle_to(o, 0x10, s), handle_to(o, 0x20, s), 0 };
+	uint64_t dest = b1_handle_to(r1, 0x100, s);
+	uint64_t hs[3] = { b1_handle_to(o, 0x10, s), b1_handle_to(o, 0x20, s), 0 };
 	uint64_t ids[3];
 	struct iovec v = { "abc", 3 };
 	struct bus1_cmd_recv r;
@@ -446,7 +417,7 @@ TEST(recv_installs_handles)
 TEST(recv_discards_message_to_released_node)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	uint64_t id = 0x100;
 	struct bus1_cmd_recv r;
 
@@ -465,7 +436,7 @@ TEST(recv_discards_message_to_released_node)
 TEST(recv_after_flush)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	struct bus1_cmd_recv r;
 
 	ASSERT_EQ(b1_send_one(a, h, "1", 1), 0);
@@ -483,7 +454,7 @@ TEST(recv_peek_installs_each_time)
 {
 	int s = b1_open(), b = b1_open(), o = b1_open();
 	const uint8_t *pool = b1_map(b);
-	uint64_t dest = handle_to(b, 0x100, s), h = handle_to(o, 0x10, s), id;
+	uint64_t dest = b1_handle_to(b, 0x100, s), h = b1_handle_to(o, 0x10, s), id;
 	struct bus1_cmd_recv r;
 
 	ASSERT_EQ(b1_send(s, 0, &dest, 1, NULL, NULL, 0, &h, 1, NULL, 0), 0);
@@ -508,7 +479,7 @@ TEST(recv_failed_peek_keeps_assigned_id)
 {
 	int s = b1_open(), b = b1_open(), o = b1_open();
 	const uint8_t *pool = b1_map(b);
-	uint64_t dest = handle_to(b, 0x100, s), h = handle_to(o, 0x10, s);
+	uint64_t dest = b1_handle_to(b, 0x100, s), h = b1_handle_to(o, 0x10, s);
 	uint64_t hs[2] = { h, h }, ids[2];
 	struct bus1_cmd_peer_reset lim = {
 		.peer_flags = (uint64_t)-1, .max_slices = 0xFFFFFFFFu,
@@ -522,7 +493,7 @@ TEST(recv_failed_peek_keeps_assigned_id)
 	ASSERT_EQ(b1_ioctl(b, BUS1_CMD_PEER_RESET, &lim), 0);
 	ASSERT_EQ(b1_recv(b, &r, BUS1_RECV_FLAG_PEEK), -EDQUOT);
 	/* 0xB went to o's node 0x10 during the failed PEEK */
-	ASSERT_EQ_U64(handle_to(o, 0x20, b), 0x13);
+	ASSERT_EQ_U64(b1_handle_to(o, 0x20, b), 0x13);
 	ASSERT_EQ(b1_recv(b, &r, 0), 0);
 	memcpy(ids, pool + r.msg.offset, 16);
 	ASSERT_EQ_U64(ids[0], 0xB);
@@ -534,14 +505,14 @@ TEST(recv_erange_assigns_no_id)
 {
 	int s = b1_open(), b = b1_open(), o = b1_open();
 	const uint8_t *pool = b1_map(b);
-	uint64_t dest = handle_to(b, 0x100, s), h = handle_to(o, 0x10, s), id;
+	uint64_t dest = b1_handle_to(b, 0x100, s), h = b1_handle_to(o, 0x10, s), id;
 	struct bus1_cmd_recv r;
 
 	ASSERT_EQ(b1_send(s, 0, &dest, 1, NULL, NULL, 0, &h, 1, NULL, 0), 0);
 	ASSERT_EQ(recv_at(b, &r, 0, 4), -ERANGE);
 	ASSERT_EQ(recv_at(b, &r, BUS1_RECV_FLAG_PEEK, 4), -ERANGE);
 	/* the counter was not used: the next exposure gets the first ID */
-	ASSERT_EQ_U64(handle_to(o, 0x20, b), 0xB);
+	ASSERT_EQ_U64(b1_handle_to(o, 0x20, b), 0xB);
 	ASSERT_EQ(b1_recv(b, &r, 0), 0);
 	memcpy(&id, pool + r.msg.offset, 8);
 	ASSERT_EQ_U64(id, 0x13);
@@ -551,7 +522,7 @@ TEST(recv_erange_assigns_no_id)
 TEST(recv_efault_partially_writable)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	uint8_t *p = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	struct bus1_cmd_recv *tail, r;
 

@@ -13,15 +13,6 @@
 
 #define ENOTSUPP_KERNEL 524
 
-static uint64_t handle_to(int owner, uint64_t id, int holder)
-{
-	uint64_t h = BUS1_HANDLE_INVALID;
-
-	ASSERT_EQ(b1_transfer(owner, id, holder, &h), 0);
-	ASSERT_EQ_U64(h & BUS1_HANDLE_FLAG_MANAGED, BUS1_HANDLE_FLAG_MANAGED);
-	return h;
-}
-
 static int send_seed(int fd, const char *data, const uint64_t *hs, size_t nh,
 		     const int *fds, size_t nf)
 {
@@ -196,7 +187,7 @@ TEST(seed_with_handles)
 {
 	int a = b1_open(), o = b1_open();
 	const uint8_t *pool = b1_map(a);
-	uint64_t remote = handle_to(o, 0x10, a);
+	uint64_t remote = b1_handle_to(o, 0x10, a);
 	uint64_t hs[3] = { 0x100, remote, 0x100 }, ids[3];
 	struct bus1_cmd_recv r;
 
@@ -270,7 +261,7 @@ TEST(seed_flush_flags)
 TEST(seed_flush_spares_nodes)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t hn = handle_to(a, 0x100, b), hm = handle_to(a, 0x200, b);
+	uint64_t hn = b1_handle_to(a, 0x100, b), hm = b1_handle_to(a, 0x200, b);
 	uint64_t keep = 0x100;
 	struct bus1_cmd_recv r;
 
@@ -315,7 +306,7 @@ TEST(seed_erange)
 TEST(seed_holds_references)
 {
 	int a = b1_open(), o = b1_open(), p[2];
-	uint64_t h = handle_to(o, 0x10, a);
+	uint64_t h = b1_handle_to(o, 0x10, a);
 	struct bus1_cmd_recv r;
 	char c;
 

@@ -11,16 +11,6 @@
 
 #define KEEP32 0xFFFFFFFFu
 
-/* The holder's handle ID for node `id` of `owner` (created on demand). */
-static uint64_t handle_to(int owner, uint64_t id, int holder)
-{
-	uint64_t h = BUS1_HANDLE_INVALID;
-
-	ASSERT_EQ(b1_transfer(owner, id, holder, &h), 0);
-	ASSERT_EQ_U64(h & BUS1_HANDLE_FLAG_MANAGED, BUS1_HANDLE_FLAG_MANAGED);
-	return h;
-}
-
 /* PEER_RESET without flush changing only the given limits. */
 static int set_limits(int fd, uint32_t slices, uint32_t handles,
 		      uint32_t bytes, uint32_t fds)
@@ -72,17 +62,6 @@ static struct bus1_cmd_recv recv_data(int fd, const void *data, size_t len)
 	return r;
 }
 
-/* A pointer to the last `n` readable bytes before a PROT_NONE page. */
-static void *edge(size_t n)
-{
-	uint8_t *p = mmap(NULL, 8192, PROT_READ | PROT_WRITE,
-			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-	ASSERT_TRUE(p != MAP_FAILED);
-	ASSERT_OK(mprotect(p + 4096, 4096, PROT_NONE));
-	return p + 4096 - n;
-}
-
 static int send_cmd(int fd, struct bus1_cmd_send *s)
 {
 	return b1_ioctl(fd, BUS1_CMD_SEND, s);
@@ -92,14 +71,14 @@ static int send_cmd(int fd, struct bus1_cmd_send *s)
 TEST(send_efault_argument)
 {
 	int a = b1_open();
-	struct bus1_cmd_send *s = edge(79);
+	struct bus1_cmd_send *s = b1_edge(79);
 
 	ASSERT_EQ(b1_ioctl(a, BUS1_CMD_SEND, NULL), -EFAULT);
 	ASSERT_EQ(b1_ioctl(a, BUS1_CMD_SEND, b1_bad_ptr()), -EFAULT);
 	/* 79 readable bytes are not enough */
 	ASSERT_EQ(b1_ioctl(a, BUS1_CMD_SEND, s), -EFAULT);
 	/* exactly 80 readable bytes are (an all-zero SEND is a no-op) */
-	s = edge(80);
+	s = b1_edge(80);
 	memset(s, 0, 80);
 	ASSERT_EQ(send_cmd(a, s), 0);
 	assert_empty(a);
@@ -192,9 +171,9 @@ TEST(send_einval_too_many_destinations)
 TEST(send_vecs_validation)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	char buf[16] = "payload";
-	struct iovec *v2 = edge(2 * sizeof(struct iovec));
+	struct iovec *v2 = b1_edge(2 * sizeof(struct iovec));
 	struct iovec v[2];
 	const uint64_t user_top = 0x7ffffffff000ULL;
 
@@ -239,8 +218,8 @@ TEST(send_vecs_validation)
 TEST(send_handles_validation)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x100, a);
-	uint64_t *he = edge(8), ids[2];
+	uint64_t h = b1_handle_to(b, 0x100, a);
+	uint64_t *he = b1_edge(8), ids[2];
 	static const uint64_t unknown[] = { 0x1, 0x2, 0x3, 0x13, 0x1B, 0x1001 };
 
 	ASSERT_EQ(b1_send(a, 0, &h, 1, NULL, NULL, 0, b1_bad_ptr(), 1, NULL, 0), -EFAULT);
@@ -264,7 +243,7 @@ TEST(send_handles_validation)
 TEST(send_template_check_order)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	uint64_t bad_dest = 0x7, bad_handle = 0x1;
 	int bad_fd = -1;
 	struct iovec bad_vec = { (void *)0xffff880000000000ULL, 1 };
@@ -283,8 +262,8 @@ TEST(send_template_check_order)
 TEST(send_dest_efault)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x100, a);
-	uint64_t *d = edge(8);
+	uint64_t h = b1_handle_to(b, 0x100, a);
+	uint64_t *d = b1_edge(8);
 
 	ASSERT_EQ(b1_send(a, 0, b1_bad_ptr(), 1, NULL, NULL, 0, NULL, 0, NULL, 0), -EFAULT);
 	/* the first destination is valid, the second cannot be read */
@@ -297,7 +276,7 @@ TEST(send_dest_efault)
 TEST(send_dest_enxio)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	uint64_t d[2];
 	static const uint64_t unknown[] = { 0x1, 0x2, 0x3, 0x13, 0x102, 0x8000000000000001ULL };
 
@@ -315,7 +294,7 @@ TEST(send_dest_enxio)
 TEST(send_dest_enotuniq)
 {
 	int a = b1_open(), b = b1_open(), c = b1_open();
-	uint64_t hb = handle_to(b, 0x100, a), hc = handle_to(c, 0x100, a);
+	uint64_t hb = b1_handle_to(b, 0x100, a), hc = b1_handle_to(c, 0x100, a);
 	uint64_t d[3] = { hb, hc, hb };
 
 	ASSERT_EQ(b1_send(a, 0, d, 3, NULL, NULL, 0, NULL, 0, NULL, 0), -ENOTUNIQ);
@@ -337,7 +316,7 @@ TEST(send_dest_enotuniq)
 TEST(send_dest_first_error_wins)
 {
 	int a = b1_open(), b = b1_open(), dead = b1_open();
-	uint64_t hb = handle_to(b, 0x100, a), hd = handle_to(dead, 0x100, a);
+	uint64_t hb = b1_handle_to(b, 0x100, a), hd = b1_handle_to(dead, 0x100, a);
 	struct bus1_cmd_recv r;
 	uint64_t d[3];
 
@@ -361,7 +340,7 @@ TEST(send_dest_first_error_wins)
 TEST(send_dest_owner_disconnected)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 
 	ASSERT_EQ(b1_disconnect(b), 0);
 	ASSERT_EQ(b1_send_one(a, h, "x", 1), -ESHUTDOWN);
@@ -378,7 +357,7 @@ TEST(send_dest_owner_disconnected)
 TEST(send_dest_destroyed_node)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	struct bus1_cmd_recv r;
 
 	ASSERT_EQ(b1_destroy_one(b, 0x100), 0);
@@ -399,7 +378,7 @@ TEST(send_dest_destroyed_node)
 TEST(send_dest_released_node)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	uint64_t id = 0x100;
 
 	ASSERT_EQ(b1_destroy(b, &id, 1, BUS1_NODES_DESTROY_FLAG_RELEASE_HANDLES), 0);
@@ -424,7 +403,7 @@ TEST(send_dest_new_node_delivers_to_self)
 	ASSERT_EQ(r.msg.flags, 0);
 	/* the node persists with its pin: release is EBUSY, transfer works */
 	ASSERT_EQ(b1_release(a, 0x400), -EBUSY);
-	h = handle_to(a, 0x400, b);
+	h = b1_handle_to(a, 0x400, b);
 	ASSERT_EQ(b1_send_one(b, h, "back", 4), 0);
 	ASSERT_EQ_U64(recv_data(a, "back", 4).msg.destination, 0x400);
 	/* ID 0 is a legal user-chosen ID */
@@ -468,7 +447,7 @@ TEST(send_zero_destinations)
 	ASSERT_EQ(b1_transfer(a, 0x600, b, NULL), 0);
 	ASSERT_EQ(b1_transfer(a, 0x604, b, NULL), -EDQUOT);
 	/* 0x500 is a real node: it can be handed out and reached */
-	uint64_t h = handle_to(a, 0x500, b);
+	uint64_t h = b1_handle_to(a, 0x500, b);
 	ASSERT_EQ(b1_send_one(b, h, "n", 1), 0);
 	ASSERT_EQ_U64(recv_data(a, "n", 1).msg.destination, 0x500);
 }
@@ -477,7 +456,7 @@ TEST(send_zero_destinations)
 TEST(send_unicast)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	struct iovec v[3] = { { "ab", 2 }, { "", 0 }, { "cdefghij", 8 } };
 	struct bus1_cmd_recv r;
 
@@ -500,7 +479,7 @@ TEST(send_multicast)
 	struct bus1_cmd_recv r;
 
 	for (int i = 0; i < 3; i++)
-		d[i] = handle_to(p[i], 0x100 + 4 * i, s);
+		d[i] = b1_handle_to(p[i], 0x100 + 4 * i, s);
 	struct iovec v = { "multi", 5 };
 	ASSERT_EQ(b1_send(s, 0, d, 3, NULL, &v, 1, NULL, 0, NULL, 0), 0);
 	for (int i = 0; i < 3; i++) {
@@ -518,8 +497,8 @@ TEST(send_multicast)
 TEST(send_multicast_atomic_eshutdown)
 {
 	int s = b1_open(), a = b1_open(), b = b1_open(), dead = b1_open();
-	uint64_t d[3] = { handle_to(a, 0x100, s), handle_to(b, 0x100, s),
-			  handle_to(dead, 0x100, s) };
+	uint64_t d[3] = { b1_handle_to(a, 0x100, s), b1_handle_to(b, 0x100, s),
+			  b1_handle_to(dead, 0x100, s) };
 	struct iovec v = { "all-or-nothing", 14 };
 
 	ASSERT_EQ(b1_disconnect(dead), 0);
@@ -536,7 +515,7 @@ TEST(send_multicast_atomic_eshutdown)
 TEST(send_multicast_atomic_edquot)
 {
 	int s = b1_open(), a = b1_open(), full = b1_open();
-	uint64_t d[2] = { handle_to(a, 0x100, s), handle_to(full, 0x100, s) };
+	uint64_t d[2] = { b1_handle_to(a, 0x100, s), b1_handle_to(full, 0x100, s) };
 	struct iovec v = { "q", 1 };
 
 	ASSERT_EQ(set_limits(full, 0, KEEP32, KEEP32, KEEP32), 0);
@@ -552,7 +531,7 @@ TEST(send_multicast_atomic_edquot)
 TEST(send_multicast_atomic_efault_payload)
 {
 	int s = b1_open(), a = b1_open(), b = b1_open();
-	uint64_t d[2] = { handle_to(a, 0x100, s), handle_to(b, 0x100, s) };
+	uint64_t d[2] = { b1_handle_to(a, 0x100, s), b1_handle_to(b, 0x100, s) };
 	struct iovec v[2] = { { "good", 4 }, { b1_bad_ptr(), 4 } };
 
 	ASSERT_EQ(b1_send(s, 0, d, 2, NULL, v, 2, NULL, 0, NULL, 0), -EFAULT);
@@ -580,7 +559,7 @@ TEST(send_destination_in_payload)
 {
 	int a = b1_open(), b = b1_open();
 	const uint8_t *pool = b1_map(b);
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	uint64_t ids[2];
 	struct bus1_cmd_recv r;
 
@@ -603,7 +582,7 @@ TEST(send_destination_in_payload)
 TEST(send_own_node_by_id)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(a, 0x100, b);
+	uint64_t h = b1_handle_to(a, 0x100, b);
 	uint64_t d[2] = { 0x100, 0x7 };
 
 	(void)h;
@@ -618,7 +597,7 @@ TEST(send_own_node_by_id)
 TEST(send_argument_read_only)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = handle_to(b, 0x100, a);
+	uint64_t h = b1_handle_to(b, 0x100, a);
 	uint64_t *dst = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
 			     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	struct bus1_cmd_send tmpl = {
@@ -640,8 +619,8 @@ TEST(send_argument_read_only)
 TEST(send_per_destination_check_order)
 {
 	int a = b1_open(), b = b1_open(), c = b1_open();
-	uint64_t hb = handle_to(b, 0x100, a), hc = handle_to(c, 0x100, a);
-	uint64_t ho = handle_to(b, 0x200, a), id = 0x200;
+	uint64_t hb = b1_handle_to(b, 0x100, a), hc = b1_handle_to(c, 0x100, a);
+	uint64_t ho = b1_handle_to(b, 0x200, a), id = 0x200;
 	void *huge = mmap(NULL, 1UL << 30, PROT_NONE,
 			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	struct iovec v = { huge, (1UL << 29) + 8 };
@@ -666,7 +645,7 @@ TEST(send_per_destination_check_order)
 TEST(send_new_id_as_payload_and_destination)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t n = 0x700, hb = handle_to(b, 0x100, a), id;
+	uint64_t n = 0x700, hb = b1_handle_to(b, 0x100, a), id;
 	uint64_t d[2] = { 0x700, hb };
 	const uint8_t *pool = b1_map(a);
 	struct bus1_cmd_recv r;

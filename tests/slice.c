@@ -24,15 +24,6 @@ static int set_slices(int fd, uint32_t slices)
 	return b1_ioctl(fd, BUS1_CMD_PEER_RESET, &r);
 }
 
-static uint64_t share(int owner, uint64_t id, int holder)
-{
-	uint64_t h = BUS1_HANDLE_INVALID;
-
-	ASSERT_EQ(b1_transfer(owner, id, holder, &h), 0);
-	ASSERT_NE(h, BUS1_HANDLE_INVALID);
-	return h;
-}
-
 /* Receives one DATA message (with flags) and returns its slice offset. */
 static uint64_t recv_offset(int fd, uint64_t flags, uint64_t n_bytes)
 {
@@ -68,7 +59,7 @@ TEST(slice_release_fresh_enxio)
 TEST(slice_release_once)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b), off;
+	uint64_t h = b1_share(a, 0x100, b), off;
 
 	ASSERT_EQ(b1_send_one(b, h, "hello", 5), 0);
 	off = recv_offset(a, 0, 5);
@@ -81,7 +72,7 @@ TEST(slice_release_once)
 TEST(slice_release_not_start_enxio)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b), off;
+	uint64_t h = b1_share(a, 0x100, b), off;
 	char buf[64] = "0123456789";
 
 	ASSERT_EQ(b1_send_one(b, h, buf, sizeof(buf)), 0);
@@ -98,7 +89,7 @@ TEST(slice_release_not_start_enxio)
 TEST(slice_release_unpublished_enxio)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b), off;
+	uint64_t h = b1_share(a, 0x100, b), off;
 
 	ASSERT_EQ(b1_send_one(b, h, "queued", 6), 0);
 	/* it is allocated at offset 0, but not published */
@@ -112,7 +103,7 @@ TEST(slice_release_unpublished_enxio)
 TEST(slice_release_other_peer_enxio)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b), off;
+	uint64_t h = b1_share(a, 0x100, b), off;
 
 	ASSERT_EQ(b1_send_one(b, h, "x", 1), 0);
 	off = recv_offset(a, 0, 1);
@@ -124,7 +115,7 @@ TEST(slice_release_other_peer_enxio)
 TEST(slice_offsets_packed)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 
 	ASSERT_EQ(b1_send_one(b, h, "12345", 5), 0);		/* 8 */
 	ASSERT_EQ(b1_send_one(b, h, "123456789", 9), 0);	/* 16 */
@@ -144,7 +135,7 @@ TEST(slice_offsets_packed)
 TEST(slice_space_reused)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b);
+	uint64_t h = b1_share(a, 0x100, b);
 
 	ASSERT_EQ(b1_send_one(b, h, "aaaaaaaaaaaaaaaa", 16), 0);
 	ASSERT_EQ(b1_send_one(b, h, "bbbbbbbb", 8), 0);
@@ -163,7 +154,7 @@ TEST(slice_space_reused)
 TEST(slice_release_after_peek)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b), off;
+	uint64_t h = b1_share(a, 0x100, b), off;
 
 	ASSERT_EQ(b1_send_one(b, h, "peek", 4), 0);
 	off = recv_offset(a, BUS1_RECV_FLAG_PEEK, 4);
@@ -182,7 +173,7 @@ TEST(slice_release_after_peek)
 TEST(slice_release_refunds_quota)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b), off;
+	uint64_t h = b1_share(a, 0x100, b), off;
 
 	ASSERT_EQ(set_slices(a, 2), 0);
 	for (int i = 0; i < 10; i++) {
@@ -196,7 +187,7 @@ TEST(slice_release_refunds_quota)
 TEST(slice_unreleased_keeps_quota)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b), off;
+	uint64_t h = b1_share(a, 0x100, b), off;
 
 	ASSERT_EQ(set_slices(a, 0), 0);
 	ASSERT_EQ(b1_send_one(b, h, "q", 1), -EDQUOT);
@@ -215,7 +206,7 @@ TEST(slice_unreleased_keeps_quota)
 TEST(slice_release_disconnected)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = share(a, 0x100, b), off;
+	uint64_t h = b1_share(a, 0x100, b), off;
 
 	ASSERT_EQ(b1_send_one(b, h, "x", 1), 0);
 	off = recv_offset(a, 0, 1);

@@ -52,13 +52,6 @@ static void expect_msg(int fd, uint64_t type, uint64_t dest)
 		ASSERT_OK(b1_slice_release(fd, r.msg.offset));
 }
 
-static void expect_empty(int fd)
-{
-	struct bus1_cmd_recv r;
-
-	ASSERT_EQ(b1_recv(fd, &r, 0), -EAGAIN);
-}
-
 /* §2.5 step 1: unreadable struct → EFAULT, nothing created */
 TEST(transfer_efault)
 {
@@ -171,8 +164,8 @@ TEST(transfer_src_enxio)
 		ASSERT_EQ(xfer(a, 0, ids[i], KEEP64, &h), -ENXIO);
 	}
 	ASSERT_EQ_U64(h, 0x5a5a5a5a5a5a5a5aULL);
-	expect_empty(a);
-	expect_empty(b);
+	b1_expect_empty(a);
+	b1_expect_empty(b);
 }
 
 /* §2.5 steps 4-8 / §3.4: an unknown user-style src creates a node */
@@ -241,7 +234,7 @@ TEST(transfer_coalesces)
 		ASSERT_EQ(b1_release(b, hb), 0);
 	ASSERT_EQ(b1_release(b, hb), -ENXIO);
 	ASSERT_EQ(b1_release(a, 0x100), 0);
-	expect_empty(a);
+	b1_expect_empty(a);
 	ASSERT_EQ(b1_release(c, hc), 0);
 	expect_msg(a, BUS1_MSG_NODE_RELEASE, 0x100);
 }
@@ -284,7 +277,7 @@ TEST(transfer_destroyed_invalid)
 	ASSERT_EQ(xfer(a, 0, 0x100, KEEP64, &h), 0);
 	ASSERT_EQ_U64(h, BUS1_HANDLE_INVALID);
 	/* nothing changed: C has no handle (first ID unused), B one reference */
-	expect_empty(c);
+	b1_expect_empty(c);
 	ASSERT_EQ(xfer(c, 0, 0x700, b, &h), 0);
 	ASSERT_EQ_U64(h, 0x13);
 	ASSERT_EQ(xfer(b, 0, h, c, &h), 0);
@@ -359,7 +352,7 @@ TEST(transfer_withdraws_release)
 	ASSERT_EQ(xfer(a, 0, 0x100, b, &hb), 0);
 	ASSERT_EQ(b1_release(b, hb), 0);
 	ASSERT_EQ(xfer(a, 0, 0x100, c, &hc), 0);
-	expect_empty(a);
+	b1_expect_empty(a);
 	ASSERT_EQ(b1_release(c, hc), 0);
 	expect_msg(a, BUS1_MSG_NODE_RELEASE, 0x100);
 }
@@ -379,7 +372,7 @@ TEST(transfer_readonly_efault)
 	ASSERT_ERRNO(ioctl(a, BUS1_CMD_HANDLE_TRANSFER, t), EFAULT);
 	/* writability is checked before step 4: the transfer did not happen */
 	ASSERT_EQ(b1_release(b, 0xB), -ENXIO);
-	expect_empty(b);
+	b1_expect_empty(b);
 	/* a failing check (EBADF) is reported as such even from read-only memory */
 	ASSERT_OK(mprotect(p, 4096, PROT_READ | PROT_WRITE));
 	t->dst_fd = 9999;
@@ -413,5 +406,5 @@ TEST(transfer_owner_gone_invalid)
 	ASSERT_OK(close(a));
 	ASSERT_EQ(xfer(b, 0, hb, c, &h), 0);
 	ASSERT_EQ_U64(h, BUS1_HANDLE_INVALID);
-	expect_empty(c);
+	b1_expect_empty(c);
 }

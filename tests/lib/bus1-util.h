@@ -209,4 +209,56 @@ static inline void *b1_ro_page(void)
 	return p;
 }
 
+/*
+ * Creates node `id` of `owner` on demand and gives `holder` a handle to
+ * it; returns the holder's ID, which must be a managed one.
+ */
+static inline uint64_t b1_handle_to(int owner, uint64_t id, int holder)
+{
+	uint64_t h = BUS1_HANDLE_INVALID;
+
+	ASSERT_EQ(b1_transfer(owner, id, holder, &h), 0);
+	ASSERT_EQ_U64(h & BUS1_HANDLE_FLAG_MANAGED, BUS1_HANDLE_FLAG_MANAGED);
+	return h;
+}
+
+/* As b1_handle_to, checking only that the holder got a valid ID. */
+static inline uint64_t b1_share(int owner, uint64_t id, int holder)
+{
+	uint64_t h = BUS1_HANDLE_INVALID;
+
+	ASSERT_EQ(b1_transfer(owner, id, holder, &h), 0);
+	ASSERT_NE(h, BUS1_HANDLE_INVALID);
+	return h;
+}
+
+/* Nothing is queued on fd: RECV answers EAGAIN. */
+static inline void b1_expect_empty(int fd)
+{
+	struct bus1_cmd_recv r;
+
+	ASSERT_EQ(b1_recv(fd, &r, 0), -EAGAIN);
+}
+
+/* A pointer to the last `n` readable bytes before a PROT_NONE page. */
+static inline void *b1_edge(size_t n)
+{
+	uint8_t *p = mmap(NULL, 8192, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	ASSERT_TRUE(p != MAP_FAILED);
+	ASSERT_OK(mprotect(p + 4096, 4096, PROT_NONE));
+	return p + 4096 - n;
+}
+
+/* The lowest free fd number (to see whether anything was installed). */
+static inline int b1_lowest_free_fd(void)
+{
+	int fd = dup(0);
+
+	ASSERT_GE(fd, 0);
+	close(fd);
+	return fd;
+}
+
 #endif /* BUS1_TEST_UTIL_H */
