@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Helpers shared by the cross-process benchmarks. Define BENCH_NAME (the
+ * Helpers shared by the benchmarks. Define BENCH_NAME (the
  * program's name, for error messages) before including.
  */
 #ifndef BUS1_BENCH_COMMON_H
@@ -12,9 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
-static double wall_now(void)
+static inline double wall_now(void)
 {
 	struct timespec ts;
 
@@ -22,27 +23,27 @@ static double wall_now(void)
 	return ts.tv_sec * 1e9 + ts.tv_nsec;
 }
 
-static void die(const char *what)
+static inline void die(const char *what)
 {
 	fprintf(stderr, BENCH_NAME "[%d]: %s: %s\n", (int)getpid(), what, strerror(errno));
 	exit(1);
 }
 
-static void fail(const char *what, unsigned long long got, unsigned long long want)
+static inline void fail(const char *what, unsigned long long got, unsigned long long want)
 {
 	fprintf(stderr, BENCH_NAME "[%d]: %s: got %llu, expected %llu\n",
 		(int)getpid(), what, got, want);
 	exit(1);
 }
 
-static int cmp_double(const void *a, const void *b)
+static inline int cmp_double(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
 
 	return x < y ? -1 : x > y;
 }
 
-static void wait_in(int fd)
+static inline void wait_in(int fd)
 {
 	struct pollfd p = { .fd = fd, .events = POLLIN };
 
@@ -57,6 +58,19 @@ static void wait_in(int fd)
 			fail("poll revents", p.revents, POLLIN);
 		if (p.revents & POLLIN)
 			return;
+	}
+}
+
+/* Waits for a child process; any exit but a clean one fails the benchmark. */
+static inline void reap(pid_t pid, const char *what)
+{
+	int status;
+
+	if (waitpid(pid, &status, 0) != pid)
+		die("waitpid");
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		fprintf(stderr, BENCH_NAME ": %s child failed (status 0x%x)\n", what, status);
+		exit(1);
 	}
 }
 

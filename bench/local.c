@@ -29,6 +29,9 @@
 #include <unistd.h>
 #include <linux/bus1.h>
 
+#define BENCH_NAME "local"
+#include "common.h"
+
 #define MSG_SIZE 1024
 #define ROUNDS 7
 /* A burst must fit the UDS socket's default buffer and bus1's quota. */
@@ -40,19 +43,6 @@ static double cpu_now(void)
 
 	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
 	return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
-
-static void die(const char *what)
-{
-	perror(what);
-	exit(1);
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
 }
 
 struct bus1_pair {

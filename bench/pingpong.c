@@ -186,18 +186,6 @@ static double uds_round(int fd, long n, uint64_t *seq)
 	return (wall_now() - t0) / n;
 }
 
-static void reap(pid_t pid, const char *what)
-{
-	int status;
-
-	if (waitpid(pid, &status, 0) != pid)
-		die("waitpid");
-	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-		fprintf(stderr, "pingpong: %s child failed (status 0x%x)\n", what, status);
-		exit(1);
-	}
-}
-
 /*
  * Opens both peers in this process (so they share the domain), creates
  * node 0x100 on each and hands each peer a handle to the other's node.

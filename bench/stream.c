@@ -229,18 +229,6 @@ static double uds_round(struct uds_sender *u, long n)
 	return n / ((wall_now() - t0) / 1e9);
 }
 
-static void reap(pid_t pid, const char *what)
-{
-	int status;
-
-	if (waitpid(pid, &status, 0) != pid)
-		die("waitpid");
-	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-		fprintf(stderr, "stream: %s receiver failed (status 0x%x)\n", what, status);
-		exit(1);
-	}
-}
-
 int main(int argc, char **argv)
 {
 	long n = argc > 1 ? atol(argv[1]) : 100000;
