@@ -145,7 +145,6 @@ pub fn sleep_ms(ms: u64) {
     unsafe { libc::syscall(libc::SYS_nanosleep, &ts as *const libc::timespec, 0usize) };
 }
 
-/// Monotonic clock in nanoseconds.
 /// The CLOCK_REALTIME time `ms` milliseconds from now, as the deadline of
 /// a timed wait.
 pub fn realtime_after_ms(ms: u64) -> libc::timespec {
@@ -164,6 +163,7 @@ fn clock_now(clock: libc::clockid_t) -> libc::timespec {
     unsafe { ts.assume_init() }
 }
 
+/// Monotonic clock in nanoseconds.
 pub fn now_ns() -> u64 {
     let ts = clock_now(libc::CLOCK_MONOTONIC);
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64

@@ -68,6 +68,8 @@ use crate::sys;
 use core::cell::RefCell;
 
 const KIND_WRITE: u64 = 0;
+const KIND_INTENT: u64 = 1;
+
 /// `BUS1_DEBUG_HEAP=1`: check the heap's free lists at every commit and
 /// abort (slow; a debugging aid for the allocator's undo rules).
 fn heap_debug() -> bool {
@@ -79,7 +81,6 @@ fn heap_debug() -> bool {
 const SPIN_ROUNDS: u32 = 200;
 /// Longest single sleep on the lock before trying again (rule 8).
 const WAIT_SLICE_MS: u64 = 20;
-const KIND_INTENT: u64 = 1;
 
 /// Socket side effects of a transaction, named in intent entries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
