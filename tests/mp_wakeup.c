@@ -452,22 +452,49 @@ struct smsg {
 };
 
 /*
- * Sends n numbered messages in short bursts separated by pauses of a few
- * hundred microseconds, so that the receiver keeps draining its queue and
- * going back to sleep. EDQUOT (fair-share backlog limit) is retried.
+ * How often the receiver has found its queue empty and gone to sleep; shared
+ * between the receiver and the senders (an anonymous shared mapping made
+ * before the fork).
+ */
+static volatile unsigned *receiver_sleeps;
+
+/*
+ * Waits (up to a second) until the receiver has gone to sleep again since
+ * `*seen`. The senders pause like this between bursts so that the receiver
+ * drains its queue and sleeps many times whatever the speed of the machine;
+ * the next burst then races the receiver's way into the wait.
+ */
+static void await_receiver_sleep(unsigned *seen)
+{
+	const struct timespec nap = { 0, 20000L };
+
+	for (int i = 0; i < 50000 && __atomic_load_n(receiver_sleeps, __ATOMIC_ACQUIRE) == *seen; i++)
+		nanosleep(&nap, NULL);
+	*seen = __atomic_load_n(receiver_sleeps, __ATOMIC_ACQUIRE);
+}
+
+/*
+ * Sends n numbered messages in short bursts; between bursts it waits until
+ * the receiver has drained its queue and gone back to sleep (see above),
+ * plus a pause of up to 200 microseconds that differs between senders.
+ * EDQUOT (fair-share backlog limit) is retried.
  */
 static void sender_loop(int b, uint64_t h, unsigned s, unsigned n)
 {
+	unsigned seen = 0;
+
 	for (unsigned q = 0; q < n; q++) {
 		struct smsg m = { s, q, 0 };
-		struct timespec ts = { 0, 100000L + (long)((q * 7919u + s * 104729u) % 200) * 1000L };
+		struct timespec ts = { 0, (long)((q * 7919u + s * 104729u) % 200) * 1000L };
 		int r;
 
 		while ((r = b1_send_one(b, h, &m, sizeof(m))) == -EDQUOT)
 			mp_sleep_ms(1);
 		ASSERT_EQ(r, 0);
-		if ((q + s) % 5 == 0)
+		if ((q + s) % 5 == 0) {
+			await_receiver_sleep(&seen);
 			nanosleep(&ts, NULL);
+		}
 	}
 }
 
@@ -523,6 +550,7 @@ static void receive_all(int a, enum mech m, unsigned n_senders, unsigned n_each)
 		}
 		ASSERT_EQ(ret, -EAGAIN);
 		sleeps++;
+		__atomic_store_n(receiver_sleeps, sleeps, __ATOMIC_RELEASE);
 		if (m == M_EPOLL_ET) {
 			if (epoll_wait(ep, &ev, 1, MP_WAIT_MS) != 1)
 				t_fail(__FILE__, __LINE__, "lost wake-up (epoll ET): %u of %u received",
@@ -532,7 +560,10 @@ static void receive_all(int a, enum mech m, unsigned n_senders, unsigned n_each)
 		}
 	}
 	ASSERT_EQ(b1_recv(a, &r, 0), -EAGAIN);
-	/* the receiver must really have slept between drains */
+	/*
+	 * The receiver must really have slept between drains; the senders
+	 * wait for that at every pause, so a run that did not is broken.
+	 */
 	ASSERT_GE(sleeps, 10);
 	if (ep >= 0)
 		close(ep);
@@ -548,12 +579,17 @@ static void stress(enum mech m)
 	pid_t pids[STRESS_SENDERS];
 	int go[2];
 
+	receiver_sleeps = mmap(NULL, sizeof(*receiver_sleeps), PROT_READ | PROT_WRITE,
+			       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ASSERT_TRUE(receiver_sleeps != MAP_FAILED);
+	*receiver_sleeps = 0;
 	mp_pipe(go);
 	start_senders(b, h, STRESS_SENDERS, STRESS_EACH, pids, go[0]);
 	mp_put(go[1], "gggggggggggggggg", STRESS_SENDERS);
 	receive_all(a, m, STRESS_SENDERS, STRESS_EACH);
 	for (unsigned s = 0; s < STRESS_SENDERS; s++)
 		mp_reap(pids[s]);
+	munmap((void *)receiver_sleeps, sizeof(*receiver_sleeps));
 }
 
 /* §8.2, §7.1: racing senders, receiver sleeping in poll: exactly once, in order */
