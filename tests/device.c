@@ -11,6 +11,7 @@
 #include <sys/sysmacros.h>
 
 #include "bus1-util.h"
+#include "mp-util.h"
 
 static int open_dev(int flags)
 {
@@ -125,6 +126,65 @@ TEST(open_getfl_nonblock)
 	ASSERT_OK(fcntl(r, F_SETFL, O_NONBLOCK));
 	ASSERT_TRUE(fcntl(r, F_GETFL) & O_NONBLOCK);
 	assert_fresh_peer(r);
+}
+
+/*
+ * §1.1: F_GETFL shows what the module's file shows, which is what any
+ * character device opened the same way shows (/dev/null here): the access
+ * mode of the open, and O_LARGEFILE, which the kernel sets on every 64-bit
+ * open. The same on a duplicate, in a forked child, and on a copy received
+ * over SCM_RIGHTS whose first use is this F_GETFL.
+ */
+TEST(open_getfl_access_mode)
+{
+	static const int modes[] = { O_RDONLY, O_WRONLY, O_RDWR };
+
+	for (unsigned i = 0; i < 3; i++) {
+		int fd = open_dev(modes[i]), d = dup(fd), sv[2], got, fl;
+		int chr = open("/dev/null", modes[i] | O_CLOEXEC);
+		pid_t pid;
+
+		ASSERT_GE(d, 0);
+		ASSERT_GE(chr, 0);
+		fl = fcntl(fd, F_GETFL);
+		ASSERT_EQ(fl & O_ACCMODE, modes[i]);
+		ASSERT_EQ(fl, fcntl(chr, F_GETFL));
+		close(chr);
+		ASSERT_EQ(fcntl(d, F_GETFL), fl);
+		ASSERT_OK(fcntl(d, F_SETFL, O_NONBLOCK));
+		ASSERT_EQ(fcntl(fd, F_GETFL), fl | O_NONBLOCK);
+		pid = mp_fork();
+		if (pid == 0) {
+			ASSERT_EQ(fcntl(fd, F_GETFL), fl | O_NONBLOCK);
+			_exit(0);
+		}
+		mp_reap(pid);
+		mp_socketpair(sv);
+		mp_send_fd(sv[0], fd);
+		got = mp_recv_fd(sv[1]);
+		ASSERT_EQ(fcntl(got, F_GETFL), fl | O_NONBLOCK);
+		close(got);
+		close(sv[0]);
+		close(sv[1]);
+		close(d);
+		close(fd);
+	}
+}
+
+/* A socket or pipe keeps its own flags: only peer fds are translated. */
+TEST(open_getfl_other_fds_unchanged)
+{
+	int sv[2], p[2];
+
+	ASSERT_OK(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv));
+	ASSERT_OK(pipe2(p, O_CLOEXEC));
+	ASSERT_EQ(fcntl(sv[0], F_GETFL), O_RDWR);
+	ASSERT_EQ(fcntl(p[0], F_GETFL), O_RDONLY);
+	ASSERT_EQ(fcntl(p[1], F_GETFL), O_WRONLY);
+	close(sv[0]);
+	close(sv[1]);
+	close(p[0]);
+	close(p[1]);
 }
 
 /* §1.1: O_NONBLOCK is irrelevant: RECV on a blocking fd returns EAGAIN at once */

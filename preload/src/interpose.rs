@@ -406,7 +406,41 @@ unsafe fn fcntl_common(real: &crate::real::Real, fd: c_int, cmd: c_int, arg: c_u
             fdtable::set(r, i);
         }
     }
+    if r >= 0 && cmd == libc::F_GETFL {
+        return device_file_flags(fd, r);
+    }
     r
+}
+
+/// The kernel's O_LARGEFILE, which it sets on every open of a 64-bit
+/// process. The C library's constant is 0 on these targets, since the flag
+/// is implied there, so the kernel's value is spelt out.
+#[cfg(any(target_arch = "x86_64", target_arch = "riscv64", target_arch = "s390x", target_arch = "loongarch64"))]
+const KERNEL_O_LARGEFILE: c_int = 0o100000;
+#[cfg(target_arch = "aarch64")]
+const KERNEL_O_LARGEFILE: c_int = 0o400000;
+#[cfg(not(any(
+    target_arch = "x86_64",
+    target_arch = "riscv64",
+    target_arch = "s390x",
+    target_arch = "loongarch64",
+    target_arch = "aarch64"
+)))]
+const KERNEL_O_LARGEFILE: c_int = 0;
+
+/// F_GETFL of a peer fd as the module's file would answer it: the access
+/// mode of the open (the socket always says O_RDWR) and O_LARGEFILE. Status
+/// flags such as O_NONBLOCK are the socket's own, kept up to date by F_SETFL.
+fn device_file_flags(fd: c_int, socket_flags: c_int) -> c_int {
+    // Only a socket's flags (O_RDWR, never O_LARGEFILE) can belong to a
+    // peer; other descriptors are not looked up at all.
+    if socket_flags & libc::O_ACCMODE != libc::O_RDWR || socket_flags & KERNEL_O_LARGEFILE != 0 {
+        return socket_flags;
+    }
+    match fdtable::lookup(fd) {
+        Some(info) => (socket_flags & !libc::O_ACCMODE) | info.access | KERNEL_O_LARGEFILE,
+        None => socket_flags,
+    }
 }
 
 #[no_mangle]
