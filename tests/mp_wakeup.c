@@ -473,6 +473,15 @@ static void await_receiver_sleep(unsigned *seen)
 	*seen = __atomic_load_n(receiver_sleeps, __ATOMIC_ACQUIRE);
 }
 
+/* Creates the shared counter before the senders and receivers are forked. */
+static void map_receiver_sleeps(void)
+{
+	receiver_sleeps = mmap(NULL, sizeof(*receiver_sleeps), PROT_READ | PROT_WRITE,
+			       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ASSERT_TRUE(receiver_sleeps != MAP_FAILED);
+	*receiver_sleeps = 0;
+}
+
 /*
  * Sends n numbered messages in short bursts; between bursts it waits until
  * the receiver has drained its queue and gone back to sleep (see above),
@@ -579,10 +588,7 @@ static void stress(enum mech m)
 	pid_t pids[STRESS_SENDERS];
 	int go[2];
 
-	receiver_sleeps = mmap(NULL, sizeof(*receiver_sleeps), PROT_READ | PROT_WRITE,
-			       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	ASSERT_TRUE(receiver_sleeps != MAP_FAILED);
-	*receiver_sleeps = 0;
+	map_receiver_sleeps();
 	mp_pipe(go);
 	start_senders(b, h, STRESS_SENDERS, STRESS_EACH, pids, go[0]);
 	mp_put(go[1], "gggggggggggggggg", STRESS_SENDERS);
@@ -699,6 +705,7 @@ TEST_TIMEOUT(shared_peer_receivers_exactly_once, 60)
 	int go[2];
 
 	ASSERT_TRUE(sh != MAP_FAILED);
+	map_receiver_sleeps();
 	for (unsigned i = 0; i < SHARED_RECEIVERS; i++) {
 		rcv[i] = mp_fork();
 		if (rcv[i] == 0) {
@@ -723,6 +730,7 @@ TEST_TIMEOUT(shared_peer_receivers_exactly_once, 60)
 				ASSERT_EQ(ret, -EAGAIN);
 				ASSERT_LT(mp_now(), end);
 				/* short sleeps: the others may take what woke us */
+				__atomic_add_fetch(receiver_sleeps, 1, __ATOMIC_RELEASE);
 				mp_poll_wait(a, POLLIN, 100);
 			}
 			_exit(0);
@@ -746,6 +754,7 @@ TEST_TIMEOUT(shared_peer_receivers_exactly_once, 60)
 
 		ASSERT_EQ(b1_recv(a, &r, 0), -EAGAIN);
 	}
+	munmap((void *)receiver_sleeps, sizeof(*receiver_sleeps));
 }
 
 #define NOTIFY_PROCS 3
