@@ -319,7 +319,7 @@ impl Domain {
             }
         };
         l.bells[idx].2 = now;
-        match sys::send_msg(l.bells[idx].1, None, &[], &[]) {
+        match sys::send_token(l.bells[idx].1) {
             // A full queue is readable anyway.
             Ok(()) | Err(Errno::EAGAIN) => true,
             Err(_) => {

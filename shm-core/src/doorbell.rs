@@ -83,9 +83,8 @@ pub fn execute(tx: &Txn, op: Op) -> Result<()> {
         Op::Carrier { serial, gen, nonce, fds } => send_carrier(dom, serial, gen, nonce, &fds),
         Op::Drain { peer, fd, count } => {
             tx.intent(peer, Intent::Removed)?;
-            let mut buf = [0u8; 16];
             for _ in 0..count {
-                if sys::recv_msg(fd, &mut buf, false, FdMode::Discard, 0).is_err() {
+                if sys::discard_datagram(fd).is_err() {
                     break;
                 }
             }

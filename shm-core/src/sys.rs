@@ -329,6 +329,45 @@ pub fn send_msg(fd: c_int, to: Option<&UnixAddr>, data: &[u8], fds: &[c_int]) ->
     .map(drop)
 }
 
+/// Sends an empty datagram on a connected socket: a readiness token.
+/// `sendto` without an address costs about a third less than `sendmsg`,
+/// which copies in a message header and an iovec first.
+pub fn send_token(fd: c_int) -> Result<()> {
+    // SAFETY: no buffer is passed: length 0, null data and address.
+    retry(|| unsafe {
+        libc::syscall(
+            libc::SYS_sendto,
+            fd,
+            core::ptr::null::<c_void>(),
+            0usize,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            core::ptr::null::<c_void>(),
+            0 as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// Receives one datagram and throws it away, without ancillary data (the
+/// kernel closes any file descriptors it carried); the cheap way to drain a
+/// token, as [`send_token`] is to send one.
+pub fn discard_datagram(fd: c_int) -> Result<()> {
+    let mut buf = [0u8; 16];
+    // SAFETY: `buf` is live and writable for its length; no address is asked for.
+    retry(|| unsafe {
+        libc::syscall(
+            libc::SYS_recvfrom,
+            fd,
+            buf.as_mut_ptr() as *mut c_void,
+            buf.len(),
+            libc::MSG_DONTWAIT,
+            core::ptr::null_mut::<c_void>(),
+            core::ptr::null_mut::<libc::socklen_t>(),
+        )
+    })
+    .map(drop)
+}
+
 /// What [`recv_msg`] does with file descriptors carried by the datagram.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum FdMode {
