@@ -322,7 +322,7 @@ pub fn resync(tx: &Txn, peer: P<PeerRec>, fd: i32) -> Result<()> {
                 Ok((_, fds)) => fds.iter().for_each(|f| sys::close(*f)),
                 Err(_) => break,
             }
-        } else if sys::recv_msg(fd, &mut buf, false, FdMode::Discard, 0).is_err() {
+        } else if sys::discard_datagram(fd).is_err() {
             break;
         }
     }
@@ -384,7 +384,7 @@ pub fn vault_open(tx: &Txn, peer: P<PeerRec>, fd: i32) -> Result<Option<Vault>> 
     if p.bell_plain.get() == 1 {
         // The plain token is in front of the vault datagram.
         tx.intent(peer, Intent::Removed)?;
-        let _ = sys::recv_msg(fd, &mut buf, false, FdMode::Discard, 0);
+        let _ = sys::discard_datagram(fd);
         tx.set(&p.bell_plain, 0);
     }
     match sys::recv_msg(fd, &mut buf, true, FdMode::Install, 3) {
@@ -466,7 +466,7 @@ pub fn find_carrier(tx: &Txn, v: &Vault, nonce: u64, want: Want) -> Result<Optio
     loop {
         let Ok((n, _)) = sys::recv_msg(v.inbox_rd, &mut buf, true, FdMode::Discard, 0) else { break };
         let Some((nc, _, nparts)) = parse_carrier(&buf[..n]) else {
-            let _ = sys::recv_msg(v.inbox_rd, &mut buf, false, FdMode::Discard, 0);
+            let _ = sys::discard_datagram(v.inbox_rd);
             continue;
         };
         if nc == nonce {
@@ -547,8 +547,7 @@ fn map_install_err(e: Errno) -> Errno {
 /// POLLOUT (by filling its own send buffer with a datagram queued to
 /// itself) and shuts it down (POLLHUP).
 pub fn hang_up(dom: &Domain, serial: u64, fd: i32) {
-    let mut buf = [0u8; 16];
-    while sys::recv_msg(fd, &mut buf, false, FdMode::Discard, 0).is_ok() {}
+    while sys::discard_datagram(fd).is_ok() {}
     let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, 1);
     if let Ok(own) = UnixAddr::new(&dom.peer_path(serial)) {
         // Must stay below the (now minimal) send buffer size minus 32.

@@ -349,8 +349,9 @@ pub fn send_token(fd: c_int) -> Result<()> {
 }
 
 /// Receives one datagram and throws it away, without ancillary data (the
-/// kernel closes any file descriptors it carried); the cheap way to drain a
-/// token, as [`send_token`] is to send one.
+/// kernel closes any file descriptors it carried): how tokens and stale
+/// datagrams are drained. `recvfrom` skips the message header `recvmsg`
+/// copies in and out, as [`send_token`] does on the sending side.
 pub fn discard_datagram(fd: c_int) -> Result<()> {
     let mut buf = [0u8; 16];
     // SAFETY: `buf` is live and writable for its length; no address is asked for.
