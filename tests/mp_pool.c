@@ -592,3 +592,123 @@ TEST(multicast_into_two_processes)
 	mp_reap(rcv[0]);
 	mp_reap(rcv[1]);
 }
+
+/*
+ * Pool memory follows the live slices (issue "pools grow on demand; memory
+ * is used only for pages that hold live slices"). The product keeps the
+ * first MiB of a pool resident once touched and gives the rest back in
+ * batches: at most 256 KiB of freed slices and a free tail under 256 KiB
+ * may stay resident (README, "Pool memory").
+ */
+#define BIG (64u << 10)
+#define N_BIG 64
+#define KEEP_KIB 1024
+#define SLACK_KIB 256
+/* mincore over the first 16 MiB: nothing in these cases goes beyond. */
+#define WATCH (16u << 20)
+
+/* A child process sends n messages of BIG bytes, seeds first.., to dest. */
+static void child_sends_big(int b, uint64_t dest, unsigned n, unsigned first)
+{
+	pid_t pid = mp_fork();
+
+	if (pid == 0) {
+		for (unsigned i = 0; i < n; i++)
+			ASSERT_EQ(send_pat(b, dest, BIG, first + i), 0);
+		_exit(0);
+	}
+	mp_reap(pid);
+}
+
+/* RECVs n messages of BIG bytes, seeds first.., checking them; offsets out. */
+static void recv_big(int a, const uint8_t *pool, unsigned n, unsigned first, uint64_t *offs)
+{
+	struct bus1_cmd_recv r;
+
+	for (unsigned i = 0; i < n; i++) {
+		ASSERT_EQ(b1_recv(a, &r, 0), 0);
+		ASSERT_EQ(r.msg.n_bytes, BIG);
+		ASSERT_TRUE(check(pool + r.msg.offset, BIG, first + i));
+		offs[i] = r.msg.offset;
+	}
+}
+
+/* A fresh pool holds no memory; it grows by the pages its slices use. */
+TEST(pool_pages_grow_on_demand)
+{
+	int a = b1_open(), b = b1_open();
+	uint64_t h = mp_node(a, 0x100, b);
+	const uint8_t *pool = b1_map(a);
+
+	ASSERT_EQ(b1_resident_kib(pool, WATCH), 0);
+	child_sends_big(b, h, 3, 1);
+	ASSERT_EQ(b1_resident_kib(pool, WATCH), 3 * BIG / 1024);
+	child_sends_big(b, h, 1, 4);
+	ASSERT_EQ(b1_resident_kib(pool, WATCH), 4 * BIG / 1024);
+}
+
+/*
+ * A slice kept at the end of a 4 MiB backlog does not pin the pages of
+ * the slices released before it; releasing it too leaves only the kept
+ * first MiB.
+ */
+TEST(pool_held_slice_does_not_pin_freed_pages)
+{
+	int a = b1_open(), b = b1_open();
+	uint64_t h = mp_node(a, 0x100, b), offs[N_BIG];
+	const uint8_t *pool = b1_map(a);
+	unsigned long kib;
+
+	child_sends_big(b, h, N_BIG, 100);
+	ASSERT_EQ(b1_resident_kib(pool, WATCH), N_BIG * BIG / 1024);
+	recv_big(a, pool, N_BIG, 100, offs);
+	ASSERT_EQ_U64(offs[N_BIG - 1], (uint64_t)(N_BIG - 1) * BIG);
+	for (unsigned i = 0; i + 1 < N_BIG; i++)
+		ASSERT_EQ(b1_slice_release(a, offs[i]), 0);
+	kib = b1_resident_kib(pool, WATCH);
+	ASSERT_GE(kib, KEEP_KIB + BIG / 1024);
+	ASSERT_LE(kib, KEEP_KIB + BIG / 1024 + SLACK_KIB);
+	ASSERT_TRUE(check(pool + offs[N_BIG - 1], BIG, 100 + N_BIG - 1));
+	ASSERT_EQ(b1_slice_release(a, offs[N_BIG - 1]), 0);
+	ASSERT_LE(b1_resident_kib(pool, WATCH), KEEP_KIB + SLACK_KIB);
+}
+
+/*
+ * Every other slice of a 4 MiB backlog released: the holes between the
+ * live slices are given back, the live slices stay intact, and the next
+ * messages (from another process) reuse the holes with their own data.
+ */
+TEST(pool_holes_between_live_slices_given_back)
+{
+	int a = b1_open(), b = b1_open();
+	uint64_t h = mp_node(a, 0x100, b), offs[N_BIG], again[N_BIG / 2];
+	const uint8_t *pool = b1_map(a);
+	unsigned long live_kib = 0, kib;
+
+	child_sends_big(b, h, N_BIG, 1);
+	recv_big(a, pool, N_BIG, 1, offs);
+	for (unsigned i = 0; i < N_BIG; i += 2)
+		ASSERT_EQ(b1_slice_release(a, offs[i]), 0);
+	/* the odd slices beyond the first MiB, plus the first MiB */
+	for (unsigned i = 1; i < N_BIG; i += 2)
+		if (offs[i] >= KEEP_KIB * 1024)
+			live_kib += BIG / 1024;
+	kib = b1_resident_kib(pool, WATCH);
+	ASSERT_GE(kib, KEEP_KIB + live_kib);
+	ASSERT_LE(kib, KEEP_KIB + live_kib + SLACK_KIB);
+	for (unsigned i = 1; i < N_BIG; i += 2)
+		ASSERT_TRUE(check(pool + offs[i], BIG, 1 + i));
+
+	child_sends_big(b, h, N_BIG / 2, 500);
+	recv_big(a, pool, N_BIG / 2, 500, again);
+	for (unsigned i = 0; i < N_BIG / 2; i++) {
+		/* best fit: each lands in one of the released holes */
+		ASSERT_EQ_U64(again[i] % (2 * BIG), 0);
+		ASSERT_LT(again[i], (uint64_t)N_BIG * BIG);
+	}
+	for (unsigned i = 1; i < N_BIG; i += 2)
+		ASSERT_TRUE(check(pool + offs[i], BIG, 1 + i));
+	for (unsigned i = 0; i < N_BIG; i++)
+		ASSERT_EQ(b1_slice_release(a, i & 1 ? offs[i] : again[i / 2]), 0);
+	ASSERT_LE(b1_resident_kib(pool, WATCH), KEEP_KIB + SLACK_KIB);
+}

@@ -57,6 +57,9 @@ pub enum Op {
     DropCarrier { peer: P<PeerRec>, fd: i32, nonce: u64 },
     /// Punch out free pool pages (after commit, see `pool::trim_tail`).
     TrimPool { peer: P<PeerRec>, serial: u64, off: u64, len: u64 },
+    /// Punch out the pages of a pool's free regions (after commit, see
+    /// `pool::execute_sweep`).
+    SweepPool { peer: P<PeerRec>, serial: u64 },
     /// Remove a file (after commit).
     Unlink { path: Vec<u8> },
     /// The transaction cannot commit.
@@ -98,6 +101,10 @@ pub fn execute(tx: &Txn, op: Op) -> Result<()> {
         }
         Op::TrimPool { peer, serial, off, len } => {
             crate::pool::execute_trim(tx, peer, serial, off, len);
+            Ok(())
+        }
+        Op::SweepPool { peer, serial } => {
+            crate::pool::execute_sweep(tx, peer, serial);
             Ok(())
         }
         Op::Unlink { path } => {

@@ -155,7 +155,9 @@ pub struct PeerRec {
     pub bell_vault: Cell<u32>,
     /// The socket may hold datagrams the mirror does not know about.
     pub bell_dirty: Cell<u32>,
-    pub _pad: Cell<u32>,
+    /// Bytes of slices beyond the pool's kept start freed since the last
+    /// sweep of its free regions (see `pool`).
+    pub pool_freed: Cell<u32>,
     pub vault_gen: Cell<u64>,
 
     pub pidns: Cell<u64>,
@@ -252,7 +254,11 @@ pub struct Region {
     pub free: Cell<u32>,
     pub published: Cell<u32>,
     pub referenced: Cell<u32>,
-    pub _pad: Cell<u32>,
+    /// A free region whose whole pages beyond the pool's kept start are
+    /// known not to be resident (punched by a sweep, see `pool`). Only a
+    /// hint: a wrong 0 costs a redundant punch, and every free that grows
+    /// the region resets it.
+    pub clean: Cell<u32>,
     pub next: Cell<P<Region>>,
     pub prev: Cell<P<Region>>,
     pub fnext: Cell<P<Region>>,

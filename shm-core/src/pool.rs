@@ -8,6 +8,16 @@
 //! message nor published to userspace (5.3); freeing refunds the slice
 //! quota. Senders write payload into the receiver's pool through this
 //! process's read-write mapping (`Domain::pool_base`).
+//!
+//! Pages are given back to the system (punched out of the pool file) once
+//! no slice uses them, except in the pool's first MiB, which a receiver
+//! that keeps up reuses all the time. Punching is batched so that it costs
+//! no system call per message: a free tail is punched once it reaches
+//! 256 KiB, and every 256 KiB of slices freed beyond the first MiB trigger
+//! a *sweep* that punches the whole pages of every free region not yet
+//! punched (`Region::clean`). Resident pages beyond the live slices'
+//! pages are thus bounded by the first MiB, a tail under 256 KiB and the
+//! 256 KiB freed since the last sweep.
 
 use crate::alloc;
 use crate::doorbell::Op;
@@ -28,6 +38,9 @@ const TRIM_MIN: u64 = 256 << 10;
 /// keeps up reuses it all the time, and punching it out would only make
 /// the next sends fault the pages back in.
 const TRIM_KEEP: u64 = 1 << 20;
+/// Bytes of slices freed beyond [`TRIM_KEEP`] after which the free regions
+/// are swept.
+const SWEEP_AFTER: u32 = 256 << 10;
 
 /// Sets up an empty pool: one free range covering it.
 pub fn init(tx: &Txn, peer: P<PeerRec>) -> Result<()> {
@@ -151,15 +164,18 @@ fn free_slice(tx: &Txn, peer: P<PeerRec>, s: P<Region>) {
     table::remove(tx, TAG_SLICE, peer.off(), sr.off.get());
     tx.add(&tx.rec(peer).pool_slices, -1);
     quota::refund(tx, peer, RES_SLICES, 1);
+    count_freed(tx, peer, sr.off.get(), sr.size.get());
     tx.set(&sr.free, 1);
     let mut cur = s;
     let prev = sr.prev.get();
     if !prev.is_null() && tx.rec(prev).free.get() == 1 {
         let pr = tx.rec(prev);
         tx.set(&pr.size, pr.size.get() + sr.size.get());
+        tx.set(&pr.clean, 0);
         region_unlink(tx, peer, s);
         cur = prev;
     } else {
+        tx.set(&sr.clean, 0);
         free_list_push(tx, peer, s);
     }
     let cr = tx.rec(cur);
@@ -171,6 +187,56 @@ fn free_slice(tx: &Txn, peer: P<PeerRec>, s: P<Region>) {
     }
     if cr.next.get().is_null() {
         trim_tail(tx, peer, cr.off.get());
+    }
+}
+
+/// Counts a freed slice towards the next sweep, and asks for the sweep
+/// (once per transaction) when enough has been freed.
+fn count_freed(tx: &Txn, peer: P<PeerRec>, off: u64, size: u64) {
+    if off + size <= TRIM_KEEP {
+        return;
+    }
+    let p = tx.rec(peer);
+    let freed = (p.pool_freed.get() as u64 + size).min(u32::MAX as u64) as u32;
+    if freed < SWEEP_AFTER {
+        tx.set(&p.pool_freed, freed);
+        return;
+    }
+    tx.set(&p.pool_freed, 0);
+    if !tx.has_post(|op| matches!(op, Op::SweepPool { peer: q, .. } if *q == peer)) {
+        tx.push_post(Op::SweepPool { peer, serial: p.serial.get() });
+    }
+}
+
+/// Runs a sweep after commit, with the domain still locked: punches the
+/// whole pages (beyond the kept start and below the dirty end) of every
+/// free region not marked clean, and marks it. The marks are written
+/// through the log like any field (rule 4 of `txn`); losing them only
+/// costs a redundant punch later.
+pub(crate) fn execute_sweep(tx: &Txn, peer: P<PeerRec>, serial: u64) {
+    let p = tx.rec(peer);
+    if p.magic.get() != PEER_MAGIC || p.serial.get() != serial {
+        return;
+    }
+    let Ok(base) = tx.domain().pool_base(serial) else { return };
+    let dirty_end = p.pool_dirty_end.get().div_ceil(PAGE) * PAGE;
+    let mut r = p.pool_free.get();
+    while !r.is_null() {
+        let rr = tx.rec(r);
+        if rr.clean.get() == 0 {
+            let (off, size) = (rr.off.get(), rr.size.get());
+            let start = (off.div_ceil(PAGE) * PAGE).max(TRIM_KEEP);
+            let end = ((off + size) / PAGE * PAGE).min(dirty_end);
+            if end > start {
+                // SAFETY: [start, end) lies inside the mapped pool and in
+                // a free region of its committed state; the domain lock
+                // keeps anyone from allocating there meanwhile.
+                let _ = unsafe { crate::sys::madvise_remove(base.add(start as usize), (end - start) as usize) };
+            }
+            tx.set(&rr.clean, 1);
+            crate::crash::point("sweep-marked");
+        }
+        r = rr.fnext.get();
     }
 }
 

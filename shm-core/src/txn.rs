@@ -37,7 +37,10 @@
 //!    operation (see `doorbell`). Operations whose effect is only "remove
 //!    something that is no longer referenced" run after the commit point,
 //!    still under the lock; if they never happen, what they would have
-//!    removed is recognised as an orphan later.
+//!    removed is recognised as an orphan later. The fields they write (only
+//!    hints whose either value is safe, such as a pool region's `clean`
+//!    mark) go through the undo log as well and are committed together
+//!    just before the lock is released.
 //! 5. **Death of a holder.** If a process dies while holding the lock, the
 //!    next locker gets `EOWNERDEAD`, replays the dead transaction's undo
 //!    log backwards (rolling it back to the last committed state), handles
@@ -359,6 +362,11 @@ impl<'d> Txn<'d> {
         self.post.borrow_mut().push(op);
     }
 
+    /// Whether an after-commit operation matching `f` is already queued.
+    pub(crate) fn has_post(&self, f: impl Fn(&Op) -> bool) -> bool {
+        self.post.borrow().iter().any(f)
+    }
+
     /// A position to roll back to with [`rollback_to`](Self::rollback_to).
     pub fn savepoint(&self) -> (u64, usize, usize) {
         (self.hdr().log_len.load(), self.frees.borrow().len(), self.ops.borrow().len())
@@ -456,6 +464,9 @@ impl<'d> Txn<'d> {
             let _ = doorbell::execute(&self, op);
         }
         *self.post.borrow_mut() = post;
+        // Fields written by after-commit operations (rule 4) form a second,
+        // smaller transaction: committed here, rolled back if we die first.
+        self.hdr().log_len.store(0);
         self.finish_lock();
         Ok(())
     }

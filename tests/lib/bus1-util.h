@@ -166,6 +166,24 @@ static inline const uint8_t *b1_map(int fd)
 	return p;
 }
 
+/*
+ * KiB of a pool mapping's first `len` bytes that are resident in memory
+ * (mincore: the pool file's pages present in the page cache).
+ */
+static inline unsigned long b1_resident_kib(const uint8_t *pool, size_t len)
+{
+	size_t pages = len / 4096;
+	unsigned char *v = malloc(pages);
+	unsigned long n = 0;
+
+	if (!v || mincore((void *)pool, len, v) < 0)
+		t_fail(__FILE__, __LINE__, "mincore: %s", strerror(errno));
+	for (size_t i = 0; i < pages; i++)
+		n += v[i] & 1;
+	free(v);
+	return n * 4;
+}
+
 /* poll() revents for fd with a zero timeout. */
 static inline short b1_revents(int fd, short events)
 {
