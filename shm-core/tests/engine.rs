@@ -434,6 +434,44 @@ fn free_pool_tail_pages_are_returned() {
     assert_eq!(m.m.offset, 0);
 }
 
+/// Holes between live slices are given back too: with every other slice
+/// of a 4 MiB backlog released, only the first MiB and the live slices
+/// beyond it stay resident (plus the sweep's slack), and the live slices
+/// keep their data.
+#[test]
+fn freed_pages_between_live_slices_are_returned() {
+    use std::os::unix::fs::MetadataExt;
+    const BIG: usize = 64 << 10;
+    const KEEP: u64 = 1 << 20;
+    const SLACK: u64 = 256 << 10;
+    let bus = Bus::new("holes");
+    let a = bus.peer();
+    let pool_path = bus.dir.join(format!("pool.{}", a.peer.serial()));
+    let resident = || std::fs::metadata(&pool_path).unwrap().blocks() * 512;
+    assert_eq!(resident(), 0);
+    for i in 0..64u8 {
+        a.send(&[0x100], &vec![i; BIG]).unwrap();
+    }
+    assert_eq!(resident(), 64 * BIG as u64);
+    let offs: Vec<u64> = (0..64).map(|_| a.recv().unwrap().m.offset).collect();
+    for off in offs.iter().step_by(2) {
+        a.slice_release(*off).unwrap();
+    }
+    let live_beyond_keep = offs.iter().skip(1).step_by(2).filter(|&&o| o >= KEEP).count() as u64 * BIG as u64;
+    let held = resident();
+    assert!(held >= KEEP + live_beyond_keep && held <= KEEP + live_beyond_keep + SLACK, "{held} bytes resident");
+    let pool = std::fs::File::open(&pool_path).unwrap();
+    let mut buf = vec![0u8; BIG];
+    for (i, off) in offs.iter().enumerate().skip(1).step_by(2) {
+        std::os::unix::fs::FileExt::read_exact_at(&pool, &mut buf, *off).unwrap();
+        assert!(buf.iter().all(|&b| b == i as u8), "slice {i} damaged");
+    }
+    for off in offs.iter().skip(1).step_by(2) {
+        a.slice_release(*off).unwrap();
+    }
+    assert!(resident() <= KEEP + SLACK);
+}
+
 /// A receiver whose last fd vanished without a teardown (its process
 /// exited) is torn down by the first SEND that notices, which then fails
 /// as a SEND to a disconnected peer does; a multicast with CONTINUE still
