@@ -304,3 +304,243 @@ TEST(other_paths_untouched)
 	ASSERT_TRUE(S_ISDIR(st.st_mode));
 	ASSERT_ERRNO(stat("/nonexistent-bus1-test-path", &st), ENOENT);
 }
+
+/* -------------------------------------------- a peer fd is the device file */
+
+/* fstat of fd shows the device node that stat(device) shows. */
+static void assert_fstat_is_device(int fd)
+{
+	struct stat dev, st;
+	struct statx stx;
+
+	ASSERT_OK(stat(b1_device(), &dev));
+	ASSERT_OK(fstat(fd, &st));
+	ASSERT_TRUE(S_ISCHR(st.st_mode));
+	ASSERT_EQ(st.st_mode & 07777, 0666);
+	ASSERT_EQ_U64(st.st_rdev, dev.st_rdev);
+	ASSERT_EQ_U64(st.st_ino, dev.st_ino);
+	ASSERT_EQ_U64(st.st_dev, dev.st_dev);
+	memset(&st, 0, sizeof(st));
+	ASSERT_OK(fstatat(fd, "", &st, AT_EMPTY_PATH));
+	ASSERT_TRUE(S_ISCHR(st.st_mode));
+	ASSERT_EQ_U64(st.st_rdev, dev.st_rdev);
+	ASSERT_OK(statx(fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &stx));
+	ASSERT_TRUE(S_ISCHR(stx.stx_mode));
+	ASSERT_EQ(makedev(stx.stx_rdev_major, stx.stx_rdev_minor), dev.st_rdev);
+	ASSERT_EQ_U64(stx.stx_ino, dev.st_ino);
+}
+
+/*
+ * §1.1: fstat/fstatat(AT_EMPTY_PATH)/statx(AT_EMPTY_PATH) of a peer fd
+ * describe the device node, as for the module's file: on the fd, a dup,
+ * in a forked child, and on a copy received over SCM_RIGHTS whose first
+ * use is the fstat.
+ */
+TEST(fstat_peer_fd_is_the_device)
+{
+	int fd = open_dev(O_RDWR | O_CLOEXEC), d = dup(fd), sv[2], got;
+	pid_t pid;
+
+	ASSERT_GE(d, 0);
+	assert_fstat_is_device(fd);
+	assert_fstat_is_device(d);
+	pid = mp_fork();
+	if (pid == 0) {
+		assert_fstat_is_device(fd);
+		_exit(0);
+	}
+	mp_reap(pid);
+	mp_socketpair(sv);
+	mp_send_fd(sv[0], fd);
+	got = mp_recv_fd(sv[1]);
+	assert_fstat_is_device(got);
+	assert_fresh_peer(got);
+}
+
+/* Sockets, pipes and a number reused after a peer fd was closed keep theirs. */
+TEST(fstat_other_fds_unchanged)
+{
+	int sv[2], p[2], fd = open_dev(O_RDWR | O_CLOEXEC), s;
+	struct stat st;
+
+	ASSERT_OK(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv));
+	ASSERT_OK(pipe2(p, O_CLOEXEC));
+	ASSERT_OK(fstat(sv[0], &st));
+	ASSERT_TRUE(S_ISSOCK(st.st_mode));
+	ASSERT_OK(fstatat(sv[0], "", &st, AT_EMPTY_PATH));
+	ASSERT_TRUE(S_ISSOCK(st.st_mode));
+	ASSERT_OK(fstat(p[0], &st));
+	ASSERT_TRUE(S_ISFIFO(st.st_mode));
+	ASSERT_OK(close(fd));
+	s = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	ASSERT_EQ(s, fd);
+	ASSERT_OK(fstat(s, &st));
+	ASSERT_TRUE(S_ISSOCK(st.st_mode));
+	ASSERT_ERRNO(fstat(1000, &st), EBADF);
+}
+
+/* §1.1: /proc/<self>/fd/N of a peer fd links to the device path */
+TEST(proc_fd_link_is_the_device)
+{
+	int fd = open_dev(O_RDWR | O_CLOEXEC), sv[2];
+	char path[64], buf[256];
+	size_t len = strlen(b1_device());
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = readlink(path, buf, sizeof(buf));
+	ASSERT_EQ(n, (ssize_t)len);
+	ASSERT_MEMEQ(buf, b1_device(), len);
+	snprintf(path, sizeof(path), "/proc/%d/fd/%d", getpid(), fd);
+	n = readlinkat(AT_FDCWD, path, buf, sizeof(buf));
+	ASSERT_EQ(n, (ssize_t)len);
+	ASSERT_MEMEQ(buf, b1_device(), len);
+	/* truncated like any readlink */
+	ASSERT_EQ(readlink(path, buf, 4), 4);
+	ASSERT_MEMEQ(buf, b1_device(), 4);
+	/* other descriptors keep their links */
+	ASSERT_OK(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv));
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", sv[0]);
+	n = readlink(path, buf, sizeof(buf) - 1);
+	ASSERT_GT(n, 0);
+	buf[n] = 0;
+	ASSERT_EQ(strncmp(buf, "socket:[", 8), 0);
+}
+
+/* The value after "name:\t" on the line of `text` starting with name. */
+static const char *fdinfo_field(const char *text, const char *name)
+{
+	size_t len = strlen(name);
+
+	for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+		if (!strncmp(l, name, len) && l[len] == ':' && l[len + 1] == '\t')
+			return l + len + 2;
+	return NULL;
+}
+
+/* Reads a whole /proc file with open+read. */
+static void read_text(const char *path, char *buf, size_t size)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		t_fail(__FILE__, __LINE__, "open(%s): %s", path, strerror(errno));
+	n = read(fd, buf, size - 1);
+	ASSERT_GE(n, 0);
+	buf[n] = 0;
+	close(fd);
+}
+
+/* The serial of the module's last fdinfo line: "bus1-peer:\t%16llx\n". */
+static unsigned long long fdinfo_serial(const char *text)
+{
+	const char *v = fdinfo_field(text, "bus1-peer");
+	unsigned long long serial;
+
+	ASSERT_TRUE(v != NULL);
+	ASSERT_EQ(strlen(v), 17);
+	ASSERT_EQ(v[16], '\n');
+	ASSERT_EQ(sscanf(v, "%llx", &serial), 1);
+	ASSERT_NE(serial, 0);
+	return serial;
+}
+
+/*
+ * §1.1: /proc/<self>/fdinfo/N of a peer fd reads as the module's file: the
+ * position, the file's flags (with O_CLOEXEC when the fd has it), the
+ * mount and inode of the device node, then "bus1-peer:\t" and the peer's
+ * serial in hex right-aligned in 16 characters; the same peer behind a dup,
+ * another peer with another serial. fopen sees the same.
+ */
+TEST(proc_fdinfo_module_line)
+{
+	int a = open_dev(O_RDONLY | O_CLOEXEC), b = open_dev(O_RDWR), d = fcntl(a, F_DUPFD, 0);
+	char path[64], text[512], dirinfo[512];
+	unsigned long long sa, sb;
+	char *dir = strdup(b1_device());
+	struct stat dev;
+	FILE *f;
+	int dfd;
+
+	ASSERT_GE(d, 0);
+	ASSERT_OK(stat(b1_device(), &dev));
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", a);
+	read_text(path, text, sizeof(text));
+	ASSERT_EQ(strncmp(text, "pos:\t0\n", 7), 0);
+	ASSERT_EQ(strtol(fdinfo_field(text, "flags"), NULL, 8), fcntl(a, F_GETFL) | O_CLOEXEC);
+	ASSERT_EQ(strtoull(fdinfo_field(text, "ino"), NULL, 10), dev.st_ino);
+	/* the mount of the directory the device node is in */
+	dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	ASSERT_GE(dfd, 0);
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", dfd);
+	read_text(path, dirinfo, sizeof(dirinfo));
+	ASSERT_EQ(atoi(fdinfo_field(text, "mnt_id")), atoi(fdinfo_field(dirinfo, "mnt_id")));
+	ASSERT_TRUE(fdinfo_field(dirinfo, "bus1-peer") == NULL);
+	sa = fdinfo_serial(text);
+
+	/* the dup has no O_CLOEXEC and the same peer */
+	snprintf(path, sizeof(path), "/proc/%d/fdinfo/%d", getpid(), d);
+	read_text(path, text, sizeof(text));
+	ASSERT_EQ(strtol(fdinfo_field(text, "flags"), NULL, 8), fcntl(a, F_GETFL));
+	ASSERT_EQ_U64(fdinfo_serial(text), sa);
+
+	snprintf(path, sizeof(path), "/proc/thread-self/fdinfo/%d", b);
+	f = fopen(path, "re");
+	ASSERT_TRUE(f != NULL);
+	ASSERT_EQ(fread(text, 1, sizeof(text) - 1, f) > 0, 1);
+	text[strlen(text)] = 0;
+	fclose(f);
+	ASSERT_EQ(strtol(fdinfo_field(text, "flags"), NULL, 8), fcntl(b, F_GETFL));
+	ASSERT_EQ(fcntl(b, F_GETFL) & O_ACCMODE, O_RDWR);
+	sb = fdinfo_serial(text);
+	ASSERT_NE(sa, sb);
+	free(dir);
+}
+
+/* Other descriptors' fdinfo is the kernel's own; a closed one has none. */
+TEST(proc_fdinfo_other_fds_unchanged)
+{
+	int sv[2], fd = open_dev(O_RDWR | O_CLOEXEC);
+	char path[64], text[512];
+
+	ASSERT_OK(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv));
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", sv[0]);
+	read_text(path, text, sizeof(text));
+	ASSERT_TRUE(fdinfo_field(text, "pos") != NULL);
+	ASSERT_TRUE(fdinfo_field(text, "bus1-peer") == NULL);
+	ASSERT_OK(close(fd));
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	ASSERT_ERRNO(open(path, O_RDONLY | O_CLOEXEC), ENOENT);
+	ASSERT_ERRNO(open("/proc/self/fdinfo/1000", O_RDONLY | O_CLOEXEC), ENOENT);
+}
+
+/*
+ * §1.1: fopen of the device opens a peer as open() does (the C library's
+ * fopen does not go through the open symbol); fclose closes it, so the
+ * descriptor number is an ordinary one again afterwards.
+ */
+TEST(fopen_device_and_fclose)
+{
+	FILE *f = fopen(b1_device(), "r+e"), *g;
+	int fd, p[2];
+	char c;
+
+	ASSERT_TRUE(f != NULL);
+	fd = fileno(f);
+	assert_fresh_peer(fd);
+	ASSERT_EQ(fcntl(fd, F_GETFL) & O_ACCMODE, O_RDWR);
+	ASSERT_TRUE(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+	g = fopen(b1_device(), "r");
+	ASSERT_TRUE(g != NULL);
+	ASSERT_EQ(fcntl(fileno(g), F_GETFL) & O_ACCMODE, O_RDONLY);
+	ASSERT_OK(fclose(g));
+	ASSERT_TRUE(fopen(b1_device(), "wx") == NULL);
+	ASSERT_EQ(errno, EEXIST);
+	ASSERT_OK(fclose(f));
+	ASSERT_OK(pipe2(p, O_CLOEXEC));
+	ASSERT_EQ(p[0], fd);
+	ASSERT_EQ(write(p[1], "x", 1), 1);
+	ASSERT_EQ(read(p[0], &c, 1), 1);
+	ASSERT_ERRNO(ioctl(p[0], BUS1_CMD_PEER_QUERY, &c), ENOTTY);
+}

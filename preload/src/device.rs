@@ -9,6 +9,8 @@ use std::ffi::CStr;
 /// Major of misc devices; the minor is dynamic for bus1.
 const MISC_MAJOR: u32 = 10;
 const BUS1_MINOR: u32 = 124;
+/// Inode number of the device node, as stat and fdinfo report it.
+pub const DEVICE_INO: u64 = 0xb051;
 
 fn normalize(path: &[u8]) -> Vec<u8> {
     let mut parts: Vec<&[u8]> = Vec::new();
@@ -93,7 +95,7 @@ pub fn fill_stat(st: &mut libc::stat) {
     *st = unsafe { core::mem::zeroed() };
     let t = now();
     st.st_dev = libc::makedev(0, 5);
-    st.st_ino = 0xb051;
+    st.st_ino = DEVICE_INO;
     st.st_mode = libc::S_IFCHR | 0o666;
     st.st_nlink = 1;
     st.st_rdev = libc::makedev(MISC_MAJOR, BUS1_MINOR);
@@ -112,7 +114,7 @@ pub fn fill_statx(stx: &mut libc::statx) {
     stx.stx_blksize = 4096;
     stx.stx_nlink = 1;
     stx.stx_mode = (libc::S_IFCHR | 0o666) as u16;
-    stx.stx_ino = 0xb051;
+    stx.stx_ino = DEVICE_INO;
     stx.stx_rdev_major = MISC_MAJOR;
     stx.stx_rdev_minor = BUS1_MINOR;
     stx.stx_dev_major = 0;

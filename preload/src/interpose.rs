@@ -7,6 +7,7 @@
 use crate::device;
 use crate::dispatch;
 use crate::fdtable::{self, FdInfo};
+use crate::procfs;
 use crate::uaccess;
 use libc::{c_char, c_int, c_uint, c_ulong, c_void, off_t};
 use shm_core::{Errno, OpenFlags, Peer};
@@ -65,6 +66,9 @@ macro_rules! open_fn {
             if flags & libc::O_PATH == 0 && device::is_device(libc::AT_FDCWD, path) {
                 return open_device(flags);
             }
+            if let Some(fd) = open_fdinfo(path, flags) {
+                return fd;
+            }
             call_real!(crate::real::$real, fn(*const c_char, c_int, c_uint) -> c_int, path, flags, mode)
         }
     };
@@ -78,6 +82,9 @@ macro_rules! openat_fn {
         pub unsafe extern "C" fn $name(dirfd: c_int, path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
             if flags & libc::O_PATH == 0 && device::is_device(dirfd, path) {
                 return open_device(flags);
+            }
+            if let Some(fd) = open_fdinfo(path, flags) {
+                return fd;
             }
             call_real!(crate::real::$real, fn(c_int, *const c_char, c_int, c_uint) -> c_int, dirfd, path, flags, mode)
         }
@@ -93,6 +100,9 @@ macro_rules! open2_fn {
             if flags & libc::O_PATH == 0 && device::is_device(libc::AT_FDCWD, path) {
                 return open_device(flags);
             }
+            if let Some(fd) = open_fdinfo(path, flags) {
+                return fd;
+            }
             call_real!(crate::real::$real, fn(*const c_char, c_int) -> c_int, path, flags)
         }
     };
@@ -107,12 +117,183 @@ macro_rules! openat2_fn {
             if flags & libc::O_PATH == 0 && device::is_device(dirfd, path) {
                 return open_device(flags);
             }
+            if let Some(fd) = open_fdinfo(path, flags) {
+                return fd;
+            }
             call_real!(crate::real::$real, fn(c_int, *const c_char, c_int) -> c_int, dirfd, path, flags)
         }
     };
 }
 openat2_fn!(__openat_2, OPENAT_2);
 openat2_fn!(__openat64_2, OPENAT64_2);
+
+// ------------------------------------------------------------ /proc views
+
+/// open(2) of `/proc/self/fdinfo/N` for a peer fd N, read-only: the
+/// module's fdinfo text, in a memory file. None when the real open should
+/// run instead (another path, another descriptor, or an open that the
+/// real file would refuse anyway).
+fn open_fdinfo(path: *const c_char, flags: c_int) -> Option<c_int> {
+    let procfs::Entry::FdInfo(fd) = procfs::entry(path)? else { return None };
+    if flags & (libc::O_ACCMODE | libc::O_PATH | libc::O_DIRECTORY | libc::O_CREAT) != libc::O_RDONLY {
+        return None;
+    }
+    let info = fdtable::lookup(fd)?;
+    let text = fdinfo_of(fd, &info)?;
+    Some(memory_file(text.as_bytes(), flags & libc::O_CLOEXEC != 0))
+}
+
+/// The module's fdinfo text for peer fd `fd`; None if `fd` is not open.
+fn fdinfo_of(fd: c_int, info: &FdInfo) -> Option<String> {
+    // SAFETY: fcntl with integer arguments only.
+    let fl = unsafe { call_real!(crate::real::FCNTL, fn(c_int, c_int, c_ulong) -> c_int, fd, libc::F_GETFL, 0) };
+    // SAFETY: as above.
+    let fdfl = unsafe { call_real!(crate::real::FCNTL, fn(c_int, c_int, c_ulong) -> c_int, fd, libc::F_GETFD, 0) };
+    if fl < 0 || fdfl < 0 {
+        return None;
+    }
+    let mut shown = device_file_flags(fd, fl);
+    if fdfl & libc::FD_CLOEXEC != 0 {
+        shown |= libc::O_CLOEXEC;
+    }
+    Some(procfs::fdinfo_text(shown, device_mount_id(), device::DEVICE_INO, info.peer.serial()))
+}
+
+/// The mount ID of the directory holding the device node (where the
+/// module's node would live), 0 if the kernel does not say.
+fn device_mount_id() -> u64 {
+    static ID: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *ID.get_or_init(|| {
+        // SAFETY: a NUL-terminated string from the environment or a static.
+        let dev = unsafe { std::ffi::CStr::from_ptr(crate::config::device_cstr()) }.to_bytes();
+        let dir = match dev.iter().rposition(|b| *b == b'/') {
+            Some(0) => b"/".to_vec(),
+            Some(i) => dev[..i].to_vec(),
+            None => b".".to_vec(),
+        };
+        let Ok(dir) = std::ffi::CString::new(dir) else { return 0 };
+        // SAFETY: all-zero is a valid struct statx.
+        let mut stx: libc::statx = unsafe { core::mem::zeroed() };
+        // SAFETY: a NUL-terminated path and a writable struct statx; the
+        // raw system call keeps this out of the statx interposer.
+        let r = unsafe { libc::syscall(libc::SYS_statx, libc::AT_FDCWD, dir.as_ptr(), 0, libc::STATX_MNT_ID, &mut stx) };
+        if r == 0 && stx.stx_mask & libc::STATX_MNT_ID != 0 {
+            stx.stx_mnt_id
+        } else {
+            0
+        }
+    })
+}
+
+/// A fresh memory file holding `bytes`, positioned at its start; -1 with
+/// errno set if it cannot be made.
+fn memory_file(bytes: &[u8], cloexec: bool) -> c_int {
+    let flags = if cloexec { libc::MFD_CLOEXEC } else { 0 };
+    // SAFETY: a NUL-terminated name and flags.
+    let fd = unsafe { libc::memfd_create(c"bus1-fdinfo".as_ptr(), flags) };
+    if fd < 0 {
+        return -1;
+    }
+    // SAFETY: writes `bytes`, a live buffer, to our fresh descriptor.
+    let n = unsafe { libc::syscall(libc::SYS_pwrite64, fd, bytes.as_ptr(), bytes.len(), 0) };
+    if n != bytes.len() as i64 {
+        // SAFETY: closing the descriptor made above.
+        keep_errno(|| unsafe { libc::syscall(libc::SYS_close, fd) });
+        return fail(Errno(libc::EIO));
+    }
+    fd
+}
+
+/// The open(2) flags of an fopen(3) mode string (None if it is not one).
+fn fopen_flags(mode: *const c_char) -> Option<c_int> {
+    if mode.is_null() {
+        return None;
+    }
+    // SAFETY: libc callers pass a NUL-terminated mode string.
+    let m = unsafe { std::ffi::CStr::from_ptr(mode) }.to_bytes();
+    let plus = m.contains(&b'+');
+    let mut flags = match (m.first()?, plus) {
+        (b'r', false) => libc::O_RDONLY,
+        (b'r', true) => libc::O_RDWR,
+        (b'w', p) => libc::O_CREAT | libc::O_TRUNC | if p { libc::O_RDWR } else { libc::O_WRONLY },
+        (b'a', p) => libc::O_CREAT | libc::O_APPEND | if p { libc::O_RDWR } else { libc::O_WRONLY },
+        _ => return None,
+    };
+    if m.contains(&b'e') {
+        flags |= libc::O_CLOEXEC;
+    }
+    if m.contains(&b'x') {
+        flags |= libc::O_EXCL;
+    }
+    Some(flags)
+}
+
+/// fopen(3) of the device or of a peer fd's fdinfo: the descriptor as
+/// open(2) would give it, or None for the real fopen.
+fn fopen_special(path: *const c_char, mode: *const c_char) -> Option<c_int> {
+    let flags = fopen_flags(mode)?;
+    if device::is_device(libc::AT_FDCWD, path) {
+        return Some(open_device(flags));
+    }
+    open_fdinfo(path, flags)
+}
+
+// The C library's fopen opens files with its internal open, which the
+// open interposers above never see.
+macro_rules! fopen_fn {
+    ($name:ident, $real:ident) => {
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
+            if let Some(fd) = fopen_special(path, mode) {
+                if fd < 0 {
+                    return core::ptr::null_mut();
+                }
+                let f = libc::fdopen(fd, mode);
+                if f.is_null() {
+                    keep_errno(|| close(fd));
+                }
+                return f;
+            }
+            call_real!(crate::real::$real, fn(*const c_char, *const c_char) -> *mut libc::FILE, path, mode)
+        }
+    };
+}
+fopen_fn!(fopen, FOPEN);
+fopen_fn!(fopen64, FOPEN64);
+
+/// readlink of `/proc/self/fd/N` for a peer fd N: the device path, as the
+/// module's file would show. None when the real readlink should run.
+fn readlink_peer(path: *const c_char, buf: *mut c_char, size: usize) -> Option<isize> {
+    let procfs::Entry::FdLink(fd) = procfs::entry(path)? else { return None };
+    fdtable::lookup(fd)?;
+    if size == 0 {
+        return Some(fail(Errno::EINVAL) as isize);
+    }
+    // SAFETY: a NUL-terminated string from the environment or a static.
+    let dev = unsafe { std::ffi::CStr::from_ptr(crate::config::device_cstr()) }.to_bytes();
+    let n = dev.len().min(size);
+    use shm_core::UserMem;
+    Some(match uaccess::ProcMem.write(buf as u64, &dev[..n]) {
+        Ok(()) => n as isize,
+        Err(e) => fail(e) as isize,
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn readlink(path: *const c_char, buf: *mut c_char, size: usize) -> isize {
+    if let Some(r) = readlink_peer(path, buf, size) {
+        return r;
+    }
+    call_real!(crate::real::READLINK, fn(*const c_char, *mut c_char, usize) -> isize, path, buf, size)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn readlinkat(dirfd: c_int, path: *const c_char, buf: *mut c_char, size: usize) -> isize {
+    if let Some(r) = readlink_peer(path, buf, size) {
+        return r;
+    }
+    call_real!(crate::real::READLINKAT, fn(c_int, *const c_char, *mut c_char, usize) -> isize, dirfd, path, buf, size)
+}
 
 // ------------------------------------------------------------------ stat
 
@@ -141,7 +322,11 @@ macro_rules! fstatat_fn {
                 device::fill_stat(&mut *buf);
                 return 0;
             }
-            call_real!(crate::real::$real, fn(c_int, *const c_char, *mut libc::stat, c_int) -> c_int, dirfd, path, buf, flags)
+            let r = call_real!(crate::real::$real, fn(c_int, *const c_char, *mut libc::stat, c_int) -> c_int, dirfd, path, buf, flags);
+            if empty_path_of_fd(path, flags) {
+                return stat_of_fd(dirfd, r, buf);
+            }
+            r
         }
     };
 }
@@ -173,7 +358,11 @@ macro_rules! fxstatat_fn {
                 device::fill_stat(&mut *buf);
                 return 0;
             }
-            call_real!(crate::real::$real, fn(c_int, c_int, *const c_char, *mut libc::stat, c_int) -> c_int, ver, dirfd, path, buf, flags)
+            let r = call_real!(crate::real::$real, fn(c_int, c_int, *const c_char, *mut libc::stat, c_int) -> c_int, ver, dirfd, path, buf, flags);
+            if empty_path_of_fd(path, flags) {
+                return stat_of_fd(dirfd, r, buf);
+            }
+            r
         }
     };
 }
@@ -186,8 +375,54 @@ pub unsafe extern "C" fn statx(dirfd: c_int, path: *const c_char, flags: c_int, 
         device::fill_statx(&mut *buf);
         return 0;
     }
-    call_real!(crate::real::STATX, fn(c_int, *const c_char, c_int, c_uint, *mut libc::statx) -> c_int, dirfd, path, flags, mask, buf)
+    let r = call_real!(crate::real::STATX, fn(c_int, *const c_char, c_int, c_uint, *mut libc::statx) -> c_int, dirfd, path, flags, mask, buf);
+    if r == 0
+        && empty_path_of_fd(path, flags)
+        && (*buf).stx_mode as u32 & libc::S_IFMT == libc::S_IFSOCK
+        && fdtable::lookup(dirfd).is_some()
+    {
+        device::fill_statx(&mut *buf);
+    }
+    r
 }
+
+/// `path` is "" with AT_EMPTY_PATH: the call is about the descriptor.
+unsafe fn empty_path_of_fd(path: *const c_char, flags: c_int) -> bool {
+    flags & libc::AT_EMPTY_PATH != 0 && !path.is_null() && *path == 0
+}
+
+/// After a successful fstat of `fd` into `buf`: a peer fd (a socket the
+/// shim knows as a peer) shows the device node, as the module's file does.
+unsafe fn stat_of_fd(fd: c_int, r: c_int, buf: *mut libc::stat) -> c_int {
+    if r == 0 && !buf.is_null() && (*buf).st_mode & libc::S_IFMT == libc::S_IFSOCK && fdtable::lookup(fd).is_some() {
+        device::fill_stat(&mut *buf);
+    }
+    r
+}
+
+macro_rules! fstat_fn {
+    ($name:ident, $real:ident) => {
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(fd: c_int, buf: *mut libc::stat) -> c_int {
+            let r = call_real!(crate::real::$real, fn(c_int, *mut libc::stat) -> c_int, fd, buf);
+            stat_of_fd(fd, r, buf)
+        }
+    };
+}
+fstat_fn!(fstat, FSTAT);
+fstat_fn!(fstat64, FSTAT64);
+
+macro_rules! fxstat_fn {
+    ($name:ident, $real:ident) => {
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(ver: c_int, fd: c_int, buf: *mut libc::stat) -> c_int {
+            let r = call_real!(crate::real::$real, fn(c_int, c_int, *mut libc::stat) -> c_int, ver, fd, buf);
+            stat_of_fd(fd, r, buf)
+        }
+    };
+}
+fxstat_fn!(__fxstat, FXSTAT);
+fxstat_fn!(__fxstat64, FXSTAT64);
 
 macro_rules! access_fn {
     ($name:ident, $real:ident) => {
@@ -355,6 +590,17 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     }
     let old = fdtable::take(fd);
     let r = call_real!(crate::real::CLOSE, fn(c_int) -> c_int, fd);
+    after_close(old);
+    r
+}
+
+/// fclose(3) closes its descriptor with the C library's internal close,
+/// which the interposer above never sees: forget a peer fd here.
+#[no_mangle]
+pub unsafe extern "C" fn fclose(f: *mut libc::FILE) -> c_int {
+    let fd = if f.is_null() || !fdtable::any() { -1 } else { libc::fileno(f) };
+    let old = fdtable::take(fd);
+    let r = call_real!(crate::real::FCLOSE, fn(*mut libc::FILE) -> c_int, f);
     after_close(old);
     r
 }

@@ -4,8 +4,9 @@
 //! This crate only translates: it interposes the libc calls that touch the
 //! device or a peer descriptor (`interpose`), copies ioctl arguments in and
 //! out with fault-safe copies (`uaccess`), keeps track of which
-//! descriptors are peers (`fdtable`) and maps results to errno
-//! (`dispatch`). All bus semantics live in `shm-core`.
+//! descriptors are peers (`fdtable`), shows peer fds in `/proc` as the
+//! module's files (`procfs`) and maps results to errno (`dispatch`). All
+//! bus semantics live in `shm-core`.
 
 #[macro_use]
 mod real;
@@ -14,4 +15,5 @@ mod device;
 mod dispatch;
 mod fdtable;
 mod interpose;
+mod procfs;
 mod uaccess;

@@ -83,6 +83,15 @@ real! {
     FXSTATAT = "__fxstatat";
     FXSTATAT64 = "__fxstatat64";
     STATX = "statx";
+    FSTAT = "fstat";
+    FSTAT64 = "fstat64";
+    FXSTAT = "__fxstat";
+    FXSTAT64 = "__fxstat64";
+    FOPEN = "fopen";
+    FOPEN64 = "fopen64";
+    FCLOSE = "fclose";
+    READLINK = "readlink";
+    READLINKAT = "readlinkat";
     ACCESS = "access";
     FACCESSAT = "faccessat";
     EUIDACCESS = "euidaccess";
@@ -133,6 +142,12 @@ impl Failure for *mut c_void {
 impl Failure for usize {
     fn failure() -> Self {
         libc::SIG_ERR
+    }
+}
+
+impl Failure for *mut libc::FILE {
+    fn failure() -> Self {
+        core::ptr::null_mut()
     }
 }
 
