@@ -387,12 +387,15 @@ pub unsafe extern "C" fn statx(dirfd: c_int, path: *const c_char, flags: c_int, 
 }
 
 /// `path` is "" with AT_EMPTY_PATH: the call is about the descriptor.
+/// The caller passes `path` as the C library got it: null or a C string.
 unsafe fn empty_path_of_fd(path: *const c_char, flags: c_int) -> bool {
     flags & libc::AT_EMPTY_PATH != 0 && !path.is_null() && *path == 0
 }
 
 /// After a successful fstat of `fd` into `buf`: a peer fd (a socket the
 /// shim knows as a peer) shows the device node, as the module's file does.
+/// The caller passes `buf` as the C library got it: null or a writable
+/// struct stat that the real call just filled.
 unsafe fn stat_of_fd(fd: c_int, r: c_int, buf: *mut libc::stat) -> c_int {
     if r == 0 && !buf.is_null() && (*buf).st_mode & libc::S_IFMT == libc::S_IFSOCK && fdtable::lookup(fd).is_some() {
         device::fill_stat(&mut *buf);
