@@ -381,9 +381,23 @@ TEST_TIMEOUT(sc_fifty_processes_twenty_peers, 80)
 	/*
 	 * With 50 processes the peak number of live records varies from
 	 * round to round, so the shared table may still double once (up to
-	 * 2 MiB); a per-round leak of 1000 peers' records would keep growing.
+	 * 2 MiB) and the heap take another 1 MiB chunk. A higher peak is
+	 * reached once, while a per-round leak of 1000 peers' records keeps
+	 * growing: when the rounds grew the segment by more than a doubling,
+	 * as many rounds again must not grow it at all.
 	 */
-	ASSERT_LE(seg2 - seg1, 4096 + SC_SLACK_BLOCKS);
+	if (seg2 - seg1 > 4096 + SC_SLACK_BLOCKS) {
+		long long seg3;
+
+		printf("    note: segment grew by %lld KiB; measuring %d more rounds\n",
+		       (seg2 - seg1) / 2, SC_MEASURED);
+		for (int k = 0; k < SC_MEASURED; k++) {
+			sc_fifty_round(reg, pool);
+			sc_expect_files(reg_files);
+		}
+		seg3 = mp_domain_file_blocks("segment");
+		ASSERT_LE(seg3 - seg2, SC_SLACK_BLOCKS);
+	}
 	ASSERT_OK(close(reg));
 	sc_expect_files("segment\n");
 	printf("    note: %d rounds of 50×20 peers in %.0f ms\n", SC_WARMUP + SC_MEASURED, mp_now_ms() - t0);
