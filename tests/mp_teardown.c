@@ -8,6 +8,8 @@
  * handles are released (owners get NODE_RELEASE); its queue and pool go
  * away and its quota is refunded; what it already sent stays queued.
  */
+#include <pthread.h>
+
 #include "mp2-util.h"
 
 /* Generous bound for asynchronous teardown (the bus promises ~1 s). */
@@ -564,4 +566,144 @@ TEST(td_disconnect_from_other_process)
 	mp_write(in[1], "q", 1);
 	MP_EXPECT_OK(pid);
 	ASSERT_OK(close(o));
+}
+
+/* A thread that sleeps until the process ends. */
+static void *td_sleeper(void *arg)
+{
+	(void)arg;
+	for (;;)
+		pause();
+	return NULL;
+}
+
+/*
+ * Opens its own peer, gives peer argv[0] a handle to its node 0x100 (the
+ * ID goes to pipe argv[1]), queues a message to itself, and ends with a
+ * normal exit (a return from main) still holding the peer; with argv[2]
+ * "thread", another thread is still running then.
+ */
+T_CHILD(td_exit_holding_peer)
+{
+	int holder = atoi(argv[0]), out = atoi(argv[1]), x = b1_open();
+	uint64_t id;
+
+	ASSERT_EQ(argc, 3);
+	ASSERT_EQ(b1_transfer(x, 0x100, holder, &id), 0);
+	ASSERT_EQ(b1_send_one(x, 0x100, "unread", 6), 0);
+	if (!strcmp(argv[2], "thread")) {
+		pthread_t t;
+
+		ASSERT_EQ(pthread_create(&t, NULL, td_sleeper, NULL), 0);
+	}
+	ASSERT_EQ(write(out, &id, sizeof(id)), (ssize_t)sizeof(id));
+	return 0;
+}
+
+static uint64_t td_run_exit_holding_peer(int holder, const char *mode)
+{
+	char a1[16], a2[16];
+	uint64_t id;
+	int p[2];
+	pid_t pid;
+
+	ASSERT_OK(pipe(p));
+	mp_keep_fd(holder);
+	mp_keep_fd(p[1]);
+	snprintf(a1, sizeof(a1), "%d", holder);
+	snprintf(a2, sizeof(a2), "%d", p[1]);
+	pid = mp_spawn(NULL, "td_exit_holding_peer", a1, a2, mode, NULL);
+	ASSERT_OK(close(p[1]));
+	MP_EXPECT_OK(pid);
+	ASSERT_EQ(read(p[0], &id, sizeof(id)), (ssize_t)sizeof(id));
+	ASSERT_OK(close(p[0]));
+	return id;
+}
+
+/*
+ * §8.5: a process that ends normally (exit, return from main) while
+ * holding the last fd of a peer has torn it down by the time its parent
+ * sees it gone, as the module did with the process's files: the holder's
+ * NODE_DESTROY is already queued and a SEND to the node fails at once,
+ * although the dead peer's queue was not empty (nothing had to wake it).
+ */
+TEST(td_normal_exit_tears_down_at_once)
+{
+	int h = b1_open();
+	uint64_t id = td_run_exit_holding_peer(h, "alone");
+	struct bus1_cmd_recv r;
+
+	ASSERT_EQ(b1_recv(h, &r, 0), 0);
+	ASSERT_EQ(r.msg.type, BUS1_MSG_NODE_DESTROY);
+	ASSERT_EQ_U64(r.msg.destination, id);
+	td_expect_dead_handle(h, id);
+	ASSERT_EQ(b1_recv(h, &r, 0), -EAGAIN);
+}
+
+/*
+ * With another thread still running at exit, the peer stays usable until
+ * the process is gone (that thread could still be using it) and is torn
+ * down after, without any further call here (§8.6).
+ */
+TEST(td_exit_with_threads_tears_down_after)
+{
+	int h = b1_open();
+	uint64_t id = td_run_exit_holding_peer(h, "thread");
+
+	MP_EXPECT_NOTE(h, BUS1_MSG_NODE_DESTROY, id, TD_WAIT_MS);
+	td_expect_dead_handle(h, id);
+}
+
+static int td_atexit_fd = -1;
+static uint64_t td_atexit_dest;
+
+static void td_send_at_exit(void)
+{
+	/* runs after the main thread's thread-local destructors */
+	if (b1_send_one(td_atexit_fd, td_atexit_dest, "atexit", 6) != 0)
+		_exit(5);
+}
+
+/* Opens a peer, gets a handle to node 0x100 of argv[0], sends from main and from an atexit handler. */
+T_CHILD(td_send_from_atexit)
+{
+	int holder = atoi(argv[0]);
+
+	ASSERT_EQ(argc, 1);
+	td_atexit_fd = b1_open();
+	ASSERT_EQ(b1_transfer(holder, 0x100, td_atexit_fd, &td_atexit_dest), 0);
+	ASSERT_EQ(b1_send_one(td_atexit_fd, td_atexit_dest, "main", 4), 0);
+	ASSERT_OK(atexit(td_send_at_exit));
+	return 0;
+}
+
+/*
+ * A process may still use its peers in atexit handlers (the module's
+ * files live until the process is gone); they run after the C library
+ * has destroyed the main thread's thread-local storage. Both messages
+ * arrive, the process exits with status 0, and its peer is then torn
+ * down at once (the holder's node gets NODE_RELEASE).
+ */
+TEST(td_bus1_calls_in_atexit_handlers)
+{
+	int h = b1_open();
+	const uint8_t *pool = b1_map(h);
+	struct bus1_cmd_recv r;
+	char a1[16];
+	pid_t pid;
+
+	mp_keep_fd(h);
+	snprintf(a1, sizeof(a1), "%d", h);
+	pid = mp_spawn(NULL, "td_send_from_atexit", a1, NULL);
+	MP_EXPECT_OK(pid);
+	ASSERT_EQ(b1_recv(h, &r, 0), 0);
+	ASSERT_EQ(r.msg.n_bytes, 4);
+	ASSERT_MEMEQ(pool + r.msg.offset, "main", 4);
+	ASSERT_EQ(b1_recv(h, &r, 0), 0);
+	ASSERT_EQ(r.msg.n_bytes, 6);
+	ASSERT_MEMEQ(pool + r.msg.offset, "atexit", 6);
+	ASSERT_EQ(b1_recv(h, &r, 0), 0);
+	ASSERT_EQ(r.msg.type, BUS1_MSG_NODE_RELEASE);
+	ASSERT_EQ_U64(r.msg.destination, 0x100);
+	ASSERT_EQ(b1_recv(h, &r, 0), -EAGAIN);
 }

@@ -146,6 +146,23 @@ pub fn take_range(lo: u32, hi: u32) -> Vec<Arc<FdInfo>> {
     out
 }
 
+/// Removes every entry, with its descriptor number.
+pub fn take_all() -> Vec<(i32, Arc<FdInfo>)> {
+    if !any() {
+        return Vec::new();
+    }
+    let mut t = table().lock();
+    let mut out = Vec::new();
+    for (fd, slot) in t.iter_mut().enumerate() {
+        if let Some(e) = slot.take() {
+            COUNT.fetch_sub(1, Ordering::Relaxed);
+            mark(fd, false);
+            out.push((fd as i32, e));
+        }
+    }
+    out
+}
+
 /// Whether another descriptor of this process still refers to `peer`.
 pub fn still_open(peer: &Peer) -> bool {
     table().lock().iter().flatten().any(|e| e.peer.serial() == peer.serial() && Arc::ptr_eq(e.peer.domain(), peer.domain()))

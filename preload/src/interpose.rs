@@ -597,6 +597,42 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     r
 }
 
+/// At a normal exit (exit(3), a return from main) the module's peers went
+/// away with the process's files, before anyone could see the process
+/// gone; the kernel closes the sockets only later, and the watcher would
+/// tear the peers down up to a scan period afterwards. So the peer fds are
+/// closed here, as the last thing the process does, and peers whose last
+/// fd they were are torn down at once. Only when no other application
+/// thread is left: those may use their peers until the process ends.
+extern "C" fn close_peers_at_exit() {
+    if !fdtable::any() || !only_thread_left() {
+        return;
+    }
+    let mut closed: Vec<Arc<FdInfo>> = Vec::new();
+    for (fd, info) in fdtable::take_all() {
+        // SAFETY: closes a descriptor of a process that is exiting; no
+        // application code runs after this destructor.
+        unsafe { call_real!(crate::real::CLOSE, fn(c_int) -> c_int, fd) };
+        if !closed.iter().any(|c| c.peer.serial() == info.peer.serial() && Arc::ptr_eq(c.peer.domain(), info.peer.domain())) {
+            closed.push(info);
+        }
+    }
+    for info in closed {
+        after_close(Some(info));
+    }
+}
+
+/// Whether the calling thread is the process's only thread besides the
+/// shim's watcher.
+fn only_thread_left() -> bool {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return false };
+    tasks.count() <= 1 + shm_core::watcher_running() as usize
+}
+
+#[used]
+#[link_section = ".fini_array"]
+static CLOSE_PEERS_AT_EXIT: extern "C" fn() = close_peers_at_exit;
+
 /// fclose(3) closes its descriptor with the C library's internal close,
 /// which the interposer above never sees: forget a peer fd here.
 #[no_mangle]

@@ -47,6 +47,7 @@ pub use domain::{default_dir, evict_internal_fd, is_internal_fd, Domain};
 pub use sync::LocalMutex;
 pub use errno::{Errno, Result};
 pub use layout::POOL_SIZE;
+pub use reaper::watcher_running;
 pub use usermem::{range_ok, read_struct, write_struct, SimMem, UserMem, USER_LIMIT};
 
 use layout::*;

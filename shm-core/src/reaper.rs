@@ -40,6 +40,12 @@ pub(crate) fn attached(_dom: &Arc<Domain>) {
     ensure_watcher();
 }
 
+/// Whether this process runs a watcher thread (so that a process can tell
+/// its own threads from the watcher's).
+pub fn watcher_running() -> bool {
+    WATCHER.load(Ordering::Acquire)
+}
+
 /// Starts this process's watcher thread if it is not running.
 pub fn ensure_watcher() {
     static DISABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();

@@ -122,15 +122,18 @@ thread_local! {
     static LISTS: core::cell::Cell<Option<Lists>> = const { core::cell::Cell::new(None) };
 }
 
+// The thread's lists are gone once its thread-local destructors have run
+// (for the main thread: at exit, before atexit handlers and destructors,
+// which may still make bus1 calls); transactions then use fresh lists.
 fn take_lists() -> Lists {
-    LISTS.with(|l| l.take()).unwrap_or_default()
+    LISTS.try_with(|l| l.take()).ok().flatten().unwrap_or_default()
 }
 
 fn return_lists(mut l: Lists) {
     l.frees.clear();
     l.ops.clear();
     l.post.clear();
-    LISTS.with(|c| c.set(Some(l)));
+    let _ = LISTS.try_with(|c| c.set(Some(l)));
 }
 
 impl Domain {
