@@ -125,8 +125,8 @@ pub fn take(fd: i32) -> Option<Arc<FdInfo>> {
     e
 }
 
-/// Removes every entry in `lo..=hi`.
-pub fn take_range(lo: u32, hi: u32) -> Vec<Arc<FdInfo>> {
+/// Removes every entry in `lo..=hi`, with its descriptor number.
+pub fn take_range(lo: u32, hi: u32) -> Vec<(i32, Arc<FdInfo>)> {
     if !any() {
         return Vec::new();
     }
@@ -138,23 +138,6 @@ pub fn take_range(lo: u32, hi: u32) -> Vec<Arc<FdInfo>> {
             break;
         }
         if let Some(e) = t[fd].take() {
-            COUNT.fetch_sub(1, Ordering::Relaxed);
-            mark(fd, false);
-            out.push(e);
-        }
-    }
-    out
-}
-
-/// Removes every entry, with its descriptor number.
-pub fn take_all() -> Vec<(i32, Arc<FdInfo>)> {
-    if !any() {
-        return Vec::new();
-    }
-    let mut t = table().lock();
-    let mut out = Vec::new();
-    for (fd, slot) in t.iter_mut().enumerate() {
-        if let Some(e) = slot.take() {
             COUNT.fetch_sub(1, Ordering::Relaxed);
             mark(fd, false);
             out.push((fd as i32, e));

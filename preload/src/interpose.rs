@@ -376,14 +376,16 @@ pub unsafe extern "C" fn statx(dirfd: c_int, path: *const c_char, flags: c_int, 
         return 0;
     }
     let r = call_real!(crate::real::STATX, fn(c_int, *const c_char, c_int, c_uint, *mut libc::statx) -> c_int, dirfd, path, flags, mask, buf);
-    if r == 0
-        && empty_path_of_fd(path, flags)
-        && (*buf).stx_mode as u32 & libc::S_IFMT == libc::S_IFSOCK
-        && fdtable::lookup(dirfd).is_some()
-    {
+    if r == 0 && empty_path_of_fd(path, flags) && is_peer_socket(dirfd, (*buf).stx_mode as u32) {
         device::fill_statx(&mut *buf);
     }
     r
+}
+
+/// Whether `fd`, whose real stat says `mode`, is a peer fd: a socket the
+/// shim knows (or recognises) as a peer. Such an fd shows the device node.
+fn is_peer_socket(fd: c_int, mode: u32) -> bool {
+    mode & libc::S_IFMT == libc::S_IFSOCK && fdtable::lookup(fd).is_some()
 }
 
 /// `path` is "" with AT_EMPTY_PATH: the call is about the descriptor.
@@ -397,7 +399,7 @@ unsafe fn empty_path_of_fd(path: *const c_char, flags: c_int) -> bool {
 /// The caller passes `buf` as the C library got it: null or a writable
 /// struct stat that the real call just filled.
 unsafe fn stat_of_fd(fd: c_int, r: c_int, buf: *mut libc::stat) -> c_int {
-    if r == 0 && !buf.is_null() && (*buf).st_mode & libc::S_IFMT == libc::S_IFSOCK && fdtable::lookup(fd).is_some() {
+    if r == 0 && !buf.is_null() && is_peer_socket(fd, (*buf).st_mode) {
         device::fill_stat(&mut *buf);
     }
     r
@@ -608,16 +610,15 @@ extern "C" fn close_peers_at_exit() {
     if !fdtable::any() || !only_thread_left() {
         return;
     }
-    let mut closed: Vec<Arc<FdInfo>> = Vec::new();
-    for (fd, info) in fdtable::take_all() {
+    let old = fdtable::take_range(0, c_uint::MAX);
+    for (fd, _) in &old {
         // SAFETY: closes a descriptor of a process that is exiting; no
         // application code runs after this destructor.
-        unsafe { call_real!(crate::real::CLOSE, fn(c_int) -> c_int, fd) };
-        if !closed.iter().any(|c| c.peer.serial() == info.peer.serial() && Arc::ptr_eq(c.peer.domain(), info.peer.domain())) {
-            closed.push(info);
-        }
+        unsafe { call_real!(crate::real::CLOSE, fn(c_int) -> c_int, *fd) };
     }
-    for info in closed {
+    // As after close_range: a peer with several of these fds is torn
+    // down by the first check, and the others find it gone.
+    for (_, info) in old {
         after_close(Some(info));
     }
 }
@@ -763,7 +764,7 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
             break;
         }
     }
-    for o in old {
+    for (_, o) in old {
         after_close(Some(o));
     }
     r
