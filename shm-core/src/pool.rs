@@ -214,11 +214,8 @@ fn count_freed(tx: &Txn, peer: P<PeerRec>, off: u64, size: u64) {
 /// through the log like any field (rule 4 of `txn`); losing them only
 /// costs a redundant punch later.
 pub(crate) fn execute_sweep(tx: &Txn, peer: P<PeerRec>, serial: u64) {
+    let Some(base) = live_pool_base(tx, peer, serial) else { return };
     let p = tx.rec(peer);
-    if p.magic.get() != PEER_MAGIC || p.serial.get() != serial {
-        return;
-    }
-    let Ok(base) = tx.domain().pool_base(serial) else { return };
     let dirty_end = p.pool_dirty_end.get().div_ceil(PAGE) * PAGE;
     let mut r = p.pool_free.get();
     while !r.is_null() {
@@ -258,21 +255,27 @@ fn trim_tail(tx: &Txn, peer: P<PeerRec>, free_from: u64) {
 /// range is still inside the pool's free tail (a rolled-back part of the
 /// transaction may have undone the free).
 pub(crate) fn execute_trim(tx: &Txn, peer: P<PeerRec>, serial: u64, off: u64, len: u64) {
-    let p = tx.rec(peer);
-    if p.magic.get() != PEER_MAGIC || p.serial.get() != serial {
-        return;
-    }
-    let mut tail = p.pool_regions.get();
+    let Some(base) = live_pool_base(tx, peer, serial) else { return };
+    let mut tail = tx.rec(peer).pool_regions.get();
     while !tail.is_null() && !tx.rec(tail).next.get().is_null() {
         tail = tx.rec(tail).next.get();
     }
     if tail.is_null() || tx.rec(tail).free.get() != 1 || tx.rec(tail).off.get() > off {
         return;
     }
-    let Ok(base) = tx.domain().pool_base(serial) else { return };
     // SAFETY: [off, off+len) lies inside the mapped pool and in its free
     // tail; the domain lock keeps anyone from allocating there meanwhile.
     let _ = unsafe { crate::sys::madvise_remove(base.add(off as usize), len as usize) };
+}
+
+/// The pool mapping of `peer` for an after-commit punch, if the record is
+/// still the live peer `serial` (the transaction may have freed it).
+fn live_pool_base(tx: &Txn, peer: P<PeerRec>, serial: u64) -> Option<*mut u8> {
+    let p = tx.rec(peer);
+    if p.magic.get() != PEER_MAGIC || p.serial.get() != serial {
+        return None;
+    }
+    tx.domain().pool_base(serial).ok()
 }
 
 /// Marks a slice as handed to userspace by RECV/PEEK.
