@@ -544,3 +544,159 @@ TEST(fopen_device_and_fclose)
 	ASSERT_EQ(read(p[0], &c, 1), 1);
 	ASSERT_ERRNO(ioctl(p[0], BUS1_CMD_PEER_QUERY, &c), ENOTTY);
 }
+
+/*
+ * A domain left behind by another version of the shim (its segment names
+ * another layout version): nothing uses it any more, so the next open starts
+ * it afresh instead of failing for good. The segment starts with the magic
+ * "bus1-shm" and the layout version (two u64).
+ */
+#define SEG_MAGIC 0x627573312d73686dULL
+
+static uint64_t segment_word(int index)
+{
+	char path[4096];
+	uint64_t v = 0;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/segment", t_domain());
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	ASSERT_TRUE(fd >= 0);
+	ASSERT_EQ(pread(fd, &v, sizeof(v), index * sizeof(v)), (ssize_t)sizeof(v));
+	close(fd);
+	return v;
+}
+
+static void set_segment_version(uint64_t version)
+{
+	char path[4096];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/segment", t_domain());
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	ASSERT_TRUE(fd >= 0);
+	ASSERT_EQ(pwrite(fd, &version, sizeof(version), sizeof(uint64_t)), (ssize_t)sizeof(version));
+	close(fd);
+}
+
+static int domain_has(const char *name)
+{
+	char path[4096];
+
+	snprintf(path, sizeof(path), "%s/%s", t_domain(), name);
+	return access(path, F_OK) == 0;
+}
+
+/* In a fresh process: open() answers 0 with a fresh peer, or -errno. */
+static int open_in_child(void)
+{
+	pid_t pid = mp_fork();
+	int status;
+
+	if (pid == 0) {
+		int fd = open(b1_device(), O_RDWR | O_CLOEXEC);
+
+		if (fd < 0)
+			_exit(errno);
+		assert_fresh_peer(fd);
+		_exit(0);
+	}
+	status = mp_wait(pid);
+	ASSERT_TRUE(WIFEXITED(status));
+	return -WEXITSTATUS(status);
+}
+
+/* Leaves two peers (one with a queued message) to a process that dies. */
+static uint64_t leave_dead_domain(void)
+{
+	pid_t pid = mp_fork();
+
+	if (pid == 0) {
+		int a = b1_open(), b = b1_open();
+		uint64_t h;
+
+		ASSERT_EQ(b1_transfer(a, 0x100, b, &h), 0);
+		ASSERT_EQ(b1_send_one(b, h, "old", 3), 0);
+		kill(getpid(), SIGKILL);
+	}
+	ASSERT_EQ(WTERMSIG(mp_wait(pid)), SIGKILL);
+	ASSERT_EQ_U64(segment_word(0), SEG_MAGIC);
+	ASSERT_TRUE(domain_has("peer.2") && domain_has("pool.2"));
+	return segment_word(1);
+}
+
+/* A stale domain nobody uses is started afresh by the next open */
+TEST(open_stale_version_domain_starts_afresh)
+{
+	uint64_t version = leave_dead_domain();
+
+	set_segment_version(version + 1);
+	ASSERT_EQ(open_in_child(), 0);
+	ASSERT_EQ_U64(segment_word(1), version);
+	/* the old peers' sockets and pools are gone; the new peer is serial 1 */
+	ASSERT_FALSE(domain_has("peer.2") || domain_has("pool.2"));
+	ASSERT_EQ(open_in_child(), 0);
+}
+
+/* Holds the inherited fd argv[0] (never used) until its stdin is closed. */
+T_CHILD(hold_unused_fd)
+{
+	char c;
+
+	ASSERT_EQ(argc, 1);
+	while (read(0, &c, 1) > 0)
+		;
+	return 0;
+}
+
+/* A stale domain still in use — mapped by a process, or one of its peer fds held — is refused with ENODEV */
+TEST(open_stale_version_domain_in_use_refused)
+{
+	uint64_t version = leave_dead_domain();
+	int go[2], fd;
+	char a[16];
+	pid_t user, holder;
+
+	/* a process that maps the domain: it used a peer, closed it and waits */
+	mp_pipe(go);
+	user = mp_fork();
+	if (user == 0) {
+		char c;
+
+		close(go[1]);
+		ASSERT_OK(close(b1_open()));
+		while (read(go[0], &c, 1) > 0)
+			;
+		_exit(0);
+	}
+	close(go[0]);
+	mp_sleep_ms(100);
+	set_segment_version(version + 1);
+	ASSERT_EQ(open_in_child(), -ENODEV);
+	ASSERT_EQ_U64(segment_word(1), version + 1);
+	close(go[1]);
+	mp_reap(user);
+
+	/* a process that holds a peer fd across exec, without the mapping */
+	set_segment_version(version);
+	mp_pipe(go);
+	holder = mp_fork();
+	if (holder == 0) {
+		close(go[1]);
+		dup2(go[0], 0);
+		fd = mp_open_inherit();
+		snprintf(a, sizeof(a), "%d", fd);
+		execl(t_self_exe(), t_self_exe(), "--child", "hold_unused_fd", a, (char *)NULL);
+		_exit(127);
+	}
+	close(go[0]);
+	mp_sleep_ms(100);
+	set_segment_version(version + 1);
+	ASSERT_EQ(open_in_child(), -ENODEV);
+	close(go[1]);
+	mp_reap(holder);
+
+	/* nothing uses it any more */
+	ASSERT_EQ(open_in_child(), 0);
+	ASSERT_EQ_U64(segment_word(1), version);
+}

@@ -104,6 +104,64 @@ fn mkdir_p(dir: &[u8]) -> Result<()> {
     }
 }
 
+/// Whether `name` is one of the per-peer files a domain directory holds.
+fn is_domain_file(name: &[u8]) -> bool {
+    [&b"peer."[..], b"pool.", b"vault."].iter().any(|p| name.starts_with(p))
+}
+
+/// Whether a domain left by another version of the shim is still in use:
+/// another process maps its segment (`seg_fd`), or one of its peer sockets
+/// is still open somewhere. When that cannot be told (no /proc), it counts
+/// as in use.
+fn stale_domain_in_use(dir: &[u8], seg_fd: i32) -> bool {
+    let Ok(st) = sys::fstat(seg_fd) else { return true };
+    let Ok(names) = cstr(dir).and_then(|c| sys::dir_names(&c)) else { return true };
+    for name in names.iter().filter(|n| n.starts_with(b"peer.")) {
+        let mut path = dir.to_vec();
+        path.push(b'/');
+        path.extend_from_slice(name);
+        if socket_still_open(&path) {
+            return true;
+        }
+    }
+    segment_mapped_elsewhere(&st)
+}
+
+/// Whether some socket is bound to `path` (its last fd not yet closed).
+fn socket_still_open(path: &[u8]) -> bool {
+    let Ok(addr) = sys::UnixAddr::new(path) else { return true };
+    let Ok(fd) = sys::socket(libc::SOCK_DGRAM) else { return true };
+    let r = sys::connect(fd, &addr);
+    sys::close(fd);
+    !matches!(r, Err(Errno::ECONNREFUSED) | Err(Errno::ENOENT))
+}
+
+/// Whether a process other than this one maps the file `st` describes
+/// (looked up in every readable `/proc/<pid>/maps`).
+fn segment_mapped_elsewhere(st: &libc::stat) -> bool {
+    let Ok(pids) = cstr(b"/proc").and_then(|c| sys::dir_names(&c)) else { return true };
+    let dev = format!("{:02x}:{:02x}", libc::major(st.st_dev), libc::minor(st.st_dev));
+    let ino = st.st_ino.to_string();
+    let me = sys::getpid().to_string();
+    for pid in pids {
+        if pid.is_empty() || !pid.iter().all(u8::is_ascii_digit) || pid == me.as_bytes() {
+            continue;
+        }
+        let mut path = b"/proc/".to_vec();
+        path.extend_from_slice(&pid);
+        path.extend_from_slice(b"/maps");
+        let Ok(maps) = cstr(&path).and_then(|c| sys::read_file(&c)) else { continue };
+        let hit = maps.split(|b| *b == b'\n').any(|line| {
+            let mut fields = line.split(|b| *b == b' ').filter(|f| !f.is_empty()).skip(3);
+            fields.next() == Some(dev.as_bytes()) && fields.next() == Some(ino.as_bytes())
+        });
+        if hit {
+            return true;
+        }
+    }
+    false
+}
+
 impl Domain {
     /// Maps the domain in `dir`, creating directory and segment on first
     /// use. Attaching the same directory twice returns the same mapping.
@@ -172,7 +230,13 @@ impl Domain {
             if hdr.magic.load() != MAGIC {
                 d.initialise()?;
             } else if hdr.version.get() != VERSION {
-                return Err(Errno::ENODEV);
+                // Left by another version of the shim, whose records mean
+                // something else: start afresh once nothing uses it.
+                if stale_domain_in_use(&d.dir, fd) {
+                    return Err(Errno::ENODEV);
+                }
+                d.clear_stale(fd)?;
+                d.initialise()?;
             }
             Ok(d)
         })();
@@ -181,6 +245,22 @@ impl Domain {
         let _ = sys::flock(fd, libc::LOCK_UN);
         sys::close(fd);
         r
+    }
+
+    /// Empties a stale domain (under the file lock taken in `map`): removes
+    /// its peer sockets, pools and fd vaults and drops the segment's pages,
+    /// so that it reads as zeros.
+    fn clear_stale(&self, seg_fd: i32) -> Result<()> {
+        for name in sys::dir_names(&cstr(&self.dir)?)? {
+            if is_domain_file(&name) {
+                let mut path = self.dir.clone();
+                path.push(b'/');
+                path.extend_from_slice(&name);
+                let _ = sys::unlink(&cstr(&path)?);
+            }
+        }
+        sys::ftruncate(seg_fd, 0)?;
+        sys::ftruncate(seg_fd, SEG_SIZE)
     }
 
     /// Initialises a new segment (under the file lock taken in `map`).

@@ -53,6 +53,57 @@ pub fn unlink(path: &CStr) -> Result<()> {
     check(unsafe { libc::syscall(libc::SYS_unlinkat, libc::AT_FDCWD, path.as_ptr(), 0) }).map(drop)
 }
 
+/// Reads the whole of a (small) file, such as one under /proc.
+pub fn read_file(path: &CStr) -> Result<Vec<u8>> {
+    let fd = open(path, libc::O_RDONLY, 0)?;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let r = loop {
+        // SAFETY: `buf` is a writable buffer of the length passed.
+        match retry(|| unsafe { libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()) }) {
+            Ok(0) => break Ok(out),
+            Ok(n) => out.extend_from_slice(&buf[..n as usize]),
+            Err(e) => break Err(e),
+        }
+    };
+    close(fd);
+    r
+}
+
+/// The names of the entries of a directory (without `.` and `..`).
+pub fn dir_names(path: &CStr) -> Result<Vec<Vec<u8>>> {
+    let fd = open(path, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    let mut names = Vec::new();
+    // u64 elements keep the records 8-byte aligned.
+    let mut buf = vec![0u64; 4096];
+    let r = loop {
+        // SAFETY: `buf` is a writable buffer of the byte length passed.
+        let n = match retry(|| unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len() * 8) }) {
+            Ok(0) => break Ok(names),
+            Ok(n) => n as usize,
+            Err(e) => break Err(e),
+        };
+        // SAFETY: the kernel wrote `n` bytes of linux_dirent64 records.
+        let bytes = unsafe { core::slice::from_raw_parts(buf.as_ptr() as *const u8, n) };
+        let mut at = 0;
+        // Each record: d_ino (8), d_off (8), d_reclen (2), d_type (1), name.
+        while at + 19 <= n {
+            let reclen = u16::from_ne_bytes([bytes[at + 16], bytes[at + 17]]) as usize;
+            if reclen == 0 || at + reclen > n {
+                break;
+            }
+            let name = &bytes[at + 19..at + reclen];
+            let name = &name[..name.iter().position(|b| *b == 0).unwrap_or(name.len())];
+            if name != b"." && name != b".." {
+                names.push(name.to_vec());
+            }
+            at += reclen;
+        }
+    };
+    close(fd);
+    r
+}
+
 pub fn ftruncate(fd: c_int, len: u64) -> Result<()> {
     // SAFETY: plain integer arguments.
     retry(|| unsafe { libc::syscall(libc::SYS_ftruncate, fd, len as i64) }).map(drop)
@@ -446,4 +497,31 @@ pub fn check_fd_room(probe_fd: c_int, n: usize) -> Result<()> {
     }
     got.iter().for_each(|f| close(*f));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CString;
+
+    #[test]
+    fn dir_names_and_read_file_see_what_was_written() {
+        let dir = std::env::temp_dir().join(format!("bus1-sys-test.{}", getpid()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut want = Vec::new();
+        for i in 0..300 {
+            // Enough entries, with long names, to need several getdents64 calls.
+            let name = format!("entry-{i:04}-{}", "x".repeat(40));
+            std::fs::write(dir.join(&name), format!("content {i}")).unwrap();
+            want.push(name.into_bytes());
+        }
+        let c = CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+        let mut got = dir_names(&c).unwrap();
+        got.sort();
+        assert_eq!(got, want);
+        let f = CString::new(dir.join("entry-0042-".to_string() + &"x".repeat(40)).as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(read_file(&f).unwrap(), b"content 42");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(dir_names(&c), Err(Errno::ENOENT));
+    }
 }
