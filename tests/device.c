@@ -638,6 +638,45 @@ TEST(open_stale_version_domain_starts_afresh)
 	ASSERT_EQ(open_in_child(), 0);
 }
 
+/* In a fresh process: three peers open and talk. */
+static void three_peers_in_child(void)
+{
+	pid_t pid = mp_fork();
+
+	if (pid == 0) {
+		int a = b1_open(), b = b1_open(), c = b1_open();
+		struct bus1_cmd_recv r;
+		uint64_t h;
+
+		assert_fresh_peer(c);
+		ASSERT_EQ(b1_transfer(a, 0x100, b, &h), 0);
+		ASSERT_EQ(b1_send_one(b, h, "new", 3), 0);
+		ASSERT_EQ(b1_recv(a, &r, 0), 0);
+		ASSERT_EQ_U64(r.msg.destination, 0x100);
+		_exit(0);
+	}
+	mp_reap(pid);
+}
+
+/* A segment removed by hand: the next open starts a new one, and the dead peers' files do not block new peers */
+TEST(open_after_segment_removed)
+{
+	char path[4096];
+	int fd;
+
+	leave_dead_domain();
+	snprintf(path, sizeof(path), "%s/peer.txt", t_domain());
+	fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	ASSERT_TRUE(fd >= 0);
+	close(fd);
+	snprintf(path, sizeof(path), "%s/segment", t_domain());
+	ASSERT_OK(unlink(path));
+	three_peers_in_child();
+	three_peers_in_child();
+	/* other files in the directory are left alone */
+	ASSERT_TRUE(domain_has("peer.txt"));
+}
+
 /* Holds the inherited fd argv[0] (never used) until its stdin is closed. */
 T_CHILD(hold_unused_fd)
 {

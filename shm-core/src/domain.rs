@@ -104,9 +104,17 @@ fn mkdir_p(dir: &[u8]) -> Result<()> {
     }
 }
 
-/// Whether `name` is one of the per-peer files a domain directory holds.
+/// Whether `name` is one of the per-peer files a domain directory holds:
+/// `peer.<serial>`, `pool.<serial>` or `vault.<serial>.<gen>`, in hex.
 fn is_domain_file(name: &[u8]) -> bool {
-    [&b"peer."[..], b"pool.", b"vault."].iter().any(|p| name.starts_with(p))
+    let hex = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_hexdigit);
+    if let Some(serial) = name.strip_prefix(b"peer.").or_else(|| name.strip_prefix(b"pool.")) {
+        return hex(serial);
+    }
+    match name.strip_prefix(b"vault.").map(|r| r.splitn(2, |b| *b == b'.').collect::<Vec<_>>()) {
+        Some(parts) => parts.len() == 2 && parts.iter().all(|p| hex(p)),
+        None => false,
+    }
 }
 
 /// Whether a domain left by another version of the shim is still in use:
@@ -228,6 +236,9 @@ impl Domain {
             };
             let hdr: &Header = d.seg.at0();
             if hdr.magic.load() != MAGIC {
+                // A new segment. Files of peers of an earlier one (whose
+                // segment was removed) would collide with the new serials.
+                d.remove_peer_files()?;
                 d.initialise()?;
             } else if hdr.version.get() != VERSION {
                 // Left by another version of the shim, whose records mean
@@ -248,9 +259,18 @@ impl Domain {
     }
 
     /// Empties a stale domain (under the file lock taken in `map`): removes
-    /// its peer sockets, pools and fd vaults and drops the segment's pages,
-    /// so that it reads as zeros.
+    /// its peers' files and drops the segment's pages, so that it reads as
+    /// zeros.
     fn clear_stale(&self, seg_fd: i32) -> Result<()> {
+        self.remove_peer_files()?;
+        sys::ftruncate(seg_fd, 0)?;
+        sys::ftruncate(seg_fd, SEG_SIZE)
+    }
+
+    /// Removes the peer sockets, pools and fd vaults in the directory
+    /// (under the file lock taken in `map`, before a segment is
+    /// initialised: no peer of the new segment exists yet).
+    fn remove_peer_files(&self) -> Result<()> {
         for name in sys::dir_names(&cstr(&self.dir)?)? {
             if is_domain_file(&name) {
                 let mut path = self.dir.clone();
@@ -259,8 +279,7 @@ impl Domain {
                 let _ = sys::unlink(&cstr(&path)?);
             }
         }
-        sys::ftruncate(seg_fd, 0)?;
-        sys::ftruncate(seg_fd, SEG_SIZE)
+        Ok(())
     }
 
     /// Initialises a new segment (under the file lock taken in `map`).
@@ -558,4 +577,19 @@ fn registry_snapshot() -> Vec<Arc<Domain>> {
     // SAFETY: only called by the fork handlers, which hold the registry
     // lock through raw_lock and create no guard.
     unsafe { registry().peek_locked().clone() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_domain_file;
+
+    #[test]
+    fn only_the_bus_files_count_as_domain_files() {
+        for name in ["peer.1", "pool.1f", "vault.a.0", "peer.ffffffff"] {
+            assert!(is_domain_file(name.as_bytes()), "{name}");
+        }
+        for name in ["segment", "peer.", "pool.x", "vault.1", "vault.1.", "peer.1.txt", "poolside", "vault.1.2.3"] {
+            assert!(!is_domain_file(name.as_bytes()), "{name}");
+        }
+    }
 }
