@@ -9,6 +9,7 @@
 #include <libgen.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/xattr.h>
 
 #include "bus1-util.h"
 #include "mp-util.h"
@@ -738,4 +739,18 @@ TEST(open_stale_version_domain_in_use_refused)
 	/* nothing uses it any more */
 	ASSERT_EQ(open_in_child(), 0);
 	ASSERT_EQ_U64(segment_word(1), version);
+}
+
+/* §1.1: the node has no extended attributes (ls -l asks for its label) */
+TEST(device_has_no_xattrs)
+{
+	char buf[256];
+
+	ASSERT_ERRNO(getxattr(b1_device(), "security.selinux", buf, sizeof(buf)), ENODATA);
+	ASSERT_ERRNO(lgetxattr(b1_device(), "user.x", buf, sizeof(buf)), ENODATA);
+	ASSERT_EQ(listxattr(b1_device(), buf, sizeof(buf)), 0);
+	ASSERT_EQ(llistxattr(b1_device(), NULL, 0), 0);
+	/* other paths are the system's */
+	ASSERT_ERRNO(getxattr("/nonexistent/bus1", "user.x", buf, sizeof(buf)), ENOENT);
+	ASSERT_ERRNO(listxattr("/nonexistent/bus1", buf, sizeof(buf)), ENOENT);
 }

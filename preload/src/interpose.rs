@@ -458,6 +458,40 @@ pub unsafe extern "C" fn faccessat(dirfd: c_int, path: *const c_char, mode: c_in
     call_real!(crate::real::FACCESSAT, fn(c_int, *const c_char, c_int, c_int) -> c_int, dirfd, path, mode, flags)
 }
 
+// ---------------------------------------------------------------- xattr
+
+// The module's node has no extended attributes. `ls -l` asks for its
+// security label (and ACL tools list its attributes): they must find none,
+// not ENOENT.
+
+macro_rules! getxattr_fn {
+    ($name:ident, $real:ident) => {
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(path: *const c_char, name: *const c_char, value: *mut c_void, size: usize) -> isize {
+            if device::is_device(libc::AT_FDCWD, path) {
+                return fail(Errno(libc::ENODATA)) as isize;
+            }
+            call_real!(crate::real::$real, fn(*const c_char, *const c_char, *mut c_void, usize) -> isize, path, name, value, size)
+        }
+    };
+}
+getxattr_fn!(getxattr, GETXATTR);
+getxattr_fn!(lgetxattr, LGETXATTR);
+
+macro_rules! listxattr_fn {
+    ($name:ident, $real:ident) => {
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(path: *const c_char, list: *mut c_char, size: usize) -> isize {
+            if device::is_device(libc::AT_FDCWD, path) {
+                return 0;
+            }
+            call_real!(crate::real::$real, fn(*const c_char, *mut c_char, usize) -> isize, path, list, size)
+        }
+    };
+}
+listxattr_fn!(listxattr, LISTXATTR);
+listxattr_fn!(llistxattr, LLISTXATTR);
+
 // ----------------------------------------------------------------- ioctl
 
 #[no_mangle]

@@ -96,6 +96,10 @@ real! {
     FACCESSAT = "faccessat";
     EUIDACCESS = "euidaccess";
     EACCESS = "eaccess";
+    GETXATTR = "getxattr";
+    LGETXATTR = "lgetxattr";
+    LISTXATTR = "listxattr";
+    LLISTXATTR = "llistxattr";
     SIGACTION = "sigaction";
     SIGNAL = "signal";
     BSD_SIGNAL = "bsd_signal";
