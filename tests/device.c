@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
+#include <limits.h>
 
 #include "bus1-util.h"
 #include "mp-util.h"
@@ -753,4 +754,26 @@ TEST(device_has_no_xattrs)
 	/* other paths are the system's */
 	ASSERT_ERRNO(getxattr("/nonexistent/bus1", "user.x", buf, sizeof(buf)), ENOENT);
 	ASSERT_ERRNO(listxattr("/nonexistent/bus1", buf, sizeof(buf)), ENOENT);
+}
+
+/* §1.1: the node's path resolves to itself, however it is spelt */
+TEST(device_realpath)
+{
+	char buf[PATH_MAX], spelt[PATH_MAX], *p;
+	const char *base = strrchr(b1_device(), '/');
+
+	p = realpath(b1_device(), NULL);
+	ASSERT_TRUE(p != NULL);
+	ASSERT_EQ(strcmp(p, b1_device()), 0);
+	free(p);
+	ASSERT_TRUE(realpath(b1_device(), buf) == buf);
+	ASSERT_EQ(strcmp(buf, b1_device()), 0);
+	snprintf(spelt, sizeof(spelt), "%.*s/./%s", (int)(base - b1_device()), b1_device(), base + 1);
+	p = canonicalize_file_name(spelt);
+	ASSERT_TRUE(p != NULL);
+	ASSERT_EQ(strcmp(p, b1_device()), 0);
+	free(p);
+	/* other paths are the system's */
+	ASSERT_TRUE(realpath("/nonexistent/bus1", buf) == NULL);
+	ASSERT_EQ(errno, ENOENT);
 }

@@ -100,6 +100,9 @@ real! {
     LGETXATTR = "lgetxattr";
     LISTXATTR = "listxattr";
     LLISTXATTR = "llistxattr";
+    REALPATH = "realpath";
+    REALPATH_CHK = "__realpath_chk";
+    CANONICALIZE_FILE_NAME = "canonicalize_file_name";
     SIGACTION = "sigaction";
     SIGNAL = "signal";
     BSD_SIGNAL = "bsd_signal";
@@ -146,6 +149,12 @@ impl Failure for *mut c_void {
 impl Failure for usize {
     fn failure() -> Self {
         libc::SIG_ERR
+    }
+}
+
+impl Failure for *mut libc::c_char {
+    fn failure() -> Self {
+        core::ptr::null_mut()
     }
 }
 
