@@ -104,6 +104,15 @@ fn mkdir_p(dir: &[u8]) -> Result<()> {
     }
 }
 
+/// The path of the entry `name` of directory `dir`.
+fn entry_path(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut path = Vec::with_capacity(dir.len() + 1 + name.len());
+    path.extend_from_slice(dir);
+    path.push(b'/');
+    path.extend_from_slice(name);
+    path
+}
+
 /// Whether `name` is one of the per-peer files a domain directory holds:
 /// `peer.<serial>`, `pool.<serial>` or `vault.<serial>.<gen>`, in hex.
 fn is_domain_file(name: &[u8]) -> bool {
@@ -125,10 +134,7 @@ fn stale_domain_in_use(dir: &[u8], seg_fd: i32) -> bool {
     let Ok(st) = sys::fstat(seg_fd) else { return true };
     let Ok(names) = cstr(dir).and_then(|c| sys::dir_names(&c)) else { return true };
     for name in names.iter().filter(|n| n.starts_with(b"peer.")) {
-        let mut path = dir.to_vec();
-        path.push(b'/');
-        path.extend_from_slice(name);
-        if socket_still_open(&path) {
+        if socket_still_open(&entry_path(dir, name)) {
             return true;
         }
     }
@@ -273,10 +279,7 @@ impl Domain {
     fn remove_peer_files(&self) -> Result<()> {
         for name in sys::dir_names(&cstr(&self.dir)?)? {
             if is_domain_file(&name) {
-                let mut path = self.dir.clone();
-                path.push(b'/');
-                path.extend_from_slice(&name);
-                let _ = sys::unlink(&cstr(&path)?);
+                let _ = sys::unlink(&cstr(&entry_path(&self.dir, &name))?);
             }
         }
         Ok(())
@@ -303,10 +306,7 @@ impl Domain {
     }
 
     pub(crate) fn path_of(&self, name: &str) -> Vec<u8> {
-        let mut p = self.dir.clone();
-        p.push(b'/');
-        p.extend_from_slice(name.as_bytes());
-        p
+        entry_path(&self.dir, name.as_bytes())
     }
 
     pub(crate) fn peer_path(&self, serial: u64) -> Vec<u8> {
