@@ -145,9 +145,17 @@ fn stale_domain_in_use(dir: &[u8], seg_fd: i32) -> bool {
 fn socket_still_open(path: &[u8]) -> bool {
     let Ok(addr) = sys::UnixAddr::new(path) else { return true };
     let Ok(fd) = sys::socket(libc::SOCK_DGRAM) else { return true };
-    let r = sys::connect(fd, &addr);
+    let bound = socket_bound_at(fd, &addr);
     sys::close(fd);
-    !matches!(r, Err(Errno::ECONNREFUSED) | Err(Errno::ENOENT))
+    bound
+}
+
+/// Whether a socket is bound at `addr`, tested by connecting the datagram
+/// socket `probe` to it: the address refuses once the socket's last fd is
+/// closed. Any other failure counts as bound (nothing is torn down on a
+/// doubt).
+fn socket_bound_at(probe: i32, addr: &sys::UnixAddr) -> bool {
+    !matches!(sys::connect(probe, addr), Err(Errno::ECONNREFUSED) | Err(Errno::ENOENT))
 }
 
 /// Whether a process other than this one maps the file `st` describes
@@ -452,11 +460,7 @@ impl Domain {
                 Err(_) => return true,
             }
         }
-        match sys::connect(l.probe_fd, &addr) {
-            Ok(()) => true,
-            Err(Errno::ECONNREFUSED) | Err(Errno::ENOENT) => false,
-            Err(_) => true,
-        }
+        socket_bound_at(l.probe_fd, &addr)
     }
 }
 
