@@ -460,49 +460,41 @@ pub unsafe extern "C" fn faccessat(dirfd: c_int, path: *const c_char, mode: c_in
 
 // ------------------------------------------------------------- realpath
 
-/// After the real `realpath` failed: the device path resolves to itself,
-/// as the module's node would (the C library looks the path up with its
-/// internal calls, which the shim does not see). `resolved` is the
-/// caller's buffer of PATH_MAX bytes, or null for a new allocation.
-unsafe fn realpath_of_device(path: *const c_char, resolved: *mut c_char) -> Option<*mut c_char> {
-    if errno() != libc::ENOENT || !device::is_device(libc::AT_FDCWD, path) {
-        return None;
+/// The result of a real `realpath`-like call `r`, except that when it
+/// failed with ENOENT on the device path, the device path resolves to
+/// itself, as the module's node would (the C library looks the path up
+/// with its internal calls, which the shim does not see). `resolved` is
+/// the caller's buffer of PATH_MAX bytes, or null for a new allocation.
+unsafe fn realpath_or_device(r: *mut c_char, path: *const c_char, resolved: *mut c_char) -> *mut c_char {
+    if !r.is_null() || errno() != libc::ENOENT || !device::is_device(libc::AT_FDCWD, path) {
+        return r;
     }
     let dev = crate::config::device_cstr();
     if resolved.is_null() {
-        return Some(libc::strdup(dev));
+        return libc::strdup(dev);
     }
     if libc::strlen(dev) >= libc::PATH_MAX as usize {
-        return None;
+        return r;
     }
-    Some(libc::strcpy(resolved, dev))
+    libc::strcpy(resolved, dev)
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn realpath(path: *const c_char, resolved: *mut c_char) -> *mut c_char {
     let r = call_real!(crate::real::REALPATH, fn(*const c_char, *mut c_char) -> *mut c_char, path, resolved);
-    if r.is_null() {
-        return realpath_of_device(path, resolved).unwrap_or(r);
-    }
-    r
+    realpath_or_device(r, path, resolved)
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn __realpath_chk(path: *const c_char, resolved: *mut c_char, size: usize) -> *mut c_char {
     let r = call_real!(crate::real::REALPATH_CHK, fn(*const c_char, *mut c_char, usize) -> *mut c_char, path, resolved, size);
-    if r.is_null() {
-        return realpath_of_device(path, resolved).unwrap_or(r);
-    }
-    r
+    realpath_or_device(r, path, resolved)
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn canonicalize_file_name(path: *const c_char) -> *mut c_char {
     let r = call_real!(crate::real::CANONICALIZE_FILE_NAME, fn(*const c_char) -> *mut c_char, path);
-    if r.is_null() {
-        return realpath_of_device(path, core::ptr::null_mut()).unwrap_or(r);
-    }
-    r
+    realpath_or_device(r, path, core::ptr::null_mut())
 }
 
 // ---------------------------------------------------------------- xattr
