@@ -53,6 +53,25 @@ pub fn unlink(path: &CStr) -> Result<()> {
     check(unsafe { libc::syscall(libc::SYS_unlinkat, libc::AT_FDCWD, path.as_ptr(), 0) }).map(drop)
 }
 
+pub fn symlink(target: &CStr, path: &CStr) -> Result<()> {
+    // SAFETY: valid NUL-terminated paths.
+    check(unsafe { libc::syscall(libc::SYS_symlinkat, target.as_ptr(), libc::AT_FDCWD, path.as_ptr()) }).map(drop)
+}
+
+/// The target of the symbolic link at `path`.
+pub fn readlink(path: &CStr) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: valid path; the buffer is writable for its whole length.
+    let n = check(unsafe {
+        libc::syscall(libc::SYS_readlinkat, libc::AT_FDCWD, path.as_ptr(), buf.as_mut_ptr(), buf.len())
+    })? as usize;
+    if n >= buf.len() {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    buf.truncate(n);
+    Ok(buf)
+}
+
 /// Reads the whole of a (small) file, such as one under /proc.
 pub fn read_file(path: &CStr) -> Result<Vec<u8>> {
     let fd = open(path, libc::O_RDONLY, 0)?;
@@ -160,6 +179,23 @@ pub fn stat(path: &CStr) -> Result<libc::stat> {
     // SAFETY: valid path and a writable stat buffer.
     check(unsafe {
         libc::syscall(libc::SYS_newfstatat, libc::AT_FDCWD, path.as_ptr(), st.as_mut_ptr(), 0)
+    })?;
+    // SAFETY: the kernel filled the struct.
+    Ok(unsafe { st.assume_init() })
+}
+
+/// `stat` of the link itself when `path` is a symbolic link.
+pub fn lstat(path: &CStr) -> Result<libc::stat> {
+    let mut st = MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: valid path and a writable stat buffer.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_newfstatat,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            st.as_mut_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
     })?;
     // SAFETY: the kernel filled the struct.
     Ok(unsafe { st.assume_init() })
