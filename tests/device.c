@@ -742,6 +742,71 @@ TEST(open_stale_version_domain_in_use_refused)
 	ASSERT_EQ_U64(segment_word(1), version);
 }
 
+/* Points BUS1_DOMAIN at a directory far deeper than a socket address can name; returns it. */
+static const char *use_long_domain(void)
+{
+	static char path[1024];
+	char part[201];
+
+	memset(part, 'l', 200);
+	part[200] = 0;
+	snprintf(path, sizeof(path), "%s/%s/%s", t_domain(), part, part);
+	ASSERT_TRUE(strlen(path) > 400);
+	ASSERT_OK(setenv("BUS1_DOMAIN", path, 1));
+	return path;
+}
+
+/* Sends "far" through the inherited peer fd argv[0] to handle argv[1], then waits to be killed. */
+T_CHILD(send_then_wait)
+{
+	ASSERT_EQ(argc, 2);
+	ASSERT_EQ(b1_send_one((int)mp_arg(argv[0]), mp_arg_u64(argv[1]), "far", 3), 0);
+	for (;;)
+		pause();
+	return 0;
+}
+
+/* §1.1: BUS1_DOMAIN may be longer than a socket address; peers there work across exec and are torn down after a kill */
+TEST(long_domain_path)
+{
+	const char *dir = use_long_domain();
+	const uint8_t *pool;
+	struct bus1_cmd_recv r;
+	char path[1200];
+	struct stat st;
+	uint64_t to_a, to_b;
+	int a, b;
+	pid_t child;
+
+	a = b1_open();
+	b = mp_open_inherit();
+	to_a = mp_node(a, 0x100, b);
+	to_b = mp_node(b, 0x200, a);
+	pool = b1_map(a);
+	/* the peer sockets live in the domain directory itself */
+	snprintf(path, sizeof(path), "%s/peer.2", dir);
+	ASSERT_OK(stat(path, &st));
+	ASSERT_TRUE(S_ISSOCK(st.st_mode));
+
+	/* b is recognised after exec, where it is the only fd of its peer */
+	child = mp_spawn("send_then_wait", mp_str(b), mp_hex(to_a), (char *)NULL);
+	ASSERT_OK(close(b));
+	ASSERT_EQ(mp_recv_wait(a, &r, 0, MP_WAIT_MS), 0);
+	ASSERT_EQ_U64(r.msg.type, BUS1_MSG_DATA);
+	ASSERT_EQ_U64(r.msg.destination, 0x100);
+	ASSERT_EQ_U64(r.msg.n_bytes, 3);
+	ASSERT_EQ(memcmp(pool + r.msg.offset, "far", 3), 0);
+	ASSERT_EQ(b1_slice_release(a, r.msg.offset), 0);
+
+	/* killing the last holder of b destroys its node: a learns it */
+	ASSERT_OK(kill(child, SIGKILL));
+	mp_wait(child);
+	ASSERT_EQ(mp_recv_wait(a, &r, 0, MP_WAIT_MS), 0);
+	ASSERT_EQ_U64(r.msg.type, BUS1_MSG_NODE_DESTROY);
+	ASSERT_EQ_U64(r.msg.destination, to_b);
+	ASSERT_ERRNO(stat(path, &st), ENOENT);
+}
+
 /* §1.1: the node has no extended attributes (ls -l asks for its label) */
 TEST(device_has_no_xattrs)
 {

@@ -7,7 +7,8 @@
 //! isolated buses. This module maps the segment into the process (once per
 //! directory), creates it on first use and keeps the process-local state:
 //! pool mappings and the internal sockets used to ring peers and probe
-//! whether they are alive.
+//! whether they are alive. Socket addresses name the directory through
+//! `sockdir` (a short link when the directory is too long for them).
 
 use crate::errno::{Errno, Result};
 use crate::layout::*;
@@ -24,6 +25,8 @@ use std::sync::{Arc, OnceLock};
 /// A domain mapped into this process.
 pub struct Domain {
     pub(crate) dir: Vec<u8>,
+    /// The directory named in the domain's socket addresses (`sockdir`).
+    sock_dir: Vec<u8>,
     pub(crate) segment_path: CString,
     pub(crate) seg: Segment,
     pub(crate) local: LocalMutex<Local>,
@@ -130,11 +133,11 @@ fn is_domain_file(name: &[u8]) -> bool {
 /// another process maps its segment (`seg_fd`), or one of its peer sockets
 /// is still open somewhere. When that cannot be told (no /proc), it counts
 /// as in use.
-fn stale_domain_in_use(dir: &[u8], seg_fd: i32) -> bool {
+fn stale_domain_in_use(dir: &[u8], sock_dir: &[u8], seg_fd: i32) -> bool {
     let Ok(st) = sys::fstat(seg_fd) else { return true };
     let Ok(names) = cstr(dir).and_then(|c| sys::dir_names(&c)) else { return true };
     for name in names.iter().filter(|n| n.starts_with(b"peer.")) {
-        if socket_still_open(&entry_path(dir, name)) {
+        if socket_still_open(&entry_path(sock_dir, name)) {
             return true;
         }
     }
@@ -221,6 +224,7 @@ impl Domain {
     }
 
     fn map(dir: Vec<u8>, dev_ino: (u64, u64)) -> Result<Domain> {
+        let sock_dir = crate::sockdir::socket_dir(&dir, dev_ino)?;
         let mut sp = dir.clone();
         sp.extend_from_slice(b"/segment");
         let segment_path = cstr(&sp)?;
@@ -237,6 +241,7 @@ impl Domain {
             let seg = unsafe { Segment::new(base, SEG_SIZE as usize) };
             let d = Domain {
                 dir,
+                sock_dir,
                 segment_path: segment_path.clone(),
                 seg,
                 local: LocalMutex::new(Local {
@@ -257,7 +262,7 @@ impl Domain {
             } else if hdr.version.get() != VERSION {
                 // Left by another version of the shim, whose records mean
                 // something else: start afresh once nothing uses it.
-                if stale_domain_in_use(&d.dir, fd) {
+                if stale_domain_in_use(&d.dir, &d.sock_dir, fd) {
                     return Err(Errno::ENODEV);
                 }
                 d.clear_stale(fd)?;
@@ -317,16 +322,18 @@ impl Domain {
         entry_path(&self.dir, name.as_bytes())
     }
 
+    /// The address of `serial`'s socket (named through `sock_dir`).
     pub(crate) fn peer_path(&self, serial: u64) -> Vec<u8> {
-        self.path_of(&format!("peer.{serial:x}"))
+        entry_path(&self.sock_dir, format!("peer.{serial:x}").as_bytes())
     }
 
     pub(crate) fn pool_path(&self, serial: u64) -> Vec<u8> {
         self.path_of(&format!("pool.{serial:x}"))
     }
 
+    /// The address of `serial`'s fd vault of generation `gen`.
     pub(crate) fn vault_path(&self, serial: u64, gen: u64) -> Vec<u8> {
-        self.path_of(&format!("vault.{serial:x}.{gen:x}"))
+        entry_path(&self.sock_dir, format!("vault.{serial:x}.{gen:x}").as_bytes())
     }
 
     /// Base address of a read-write mapping of `serial`'s pool in this

@@ -35,6 +35,7 @@ mod reaper;
 mod send;
 mod shm;
 mod small;
+mod sockdir;
 mod sync;
 mod sys;
 mod table;
@@ -114,7 +115,8 @@ impl Peer {
         let Some(hex) = name.strip_prefix(b"peer.") else { return Ok(None) };
         let Ok(serial) = u64::from_str_radix(std::str::from_utf8(hex).unwrap_or("x"), 16) else { return Ok(None) };
         use std::os::unix::ffi::OsStrExt;
-        let dir = Path::new(std::ffi::OsStr::from_bytes(dir));
+        let dir = sockdir::domain_dir_of(dir);
+        let dir = Path::new(std::ffi::OsStr::from_bytes(&dir));
         if !dir.join("segment").exists() {
             return Ok(None);
         }
