@@ -824,7 +824,9 @@ TEST(device_has_no_xattrs)
 /* §1.1: the node's path resolves to itself, however it is spelt */
 TEST(device_realpath)
 {
-	char buf[PATH_MAX], spelt[PATH_MAX], *p;
+	char buf[PATH_MAX], spelt[PATH_MAX], link[64], *p;
+	ssize_t n;
+	int fd;
 	const char *base = strrchr(b1_device(), '/');
 
 	p = realpath(b1_device(), NULL);
@@ -841,4 +843,24 @@ TEST(device_realpath)
 	/* other paths are the system's */
 	ASSERT_TRUE(realpath("/nonexistent/bus1", buf) == NULL);
 	ASSERT_EQ(errno, ENOENT);
+
+	/* a relative, oddly spelt device path names the node from the working directory; realpath and /proc/self/fd show its canonical form */
+	ASSERT_TRUE(mkdir(t_domain(), 0700) == 0 || errno == EEXIST);
+	ASSERT_OK(chdir(t_domain()));
+	ASSERT_OK(mkdir("devdir", 0700));
+	ASSERT_OK(setenv("BUS1_DEVICE", "devdir/..//devdir/bus1x", 1));
+	ASSERT_TRUE(realpath(".", spelt) == spelt);
+	strcat(spelt, "/devdir/bus1x");
+	p = realpath("./devdir/bus1x", NULL);
+	ASSERT_TRUE(p != NULL);
+	ASSERT_EQ(strcmp(p, spelt), 0);
+	free(p);
+	fd = open("devdir/bus1x", O_RDWR | O_CLOEXEC);
+	ASSERT_TRUE(fd >= 0);
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	n = readlink(link, buf, sizeof(buf) - 1);
+	ASSERT_TRUE(n > 0);
+	buf[n] = 0;
+	ASSERT_EQ(strcmp(buf, spelt), 0);
+	ASSERT_OK(close(fd));
 }

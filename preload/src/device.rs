@@ -49,6 +49,20 @@ fn last_component(path: &[u8]) -> &[u8] {
     path.rsplit(|b| *b == b'/').find(|c| !c.is_empty()).unwrap_or(b"")
 }
 
+/// The configured device path split into its directory (which exists,
+/// unlike the node) and its last component.
+pub fn device_dir_and_name() -> (std::ffi::CString, Vec<u8>) {
+    // SAFETY: a NUL-terminated string from the environment or a static.
+    let dev = unsafe { CStr::from_ptr(config::device_cstr()) }.to_bytes();
+    let (dir, name): (&[u8], &[u8]) = match dev.iter().rposition(|b| *b == b'/') {
+        Some(0) => (b"/", &dev[1..]),
+        Some(i) => (&dev[..i], &dev[i + 1..]),
+        None => (b".", dev),
+    };
+    // A C string cannot hold NUL, so neither part does.
+    (std::ffi::CString::new(dir).unwrap_or_default(), name.to_vec())
+}
+
 /// Whether `path` (relative to `dirfd`) names the bus1 device.
 pub fn is_device(dirfd: i32, path: *const c_char) -> bool {
     if path.is_null() {
@@ -70,16 +84,22 @@ pub fn is_device(dirfd: i32, path: *const c_char) -> bool {
     if last_component(p) != last_component(dev) {
         return false;
     }
-    let dev = dev.to_vec();
-    let full = if p[0] == b'/' {
-        p.to_vec()
-    } else {
-        let Some(mut d) = dir_of_fd(dirfd) else { return false };
-        d.push(b'/');
-        d.extend_from_slice(p);
-        d
-    };
+    // A relative device path names the node from the working directory,
+    // as a relative path to a real node would.
+    let Some(dev) = absolute(libc::AT_FDCWD, dev) else { return false };
+    let Some(full) = absolute(dirfd, p) else { return false };
     normalize(&full) == normalize(&dev)
+}
+
+/// `path` made absolute against `dirfd` (not normalised).
+fn absolute(dirfd: i32, path: &[u8]) -> Option<Vec<u8>> {
+    if path.first() == Some(&b'/') {
+        return Some(path.to_vec());
+    }
+    let mut d = dir_of_fd(dirfd)?;
+    d.push(b'/');
+    d.extend_from_slice(path);
+    Some(d)
 }
 
 fn now() -> libc::timespec {

@@ -164,14 +164,7 @@ fn fdinfo_of(fd: c_int, info: &FdInfo) -> Option<String> {
 fn device_mount_id() -> u64 {
     static ID: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *ID.get_or_init(|| {
-        // SAFETY: a NUL-terminated string from the environment or a static.
-        let dev = unsafe { std::ffi::CStr::from_ptr(crate::config::device_cstr()) }.to_bytes();
-        let dir = match dev.iter().rposition(|b| *b == b'/') {
-            Some(0) => b"/".to_vec(),
-            Some(i) => dev[..i].to_vec(),
-            None => b".".to_vec(),
-        };
-        let Ok(dir) = std::ffi::CString::new(dir) else { return 0 };
+        let (dir, _) = device::device_dir_and_name();
         // SAFETY: all-zero is a valid struct statx.
         let mut stx: libc::statx = unsafe { core::mem::zeroed() };
         // SAFETY: a NUL-terminated path and a writable struct statx; the
@@ -261,16 +254,16 @@ macro_rules! fopen_fn {
 fopen_fn!(fopen, FOPEN);
 fopen_fn!(fopen64, FOPEN64);
 
-/// readlink of `/proc/self/fd/N` for a peer fd N: the device path, as the
-/// module's file would show. None when the real readlink should run.
+/// readlink of `/proc/self/fd/N` for a peer fd N: the device's canonical
+/// path, as the module's file would show. None when the real readlink should run.
 fn readlink_peer(path: *const c_char, buf: *mut c_char, size: usize) -> Option<isize> {
     let procfs::Entry::FdLink(fd) = procfs::entry(path)? else { return None };
     fdtable::lookup(fd)?;
     if size == 0 {
         return Some(fail(Errno::EINVAL) as isize);
     }
-    // SAFETY: a NUL-terminated string from the environment or a static.
-    let dev = unsafe { std::ffi::CStr::from_ptr(crate::config::device_cstr()) }.to_bytes();
+    let dev = canonical_device_path();
+    let dev = dev.as_bytes();
     let n = dev.len().min(size);
     use shm_core::UserMem;
     Some(match uaccess::ProcMem.write(buf as u64, &dev[..n]) {
@@ -462,21 +455,49 @@ pub unsafe extern "C" fn faccessat(dirfd: c_int, path: *const c_char, mode: c_in
 
 /// The result of a real `realpath`-like call `r`, except that when it
 /// failed with ENOENT on the device path, the device path resolves to
-/// itself, as the module's node would (the C library looks the path up
-/// with its internal calls, which the shim does not see). `resolved` is
-/// the caller's buffer of PATH_MAX bytes, or null for a new allocation.
+/// its canonical form, as the module's node would (the C library looks the
+/// path up with its internal calls, which the shim does not see).
+/// `resolved` is the caller's buffer of PATH_MAX bytes, or null for a new
+/// allocation.
 unsafe fn realpath_or_device(r: *mut c_char, path: *const c_char, resolved: *mut c_char) -> *mut c_char {
     if !r.is_null() || errno() != libc::ENOENT || !device::is_device(libc::AT_FDCWD, path) {
         return r;
     }
-    let dev = crate::config::device_cstr();
+    let dev = canonical_device_path();
     if resolved.is_null() {
-        return libc::strdup(dev);
+        return libc::strdup(dev.as_ptr());
     }
-    if libc::strlen(dev) >= libc::PATH_MAX as usize {
+    if dev.as_bytes().len() >= libc::PATH_MAX as usize {
         return r;
     }
-    libc::strcpy(resolved, dev)
+    libc::strcpy(resolved, dev.as_ptr())
+}
+
+/// The device path with its directory resolved by the real `realpath`
+/// (the node itself does not exist, but its directory does), so that a
+/// relative or oddly spelt `BUS1_DEVICE` still resolves to an absolute,
+/// canonical path. The configured path as it is if its directory does not
+/// resolve.
+fn canonical_device_path() -> std::ffi::CString {
+    // SAFETY: a NUL-terminated string from the environment or a static.
+    let configured = unsafe { std::ffi::CStr::from_ptr(crate::config::device_cstr()) }.to_owned();
+    let (dir, name) = device::device_dir_and_name();
+    let mut buf = [0 as c_char; libc::PATH_MAX as usize];
+    // SAFETY: a NUL-terminated path and a buffer of PATH_MAX bytes, as
+    // realpath requires.
+    let r = keep_errno(|| unsafe {
+        call_real!(crate::real::REALPATH, fn(*const c_char, *mut c_char) -> *mut c_char, dir.as_ptr(), buf.as_mut_ptr())
+    });
+    if r.is_null() || name.is_empty() {
+        return configured;
+    }
+    // SAFETY: realpath succeeded, so buf holds a NUL-terminated path.
+    let mut path = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_bytes().to_vec();
+    if path.last() != Some(&b'/') {
+        path.push(b'/');
+    }
+    path.extend_from_slice(&name);
+    std::ffi::CString::new(path).unwrap_or(configured)
 }
 
 #[no_mangle]
