@@ -47,7 +47,8 @@ fn open_device(flags: c_int) -> c_int {
         return fail(Errno(libc::ENOTDIR));
     }
     let of = OpenFlags { access: flags & libc::O_ACCMODE, cloexec: flags & libc::O_CLOEXEC != 0, nonblock: flags & libc::O_NONBLOCK != 0 };
-    match Peer::open(&crate::config::domain(), of) {
+    let domain = crate::config::domain();
+    match Peer::open(&domain, of) {
         Ok((fd, peer)) => {
             fdtable::set(fd, Arc::new(FdInfo { peer, access: of.access }));
             if crate::config::trace() {
@@ -55,7 +56,18 @@ fn open_device(flags: c_int) -> c_int {
             }
             fd
         }
-        Err(e) => fail(e),
+        Err(e) => {
+            if crate::config::trace() {
+                // The only ENODEV of an open: the bus cannot be shared.
+                let why = if e == Errno::ENODEV {
+                    " (the domain was made by another version of the shim and is still in use)"
+                } else {
+                    ""
+                };
+                eprintln!("bus1: open in domain {} -> -1 {e}{why}", domain.display());
+            }
+            fail(e)
+        }
     }
 }
 
