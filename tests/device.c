@@ -409,6 +409,85 @@ TEST(proc_fd_link_is_the_device)
 	ASSERT_EQ(strncmp(buf, "socket:[", 8), 0);
 }
 
+/* §1.1: opening /proc/self/fd/N of a peer fd opens the node again: a new peer */
+TEST(proc_fd_link_reopens_the_node)
+{
+	int fd = open_dev(O_RDWR | O_CLOEXEC), again;
+	struct bus1_cmd_peer_reset q;
+	char path[64];
+	uint64_t h;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	again = open(path, O_RDWR | O_CLOEXEC);
+	ASSERT_TRUE(again >= 0 && again != fd);
+	ASSERT_EQ(b1_query(again, &q), 0);
+	/* a peer of its own: it can hold a handle to fd's node and send to it */
+	ASSERT_EQ(b1_transfer(fd, 0x100, again, &h), 0);
+	ASSERT_EQ(b1_send_one(again, h, "x", 1), 0);
+	ASSERT_EQ(b1_revents(fd, POLLIN), POLLIN);
+	ASSERT_OK(close(again));
+	ASSERT_OK(close(fd));
+}
+
+/* Checks that the inherited descriptor argv[0] stats as the device node. */
+T_CHILD(stat_shows_node)
+{
+	struct stat st;
+
+	ASSERT_EQ(argc, 1);
+	ASSERT_OK(fstat((int)mp_arg(argv[0]), &st));
+	ASSERT_TRUE(S_ISCHR(st.st_mode));
+	return 0;
+}
+
+/* §1.1: O_PATH opens the node without making a peer; the descriptor stats as the node, refuses I/O with EBADF and reopens through /proc as the device */
+TEST(open_path_descriptor)
+{
+	struct stat want, st;
+	struct statx stx;
+	struct bus1_cmd_peer_reset q;
+	char path[64], buf[256];
+	size_t len = strlen(b1_device());
+	ssize_t n;
+	int fd, peer, copy;
+
+	ASSERT_OK(stat(b1_device(), &want));
+	fd = open(b1_device(), O_PATH | O_CLOEXEC);
+	ASSERT_TRUE(fd >= 0);
+	ASSERT_EQ(fcntl(fd, F_GETFL) & O_PATH, O_PATH);
+	ASSERT_OK(fstat(fd, &st));
+	ASSERT_TRUE(S_ISCHR(st.st_mode));
+	ASSERT_EQ_U64(st.st_rdev, want.st_rdev);
+	ASSERT_EQ_U64(st.st_ino, want.st_ino);
+	ASSERT_OK(fstatat(fd, "", &st, AT_EMPTY_PATH));
+	ASSERT_TRUE(S_ISCHR(st.st_mode));
+	ASSERT_OK(statx(fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &stx));
+	ASSERT_TRUE(S_ISCHR(stx.stx_mode));
+	/* no peer: every operation is refused as on any path descriptor */
+	ASSERT_ERRNO(ioctl(fd, BUS1_CMD_PEER_QUERY, &q), EBADF);
+	ASSERT_TRUE(mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0) == MAP_FAILED);
+	ASSERT_EQ(errno, EBADF);
+	ASSERT_ERRNO(read(fd, buf, 1), EBADF);
+	/* its /proc link is the device, and opening that link opens the node */
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = readlink(path, buf, sizeof(buf));
+	ASSERT_EQ(n, (ssize_t)len);
+	ASSERT_MEMEQ(buf, b1_device(), len);
+	peer = open(path, O_RDWR | O_CLOEXEC);
+	ASSERT_TRUE(peer >= 0);
+	ASSERT_EQ(b1_query(peer, &q), 0);
+	/* a copy is the same kind of descriptor, also after exec */
+	copy = dup(fd);
+	ASSERT_OK(fstat(copy, &st));
+	ASSERT_TRUE(S_ISCHR(st.st_mode));
+	mp_reap(mp_spawn("stat_shows_node", mp_str(copy), (char *)NULL));
+	ASSERT_OK(close(copy));
+	ASSERT_OK(close(fd));
+	ASSERT_OK(close(peer));
+	/* the node is not a directory */
+	ASSERT_ERRNO(open(b1_device(), O_PATH | O_DIRECTORY | O_CLOEXEC), ENOTDIR);
+}
+
 /* The value after "name:\t" on the line of `text` starting with name. */
 static const char *fdinfo_field(const char *text, const char *name)
 {

@@ -1,6 +1,7 @@
-//! The device path: recognising it in path arguments, and what `stat` and
+//! The device path: recognising it in path arguments, what `stat` and
 //! `access` report for it (a world-readable, world-writable character
-//! device, as the module's misc device node would be).
+//! device, as the module's misc device node would be), and path (O_PATH)
+//! descriptors of the node.
 
 use crate::config;
 use libc::c_char;
@@ -152,4 +153,66 @@ pub fn access(mode: i32) -> Result<(), i32> {
     } else {
         Ok(())
     }
+}
+
+// ------------------------------------------------------- path descriptors
+
+/// The size that marks the memory file behind a path descriptor of the
+/// node (together with no permission bits and no links): `fstat` of such a
+/// descriptor shows the node, in any process it reaches.
+const PATH_FD_MARK: i64 = 0xb051_b051;
+
+/// open(2) of the device with O_PATH: a path descriptor, which the kernel
+/// gives for a device node without calling its driver (no peer is made).
+/// It refers to a marked, unlinked memory file, so that `read`, `ioctl`,
+/// `mmap` and the rest fail with EBADF as they do on any path descriptor,
+/// while it travels through `dup`, `fork`, exec and `SCM_RIGHTS` like one.
+/// Returns the descriptor or a positive errno.
+pub fn open_path_fd(flags: i32) -> Result<i32, i32> {
+    if flags & libc::O_DIRECTORY != 0 {
+        return Err(libc::ENOTDIR);
+    }
+    // SAFETY: a NUL-terminated name and flags.
+    let mem = unsafe { libc::memfd_create(c"bus1-device".as_ptr(), libc::MFD_CLOEXEC) };
+    if mem < 0 {
+        return Err(errno());
+    }
+    let path = std::ffi::CString::new(format!("/proc/self/fd/{mem}")).unwrap_or_default();
+    let cloexec = flags & libc::O_CLOEXEC;
+    // SAFETY: our fresh descriptor; a NUL-terminated path. The raw system
+    // calls keep these out of the shim's own open and close.
+    let r = unsafe {
+        if libc::ftruncate(mem, PATH_FD_MARK) < 0 || libc::fchmod(mem, 0) < 0 {
+            Err(errno())
+        } else {
+            let fd = libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), libc::O_PATH | cloexec);
+            if fd < 0 {
+                Err(errno())
+            } else {
+                Ok(fd as i32)
+            }
+        }
+    };
+    // SAFETY: closing our own descriptor.
+    unsafe { libc::syscall(libc::SYS_close, mem) };
+    r
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// Whether a real `stat` result describes a path descriptor of the node.
+pub fn is_path_fd_stat(mode: u32, nlink: u64, size: i64) -> bool {
+    mode & libc::S_IFMT == libc::S_IFREG && mode & 0o7777 == 0 && nlink == 0 && size == PATH_FD_MARK
+}
+
+/// Whether `fd` is a path descriptor of the node.
+pub fn is_path_fd(fd: i32) -> bool {
+    // SAFETY: all-zero is a valid struct stat.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: a writable struct stat; the raw system call keeps this out
+    // of the shim's fstat.
+    let r = unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st) };
+    r == 0 && is_path_fd_stat(st.st_mode, st.st_nlink, st.st_size)
 }

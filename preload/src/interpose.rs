@@ -75,10 +75,7 @@ macro_rules! open_fn {
     ($name:ident, $real:ident) => {
         #[no_mangle]
         pub unsafe extern "C" fn $name(path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
-            if flags & libc::O_PATH == 0 && device::is_device(libc::AT_FDCWD, path) {
-                return open_device(flags);
-            }
-            if let Some(fd) = open_fdinfo(path, flags) {
+            if let Some(fd) = open_special(libc::AT_FDCWD, path, flags) {
                 return fd;
             }
             call_real!(crate::real::$real, fn(*const c_char, c_int, c_uint) -> c_int, path, flags, mode)
@@ -92,10 +89,7 @@ macro_rules! openat_fn {
     ($name:ident, $real:ident) => {
         #[no_mangle]
         pub unsafe extern "C" fn $name(dirfd: c_int, path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
-            if flags & libc::O_PATH == 0 && device::is_device(dirfd, path) {
-                return open_device(flags);
-            }
-            if let Some(fd) = open_fdinfo(path, flags) {
+            if let Some(fd) = open_special(dirfd, path, flags) {
                 return fd;
             }
             call_real!(crate::real::$real, fn(c_int, *const c_char, c_int, c_uint) -> c_int, dirfd, path, flags, mode)
@@ -109,10 +103,7 @@ macro_rules! open2_fn {
     ($name:ident, $real:ident) => {
         #[no_mangle]
         pub unsafe extern "C" fn $name(path: *const c_char, flags: c_int) -> c_int {
-            if flags & libc::O_PATH == 0 && device::is_device(libc::AT_FDCWD, path) {
-                return open_device(flags);
-            }
-            if let Some(fd) = open_fdinfo(path, flags) {
+            if let Some(fd) = open_special(libc::AT_FDCWD, path, flags) {
                 return fd;
             }
             call_real!(crate::real::$real, fn(*const c_char, c_int) -> c_int, path, flags)
@@ -126,10 +117,7 @@ macro_rules! openat2_fn {
     ($name:ident, $real:ident) => {
         #[no_mangle]
         pub unsafe extern "C" fn $name(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
-            if flags & libc::O_PATH == 0 && device::is_device(dirfd, path) {
-                return open_device(flags);
-            }
-            if let Some(fd) = open_fdinfo(path, flags) {
+            if let Some(fd) = open_special(dirfd, path, flags) {
                 return fd;
             }
             call_real!(crate::real::$real, fn(c_int, *const c_char, c_int) -> c_int, dirfd, path, flags)
@@ -139,14 +127,38 @@ macro_rules! openat2_fn {
 openat2_fn!(__openat_2, OPENAT_2);
 openat2_fn!(__openat64_2, OPENAT64_2);
 
+/// open(2) of something the shim stands in for: the device node, a peer
+/// fd's or node path descriptor's `/proc/self/fd/N` (which opens the node
+/// again, as for the module's file), or a peer fd's fdinfo. None for the
+/// real open.
+fn open_special(dirfd: c_int, path: *const c_char, flags: c_int) -> Option<c_int> {
+    if device::is_device(dirfd, path) {
+        return Some(open_node(flags));
+    }
+    match procfs::entry(path)? {
+        procfs::Entry::FdInfo(fd) => open_fdinfo(fd, flags),
+        procfs::Entry::FdLink(fd) => (fdtable::lookup(fd).is_some() || device::is_path_fd(fd)).then(|| open_node(flags)),
+    }
+}
+
+/// open(2) of the node: a new peer, or with O_PATH a path descriptor.
+fn open_node(flags: c_int) -> c_int {
+    if flags & libc::O_PATH == 0 {
+        return open_device(flags);
+    }
+    match device::open_path_fd(flags) {
+        Ok(fd) => fd,
+        Err(e) => fail(Errno(e)),
+    }
+}
+
 // ------------------------------------------------------------ /proc views
 
 /// open(2) of `/proc/self/fdinfo/N` for a peer fd N, read-only: the
 /// module's fdinfo text, in a memory file. None when the real open should
-/// run instead (another path, another descriptor, or an open that the
-/// real file would refuse anyway).
-fn open_fdinfo(path: *const c_char, flags: c_int) -> Option<c_int> {
-    let procfs::Entry::FdInfo(fd) = procfs::entry(path)? else { return None };
+/// run instead (another descriptor, or an open that the real file would
+/// refuse anyway).
+fn open_fdinfo(fd: c_int, flags: c_int) -> Option<c_int> {
     if flags & (libc::O_ACCMODE | libc::O_PATH | libc::O_DIRECTORY | libc::O_CREAT) != libc::O_RDONLY {
         return None;
     }
@@ -236,11 +248,7 @@ fn fopen_flags(mode: *const c_char) -> Option<c_int> {
 /// fopen(3) of the device or of a peer fd's fdinfo: the descriptor as
 /// open(2) would give it, or None for the real fopen.
 fn fopen_special(path: *const c_char, mode: *const c_char) -> Option<c_int> {
-    let flags = fopen_flags(mode)?;
-    if device::is_device(libc::AT_FDCWD, path) {
-        return Some(open_device(flags));
-    }
-    open_fdinfo(path, flags)
+    open_special(libc::AT_FDCWD, path, fopen_flags(mode)?)
 }
 
 // The C library's fopen opens files with its internal open, which the
@@ -266,11 +274,13 @@ macro_rules! fopen_fn {
 fopen_fn!(fopen, FOPEN);
 fopen_fn!(fopen64, FOPEN64);
 
-/// readlink of `/proc/self/fd/N` for a peer fd N: the device's canonical
-/// path, as the module's file would show. None when the real readlink should run.
+/// readlink of `/proc/self/fd/N` for a peer fd or node path descriptor N:
+/// the device's canonical path, as the module's file would show. None when the real readlink should run.
 fn readlink_peer(path: *const c_char, buf: *mut c_char, size: usize) -> Option<isize> {
     let procfs::Entry::FdLink(fd) = procfs::entry(path)? else { return None };
-    fdtable::lookup(fd)?;
+    if fdtable::lookup(fd).is_none() && !device::is_path_fd(fd) {
+        return None;
+    }
     if size == 0 {
         return Some(fail(Errno::EINVAL) as isize);
     }
@@ -381,16 +391,17 @@ pub unsafe extern "C" fn statx(dirfd: c_int, path: *const c_char, flags: c_int, 
         return 0;
     }
     let r = call_real!(crate::real::STATX, fn(c_int, *const c_char, c_int, c_uint, *mut libc::statx) -> c_int, dirfd, path, flags, mask, buf);
-    if r == 0 && empty_path_of_fd(path, flags) && is_peer_socket(dirfd, (*buf).stx_mode as u32) {
+    if r == 0 && empty_path_of_fd(path, flags) && shows_node(dirfd, (*buf).stx_mode as u32, (*buf).stx_nlink as u64, (*buf).stx_size as i64) {
         device::fill_statx(&mut *buf);
     }
     r
 }
 
-/// Whether `fd`, whose real stat says `mode`, is a peer fd: a socket the
-/// shim knows (or recognises) as a peer. Such an fd shows the device node.
-fn is_peer_socket(fd: c_int, mode: u32) -> bool {
-    mode & libc::S_IFMT == libc::S_IFSOCK && fdtable::lookup(fd).is_some()
+/// Whether `fd`, whose real stat says `mode`, `nlink` and `size`, shows
+/// the device node: a peer fd (a socket the shim knows, or recognises, as
+/// a peer) or a path descriptor of the node.
+fn shows_node(fd: c_int, mode: u32, nlink: u64, size: i64) -> bool {
+    (mode & libc::S_IFMT == libc::S_IFSOCK && fdtable::lookup(fd).is_some()) || device::is_path_fd_stat(mode, nlink, size)
 }
 
 /// `path` is "" with AT_EMPTY_PATH: the call is about the descriptor.
@@ -399,12 +410,12 @@ unsafe fn empty_path_of_fd(path: *const c_char, flags: c_int) -> bool {
     flags & libc::AT_EMPTY_PATH != 0 && !path.is_null() && *path == 0
 }
 
-/// After a successful fstat of `fd` into `buf`: a peer fd (a socket the
-/// shim knows as a peer) shows the device node, as the module's file does.
-/// The caller passes `buf` as the C library got it: null or a writable
-/// struct stat that the real call just filled.
+/// After a successful fstat of `fd` into `buf`: a peer fd or a path
+/// descriptor of the node shows the device node, as the module's file
+/// does. The caller passes `buf` as the C library got it: null or a
+/// writable struct stat that the real call just filled.
 unsafe fn stat_of_fd(fd: c_int, r: c_int, buf: *mut libc::stat) -> c_int {
-    if r == 0 && !buf.is_null() && is_peer_socket(fd, (*buf).st_mode) {
+    if r == 0 && !buf.is_null() && shows_node(fd, (*buf).st_mode, (*buf).st_nlink, (*buf).st_size) {
         device::fill_stat(&mut *buf);
     }
     r
