@@ -579,6 +579,42 @@ TEST(proc_fdinfo_module_line)
 	free(dir);
 }
 
+/*
+ * §1.1: an O_PATH descriptor of the node has no file operations, so its
+ * fdinfo holds only the kernel's generic lines: O_PATH in the flags (with
+ * O_CLOEXEC as the fd has it), the device node's mount and inode, and no
+ * driver line.
+ */
+TEST(proc_fdinfo_of_path_descriptor)
+{
+	int fd = open(b1_device(), O_PATH | O_CLOEXEC), copy;
+	char path[64], text[512], peerinfo[512];
+	int peer = open_dev(O_RDWR | O_CLOEXEC);
+	struct stat dev;
+
+	ASSERT_GE(fd, 0);
+	ASSERT_OK(stat(b1_device(), &dev));
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	read_text(path, text, sizeof(text));
+	ASSERT_EQ(strncmp(text, "pos:\t0\n", 7), 0);
+	ASSERT_EQ(strtol(fdinfo_field(text, "flags"), NULL, 8), O_PATH | O_CLOEXEC);
+	ASSERT_EQ(strtoull(fdinfo_field(text, "ino"), NULL, 10), dev.st_ino);
+	ASSERT_TRUE(fdinfo_field(text, "bus1-peer") == NULL);
+	/* the same mount as a peer of the same node */
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", peer);
+	read_text(path, peerinfo, sizeof(peerinfo));
+	ASSERT_EQ(atoi(fdinfo_field(text, "mnt_id")), atoi(fdinfo_field(peerinfo, "mnt_id")));
+	/* a dup without O_CLOEXEC shows just O_PATH */
+	copy = fcntl(fd, F_DUPFD, 0);
+	ASSERT_GE(copy, 0);
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", copy);
+	read_text(path, text, sizeof(text));
+	ASSERT_EQ(strtol(fdinfo_field(text, "flags"), NULL, 8), O_PATH);
+	ASSERT_OK(close(copy));
+	ASSERT_OK(close(fd));
+	ASSERT_OK(close(peer));
+}
+
 /* Other descriptors' fdinfo is the kernel's own; a closed one has none. */
 TEST(proc_fdinfo_other_fds_unchanged)
 {

@@ -162,13 +162,21 @@ fn open_fdinfo(fd: c_int, flags: c_int) -> Option<c_int> {
     if flags & (libc::O_ACCMODE | libc::O_PATH | libc::O_DIRECTORY | libc::O_CREAT) != libc::O_RDONLY {
         return None;
     }
-    let info = fdtable::lookup(fd)?;
-    let text = fdinfo_of(fd, &info)?;
+    let serial = match fdtable::lookup(fd) {
+        Some(info) => Some(info.peer.serial()),
+        // A path descriptor of the node has no file operations, so the
+        // kernel shows only its generic lines.
+        None if device::is_path_fd(fd) => None,
+        None => return None,
+    };
+    let text = fdinfo_of(fd, serial)?;
     Some(memory_file(text.as_bytes(), flags & libc::O_CLOEXEC != 0))
 }
 
-/// The module's fdinfo text for peer fd `fd`; None if `fd` is not open.
-fn fdinfo_of(fd: c_int, info: &FdInfo) -> Option<String> {
+/// The fdinfo text of `fd` as a descriptor of the node: with the driver's
+/// line for a peer (`serial`), without it for a path descriptor. None if
+/// `fd` is not open.
+fn fdinfo_of(fd: c_int, serial: Option<u64>) -> Option<String> {
     // SAFETY: fcntl with integer arguments only.
     let fl = unsafe { call_real!(crate::real::FCNTL, fn(c_int, c_int, c_ulong) -> c_int, fd, libc::F_GETFL, 0) };
     // SAFETY: as above.
@@ -180,7 +188,7 @@ fn fdinfo_of(fd: c_int, info: &FdInfo) -> Option<String> {
     if fdfl & libc::FD_CLOEXEC != 0 {
         shown |= libc::O_CLOEXEC;
     }
-    Some(procfs::fdinfo_text(shown, device_mount_id(), device::DEVICE_INO, info.peer.serial()))
+    Some(procfs::fdinfo_text(shown, device_mount_id(), device::DEVICE_INO, serial))
 }
 
 /// The mount ID of the directory holding the device node (where the

@@ -66,10 +66,14 @@ pub fn entry(path: *const c_char) -> Option<Entry> {
 }
 
 /// The text of the module's fdinfo: the kernel's generic lines for the
-/// device file, then the driver's line with the peer's serial number in
-/// hex, right-aligned in 16 characters.
-pub fn fdinfo_text(flags: i32, mnt_id: u64, ino: u64, serial: u64) -> String {
-    format!("pos:\t0\nflags:\t0{flags:o}\nmnt_id:\t{mnt_id}\nino:\t{ino}\nbus1-peer:\t{serial:>16x}\n")
+/// device file, then, for a peer, the driver's line with the peer's serial
+/// number in hex, right-aligned in 16 characters.
+pub fn fdinfo_text(flags: i32, mnt_id: u64, ino: u64, serial: Option<u64>) -> String {
+    let generic = format!("pos:\t0\nflags:\t0{flags:o}\nmnt_id:\t{mnt_id}\nino:\t{ino}\n");
+    match serial {
+        Some(serial) => format!("{generic}bus1-peer:\t{serial:>16x}\n"),
+        None => generic,
+    }
 }
 
 #[cfg(test)]
@@ -109,8 +113,9 @@ mod tests {
     #[test]
     fn fdinfo_ends_in_the_module_line() {
         assert_eq!(
-            fdinfo_text(0o2100002, 24, 0xb051, 0x2a),
+            fdinfo_text(0o2100002, 24, 0xb051, Some(0x2a)),
             "pos:\t0\nflags:\t02100002\nmnt_id:\t24\nino:\t45137\nbus1-peer:\t              2a\n"
         );
+        assert_eq!(fdinfo_text(0o12000000, 24, 0xb051, None), "pos:\t0\nflags:\t012000000\nmnt_id:\t24\nino:\t45137\n");
     }
 }
