@@ -10,7 +10,8 @@ use shm_core::{read_struct, write_struct, Errno, Result};
 use uapi::*;
 
 /// ioctls the kernel's VFS answers for every file before the driver sees
-/// them.
+/// them. (The casts matter where libc spells these numbers in another type.)
+#[allow(clippy::unnecessary_cast)]
 pub fn is_generic(request: u64) -> bool {
     matches!(request, x if x == libc::FIOCLEX as u64 || x == libc::FIONCLEX as u64 || x == libc::FIONBIO as u64 || x == libc::FIOASYNC as u64)
 }

@@ -587,7 +587,9 @@ listxattr_fn!(llistxattr, LLISTXATTR);
 
 #[no_mangle]
 pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) -> c_int {
-    let request = request as u64;
+    // c_ulong is u64 here, u32 on 32-bit targets.
+    #[allow(clippy::useless_conversion)]
+    let request = u64::from(request);
     let bus1_cmd = (request >> 8) & 0xff == uapi::BUS1_IOCTL_MAGIC as u64;
     if bus1_cmd || fdtable::any() {
         let info = if bus1_cmd { fdtable::lookup(fd) } else { fdtable::get(fd) };

@@ -313,11 +313,7 @@ pub fn resync(tx: &Txn, peer: P<PeerRec>, fd: i32) -> Result<()> {
     let dom = tx.domain();
     let mut kept: Option<Vec<i32>> = None;
     let mut buf = [0u8; 32];
-    loop {
-        let n = match sys::recv_msg(fd, &mut buf, true, FdMode::Discard, 0) {
-            Ok((n, _)) => n,
-            Err(_) => break,
-        };
+    while let Ok((n, _)) = sys::recv_msg(fd, &mut buf, true, FdMode::Discard, 0) {
         let is_current_vault = n >= 12
             && &buf[..4] == VAULT_MAGIC
             && u64::from_le_bytes(buf[4..12].try_into().unwrap()) == p.vault_gen.get()
@@ -470,8 +466,7 @@ pub fn find_carrier(tx: &Txn, v: &Vault, nonce: u64, want: Want) -> Result<Optio
     // The inbox first: parked carriers are older than anything pending on
     // the listener. Rotate past carriers of other queued messages.
     let mut rotations = 0;
-    loop {
-        let Ok((n, _)) = sys::recv_msg(v.inbox_rd, &mut buf, true, FdMode::Discard, 0) else { break };
+    while let Ok((n, _)) = sys::recv_msg(v.inbox_rd, &mut buf, true, FdMode::Discard, 0) {
         let Some((nc, _, nparts)) = parse_carrier(&buf[..n]) else {
             let _ = sys::discard_datagram(v.inbox_rd);
             continue;

@@ -25,9 +25,9 @@ pub fn user_get(tx: &Txn, uid: u32) -> Result<P<UserRec>> {
     let r = tx.rec(u);
     tx.set(&r.uid, uid as u64);
     tx.set(&r.refs, 1);
-    for i in 0..NRES {
-        tx.set(&r.max[i], DEFAULT_MAX[i]);
-        tx.set(&r.rem[i], DEFAULT_MAX[i]);
+    for (i, &max) in DEFAULT_MAX.iter().enumerate() {
+        tx.set(&r.max[i], max);
+        tx.set(&r.rem[i], max);
     }
     table::insert(tx, TAG_USER, 0, uid as u64, u.off())?;
     Ok(u)

@@ -385,7 +385,7 @@ pub fn send_msg(fd: c_int, to: Option<&UnixAddr>, data: &[u8], fds: &[c_int]) ->
         0
     } else {
         // SAFETY: CMSG_SPACE is a pure size computation.
-        unsafe { libc::CMSG_SPACE((fds.len() * size_of::<c_int>()) as u32) as usize }
+        unsafe { libc::CMSG_SPACE(size_of_val(fds) as u32) as usize }
     };
     let mut control = vec![0u64; cmsg_space.div_ceil(8)];
     // SAFETY: msghdr is plain old data; all-zero is valid.
@@ -405,7 +405,7 @@ pub fn send_msg(fd: c_int, to: Option<&UnixAddr>, data: &[u8], fds: &[c_int]) ->
             let c = libc::CMSG_FIRSTHDR(&msg);
             (*c).cmsg_level = libc::SOL_SOCKET;
             (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = libc::CMSG_LEN((fds.len() * size_of::<c_int>()) as u32) as _;
+            (*c).cmsg_len = libc::CMSG_LEN(size_of_val(fds) as u32) as _;
             std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c) as *mut c_int, fds.len());
         }
     }
