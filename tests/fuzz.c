@@ -524,9 +524,18 @@ static void fz_replace(struct fz *z, struct fz_peer *p)
 	p->dup = dup(p->fd);
 	ASSERT_GE(p->dup, 0);
 	p->pool = b1_map(p->fd);
-	for (int j = 0; j < NPEERS; j++)
-		if (&z->p[j] != p && b1_query(z->p[j].fd, &(struct bus1_cmd_peer_reset){ 0 }) == 0)
-			fz_remember(z->p[j].ids, &z->p[j].n_ids, MAX_IDS, b1_share(p->fd, 0x100, z->p[j].fd), z);
+	for (int j = 0; j < NPEERS; j++) {
+		uint64_t h = BUS1_HANDLE_INVALID;
+		int r;
+
+		if (&z->p[j] == p || b1_query(z->p[j].fd, &(struct bus1_cmd_peer_reset){ 0 }))
+			continue;
+		/* the other peer's handle quota may have been lowered by a reset */
+		r = b1_transfer(p->fd, 0x100, z->p[j].fd, &h);
+		ASSERT_TRUE(r == 0 || r == -EDQUOT);
+		if (r == 0)
+			fz_remember(z->p[j].ids, &z->p[j].n_ids, MAX_IDS, h, z);
+	}
 }
 
 /* `iters` random calls; a disconnected peer is replaced by a new one. */
