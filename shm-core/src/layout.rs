@@ -254,10 +254,11 @@ pub struct Region {
     pub free: Cell<u32>,
     pub published: Cell<u32>,
     pub referenced: Cell<u32>,
-    /// A free region whose whole pages beyond the pool's kept start are
-    /// known not to be resident (punched by a sweep, see `pool`). Only a
-    /// hint: a wrong 0 costs a redundant punch, and every free that grows
-    /// the region resets it.
+    /// For a free region, which of its whole pages are known not to be
+    /// resident: none (0), those beyond the pool's kept start (1, after a
+    /// sweep of the message path), or all (2, after the periodic scan's
+    /// sweep); see `pool`. Only a hint: a value too low costs a redundant
+    /// punch, and every free that grows the region resets it to 0.
     pub clean: Cell<u32>,
     pub next: Cell<P<Region>>,
     pub prev: Cell<P<Region>>,

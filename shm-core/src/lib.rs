@@ -346,4 +346,10 @@ impl Domain {
     pub fn reap_dead_peers(&self) -> usize {
         reaper::scan(self)
     }
+
+    /// Gives back now every pool page that holds no live slice (what the
+    /// watcher's periodic scan does); returns the bytes punched.
+    pub fn sweep_pools(&self) -> u64 {
+        reaper::sweep_pools(self)
+    }
 }

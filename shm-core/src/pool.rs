@@ -10,14 +10,15 @@
 //! process's read-write mapping (`Domain::pool_base`).
 //!
 //! Pages are given back to the system (punched out of the pool file) once
-//! no slice uses them, except in the pool's first MiB, which a receiver
-//! that keeps up reuses all the time. Punching is batched so that it costs
-//! no system call per message: a free tail is punched once it reaches
-//! 256 KiB, and every 256 KiB of slices freed beyond the first MiB trigger
-//! a *sweep* that punches the whole pages of every free region not yet
-//! punched (`Region::clean`). Resident pages beyond the live slices'
-//! pages are thus bounded by the first MiB, a tail under 256 KiB and the
-//! 256 KiB freed since the last sweep.
+//! no slice uses them. On the message path this is batched so that it
+//! costs no system call per message, and it spares the pool's first MiB,
+//! which a receiver that keeps up reuses all the time: a free tail is
+//! punched once it reaches 256 KiB, and every 256 KiB of slices freed
+//! beyond the first MiB trigger a *sweep* that punches the whole pages of
+//! every free region not yet punched (`Region::clean`). The rest — the
+//! first MiB, a small tail, what was freed since the last sweep — is
+//! given back by the domain's periodic scan (`sweep_idle`), so that a
+//! pool that stays as it is holds pages only where live slices are.
 
 use crate::alloc;
 use crate::doorbell::Op;
@@ -41,6 +42,13 @@ const TRIM_KEEP: u64 = 1 << 20;
 /// Bytes of slices freed beyond [`TRIM_KEEP`] after which the free regions
 /// are swept.
 const SWEEP_AFTER: u32 = 256 << 10;
+
+/// `Region::clean` of a free region that may have resident pages.
+const DIRTY: u32 = 0;
+/// `Region::clean`: its whole pages beyond [`TRIM_KEEP`] are punched.
+const CLEAN_BEYOND_KEEP: u32 = 1;
+/// `Region::clean`: all its whole pages are punched.
+const CLEAN_ALL: u32 = 2;
 
 /// Sets up an empty pool: one free range covering it.
 pub fn init(tx: &Txn, peer: P<PeerRec>) -> Result<()> {
@@ -171,11 +179,11 @@ fn free_slice(tx: &Txn, peer: P<PeerRec>, s: P<Region>) {
     if !prev.is_null() && tx.rec(prev).free.get() == 1 {
         let pr = tx.rec(prev);
         tx.set(&pr.size, pr.size.get() + sr.size.get());
-        tx.set(&pr.clean, 0);
+        tx.set(&pr.clean, DIRTY);
         region_unlink(tx, peer, s);
         cur = prev;
     } else {
-        tx.set(&sr.clean, 0);
+        tx.set(&sr.clean, DIRTY);
         free_list_push(tx, peer, s);
     }
     let cr = tx.rec(cur);
@@ -220,7 +228,7 @@ pub(crate) fn execute_sweep(tx: &Txn, peer: P<PeerRec>, serial: u64) {
     let mut r = p.pool_free.get();
     while !r.is_null() {
         let rr = tx.rec(r);
-        if rr.clean.get() == 0 {
+        if rr.clean.get() == DIRTY {
             let (off, size) = (rr.off.get(), rr.size.get());
             let start = (off.div_ceil(PAGE) * PAGE).max(TRIM_KEEP);
             let end = ((off + size) / PAGE * PAGE).min(dirty_end);
@@ -230,11 +238,58 @@ pub(crate) fn execute_sweep(tx: &Txn, peer: P<PeerRec>, serial: u64) {
                 // keeps anyone from allocating there meanwhile.
                 let _ = unsafe { crate::sys::madvise_remove(base.add(start as usize), (end - start) as usize) };
             }
-            tx.set(&rr.clean, 1);
+            tx.set(&rr.clean, CLEAN_BEYOND_KEEP);
             crate::crash::point("sweep-marked");
         }
         r = rr.fnext.get();
     }
+}
+
+/// Gives back every page of `peer`'s pool that no live slice uses, the
+/// first MiB and a small free tail included: the periodic scan's part of
+/// the pool's memory rule, for pools the message path left pages in.
+/// Runs inside the caller's transaction, which holds the domain lock, so
+/// nobody allocates in a free region meanwhile; the holes are punched
+/// through the pool file, which the scanning process need not map.
+/// Returns the number of bytes punched.
+pub(crate) fn sweep_idle(tx: &Txn, peer: P<PeerRec>) -> u64 {
+    let p = tx.rec(peer);
+    let dirty_end = p.pool_dirty_end.get().div_ceil(PAGE) * PAGE;
+    let mut holes = Vec::new();
+    let mut r = p.pool_free.get();
+    while !r.is_null() {
+        let rr = tx.rec(r);
+        if rr.clean.get() != CLEAN_ALL {
+            let (off, size) = (rr.off.get(), rr.size.get());
+            let start = off.div_ceil(PAGE) * PAGE;
+            let end = ((off + size) / PAGE * PAGE).min(dirty_end);
+            if end > start {
+                holes.push((start, end - start));
+            }
+            tx.set(&rr.clean, CLEAN_ALL);
+            if rr.next.get().is_null() && start < p.pool_dirty_end.get() {
+                // The free tail: nothing beyond `start` is resident now.
+                tx.set(&p.pool_dirty_end, start);
+            }
+        }
+        r = rr.fnext.get();
+    }
+    if holes.is_empty() {
+        return 0;
+    }
+    let path = tx.domain().pool_path(p.serial.get());
+    let Ok(fd) = std::ffi::CString::new(path).map_err(|_| Errno::EINVAL).and_then(|c| crate::sys::open(&c, libc::O_RDWR, 0))
+    else {
+        return 0;
+    };
+    let mut punched = 0;
+    for (off, len) in holes {
+        if crate::sys::fallocate(fd, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, off, len).is_ok() {
+            punched += len;
+        }
+    }
+    crate::sys::close(fd);
+    punched
 }
 
 /// The pool is free from `free_from` to its end: if that holds many

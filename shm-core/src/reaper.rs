@@ -8,7 +8,8 @@
 //! a few times a second, probes the peers of the domain if no other
 //! process has done so recently (a lease in the segment header), so that
 //! holders blocked in `poll` learn of a crashed peer's node destruction
-//! within a bounded time.
+//! within a bounded time. The same scan gives back the pool pages the
+//! message path leaves resident (`pool::sweep_idle`).
 
 use crate::domain::Domain;
 use crate::layout::*;
@@ -87,6 +88,7 @@ fn watch(gen: u64) {
             let last = hdr.scan_lease.load();
             if now.saturating_sub(last) >= SCAN_PERIOD_MS * 1_000_000 && hdr.scan_lease.compare_exchange(last, now) {
                 scan(&d);
+                sweep_pools(&d);
             }
         }
     }
@@ -116,6 +118,14 @@ pub fn scan(dom: &Domain) -> usize {
         }
     }
     n
+}
+
+/// Gives back the pages of every pool of `dom` that hold no live slice.
+/// Returns the number of bytes punched.
+pub fn sweep_pools(dom: &Domain) -> u64 {
+    let Ok(tx) = dom.lock() else { return 0 };
+    let punched = peer::all(&tx).into_iter().map(|p| crate::pool::sweep_idle(&tx, p)).sum();
+    tx.finish(Ok(punched)).unwrap_or(0)
 }
 
 /// Tears down peer `serial` if its socket is really gone.
