@@ -975,3 +975,52 @@ TEST_TIMEOUT(cr_receiver_killed_mid_stream, 30)
 	ASSERT_EQ(b1_transfer(r, 0x100, s, &id), 0);
 	cr_expect_pool_empty(s, id, r);
 }
+
+/* Exec'd entry: sends one message carrying a pipe fd from peer argv[0] to handle argv[1]. */
+T_CHILD(cr_send_with_fd)
+{
+	int s = atoi(argv[0]), p[2];
+	uint64_t dest = mp_u64(argv[1]);
+	struct iovec v = { .iov_base = "fd", .iov_len = 2 };
+	struct bus1_cmd_send cmd = { 0 };
+
+	if (pipe(p) < 0)
+		return 2;
+	cmd.ptr_destinations = (uintptr_t)&dest;
+	cmd.n_destinations = 1;
+	cmd.ptr_vecs = (uintptr_t)&v;
+	cmd.n_vecs = 1;
+	cmd.ptr_fds = (uintptr_t)p;
+	cmd.n_fds = 1;
+	return ioctl(s, BUS1_CMD_SEND, &cmd) < 0 ? 3 : 0;
+}
+
+/*
+ * §8.6: killed right after the commit created the receiver's fd vault
+ * (its first side effect), before the carrier went out: the send is rolled
+ * back, and the vault's socket file, which no committed state names, goes
+ * with the receiver when it is torn down.
+ */
+TEST(cr_send_fd_killed_after_vault_created)
+{
+	int r = b1_open(), s = b1_open();
+	uint64_t id = BUS1_HANDLE_INVALID;
+	char files[4096], sfd[16];
+	struct bus1_cmd_recv m;
+
+	ASSERT_EQ(b1_transfer(r, 0x100, s, &id), 0);
+	mp_keep_fd(s);
+	snprintf(sfd, sizeof(sfd), "%d", s);
+	MP_EXPECT_KILLED(mp_spawn("commit-op:1", "cr_send_with_fd", sfd, mp_fmt(files, id), NULL));
+	ASSERT_EQ(b1_recv(r, &m, 0), -EAGAIN);
+	mp_domain_files(files, sizeof(files), NULL);
+	ASSERT_TRUE(strstr(files, "vault.") != NULL);
+	/* the bus still carries fds to r */
+	ASSERT_EQ(b1_send_one(s, id, "x", 1), 0);
+	ASSERT_EQ(b1_recv(r, &m, 0), 0);
+	ASSERT_EQ(b1_slice_release(r, m.msg.offset), 0);
+	ASSERT_OK(close(r));
+	ASSERT_OK(close(s));
+	mp_domain_files(files, sizeof(files), NULL);
+	ASSERT_EQ(strcmp(files, "segment\n"), 0);
+}

@@ -303,6 +303,10 @@ pub fn free_dead(tx: &Txn, peer: P<PeerRec>) -> Result<()> {
     if p.vault_gen.get() > 0 {
         tx.push_post(Op::Unlink { path: dom.vault_path(serial, p.vault_gen.get()) });
     }
+    // A process killed while its transaction created the next generation
+    // leaves that socket file behind when the transaction is rolled back
+    // (the next vault would bind over it; a peer going away has none).
+    tx.push_post(Op::Unlink { path: dom.vault_path(serial, p.vault_gen.get() + 1) });
     tx.set(&p.magic, 0);
     alloc::free(tx, peer.off(), PEER);
     dom.forget_pool(serial);
