@@ -110,6 +110,32 @@ TEST(query_readonly_efault)
 	ASSERT_ERRNO(ioctl(fd, BUS1_CMD_PEER_QUERY, b1_bad_ptr()), EFAULT);
 }
 
+/*
+ * §2.2 steps 2 and 4: the flags check comes before the write-back, so bad
+ * flags in a read-only struct are EINVAL, not EFAULT; the peer is unchanged.
+ */
+TEST(query_flags_einval_before_writeback)
+{
+	int fd = b1_open();
+	uint8_t *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct bus1_cmd_peer_reset *q = (void *)p;
+	struct bus1_cmd_peer_reset_u64 *q64 = (void *)(p + 64);
+
+	ASSERT_TRUE(p != MAP_FAILED);
+	memset(p, 0, 4096);
+	q->flags = 1;
+	q64->flags = 2;
+	ASSERT_OK(mprotect(p, 4096, PROT_READ));
+	ASSERT_ERRNO(ioctl(fd, BUS1_CMD_PEER_QUERY, q), EINVAL);
+	ASSERT_ERRNO(ioctl(fd, BUS1_CMD_PEER_QUERY_U64, q64), EINVAL);
+	/* with valid flags the same memory fails at the write-back */
+	ASSERT_ERRNO(ioctl(fd, BUS1_CMD_PEER_QUERY, p + 128), EFAULT);
+	ASSERT_ERRNO(ioctl(fd, BUS1_CMD_PEER_QUERY_U64, p + 128), EFAULT);
+	ASSERT_EQ_U64(q->max_slices, 0);
+	assert_defaults(fd);
+}
+
 /* §1.4 / §2.2: exactly 32 bytes are accessed (struct ending at a hole works) */
 TEST(query_exact_size)
 {
