@@ -117,6 +117,36 @@ TEST(release_unknown_user_leaves_nothing)
 	b1_expect_empty(b);
 }
 
+/*
+ * §2.4 steps 1-2: failed releases (EFAULT, ENXIO, EBUSY of an unknown
+ * user-style ID) touch no existing handle: the reference counts, the
+ * owner's notifications and the kernel-ID counter are as before.
+ */
+TEST(release_errors_leave_handles_intact)
+{
+	int a = b1_open(), b = b1_open();
+	uint64_t h = b1_share(a, 0x100, b);
+	uint64_t ids[] = { 0x1, 0x3, 0x13, 0x1B, h | 0x100000000ULL };
+
+	ASSERT_ERRNO(ioctl(b, BUS1_CMD_HANDLE_RELEASE, b1_bad_ptr()), EFAULT);
+	for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++)
+		ASSERT_EQ(b1_release(b, ids[i]), -ENXIO);
+	ASSERT_EQ(b1_release(b, h & ~3ULL), -EBUSY);
+	ASSERT_EQ(b1_release(a, 0x104), -EBUSY);
+	b1_expect_empty(a);
+	b1_expect_empty(b);
+	/* h still has its one reference; dropping it notifies the owner once */
+	ASSERT_EQ(b1_send_one(b, h, "x", 1), 0);
+	ASSERT_EQ(b1_release(b, h), 0);
+	ASSERT_EQ(b1_release(b, h), -ENXIO);
+	/* the next exposure to b gets the next kernel ID */
+	ASSERT_EQ_U64(b1_share(a, 0x200, b), 0x13);
+	ASSERT_EQ(b1_recv(a, &(struct bus1_cmd_recv){ .max_offset = B1_POOL_SIZE }, 0), 0);
+	ASSERT_EQ(b1_release(a, 0x100), -EBUSY);
+	expect_notification(a, BUS1_MSG_NODE_RELEASE, 0x100);
+	b1_expect_empty(a);
+}
+
 /* ---------------------------------------------------------------- owner pin */
 
 /* §2.4 step 3 / §3.5: the owner's last reference to a live node → EBUSY */
