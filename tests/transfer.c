@@ -343,6 +343,46 @@ TEST(transfer_src_edquot)
 	ASSERT_EQ_U64(h, 0x13);
 }
 
+/*
+ * §2.5 steps 4, 5 and 7: resolving src_handle (ENXIO) and the destroyed-node
+ * shortcut (success, INVALID) both come before any handle charge (EDQUOT).
+ */
+TEST(transfer_src_checks_before_edquot)
+{
+	int a = b1_open(), b = b1_open(), c = b1_open();
+	uint64_t h, hc = b1_handle_to(a, 0x100, c);
+	struct bus1_cmd_recv r;
+
+	ASSERT_EQ(b1_destroy_one(a, 0x100), 0);
+	expect_msg(a, BUS1_MSG_NODE_DESTROY, 0x100);
+	expect_msg(c, BUS1_MSG_NODE_DESTROY, hc);
+	/* the destination cannot be charged anything */
+	ASSERT_EQ(set_handles(b, 0), 0);
+	ASSERT_EQ(xfer(a, 0, 0x1, b, &h), -ENXIO);
+	ASSERT_EQ(xfer(a, 0, 0xB, b, &h), -ENXIO);
+	ASSERT_EQ(xfer(c, 0, 0x13, b, &h), -ENXIO);
+	ASSERT_EQ_U64(h, 0x5a5a5a5a5a5a5a5aULL);
+	/* a destroyed node succeeds with INVALID, owner and holder alike */
+	ASSERT_EQ(xfer(a, 0, 0x100, b, &h), 0);
+	ASSERT_EQ_U64(h, BUS1_HANDLE_INVALID);
+	ASSERT_EQ(xfer(c, 0, hc, b, &h), 0);
+	ASSERT_EQ_U64(h, BUS1_HANDLE_INVALID);
+	/* a caller that cannot pay for a new node: unknown managed IDs are ENXIO */
+	ASSERT_EQ(set_handles(a, 0), 0);
+	ASSERT_EQ(xfer(a, 0, 0x3, KEEP64, &h), -ENXIO);
+	ASSERT_EQ(xfer(a, 0, 0x100, KEEP64, &h), 0);
+	ASSERT_EQ_U64(h, BUS1_HANDLE_INVALID);
+	/* the charges are reached once src resolves to a live node */
+	ASSERT_EQ(xfer(a, 0, 0x200, KEEP64, &h), -EDQUOT);
+	ASSERT_EQ(set_handles(a, 100), 0);
+	ASSERT_EQ(xfer(a, 0, 0x200, b, &h), -EDQUOT);
+	/* nothing happened to b: no ID used, no message, quota intact */
+	ASSERT_EQ(b1_recv(b, &r, 0), -EAGAIN);
+	ASSERT_EQ(set_handles(b, 1), 0);
+	ASSERT_EQ(xfer(a, 0, 0x200, b, &h), 0);
+	ASSERT_EQ_U64(h, 0xB);
+}
+
 /* §2.5 step 8: a transfer (0→1 strong) withdraws a pending NODE_RELEASE */
 TEST(transfer_withdraws_release)
 {
