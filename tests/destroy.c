@@ -247,6 +247,39 @@ TEST(destroy_edquot)
 	expect_msg(b, BUS1_MSG_NODE_DESTROY, h);
 }
 
+/*
+ * §2.6 steps 5 and 6: every element is checked (ENXIO, ENOTUNIQ, EREMOTE,
+ * ESTALE) before provisional nodes are charged (EDQUOT), even when the
+ * provisional node comes first in the list; nothing is destroyed.
+ */
+TEST(destroy_element_errors_before_edquot)
+{
+	int a = b1_open(), b = b1_open();
+	uint64_t h = b1_share(a, 0x100, b), remote = b1_share(b, 0x500, a);
+
+	ASSERT_EQ(b1_destroy_one(a, 0x300), 0);
+	expect_msg(a, BUS1_MSG_NODE_DESTROY, 0x300);
+	/* no handle unit left for the provisional 0x200 */
+	ASSERT_EQ(set_handles(a, 0), 0);
+	ASSERT_EQ(b1_destroy_one(a, 0x200), -EDQUOT);
+	ASSERT_EQ(b1_destroy(a, (uint64_t[]){ 0x200, 0x1 }, 2, 0), -ENXIO);
+	ASSERT_EQ(b1_destroy(a, (uint64_t[]){ 0x200, 0x100, 0x200 }, 3, 0), -ENOTUNIQ);
+	ASSERT_EQ(b1_destroy(a, (uint64_t[]){ 0x200, remote }, 2, RELEASE), -EREMOTE);
+	ASSERT_EQ(b1_destroy(a, (uint64_t[]){ 0x200, 0x100, 0x300 }, 3, 0), -ESTALE);
+	/* the existing node alone needs no quota, but with 0x200 the list fails */
+	ASSERT_EQ(b1_destroy(a, (uint64_t[]){ 0x100, 0x200 }, 2, RELEASE), -EDQUOT);
+	b1_expect_empty(a);
+	b1_expect_empty(b);
+	assert_alive(a, 0x100, b, h);
+	assert_alive(b, 0x500, a, remote);
+	/* with a unit available the provisional node is created and destroyed */
+	ASSERT_EQ(set_handles(a, 65536), 0);
+	ASSERT_EQ(b1_destroy(a, (uint64_t[]){ 0x200, 0x100 }, 2, 0), 0);
+	expect_msg_flags(a, BUS1_MSG_NODE_DESTROY, 0x200, BUS1_MSG_FLAG_CONTINUE);
+	expect_msg_flags(a, BUS1_MSG_NODE_DESTROY, 0x100, 0);
+	expect_msg(b, BUS1_MSG_NODE_DESTROY, h);
+}
+
 /* §2.6 step 7 / §3.8: owner and holders notified; one transaction (CONTINUE), list order */
 TEST(destroy_notifies_all)
 {
