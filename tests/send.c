@@ -663,3 +663,148 @@ TEST(send_new_id_as_payload_and_destination)
 	ASSERT_EQ(b1_release(a, 0x700), 0);
 	ASSERT_EQ(b1_release(a, 0x700), -EBUSY);
 }
+
+/*
+ * §2.8 step 7.1: per iovec, the length check (EMSGSIZE) comes before the
+ * address check (EFAULT), and the address check before the running total
+ * (EMSGSIZE).
+ */
+TEST(send_vec_element_check_order)
+{
+	int a = b1_open(), b = b1_open();
+	uint64_t h = b1_handle_to(b, 0x100, a);
+	void *kernel = (void *)0xffff880000000000ULL;
+	struct iovec v[2];
+
+	/* one element, negative and outside the user address space */
+	v[0] = (struct iovec){ kernel, (size_t)-8 };
+	ASSERT_EQ(b1_send(a, 0, &h, 1, NULL, v, 1, NULL, 0, NULL, 0), -EMSGSIZE);
+	ASSERT_EQ(b1_send(a, 0, NULL, 0, NULL, v, 1, NULL, 0, NULL, 0), -EMSGSIZE);
+	/* a second element beyond the total and outside the address space */
+	v[0] = (struct iovec){ (void *)0x10000, 0x7FFFF000 };
+	v[1] = (struct iovec){ kernel, 1 };
+	ASSERT_EQ(b1_send(a, 0, &h, 1, NULL, v, 2, NULL, 0, NULL, 0), -EFAULT);
+	ASSERT_EQ(b1_send(a, 0, NULL, 0, NULL, v, 2, NULL, 0, NULL, 0), -EFAULT);
+	/* ...and beyond the total with a valid address */
+	v[1] = (struct iovec){ (void *)0x10000, 1 };
+	ASSERT_EQ(b1_send(a, 0, NULL, 0, NULL, v, 2, NULL, 0, NULL, 0), -EMSGSIZE);
+	assert_empty(b);
+	assert_empty(a);
+	ASSERT_EQ(b1_send_one(a, h, "ok", 2), 0);
+	ASSERT_EQ(recv_data(b, "ok", 2).msg.offset, 0);
+}
+
+/*
+ * §2.8 step 7: the template is complete before any destination is read:
+ * EMSGSIZE of an iovec, EFAULT of the handle or fd array and EOPNOTSUPP of
+ * an fd win over an unknown (ENXIO) or unreadable (EFAULT) destination.
+ */
+TEST(send_template_errors_before_destinations)
+{
+	int a = b1_open(), b = b1_open(), other = b1_open();
+	uint64_t h = b1_handle_to(b, 0x100, a), bad_dest = 0x7;
+	struct iovec neg = { "x", (size_t)-1 };
+	int *fe = b1_edge(4), pp[2];
+
+	ASSERT_OK(pipe(pp));
+
+	ASSERT_EQ(b1_send(a, 0, &bad_dest, 1, NULL, &neg, 1, NULL, 0, NULL, 0), -EMSGSIZE);
+	ASSERT_EQ(b1_send(a, 0, &bad_dest, 1, NULL, NULL, 0, b1_bad_ptr(), 1, NULL, 0), -EFAULT);
+	ASSERT_EQ(b1_send(a, 0, &bad_dest, 1, NULL, NULL, 0, NULL, 0, &other, 1), -EOPNOTSUPP);
+	fe[0] = other;
+	ASSERT_EQ(b1_send(a, 0, &bad_dest, 1, NULL, NULL, 0, NULL, 0, fe, 2), -EOPNOTSUPP);
+	fe[0] = pp[1];
+	ASSERT_EQ(b1_send(a, 0, &bad_dest, 1, NULL, NULL, 0, NULL, 0, fe, 2), -EFAULT);
+	/* handles (7.2) before fds (7.3): an unreadable handle before a bus1 fd */
+	ASSERT_EQ(b1_send(a, 0, &h, 1, NULL, NULL, 0, b1_bad_ptr(), 1, &other, 1), -EFAULT);
+	/* an unreadable destination array is read only after all of it */
+	ASSERT_EQ(b1_send(a, 0, b1_bad_ptr(), 1, NULL, &neg, 1, NULL, 0, NULL, 0), -EMSGSIZE);
+	ASSERT_EQ(b1_send(a, 0, b1_bad_ptr(), 1, NULL, NULL, 0, NULL, 0, &other, 1), -EOPNOTSUPP);
+	assert_empty(b);
+	assert_empty(a);
+	ASSERT_EQ(b1_send_one(a, h, "ok", 2), 0);
+	ASSERT_EQ(recv_data(b, "ok", 2).msg.offset, 0);
+}
+
+/*
+ * §2.8 steps 9 and 10: every destination is checked (ENXIO, ENOTUNIQ,
+ * ESHUTDOWN) before the caller is charged for its provisional nodes
+ * (EDQUOT), whether those come from the payload or the destination list.
+ */
+TEST(send_destinations_before_caller_charge)
+{
+	int a = b1_open(), b = b1_open(), dead = b1_open();
+	uint64_t hb = b1_handle_to(b, 0x100, a), hd = b1_handle_to(dead, 0x100, a);
+	uint64_t d[2], p = 0x300;
+	struct bus1_cmd_recv r;
+
+	ASSERT_EQ(b1_disconnect(dead), 0);
+	ASSERT_EQ(b1_recv(a, &r, 0), 0);	/* NODE_DESTROY for hd */
+	ASSERT_EQ(r.msg.type, BUS1_MSG_NODE_DESTROY);
+	/* a can pay for no new node */
+	ASSERT_EQ(set_limits(a, KEEP32, 0, KEEP32, KEEP32), 0);
+	d[0] = 0x200; d[1] = 0x1;
+	ASSERT_EQ(b1_send(a, 0, d, 2, NULL, NULL, 0, NULL, 0, NULL, 0), -ENXIO);
+	d[1] = 0x200;
+	ASSERT_EQ(b1_send(a, 0, d, 2, NULL, NULL, 0, NULL, 0, NULL, 0), -ENOTUNIQ);
+	d[1] = hd;
+	ASSERT_EQ(b1_send(a, 0, d, 2, NULL, NULL, 0, NULL, 0, NULL, 0), -ESHUTDOWN);
+	/* a new node in the payload, a bad destination */
+	d[0] = hb; d[1] = 0x1;
+	ASSERT_EQ(b1_send(a, 0, d, 2, NULL, NULL, 0, &p, 1, NULL, 0), -ENXIO);
+	d[1] = hd;
+	ASSERT_EQ(b1_send(a, 0, d, 2, NULL, NULL, 0, &p, 1, NULL, 0), -ESHUTDOWN);
+	/* with valid destinations the charge itself fails */
+	ASSERT_EQ(b1_send(a, 0, d, 1, NULL, NULL, 0, &p, 1, NULL, 0), -EDQUOT);
+	d[0] = 0x200;
+	ASSERT_EQ(b1_send(a, 0, d, 1, NULL, NULL, 0, NULL, 0, NULL, 0), -EDQUOT);
+	assert_empty(b);
+	recv_none(a);
+	/* no node was left behind: a holds hb and hd, one more unit pays for one node */
+	ASSERT_EQ(set_limits(a, KEEP32, 3, KEEP32, KEEP32), 0);
+	d[0] = hb;
+	ASSERT_EQ(b1_send(a, 0, d, 1, NULL, NULL, 0, &p, 1, NULL, 0), 0);
+	ASSERT_EQ(b1_send_one(a, 0x200, "n", 1), -EDQUOT);
+	ASSERT_EQ(recv_data(b, "", 0).msg.n_handles, 1);
+}
+
+/*
+ * §2.8 step 9 / §4.7: destinations are processed one after the other, so a
+ * failure of an earlier destination at its quota or slice size (9.5-9.7)
+ * comes before a later destination is even resolved (9.2); the slice size
+ * is only checked when a destination is processed.
+ */
+TEST(send_earlier_destination_fails_first)
+{
+	int a = b1_open(), b = b1_open(), c = b1_open();
+	uint64_t hb = b1_handle_to(b, 0x100, a), hc = b1_handle_to(c, 0x100, a);
+	uint64_t d[2];
+	void *huge = mmap(NULL, 1UL << 30, PROT_NONE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	struct iovec v = { huge, (1UL << 29) + 8 };
+
+	ASSERT_TRUE(huge != MAP_FAILED);
+	/* slice quota of the first destination, then the unknown second */
+	ASSERT_EQ(set_limits(b, 0, KEEP32, KEEP32, KEEP32), 0);
+	d[0] = hb; d[1] = 0x1;
+	ASSERT_EQ(b1_send(a, 0, d, 2, NULL, NULL, 0, NULL, 0, NULL, 0), -EDQUOT);
+	/* the order reversed: the unknown ID is met first */
+	d[0] = 0x1; d[1] = hb;
+	ASSERT_EQ(b1_send(a, 0, d, 2, NULL, NULL, 0, NULL, 0, NULL, 0), -ENXIO);
+	/* an oversized slice for the first destination, then the unknown second */
+	d[0] = hc; d[1] = 0x1;
+	ASSERT_EQ(b1_send(a, 0, d, 2, NULL, &v, 1, NULL, 0, NULL, 0), -EMSGSIZE);
+	d[0] = 0x1; d[1] = hc;
+	ASSERT_EQ(b1_send(a, 0, d, 2, NULL, &v, 1, NULL, 0, NULL, 0), -ENXIO);
+	d[0] = hc; d[1] = hc;
+	ASSERT_EQ(b1_send(a, 0, d, 2, NULL, &v, 1, NULL, 0, NULL, 0), -EMSGSIZE);
+	/* no destination: no slice, no size check (the payload is never read) */
+	ASSERT_EQ(b1_send(a, 0, NULL, 0, NULL, &v, 1, NULL, 0, NULL, 0), 0);
+	assert_empty(b);
+	assert_empty(c);
+	ASSERT_EQ(set_limits(b, 16384, KEEP32, KEEP32, KEEP32), 0);
+	d[0] = hb; d[1] = hc;
+	ASSERT_EQ(b1_send(a, 0, d, 2, NULL, NULL, 0, NULL, 0, NULL, 0), 0);
+	ASSERT_EQ(recv_data(b, "", 0).msg.offset, 0);
+	ASSERT_EQ(recv_data(c, "", 0).msg.offset, 0);
+}
