@@ -357,3 +357,37 @@ TEST(sendflag_continue_partial_charge_rolled_back)
 	ASSERT_EQ(send_str(s, 0, d, 1, NULL, "one"), 0);
 	ASSERT_EQ(send_str(s, 0, d, 1, NULL, "two"), -EDQUOT);
 }
+
+/*
+ * §2.8 steps 9-10 / A.2: the caller's own charge for a new payload node
+ * (step 10) concerns no single destination, so even with CONTINUE its
+ * EDQUOT fails the whole call: nothing is sent, no result is written.
+ */
+TEST(sendflag_continue_caller_edquot_fatal)
+{
+	int s = b1_open(), a = b1_open(), b = b1_open();
+	uint64_t d[2] = { b1_handle_to(a, 0x100, s), b1_handle_to(b, 0x100, s) };
+	uint64_t p = 0x300, err[2] = { 7, 7 };
+	struct iovec v = { "c", 1 };
+
+	/* s holds two handles; a limit of 2 leaves nothing for a new node */
+	ASSERT_EQ(set_limits(s, KEEP32, 2, KEEP32, KEEP32), 0);
+	ASSERT_EQ(b1_send(s, BUS1_SEND_FLAG_CONTINUE, d, 2, err, &v, 1, &p, 1, NULL, 0), -EDQUOT);
+	ASSERT_EQ(err[0], 7);
+	ASSERT_EQ(err[1], 7);
+	b1_expect_empty(a);
+	b1_expect_empty(b);
+	/* a per-destination failure next to it is still no reason to go on */
+	ASSERT_EQ(set_limits(a, 0, KEEP32, KEEP32, KEEP32), 0);
+	ASSERT_EQ(b1_send(s, BUS1_SEND_FLAG_CONTINUE, d, 2, err, &v, 1, &p, 1, NULL, 0), -EDQUOT);
+	ASSERT_EQ(err[0], 7);
+	ASSERT_EQ(err[1], 7);
+	b1_expect_empty(b);
+	/* with one more unit the same call goes through, a's failure reported */
+	ASSERT_EQ(set_limits(s, KEEP32, 3, KEEP32, KEEP32), 0);
+	ASSERT_EQ(b1_send(s, BUS1_SEND_FLAG_CONTINUE, d, 2, err, &v, 1, &p, 1, NULL, 0), 0);
+	ASSERT_EQ(err[0], EDQUOT);
+	ASSERT_EQ(err[1], 0);
+	expect_data(b, 0x100, "c", 0);
+	b1_expect_empty(a);
+}
