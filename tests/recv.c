@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 
 #include "bus1-util.h"
@@ -545,4 +546,61 @@ TEST(recv_efault_partially_writable)
 	ASSERT_EQ(b1_recv(b, &r, 0), 0);
 	ASSERT_EQ(r.msg.type, BUS1_MSG_DATA);
 	ASSERT_EQ(r.msg.n_bytes, 1);
+}
+
+/*
+ * §2.9 steps 6.1, 6.3 and 6.4: ERANGE before EMFILE before the PEEK handle
+ * charge (EDQUOT). Each failure installs nothing and keeps the message.
+ */
+TEST(recv_erange_emfile_edquot_order)
+{
+	int s = b1_open(), b = b1_open(), o = b1_open(), p[2], low;
+	uint64_t dest = b1_handle_to(b, 0x100, s), h = b1_handle_to(o, 0x10, s);
+	struct bus1_cmd_peer_reset lim = {
+		.peer_flags = (uint64_t)-1, .max_slices = 0xFFFFFFFFu,
+		.max_handles = 3, .max_inflight_bytes = 0xFFFFFFFFu,
+		.max_inflight_fds = 0xFFFFFFFFu,
+	};
+	struct iovec v = { "x", 1 };
+	struct bus1_cmd_recv r;
+	struct rlimit old, full;
+	const uint64_t pf = BUS1_RECV_FLAG_PEEK | BUS1_RECV_FLAG_INSTALL_FDS;
+
+	ASSERT_OK(pipe(p));
+	/* a first message through the whole RECV path, fds included */
+	ASSERT_EQ(b1_send(s, 0, &dest, 1, NULL, &v, 1, NULL, 0, &p[0], 1), 0);
+	ASSERT_EQ(b1_recv(b, &r, BUS1_RECV_FLAG_INSTALL_FDS), 0);
+	ASSERT_OK(b1_slice_release(b, r.msg.offset));
+	memcpy(&low, (const uint8_t *)b1_map(b) + r.msg.offset + 8, 4);
+	ASSERT_OK(close(low));
+	/* 1 byte, 1 handle, 1 fd: a 24-byte slice at offset 0 */
+	ASSERT_EQ(b1_ioctl(b, BUS1_CMD_PEER_RESET, &lim), 0);	/* pin: R 2 */
+	ASSERT_EQ(b1_send(s, 0, &dest, 1, NULL, &v, 1, &h, 1, &p[0], 1), 0);	/* R 1 */
+	lim.max_handles = 2;
+	ASSERT_EQ(b1_ioctl(b, BUS1_CMD_PEER_RESET, &lim), 0);	/* R 0 */
+	/* no fd number left for the process */
+	ASSERT_OK(getrlimit(RLIMIT_NOFILE, &old));
+	low = b1_lowest_free_fd();
+	full = old;
+	full.rlim_cur = low;
+	ASSERT_OK(setrlimit(RLIMIT_NOFILE, &full));
+	ASSERT_EQ(recv_at(b, &r, pf, 23), -ERANGE);
+	assert_untouched(&r);
+	ASSERT_EQ(recv_at(b, &r, BUS1_RECV_FLAG_INSTALL_FDS, 23), -ERANGE);
+	ASSERT_EQ(recv_at(b, &r, pf, B1_POOL_SIZE), -EMFILE);
+	assert_untouched(&r);
+	ASSERT_EQ(recv_at(b, &r, BUS1_RECV_FLAG_INSTALL_FDS, B1_POOL_SIZE), -EMFILE);
+	/* without INSTALL_FDS no fd number is needed: the charge decides */
+	ASSERT_EQ(recv_at(b, &r, BUS1_RECV_FLAG_PEEK, B1_POOL_SIZE), -EDQUOT);
+	ASSERT_OK(setrlimit(RLIMIT_NOFILE, &old));
+	ASSERT_EQ(recv_at(b, &r, pf, B1_POOL_SIZE), -EDQUOT);
+	assert_untouched(&r);
+	ASSERT_EQ(b1_lowest_free_fd(), low);
+	/* the message is intact: a plain RECV takes it with its handle and fd */
+	ASSERT_EQ(recv_at(b, &r, BUS1_RECV_FLAG_INSTALL_FDS, 24), 0);
+	ASSERT_EQ_U64(r.msg.offset, 0);
+	ASSERT_EQ(r.msg.n_handles, 1);
+	ASSERT_EQ(r.msg.n_fds, 1);
+	ASSERT_EQ(b1_release(b, 0xB), 0);
+	ASSERT_EQ(b1_release(b, 0xB), -ENXIO);
 }
