@@ -325,3 +325,31 @@ TEST(seed_holds_references)
 	ASSERT_EQ_U64(r.msg.destination, 0x10);
 	ASSERT_EQ(read(p[0], &c, 1), 0);
 }
+
+/*
+ * §2.9 step 4: with SEED the queue is not looked at: no seed is EAGAIN even
+ * when the queue's head would fail with ERANGE, and the head stays.
+ */
+TEST(seed_flag_ignores_queue_head)
+{
+	int a = b1_open();
+	struct bus1_cmd_recv r = { .flags = BUS1_RECV_FLAG_SEED, .max_offset = 0 };
+
+	ASSERT_EQ(b1_send_one(a, 0x100, "head", 4), 0);
+	r.flags = 0;
+	ASSERT_EQ(b1_ioctl(a, BUS1_CMD_RECV, &r), -ERANGE);
+	r.flags = BUS1_RECV_FLAG_SEED;
+	ASSERT_EQ(b1_ioctl(a, BUS1_CMD_RECV, &r), -EAGAIN);
+	r.flags = BUS1_RECV_FLAG_SEED | BUS1_RECV_FLAG_PEEK;
+	ASSERT_EQ(b1_ioctl(a, BUS1_CMD_RECV, &r), -EAGAIN);
+	/* a seed is checked against max_offset on its own */
+	ASSERT_EQ(send_seed(a, "seed", NULL, 0, NULL, 0), 0);	/* [8, 16) */
+	r = (struct bus1_cmd_recv){ .flags = BUS1_RECV_FLAG_SEED, .max_offset = 15 };
+	ASSERT_EQ(b1_ioctl(a, BUS1_CMD_RECV, &r), -ERANGE);
+	r.max_offset = 16;
+	ASSERT_EQ(b1_ioctl(a, BUS1_CMD_RECV, &r), 0);
+	ASSERT_EQ(r.msg.offset, 8);
+	ASSERT_EQ(b1_recv(a, &r, 0), 0);
+	ASSERT_EQ(r.msg.n_bytes, 4);
+	ASSERT_EQ(r.msg.offset, 0);
+}
