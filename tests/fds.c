@@ -395,3 +395,35 @@ TEST(fds_install_order)
 	ASSERT_EQ(read(ev, &one, 8), 8);
 	ASSERT_EQ(one, 1);
 }
+
+/*
+ * §2.8 step 7.3 / §4.4: an O_PATH descriptor is accepted whatever it
+ * refers to, the bus1 device node included (only peer fds are EOPNOTSUPP);
+ * the receiver gets an O_PATH descriptor of the node.
+ */
+TEST(fds_opath_of_device_accepted)
+{
+	int a = b1_open(), b = b1_open(), f[2], got[2];
+	uint64_t h = b1_handle_to(b, 0x100, a);
+	struct bus1_cmd_recv r;
+	struct stat want, st;
+
+	f[0] = open(b1_device(), O_PATH | O_CLOEXEC);
+	ASSERT_GE(f[0], 0);
+	f[1] = a;
+	/* next to a peer fd it is the peer that is refused */
+	ASSERT_EQ(send_fds(a, &h, 1, f, 2), -EOPNOTSUPP);
+	ASSERT_EQ(b1_recv(b, &r, 0), -EAGAIN);
+	ASSERT_EQ(send_fds(a, &h, 1, f, 1), 0);
+	f[1] = f[0];
+	ASSERT_EQ(send_fds(a, &h, 1, f, 2), 0);
+	ASSERT_EQ(b1_recv(b, &r, BUS1_RECV_FLAG_INSTALL_FDS), 0);
+	installed(b, &r, got, 1);
+	ASSERT_TRUE(fcntl(got[0], F_GETFL) & O_PATH);
+	ASSERT_OK(stat(b1_device(), &want));
+	ASSERT_OK(fstat(got[0], &st));
+	ASSERT_TRUE(S_ISCHR(st.st_mode));
+	ASSERT_EQ_U64(st.st_rdev, want.st_rdev);
+	ASSERT_EQ(b1_recv(b, &r, 0), 0);
+	ASSERT_EQ(r.msg.n_fds, 2);
+}
