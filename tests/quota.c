@@ -564,3 +564,36 @@ TEST(quota_fair_share_between_users)
 	ASSERT_EQ(send_n(root_s, hr, 1), 0);	/* 5 >= 2+2 */
 	ASSERT_EQ(send_n(root_s, hr, 1), -EDQUOT);	/* 4 < 3+2 */
 }
+
+/*
+ * §6.2 / A.3: a charge that passes the user rule but fails the peer rule is
+ * EDQUOT with nothing changed: the user's counters keep no trace of it.
+ */
+TEST(quota_peer_edquot_leaves_user_unchanged)
+{
+	int a = b1_open(), c1 = b1_open(), c2 = b1_open(), p[2];
+	uint64_t h1 = b1_handle_to(c1, 0x100, a), h2 = b1_handle_to(c2, 0x100, a);
+	size_t half = 8u << 20;
+	char *buf = calloc(1, half);
+	struct iovec v = { buf, half };
+	struct bus1_cmd_recv r;
+	int fds[2];
+
+	ASSERT_TRUE(buf != NULL);
+	ASSERT_OK(pipe(p));
+	fds[0] = fds[1] = p[0];
+	/* c1 admits no in-flight bytes and no fds */
+	ASSERT_EQ(set_limits(c1, KEEP32, KEEP32, 0, 0), 0);
+	for (int i = 0; i < 50; i++) {
+		ASSERT_EQ(send_n(a, h1, 8), -EDQUOT);
+		ASSERT_EQ(b1_send(a, 0, &h1, 1, NULL, &v, 1, NULL, 0, fds, 2), -EDQUOT);
+	}
+	ASSERT_EQ(b1_recv(c1, &r, 0), -EAGAIN);
+	/* exactly half of the user's 16 MiB still fits: the user holds nothing */
+	ASSERT_EQ(b1_send(a, 0, &h2, 1, NULL, &v, 1, NULL, 0, NULL, 0), 0);
+	v.iov_len = 8;
+	ASSERT_EQ(b1_send(a, 0, &h2, 1, NULL, &v, 1, NULL, 0, NULL, 0), -EDQUOT);
+	ASSERT_EQ(b1_recv(c2, &r, 0), 0);
+	ASSERT_EQ(r.msg.n_bytes, half);
+	ASSERT_EQ(b1_recv(c2, &r, 0), -EAGAIN);
+}
