@@ -322,3 +322,40 @@ TEST_TIMEOUT(pool_exfull, 60)
 	ASSERT_EQ(b1_recv(b, &r, 0), 0);
 	ASSERT_EQ_U64(r.msg.offset, 5 * (uint64_t)chunk);
 }
+
+/*
+ * §2.8 steps 9.7 and 9.8: the slice is allocated before the payload is
+ * copied, so a full pool is EXFULL even when the payload is unreadable;
+ * the failed calls leave the pool as it was.
+ */
+TEST_TIMEOUT(pool_exfull_before_payload_efault, 60)
+{
+	int a = b1_open(), b = b1_open();
+	uint64_t d = b1_handle_to(b, 0x100, a);
+	const size_t chunk = 8u << 20;
+	char *buf = malloc(chunk);
+	struct iovec v = { buf, chunk };
+	struct bus1_cmd_recv r;
+
+	ASSERT_TRUE(buf != NULL);
+	memset(buf, 0x3C, chunk);
+	/* 63 published 8 MiB slices leave 8 MiB - 1 bytes allocatable */
+	for (int i = 0; i < 63; i++) {
+		ASSERT_EQ(b1_send(a, 0, &d, 1, NULL, &v, 1, NULL, 0, NULL, 0), 0);
+		ASSERT_EQ(b1_recv(b, &r, 0), 0);
+	}
+	/* an unreadable 8 MiB payload does not fit: EXFULL, not EFAULT */
+	v.iov_base = mmap(NULL, chunk, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	ASSERT_TRUE(v.iov_base != MAP_FAILED);
+	ASSERT_EQ(b1_send(a, 0, &d, 1, NULL, &v, 1, NULL, 0, NULL, 0), -EXFULL);
+	/* a smaller one fits, and then faults */
+	v.iov_len = 8;
+	ASSERT_EQ(b1_send(a, 0, &d, 1, NULL, &v, 1, NULL, 0, NULL, 0), -EFAULT);
+	ASSERT_EQ(b1_recv(b, &r, 0), -EAGAIN);
+	/* the largest remaining slice is still free */
+	v = (struct iovec){ buf, chunk - 8 };
+	ASSERT_EQ(b1_send(a, 0, &d, 1, NULL, &v, 1, NULL, 0, NULL, 0), 0);
+	ASSERT_EQ(b1_recv(b, &r, 0), 0);
+	ASSERT_EQ_U64(r.msg.offset, 63 * (uint64_t)chunk);
+	ASSERT_EQ(b1_slice_release(b, 0), 0);
+}
