@@ -604,3 +604,51 @@ TEST(recv_erange_emfile_edquot_order)
 	ASSERT_EQ(b1_release(b, 0xB), 0);
 	ASSERT_EQ(b1_release(b, 0xB), -ENXIO);
 }
+
+/* Rewrites flags and max_offset of a RECV struct on a read-only page. */
+static void set_ro(struct bus1_cmd_recv *ro, uint64_t flags, uint64_t max_offset)
+{
+	ASSERT_OK(mprotect(ro, 4096, PROT_READ | PROT_WRITE));
+	memset(ro, 0, sizeof(*ro));
+	ro->flags = flags;
+	ro->max_offset = max_offset;
+	ASSERT_OK(mprotect(ro, 4096, PROT_READ));
+}
+
+/*
+ * §2.9 steps 2, 4, 5, 6.1 and 9: EINVAL, EAGAIN and ERANGE come before the
+ * write-back, so a read-only struct gets those errnos and not EFAULT; only
+ * a deliverable message or notification meets EFAULT, and it stays queued.
+ */
+TEST(recv_errors_before_writeback_efault)
+{
+	int a = b1_open();
+	struct bus1_cmd_recv *ro, r;
+
+	ro = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_TRUE(ro != MAP_FAILED);
+	set_ro(ro, 8, B1_POOL_SIZE);
+	ASSERT_EQ(b1_ioctl(a, BUS1_CMD_RECV, ro), -EINVAL);
+	set_ro(ro, 0, B1_POOL_SIZE);
+	ASSERT_EQ(b1_ioctl(a, BUS1_CMD_RECV, ro), -EAGAIN);
+	set_ro(ro, BUS1_RECV_FLAG_SEED, B1_POOL_SIZE);
+	ASSERT_EQ(b1_ioctl(a, BUS1_CMD_RECV, ro), -EAGAIN);
+	ASSERT_EQ(b1_send_one(a, 0x100, "keep", 4), 0);
+	set_ro(ro, BUS1_RECV_FLAG_PEEK, 7);
+	ASSERT_EQ(b1_ioctl(a, BUS1_CMD_RECV, ro), -ERANGE);
+	set_ro(ro, 0, 7);
+	ASSERT_EQ(b1_ioctl(a, BUS1_CMD_RECV, ro), -ERANGE);
+	set_ro(ro, 0, 8);
+	ASSERT_EQ(b1_ioctl(a, BUS1_CMD_RECV, ro), -EFAULT);
+	ASSERT_EQ(b1_recv(a, &r, 0), 0);
+	ASSERT_EQ(r.msg.n_bytes, 4);
+	ASSERT_EQ(r.msg.offset, 0);
+	ASSERT_EQ(b1_recv(a, &r, 0), -EAGAIN);
+	/* a notification is not consumed by a RECV that cannot report it */
+	ASSERT_EQ(b1_destroy_one(a, 0x100), 0);
+	set_ro(ro, 0, 0);
+	ASSERT_EQ(b1_ioctl(a, BUS1_CMD_RECV, ro), -EFAULT);
+	ASSERT_EQ(b1_recv(a, &r, 0), 0);
+	ASSERT_EQ(r.msg.type, BUS1_MSG_NODE_DESTROY);
+	ASSERT_EQ(b1_recv(a, &r, 0), -EAGAIN);
+}

@@ -116,8 +116,8 @@ fn dispatch(fd: i32, info: &FdInfo, request: u64, arg: u64) -> Result<i32> {
         }
         BUS1_CMD_RECV => {
             let mut r: bus1_cmd_recv = read_struct(&mem, arg)?;
-            check_writable(&mem, arg, &r)?;
-            r.msg = peer.recv(fd, r.flags, r.max_offset)?;
+            let read = r;
+            r.msg = peer.recv_into(fd, r.flags, r.max_offset, &|| check_writable(&mem, arg, &read).is_ok())?;
             write_struct(&mem, arg, &r)?;
         }
         _ => return Err(Errno::ENOTTY),

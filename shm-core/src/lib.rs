@@ -263,8 +263,16 @@ impl Peer {
 
     /// RECV (2.9) after the struct was read; returns the `msg` part.
     pub fn recv(&self, fd: i32, flags: u64, max_offset: u64) -> Result<bus1_msg> {
+        self.recv_into(fd, flags, max_offset, &|| true)
+    }
+
+    /// RECV whose result goes to caller memory that `writable` probes:
+    /// if it cannot be written, the RECV fails with EFAULT after every
+    /// other check and before anything is dequeued or installed (2.9
+    /// step 9, as the shim should do it).
+    pub fn recv_into(&self, fd: i32, flags: u64, max_offset: u64, writable: &dyn Fn() -> bool) -> Result<bus1_msg> {
         recv::precheck(flags)?;
-        match self.op(fd, |tx, p| recv::recv(tx, p, fd, flags, max_offset))? {
+        match self.op(fd, |tx, p| recv::recv(tx, p, fd, flags, max_offset, writable))? {
             recv::Outcome::Msg(m) => Ok(m),
             recv::Outcome::Fail(e) => Err(e),
         }

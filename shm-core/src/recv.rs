@@ -54,14 +54,14 @@ fn stale(tx: &Txn, peer: P<PeerRec>, e: P<Entry>) -> bool {
     nr.destroyed.get() == 1 && nr.destroy_stamp.get() < stamp
 }
 
-pub fn recv(tx: &Txn, peer: P<PeerRec>, fd: i32, flags: u64, max_offset: u64) -> Result<Outcome> {
+pub fn recv(tx: &Txn, peer: P<PeerRec>, fd: i32, flags: u64, max_offset: u64, writable: &dyn Fn() -> bool) -> Result<Outcome> {
     let peek = flags & BUS1_RECV_FLAG_PEEK != 0;
     if flags & BUS1_RECV_FLAG_SEED != 0 {
         let seed = tx.rec(peer).seed.get();
         if seed.is_null() {
             return Ok(Outcome::Fail(Errno::EAGAIN));
         }
-        return deliver_data(tx, peer, fd, seed, flags, max_offset, false);
+        return deliver_data(tx, peer, fd, seed, flags, max_offset, false, writable);
     }
     let e = loop {
         let head = tx.rec(peer).q_head.get();
@@ -89,12 +89,15 @@ pub fn recv(tx: &Txn, peer: P<PeerRec>, fd: i32, flags: u64, max_offset: u64) ->
             offset: BUS1_OFFSET_INVALID,
             ..Default::default()
         };
+        if !writable() {
+            return Ok(Outcome::Fail(Errno::EFAULT));
+        }
         if !peek {
             queue::discard(tx, e);
         }
         return Ok(Outcome::Msg(msg));
     }
-    deliver_data(tx, peer, fd, e, flags, max_offset, more)
+    deliver_data(tx, peer, fd, e, flags, max_offset, more, writable)
 }
 
 fn notification_destination(tx: &Txn, e: P<Entry>) -> u64 {
@@ -122,7 +125,17 @@ fn drop_entry(tx: &Txn, peer: P<PeerRec>, fd: i32, e: P<Entry>) {
     queue::discard(tx, e);
 }
 
-fn deliver_data(tx: &Txn, peer: P<PeerRec>, fd: i32, e: P<Entry>, flags: u64, max_offset: u64, more: bool) -> Result<Outcome> {
+#[allow(clippy::too_many_arguments)]
+fn deliver_data(
+    tx: &Txn,
+    peer: P<PeerRec>,
+    fd: i32,
+    e: P<Entry>,
+    flags: u64,
+    max_offset: u64,
+    more: bool,
+    writable: &dyn Fn() -> bool,
+) -> Result<Outcome> {
     let peek = flags & BUS1_RECV_FLAG_PEEK != 0;
     let r = tx.rec(e);
     let (off, size) = pool::range(tx, r.slice.get());
@@ -173,6 +186,12 @@ fn deliver_data(tx: &Txn, peer: P<PeerRec>, fd: i32, e: P<Entry>, flags: u64, ma
             tx.rollback_to(sp);
             return Ok(Outcome::Fail(err));
         }
+    }
+    // Step 9's EFAULT, checked last but before anything is published.
+    if !writable() {
+        installed.iter().for_each(|f| sys::close(*f));
+        tx.rollback_to(sp);
+        return Ok(Outcome::Fail(Errno::EFAULT));
     }
     // Write handle IDs and fd numbers into the slice (the bus's own pool
     // mapping; userspace only has read-only ones).
