@@ -14,7 +14,7 @@ use crate::errno::{Errno, Result};
 use crate::layout::*;
 use crate::shm::Segment;
 use crate::sync::LocalMutex;
-use crate::sys;
+use crate::sys::{self, cstr};
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -81,10 +81,6 @@ pub fn default_dir() -> PathBuf {
     } else {
         PathBuf::from(format!("/tmp/bus1-{uid}"))
     }
-}
-
-fn cstr(b: &[u8]) -> Result<CString> {
-    CString::new(b).map_err(|_| Errno::EINVAL)
 }
 
 /// Creates `dir` (and missing parents) with mode 0700.

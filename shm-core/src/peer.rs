@@ -46,10 +46,6 @@ pub fn all(tx: &Txn) -> Vec<P<PeerRec>> {
     v
 }
 
-fn cpath(p: Vec<u8>) -> Result<std::ffi::CString> {
-    std::ffi::CString::new(p).map_err(|_| Errno::EINVAL)
-}
-
 /// Creates a peer (8.1): its pool file, its socket (returned: the peer fd)
 /// and its record. `sock_flags` are SOCK_CLOEXEC/SOCK_NONBLOCK as the
 /// opener asked.
@@ -61,7 +57,7 @@ pub fn create(dom: &Domain, access: u32, sock_flags: i32) -> Result<(i32, u64, P
         tx.commit()?;
         s
     };
-    let pool_path = cpath(dom.pool_path(serial))?;
+    let pool_path = sys::cstr(&dom.pool_path(serial))?;
     let sock_path = dom.peer_path(serial);
     let addr = sys::UnixAddr::new(&sock_path)?;
     let pfd = sys::open(&pool_path, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, 0o600)?;
@@ -72,7 +68,7 @@ pub fn create(dom: &Domain, access: u32, sock_flags: i32) -> Result<(i32, u64, P
             sys::close(fd);
         }
         let _ = sys::unlink(&pool_path);
-        if let Ok(c) = cpath(sock_path.clone()) {
+        if let Ok(c) = sys::cstr(&sock_path) {
             let _ = sys::unlink(&c);
         }
     };

@@ -229,20 +229,27 @@ pub(crate) fn execute_sweep(tx: &Txn, peer: P<PeerRec>, serial: u64) {
     while !r.is_null() {
         let rr = tx.rec(r);
         if rr.clean.get() == DIRTY {
-            let (off, size) = (rr.off.get(), rr.size.get());
-            let start = (off.div_ceil(PAGE) * PAGE).max(TRIM_KEEP);
-            let end = ((off + size) / PAGE * PAGE).min(dirty_end);
-            if end > start {
-                // SAFETY: [start, end) lies inside the mapped pool and in
-                // a free region of its committed state; the domain lock
-                // keeps anyone from allocating there meanwhile.
-                let _ = unsafe { crate::sys::madvise_remove(base.add(start as usize), (end - start) as usize) };
+            if let Some((start, len)) = whole_pages(rr, TRIM_KEEP, dirty_end) {
+                // SAFETY: [start, start+len) lies inside the mapped pool
+                // and in a free region of its committed state; the domain
+                // lock keeps anyone from allocating there meanwhile.
+                let _ = unsafe { crate::sys::madvise_remove(base.add(start as usize), len as usize) };
             }
             tx.set(&rr.clean, CLEAN_BEYOND_KEEP);
             crate::crash::point("sweep-marked");
         }
         r = rr.fnext.get();
     }
+}
+
+/// The whole pages of free region `rr` from `from` on and below
+/// `dirty_end` (page-aligned), as (offset, length): what a punch of the
+/// region may give back.
+fn whole_pages(rr: &Region, from: u64, dirty_end: u64) -> Option<(u64, u64)> {
+    let (off, size) = (rr.off.get(), rr.size.get());
+    let start = (off.div_ceil(PAGE) * PAGE).max(from);
+    let end = ((off + size) / PAGE * PAGE).min(dirty_end);
+    (end > start).then_some((start, end - start))
 }
 
 /// Gives back every page of `peer`'s pool that no live slice uses, the
@@ -260,17 +267,14 @@ pub(crate) fn sweep_idle(tx: &Txn, peer: P<PeerRec>) -> u64 {
     while !r.is_null() {
         let rr = tx.rec(r);
         if rr.clean.get() != CLEAN_ALL {
-            let (off, size) = (rr.off.get(), rr.size.get());
-            let start = off.div_ceil(PAGE) * PAGE;
-            let end = ((off + size) / PAGE * PAGE).min(dirty_end);
-            if end > start {
-                holes.push((start, end - start));
+            if let Some((start, len)) = whole_pages(rr, 0, dirty_end) {
+                holes.push((start, len));
+                if rr.next.get().is_null() {
+                    // The free tail: nothing beyond `start` is resident now.
+                    tx.set(&p.pool_dirty_end, start);
+                }
             }
             tx.set(&rr.clean, CLEAN_ALL);
-            if rr.next.get().is_null() && start < p.pool_dirty_end.get() {
-                // The free tail: nothing beyond `start` is resident now.
-                tx.set(&p.pool_dirty_end, start);
-            }
         }
         r = rr.fnext.get();
     }
@@ -278,10 +282,7 @@ pub(crate) fn sweep_idle(tx: &Txn, peer: P<PeerRec>) -> u64 {
         return 0;
     }
     let path = tx.domain().pool_path(p.serial.get());
-    let Ok(fd) = std::ffi::CString::new(path).map_err(|_| Errno::EINVAL).and_then(|c| crate::sys::open(&c, libc::O_RDWR, 0))
-    else {
-        return 0;
-    };
+    let Ok(fd) = crate::sys::cstr(&path).and_then(|c| crate::sys::open(&c, libc::O_RDWR, 0)) else { return 0 };
     let mut punched = 0;
     for (off, len) in holes {
         if crate::sys::fallocate(fd, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, off, len).is_ok() {

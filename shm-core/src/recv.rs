@@ -179,19 +179,13 @@ fn deliver_data(
         // A carrier lost to a crash leaves its slots at -1.
         installed.resize(n_fds as usize, -1);
     }
-    // 6.4: PEEK charges the new references.
-    if peek {
-        if let Err(err) = quota::charge(tx, peer, RES_HANDLES, valid.len() as i64) {
-            installed.iter().for_each(|f| sys::close(*f));
-            tx.rollback_to(sp);
-            return Ok(Outcome::Fail(err));
-        }
-    }
-    // Step 9's EFAULT, checked last but before anything is published.
-    if !writable() {
+    // 6.4: PEEK charges the new references; then step 9's EFAULT,
+    // checked last but before anything is published.
+    let charged = if peek { quota::charge(tx, peer, RES_HANDLES, valid.len() as i64) } else { Ok(()) };
+    if let Err(err) = charged.and_then(|_| if writable() { Ok(()) } else { Err(Errno::EFAULT) }) {
         installed.iter().for_each(|f| sys::close(*f));
         tx.rollback_to(sp);
-        return Ok(Outcome::Fail(Errno::EFAULT));
+        return Ok(Outcome::Fail(err));
     }
     // Write handle IDs and fd numbers into the slice (the bus's own pool
     // mapping; userspace only has read-only ones).

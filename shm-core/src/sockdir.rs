@@ -12,8 +12,7 @@
 //! is replaced when its name is needed again.
 
 use crate::errno::{Errno, Result};
-use crate::sys;
-use std::ffi::CString;
+use crate::sys::{self, cstr};
 
 /// Capacity of `sun_path` without its terminating NUL.
 const SUN_PATH_MAX: usize = 107;
@@ -22,10 +21,6 @@ const SUN_PATH_MAX: usize = 107;
 const LONGEST_SOCKET_NAME: usize = "vault.".len() + 16 + 1 + 16;
 /// The longest directory whose sockets can be named directly.
 pub(crate) const DIRECT_MAX: usize = SUN_PATH_MAX - 1 - LONGEST_SOCKET_NAME;
-
-fn cstr(b: &[u8]) -> Result<CString> {
-    CString::new(b).map_err(|_| Errno::EINVAL)
-}
 
 /// The per-user directory holding the links.
 fn links_dir() -> Vec<u8> {

@@ -9,7 +9,7 @@
 
 use crate::errno::{Errno, Result};
 use libc::{c_int, c_long, c_void};
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::mem::{size_of, zeroed, MaybeUninit};
 
 fn check(r: c_long) -> Result<c_long> {
@@ -28,6 +28,11 @@ fn retry(mut f: impl FnMut() -> c_long) -> Result<c_long> {
             r => return r,
         }
     }
+}
+
+/// A path for the calls below; a path with a NUL byte inside is EINVAL.
+pub fn cstr(path: &[u8]) -> Result<CString> {
+    CString::new(path).map_err(|_| Errno::EINVAL)
 }
 
 pub fn open(path: &CStr, flags: c_int, mode: u32) -> Result<c_int> {
