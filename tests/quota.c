@@ -294,6 +294,23 @@ TEST(quota_inflight_bytes)
 	ASSERT_EQ(send_n(a, h, 24), 0);
 }
 
+/*
+ * A message of exactly `half` bytes goes from `a` to `r` through `h`, then
+ * not even `extra` more bytes do; `r` has that one message queued.
+ */
+static void expect_half_then_full(int a, uint64_t h, int r, struct iovec *v, size_t half, size_t extra)
+{
+	struct bus1_cmd_recv m;
+
+	v->iov_len = half;
+	ASSERT_EQ(b1_send(a, 0, &h, 1, NULL, v, 1, NULL, 0, NULL, 0), 0);
+	v->iov_len = extra;
+	ASSERT_EQ(b1_send(a, 0, &h, 1, NULL, v, 1, NULL, 0, NULL, 0), -EDQUOT);
+	ASSERT_EQ(b1_recv(r, &m, 0), 0);
+	ASSERT_EQ(m.msg.n_bytes, half);
+	ASSERT_EQ(b1_recv(r, &m, 0), -EAGAIN);
+}
+
 /* §6.1 / A.3: default 16 MiB in-flight bytes: one message may take half */
 TEST(quota_inflight_bytes_default)
 {
@@ -302,18 +319,11 @@ TEST(quota_inflight_bytes_default)
 	size_t half = 8u << 20;
 	char *buf = malloc(half + 8);
 	struct iovec v = { buf, half + 8 };
-	struct bus1_cmd_recv r;
 
 	ASSERT_TRUE(buf != NULL);
 	memset(buf, 1, half + 8);
 	ASSERT_EQ(b1_send(a, 0, &h, 1, NULL, &v, 1, NULL, 0, NULL, 0), -EDQUOT);
-	v.iov_len = half;
-	ASSERT_EQ(b1_send(a, 0, &h, 1, NULL, &v, 1, NULL, 0, NULL, 0), 0);
-	v.iov_len = 1;
-	ASSERT_EQ(b1_send(a, 0, &h, 1, NULL, &v, 1, NULL, 0, NULL, 0), -EDQUOT);
-	ASSERT_EQ(b1_recv(b, &r, 0), 0);
-	ASSERT_EQ(r.msg.n_bytes, half);
-	ASSERT_EQ(b1_recv(b, &r, 0), -EAGAIN);
+	expect_half_then_full(a, h, b, &v, half, 1);
 }
 
 /* A.3: the user-wide rule: queued bytes on all peers of the user count */
@@ -590,10 +600,5 @@ TEST(quota_peer_edquot_leaves_user_unchanged)
 	}
 	ASSERT_EQ(b1_recv(c1, &r, 0), -EAGAIN);
 	/* exactly half of the user's 16 MiB still fits: the user holds nothing */
-	ASSERT_EQ(b1_send(a, 0, &h2, 1, NULL, &v, 1, NULL, 0, NULL, 0), 0);
-	v.iov_len = 8;
-	ASSERT_EQ(b1_send(a, 0, &h2, 1, NULL, &v, 1, NULL, 0, NULL, 0), -EDQUOT);
-	ASSERT_EQ(b1_recv(c2, &r, 0), 0);
-	ASSERT_EQ(r.msg.n_bytes, half);
-	ASSERT_EQ(b1_recv(c2, &r, 0), -EAGAIN);
+	expect_half_then_full(a, h2, c2, &v, half, 8);
 }

@@ -48,6 +48,20 @@ static void recv_none(int fd)
 }
 
 /* Receives one DATA message and checks its payload. */
+static struct bus1_cmd_recv recv_data(int fd, const void *data, size_t len);
+
+/*
+ * The failed SENDs left nothing queued on `a` or `b`, and the bus is
+ * intact: the next message to `b` (through `h`) lands at the pool's start.
+ */
+static void assert_nothing_sent(int a, int b, uint64_t h)
+{
+	assert_empty(b);
+	assert_empty(a);
+	ASSERT_EQ(b1_send_one(a, h, "ok", 2), 0);
+	ASSERT_EQ(recv_data(b, "ok", 2).msg.offset, 0);
+}
+
 static struct bus1_cmd_recv recv_data(int fd, const void *data, size_t len)
 {
 	static const uint8_t *pool[64];
@@ -688,10 +702,7 @@ TEST(send_vec_element_check_order)
 	/* ...and beyond the total with a valid address */
 	v[1] = (struct iovec){ (void *)0x10000, 1 };
 	ASSERT_EQ(b1_send(a, 0, NULL, 0, NULL, v, 2, NULL, 0, NULL, 0), -EMSGSIZE);
-	assert_empty(b);
-	assert_empty(a);
-	ASSERT_EQ(b1_send_one(a, h, "ok", 2), 0);
-	ASSERT_EQ(recv_data(b, "ok", 2).msg.offset, 0);
+	assert_nothing_sent(a, b, h);
 }
 
 /*
@@ -720,10 +731,7 @@ TEST(send_template_errors_before_destinations)
 	/* an unreadable destination array is read only after all of it */
 	ASSERT_EQ(b1_send(a, 0, b1_bad_ptr(), 1, NULL, &neg, 1, NULL, 0, NULL, 0), -EMSGSIZE);
 	ASSERT_EQ(b1_send(a, 0, b1_bad_ptr(), 1, NULL, NULL, 0, NULL, 0, &other, 1), -EOPNOTSUPP);
-	assert_empty(b);
-	assert_empty(a);
-	ASSERT_EQ(b1_send_one(a, h, "ok", 2), 0);
-	ASSERT_EQ(recv_data(b, "ok", 2).msg.offset, 0);
+	assert_nothing_sent(a, b, h);
 }
 
 /*
