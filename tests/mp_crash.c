@@ -1024,3 +1024,94 @@ TEST(cr_send_fd_killed_after_vault_created)
 	mp_domain_files(files, sizeof(files), NULL);
 	ASSERT_EQ(strcmp(files, "segment\n"), 0);
 }
+
+/* ------------------------------------------- files left by a killed process */
+
+/* Waits until the domain directory lists exactly `want`; returns whether it did. */
+static int cr_wait_domain_files(const char *want, unsigned ms)
+{
+	char files[4096];
+	double end = mp_now_ms() + ms;
+
+	do {
+		mp_domain_files(files, sizeof(files), NULL);
+		if (!strcmp(files, want))
+			return 1;
+		mp_sleep_ms(20);
+	} while (mp_now_ms() < end);
+	fprintf(stderr, "    domain files:\n%s    wanted:\n%s", files, want);
+	return 0;
+}
+
+/* Opens a peer (the engine kills us inside). */
+T_CHILD(cr_open)
+{
+	ASSERT_EQ(argc, 0);
+	b1_open();
+	return 3;
+}
+
+/*
+ * ARCHITECTURE decision 5: an opener killed after it made its peer's socket
+ * and pool file but before the peer's record existed leaves two files no
+ * record names; the periodic scan of the processes that remain removes
+ * them, and the bus goes on.
+ */
+TEST(cr_open_killed_before_record)
+{
+	int r = b1_open(), s;
+	char want[4096], files[4096];
+	struct bus1_cmd_recv m;
+	uint64_t id;
+
+	ASSERT_EQ(mp_domain_files(want, sizeof(want), NULL), 3);
+	MP_EXPECT_KILLED(mp_spawn("open-files-made", "cr_open", NULL));
+	ASSERT_EQ(mp_domain_files(files, sizeof(files), NULL), 5);
+	ASSERT_TRUE(cr_wait_domain_files(want, 3 * CR_WAIT_MS));
+	s = b1_open();
+	ASSERT_EQ(b1_transfer(r, 0x100, s, &id), 0);
+	ASSERT_EQ(b1_send_one(s, id, "x", 1), 0);
+	ASSERT_EQ(b1_recv(r, &m, 0), 0);
+	ASSERT_EQ(b1_slice_release(r, m.msg.offset), 0);
+	ASSERT_OK(close(r));
+	ASSERT_OK(close(s));
+	ASSERT_TRUE(cr_wait_domain_files("segment\n", 0));
+}
+
+/*
+ * txn rule 4: a receiver killed between the commit of the RECV that emptied
+ * its queue and the removal of its fd vault's socket file leaves that file;
+ * once a later vault generation exists nothing names it, and the scan
+ * removes it while the peer lives on.
+ */
+TEST(cr_recv_killed_before_vault_unlink)
+{
+	int r = b1_open(), s = b1_open(), p[2], got;
+	const uint8_t *pool = b1_map(r);
+	uint64_t id;
+	char a[16], want[4096];
+	struct bus1_cmd_recv m;
+	struct iovec v = { .iov_base = "fd", .iov_len = 2 };
+
+	ASSERT_EQ(mp_domain_files(want, sizeof(want), NULL), 5);
+	ASSERT_OK(pipe(p));
+	ASSERT_EQ(b1_transfer(r, 0x100, s, &id), 0);
+	ASSERT_EQ(b1_send(s, 0, &id, 1, NULL, &v, 1, NULL, 0, p, 1), 0);
+	mp_keep_fd(r);
+	snprintf(a, sizeof(a), "%d", r);
+	MP_EXPECT_KILLED(mp_spawn("post-unlink", "cr_recv", a, NULL));
+	ASSERT_EQ(b1_recv(r, &m, 0), -EAGAIN);
+	/* a second generation comes and goes */
+	ASSERT_EQ(b1_send(s, 0, &id, 1, NULL, &v, 1, NULL, 0, p, 1), 0);
+	ASSERT_EQ(b1_recv(r, &m, BUS1_RECV_FLAG_INSTALL_FDS), 0);
+	ASSERT_EQ(m.msg.n_fds, 1);
+	memcpy(&got, pool + m.msg.offset + ((m.msg.n_bytes + 7) & ~7ULL), sizeof(got));
+	ASSERT_OK(close(got));
+	ASSERT_EQ(b1_slice_release(r, m.msg.offset), 0);
+	ASSERT_TRUE(cr_wait_domain_files(want, 3 * CR_WAIT_MS));
+	ASSERT_OK(close(p[0]));
+	ASSERT_OK(close(p[1]));
+	ASSERT_OK(close(r));
+	ASSERT_OK(close(s));
+	ASSERT_TRUE(cr_wait_domain_files("segment\n", 0));
+}

@@ -112,17 +112,34 @@ fn entry_path(dir: &[u8], name: &[u8]) -> Vec<u8> {
     path
 }
 
-/// Whether `name` is one of the per-peer files a domain directory holds:
-/// `peer.<serial>`, `pool.<serial>` or `vault.<serial>.<gen>`, in hex.
-fn is_domain_file(name: &[u8]) -> bool {
-    let hex = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_hexdigit);
-    if let Some(serial) = name.strip_prefix(b"peer.").or_else(|| name.strip_prefix(b"pool.")) {
-        return hex(serial);
+/// A per-peer file of a domain directory, named by its entry name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PeerFile {
+    /// `peer.<serial>`: the peer's socket.
+    Socket(u64),
+    /// `pool.<serial>`: the peer's pool.
+    Pool(u64),
+    /// `vault.<serial>.<gen>`: one generation of the peer's fd vault.
+    Vault(u64, u64),
+}
+
+/// Which per-peer file `name` is (numbers in hex), if it is one.
+pub(crate) fn parse_peer_file(name: &[u8]) -> Option<PeerFile> {
+    let hex = |s: &[u8]| {
+        if s.is_empty() || !s.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        u64::from_str_radix(std::str::from_utf8(s).ok()?, 16).ok()
+    };
+    if let Some(serial) = name.strip_prefix(b"peer.") {
+        return hex(serial).map(PeerFile::Socket);
     }
-    match name.strip_prefix(b"vault.").map(|r| r.splitn(2, |b| *b == b'.').collect::<Vec<_>>()) {
-        Some(parts) => parts.len() == 2 && parts.iter().all(|p| hex(p)),
-        None => false,
+    if let Some(serial) = name.strip_prefix(b"pool.") {
+        return hex(serial).map(PeerFile::Pool);
     }
+    let rest = name.strip_prefix(b"vault.")?;
+    let dot = rest.iter().position(|b| *b == b'.')?;
+    Some(PeerFile::Vault(hex(&rest[..dot])?, hex(&rest[dot + 1..])?))
 }
 
 /// Whether a domain left by another version of the shim is still in use:
@@ -286,12 +303,21 @@ impl Domain {
     /// (under the file lock taken in `map`, before a segment is
     /// initialised: no peer of the new segment exists yet).
     fn remove_peer_files(&self) -> Result<()> {
-        for name in sys::dir_names(&cstr(&self.dir)?)? {
-            if is_domain_file(&name) {
-                let _ = sys::unlink(&cstr(&entry_path(&self.dir, &name))?);
-            }
+        for (name, _) in self.peer_files()? {
+            let _ = self.remove_entry(&name);
         }
         Ok(())
+    }
+
+    /// The per-peer files now in the directory, with their names.
+    pub(crate) fn peer_files(&self) -> Result<Vec<(Vec<u8>, PeerFile)>> {
+        let names = sys::dir_names(&cstr(&self.dir)?)?;
+        Ok(names.into_iter().filter_map(|n| parse_peer_file(&n).map(|f| (n, f))).collect())
+    }
+
+    /// Removes the directory entry `name`.
+    pub(crate) fn remove_entry(&self, name: &[u8]) -> Result<()> {
+        sys::unlink(&cstr(&entry_path(&self.dir, name))?)
     }
 
     /// Initialises a new segment (under the file lock taken in `map`).
@@ -454,8 +480,19 @@ impl Domain {
     /// Whether the peer socket of `serial` still exists (some process, or
     /// a message in flight, still holds an fd of it).
     pub fn peer_socket_alive(&self, serial: u64) -> bool {
-        let path = self.peer_path(serial);
-        let Ok(addr) = sys::UnixAddr::new(&path) else { return true };
+        self.socket_alive_at(&self.peer_path(serial))
+    }
+
+    /// Whether vault generation `gen` of `serial` still exists (its
+    /// listening socket is still held, in flight in the peer socket).
+    pub(crate) fn vault_alive(&self, serial: u64, gen: u64) -> bool {
+        self.socket_alive_at(&self.vault_path(serial, gen))
+    }
+
+    /// Whether a socket is bound at socket address `path`; a doubt counts
+    /// as bound.
+    fn socket_alive_at(&self, path: &[u8]) -> bool {
+        let Ok(addr) = sys::UnixAddr::new(path) else { return true };
         let mut l = self.local.lock();
         if l.probe_fd < 0 {
             match internal_socket(libc::SOCK_DGRAM) {
@@ -588,15 +625,21 @@ fn registry_snapshot() -> Vec<Arc<Domain>> {
 
 #[cfg(test)]
 mod tests {
-    use super::is_domain_file;
+    use super::{parse_peer_file, PeerFile};
 
     #[test]
-    fn only_the_bus_files_count_as_domain_files() {
-        for name in ["peer.1", "pool.1f", "vault.a.0", "peer.ffffffff"] {
-            assert!(is_domain_file(name.as_bytes()), "{name}");
+    fn only_the_bus_files_count_as_peer_files() {
+        let cases = [
+            ("peer.1", PeerFile::Socket(1)),
+            ("pool.1f", PeerFile::Pool(0x1f)),
+            ("vault.a.0", PeerFile::Vault(10, 0)),
+            ("peer.ffffffff", PeerFile::Socket(0xffff_ffff)),
+        ];
+        for (name, file) in cases {
+            assert_eq!(parse_peer_file(name.as_bytes()), Some(file), "{name}");
         }
-        for name in ["segment", "peer.", "pool.x", "vault.1", "vault.1.", "peer.1.txt", "poolside", "vault.1.2.3"] {
-            assert!(!is_domain_file(name.as_bytes()), "{name}");
+        for name in ["segment", "peer.", "pool.x", "vault.1", "vault.1.", "peer.1.txt", "poolside", "vault.1.2.3", "peer.+1"] {
+            assert_eq!(parse_peer_file(name.as_bytes()), None, "{name}");
         }
     }
 }

@@ -108,6 +108,7 @@ pub fn execute(tx: &Txn, op: Op) -> Result<()> {
             Ok(())
         }
         Op::Unlink { path } => {
+            crate::crash::point("post-unlink");
             if let Ok(c) = std::ffi::CString::new(path) {
                 let _ = sys::unlink(&c);
             }

@@ -360,4 +360,10 @@ impl Domain {
     pub fn sweep_pools(&self) -> u64 {
         reaper::sweep_pools(self)
     }
+
+    /// Removes now the per-peer files that no peer needs any more (what the
+    /// watcher does every few scans); returns how many.
+    pub fn sweep_files(&self) -> usize {
+        reaper::sweep_files(self)
+    }
 }

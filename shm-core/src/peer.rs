@@ -46,7 +46,7 @@ pub fn all(tx: &Txn) -> Vec<P<PeerRec>> {
     v
 }
 
-/// Creates a peer (8.1): its pool file, its socket (returned: the peer fd)
+/// Creates a peer (8.1): its socket (returned: the peer fd), its pool file
 /// and its record. `sock_flags` are SOCK_CLOEXEC/SOCK_NONBLOCK as the
 /// opener asked.
 pub fn create(dom: &Domain, access: u32, sock_flags: i32) -> Result<(i32, u64, P<PeerRec>)> {
@@ -60,35 +60,39 @@ pub fn create(dom: &Domain, access: u32, sock_flags: i32) -> Result<(i32, u64, P
     let pool_path = sys::cstr(&dom.pool_path(serial))?;
     let sock_path = dom.peer_path(serial);
     let addr = sys::UnixAddr::new(&sock_path)?;
-    let pfd = sys::open(&pool_path, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, 0o600)?;
-    let r = sys::ftruncate(pfd, POOL_SIZE);
-    sys::close(pfd);
-    let cleanup = |fd: Option<i32>| {
-        if let Some(fd) = fd {
-            sys::close(fd);
-        }
+    let cleanup = |fd: i32| {
+        sys::close(fd);
         let _ = sys::unlink(&pool_path);
         if let Ok(c) = sys::cstr(&sock_path) {
             let _ = sys::unlink(&c);
         }
     };
-    if let Err(e) = r {
-        cleanup(None);
+    // The socket is bound before the pool file is made: until the record
+    // is committed, a live socket is what tells the file sweep
+    // (`reaper::sweep_files`) that the opener is still at work.
+    let fd = sys::socket_exact(libc::SOCK_DGRAM | sock_flags)?;
+    if let Err(e) = sys::bind(fd, &addr) {
+        cleanup(fd);
         return Err(e);
     }
-    let fd = match sys::socket_exact(libc::SOCK_DGRAM | sock_flags) {
-        Ok(fd) => fd,
+    let pool = sys::open(&pool_path, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, 0o600).and_then(|pfd| {
+        let r = sys::ftruncate(pfd, POOL_SIZE);
+        sys::close(pfd);
+        r
+    });
+    if let Err(e) = pool {
+        cleanup(fd);
+        return Err(e);
+    }
+    crate::crash::point("open-files-made");
+    let (pidns, userns) = creds::namespaces();
+    let tx = match dom.lock() {
+        Ok(tx) => tx,
         Err(e) => {
-            cleanup(None);
+            cleanup(fd);
             return Err(e);
         }
     };
-    if let Err(e) = sys::bind(fd, &addr) {
-        cleanup(Some(fd));
-        return Err(e);
-    }
-    let (pidns, userns) = creds::namespaces();
-    let tx = dom.lock()?;
     let r = (|| {
         let peer = P::<PeerRec>::from_off(alloc::alloc(&tx, PEER)?);
         let p = tx.rec(peer);
@@ -123,7 +127,7 @@ pub fn create(dom: &Domain, access: u32, sock_flags: i32) -> Result<(i32, u64, P
     match tx.finish(r) {
         Ok(peer) => Ok((fd, serial, peer)),
         Err(e) => {
-            cleanup(Some(fd));
+            cleanup(fd);
             Err(e)
         }
     }

@@ -11,7 +11,7 @@
 //! within a bounded time. The same scan gives back the pool pages the
 //! message path leaves resident (`pool::sweep_idle`).
 
-use crate::domain::Domain;
+use crate::domain::{Domain, PeerFile};
 use crate::layout::*;
 use crate::peer;
 use crate::sys;
@@ -20,6 +20,12 @@ use std::sync::Arc;
 
 /// How often the domain is scanned (by one process).
 pub const SCAN_PERIOD_MS: u64 = 200;
+
+/// The directory is swept for stale files every this many scans (made
+/// by this process): such files are rare, and listing a domain of many
+/// peers is not free.
+const FILE_SWEEP_EVERY: u64 = 5;
+static SCANS: AtomicU64 = AtomicU64::new(0);
 
 static WATCHER: AtomicBool = AtomicBool::new(false);
 static FORK_GEN: AtomicU64 = AtomicU64::new(0);
@@ -89,6 +95,11 @@ fn watch(gen: u64) {
             if now.saturating_sub(last) >= SCAN_PERIOD_MS * 1_000_000 && hdr.scan_lease.compare_exchange(last, now) {
                 scan(&d);
                 sweep_pools(&d);
+                // (Not `is_multiple_of`: the toolchain floor is Rust 1.79.)
+                let phase = SCANS.fetch_add(1, Ordering::Relaxed) % FILE_SWEEP_EVERY;
+                if phase == 0 {
+                    sweep_files(&d);
+                }
             }
         }
     }
@@ -126,6 +137,46 @@ pub fn sweep_pools(dom: &Domain) -> u64 {
     let Ok(tx) = dom.lock() else { return 0 };
     let punched = peer::all(&tx).into_iter().map(|p| crate::pool::sweep_idle(&tx, p)).sum();
     tx.finish(Ok(punched)).unwrap_or(0)
+}
+
+/// Removes the per-peer files that nothing will remove any more, returning
+/// how many: those of an opener killed before its peer's record was
+/// committed, and vault generations whose removal after a commit was cut
+/// short by a kill (txn rule 4; teardown only knows the current two).
+///
+/// Under the domain lock no commit is half done, so a file is stale when
+/// nothing holds its socket: a vault nobody holds in flight, or the socket
+/// and pool of a serial that was handed out (`next_serial`) but has no
+/// record. An opener binds its socket before it makes the pool file
+/// (`peer::create`), so a pool file whose opener is still at work always
+/// comes with a live socket.
+pub fn sweep_files(dom: &Domain) -> usize {
+    let Ok(files) = dom.peer_files() else { return 0 };
+    if files.is_empty() {
+        return 0;
+    }
+    let Ok(tx) = dom.lock() else { return 0 };
+    let next_serial = tx.hdr().next_serial.get();
+    let mut removed = 0;
+    for (name, file) in files {
+        let stale = match file {
+            PeerFile::Socket(s) | PeerFile::Pool(s) => {
+                s < next_serial && peer::lookup_serial(&tx, s).is_none() && !dom.peer_socket_alive(s)
+            }
+            PeerFile::Vault(s, gen) => {
+                let current = peer::lookup_serial(&tx, s).is_some_and(|p| {
+                    let p = tx.rec(p);
+                    p.bell_vault.get() == 1 && p.vault_gen.get() == gen
+                });
+                !current && !dom.vault_alive(s, gen)
+            }
+        };
+        if stale && dom.remove_entry(&name).is_ok() {
+            removed += 1;
+        }
+    }
+    tx.abort();
+    removed
 }
 
 /// Tears down peer `serial` if its socket is really gone.

@@ -583,3 +583,50 @@ fn aborted_send_restores_the_free_list_end() {
         a.slice_release(m.m.offset).unwrap();
     }
 }
+
+/// The file sweep removes per-peer files only when nothing holds them: the
+/// socket and pool of a serial without a record stay while a socket is
+/// bound there (an opener at work) and go once it is closed; a vault file
+/// goes once no socket is bound at it; a live peer's files stay.
+#[test]
+fn file_sweep_removes_only_files_nothing_holds() {
+    use std::os::unix::net::UnixDatagram;
+    let bus = Bus::new("files");
+    let a = bus.peer();
+    let b = bus.peer();
+    let gone = b.peer.serial();
+    drop(b);
+    let dom = a.peer.domain();
+    let names = || {
+        let mut v: Vec<String> = std::fs::read_dir(&bus.dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        v.sort();
+        v
+    };
+    let live = names();
+    // An opener at work on the torn-down serial's files, as far as the
+    // sweep can tell: its socket is bound, its pool file made, no record.
+    let opener = UnixDatagram::bind(bus.dir.join(format!("peer.{gone:x}"))).unwrap();
+    std::fs::write(bus.dir.join(format!("pool.{gone:x}")), b"").unwrap();
+    // A vault generation still held, and one nobody holds any more.
+    let held = UnixDatagram::bind(bus.dir.join(format!("vault.{:x}.7", a.peer.serial()))).unwrap();
+    drop(UnixDatagram::bind(bus.dir.join(format!("vault.{:x}.6", a.peer.serial()))).unwrap());
+    // A serial never handed out is not the sweep's business.
+    std::fs::write(bus.dir.join("pool.ffff"), b"").unwrap();
+    // (The watcher thread may sweep too, so the files are what counts.)
+    let with = |extra: &[String]| {
+        let mut v = live.clone();
+        v.extend_from_slice(extra);
+        v.sort();
+        v
+    };
+    let kept = [format!("peer.{gone:x}"), format!("pool.{gone:x}"), format!("vault.{:x}.7", a.peer.serial()), "pool.ffff".to_string()];
+    assert!(dom.sweep_files() <= 1);
+    assert_eq!(names(), with(&kept));
+    drop(opener);
+    drop(held);
+    assert!(dom.sweep_files() <= 3);
+    assert_eq!(names(), with(&kept[3..]));
+    // The live peer is untouched and works.
+    a.send(&[0x100], b"still here").unwrap();
+    assert_eq!(a.recv().unwrap().payload, b"still here");
+}
