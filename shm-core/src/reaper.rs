@@ -133,10 +133,21 @@ pub fn scan(dom: &Domain) -> usize {
 
 /// Gives back the pages of every pool of `dom` that hold no live slice.
 /// Returns the number of bytes punched.
+///
+/// Each pool is swept in a transaction of its own: punching costs system
+/// calls, and a domain of a thousand idle pools must not stall every other
+/// call for the whole sweep.
 pub fn sweep_pools(dom: &Domain) -> u64 {
     let Ok(tx) = dom.lock() else { return 0 };
-    let punched = peer::all(&tx).into_iter().map(|p| crate::pool::sweep_idle(&tx, p)).sum();
-    tx.finish(Ok(punched)).unwrap_or(0)
+    let serials: Vec<u64> = peer::all(&tx).iter().map(|p| tx.rec(*p).serial.get()).collect();
+    tx.abort();
+    let mut punched = 0;
+    for serial in serials {
+        let Ok(tx) = dom.lock() else { break };
+        let r = peer::lookup_serial(&tx, serial).map_or(0, |p| crate::pool::sweep_idle(&tx, p));
+        punched += tx.finish(Ok(r)).unwrap_or(0);
+    }
+    punched
 }
 
 /// Removes the per-peer files that nothing will remove any more, returning
