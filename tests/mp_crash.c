@@ -1078,6 +1078,32 @@ TEST(cr_open_killed_before_record)
 	ASSERT_TRUE(cr_wait_domain_files("segment\n", 0));
 }
 
+/* Opens a peer and closes it (the engine kills us inside the close). */
+T_CHILD(cr_open_close)
+{
+	ASSERT_EQ(argc, 0);
+	close(b1_open());
+	return 3;
+}
+
+/*
+ * §8.5 with txn rule 4: a process killed inside the close that tore its peer
+ * down, after the teardown committed and before the peer's files were
+ * removed, leaves files no record names; the scan removes them.
+ */
+TEST(cr_close_killed_before_files_removed)
+{
+	int r = b1_open();
+	char want[4096], files[4096];
+
+	ASSERT_EQ(mp_domain_files(want, sizeof(want), NULL), 3);
+	MP_EXPECT_KILLED(mp_spawn("post-unlink", "cr_open_close", NULL));
+	ASSERT_EQ(mp_domain_files(files, sizeof(files), NULL), 5);
+	ASSERT_TRUE(cr_wait_domain_files(want, 3 * CR_WAIT_MS));
+	ASSERT_OK(close(r));
+	ASSERT_TRUE(cr_wait_domain_files("segment\n", 0));
+}
+
 /*
  * txn rule 4: a receiver killed between the commit of the RECV that emptied
  * its queue and the removal of its fd vault's socket file leaves that file;
