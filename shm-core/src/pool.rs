@@ -252,6 +252,20 @@ fn whole_pages(rr: &Region, from: u64, dirty_end: u64) -> Option<(u64, u64)> {
     (end > start).then_some((start, end - start))
 }
 
+/// Whether `peer`'s pool has a free region that [`sweep_idle`] has not
+/// swept since it last grew.
+pub(crate) fn has_unswept(tx: &Txn, peer: P<PeerRec>) -> bool {
+    let mut r = tx.rec(peer).pool_free.get();
+    while !r.is_null() {
+        let rr = tx.rec(r);
+        if rr.clean.get() != CLEAN_ALL {
+            return true;
+        }
+        r = rr.fnext.get();
+    }
+    false
+}
+
 /// Gives back every page of `peer`'s pool that no live slice uses, the
 /// first MiB and a small free tail included: the periodic scan's part of
 /// the pool's memory rule, for pools the message path left pages in.

@@ -134,12 +134,16 @@ pub fn scan(dom: &Domain) -> usize {
 /// Gives back the pages of every pool of `dom` that hold no live slice.
 /// Returns the number of bytes punched.
 ///
-/// Each pool is swept in a transaction of its own: punching costs system
-/// calls, and a domain of a thousand idle pools must not stall every other
-/// call for the whole sweep.
+/// Each pool with something to give back is swept in a transaction of its
+/// own: punching costs system calls, and a domain of a thousand pools that
+/// just went idle must not stall every other call for the whole sweep.
 pub fn sweep_pools(dom: &Domain) -> u64 {
     let Ok(tx) = dom.lock() else { return 0 };
-    let serials: Vec<u64> = peer::all(&tx).iter().map(|p| tx.rec(*p).serial.get()).collect();
+    let serials: Vec<u64> = peer::all(&tx)
+        .into_iter()
+        .filter(|p| crate::pool::has_unswept(&tx, *p))
+        .map(|p| tx.rec(p).serial.get())
+        .collect();
     tx.abort();
     let mut punched = 0;
     for serial in serials {
