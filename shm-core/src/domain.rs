@@ -41,6 +41,9 @@ pub(crate) struct Local {
     ring_fd: i32,
     /// Socket used to test whether a peer socket still exists.
     probe_fd: i32,
+    /// The domain directory, kept open for the watcher's file sweep so that
+    /// the sweep takes no descriptor number from the application.
+    dir_fd: i32,
     /// Sockets connected to recently rung peers: (serial, fd, last use).
     /// Ringing through them spares the kernel a path lookup per token.
     bells: Vec<(u64, i32, u64)>,
@@ -261,6 +264,7 @@ impl Domain {
                     pools: HashMap::new(),
                     ring_fd: -1,
                     probe_fd: -1,
+                    dir_fd: -1,
                     bells: Vec::new(),
                     bell_clock: 0,
                 }),
@@ -309,9 +313,18 @@ impl Domain {
         Ok(())
     }
 
-    /// The per-peer files now in the directory, with their names.
+    /// The per-peer files now in the directory, with their names. Read
+    /// through a long-lived internal descriptor: the watcher calls this
+    /// periodically, and a descriptor opened for the occasion could take
+    /// the last free number from an application working at its limit.
     pub(crate) fn peer_files(&self) -> Result<Vec<(Vec<u8>, PeerFile)>> {
-        let names = sys::dir_names(&cstr(&self.dir)?)?;
+        let names = {
+            let mut l = self.local.lock();
+            if l.dir_fd < 0 {
+                l.dir_fd = internal_fd(sys::open(&cstr(&self.dir)?, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC, 0)?);
+            }
+            sys::dir_names_at(l.dir_fd)?
+        };
         Ok(names.into_iter().filter_map(|n| parse_peer_file(&n).map(|f| (n, f))).collect())
     }
 
@@ -374,6 +387,12 @@ impl Domain {
         let b = self.pool_base_slow(serial)?;
         LAST_POOL.with(|c| c.set((me, serial, gen, b as usize)));
         Ok(b)
+    }
+
+    /// This process's read-write mapping of `serial`'s pool, if it has one
+    /// already (nothing is opened or mapped).
+    pub(crate) fn mapped_pool_base(&self, serial: u64) -> Option<*mut u8> {
+        self.local.lock().pools.get(&serial).map(|&b| b as *mut u8)
     }
 
     fn pool_base_slow(&self, serial: u64) -> Result<*mut u8> {
@@ -547,7 +566,12 @@ fn internal_fd_floor() -> i32 {
 
 /// Creates a long-lived internal socket at a high descriptor number.
 fn internal_socket(ty: i32) -> Result<i32> {
-    let fd = sys::socket(ty)?;
+    Ok(internal_fd(sys::socket(ty)?))
+}
+
+/// Moves a new long-lived internal descriptor to a high number and
+/// remembers it as internal.
+fn internal_fd(fd: i32) -> i32 {
     let high = sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, internal_fd_floor() as libc::c_long);
     let fd = match high {
         Ok(h) => {
@@ -557,7 +581,7 @@ fn internal_socket(ty: i32) -> Result<i32> {
         Err(_) => fd,
     };
     remember_internal(fd);
-    Ok(fd)
+    fd
 }
 
 /// Moves an internal descriptor out of the way of `fd` (the application
@@ -569,7 +593,7 @@ pub fn evict_internal_fd(fd: i32) -> bool {
     for d in Domain::attached() {
         let mut guard = d.local.lock();
         let l = &mut *guard;
-        for slot in [&mut l.ring_fd, &mut l.probe_fd] {
+        for slot in [&mut l.ring_fd, &mut l.probe_fd, &mut l.dir_fd] {
             if *slot == fd {
                 if let Ok(n) = sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, internal_fd_floor() as libc::c_long) {
                     forget_internal(fd);

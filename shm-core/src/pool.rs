@@ -295,14 +295,21 @@ pub(crate) fn sweep_idle(tx: &Txn, peer: P<PeerRec>) -> u64 {
     if holes.is_empty() {
         return 0;
     }
+    let punched_by = |punch: &dyn Fn(u64, u64) -> bool| holes.iter().filter(|&&(off, len)| punch(off, len)).map(|&(_, len)| len).sum();
+    // Through this process's mapping when it has one: a descriptor opened
+    // for the occasion could take the last free number from an application
+    // working at its limit.
+    if let Some(base) = tx.domain().mapped_pool_base(p.serial.get()) {
+        // SAFETY: each hole lies inside the mapped pool and in a free region
+        // of its committed state; the domain lock keeps anyone from
+        // allocating there meanwhile.
+        return punched_by(&|off, len| unsafe { crate::sys::madvise_remove(base.add(off as usize), len as usize) }.is_ok());
+    }
     let path = tx.domain().pool_path(p.serial.get());
     let Ok(fd) = crate::sys::cstr(&path).and_then(|c| crate::sys::open(&c, libc::O_RDWR, 0)) else { return 0 };
-    let mut punched = 0;
-    for (off, len) in holes {
-        if crate::sys::fallocate(fd, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, off, len).is_ok() {
-            punched += len;
-        }
-    }
+    let punched = punched_by(&|off, len| {
+        crate::sys::fallocate(fd, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, off, len).is_ok()
+    });
     crate::sys::close(fd);
     punched
 }

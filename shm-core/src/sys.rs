@@ -97,6 +97,15 @@ pub fn read_file(path: &CStr) -> Result<Vec<u8>> {
 /// The names of the entries of a directory (without `.` and `..`).
 pub fn dir_names(path: &CStr) -> Result<Vec<Vec<u8>>> {
     let fd = open(path, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    let r = dir_names_at(fd);
+    close(fd);
+    r
+}
+
+/// The entry names of the open directory `fd`, read from its start.
+pub fn dir_names_at(fd: c_int) -> Result<Vec<Vec<u8>>> {
+    // SAFETY: plain integer arguments.
+    retry(|| unsafe { libc::syscall(libc::SYS_lseek, fd, 0i64, libc::SEEK_SET) })?;
     let mut names = Vec::new();
     // u64 elements keep the records 8-byte aligned.
     let mut buf = vec![0u64; 4096];
@@ -124,7 +133,6 @@ pub fn dir_names(path: &CStr) -> Result<Vec<Vec<u8>>> {
             at += reclen;
         }
     };
-    close(fd);
     r
 }
 
