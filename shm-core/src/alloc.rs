@@ -82,7 +82,7 @@ pub fn check_free_lists(tx: &Txn) -> core::result::Result<(), String> {
         let mut b = hdr.free_heads[class].get();
         let mut n = 0u64;
         while b != 0 {
-            if !b.is_multiple_of(bsize.min(4096)) || b < HEAP_OFF || b + bsize > top {
+            if b % bsize.min(4096) != 0 || b < HEAP_OFF || b + bsize > top {
                 return Err(format!("bad free block {b:#x} in class {class} at position {n}"));
             }
             b = tx.dom.seg.cells(b, 1)[0].get();

@@ -95,9 +95,7 @@ fn watch(gen: u64) {
             if now.saturating_sub(last) >= SCAN_PERIOD_MS * 1_000_000 && hdr.scan_lease.compare_exchange(last, now) {
                 scan(&d);
                 sweep_pools(&d);
-                // (Not `is_multiple_of`: the toolchain floor is Rust 1.79.)
-                let phase = SCANS.fetch_add(1, Ordering::Relaxed) % FILE_SWEEP_EVERY;
-                if phase == 0 {
+                if SCANS.fetch_add(1, Ordering::Relaxed) % FILE_SWEEP_EVERY == 0 {
                     sweep_files(&d);
                 }
             }

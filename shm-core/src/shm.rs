@@ -166,7 +166,7 @@ impl Segment {
     pub fn rec<T>(&self, p: P<T>) -> &T {
         let off = p.off() as usize;
         assert!(
-            off != 0 && off.is_multiple_of(core::mem::align_of::<T>()) && off + core::mem::size_of::<T>() <= self.len,
+            off != 0 && off % core::mem::align_of::<T>() == 0 && off + core::mem::size_of::<T>() <= self.len,
             "bad shared offset {off:#x}"
         );
         // SAFETY: in bounds and aligned (checked above); records consist of
@@ -197,7 +197,7 @@ impl Segment {
     /// `n` consecutive u64 cells at `off` (undo log, hash table slots).
     pub(crate) fn cells(&self, off: u64, n: usize) -> &[Cell<u64>] {
         let p = self.raw(off, n * 8);
-        assert!(off.is_multiple_of(8));
+        assert!(off % 8 == 0);
         // SAFETY: in bounds and aligned; Cell<u64> is valid for any bits.
         unsafe { core::slice::from_raw_parts(p as *const Cell<u64>, n) }
     }

@@ -10,7 +10,7 @@
 use crate::errno::{Errno, Result};
 use libc::{c_int, c_long, c_void};
 use std::ffi::{CStr, CString};
-use std::mem::{size_of, zeroed, MaybeUninit};
+use std::mem::{size_of, size_of_val, zeroed, MaybeUninit};
 
 fn check(r: c_long) -> Result<c_long> {
     if r < 0 {
