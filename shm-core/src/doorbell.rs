@@ -109,7 +109,7 @@ pub fn execute(tx: &Txn, op: Op) -> Result<()> {
         }
         Op::Unlink { path } => {
             crate::crash::point("post-unlink");
-            if let Ok(c) = std::ffi::CString::new(path) {
+            if let Ok(c) = sys::cstr(&path) {
                 let _ = sys::unlink(&c);
             }
             Ok(())
@@ -172,7 +172,7 @@ fn bind_fresh(fd: i32, addr: &UnixAddr, path: &[u8]) -> Result<()> {
     match sys::bind(fd, addr) {
         Err(Errno(libc::EADDRINUSE)) => {
             // A stale file of a generation that was rolled back.
-            let c = std::ffi::CString::new(path).map_err(|_| Errno::EINVAL)?;
+            let c = sys::cstr(path)?;
             let _ = sys::unlink(&c);
             sys::bind(fd, addr)
         }
@@ -347,7 +347,7 @@ pub fn resync(tx: &Txn, peer: P<PeerRec>, fd: i32) -> Result<()> {
         }
     }
     if had_vault && p.bell_vault.get() == 0 {
-        if let Ok(c) = std::ffi::CString::new(dom.vault_path(serial, p.vault_gen.get())) {
+        if let Ok(c) = sys::cstr(&dom.vault_path(serial, p.vault_gen.get())) {
             let _ = sys::unlink(&c);
         }
     }

@@ -299,7 +299,7 @@ impl Peer {
         if prot & libc::PROT_WRITE != 0 {
             return Err(Errno::EPERM);
         }
-        let path = std::ffi::CString::new(self.dom.pool_path(self.serial)).map_err(|_| Errno::EINVAL)?;
+        let path = sys::cstr(&self.dom.pool_path(self.serial))?;
         sys::open(&path, libc::O_RDONLY, 0).map_err(|_| Errno::ESHUTDOWN)
     }
 

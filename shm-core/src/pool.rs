@@ -225,21 +225,25 @@ pub(crate) fn execute_sweep(tx: &Txn, peer: P<PeerRec>, serial: u64) {
     let Some(base) = live_pool_base(tx, peer, serial) else { return };
     let p = tx.rec(peer);
     let dirty_end = p.pool_dirty_end.get().div_ceil(PAGE) * PAGE;
-    let mut r = p.pool_free.get();
-    while !r.is_null() {
-        let rr = tx.rec(r);
-        if rr.clean.get() == DIRTY {
-            if let Some((start, len)) = whole_pages(rr, TRIM_KEEP, dirty_end) {
-                // SAFETY: [start, start+len) lies inside the mapped pool
-                // and in a free region of its committed state; the domain
-                // lock keeps anyone from allocating there meanwhile.
-                let _ = unsafe { crate::sys::madvise_remove(base.add(start as usize), len as usize) };
-            }
-            tx.set(&rr.clean, CLEAN_BEYOND_KEEP);
-            crate::crash::point("sweep-marked");
+    for rr in free_regions(tx, peer).filter(|rr| rr.clean.get() == DIRTY) {
+        if let Some((start, len)) = whole_pages(rr, TRIM_KEEP, dirty_end) {
+            // SAFETY: [start, start+len) lies inside the mapped pool and in
+            // a free region of its committed state; the domain lock keeps
+            // anyone from allocating there meanwhile.
+            let _ = unsafe { crate::sys::madvise_remove(base.add(start as usize), len as usize) };
         }
-        r = rr.fnext.get();
+        tx.set(&rr.clean, CLEAN_BEYOND_KEEP);
+        crate::crash::point("sweep-marked");
     }
+}
+
+/// The free regions of `peer`'s pool, in free-list order.
+fn free_regions<'t, 'd>(tx: &'t Txn<'d>, peer: P<PeerRec>) -> impl Iterator<Item = &'d Region> + 't {
+    let first = tx.rec(peer).pool_free.get();
+    core::iter::successors((!first.is_null()).then(|| tx.rec(first)), move |rr| {
+        let next = rr.fnext.get();
+        (!next.is_null()).then(|| tx.rec(next))
+    })
 }
 
 /// The whole pages of free region `rr` from `from` on and below
@@ -255,15 +259,7 @@ fn whole_pages(rr: &Region, from: u64, dirty_end: u64) -> Option<(u64, u64)> {
 /// Whether `peer`'s pool has a free region that [`sweep_idle`] has not
 /// swept since it last grew.
 pub(crate) fn has_unswept(tx: &Txn, peer: P<PeerRec>) -> bool {
-    let mut r = tx.rec(peer).pool_free.get();
-    while !r.is_null() {
-        let rr = tx.rec(r);
-        if rr.clean.get() != CLEAN_ALL {
-            return true;
-        }
-        r = rr.fnext.get();
-    }
-    false
+    free_regions(tx, peer).any(|rr| rr.clean.get() != CLEAN_ALL)
 }
 
 /// Gives back every page of `peer`'s pool that no live slice uses, the
@@ -271,26 +267,22 @@ pub(crate) fn has_unswept(tx: &Txn, peer: P<PeerRec>) -> bool {
 /// the pool's memory rule, for pools the message path left pages in.
 /// Runs inside the caller's transaction, which holds the domain lock, so
 /// nobody allocates in a free region meanwhile; the holes are punched
-/// through the pool file, which the scanning process need not map.
+/// through this process's mapping of the pool if it has one, else through
+/// the pool file (the scanning process need not map every pool).
 /// Returns the number of bytes punched.
 pub(crate) fn sweep_idle(tx: &Txn, peer: P<PeerRec>) -> u64 {
     let p = tx.rec(peer);
     let dirty_end = p.pool_dirty_end.get().div_ceil(PAGE) * PAGE;
     let mut holes = Vec::new();
-    let mut r = p.pool_free.get();
-    while !r.is_null() {
-        let rr = tx.rec(r);
-        if rr.clean.get() != CLEAN_ALL {
-            if let Some((start, len)) = whole_pages(rr, 0, dirty_end) {
-                holes.push((start, len));
-                if rr.next.get().is_null() {
-                    // The free tail: nothing beyond `start` is resident now.
-                    tx.set(&p.pool_dirty_end, start);
-                }
+    for rr in free_regions(tx, peer).filter(|rr| rr.clean.get() != CLEAN_ALL) {
+        if let Some((start, len)) = whole_pages(rr, 0, dirty_end) {
+            holes.push((start, len));
+            if rr.next.get().is_null() {
+                // The free tail: nothing beyond `start` is resident now.
+                tx.set(&p.pool_dirty_end, start);
             }
-            tx.set(&rr.clean, CLEAN_ALL);
         }
-        r = rr.fnext.get();
+        tx.set(&rr.clean, CLEAN_ALL);
     }
     if holes.is_empty() {
         return 0;
