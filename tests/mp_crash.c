@@ -792,7 +792,7 @@ TEST_TIMEOUT(cr_random_kill_stress, 60)
 	unsigned seed = (unsigned)time(NULL) ^ getpid();
 	int inst = 0, data = 0, killed = 0;
 	long long txns = 0;
-	char before[8192], after[8192];
+	char before[8192];
 
 	for (int i = 0; i < CR_MAX_INST * 3; i++)
 		last[i] = -1;
@@ -859,18 +859,7 @@ TEST_TIMEOUT(cr_random_kill_stress, 60)
 	for (int i = 0; i < 3; i++)
 		cr_expect_pool_empty(p, pid_[i], r[i]);
 	/* every dead sender was torn down: only our peers' files remain */
-	{
-		double t0 = mp_now_ms();
-
-		for (;;) {
-			mp_domain_files(after, sizeof(after), NULL);
-			if (!strcmp(before, after) || mp_now_ms() - t0 > CR_WAIT_MS)
-				break;
-			mp_sleep_ms(20);
-		}
-		if (strcmp(before, after))
-			t_fail(__FILE__, __LINE__, "domain files left behind:\n%s--- expected:\n%s", after, before);
-	}
+	mp_expect_domain_files(before, CR_WAIT_MS);
 }
 
 /* -------------------------------------------------- receiver killed */
@@ -1021,27 +1010,10 @@ TEST(cr_send_fd_killed_after_vault_created)
 	ASSERT_EQ(b1_slice_release(r, m.msg.offset), 0);
 	ASSERT_OK(close(r));
 	ASSERT_OK(close(s));
-	mp_domain_files(files, sizeof(files), NULL);
-	ASSERT_EQ(strcmp(files, "segment\n"), 0);
+	mp_expect_domain_files("segment\n", 0);
 }
 
 /* ------------------------------------------- files left by a killed process */
-
-/* Waits until the domain directory lists exactly `want`; returns whether it did. */
-static int cr_wait_domain_files(const char *want, unsigned ms)
-{
-	char files[4096];
-	double end = mp_now_ms() + ms;
-
-	do {
-		mp_domain_files(files, sizeof(files), NULL);
-		if (!strcmp(files, want))
-			return 1;
-		mp_sleep_ms(20);
-	} while (mp_now_ms() < end);
-	fprintf(stderr, "    domain files:\n%s    wanted:\n%s", files, want);
-	return 0;
-}
 
 /* Opens a peer (the engine kills us inside). */
 T_CHILD(cr_open)
@@ -1067,7 +1039,7 @@ TEST(cr_open_killed_before_record)
 	ASSERT_EQ(mp_domain_files(want, sizeof(want), NULL), 3);
 	MP_EXPECT_KILLED(mp_spawn("open-files-made", "cr_open", NULL));
 	ASSERT_EQ(mp_domain_files(files, sizeof(files), NULL), 5);
-	ASSERT_TRUE(cr_wait_domain_files(want, 3 * CR_WAIT_MS));
+	mp_expect_domain_files(want, 3 * CR_WAIT_MS);
 	s = b1_open();
 	ASSERT_EQ(b1_transfer(r, 0x100, s, &id), 0);
 	ASSERT_EQ(b1_send_one(s, id, "x", 1), 0);
@@ -1075,7 +1047,7 @@ TEST(cr_open_killed_before_record)
 	ASSERT_EQ(b1_slice_release(r, m.msg.offset), 0);
 	ASSERT_OK(close(r));
 	ASSERT_OK(close(s));
-	ASSERT_TRUE(cr_wait_domain_files("segment\n", 0));
+	mp_expect_domain_files("segment\n", 0);
 }
 
 /* Opens a peer and closes it (the engine kills us inside the close). */
@@ -1099,9 +1071,9 @@ TEST(cr_close_killed_before_files_removed)
 	ASSERT_EQ(mp_domain_files(want, sizeof(want), NULL), 3);
 	MP_EXPECT_KILLED(mp_spawn("post-unlink", "cr_open_close", NULL));
 	ASSERT_EQ(mp_domain_files(files, sizeof(files), NULL), 5);
-	ASSERT_TRUE(cr_wait_domain_files(want, 3 * CR_WAIT_MS));
+	mp_expect_domain_files(want, 3 * CR_WAIT_MS);
 	ASSERT_OK(close(r));
-	ASSERT_TRUE(cr_wait_domain_files("segment\n", 0));
+	mp_expect_domain_files("segment\n", 0);
 }
 
 /*
@@ -1134,10 +1106,10 @@ TEST(cr_recv_killed_before_vault_unlink)
 	memcpy(&got, pool + m.msg.offset + ((m.msg.n_bytes + 7) & ~7ULL), sizeof(got));
 	ASSERT_OK(close(got));
 	ASSERT_EQ(b1_slice_release(r, m.msg.offset), 0);
-	ASSERT_TRUE(cr_wait_domain_files(want, 3 * CR_WAIT_MS));
+	mp_expect_domain_files(want, 3 * CR_WAIT_MS);
 	ASSERT_OK(close(p[0]));
 	ASSERT_OK(close(p[1]));
 	ASSERT_OK(close(r));
 	ASSERT_OK(close(s));
-	ASSERT_TRUE(cr_wait_domain_files("segment\n", 0));
+	mp_expect_domain_files("segment\n", 0);
 }

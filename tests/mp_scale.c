@@ -35,26 +35,6 @@ static void sc_need_fds(rlim_t need)
 		       (unsigned long long)lim, (unsigned long long)need);
 }
 
-/* Waits until the domain directory lists exactly `want`. */
-static void sc_expect_files(const char *want)
-{
-	char got[1 << 16];
-	double t0 = mp_now_ms();
-
-	for (;;) {
-		mp_domain_files(got, sizeof(got), NULL);
-		if (!strcmp(got, want) || mp_now_ms() - t0 > SC_WAIT_MS)
-			break;
-		mp_sleep_ms(20);
-	}
-	if (strcmp(got, want)) {
-		size_t n = strlen(got);
-
-		t_fail(__FILE__, __LINE__, "domain files (%zu bytes of names), first ones:\n%.400s\n--- expected:\n%s",
-		       n, got, want);
-	}
-}
-
 static uint64_t sc_slice_u64(const uint8_t *pool, const struct bus1_cmd_recv *m, unsigned j)
 {
 	uint64_t v;
@@ -162,7 +142,7 @@ static void sc_thousand_round(int *fds, int np, const char *hub_files)
 		ASSERT_EQ(b1_release(fds[0], hub_ids[i]), 0);
 	ASSERT_EQ(b1_release(fds[0], ring[0]), 0);
 	ASSERT_EQ(b1_release(fds[0], ring[0]), -ENXIO);
-	sc_expect_files(hub_files);
+	mp_expect_domain_files(hub_files, SC_WAIT_MS);
 	munmap((void *)hub_pool, B1_POOL_SIZE);
 }
 
@@ -189,7 +169,7 @@ TEST_TIMEOUT(sc_thousand_peers_one_process, 60)
 	ASSERT_GT(seg1, 0);
 	ASSERT_LE(seg2 - seg1, SC_SLACK_BLOCKS);
 	ASSERT_OK(close(fds[0]));
-	sc_expect_files("segment\n");
+	mp_expect_domain_files("segment\n", SC_WAIT_MS);
 	printf("    note: %d rounds of %d peers in %.0f ms, segment %lld KiB\n", SC_WARMUP + SC_MEASURED, NP,
 	       mp_now_ms() - t0, seg1 / 2);
 }
@@ -370,12 +350,12 @@ TEST_TIMEOUT(sc_fifty_processes_twenty_peers, 80)
 	mp_domain_files(reg_files, sizeof(reg_files), NULL);
 	for (int k = 0; k < SC_WARMUP; k++) {
 		sc_fifty_round(reg, pool);
-		sc_expect_files(reg_files);
+		mp_expect_domain_files(reg_files, SC_WAIT_MS);
 	}
 	seg1 = mp_domain_file_blocks("segment");
 	for (int k = 0; k < SC_MEASURED; k++) {
 		sc_fifty_round(reg, pool);
-		sc_expect_files(reg_files);
+		mp_expect_domain_files(reg_files, SC_WAIT_MS);
 	}
 	seg2 = mp_domain_file_blocks("segment");
 	/*
@@ -393,13 +373,13 @@ TEST_TIMEOUT(sc_fifty_processes_twenty_peers, 80)
 		       (seg2 - seg1) / 2, SC_MEASURED);
 		for (int k = 0; k < SC_MEASURED; k++) {
 			sc_fifty_round(reg, pool);
-			sc_expect_files(reg_files);
+			mp_expect_domain_files(reg_files, SC_WAIT_MS);
 		}
 		seg3 = mp_domain_file_blocks("segment");
 		ASSERT_LE(seg3 - seg2, SC_SLACK_BLOCKS);
 	}
 	ASSERT_OK(close(reg));
-	sc_expect_files("segment\n");
+	mp_expect_domain_files("segment\n", SC_WAIT_MS);
 	printf("    note: %d rounds of 50×20 peers in %.0f ms\n", SC_WARMUP + SC_MEASURED, mp_now_ms() - t0);
 }
 
@@ -534,7 +514,7 @@ TEST_TIMEOUT(sc_concurrent_first_attach, 30)
 		pid[i] = mp_spawn(NULL, "sc_attach", "5", NULL);
 	for (int i = 0; i < NPROC; i++)
 		MP_EXPECT_OK(pid[i]);
-	sc_expect_files("segment\n");
+	mp_expect_domain_files("segment\n", SC_WAIT_MS);
 	/* the bus still works for a newcomer: a peer adds its socket and pool */
 	{
 		int fd = b1_open();
@@ -544,5 +524,5 @@ TEST_TIMEOUT(sc_concurrent_first_attach, 30)
 		ASSERT_EQ(b1_send_one(fd, SC_NODE, "me", 2), 0);
 		ASSERT_OK(close(fd));
 	}
-	sc_expect_files("segment\n");
+	mp_expect_domain_files("segment\n", SC_WAIT_MS);
 }

@@ -429,10 +429,9 @@ static int td_flood(int fd, uint64_t dest)
 TEST(td_queue_pool_quota_freed)
 {
 	int s = b1_open(), x, y;
-	char before[4096], during[4096], after[4096];
+	char before[4096], during[4096];
 	uint64_t idx, idy;
 	int go[2];
-	double t0;
 	pid_t pid;
 
 	mp_domain_files(before, sizeof(before), NULL);
@@ -457,15 +456,7 @@ TEST(td_queue_pool_quota_freed)
 	ASSERT_EQ(td_flood(s, idx), 8192);
 	mp_write(go[1], "q", 1);
 	MP_EXPECT_OK(pid);
-	t0 = mp_now_ms();
-	for (;;) {
-		mp_domain_files(after, sizeof(after), NULL);
-		if (!strcmp(before, after) || mp_now_ms() - t0 > TD_WAIT_MS)
-			break;
-		mp_sleep_ms(20);
-	}
-	if (strcmp(before, after))
-		t_fail(__FILE__, __LINE__, "domain files not removed:\n%s--- expected:\n%s", after, before);
+	mp_expect_domain_files(before, TD_WAIT_MS);
 	MP_EXPECT_NOTE(s, BUS1_MSG_NODE_DESTROY, idx, TD_WAIT_MS);
 	/* the 8192 queued slices were refunded to the user */
 	y = b1_open();

@@ -353,6 +353,27 @@ static inline int mp_domain_files(char *buf, size_t size, unsigned long long *bl
 }
 
 /* st_blocks of one file of the domain directory (-1 if missing). */
+/*
+ * Waits up to `ms` until the domain directory lists exactly `want` (as
+ * mp_domain_files() prints it); fails the case with both lists otherwise.
+ */
+#define mp_expect_domain_files(want, ms) mp_expect_domain_files_at(__FILE__, __LINE__, (want), (ms))
+static inline void mp_expect_domain_files_at(const char *file, int line, const char *want, unsigned ms)
+{
+	static char got[1 << 16];
+	double t0 = mp_now_ms();
+
+	for (;;) {
+		mp_domain_files(got, sizeof(got), NULL);
+		if (!strcmp(got, want) || mp_now_ms() - t0 >= ms)
+			break;
+		mp_sleep_ms(20);
+	}
+	if (strcmp(got, want))
+		t_fail(file, line, "domain files (%zu bytes of names), first ones:\n%.400s\n--- expected:\n%s",
+		       strlen(got), got, want);
+}
+
 static inline long long mp_domain_file_blocks(const char *name)
 {
 	char path[4096];
