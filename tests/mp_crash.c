@@ -985,6 +985,22 @@ T_CHILD(cr_send_with_fd)
 }
 
 /*
+ * The bus still works: one message from s reaches r through handle `id`;
+ * once both are closed, only the segment is left in the domain.
+ */
+static void cr_message_then_close(int r, int s, uint64_t id)
+{
+	struct bus1_cmd_recv m;
+
+	ASSERT_EQ(b1_send_one(s, id, "x", 1), 0);
+	ASSERT_EQ(b1_recv(r, &m, 0), 0);
+	ASSERT_EQ(b1_slice_release(r, m.msg.offset), 0);
+	ASSERT_OK(close(r));
+	ASSERT_OK(close(s));
+	mp_expect_domain_files("segment\n", 0);
+}
+
+/*
  * §8.6: killed right after the commit created the receiver's fd vault
  * (its first side effect), before the carrier went out: the send is rolled
  * back, and the vault's socket file, which no committed state names, goes
@@ -1005,12 +1021,7 @@ TEST(cr_send_fd_killed_after_vault_created)
 	mp_domain_files(files, sizeof(files), NULL);
 	ASSERT_TRUE(strstr(files, "vault.") != NULL);
 	/* the bus still carries fds to r */
-	ASSERT_EQ(b1_send_one(s, id, "x", 1), 0);
-	ASSERT_EQ(b1_recv(r, &m, 0), 0);
-	ASSERT_EQ(b1_slice_release(r, m.msg.offset), 0);
-	ASSERT_OK(close(r));
-	ASSERT_OK(close(s));
-	mp_expect_domain_files("segment\n", 0);
+	cr_message_then_close(r, s, id);
 }
 
 /* ------------------------------------------- files left by a killed process */
@@ -1033,7 +1044,6 @@ TEST(cr_open_killed_before_record)
 {
 	int r = b1_open(), s;
 	char want[4096], files[4096];
-	struct bus1_cmd_recv m;
 	uint64_t id;
 
 	ASSERT_EQ(mp_domain_files(want, sizeof(want), NULL), 3);
@@ -1042,12 +1052,7 @@ TEST(cr_open_killed_before_record)
 	mp_expect_domain_files(want, 3 * CR_WAIT_MS);
 	s = b1_open();
 	ASSERT_EQ(b1_transfer(r, 0x100, s, &id), 0);
-	ASSERT_EQ(b1_send_one(s, id, "x", 1), 0);
-	ASSERT_EQ(b1_recv(r, &m, 0), 0);
-	ASSERT_EQ(b1_slice_release(r, m.msg.offset), 0);
-	ASSERT_OK(close(r));
-	ASSERT_OK(close(s));
-	mp_expect_domain_files("segment\n", 0);
+	cr_message_then_close(r, s, id);
 }
 
 /* Opens a peer and closes it (the engine kills us inside the close). */
