@@ -102,6 +102,10 @@ pub struct Txn<'d> {
     ops: RefCell<Vec<Op>>,
     post: RefCell<Vec<Op>>,
     finished: bool,
+    /// This transaction's copy of the header's `log_len` (it is the only
+    /// writer while it holds the lock), so that logging a write reads no
+    /// shared memory.
+    log_len: core::cell::Cell<u64>,
     /// Set by SEND: a receiver whose socket is gone fails the commit with
     /// [`Errno::PEER_GONE`] instead of being rung silently.
     live_receivers: core::cell::Cell<bool>,
@@ -173,13 +177,14 @@ impl Domain {
             ops: RefCell::new(l.ops),
             post: RefCell::new(l.post),
             finished: false,
+            log_len: core::cell::Cell::new(self.seg.at0::<Header>().log_len.load()),
             live_receivers: core::cell::Cell::new(false),
             #[cfg(debug_assertions)]
             fresh: RefCell::default(),
         };
         match r {
             0 => {
-                if tx.hdr().log_len.load() != 0 {
+                if tx.log_len.get() != 0 {
                     // A previous holder in this process aborted without
                     // cleaning up (cannot happen unless a panic unwound
                     // through a transaction); treat it like a dead holder.
@@ -267,14 +272,21 @@ impl<'d> Txn<'d> {
         self.dom
     }
 
+    /// Publishes the number of valid undo entries.
+    #[inline]
+    fn set_log_len(&self, n: u64) {
+        self.log_len.set(n);
+        self.hdr().log_len.store(n);
+    }
+
+    #[inline(always)]
     fn log_entry(&self, off: u64, old: u64, meta: u64) -> Result<()> {
-        let hdr = self.hdr();
-        let n = hdr.log_len.load();
+        let n = self.log_len.get();
         if n >= LOG_CAP {
             return Err(Errno::ENOMEM);
         }
         self.dom.seg.write_log_entry(LOG_OFF, n, [off, old, meta]);
-        hdr.log_len.store(n + 1);
+        self.set_log_len(n + 1);
         Ok(())
     }
 
@@ -294,11 +306,18 @@ impl<'d> Txn<'d> {
     /// writes), the transaction is made impossible to commit: the caller's
     /// next fallible step (or commit) reports ENOMEM and everything is
     /// undone.
+    #[inline(always)]
     fn log_write(&self, addr: usize, old: u64, size: u64) {
         let off = self.dom.seg.off_of(addr);
         if self.log_entry(off, old, KIND_WRITE | (size << 8)).is_err() {
-            self.ops.borrow_mut().push(Op::Fail(Errno::ENOMEM));
+            self.log_full();
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn log_full(&self) {
+        self.ops.borrow_mut().push(Op::Fail(Errno::ENOMEM));
     }
 
     /// Logs the current value of a word that unlogged writes are about to
@@ -372,7 +391,7 @@ impl<'d> Txn<'d> {
 
     /// A position to roll back to with [`rollback_to`](Self::rollback_to).
     pub fn savepoint(&self) -> (u64, usize, usize) {
-        (self.hdr().log_len.load(), self.frees.borrow().len(), self.ops.borrow().len())
+        (self.log_len.get(), self.frees.borrow().len(), self.ops.borrow().len())
     }
 
     /// Undoes everything done since `sp` (used for per-destination failures
@@ -387,9 +406,8 @@ impl<'d> Txn<'d> {
 
     /// Replays undo entries back to `target` and returns the intents met.
     fn undo_to(&self, target: u64) -> Vec<(P<PeerRec>, u64)> {
-        let hdr = self.hdr();
         let mut intents = Vec::new();
-        let mut n = hdr.log_len.load();
+        let mut n = self.log_len.get();
         while n > target {
             n -= 1;
             let e = self.dom.seg.cells(LOG_OFF + n * LOG_ENTRY, 3);
@@ -399,7 +417,7 @@ impl<'d> Txn<'d> {
             } else {
                 self.dom.seg.write_bits(off, ((meta >> 8) & 0xff) as u32, old);
             }
-            hdr.log_len.store(n);
+            self.set_log_len(n);
         }
         intents
     }
@@ -410,7 +428,7 @@ impl<'d> Txn<'d> {
         self.set(&self.hdr().recoveries, self.hdr().recoveries.get() + 1);
         self.handle_intents(&intents);
         self.run_ops_best_effort();
-        self.hdr().log_len.store(0);
+        self.set_log_len(0);
     }
 
     /// Rule 4: peers named by intents become dirty and are re-rung.
@@ -460,7 +478,7 @@ impl<'d> Txn<'d> {
         }
         self.check_heap_if_debugging("a commit");
         crate::crash::point("commit-before");
-        self.hdr().log_len.store(0);
+        self.set_log_len(0);
         crate::crash::point("commit-after");
         let mut post = core::mem::take(&mut *self.post.borrow_mut());
         for op in post.drain(..) {
@@ -469,7 +487,7 @@ impl<'d> Txn<'d> {
         *self.post.borrow_mut() = post;
         // Fields written by after-commit operations (rule 4) form a second,
         // smaller transaction: committed here, rolled back if we die first.
-        self.hdr().log_len.store(0);
+        self.set_log_len(0);
         self.finish_lock();
         Ok(())
     }
@@ -500,7 +518,7 @@ impl<'d> Txn<'d> {
             self.handle_intents(&intents);
             self.run_ops_best_effort();
             self.frees.borrow_mut().clear();
-            self.hdr().log_len.store(0);
+            self.set_log_len(0);
         }
         self.finish_lock();
     }
