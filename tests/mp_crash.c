@@ -867,15 +867,18 @@ TEST_TIMEOUT(cr_random_kill_stress, 60)
 /*
  * Receives numbered messages on an inherited peer fd, checking each, and
  * publishes the last sequence number seen in a shared page (argv[1]: memfd).
+ * After message argv[2] it stops receiving and waits to be killed, so that
+ * a parent that is slow to be scheduled still kills it mid-stream.
  */
 T_CHILD(cr_receiver)
 {
 	int fd = atoi(argv[0]);
 	int mfd = atoi(argv[1]);
+	int64_t park = atoll(argv[2]);
 	volatile int64_t *lastp;
 	const uint8_t *pool;
 
-	ASSERT_EQ(argc, 2);
+	ASSERT_EQ(argc, 3);
 	lastp = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
 	ASSERT_TRUE(lastp != MAP_FAILED);
 	pool = b1_map(fd);
@@ -891,6 +894,8 @@ T_CHILD(cr_receiver)
 		ASSERT_EQ((int64_t)h.seq, *lastp + 1);
 		*lastp = h.seq;
 		ASSERT_EQ(b1_slice_release(fd, m.msg.offset), 0);
+		while ((int64_t)h.seq >= park)
+			pause();
 	}
 }
 
@@ -902,7 +907,7 @@ T_CHILD(cr_receiver)
  */
 TEST_TIMEOUT(cr_receiver_killed_mid_stream, 30)
 {
-	enum { N = 3000 };
+	enum { N = 3000, PARK = N - 100 };
 	int r = b1_open(), s = b1_open();
 	const uint8_t *pool = b1_map(r);
 	static char buf[MP_MSG_MAX];
@@ -910,7 +915,7 @@ TEST_TIMEOUT(cr_receiver_killed_mid_stream, 30)
 	int mfd = memfd_create("cr-last", 0);
 	uint64_t id;
 	int64_t last, next;
-	char a[2][16];
+	char a[3][16];
 	pid_t pid;
 
 	ASSERT_GE(mfd, 0);
@@ -927,7 +932,8 @@ TEST_TIMEOUT(cr_receiver_killed_mid_stream, 30)
 	mp_keep_fd(r);
 	snprintf(a[0], sizeof(a[0]), "%d", r);
 	snprintf(a[1], sizeof(a[1]), "%d", mfd);
-	pid = mp_spawn(NULL, "cr_receiver", a[0], a[1], NULL);
+	snprintf(a[2], sizeof(a[2]), "%d", PARK);
+	pid = mp_spawn(NULL, "cr_receiver", a[0], a[1], a[2], NULL);
 	/* let it get going, then kill it while it is busy receiving */
 	while (*lastp < 200) {
 		ASSERT_EQ(waitpid(pid, NULL, WNOHANG), 0);

@@ -352,7 +352,6 @@ static inline int mp_domain_files(char *buf, size_t size, unsigned long long *bl
 	return count;
 }
 
-/* st_blocks of one file of the domain directory (-1 if missing). */
 /*
  * Waits up to `ms` until the domain directory lists exactly `want` (as
  * mp_domain_files() prints it); fails the case with both lists otherwise.
@@ -374,6 +373,7 @@ static inline void mp_expect_domain_files_at(const char *file, int line, const c
 		       strlen(got), got, want);
 }
 
+/* st_blocks of one file of the domain directory (-1 if missing). */
 static inline long long mp_domain_file_blocks(const char *name)
 {
 	char path[4096];
