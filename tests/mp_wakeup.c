@@ -589,13 +589,14 @@ static void stress(enum mech m)
 	int a = b1_open(), b = b1_open();
 	uint64_t h = mp_node(a, 0x100, b);
 	pid_t pids[STRESS_SENDERS];
+	unsigned each = STRESS_EACH * t_scale();
 	int go[2];
 
 	map_receiver_sleeps();
 	mp_pipe(go);
-	start_senders(b, h, STRESS_SENDERS, STRESS_EACH, pids, go[0]);
+	start_senders(b, h, STRESS_SENDERS, each, pids, go[0]);
 	mp_put(go[1], "gggggggggggggggg", STRESS_SENDERS);
-	receive_all(a, m, STRESS_SENDERS, STRESS_EACH);
+	receive_all(a, m, STRESS_SENDERS, each);
 	for (unsigned s = 0; s < STRESS_SENDERS; s++)
 		mp_reap(pids[s]);
 	munmap((void *)receiver_sleeps, sizeof(*receiver_sleeps));
@@ -647,12 +648,13 @@ static void pingpong(enum mech ma, enum mech mb)
 	int a = b1_open(), b = b1_open();
 	uint64_t ha = mp_node(a, 0x100, b);
 	uint64_t hb = mp_node(b, 0x200, a);
+	unsigned rounds = PINGPONG_ROUNDS * t_scale();
 	pid_t pid = mp_fork();
 
 	if (pid == 0) {
 		const uint8_t *pool = b1_map(b);
 
-		for (unsigned i = 0; i < PINGPONG_ROUNDS; i++) {
+		for (unsigned i = 0; i < rounds; i++) {
 			unsigned v = recv_u32(b, pool, mb);
 
 			ASSERT_EQ(v, i);
@@ -663,7 +665,7 @@ static void pingpong(enum mech ma, enum mech mb)
 	{
 		const uint8_t *pool = b1_map(a);
 
-		for (unsigned i = 0; i < PINGPONG_ROUNDS; i++) {
+		for (unsigned i = 0; i < rounds; i++) {
 			ASSERT_EQ(b1_send_one(a, hb, &i, sizeof(i)), 0);
 			ASSERT_EQ(recv_u32(a, pool, ma), i);
 		}

@@ -40,6 +40,12 @@ const char *t_new_domain(const char *tag);
  */
 typedef int (*t_child_fn)(int argc, char **argv);
 void t_register_child(const char *name, t_child_fn fn);
+/*
+ * BUS1_TEST_SCALE=N (default 1): long-running cases repeat their loops N
+ * times, and every case's timeout is N times longer. CI runs the suite at
+ * scale 1; larger scales turn the wake-up stress into minutes-long runs.
+ */
+unsigned t_scale(void);
 /* Absolute path of the running test binary (valid after exec too). */
 const char *t_self_exe(void);
 
