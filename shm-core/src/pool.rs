@@ -253,7 +253,7 @@ fn whole_pages(rr: &Region, from: u64, dirty_end: u64) -> Option<(u64, u64)> {
     let (off, size) = (rr.off.get(), rr.size.get());
     let start = (off.div_ceil(PAGE) * PAGE).max(from);
     let end = ((off + size) / PAGE * PAGE).min(dirty_end);
-    (end > start).then_some((start, end - start))
+    (end > start).then(|| (start, end - start))
 }
 
 /// Whether `peer`'s pool has a free region that [`sweep_idle`] has not
