@@ -977,17 +977,10 @@ T_CHILD(cr_send_with_fd)
 	int s = atoi(argv[0]), p[2];
 	uint64_t dest = mp_u64(argv[1]);
 	struct iovec v = { .iov_base = "fd", .iov_len = 2 };
-	struct bus1_cmd_send cmd = { 0 };
 
 	if (pipe(p) < 0)
 		return 2;
-	cmd.ptr_destinations = (uintptr_t)&dest;
-	cmd.n_destinations = 1;
-	cmd.ptr_vecs = (uintptr_t)&v;
-	cmd.n_vecs = 1;
-	cmd.ptr_fds = (uintptr_t)p;
-	cmd.n_fds = 1;
-	return ioctl(s, BUS1_CMD_SEND, &cmd) < 0 ? 3 : 0;
+	return b1_send(s, 0, &dest, 1, NULL, &v, 1, NULL, 0, p, 1) < 0 ? 3 : 0;
 }
 
 /*
