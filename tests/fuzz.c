@@ -20,7 +20,6 @@
  *     tests/bin/fuzz --child fuzz_alone <seed> <calls>
  */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -655,47 +654,13 @@ T_CHILD(fuzz_check_after)
 	return 0;
 }
 
-/* The names in the domain directory other than "segment", and how many. */
-static int fz_domain_leftovers(char *names, size_t size)
-{
-	DIR *d = opendir(t_domain());
-	struct dirent *e;
-	int n = 0;
-
-	ASSERT_TRUE(d != NULL);
-	names[0] = 0;
-	while ((e = readdir(d)))
-		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strcmp(e->d_name, "segment")) {
-			snprintf(names + strlen(names), size - strlen(names), "%s ", e->d_name);
-			n++;
-		}
-	closedir(d);
-	return n;
-}
-
-/* The last close tore everything down: only the segment is left. */
-static void fz_expect_empty_domain(void)
-{
-	char names[4096];
-	int n = 0;
-
-	for (int tries = 0; tries < 200; tries++) {
-		n = fz_domain_leftovers(names, sizeof(names));
-		if (!n)
-			break;
-		mp_sleep_ms(10);
-	}
-	if (n)
-		t_fail(__FILE__, __LINE__, "left in the domain: %s", names);
-}
-
 /* Several seeds, one process each; the heap is checked at every commit. */
 TEST_TIMEOUT(random_ioctls_one_process, 120)
 {
 	ASSERT_OK(setenv("BUS1_DEBUG_HEAP", "1", 1));
 	for (int seed = 1; seed <= 8; seed++)
 		mp_reap(mp_spawn("fuzz_alone", mp_str(seed), "50000", (char *)NULL));
-	fz_expect_empty_domain();
+	mp_expect_domain_files("segment\n", 2000);	/* the last close tore everything down */
 }
 
 /*
@@ -731,5 +696,5 @@ TEST_TIMEOUT(random_ioctls_shared_peers_with_kills, 120)
 			 (char *)NULL));
 	for (int i = 0; i < NPEERS; i++)
 		ASSERT_OK(close(fds[i]));
-	fz_expect_empty_domain();
+	mp_expect_domain_files("segment\n", 2000);	/* the last close tore everything down */
 }

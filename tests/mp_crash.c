@@ -14,7 +14,7 @@
 #define _GNU_SOURCE
 #include <sys/prctl.h>
 
-#include "mp2-util.h"
+#include "mp-util.h"
 
 #define CR_WAIT_MS 3000
 /* Size of the message used to prove a pool has no leaked slice. */
@@ -136,15 +136,15 @@ T_CHILD(cr_poll_setup)
 			close(o);
 			if (do_ioctl)
 				ASSERT_EQ(b1_recv(h[i], &r, 0), -EAGAIN);
-			mp_write(res, &rec, sizeof(rec));
+			mp_put(res, &rec, sizeof(rec));
 			/* blocked in poll; only the crash can wake us */
-			if (mp_poll_in(h[i], 10000) & POLLIN) {
+			if (mp_poll_wait(h[i], POLLIN, 10000) & POLLIN) {
 				cr_expect_destroys(h[i], ids[i], i + 1);
 				ASSERT_EQ(b1_send_one(h[i], ids[i][0], "x", 1), -ESHUTDOWN);
 				rec.ok = 1;
 			}
 			rec.kind = CR_REC_DONE;
-			mp_write(res, &rec, sizeof(rec));
+			mp_put(res, &rec, sizeof(rec));
 			_exit(0);
 		}
 	}
@@ -157,7 +157,7 @@ T_CHILD(cr_poll_setup)
 
 			for (int k = 0; k < NH; k++)
 				close(h[k]);
-			mp_write(res, &rec, sizeof(rec));
+			mp_put(res, &rec, sizeof(rec));
 			for (;;)
 				pause();
 		}
@@ -178,7 +178,7 @@ static void cr_owner_killed(const char *mode)
 	mp_keep_fd(res[1]);
 	snprintf(a, sizeof(a), "%d", res[1]);
 	/* this process never touches the bus: no participant but the holders */
-	MP_EXPECT_OK(mp_spawn(NULL, "cr_poll_setup", a, mode, NULL));
+	mp_reap(mp_spawn("cr_poll_setup", a, mode, NULL));
 	close(res[1]);
 	for (int i = 0; i < NH + 1; i++) {
 		struct cr_rec rec;
@@ -254,14 +254,14 @@ static void cr_bus_setup(struct cr_bus *b)
 T_CHILD(cr_multicast)
 {
 	int fd = atoi(argv[0]);
-	uint64_t dests[3], h = mp_u64(argv[4]);
+	uint64_t dests[3], h = mp_arg_u64(argv[4]);
 	static char buf[MP_MSG_MAX];
 	struct iovec v[3];
 	size_t n;
 
 	ASSERT_EQ(argc, 5);
 	for (int i = 0; i < 3; i++)
-		dests[i] = mp_u64(argv[1 + i]);
+		dests[i] = mp_arg_u64(argv[1 + i]);
 	n = mp_msg_build(buf, 1, 7, 7, 3000);
 	/* three vecs, so a copy can be interrupted between them */
 	v[0] = (struct iovec){ buf, 100 };
@@ -292,9 +292,9 @@ static void cr_send_crash(const char *point)
 	for (int i = 0; i < 3; i++)
 		mp_fmt(a[1 + i], b.sid[i]);
 	mp_fmt(a[4], b.hn);
-	pid = mp_spawn(point, "cr_multicast", a[0], a[1], a[2], a[3], a[4], NULL);
+	pid = mp_spawn_crash(point, "cr_multicast", a[0], a[1], a[2], a[3], a[4], NULL);
 	ASSERT_OK(close(b.s));
-	MP_EXPECT_KILLED(pid);
+	mp_reap_killed(pid);
 
 	for (int i = 0; i < 3; i++) {
 		struct bus1_cmd_recv r;
@@ -428,8 +428,8 @@ TEST(cr_recv_killed_after_install)
 	ASSERT_EQ(b1_release(s, hn), 0);
 	mp_keep_fd(r);
 	snprintf(a, sizeof(a), "%d", r);
-	pid = mp_spawn("recv-installed", "cr_recv", a, NULL);
-	MP_EXPECT_KILLED(pid);
+	pid = mp_spawn_crash("recv-installed", "cr_recv", a, NULL);
+	mp_reap_killed(pid);
 
 	ASSERT_EQ(b1_recv(r, &m, 0), 0);
 	ASSERT_EQ(m.msg.type, BUS1_MSG_DATA);
@@ -445,7 +445,7 @@ TEST(cr_recv_killed_after_install)
 	ASSERT_EQ(b1_slice_release(r, m.msg.offset), 0);
 	ASSERT_EQ(b1_recv(r, &m, 0), -EAGAIN);
 	/* exactly one user reference: nothing was installed twice */
-	ASSERT_EQ(mp_poll_in(own, 200), 0);
+	ASSERT_EQ(mp_poll_wait(own, POLLIN, 200), 0);
 	ASSERT_EQ(b1_release(r, hid), 0);
 	ASSERT_EQ(b1_release(r, hid), -ENXIO);
 	MP_EXPECT_NOTE(own, BUS1_MSG_NODE_RELEASE, 0x300, CR_WAIT_MS);
@@ -486,10 +486,10 @@ TEST(cr_flush_killed_half_way)
 	ASSERT_EQ(b1_send_one(h, hq, "queued", 6), 0);
 	mp_keep_fd(q);
 	snprintf(a, sizeof(a), "%d", q);
-	pid = mp_spawn("flush-dropped", "cr_flush", a, NULL);
-	MP_EXPECT_KILLED(pid);
+	pid = mp_spawn_crash("flush-dropped", "cr_flush", a, NULL);
+	mp_reap_killed(pid);
 
-	destroyed = mp_poll_in(h, 300) & POLLIN ? 1 : 0;
+	destroyed = mp_poll_wait(h, POLLIN, 300) & POLLIN ? 1 : 0;
 	if (destroyed) {
 		MP_EXPECT_NOTE(h, BUS1_MSG_NODE_DESTROY, hq, CR_WAIT_MS);
 		MP_EXPECT_NOTE(own, BUS1_MSG_NODE_RELEASE, 0x300, CR_WAIT_MS);
@@ -564,8 +564,8 @@ TEST(cr_pool_sweep_killed)
 	/* slices 16.. lie beyond the kept first MiB; 4 of them make a sweep */
 	mp_keep_fd(r);
 	snprintf(a, sizeof(a), "%d", r);
-	pid = mp_spawn("sweep-marked", "cr_release_range", a, "16", "24", NULL);
-	MP_EXPECT_KILLED(pid);
+	pid = mp_spawn_crash("sweep-marked", "cr_release_range", a, "16", "24", NULL);
+	mp_reap_killed(pid);
 
 	/* the release that triggered the sweep committed; the next did not run */
 	for (i = 16; i < 20; i++)
@@ -594,7 +594,7 @@ TEST(cr_pool_sweep_killed)
 T_CHILD(cr_sender_loop)
 {
 	int fd = atoi(argv[0]);
-	uint64_t dest = mp_u64(argv[1]);
+	uint64_t dest = mp_arg_u64(argv[1]);
 	int n = atoi(argv[2]);
 	uint32_t who = atoi(argv[3]);
 	static char buf[MP_MSG_MAX];
@@ -638,7 +638,7 @@ TEST_TIMEOUT(cr_lock_holder_killed_under_contention, 40)
 		snprintf(a[2], sizeof(a[2]), "%d", PER);
 		snprintf(a[3], sizeof(a[3]), "%d", i + 1);
 		/* the last one dies inside its 300th commit */
-		pid[i] = mp_spawn(i == NW ? "commit-before:300" : NULL, "cr_sender_loop",
+		pid[i] = mp_spawn_crash(i == NW ? "commit-before:300" : NULL, "cr_sender_loop",
 				  a[0], a[1], a[2], a[3], NULL);
 		close(s);
 	}
@@ -711,7 +711,7 @@ T_CHILD(cr_stress_sender)
 
 	ASSERT_EQ(argc, 5);
 	for (int i = 0; i < 3; i++)
-		all[i] = mp_u64(argv[2 + i]);
+		all[i] = mp_arg_u64(argv[2 + i]);
 	for (uint64_t seq = 0; seq < CR_MAX_SEQ; seq++) {
 		uint64_t mask = seq % 7 + 1, dests[3];
 		size_t nd = 0;
@@ -820,7 +820,7 @@ TEST_TIMEOUT(cr_random_kill_stress, 60)
 			mp_keep_fd(s);
 			snprintf(a[0], sizeof(a[0]), "%d", s);
 			snprintf(a[1], sizeof(a[1]), "%d", ++inst);
-			pid[k] = mp_spawn(NULL, "cr_stress_sender", a[0], a[1], a[2], a[3], a[4], NULL);
+			pid[k] = mp_spawn("cr_stress_sender", a[0], a[1], a[2], a[3], a[4], NULL);
 			close(s);
 		}
 		/* kill them one by one at random moments, draining meanwhile */
@@ -833,7 +833,7 @@ TEST_TIMEOUT(cr_random_kill_stress, 60)
 				mp_sleep_ms(1);
 			}
 			ASSERT_OK(kill(pid[k], SIGKILL));
-			MP_EXPECT_KILLED(pid[k]);
+			mp_reap_killed(pid[k]);
 			killed++;
 		}
 		for (int i = 0; i < 3; i++)
@@ -933,14 +933,14 @@ TEST_TIMEOUT(cr_receiver_killed_mid_stream, 30)
 	snprintf(a[0], sizeof(a[0]), "%d", r);
 	snprintf(a[1], sizeof(a[1]), "%d", mfd);
 	snprintf(a[2], sizeof(a[2]), "%d", PARK);
-	pid = mp_spawn(NULL, "cr_receiver", a[0], a[1], a[2], NULL);
+	pid = mp_spawn("cr_receiver", a[0], a[1], a[2], NULL);
 	/* let it get going, then kill it while it is busy receiving */
 	while (*lastp < 200) {
 		ASSERT_EQ(waitpid(pid, NULL, WNOHANG), 0);
 		mp_sleep_ms(1);
 	}
 	ASSERT_OK(kill(pid, SIGKILL));
-	MP_EXPECT_KILLED(pid);
+	mp_reap_killed(pid);
 	last = *lastp;
 	ASSERT_LT(last, N - 1);
 	next = -1;
@@ -975,7 +975,7 @@ TEST_TIMEOUT(cr_receiver_killed_mid_stream, 30)
 T_CHILD(cr_send_with_fd)
 {
 	int s = atoi(argv[0]), p[2];
-	uint64_t dest = mp_u64(argv[1]);
+	uint64_t dest = mp_arg_u64(argv[1]);
 	struct iovec v = { .iov_base = "fd", .iov_len = 2 };
 
 	if (pipe(p) < 0)
@@ -1015,7 +1015,7 @@ TEST(cr_send_fd_killed_after_vault_created)
 	ASSERT_EQ(b1_transfer(r, 0x100, s, &id), 0);
 	mp_keep_fd(s);
 	snprintf(sfd, sizeof(sfd), "%d", s);
-	MP_EXPECT_KILLED(mp_spawn("commit-op:1", "cr_send_with_fd", sfd, mp_fmt(files, id), NULL));
+	mp_reap_killed(mp_spawn_crash("commit-op:1", "cr_send_with_fd", sfd, mp_fmt(files, id), NULL));
 	ASSERT_EQ(b1_recv(r, &m, 0), -EAGAIN);
 	mp_domain_files(files, sizeof(files), NULL);
 	ASSERT_TRUE(strstr(files, "vault.") != NULL);
@@ -1046,7 +1046,7 @@ TEST(cr_open_killed_before_record)
 	uint64_t id;
 
 	ASSERT_EQ(mp_domain_files(want, sizeof(want), NULL), 3);
-	MP_EXPECT_KILLED(mp_spawn("open-files-made", "cr_open", NULL));
+	mp_reap_killed(mp_spawn_crash("open-files-made", "cr_open", NULL));
 	ASSERT_EQ(mp_domain_files(files, sizeof(files), NULL), 5);
 	mp_expect_domain_files(want, 3 * CR_WAIT_MS);
 	s = b1_open();
@@ -1073,7 +1073,7 @@ TEST(cr_close_killed_before_files_removed)
 	char want[4096], files[4096];
 
 	ASSERT_EQ(mp_domain_files(want, sizeof(want), NULL), 3);
-	MP_EXPECT_KILLED(mp_spawn("post-unlink", "cr_open_close", NULL));
+	mp_reap_killed(mp_spawn_crash("post-unlink", "cr_open_close", NULL));
 	ASSERT_EQ(mp_domain_files(files, sizeof(files), NULL), 5);
 	mp_expect_domain_files(want, 3 * CR_WAIT_MS);
 	ASSERT_OK(close(r));
@@ -1101,7 +1101,7 @@ TEST(cr_recv_killed_before_vault_unlink)
 	ASSERT_EQ(b1_send(s, 0, &id, 1, NULL, &v, 1, NULL, 0, p, 1), 0);
 	mp_keep_fd(r);
 	snprintf(a, sizeof(a), "%d", r);
-	MP_EXPECT_KILLED(mp_spawn("post-unlink", "cr_recv", a, NULL));
+	mp_reap_killed(mp_spawn_crash("post-unlink", "cr_recv", a, NULL));
 	ASSERT_EQ(b1_recv(r, &m, 0), -EAGAIN);
 	/* a second generation comes and goes */
 	ASSERT_EQ(b1_send(s, 0, &id, 1, NULL, &v, 1, NULL, 0, p, 1), 0);

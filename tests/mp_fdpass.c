@@ -1364,7 +1364,7 @@ TEST_TIMEOUT(shared_receivers_install_fds, 30)
 		rcv[i] = mp_fork();
 		if (rcv[i] == 0) {
 			const uint8_t *pool = b1_map(a);
-			double end = mp_now() + 20;
+			double end = mp_now_ms() + 20000;
 
 			while (atomic_load(total) < SHR_SENDERS * SHR_EACH) {
 				struct bus1_cmd_recv r;
@@ -1373,7 +1373,7 @@ TEST_TIMEOUT(shared_receivers_install_fds, 30)
 				int f;
 
 				if (ret == -EAGAIN) {
-					ASSERT_LT(mp_now(), end);
+					ASSERT_LT(mp_now_ms(), end);
 					mp_poll_wait(a, POLLIN, 50);
 					continue;
 				}

@@ -13,7 +13,7 @@
 #define _GNU_SOURCE
 #include <sched.h>
 
-#include "mp2-util.h"
+#include "mp-util.h"
 
 #define OR_NODE 0x100
 #define OR_WAIT_MS 20000
@@ -96,7 +96,7 @@ static void or_release_go(int *go, int n)
 {
 	close(go[0]);
 	for (int i = 0; i < n; i++)
-		mp_write(go[1], "g", 1);
+		mp_put(go[1], "g", 1);
 	close(go[1]);
 }
 
@@ -171,9 +171,9 @@ TEST_TIMEOUT(or_two_senders_same_interleaving, 40)
 	}
 	or_release_go(go, 2);
 	for (int k = 0; k < 2; k++)
-		MP_EXPECT_OK(sp[k]);
+		mp_reap(sp[k]);
 	for (int i = 0; i < 2; i++)
-		MP_EXPECT_OK(rp[i]);
+		mp_reap(rp[i]);
 	or_check_fifo(log[0], 2);
 	or_expect_same(log[0], log[1]);
 	printf("    note: %lld sender switches in %lld messages\n",
@@ -224,10 +224,10 @@ TEST_TIMEOUT(or_relay_is_ordered_after_cause, 40)
 			or_send(s, ds, 3, 1, q);
 		_exit(0);
 	}
-	MP_EXPECT_OK(sp);
-	MP_EXPECT_OK(cp);
+	mp_reap(sp);
+	mp_reap(cp);
 	for (int i = 0; i < 2; i++)
-		MP_EXPECT_OK(rp[i]);
+		mp_reap(rp[i]);
 	for (int i = 0; i < 2; i++) {
 		int64_t seen_orig = 0;
 
@@ -271,7 +271,7 @@ TEST_TIMEOUT(or_side_channel_causality, 40)
 	if (ap == 0) {
 		for (int q = 0; q < N; q++) {
 			or_send(a, da, 2, 1, q);
-			mp_write(pipe_ab[1], &q, sizeof(q));
+			mp_put(pipe_ab[1], &q, sizeof(q));
 		}
 		_exit(0);
 	}
@@ -287,10 +287,10 @@ TEST_TIMEOUT(or_side_channel_causality, 40)
 		}
 		_exit(0);
 	}
-	MP_EXPECT_OK(ap);
-	MP_EXPECT_OK(bp);
+	mp_reap(ap);
+	mp_reap(bp);
 	for (int i = 0; i < 2; i++)
-		MP_EXPECT_OK(rp[i]);
+		mp_reap(rp[i]);
 	for (int i = 0; i < 2; i++) {
 		int64_t a_done = 0;
 
@@ -352,9 +352,9 @@ TEST_TIMEOUT(or_overlapping_sets_one_total_order, 40)
 	}
 	or_release_go(go, NR);
 	for (int k = 0; k < NR; k++)
-		MP_EXPECT_OK(sp[k]);
+		mp_reap(sp[k]);
 	for (int i = 0; i < NR; i++)
-		MP_EXPECT_OK(rp[i]);
+		mp_reap(rp[i]);
 	/* Kahn's algorithm over the union of the logs' "directly before" edges */
 	memset(succ, 0xff, sizeof(succ));
 	for (int i = 0; i < NR; i++) {
@@ -421,10 +421,10 @@ TEST_TIMEOUT(or_destroy_ordered_identically, 40)
 		ASSERT_EQ(b1_destroy_one(o, 0x500), 0);
 		_exit(0);
 	}
-	MP_EXPECT_OK(op);
-	MP_EXPECT_OK(tp);
+	mp_reap(op);
+	mp_reap(tp);
 	for (int i = 0; i < 2; i++)
-		MP_EXPECT_OK(rp[i]);
+		mp_reap(rp[i]);
 	for (int i = 0; i < 2; i++) {
 		int64_t owner_msgs = 0, destroyed = 0;
 
@@ -488,8 +488,8 @@ TEST_TIMEOUT(or_causal_chain_through_three_processes, 40)
 		}
 	}
 	for (int i = 0; i < NP; i++)
-		MP_EXPECT_OK(pid[i]);
-	MP_EXPECT_OK(lp);
+		mp_reap(pid[i]);
+	mp_reap(lp);
 	ASSERT_EQ(log->n, HOPS);
 	for (int k = 0; k < HOPS; k++)
 		ASSERT_EQ_U64(log->ev[k], OR_EV(k % NP + 1, k));

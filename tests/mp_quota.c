@@ -12,7 +12,7 @@
  * exactly ⌊(M - 2) / 2⌋ + 1 messages into an idle receiver.
  */
 #define _GNU_SOURCE
-#include "mp2-util.h"
+#include "mp-util.h"
 
 #define QT_NODE 0x100
 
@@ -74,13 +74,13 @@ static int qt_flood_from_child(int r, int uid, uint32_t tag, int max)
 		ASSERT_EQ(b1_transfer(r, QT_NODE, a, &id), 0);
 		ASSERT_OK(close(r));
 		n = qt_flood(a, id, tag, max);
-		mp_write(p[1], &n, sizeof(n));
+		mp_put(p[1], &n, sizeof(n));
 		_exit(0);
 	}
 	close(p[1]);
 	mp_read_full(p[0], &n, sizeof(n));
 	close(p[0]);
-	MP_EXPECT_OK(pid);
+	mp_reap(pid);
 	return n;
 }
 
@@ -230,8 +230,8 @@ TEST_TIMEOUT(qt_user_slices_span_processes, 40)
 	ASSERT_OK(close(p1));
 	ASSERT_EQ(qt_flood(s, id1, 1, 6000), 6000);
 	ASSERT_EQ(qt_flood(s, id2, 2, -1), 2192);
-	mp_write(go[1], "q", 1);
-	MP_EXPECT_OK(pid);
+	mp_put(go[1], "q", 1);
+	mp_reap(pid);
 	/* the close tore p1 down in that process, refunding its 6000 */
 	n = qt_flood(s, id2, 3, -1);
 	ASSERT_EQ(n, 6000);
@@ -266,7 +266,7 @@ static pid_t qt_reader(int r, int *cmd_w, int *ack_r, int install_fds)
 				if (c == 'r')
 					break;
 			}
-			mp_write(ack[1], &n, sizeof(n));
+			mp_put(ack[1], &n, sizeof(n));
 		}
 		_exit(0);
 	}
@@ -281,7 +281,7 @@ static int qt_ask(int cmd_w, int ack_r, char c)
 {
 	int n;
 
-	mp_write(cmd_w, &c, 1);
+	mp_put(cmd_w, &c, 1);
 	mp_read_full(ack_r, &n, sizeof(n));
 	return n;
 }
@@ -328,8 +328,8 @@ TEST(qt_inflight_bytes_given_back_on_dequeue)
 	ASSERT_EQ(qt_send_sized(s, id, seq, 2056, NULL, 0), -EDQUOT);
 	ASSERT_EQ(qt_send_sized(s, id, seq, 2048, NULL, 0), 0);
 	ASSERT_EQ(qt_ask(cmd, ack, 'a'), 1);
-	mp_write(cmd, "q", 1);
-	MP_EXPECT_OK(pid);
+	mp_put(cmd, "q", 1);
+	mp_reap(pid);
 }
 
 /*
@@ -360,8 +360,8 @@ TEST(qt_inflight_fds_given_back_on_dequeue)
 	ASSERT_EQ(qt_send_sized(s, id, 2, 64, fds, 3), 0);
 	ASSERT_EQ(qt_send_sized(s, id, 3, 64, fds, 3), -EDQUOT);
 	ASSERT_EQ(qt_ask(cmd, ack, 'a'), 1);
-	mp_write(cmd, "q", 1);
-	MP_EXPECT_OK(pid);
+	mp_put(cmd, "q", 1);
+	mp_reap(pid);
 }
 
 /*
@@ -400,14 +400,14 @@ TEST(qt_handles_stay_charged_until_released)
 			ASSERT_EQ_U64(ids[i], ((uint64_t)(i + 1) << 3) | 3);
 		ASSERT_EQ(b1_recv(r, &m, 0), 0);
 		ASSERT_EQ(m.msg.n_handles, 0);
-		mp_write(ack[1], "k", 1);
+		mp_put(ack[1], "k", 1);
 		mp_read_full(cmd[0], &c, 1);
 		ASSERT_EQ(b1_release(r, ids[0]), 0);
 		ASSERT_EQ(b1_release(r, ids[1]), 0);
-		mp_write(ack[1], "k", 1);
+		mp_put(ack[1], "k", 1);
 		mp_read_full(cmd[0], &c, 1);
 		ASSERT_EQ(b1_release(r, ids[2]), 0);
-		mp_write(ack[1], "k", 1);
+		mp_put(ack[1], "k", 1);
 		/* stay until the last SEND: the receiver must still exist */
 		mp_read_full(cmd[0], &c, 1);
 		_exit(0);
@@ -417,18 +417,18 @@ TEST(qt_handles_stay_charged_until_released)
 	ASSERT_EQ(b1_send(s, 0, &id, 1, NULL, &v, 1, nodes, 4, NULL, 0), 0);
 	ASSERT_EQ(b1_send(s, 0, &id, 1, NULL, &v, 1, nodes, 4, NULL, 0), -EDQUOT);
 	ASSERT_EQ(b1_send(s, 0, &id, 1, NULL, &v, 1, NULL, 0, NULL, 0), 0);
-	mp_write(cmd[1], "r", 1);
+	mp_put(cmd[1], "r", 1);
 	mp_read_full(ack[0], &c, 1);
 	/* received: 4 user references charged (R = 5), no share: still 5 < 8 */
 	ASSERT_EQ(b1_send(s, 0, &id, 1, NULL, &v, 1, nodes, 4, NULL, 0), -EDQUOT);
-	mp_write(cmd[1], "2", 1);
+	mp_put(cmd[1], "2", 1);
 	mp_read_full(ack[0], &c, 1);
 	ASSERT_EQ(b1_send(s, 0, &id, 1, NULL, &v, 1, nodes, 4, NULL, 0), -EDQUOT);
-	mp_write(cmd[1], "1", 1);
+	mp_put(cmd[1], "1", 1);
 	mp_read_full(ack[0], &c, 1);
 	ASSERT_EQ(b1_send(s, 0, &id, 1, NULL, &v, 1, nodes, 4, NULL, 0), 0);
-	mp_write(cmd[1], "x", 1);
-	MP_EXPECT_OK(pid);
+	mp_put(cmd[1], "x", 1);
+	mp_reap(pid);
 }
 
 /* Receives exactly `n` messages on an inherited peer (argv: fd, n, tag). */
@@ -493,10 +493,10 @@ TEST(qt_continue_reports_edquot_per_destination)
 	ASSERT_EQ(b1_send(s, BUS1_SEND_FLAG_CONTINUE, d, 2, errs, &v, 1, NULL, 0, NULL, 0), 0);
 	ASSERT_EQ(errs[0], EDQUOT);
 	ASSERT_EQ(errs[1], 0);
-	mp_write(go1, "g", 1);
-	mp_write(go2, "g", 1);
-	MP_EXPECT_OK(p1);
-	MP_EXPECT_OK(p2);
+	mp_put(go1, "g", 1);
+	mp_put(go2, "g", 1);
+	mp_reap(p1);
+	mp_reap(p2);
 }
 
 /*
@@ -534,7 +534,7 @@ TEST_TIMEOUT(qt_concurrent_flood_all_accepted_received, 40)
 			ASSERT_OK(close(r));
 			mp_read_full(go[0], &c, 1);
 			k = qt_flood(a, id, i + 1, -1);
-			mp_write(p[i][1], &k, sizeof(k));
+			mp_put(p[i][1], &k, sizeof(k));
 			_exit(0);
 		}
 		close(p[i][1]);
@@ -542,10 +542,10 @@ TEST_TIMEOUT(qt_concurrent_flood_all_accepted_received, 40)
 	close(go[0]);
 	/* start them together */
 	for (int i = 0; i < NS; i++)
-		mp_write(go[1], "ggg", 1);
+		mp_put(go[1], "ggg", 1);
 	for (int i = 0; i < NS; i++) {
 		mp_read_full(p[i][0], &n[i], sizeof(n[i]));
-		MP_EXPECT_OK(pid[i]);
+		mp_reap(pid[i]);
 		total += n[i];
 	}
 	ASSERT_EQ(qt_drain(r, pool, count, NULL, 0, NULL), total);

@@ -11,7 +11,7 @@
  * flight (shm-core/src/domain.rs).
  */
 #define _GNU_SOURCE
-#include "mp2-util.h"
+#include "mp-util.h"
 
 #define SC_NODE 0x100
 #define SC_WAIT_MS 3000
@@ -298,7 +298,7 @@ static void sc_fifty_round(int reg, const uint8_t *pool)
 		ASSERT_EQ(b1_send(reg, 0, &got[i][0], 1, NULL, &v, 1, got[(i + 1) % NC], NP, NULL, 0), 0);
 	}
 	for (int i = 0; i < NC; i++)
-		MP_EXPECT_OK(pid[i]);
+		mp_reap(pid[i]);
 	/*
 	 * 1000 nodes gone: one NODE_DESTROY each, addressed by the registry's
 	 * IDs; and the registry's own node, which every child held, released once.
@@ -395,7 +395,7 @@ static void sc_holders(const int *h, const uint64_t *ids, int n, int res)
 
 	for (int j = 0; j < n; j++)
 		pf[j] = (struct pollfd){ .fd = h[j], .events = POLLIN };
-	mp_write(res, "r", 1);
+	mp_put(res, "r", 1);
 	while (left > 0) {
 		ASSERT_LT(mp_now_ms() - t0, 20000);
 		ASSERT_GE(poll(pf, n, 1000), 0);
@@ -412,7 +412,7 @@ static void sc_holders(const int *h, const uint64_t *ids, int n, int res)
 			left--;
 		}
 	}
-	mp_write(res, "d", 1);
+	mp_put(res, "d", 1);
 }
 
 /*
@@ -469,7 +469,7 @@ TEST_TIMEOUT(sc_thousand_holders_told_of_destruction, 60)
 	}
 	dt = mp_now_ms() - t0;
 	for (int p = 0; p < NPROC; p++)
-		MP_EXPECT_OK(pid[p]);
+		mp_reap(pid[p]);
 	printf("    note: %d holders in %d processes told in %.0f ms\n", N, NPROC, dt);
 	ASSERT_LT(dt, 3000);
 }
@@ -511,9 +511,9 @@ TEST_TIMEOUT(sc_concurrent_first_attach, 30)
 
 	ASSERT_ERRNO(stat(t_domain(), &st), ENOENT);
 	for (int i = 0; i < NPROC; i++)
-		pid[i] = mp_spawn(NULL, "sc_attach", "5", NULL);
+		pid[i] = mp_spawn("sc_attach", "5", NULL);
 	for (int i = 0; i < NPROC; i++)
-		MP_EXPECT_OK(pid[i]);
+		mp_reap(pid[i]);
 	mp_expect_domain_files("segment\n", SC_WAIT_MS);
 	/* the bus still works for a newcomer: a peer adds its socket and pool */
 	{

@@ -10,7 +10,7 @@
  */
 #include <pthread.h>
 
-#include "mp2-util.h"
+#include "mp-util.h"
 
 /* Generous bound for asynchronous teardown (the bus promises ~1 s). */
 #define TD_WAIT_MS 3000
@@ -90,10 +90,10 @@ TEST(td_last_close_in_forked_child)
 	close(go[0]);
 	ASSERT_OK(close(o));
 	/* the child still holds the open file: the peer lives on (§8.5) */
-	ASSERT_EQ(mp_poll_in(h, 300), 0);
+	ASSERT_EQ(mp_poll_wait(h, POLLIN, 300), 0);
 	ASSERT_EQ(b1_send_one(h, id2, "x", 1), 0);
-	mp_write(go[1], "g", 1);
-	MP_EXPECT_OK(pid);
+	mp_put(go[1], "g", 1);
+	mp_reap(pid);
 	ids[0] = id1;
 	ids[1] = id2;
 	td_expect_destroys(h, ids, 2);
@@ -139,9 +139,9 @@ TEST(td_last_close_after_exec)
 	ASSERT_EQ(b1_send_one(h, id, "hello", 5), 0);
 	mp_keep_fd(o);
 	snprintf(a, sizeof(a), "%d", o);
-	pid = mp_spawn(NULL, "td_exec_owner", a, NULL);
+	pid = mp_spawn("td_exec_owner", a, NULL);
 	ASSERT_OK(close(o));
-	MP_EXPECT_OK(pid);
+	mp_reap(pid);
 	td_expect_destroys(h, &id, 1);
 	td_expect_dead_handle(h, id);
 }
@@ -160,7 +160,7 @@ T_CHILD(td_scm_owner)
 	ASSERT_EQ(b1_query(fd, &q), 0);
 	ASSERT_EQ(q.max_slices, 16384);
 	ASSERT_OK(close(fd));
-	mp_write(sock, "c", 1);
+	mp_put(sock, "c", 1);
 	return 0;
 }
 
@@ -190,11 +190,11 @@ TEST(td_last_close_via_scm_rights)
 	mp_send_fd(sv[0], o);
 	ASSERT_OK(close(o));
 	/* only the in-flight copy is left, and it counts */
-	ASSERT_EQ(mp_poll_in(h, 400), 0);
+	ASSERT_EQ(mp_poll_wait(h, POLLIN, 400), 0);
 	ASSERT_EQ(b1_send_one(h, id, "x", 1), 0);
-	mp_write(in[1], "g", 1);
+	mp_put(in[1], "g", 1);
 	mp_read_full(sv[0], &c, 1);
-	MP_EXPECT_OK(pid);
+	mp_reap(pid);
 	td_expect_destroys(h, &id, 1);
 	td_expect_dead_handle(h, id);
 }
@@ -246,9 +246,9 @@ TEST(td_holders_in_many_processes_get_own_ids)
 			td_close_all_but(all, NH + 2, h[i]);
 			close(ready[0]);
 			close(go[1]);
-			mp_write(ready[1], "r", 1);
+			mp_put(ready[1], "r", 1);
 			/* blocked in poll until the owner is gone */
-			ASSERT_TRUE(mp_poll_in(h[i], 10000) & POLLIN);
+			ASSERT_TRUE(mp_poll_wait(h[i], POLLIN, 10000) & POLLIN);
 			td_expect_destroys(h[i], ids[i], 2);
 			ASSERT_EQ(b1_recv(h[i], &r, 0), -EAGAIN);
 			td_expect_dead_handle(h[i], ids[i][0]);
@@ -269,9 +269,9 @@ TEST(td_holders_in_many_processes_get_own_ids)
 	mp_sleep_ms(300);
 	ASSERT_EQ(b1_revents(d, POLLIN) & POLLIN, 0);
 	for (int i = 0; i < NH; i++)
-		mp_write(go[1], "x", 1);
+		mp_put(go[1], "x", 1);
 	for (int i = 0; i < NH; i++)
-		MP_EXPECT_OK(pid[i]);
+		mp_reap(pid[i]);
 	/* §8.6: their handles are released; d's nodes each lose their last holder */
 	for (int i = 0; i < n_rel; i++) {
 		struct bus1_cmd_recv r;
@@ -328,9 +328,9 @@ TEST(td_release_to_owners_of_held_nodes)
 	}
 	close(in[0]);
 	ASSERT_OK(close(x));
-	ASSERT_EQ(mp_poll_in(y, 300), 0);
-	mp_write(in[1], "q", 1);
-	MP_EXPECT_OK(pid);
+	ASSERT_EQ(mp_poll_wait(y, POLLIN, 300), 0);
+	mp_put(in[1], "q", 1);
+	mp_reap(pid);
 	/* the exit closed the last fd: x is reaped without anyone closing it */
 	MP_EXPECT_NOTE(y, BUS1_MSG_NODE_RELEASE, 0x100, TD_WAIT_MS);
 	mp_sleep_ms(200);
@@ -347,7 +347,7 @@ TEST(td_release_to_owners_of_held_nodes)
 T_CHILD(td_send_and_die)
 {
 	int fd = atoi(argv[0]);
-	uint64_t dest = mp_u64(argv[1]);
+	uint64_t dest = mp_arg_u64(argv[1]);
 	uint64_t node = 0x40;
 
 	ASSERT_EQ(argc, 2);
@@ -377,9 +377,9 @@ TEST(td_sent_messages_survive_sender)
 	ASSERT_EQ(b1_transfer(r, 0x100, s, &id), 0);
 	mp_keep_fd(s);
 	snprintf(a1, sizeof(a1), "%d", s);
-	pid = mp_spawn(NULL, "td_send_and_die", a1, mp_fmt(a2, id), NULL);
+	pid = mp_spawn("td_send_and_die", a1, mp_fmt(a2, id), NULL);
 	ASSERT_OK(close(s));
-	MP_EXPECT_OK(pid);
+	mp_reap(pid);
 	/* give the bus time to notice the dead sender before reading */
 	mp_sleep_ms(500);
 	for (int i = 0; i < 3; i++) {
@@ -454,8 +454,8 @@ TEST(td_queue_pool_quota_freed)
 	close(x);
 	/* A.3: R ≥ s + 2c on the receiving user: exactly 8192 slices */
 	ASSERT_EQ(td_flood(s, idx), 8192);
-	mp_write(go[1], "q", 1);
-	MP_EXPECT_OK(pid);
+	mp_put(go[1], "q", 1);
+	mp_reap(pid);
 	mp_expect_domain_files(before, TD_WAIT_MS);
 	MP_EXPECT_NOTE(s, BUS1_MSG_NODE_DESTROY, idx, TD_WAIT_MS);
 	/* the 8192 queued slices were refunded to the user */
@@ -494,9 +494,9 @@ TEST(td_unread_message_releases_carried_node)
 	close(go[0]);
 	close(x);
 	/* the queued message keeps 0x300 strong: no release yet */
-	ASSERT_EQ(mp_poll_in(y, 300), 0);
-	mp_write(go[1], "q", 1);
-	MP_EXPECT_OK(pid);
+	ASSERT_EQ(mp_poll_wait(y, POLLIN, 300), 0);
+	mp_put(go[1], "q", 1);
+	mp_reap(pid);
 	MP_EXPECT_NOTE(y, BUS1_MSG_NODE_DESTROY, idx, TD_WAIT_MS);
 	MP_EXPECT_NOTE(y, BUS1_MSG_NODE_RELEASE, node, TD_WAIT_MS);
 	ASSERT_EQ(b1_recv(y, &r, 0), -EAGAIN);
@@ -514,7 +514,7 @@ T_CHILD(td_disconnect_other)
 	ASSERT_EQ(b1_disconnect(fd), 0);
 	ASSERT_EQ(b1_disconnect(fd), -ESHUTDOWN);
 	ASSERT_HUP(b1_revents(fd, POLLIN | POLLOUT));
-	mp_write(1, "d", 1);
+	mp_put(1, "d", 1);
 	mp_read_full(0, &c, 1);
 	return 0;
 }
@@ -554,8 +554,8 @@ TEST(td_disconnect_from_other_process)
 	ASSERT_HUP(b1_revents(o, POLLIN | POLLOUT));
 	ASSERT_EQ(b1_query(o, &q), -ESHUTDOWN);
 	ASSERT_EQ(b1_send_one(h, id, "x", 1), -ESHUTDOWN);
-	mp_write(in[1], "q", 1);
-	MP_EXPECT_OK(pid);
+	mp_put(in[1], "q", 1);
+	mp_reap(pid);
 	ASSERT_OK(close(o));
 }
 
@@ -603,9 +603,9 @@ static uint64_t td_run_exit_holding_peer(int holder, const char *mode)
 	mp_keep_fd(p[1]);
 	snprintf(a1, sizeof(a1), "%d", holder);
 	snprintf(a2, sizeof(a2), "%d", p[1]);
-	pid = mp_spawn(NULL, "td_exit_holding_peer", a1, a2, mode, NULL);
+	pid = mp_spawn("td_exit_holding_peer", a1, a2, mode, NULL);
 	ASSERT_OK(close(p[1]));
-	MP_EXPECT_OK(pid);
+	mp_reap(pid);
 	ASSERT_EQ(read(p[0], &id, sizeof(id)), (ssize_t)sizeof(id));
 	ASSERT_OK(close(p[0]));
 	return id;
@@ -685,8 +685,8 @@ TEST(td_bus1_calls_in_atexit_handlers)
 
 	mp_keep_fd(h);
 	snprintf(a1, sizeof(a1), "%d", h);
-	pid = mp_spawn(NULL, "td_send_from_atexit", a1, NULL);
-	MP_EXPECT_OK(pid);
+	pid = mp_spawn("td_send_from_atexit", a1, NULL);
+	mp_reap(pid);
 	ASSERT_EQ(b1_recv(h, &r, 0), 0);
 	ASSERT_EQ(r.msg.n_bytes, 4);
 	ASSERT_MEMEQ(pool + r.msg.offset, "main", 4);

@@ -715,7 +715,7 @@ TEST_TIMEOUT(shared_peer_receivers_exactly_once, 60)
 		rcv[i] = mp_fork();
 		if (rcv[i] == 0) {
 			const uint8_t *pool = b1_map(a);
-			double end = mp_now() + 40;
+			double end = mp_now_ms() + 40000;
 
 			while (atomic_load(&sh->total) < expected) {
 				struct bus1_cmd_recv r;
@@ -733,7 +733,7 @@ TEST_TIMEOUT(shared_peer_receivers_exactly_once, 60)
 					continue;
 				}
 				ASSERT_EQ(ret, -EAGAIN);
-				ASSERT_LT(mp_now(), end);
+				ASSERT_LT(mp_now_ms(), end);
 				/* short sleeps: the others may take what woke us */
 				__atomic_add_fetch(receiver_sleeps, 1, __ATOMIC_RELEASE);
 				mp_poll_wait(a, POLLIN, 100);

@@ -1,16 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Helpers for multi-process cases: forking and reaping children (a failing
- * child fails the case), exec'ing T_CHILD entry points, pipe/socket based
- * synchronisation, passing descriptors with SCM_RIGHTS and waiting for a
- * peer to become readable.
+ * child fails the case), exec'ing T_CHILD entry points (optionally with a
+ * crash point), pipe/socket based synchronisation, passing descriptors with
+ * SCM_RIGHTS, waiting for a peer to become readable, self-checking payloads
+ * and a look at the domain directory.
  *
- * Every wait is bounded, so a lost wake-up or a dead partner shows up as a
- * failed assertion instead of a hang until the case's timeout.
+ * Waits for the bus are bounded, so a lost wake-up or a dead partner shows
+ * up as a failed assertion instead of a hang until the case's timeout.
  */
 #ifndef BUS1_MP_UTIL_H
 #define BUS1_MP_UTIL_H
 
+#include <dirent.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <sys/resource.h>
@@ -36,12 +38,13 @@ static inline int mp_open_inherit(void)
 	return fd;
 }
 
-static inline double mp_now(void)
+/* Monotonic time in milliseconds. */
+static inline double mp_now_ms(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
 static inline void mp_sleep_ms(unsigned ms)
@@ -89,31 +92,89 @@ static inline void mp_reap_at(const char *file, int line, pid_t pid)
 		       WEXITSTATUS(status));
 }
 
-/*
- * Forks and execs the T_CHILD entry `name` with the given string arguments
- * (NULL-terminated list). Descriptors without FD_CLOEXEC are inherited.
- */
-static inline pid_t mp_spawn(const char *name, ...)
+/* Lets fd survive exec (b1_open sets O_CLOEXEC). */
+static inline void mp_keep_fd(int fd)
 {
-	const char *argv[32];
-	unsigned n = 0;
-	va_list ap;
-	const char *a;
+	int fl = fcntl(fd, F_GETFD);
+
+	if (fl < 0 || fcntl(fd, F_SETFD, fl & ~FD_CLOEXEC) < 0)
+		t_fail(__FILE__, __LINE__, "fcntl(%d): %s", fd, strerror(errno));
+}
+
+/* Reaps pid; fails the case unless it was killed by SIGKILL. */
+#define mp_reap_killed(pid) mp_reap_killed_at(__FILE__, __LINE__, (pid))
+static inline void mp_reap_killed_at(const char *file, int line, pid_t pid)
+{
+	int status = mp_wait(pid);
+
+	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL)
+		t_fail(file, line, "child %d not killed by SIGKILL: %s %d", (int)pid,
+		       WIFEXITED(status) ? "exit status" : "signal",
+		       WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+}
+
+/*
+ * Forks and execs the T_CHILD entry `name` with the given NULL-terminated
+ * argument list. `crash`, if not NULL, is put into BUS1_CRASH_AT of the
+ * child only. Descriptors without FD_CLOEXEC are inherited.
+ */
+static inline pid_t mp_spawnv(const char *crash, const char *name, const char *const *args)
+{
+	const char *argv[64];
+	int n = 0;
 	pid_t pid;
 
 	argv[n++] = t_self_exe();
 	argv[n++] = "--child";
 	argv[n++] = name;
-	va_start(ap, name);
-	while ((a = va_arg(ap, const char *)) && n < 31)
-		argv[n++] = a;
-	va_end(ap);
+	while (args && *args && n < 63)
+		argv[n++] = *args++;
 	argv[n] = NULL;
 	pid = mp_fork();
 	if (pid == 0) {
+		if (crash)
+			setenv("BUS1_CRASH_AT", crash, 1);
+		else
+			unsetenv("BUS1_CRASH_AT");
 		execv(argv[0], (char **)argv);
 		_exit(127);
 	}
+	return pid;
+}
+
+/* mp_spawnv() with the arguments of a variadic front end. */
+static inline pid_t mp_vspawn(const char *crash, const char *name, va_list ap)
+{
+	const char *args[60];
+	int n = 0;
+
+	while (n < 59 && (args[n] = va_arg(ap, const char *)))
+		n++;
+	args[n] = NULL;
+	return mp_spawnv(crash, name, args);
+}
+
+/* mp_spawn(name, "arg", ..., NULL) */
+static inline pid_t mp_spawn(const char *name, ...)
+{
+	va_list ap;
+	pid_t pid;
+
+	va_start(ap, name);
+	pid = mp_vspawn(NULL, name, ap);
+	va_end(ap);
+	return pid;
+}
+
+/* mp_spawn_crash(crash, name, "arg", ..., NULL): BUS1_CRASH_AT=crash in the child. */
+static inline pid_t mp_spawn_crash(const char *crash, const char *name, ...)
+{
+	va_list ap;
+	pid_t pid;
+
+	va_start(ap, name);
+	pid = mp_vspawn(crash, name, ap);
+	va_end(ap);
 	return pid;
 }
 
@@ -128,14 +189,19 @@ static inline const char *mp_str(long long v)
 	return b;
 }
 
+/* v in hex into buf (at least 19 bytes); returns buf. */
+static inline const char *mp_fmt(char *buf, uint64_t v)
+{
+	sprintf(buf, "0x%" PRIx64, v);
+	return buf;
+}
+
 static inline const char *mp_hex(uint64_t v)
 {
 	static char bufs[16][32];
 	static unsigned next;
-	char *b = bufs[next++ % 16];
 
-	snprintf(b, sizeof(bufs[0]), "0x%" PRIx64, v);
-	return b;
+	return mp_fmt(bufs[next++ % 16], v);
 }
 
 static inline long long mp_arg(const char *s)
@@ -182,11 +248,11 @@ static inline void mp_put(int fd, const void *buf, size_t n)
 static inline void mp_get_ms(int fd, void *buf, size_t n, int timeout_ms)
 {
 	char *p = buf;
-	double end = mp_now() + timeout_ms / 1000.0;
+	double end = mp_now_ms() + timeout_ms;
 
 	while (n) {
 		struct pollfd pf = { .fd = fd, .events = POLLIN };
-		int left = (int)((end - mp_now()) * 1000);
+		int left = (int)(end - mp_now_ms());
 		ssize_t r;
 
 		if (left < 0)
@@ -206,6 +272,38 @@ static inline void mp_get_ms(int fd, void *buf, size_t n, int timeout_ms)
 		p += r;
 		n -= r;
 	}
+}
+
+/*
+ * Unbounded reads for children that report at their own pace: returns 1
+ * when n bytes were read, 0 on EOF before the first byte.
+ */
+static inline int mp_read(int fd, void *buf, size_t n)
+{
+	char *p = buf;
+	size_t got = 0;
+
+	while (got < n) {
+		ssize_t r = read(fd, p + got, n - got);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			t_fail(__FILE__, __LINE__, "read(%d): %s", fd, strerror(errno));
+		if (r == 0) {
+			if (got == 0)
+				return 0;
+			t_fail(__FILE__, __LINE__, "read(%d): short (%zu of %zu)", fd, got, n);
+		}
+		got += r;
+	}
+	return 1;
+}
+
+static inline void mp_read_full(int fd, void *buf, size_t n)
+{
+	if (!mp_read(fd, buf, n))
+		t_fail(__FILE__, __LINE__, "unexpected EOF");
 }
 
 static inline void mp_get(int fd, void *buf, size_t n)
@@ -296,10 +394,10 @@ static inline uint64_t mp_node(int owner, uint64_t id, int holder)
 static inline short mp_poll_wait(int fd, short events, int timeout_ms)
 {
 	struct pollfd p = { .fd = fd, .events = events };
-	double end = mp_now() + timeout_ms / 1000.0;
+	double end = mp_now_ms() + timeout_ms;
 
 	for (;;) {
-		int left = (int)((end - mp_now()) * 1000);
+		int left = (int)(end - mp_now_ms());
 		int r;
 
 		if (left < 0)
@@ -320,7 +418,7 @@ static inline short mp_poll_wait(int fd, short events, int timeout_ms)
  */
 static inline int mp_recv_wait(int fd, struct bus1_cmd_recv *r, uint64_t flags, int timeout_ms)
 {
-	double end = mp_now() + timeout_ms / 1000.0;
+	double end = mp_now_ms() + timeout_ms;
 
 	for (;;) {
 		int ret = b1_recv(fd, r, flags);
@@ -328,7 +426,7 @@ static inline int mp_recv_wait(int fd, struct bus1_cmd_recv *r, uint64_t flags, 
 
 		if (ret != -EAGAIN)
 			return ret;
-		left = (int)((end - mp_now()) * 1000);
+		left = (int)(end - mp_now_ms());
 		if (left <= 0)
 			return -EAGAIN;
 		if (left > 100)
@@ -362,12 +460,12 @@ static inline uint64_t mp_slice_handle(const uint8_t *pool, const struct bus1_cm
  */
 static inline int mp_pipe_eof(int rfd, int timeout_ms)
 {
-	double end = mp_now() + timeout_ms / 1000.0;
+	double end = mp_now_ms() + timeout_ms;
 	char buf[256];
 
 	for (;;) {
 		struct pollfd p = { .fd = rfd, .events = POLLIN };
-		int left = (int)((end - mp_now()) * 1000);
+		int left = (int)(end - mp_now_ms());
 		ssize_t n;
 
 		if (left < 0)
@@ -394,5 +492,170 @@ static inline int mp_pipe_has_writer(int rfd)
 		t_fail(__FILE__, __LINE__, "poll: %s", strerror(errno));
 	return !(p.revents & POLLHUP);
 }
+
+/* FNV-1a, 64 bit. */
+static inline uint64_t mp_fnv(const void *data, size_t n)
+{
+	const uint8_t *p = data;
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	for (size_t i = 0; i < n; i++) {
+		h ^= p[i];
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+/*
+ * A self-checking message: a header naming sender, sequence number and
+ * the set of destinations of the transaction, a body of pseudo-random
+ * bytes derived from them, and a checksum of everything before it. The
+ * length varies with the sequence number, so a message cut short or
+ * mixed with another one is detected.
+ */
+struct mp_msg_hdr {
+	uint32_t magic;
+	uint32_t sender;
+	uint64_t seq;
+	uint64_t dests;		/* bit mask of receivers of the transaction */
+	uint64_t len;		/* total length including the checksum */
+};
+
+#define MP_MSG_MAGIC 0x6d703231u
+#define MP_MSG_MAX 4096
+
+static inline size_t mp_msg_build(void *buf, uint32_t sender, uint64_t seq, uint64_t dests, size_t body)
+{
+	struct mp_msg_hdr *h = buf;
+	uint8_t *p = (uint8_t *)(h + 1);
+	uint64_t x = seq * 0x9e3779b97f4a7c15ULL ^ sender;
+	size_t len = sizeof(*h) + body + 8;
+
+	h->magic = MP_MSG_MAGIC;
+	h->sender = sender;
+	h->seq = seq;
+	h->dests = dests;
+	h->len = len;
+	for (size_t i = 0; i < body; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		p[i] = (uint8_t)x;
+	}
+	uint64_t c = mp_fnv(buf, len - 8);
+
+	memcpy(p + body, &c, 8);
+	return len;
+}
+
+/* Checks a received payload; returns 1 if whole and consistent. */
+static inline int mp_msg_check(const void *buf, uint64_t n, struct mp_msg_hdr *out)
+{
+	struct mp_msg_hdr h;
+	uint64_t c;
+
+	if (n < sizeof(h) + 8)
+		return 0;
+	memcpy(&h, buf, sizeof(h));
+	if (h.magic != MP_MSG_MAGIC || h.len != n)
+		return 0;
+	memcpy(&c, (const uint8_t *)buf + n - 8, 8);
+	if (c != mp_fnv(buf, n - 8))
+		return 0;
+	if (out)
+		*out = h;
+	return 1;
+}
+
+/* Raises the soft RLIMIT_NOFILE to the hard limit; returns the new limit. */
+static inline rlim_t mp_raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		t_fail(__FILE__, __LINE__, "getrlimit: %s", strerror(errno));
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		t_fail(__FILE__, __LINE__, "setrlimit: %s", strerror(errno));
+	return rl.rlim_cur;
+}
+
+/*
+ * The files of the domain directory: their names (sorted, one per line,
+ * into buf) and the sum of their allocated blocks. Returns the file count.
+ */
+static inline int mp_domain_files(char *buf, size_t size, unsigned long long *blocks)
+{
+	struct dirent **list;
+	int n = scandir(t_domain(), &list, NULL, alphasort);
+	int count = 0;
+	size_t used = 0;
+
+	if (n < 0)
+		t_fail(__FILE__, __LINE__, "scandir(%s): %s", t_domain(), strerror(errno));
+	if (blocks)
+		*blocks = 0;
+	buf[0] = 0;
+	for (int i = 0; i < n; i++) {
+		const char *nm = list[i]->d_name;
+
+		if (strcmp(nm, ".") && strcmp(nm, "..")) {
+			char path[4096];
+			struct stat st;
+
+			snprintf(path, sizeof(path), "%s/%s", t_domain(), nm);
+			if (blocks && lstat(path, &st) == 0)
+				*blocks += st.st_blocks;
+			used += snprintf(buf + used, used < size ? size - used : 0, "%s\n", nm);
+			count++;
+		}
+		free(list[i]);
+	}
+	free(list);
+	return count;
+}
+
+/*
+ * Waits up to `ms` until the domain directory lists exactly `want` (as
+ * mp_domain_files() prints it); fails the case with both lists otherwise.
+ */
+#define mp_expect_domain_files(want, ms) mp_expect_domain_files_at(__FILE__, __LINE__, (want), (ms))
+static inline void mp_expect_domain_files_at(const char *file, int line, const char *want, unsigned ms)
+{
+	static char got[1 << 16];
+	double t0 = mp_now_ms();
+
+	for (;;) {
+		mp_domain_files(got, sizeof(got), NULL);
+		if (!strcmp(got, want) || mp_now_ms() - t0 >= ms)
+			break;
+		mp_sleep_ms(20);
+	}
+	if (strcmp(got, want))
+		t_fail(file, line, "domain files (%zu bytes of names), first ones:\n%.400s\n--- expected:\n%s",
+		       strlen(got), got, want);
+}
+
+/* st_blocks of one file of the domain directory (-1 if missing). */
+static inline long long mp_domain_file_blocks(const char *name)
+{
+	char path[4096];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/%s", t_domain(), name);
+	if (lstat(path, &st) < 0)
+		return -1;
+	return st.st_blocks;
+}
+
+/* Expects a notification of `type` about `id` as the next entry of fd. */
+#define MP_EXPECT_NOTE(fd, ty, id, timeout_ms)					\
+	do {									\
+		struct bus1_cmd_recv mp_r_;					\
+		ASSERT_EQ(mp_recv_wait((fd), &mp_r_, 0, (timeout_ms)), 0);	\
+		ASSERT_EQ(mp_r_.msg.type, (ty));				\
+		ASSERT_EQ_U64(mp_r_.msg.destination, (id));			\
+		ASSERT_EQ_U64(mp_r_.msg.offset, BUS1_OFFSET_INVALID);		\
+	} while (0)
 
 #endif /* BUS1_MP_UTIL_H */
