@@ -11,19 +11,7 @@
 
 #include "bus1-util.h"
 
-#define KEEP32 0xFFFFFFFFu
 
-static int set_limits(int fd, uint32_t slices, uint32_t handles,
-		      uint32_t bytes, uint32_t fds)
-{
-	struct bus1_cmd_peer_reset r = {
-		.peer_flags = (uint64_t)-1,
-		.max_slices = slices, .max_handles = handles,
-		.max_inflight_bytes = bytes, .max_inflight_fds = fds,
-	};
-
-	return b1_ioctl(fd, BUS1_CMD_PEER_RESET, &r);
-}
 
 /* Next entry must be DATA to `dest` with payload `data` and CONTINUE == cont. */
 static void expect_data(int fd, uint64_t dest, const char *data, int cont)
@@ -197,14 +185,14 @@ TEST(sendflag_continue_edquot)
 	uint64_t d[2] = { b1_handle_to(q, 0x100, s), b1_handle_to(a, 0x100, s) };
 	uint64_t err[2] = { 5, 5 };
 
-	ASSERT_EQ(set_limits(q, 0, KEEP32, KEEP32, KEEP32), 0);
+	ASSERT_EQ(b1_set_limits(q, 0, B1_KEEP32, B1_KEEP32, B1_KEEP32), 0);
 	ASSERT_EQ(send_str(s, BUS1_SEND_FLAG_CONTINUE, d, 2, err, "e"), 0);
 	ASSERT_EQ(err[0], EDQUOT);
 	ASSERT_EQ(err[1], 0);
 	b1_expect_empty(q);
 	expect_data(a, 0x100, "e", 0);
 	/* nothing was left charged on q: max_slices 2 admits one message again */
-	ASSERT_EQ(set_limits(q, 2, KEEP32, KEEP32, KEEP32), 0);
+	ASSERT_EQ(b1_set_limits(q, 2, B1_KEEP32, B1_KEEP32, B1_KEEP32), 0);
 	ASSERT_EQ(send_str(s, 0, d, 1, NULL, "ok"), 0);
 	ASSERT_EQ(send_str(s, 0, d, 1, NULL, "no"), -EDQUOT);
 	expect_data(q, 0x100, "ok", 0);
@@ -217,7 +205,7 @@ TEST(sendflag_continue_all_fail)
 	uint64_t d[2] = { b1_handle_to(a, 0x100, s), b1_handle_to(b, 0x100, s) };
 	uint64_t err[2] = { 0, 0 };
 
-	ASSERT_EQ(set_limits(a, 0, KEEP32, KEEP32, KEEP32), 0);
+	ASSERT_EQ(b1_set_limits(a, 0, B1_KEEP32, B1_KEEP32, B1_KEEP32), 0);
 	ASSERT_EQ(b1_disconnect(b), 0);
 	ASSERT_EQ(send_str(s, BUS1_SEND_FLAG_CONTINUE, d, 2, err, "f"), 0);
 	ASSERT_EQ(err[0], EDQUOT);
@@ -332,7 +320,7 @@ TEST(sendflag_continue_same_receiver_edquot)
 	uint64_t d[2] = { b1_handle_to(a, 0x100, s), b1_handle_to(a, 0x200, s) };
 	uint64_t err[2] = { 3, 3 };
 
-	ASSERT_EQ(set_limits(a, 2, KEEP32, KEEP32, KEEP32), 0);
+	ASSERT_EQ(b1_set_limits(a, 2, B1_KEEP32, B1_KEEP32, B1_KEEP32), 0);
 	ASSERT_EQ(send_str(s, BUS1_SEND_FLAG_CONTINUE, d, 2, err, "s"), 0);
 	ASSERT_EQ(err[0], 0);
 	ASSERT_EQ(err[1], EDQUOT);
@@ -348,7 +336,7 @@ TEST(sendflag_continue_partial_charge_rolled_back)
 	uint64_t d[2] = { b1_handle_to(a, 0x100, s), b1_handle_to(b, 0x100, s) };
 	uint64_t h = b1_handle_to(o, 0x10, s), err[2];
 
-	ASSERT_EQ(set_limits(a, 2, 1, KEEP32, KEEP32), 0);	/* handles: pin only */
+	ASSERT_EQ(b1_set_limits(a, 2, 1, B1_KEEP32, B1_KEEP32), 0);	/* handles: pin only */
 	ASSERT_EQ(b1_send(s, BUS1_SEND_FLAG_CONTINUE, d, 2, err, NULL, 0, &h, 1, NULL, 0), 0);
 	ASSERT_EQ(err[0], EDQUOT);
 	ASSERT_EQ(err[1], 0);
@@ -371,20 +359,20 @@ TEST(sendflag_continue_caller_edquot_fatal)
 	struct iovec v = { "c", 1 };
 
 	/* s holds two handles; a limit of 2 leaves nothing for a new node */
-	ASSERT_EQ(set_limits(s, KEEP32, 2, KEEP32, KEEP32), 0);
+	ASSERT_EQ(b1_set_limits(s, B1_KEEP32, 2, B1_KEEP32, B1_KEEP32), 0);
 	ASSERT_EQ(b1_send(s, BUS1_SEND_FLAG_CONTINUE, d, 2, err, &v, 1, &p, 1, NULL, 0), -EDQUOT);
 	ASSERT_EQ(err[0], 7);
 	ASSERT_EQ(err[1], 7);
 	b1_expect_empty(a);
 	b1_expect_empty(b);
 	/* a per-destination failure next to it is still no reason to go on */
-	ASSERT_EQ(set_limits(a, 0, KEEP32, KEEP32, KEEP32), 0);
+	ASSERT_EQ(b1_set_limits(a, 0, B1_KEEP32, B1_KEEP32, B1_KEEP32), 0);
 	ASSERT_EQ(b1_send(s, BUS1_SEND_FLAG_CONTINUE, d, 2, err, &v, 1, &p, 1, NULL, 0), -EDQUOT);
 	ASSERT_EQ(err[0], 7);
 	ASSERT_EQ(err[1], 7);
 	b1_expect_empty(b);
 	/* with one more unit the same call goes through, a's failure reported */
-	ASSERT_EQ(set_limits(s, KEEP32, 3, KEEP32, KEEP32), 0);
+	ASSERT_EQ(b1_set_limits(s, B1_KEEP32, 3, B1_KEEP32, B1_KEEP32), 0);
 	ASSERT_EQ(b1_send(s, BUS1_SEND_FLAG_CONTINUE, d, 2, err, &v, 1, &p, 1, NULL, 0), 0);
 	ASSERT_EQ(err[0], EDQUOT);
 	ASSERT_EQ(err[1], 0);

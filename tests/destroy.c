@@ -10,20 +10,8 @@
 
 #include "bus1-util.h"
 
-#define KEEP32 0xFFFFFFFFu
-#define KEEP64 ((uint64_t)-1)
 #define RELEASE BUS1_NODES_DESTROY_FLAG_RELEASE_HANDLES
 
-static int set_handles(int fd, uint32_t handles)
-{
-	struct bus1_cmd_peer_reset r = {
-		.flags = 0, .peer_flags = KEEP64,
-		.max_slices = KEEP32, .max_handles = handles,
-		.max_inflight_bytes = KEEP32, .max_inflight_fds = KEEP32,
-	};
-
-	return b1_ioctl(fd, BUS1_CMD_PEER_RESET, &r);
-}
 
 static int destroy_raw(int fd, uint64_t flags, const void *ptr, uint64_t n)
 {
@@ -106,7 +94,7 @@ TEST(destroy_too_many_einval)
 
 	ASSERT_EQ(destroy_raw(a, 0, b1_bad_ptr(), 65537), -EINVAL);
 	ASSERT_EQ(destroy_raw(a, 0, b1_bad_ptr(), 1ULL << 32), -EINVAL);
-	ASSERT_EQ(destroy_raw(a, 0, b1_bad_ptr(), KEEP64), -EINVAL);
+	ASSERT_EQ(destroy_raw(a, 0, b1_bad_ptr(), B1_KEEP64), -EINVAL);
 	/* exactly the limit passes step 4 and fails reading the list */
 	ASSERT_EQ(destroy_raw(a, 0, b1_bad_ptr(), 65536), -EFAULT);
 }
@@ -116,7 +104,7 @@ TEST(destroy_limit_is_per_user)
 {
 	int a = b1_open();
 
-	ASSERT_EQ(set_handles(a, 3), 0);
+	ASSERT_EQ(b1_set_handles(a, 3), 0);
 	ASSERT_EQ(destroy_raw(a, 0, b1_bad_ptr(), 4), -EFAULT);
 	ASSERT_EQ(destroy_raw(a, 0, b1_bad_ptr(), 65536), -EFAULT);
 	ASSERT_EQ(destroy_raw(a, 0, b1_bad_ptr(), 65537), -EINVAL);
@@ -235,7 +223,7 @@ TEST(destroy_edquot)
 	int a = b1_open(), b = b1_open();
 	uint64_t h = b1_share(a, 0x100, b);
 
-	ASSERT_EQ(set_handles(a, 0), 0);
+	ASSERT_EQ(b1_set_handles(a, 0), 0);
 	ASSERT_EQ(b1_destroy(a, (uint64_t[]){ 0x100, 0x200 }, 2, 0), -EDQUOT);
 	ASSERT_EQ(b1_destroy_one(a, 0x300), -EDQUOT);
 	b1_expect_empty(a);
@@ -260,7 +248,7 @@ TEST(destroy_element_errors_before_edquot)
 	ASSERT_EQ(b1_destroy_one(a, 0x300), 0);
 	expect_msg(a, BUS1_MSG_NODE_DESTROY, 0x300);
 	/* no handle unit left for the provisional 0x200 */
-	ASSERT_EQ(set_handles(a, 0), 0);
+	ASSERT_EQ(b1_set_handles(a, 0), 0);
 	ASSERT_EQ(b1_destroy_one(a, 0x200), -EDQUOT);
 	ASSERT_EQ(b1_destroy(a, (uint64_t[]){ 0x200, 0x1 }, 2, 0), -ENXIO);
 	ASSERT_EQ(b1_destroy(a, (uint64_t[]){ 0x200, 0x100, 0x200 }, 3, 0), -ENOTUNIQ);
@@ -273,7 +261,7 @@ TEST(destroy_element_errors_before_edquot)
 	assert_alive(a, 0x100, b, h);
 	assert_alive(b, 0x500, a, remote);
 	/* with a unit available the provisional node is created and destroyed */
-	ASSERT_EQ(set_handles(a, 65536), 0);
+	ASSERT_EQ(b1_set_handles(a, 65536), 0);
 	ASSERT_EQ(b1_destroy(a, (uint64_t[]){ 0x200, 0x100 }, 2, 0), 0);
 	expect_msg_flags(a, BUS1_MSG_NODE_DESTROY, 0x200, BUS1_MSG_FLAG_CONTINUE);
 	expect_msg_flags(a, BUS1_MSG_NODE_DESTROY, 0x100, 0);
@@ -370,7 +358,7 @@ TEST(destroy_release_handles_refunds)
 {
 	int a = b1_open();
 
-	ASSERT_EQ(set_handles(a, 2), 0);
+	ASSERT_EQ(b1_set_handles(a, 2), 0);
 	for (int i = 0; i < 10; i++)
 		ASSERT_EQ(b1_destroy(a, (uint64_t[]){ 0x100 }, 1, RELEASE), 0);
 	b1_expect_empty(a);

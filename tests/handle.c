@@ -10,19 +10,7 @@
 
 #include "bus1-util.h"
 
-#define KEEP32 0xFFFFFFFFu
-#define KEEP64 ((uint64_t)-1)
 
-static int set_limits(int fd, uint32_t slices, uint32_t handles)
-{
-	struct bus1_cmd_peer_reset r = {
-		.flags = 0, .peer_flags = KEEP64,
-		.max_slices = slices, .max_handles = handles,
-		.max_inflight_bytes = KEEP32, .max_inflight_fds = KEEP32,
-	};
-
-	return b1_ioctl(fd, BUS1_CMD_PEER_RESET, &r);
-}
 
 static void expect_notification(int fd, uint64_t type, uint64_t dest)
 {
@@ -105,7 +93,7 @@ TEST(release_unknown_user_leaves_nothing)
 	int a = b1_open(), b = b1_open();
 	uint64_t h;
 
-	ASSERT_EQ(set_limits(a, KEEP32, 4), 0);
+	ASSERT_EQ(b1_set_limits(a, B1_KEEP32, 4, B1_KEEP32, B1_KEEP32), 0);
 	for (uint64_t id = 0x100; id < 0x100 + 40 * 4; id += 4)
 		ASSERT_EQ(b1_release(a, id), -EBUSY);
 	/* two handle charges on A still fit: a fresh node plus a self transfer */
@@ -241,7 +229,7 @@ TEST(release_refunds_quota)
 	int a = b1_open(), b = b1_open();
 	uint64_t h;
 
-	ASSERT_EQ(set_limits(b, KEEP32, 2), 0);
+	ASSERT_EQ(b1_set_limits(b, B1_KEEP32, 2, B1_KEEP32, B1_KEEP32), 0);
 	for (int i = 0; i < 10; i++) {
 		h = b1_share(a, 0x100, b);
 		ASSERT_EQ(b1_release(b, h), 0);

@@ -13,14 +13,13 @@
 
 #include "bus1-util.h"
 
-#define KEEP32 0xFFFFFFFFu
 
 static int set_peer_flags(int fd, uint64_t peer_flags)
 {
 	struct bus1_cmd_peer_reset r = {
 		.peer_flags = peer_flags,
-		.max_slices = KEEP32, .max_handles = KEEP32,
-		.max_inflight_bytes = KEEP32, .max_inflight_fds = KEEP32,
+		.max_slices = B1_KEEP32, .max_handles = B1_KEEP32,
+		.max_inflight_bytes = B1_KEEP32, .max_inflight_fds = B1_KEEP32,
 	};
 
 	return b1_ioctl(fd, BUS1_CMD_PEER_RESET, &r);

@@ -11,8 +11,6 @@
 
 #include "bus1-util.h"
 
-#define KEEP32 0xFFFFFFFFu
-#define KEEP64 ((uint64_t)-1)
 
 static int reset_raw(int fd, uint64_t flags, uint64_t pflags, uint32_t slices,
 		     uint32_t handles, uint32_t bytes, uint32_t fds)
@@ -89,7 +87,7 @@ TEST(query_flags_einval)
 {
 	int fd = b1_open();
 	struct bus1_cmd_peer_reset q;
-	uint64_t bits[] = { 1, 2, 4, 1ULL << 63, KEEP64 };
+	uint64_t bits[] = { 1, 2, 4, 1ULL << 63, B1_KEEP64 };
 
 	for (size_t i = 0; i < sizeof(bits) / sizeof(bits[0]); i++) {
 		memset(&q, 0x11, sizeof(q));
@@ -170,9 +168,9 @@ TEST(reset_writes_nothing)
 {
 	int fd = b1_open();
 	struct bus1_cmd_peer_reset r = {
-		.flags = 0, .peer_flags = KEEP64, .max_slices = 77,
-		.max_handles = KEEP32, .max_inflight_bytes = KEEP32,
-		.max_inflight_fds = KEEP32,
+		.flags = 0, .peer_flags = B1_KEEP64, .max_slices = 77,
+		.max_handles = B1_KEEP32, .max_inflight_bytes = B1_KEEP32,
+		.max_inflight_fds = B1_KEEP32,
 	};
 	struct bus1_cmd_peer_reset copy = r;
 
@@ -185,7 +183,7 @@ TEST(reset_writes_nothing)
 TEST(reset_bad_flags_einval)
 {
 	int fd = b1_open();
-	uint64_t bits[] = { 4, 8, 1ULL << 63, 5, 7, KEEP64 };
+	uint64_t bits[] = { 4, 8, 1ULL << 63, 5, 7, B1_KEEP64 };
 
 	for (size_t i = 0; i < sizeof(bits) / sizeof(bits[0]); i++)
 		ASSERT_EQ(reset_raw(fd, bits[i], 1, 5, 5, 5, 5), -EINVAL);
@@ -227,9 +225,9 @@ TEST(reset_invalid_does_not_flush)
 	uint64_t h = b1_share(a, 0x100, b);
 
 	ASSERT_EQ(b1_send_one(b, h, "m", 1), 0);
-	ASSERT_EQ(reset_raw(a, BUS1_PEER_RESET_FLAG_FLUSH | 4, KEEP64, KEEP32, KEEP32, KEEP32, KEEP32), -EINVAL);
-	ASSERT_EQ(reset_raw(a, BUS1_PEER_RESET_FLAG_FLUSH, 2, KEEP32, KEEP32, KEEP32, KEEP32), -EINVAL);
-	ASSERT_EQ(reset_raw(a, BUS1_PEER_RESET_FLAG_FLUSH, KEEP64, 0x80000000u, KEEP32, KEEP32, KEEP32), -EINVAL);
+	ASSERT_EQ(reset_raw(a, BUS1_PEER_RESET_FLAG_FLUSH | 4, B1_KEEP64, B1_KEEP32, B1_KEEP32, B1_KEEP32, B1_KEEP32), -EINVAL);
+	ASSERT_EQ(reset_raw(a, BUS1_PEER_RESET_FLAG_FLUSH, 2, B1_KEEP32, B1_KEEP32, B1_KEEP32, B1_KEEP32), -EINVAL);
+	ASSERT_EQ(reset_raw(a, BUS1_PEER_RESET_FLAG_FLUSH, B1_KEEP64, 0x80000000u, B1_KEEP32, B1_KEEP32, B1_KEEP32), -EINVAL);
 	/* message still queued, node still alive */
 	expect_msg(a, BUS1_MSG_DATA, 0x100);
 	b1_expect_empty(b);
@@ -244,11 +242,11 @@ TEST(reset_limits_applied)
 {
 	int fd = b1_open();
 
-	ASSERT_EQ(reset_raw(fd, 0, KEEP64, 0, KEEP32, 0x7FFFFFFF, KEEP32), 0);
+	ASSERT_EQ(reset_raw(fd, 0, B1_KEEP64, 0, B1_KEEP32, 0x7FFFFFFF, B1_KEEP32), 0);
 	assert_limits(fd, 0, 0, 65536, 0x7FFFFFFF, 4096);
-	ASSERT_EQ(reset_raw(fd, 0, KEEP64, KEEP32, 1, KEEP32, 0), 0);
+	ASSERT_EQ(reset_raw(fd, 0, B1_KEEP64, B1_KEEP32, 1, B1_KEEP32, 0), 0);
 	assert_limits(fd, 0, 0, 1, 0x7FFFFFFF, 0);
-	ASSERT_EQ(reset_raw(fd, 0, KEEP64, 16384, 65536, 16777216, 4096), 0);
+	ASSERT_EQ(reset_raw(fd, 0, B1_KEEP64, 16384, 65536, 16777216, 4096), 0);
 	assert_defaults(fd);
 }
 
@@ -257,14 +255,14 @@ TEST(reset_peer_flags)
 {
 	int fd = b1_open();
 
-	ASSERT_EQ(reset_raw(fd, 0, BUS1_PEER_FLAG_WANT_SECCTX, KEEP32, KEEP32, KEEP32, KEEP32), 0);
+	ASSERT_EQ(reset_raw(fd, 0, BUS1_PEER_FLAG_WANT_SECCTX, B1_KEEP32, B1_KEEP32, B1_KEEP32, B1_KEEP32), 0);
 	assert_limits(fd, BUS1_PEER_FLAG_WANT_SECCTX, 16384, 65536, 16777216, 4096);
-	ASSERT_EQ(reset_raw(fd, 0, KEEP64, KEEP32, KEEP32, KEEP32, KEEP32), 0);
+	ASSERT_EQ(reset_raw(fd, 0, B1_KEEP64, B1_KEEP32, B1_KEEP32, B1_KEEP32, B1_KEEP32), 0);
 	assert_limits(fd, BUS1_PEER_FLAG_WANT_SECCTX, 16384, 65536, 16777216, 4096);
 	/* a flush keeps the flags too */
 	ASSERT_EQ(b1_reset(fd, BUS1_PEER_RESET_FLAG_FLUSH), 0);
 	assert_limits(fd, BUS1_PEER_FLAG_WANT_SECCTX, 16384, 65536, 16777216, 4096);
-	ASSERT_EQ(reset_raw(fd, 0, 0, KEEP32, KEEP32, KEEP32, KEEP32), 0);
+	ASSERT_EQ(reset_raw(fd, 0, 0, B1_KEEP32, B1_KEEP32, B1_KEEP32, B1_KEEP32), 0);
 	assert_defaults(fd);
 }
 
@@ -285,10 +283,10 @@ TEST(reset_zero_slices_edquot)
 	int a = b1_open(), b = b1_open();
 	uint64_t h = b1_share(a, 0x100, b);
 
-	ASSERT_EQ(reset_raw(a, 0, KEEP64, 0, KEEP32, KEEP32, KEEP32), 0);
+	ASSERT_EQ(reset_raw(a, 0, B1_KEEP64, 0, B1_KEEP32, B1_KEEP32, B1_KEEP32), 0);
 	ASSERT_EQ(b1_send_one(b, h, "x", 1), -EDQUOT);
 	b1_expect_empty(a);
-	ASSERT_EQ(reset_raw(a, 0, KEEP64, 16384, KEEP32, KEEP32, KEEP32), 0);
+	ASSERT_EQ(reset_raw(a, 0, B1_KEEP64, 16384, B1_KEEP32, B1_KEEP32, B1_KEEP32), 0);
 	ASSERT_EQ(b1_send_one(b, h, "x", 1), 0);
 	expect_msg(a, BUS1_MSG_DATA, 0x100);
 }
@@ -306,7 +304,7 @@ TEST(reset_limit_below_usage)
 	for (int i = 0; i < 3; i++)
 		ASSERT_EQ(b1_send_one(b, h, "x", 1), 0);
 	/* 3 slices in use, max 2: remaining -1 */
-	ASSERT_EQ(reset_raw(a, 0, KEEP64, 2, KEEP32, KEEP32, KEEP32), 0);
+	ASSERT_EQ(reset_raw(a, 0, B1_KEEP64, 2, B1_KEEP32, B1_KEEP32, B1_KEEP32), 0);
 	ASSERT_EQ(b1_send_one(b, h, "x", 1), -EDQUOT);
 	/* receiving and freeing all three gives the remaining 2 back */
 	for (int i = 0; i < 3; i++) {
@@ -323,11 +321,11 @@ TEST(reset_zero_handles_edquot)
 	int a = b1_open(), b = b1_open();
 	uint64_t h = BUS1_HANDLE_INVALID;
 
-	ASSERT_EQ(reset_raw(b, 0, KEEP64, KEEP32, 0, KEEP32, KEEP32), 0);
+	ASSERT_EQ(reset_raw(b, 0, B1_KEEP64, B1_KEEP32, 0, B1_KEEP32, B1_KEEP32), 0);
 	ASSERT_EQ(b1_transfer(a, 0x100, b, &h), -EDQUOT);
 	/* and a node of its own cannot be created either */
 	ASSERT_EQ(b1_transfer(b, 0x200, a, &h), -EDQUOT);
-	ASSERT_EQ(reset_raw(b, 0, KEEP64, KEEP32, 10, KEEP32, KEEP32), 0);
+	ASSERT_EQ(reset_raw(b, 0, B1_KEEP64, B1_KEEP32, 10, B1_KEEP32, B1_KEEP32), 0);
 	ASSERT_EQ(b1_transfer(a, 0x100, b, &h), 0);
 	ASSERT_EQ_U64(h, 0xB);
 }
@@ -450,7 +448,7 @@ TEST(flush_refunds_quota)
 	int a = b1_open(), b = b1_open();
 	uint64_t h;
 
-	ASSERT_EQ(reset_raw(a, 0, KEEP64, 2, KEEP32, KEEP32, KEEP32), 0);
+	ASSERT_EQ(reset_raw(a, 0, B1_KEEP64, 2, B1_KEEP32, B1_KEEP32, B1_KEEP32), 0);
 	for (int i = 0; i < 6; i++) {
 		h = b1_share(a, 0x100, b);
 		ASSERT_EQ(b1_send_one(b, h, "x", 1), 0);
@@ -582,14 +580,14 @@ TEST(reset_u64_applies)
 	int fd = b1_open();
 	struct bus1_cmd_peer_reset_u64 r = {
 		.flags = 0, .peer_flags = BUS1_PEER_FLAG_WANT_SECCTX,
-		.max_slices = 3, .max_handles = KEEP64,
+		.max_slices = 3, .max_handles = B1_KEEP64,
 		.max_inflight_bytes = 0x7FFFFFFF, .max_inflight_fds = 0,
 	};
 
 	ASSERT_EQ(b1_ioctl(fd, BUS1_CMD_PEER_RESET_U64, &r), 0);
 	assert_limits(fd, 1, 3, 65536, 0x7FFFFFFF, 0);
-	r.peer_flags = KEEP64;
-	r.max_slices = r.max_inflight_bytes = r.max_inflight_fds = KEEP64;
+	r.peer_flags = B1_KEEP64;
+	r.max_slices = r.max_inflight_bytes = r.max_inflight_fds = B1_KEEP64;
 	r.max_handles = 9;
 	ASSERT_EQ(b1_ioctl(fd, BUS1_CMD_PEER_RESET_U64, &r), 0);
 	assert_limits(fd, 1, 3, 9, 0x7FFFFFFF, 0);
@@ -614,9 +612,9 @@ TEST(reset_u64_bad_values_einval)
 			ASSERT_EQ(b1_ioctl(fd, BUS1_CMD_PEER_RESET_U64, &r), -EINVAL);
 		}
 	}
-	r = (struct bus1_cmd_peer_reset_u64){ .flags = 8, .peer_flags = KEEP64,
-		.max_slices = KEEP64, .max_handles = KEEP64,
-		.max_inflight_bytes = KEEP64, .max_inflight_fds = KEEP64 };
+	r = (struct bus1_cmd_peer_reset_u64){ .flags = 8, .peer_flags = B1_KEEP64,
+		.max_slices = B1_KEEP64, .max_handles = B1_KEEP64,
+		.max_inflight_bytes = B1_KEEP64, .max_inflight_fds = B1_KEEP64 };
 	ASSERT_EQ(b1_ioctl(fd, BUS1_CMD_PEER_RESET_U64, &r), -EINVAL);
 	r.flags = 0;
 	r.peer_flags = 2;
@@ -630,9 +628,9 @@ TEST(reset_u64_flush)
 	int a = b1_open(), b = b1_open();
 	uint64_t h = b1_share(a, 0x100, b);
 	struct bus1_cmd_peer_reset_u64 r = {
-		.flags = BUS1_PEER_RESET_FLAG_FLUSH, .peer_flags = KEEP64,
-		.max_slices = KEEP64, .max_handles = KEEP64,
-		.max_inflight_bytes = KEEP64, .max_inflight_fds = KEEP64,
+		.flags = BUS1_PEER_RESET_FLAG_FLUSH, .peer_flags = B1_KEEP64,
+		.max_slices = B1_KEEP64, .max_handles = B1_KEEP64,
+		.max_inflight_bytes = B1_KEEP64, .max_inflight_fds = B1_KEEP64,
 	};
 
 	ASSERT_EQ(b1_send_one(b, h, "x", 1), 0);

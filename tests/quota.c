@@ -14,19 +14,7 @@
 
 #include "bus1-util.h"
 
-#define KEEP32 0xFFFFFFFFu
 
-static int set_limits(int fd, uint32_t slices, uint32_t handles,
-		      uint32_t bytes, uint32_t fds)
-{
-	struct bus1_cmd_peer_reset r = {
-		.peer_flags = (uint64_t)-1,
-		.max_slices = slices, .max_handles = handles,
-		.max_inflight_bytes = bytes, .max_inflight_fds = fds,
-	};
-
-	return b1_ioctl(fd, BUS1_CMD_PEER_RESET, &r);
-}
 
 static int send_n(int fd, uint64_t dest, size_t len)
 {
@@ -76,15 +64,15 @@ TEST(quota_reset_limits_query)
 	int a = b1_open();
 	struct bus1_cmd_peer_reset q;
 
-	ASSERT_EQ(set_limits(a, 0, 7, 0x7FFFFFFF, KEEP32), 0);
+	ASSERT_EQ(b1_set_limits(a, 0, 7, 0x7FFFFFFF, B1_KEEP32), 0);
 	ASSERT_EQ(b1_query(a, &q), 0);
 	ASSERT_EQ(q.max_slices, 0);
 	ASSERT_EQ(q.max_handles, 7);
 	ASSERT_EQ(q.max_inflight_bytes, 0x7FFFFFFF);
 	ASSERT_EQ(q.max_inflight_fds, 4096);
 	/* out of range → EINVAL, nothing applied */
-	ASSERT_EQ(set_limits(a, 1, 1, 1, 0x80000000u), -EINVAL);
-	ASSERT_EQ(set_limits(a, 0xFFFFFFFEu, 1, 1, 1), -EINVAL);
+	ASSERT_EQ(b1_set_limits(a, 1, 1, 1, 0x80000000u), -EINVAL);
+	ASSERT_EQ(b1_set_limits(a, 0xFFFFFFFEu, 1, 1, 1), -EINVAL);
 	ASSERT_EQ(b1_query(a, &q), 0);
 	ASSERT_EQ(q.max_slices, 0);
 	ASSERT_EQ(q.max_handles, 7);
@@ -99,7 +87,7 @@ TEST(quota_slices_fair_share)
 	uint64_t h = b1_handle_to(b, 0x100, a);
 	struct bus1_cmd_recv r1, r2;
 
-	ASSERT_EQ(set_limits(b, 4, KEEP32, KEEP32, KEEP32), 0);
+	ASSERT_EQ(b1_set_limits(b, 4, B1_KEEP32, B1_KEEP32, B1_KEEP32), 0);
 	ASSERT_EQ(send_n(a, h, 1), 0);		/* R 4 >= 0+2 */
 	ASSERT_EQ(send_n(a, h, 1), 0);		/* R 3 >= 1+2 */
 	ASSERT_EQ(send_n(a, h, 1), -EDQUOT);	/* R 2 <  2+2 */
@@ -123,7 +111,7 @@ TEST(quota_slices_charged_to_receiver)
 	int a = b1_open(), b = b1_open();
 	uint64_t ha = b1_handle_to(a, 0x100, b), hb = b1_handle_to(b, 0x100, a);
 
-	ASSERT_EQ(set_limits(b, 0, KEEP32, 0, KEEP32), 0);
+	ASSERT_EQ(b1_set_limits(b, 0, B1_KEEP32, 0, B1_KEEP32), 0);
 	ASSERT_EQ(send_n(a, hb, 1), -EDQUOT);
 	ASSERT_EQ(b1_recv(b, &(struct bus1_cmd_recv){ 0 }, 0), -EAGAIN);
 	/* b sends freely to others */
@@ -143,7 +131,7 @@ TEST(quota_handles_charged_to_receiver)
 	uint64_t h = b1_handle_to(o, 0x10, s);
 	uint64_t hs[5] = { h, h, h, h, h };
 
-	ASSERT_EQ(set_limits(b, KEEP32, 10, KEEP32, KEEP32), 0);	/* R 9 */
+	ASSERT_EQ(b1_set_limits(b, B1_KEEP32, 10, B1_KEEP32, B1_KEEP32), 0);	/* R 9 */
 	ASSERT_EQ(send_handles(s, dest, hs, 5), -EDQUOT);	/* 9 < 0+10 */
 	ASSERT_EQ(send_handles(s, dest, hs, 4), 0);		/* 9 >= 0+8 */
 	ASSERT_EQ(send_handles(s, dest, hs, 1), -EDQUOT);	/* 5 < 4+2 */
@@ -167,7 +155,7 @@ TEST(quota_transfer_plain_rule)
 	int o = b1_open(), b = b1_open();
 	uint64_t h;
 
-	ASSERT_EQ(set_limits(b, KEEP32, 1, KEEP32, KEEP32), 0);
+	ASSERT_EQ(b1_set_limits(b, B1_KEEP32, 1, B1_KEEP32, B1_KEEP32), 0);
 	ASSERT_EQ(b1_transfer(o, 0x10, b, &h), 0);	/* R 1 >= 1 */
 	ASSERT_EQ(b1_transfer(o, 0x10, b, NULL), -EDQUOT);
 	ASSERT_EQ(b1_transfer(o, 0x20, b, NULL), -EDQUOT);
@@ -182,13 +170,13 @@ TEST(quota_node_creation_charges_creator)
 	int a = b1_open(), b = b1_open();
 	struct bus1_cmd_recv r;
 
-	ASSERT_EQ(set_limits(a, KEEP32, 0, KEEP32, KEEP32), 0);
-	ASSERT_EQ(set_limits(b, KEEP32, 1, KEEP32, KEEP32), 0);
+	ASSERT_EQ(b1_set_limits(a, B1_KEEP32, 0, B1_KEEP32, B1_KEEP32), 0);
+	ASSERT_EQ(b1_set_limits(b, B1_KEEP32, 1, B1_KEEP32, B1_KEEP32), 0);
 	ASSERT_EQ(b1_transfer(a, 0x100, b, NULL), -EDQUOT);
 	/* the destination's charge was undone */
 	ASSERT_EQ(b1_transfer(b, 0x100, a, NULL), -EDQUOT);	/* a is full */
 	/* with room on a, b's one unit (given back above) pays for its pin */
-	ASSERT_EQ(set_limits(a, KEEP32, 1, KEEP32, KEEP32), 0);
+	ASSERT_EQ(b1_set_limits(a, B1_KEEP32, 1, B1_KEEP32, B1_KEEP32), 0);
 	ASSERT_EQ(b1_transfer(b, 0x100, a, NULL), 0);
 	/* now both are full */
 	ASSERT_EQ(b1_transfer(b, 0x104, a, NULL), -EDQUOT);
@@ -210,7 +198,7 @@ TEST(quota_peek_charges_handles)
 	int low;
 
 	ASSERT_OK(pipe(p));
-	ASSERT_EQ(set_limits(b, KEEP32, 3, KEEP32, KEEP32), 0);	/* R 2 */
+	ASSERT_EQ(b1_set_limits(b, B1_KEEP32, 3, B1_KEEP32, B1_KEEP32), 0);	/* R 2 */
 	ASSERT_EQ(b1_send(s, 0, &dest, 1, NULL, NULL, 0, &h, 1, &p[0], 1), 0);	/* R 1 */
 	r = recv_ok(b, BUS1_RECV_FLAG_PEEK);	/* +1 reference: R 0 */
 	ASSERT_EQ(r.msg.n_handles, 1);
@@ -239,7 +227,7 @@ TEST(quota_reset_below_usage)
 
 	ASSERT_EQ(b1_transfer(o, 0x10, b, NULL), 0);
 	ASSERT_EQ(b1_transfer(o, 0x10, b, NULL), 0);	/* 3 references */
-	ASSERT_EQ(set_limits(b, KEEP32, 1, KEEP32, KEEP32), 0);	/* R -2 */
+	ASSERT_EQ(b1_set_limits(b, B1_KEEP32, 1, B1_KEEP32, B1_KEEP32), 0);	/* R -2 */
 	ASSERT_EQ(b1_transfer(o, 0x20, b, NULL), -EDQUOT);
 	ASSERT_EQ(b1_release(b, h), 0);
 	ASSERT_EQ(b1_release(b, h), 0);			/* R 0 */
@@ -248,7 +236,7 @@ TEST(quota_reset_below_usage)
 	ASSERT_EQ(b1_transfer(o, 0x20, b, NULL), 0);
 	ASSERT_EQ(b1_transfer(o, 0x20, b, NULL), -EDQUOT);
 	/* raising the max moves remaining by the difference */
-	ASSERT_EQ(set_limits(b, KEEP32, 4, KEEP32, KEEP32), 0);	/* R 3 */
+	ASSERT_EQ(b1_set_limits(b, B1_KEEP32, 4, B1_KEEP32, B1_KEEP32), 0);	/* R 3 */
 	for (int i = 0; i < 3; i++)
 		ASSERT_EQ(b1_transfer(o, 0x20, b, NULL), 0);
 	ASSERT_EQ(b1_transfer(o, 0x20, b, NULL), -EDQUOT);
@@ -260,10 +248,10 @@ TEST(quota_reset_raises_slices)
 	int a = b1_open(), b = b1_open();
 	uint64_t h = b1_handle_to(b, 0x100, a);
 
-	ASSERT_EQ(set_limits(b, 2, KEEP32, KEEP32, KEEP32), 0);
+	ASSERT_EQ(b1_set_limits(b, 2, B1_KEEP32, B1_KEEP32, B1_KEEP32), 0);
 	ASSERT_EQ(send_n(a, h, 1), 0);		/* R 1, share 1 */
 	ASSERT_EQ(send_n(a, h, 1), -EDQUOT);
-	ASSERT_EQ(set_limits(b, 8, KEEP32, KEEP32, KEEP32), 0);	/* R 7 */
+	ASSERT_EQ(b1_set_limits(b, 8, B1_KEEP32, B1_KEEP32, B1_KEEP32), 0);	/* R 7 */
 	ASSERT_EQ(send_n(a, h, 1), 0);		/* 7 >= 1+2 */
 	ASSERT_EQ(send_n(a, h, 1), 0);		/* 6 >= 2+2 */
 	ASSERT_EQ(send_n(a, h, 1), 0);		/* 5 >= 3+2 */
@@ -277,7 +265,7 @@ TEST(quota_inflight_bytes)
 	uint64_t h = b1_handle_to(b, 0x100, a);
 	struct bus1_cmd_recv r;
 
-	ASSERT_EQ(set_limits(b, KEEP32, KEEP32, 64, KEEP32), 0);
+	ASSERT_EQ(b1_set_limits(b, B1_KEEP32, B1_KEEP32, 64, B1_KEEP32), 0);
 	ASSERT_EQ(send_n(a, h, 33), -EDQUOT);	/* slice 40: 64 < 80 */
 	ASSERT_EQ(send_n(a, h, 32), 0);		/* 64 >= 64 */
 	ASSERT_EQ(send_n(a, h, 1), -EDQUOT);	/* 32 < 32+16 */
@@ -289,7 +277,7 @@ TEST(quota_inflight_bytes)
 	ASSERT_EQ(b1_recv(b, &r, 0), 0);
 	ASSERT_EQ(r.msg.offset, 32);
 	/* 63 admits 24 but not 32 */
-	ASSERT_EQ(set_limits(b, KEEP32, KEEP32, 63, KEEP32), 0);
+	ASSERT_EQ(b1_set_limits(b, B1_KEEP32, B1_KEEP32, 63, B1_KEEP32), 0);
 	ASSERT_EQ(send_n(a, h, 32), -EDQUOT);
 	ASSERT_EQ(send_n(a, h, 24), 0);
 }
@@ -359,7 +347,7 @@ TEST(quota_inflight_fds)
 
 	ASSERT_OK(pipe(p));
 	fds[0] = fds[1] = fds[2] = p[0];
-	ASSERT_EQ(set_limits(b, KEEP32, KEEP32, KEEP32, 4), 0);
+	ASSERT_EQ(b1_set_limits(b, B1_KEEP32, B1_KEEP32, B1_KEEP32, 4), 0);
 	ASSERT_EQ(send_fds(a, h, fds, 3), -EDQUOT);	/* 4 < 6 */
 	ASSERT_EQ(send_fds(a, h, fds, 2), 0);		/* 4 >= 4 */
 	ASSERT_EQ(send_fds(a, h, fds, 1), -EDQUOT);	/* 2 < 2+2 */
@@ -368,7 +356,7 @@ TEST(quota_inflight_fds)
 	ASSERT_EQ(r.msg.n_fds, 2);
 	ASSERT_EQ(send_fds(a, h, fds, 2), 0);
 	/* max 0: no fd at all, plain messages still pass */
-	ASSERT_EQ(set_limits(b, KEEP32, KEEP32, KEEP32, 0), 0);
+	ASSERT_EQ(b1_set_limits(b, B1_KEEP32, B1_KEEP32, B1_KEEP32, 0), 0);
 	ASSERT_EQ(send_fds(a, h, fds, 1), -EDQUOT);
 	ASSERT_EQ(send_n(a, h, 1), 0);
 }
@@ -384,7 +372,7 @@ TEST(quota_failed_send_changes_nothing)
 
 	ASSERT_OK(pipe(p));
 	fds[0] = fds[1] = p[1];
-	ASSERT_EQ(set_limits(b, 2, 5, 80, 4), 0);	/* b's pin: handles R 4 */
+	ASSERT_EQ(b1_set_limits(b, 2, 5, 80, 4), 0);	/* b's pin: handles R 4 */
 	ASSERT_EQ(b1_disconnect(dead), 0);
 	for (int i = 0; i < 20; i++)
 		ASSERT_EQ(b1_send(a, 0, d, 2, NULL, &v, 1, &o, 1, fds, 2), -ESHUTDOWN);
@@ -402,11 +390,11 @@ TEST(quota_flush_refunds)
 	uint64_t h = b1_handle_to(b, 0x100, a);
 	struct bus1_cmd_peer_reset rs = {
 		.flags = BUS1_PEER_RESET_FLAG_FLUSH, .peer_flags = (uint64_t)-1,
-		.max_slices = 6, .max_handles = KEEP32,
-		.max_inflight_bytes = KEEP32, .max_inflight_fds = KEEP32,
+		.max_slices = 6, .max_handles = B1_KEEP32,
+		.max_inflight_bytes = B1_KEEP32, .max_inflight_fds = B1_KEEP32,
 	};
 
-	ASSERT_EQ(set_limits(b, 4, KEEP32, KEEP32, KEEP32), 0);
+	ASSERT_EQ(b1_set_limits(b, 4, B1_KEEP32, B1_KEEP32, B1_KEEP32), 0);
 	ASSERT_EQ(send_n(a, h, 1), 0);
 	ASSERT_EQ(send_n(a, h, 1), 0);
 	ASSERT_EQ(send_n(a, h, 1), -EDQUOT);
@@ -428,7 +416,7 @@ TEST(quota_recv_converts_charges)
 	uint64_t dest = b1_handle_to(b, 0x100, s);
 	uint64_t hs[2] = { b1_handle_to(o, 0x10, s), b1_handle_to(o, 0x20, s) };
 
-	ASSERT_EQ(set_limits(b, KEEP32, 5, KEEP32, KEEP32), 0);	/* pin: R 4 */
+	ASSERT_EQ(b1_set_limits(b, B1_KEEP32, 5, B1_KEEP32, B1_KEEP32), 0);	/* pin: R 4 */
 	ASSERT_EQ(send_handles(s, dest, hs, 2), 0);		/* R 2 */
 	recv_ok(b, 0);						/* still R 2 */
 	ASSERT_EQ(b1_transfer(o, 0x30, b, NULL), 0);
@@ -448,7 +436,7 @@ TEST(quota_invalid_entries_refunded)
 	struct bus1_cmd_recv r;
 
 	ASSERT_EQ(b1_destroy_one(o, 0x10), 0);
-	ASSERT_EQ(set_limits(b, KEEP32, 3, KEEP32, KEEP32), 0);	/* pin: R 2 */
+	ASSERT_EQ(b1_set_limits(b, B1_KEEP32, 3, B1_KEEP32, B1_KEEP32), 0);	/* pin: R 2 */
 	ASSERT_EQ(send_handles(s, dest, &gone, 1), 0);		/* R 1 */
 	r = recv_ok(b, 0);
 	ASSERT_EQ(r.msg.n_handles, 1);
@@ -466,7 +454,7 @@ TEST(quota_multicast_same_receiver_accumulates)
 			  b1_handle_to(b, 0x300, a) };
 	struct iovec v = { "m", 1 };
 
-	ASSERT_EQ(set_limits(b, 4, KEEP32, KEEP32, KEEP32), 0);
+	ASSERT_EQ(b1_set_limits(b, 4, B1_KEEP32, B1_KEEP32, B1_KEEP32), 0);
 	/* 4 >= 0+2, 3 >= 1+2, 2 < 2+2: the whole call fails */
 	ASSERT_EQ(b1_send(a, 0, d, 3, NULL, &v, 1, NULL, 0, NULL, 0), -EDQUOT);
 	ASSERT_EQ(b1_recv(b, &(struct bus1_cmd_recv){ 0 }, 0), -EAGAIN);
@@ -483,7 +471,7 @@ TEST(quota_discard_refunds)
 	struct bus1_cmd_recv r;
 
 	/* b holds only what the test gives it: pin of 0x100 */
-	ASSERT_EQ(set_limits(b, 2, 5, KEEP32, KEEP32), 0);	/* handles R 4 */
+	ASSERT_EQ(b1_set_limits(b, 2, 5, B1_KEEP32, B1_KEEP32), 0);	/* handles R 4 */
 	ASSERT_EQ(send_handles(s, dest, hs, 2), 0);		/* slices 1, handles 2 */
 	ASSERT_EQ(send_handles(s, dest, hs, 1), -EDQUOT);
 	ASSERT_EQ(b1_destroy(b, &id, 1, BUS1_NODES_DESTROY_FLAG_RELEASE_HANDLES), 0);
@@ -500,7 +488,7 @@ TEST(quota_flush_refunds_handles)
 	uint64_t dest = b1_handle_to(b, 0x100, s), h = b1_handle_to(o, 0x10, s);
 	uint64_t hs[3] = { h, h, h };
 
-	ASSERT_EQ(set_limits(b, KEEP32, 7, KEEP32, KEEP32), 0);	/* R 6 */
+	ASSERT_EQ(b1_set_limits(b, B1_KEEP32, 7, B1_KEEP32, B1_KEEP32), 0);	/* R 6 */
 	ASSERT_EQ(send_handles(s, dest, hs, 3), 0);		/* 6 >= 6: R 3 */
 	ASSERT_EQ(send_handles(s, dest, hs, 1), -EDQUOT);
 	ASSERT_EQ(b1_reset(b, BUS1_PEER_RESET_FLAG_FLUSH), 0);	/* R 7 */
@@ -553,7 +541,7 @@ TEST(quota_fair_share_between_users)
 	x_s = open_as(4321);
 	hr = b1_handle_to(r, 0x100, root_s);
 	hx = b1_handle_to(r, 0x100, x_s);
-	ASSERT_EQ(set_limits(r, 8, KEEP32, KEEP32, KEEP32), 0);
+	ASSERT_EQ(b1_set_limits(r, 8, B1_KEEP32, B1_KEEP32, B1_KEEP32), 0);
 	/* user 4321: 8>=0+2, 7>=1+2, 6>=2+2, 5>=3+2, then 4 < 4+2 */
 	for (int i = 0; i < 4; i++)
 		ASSERT_EQ(send_n(x_s, hx, 1), 0);
@@ -593,7 +581,7 @@ TEST(quota_peer_edquot_leaves_user_unchanged)
 	ASSERT_OK(pipe(p));
 	fds[0] = fds[1] = p[0];
 	/* c1 admits no in-flight bytes and no fds */
-	ASSERT_EQ(set_limits(c1, KEEP32, KEEP32, 0, 0), 0);
+	ASSERT_EQ(b1_set_limits(c1, B1_KEEP32, B1_KEEP32, 0, 0), 0);
 	for (int i = 0; i < 50; i++) {
 		ASSERT_EQ(send_n(a, h1, 8), -EDQUOT);
 		ASSERT_EQ(b1_send(a, 0, &h1, 1, NULL, &v, 1, NULL, 0, fds, 2), -EDQUOT);

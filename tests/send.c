@@ -9,23 +9,8 @@
 
 #include "bus1-util.h"
 
-#define KEEP32 0xFFFFFFFFu
 
 /* PEER_RESET without flush changing only the given limits. */
-static int set_limits(int fd, uint32_t slices, uint32_t handles,
-		      uint32_t bytes, uint32_t fds)
-{
-	struct bus1_cmd_peer_reset r = {
-		.flags = 0,
-		.peer_flags = (uint64_t)-1,
-		.max_slices = slices,
-		.max_handles = handles,
-		.max_inflight_bytes = bytes,
-		.max_inflight_fds = fds,
-	};
-
-	return b1_ioctl(fd, BUS1_CMD_PEER_RESET, &r);
-}
 
 /*
  * Nothing was ever queued on the peer: not readable, RECV → EAGAIN.
@@ -171,12 +156,12 @@ TEST(send_einval_too_many_destinations)
 	s.n_destinations = 65536;
 	ASSERT_EQ(send_cmd(a, &s), -EFAULT);
 	/* the per-user maximum counts, not the peer's (PEER_RESET) */
-	ASSERT_EQ(set_limits(a, KEEP32, 1, KEEP32, KEEP32), 0);
+	ASSERT_EQ(b1_set_limits(a, B1_KEEP32, 1, B1_KEEP32, B1_KEEP32), 0);
 	s.n_vecs = 0;
 	s.n_handles = 0;
 	s.n_destinations = 2;
 	ASSERT_EQ(send_cmd(a, &s), -EFAULT);
-	ASSERT_EQ(set_limits(a, KEEP32, 0x7FFFFFFF, KEEP32, KEEP32), 0);
+	ASSERT_EQ(b1_set_limits(a, B1_KEEP32, 0x7FFFFFFF, B1_KEEP32, B1_KEEP32), 0);
 	s.n_destinations = 65537;
 	ASSERT_EQ(send_cmd(a, &s), -EINVAL);
 }
@@ -434,7 +419,7 @@ TEST(send_failed_leaves_no_provisional_node)
 	uint64_t hs = 0x200;
 
 	/* a may own exactly one more node */
-	ASSERT_EQ(set_limits(a, KEEP32, 1, KEEP32, KEEP32), 0);
+	ASSERT_EQ(b1_set_limits(a, B1_KEEP32, 1, B1_KEEP32, B1_KEEP32), 0);
 	ASSERT_EQ(b1_send(a, 0, d, 2, NULL, NULL, 0, NULL, 0, NULL, 0), -ENXIO);
 	ASSERT_EQ(b1_send(a, 0, d + 1, 1, NULL, NULL, 0, &hs, 1, NULL, 0), -ENXIO);
 	assert_empty(a);
@@ -451,7 +436,7 @@ TEST(send_zero_destinations)
 	char *bad = b1_bad_ptr();
 	struct iovec v = { bad, 16 };
 
-	ASSERT_EQ(set_limits(a, KEEP32, 3, KEEP32, KEEP32), 0);
+	ASSERT_EQ(b1_set_limits(a, B1_KEEP32, 3, B1_KEEP32, B1_KEEP32), 0);
 	/* the payload is never read when nobody receives it */
 	ASSERT_EQ(b1_send(a, 0, NULL, 0, NULL, &v, 1, hs, 2, NULL, 0), 0);
 	assert_empty(a);
@@ -532,12 +517,12 @@ TEST(send_multicast_atomic_edquot)
 	uint64_t d[2] = { b1_handle_to(a, 0x100, s), b1_handle_to(full, 0x100, s) };
 	struct iovec v = { "q", 1 };
 
-	ASSERT_EQ(set_limits(full, 0, KEEP32, KEEP32, KEEP32), 0);
+	ASSERT_EQ(b1_set_limits(full, 0, B1_KEEP32, B1_KEEP32, B1_KEEP32), 0);
 	ASSERT_EQ(b1_send(s, 0, d, 2, NULL, &v, 1, NULL, 0, NULL, 0), -EDQUOT);
 	assert_empty(a);
 	assert_empty(full);
 	/* the first receiver was charged nothing: with max_slices 2 it takes one */
-	ASSERT_EQ(set_limits(a, 2, KEEP32, KEEP32, KEEP32), 0);
+	ASSERT_EQ(b1_set_limits(a, 2, B1_KEEP32, B1_KEEP32, B1_KEEP32), 0);
 	ASSERT_EQ(b1_send(s, 0, d, 1, NULL, &v, 1, NULL, 0, NULL, 0), 0);
 }
 
@@ -643,10 +628,10 @@ TEST(send_per_destination_check_order)
 	/* oversized slice with an unreadable payload: EMSGSIZE, nothing is read */
 	ASSERT_EQ(b1_send(a, 0, &hb, 1, NULL, &v, 1, NULL, 0, NULL, 0), -EMSGSIZE);
 	/* slice quota before the size check */
-	ASSERT_EQ(set_limits(b, 0, KEEP32, KEEP32, KEEP32), 0);
+	ASSERT_EQ(b1_set_limits(b, 0, B1_KEEP32, B1_KEEP32, B1_KEEP32), 0);
 	ASSERT_EQ(b1_send(a, 0, &hb, 1, NULL, &v, 1, NULL, 0, NULL, 0), -EDQUOT);
 	/* handle quota before the size check */
-	ASSERT_EQ(set_limits(c, KEEP32, 1, KEEP32, KEEP32), 0);
+	ASSERT_EQ(b1_set_limits(c, B1_KEEP32, 1, B1_KEEP32, B1_KEEP32), 0);
 	ASSERT_EQ(b1_send(a, 0, &hc, 1, NULL, &v, 1, &hc, 1, NULL, 0), -EDQUOT);
 	/* ESHUTDOWN of a released node before the owner's quota */
 	ASSERT_EQ(b1_destroy(b, &id, 1, BUS1_NODES_DESTROY_FLAG_RELEASE_HANDLES), 0);
@@ -750,7 +735,7 @@ TEST(send_destinations_before_caller_charge)
 	ASSERT_EQ(b1_recv(a, &r, 0), 0);	/* NODE_DESTROY for hd */
 	ASSERT_EQ(r.msg.type, BUS1_MSG_NODE_DESTROY);
 	/* a can pay for no new node */
-	ASSERT_EQ(set_limits(a, KEEP32, 0, KEEP32, KEEP32), 0);
+	ASSERT_EQ(b1_set_limits(a, B1_KEEP32, 0, B1_KEEP32, B1_KEEP32), 0);
 	d[0] = 0x200; d[1] = 0x1;
 	ASSERT_EQ(b1_send(a, 0, d, 2, NULL, NULL, 0, NULL, 0, NULL, 0), -ENXIO);
 	d[1] = 0x200;
@@ -769,7 +754,7 @@ TEST(send_destinations_before_caller_charge)
 	assert_empty(b);
 	recv_none(a);
 	/* no node was left behind: a holds hb and hd, one more unit pays for one node */
-	ASSERT_EQ(set_limits(a, KEEP32, 3, KEEP32, KEEP32), 0);
+	ASSERT_EQ(b1_set_limits(a, B1_KEEP32, 3, B1_KEEP32, B1_KEEP32), 0);
 	d[0] = hb;
 	ASSERT_EQ(b1_send(a, 0, d, 1, NULL, NULL, 0, &p, 1, NULL, 0), 0);
 	ASSERT_EQ(b1_send_one(a, 0x200, "n", 1), -EDQUOT);
@@ -793,7 +778,7 @@ TEST(send_earlier_destination_fails_first)
 
 	ASSERT_TRUE(huge != MAP_FAILED);
 	/* slice quota of the first destination, then the unknown second */
-	ASSERT_EQ(set_limits(b, 0, KEEP32, KEEP32, KEEP32), 0);
+	ASSERT_EQ(b1_set_limits(b, 0, B1_KEEP32, B1_KEEP32, B1_KEEP32), 0);
 	d[0] = hb; d[1] = 0x1;
 	ASSERT_EQ(b1_send(a, 0, d, 2, NULL, NULL, 0, NULL, 0, NULL, 0), -EDQUOT);
 	/* the order reversed: the unknown ID is met first */
@@ -810,7 +795,7 @@ TEST(send_earlier_destination_fails_first)
 	ASSERT_EQ(b1_send(a, 0, NULL, 0, NULL, &v, 1, NULL, 0, NULL, 0), 0);
 	assert_empty(b);
 	assert_empty(c);
-	ASSERT_EQ(set_limits(b, 16384, KEEP32, KEEP32, KEEP32), 0);
+	ASSERT_EQ(b1_set_limits(b, 16384, B1_KEEP32, B1_KEEP32, B1_KEEP32), 0);
 	d[0] = hb; d[1] = hc;
 	ASSERT_EQ(b1_send(a, 0, d, 2, NULL, NULL, 0, NULL, 0, NULL, 0), 0);
 	ASSERT_EQ(recv_data(b, "", 0).msg.offset, 0);

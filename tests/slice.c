@@ -10,19 +10,7 @@
 
 #include "bus1-util.h"
 
-#define KEEP32 0xFFFFFFFFu
-#define KEEP64 ((uint64_t)-1)
 
-static int set_slices(int fd, uint32_t slices)
-{
-	struct bus1_cmd_peer_reset r = {
-		.flags = 0, .peer_flags = KEEP64,
-		.max_slices = slices, .max_handles = KEEP32,
-		.max_inflight_bytes = KEEP32, .max_inflight_fds = KEEP32,
-	};
-
-	return b1_ioctl(fd, BUS1_CMD_PEER_RESET, &r);
-}
 
 /* Receives one DATA message (with flags) and returns its slice offset. */
 static uint64_t recv_offset(int fd, uint64_t flags, uint64_t n_bytes)
@@ -175,7 +163,7 @@ TEST(slice_release_refunds_quota)
 	int a = b1_open(), b = b1_open();
 	uint64_t h = b1_share(a, 0x100, b), off;
 
-	ASSERT_EQ(set_slices(a, 2), 0);
+	ASSERT_EQ(b1_set_slices(a, 2), 0);
 	for (int i = 0; i < 10; i++) {
 		ASSERT_EQ(b1_send_one(b, h, "q", 1), 0);
 		off = recv_offset(a, 0, 1);
@@ -189,16 +177,16 @@ TEST(slice_unreleased_keeps_quota)
 	int a = b1_open(), b = b1_open();
 	uint64_t h = b1_share(a, 0x100, b), off;
 
-	ASSERT_EQ(set_slices(a, 0), 0);
+	ASSERT_EQ(b1_set_slices(a, 0), 0);
 	ASSERT_EQ(b1_send_one(b, h, "q", 1), -EDQUOT);
-	ASSERT_EQ(set_slices(a, 16384), 0);
+	ASSERT_EQ(b1_set_slices(a, 16384), 0);
 	ASSERT_EQ(b1_send_one(b, h, "q", 1), 0);
 	off = recv_offset(a, 0, 1);
 	/* 1 slice in use: max 1 leaves 0 remaining */
-	ASSERT_EQ(set_slices(a, 1), 0);
+	ASSERT_EQ(b1_set_slices(a, 1), 0);
 	ASSERT_EQ(b1_send_one(b, h, "r", 1), -EDQUOT);
 	ASSERT_EQ(b1_slice_release(a, off), 0);
-	ASSERT_EQ(set_slices(a, 2), 0);
+	ASSERT_EQ(b1_set_slices(a, 2), 0);
 	ASSERT_EQ(b1_send_one(b, h, "r", 1), 0);
 }
 

@@ -10,19 +10,7 @@
 
 #include "bus1-util.h"
 
-#define KEEP32 0xFFFFFFFFu
-#define KEEP64 ((uint64_t)-1)
 
-static int set_handles(int fd, uint32_t handles)
-{
-	struct bus1_cmd_peer_reset r = {
-		.flags = 0, .peer_flags = KEEP64,
-		.max_slices = KEEP32, .max_handles = handles,
-		.max_inflight_bytes = KEEP32, .max_inflight_fds = KEEP32,
-	};
-
-	return b1_ioctl(fd, BUS1_CMD_PEER_RESET, &r);
-}
 
 /* Raw transfer with every field chosen by the caller. */
 static int xfer(int fd, uint64_t flags, uint64_t src, uint64_t dst_fd, uint64_t *dst)
@@ -161,7 +149,7 @@ TEST(transfer_src_enxio)
 
 	for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
 		ASSERT_EQ(xfer(a, 0, ids[i], b, &h), -ENXIO);
-		ASSERT_EQ(xfer(a, 0, ids[i], KEEP64, &h), -ENXIO);
+		ASSERT_EQ(xfer(a, 0, ids[i], B1_KEEP64, &h), -ENXIO);
 	}
 	ASSERT_EQ_U64(h, 0x5a5a5a5a5a5a5a5aULL);
 	b1_expect_empty(a);
@@ -200,7 +188,7 @@ TEST(transfer_to_self)
 	uint64_t h;
 
 	ASSERT_GE(a2, 0);
-	ASSERT_EQ(xfer(a, 0, 0x100, KEEP64, &h), 0);
+	ASSERT_EQ(xfer(a, 0, 0x100, B1_KEEP64, &h), 0);
 	ASSERT_EQ_U64(h, 0x100);
 	ASSERT_EQ(xfer(a, 0, 0x100, a, &h), 0);
 	ASSERT_EQ_U64(h, 0x100);
@@ -272,9 +260,9 @@ TEST(transfer_destroyed_invalid)
 	ASSERT_EQ_U64(h, BUS1_HANDLE_INVALID);
 	ASSERT_EQ(xfer(b, 0, hb, c, &h), 0);
 	ASSERT_EQ_U64(h, BUS1_HANDLE_INVALID);
-	ASSERT_EQ(xfer(b, 0, hb, KEEP64, &h), 0);
+	ASSERT_EQ(xfer(b, 0, hb, B1_KEEP64, &h), 0);
 	ASSERT_EQ_U64(h, BUS1_HANDLE_INVALID);
-	ASSERT_EQ(xfer(a, 0, 0x100, KEEP64, &h), 0);
+	ASSERT_EQ(xfer(a, 0, 0x100, B1_KEEP64, &h), 0);
 	ASSERT_EQ_U64(h, BUS1_HANDLE_INVALID);
 	/* nothing changed: C has no handle (first ID unused), B one reference */
 	b1_expect_empty(c);
@@ -311,11 +299,11 @@ TEST(transfer_dst_edquot)
 	int a = b1_open(), b = b1_open();
 	uint64_t h;
 
-	ASSERT_EQ(set_handles(b, 0), 0);
+	ASSERT_EQ(b1_set_handles(b, 0), 0);
 	ASSERT_EQ(xfer(a, 0, 0x100, b, &h), -EDQUOT);
 	ASSERT_EQ_U64(h, 0x5a5a5a5a5a5a5a5aULL);
 	/* nothing of the failed attempt is left; the retry gets the first ID */
-	ASSERT_EQ(set_handles(b, 100), 0);
+	ASSERT_EQ(b1_set_handles(b, 100), 0);
 	ASSERT_EQ(xfer(a, 0, 0x100, b, &h), 0);
 	ASSERT_EQ_U64(h, 0xB);
 }
@@ -326,11 +314,11 @@ TEST(transfer_src_edquot)
 	int a = b1_open(), b = b1_open();
 	uint64_t h;
 
-	ASSERT_EQ(set_handles(a, 0), 0);
-	ASSERT_EQ(set_handles(b, 2), 0);
+	ASSERT_EQ(b1_set_handles(a, 0), 0);
+	ASSERT_EQ(b1_set_handles(b, 2), 0);
 	for (int i = 0; i < 8; i++)
 		ASSERT_EQ(xfer(a, 0, 0x100 + 4 * i, b, &h), -EDQUOT);
-	ASSERT_EQ(set_handles(a, 10), 0);
+	ASSERT_EQ(b1_set_handles(a, 10), 0);
 	ASSERT_EQ(xfer(a, 0, 0x100, b, &h), 0);
 	ASSERT_EQ_U64(h, 0xB);
 	ASSERT_EQ(b1_release(b, h), 0);
@@ -338,7 +326,7 @@ TEST(transfer_src_edquot)
 	 * An existing node needs no quota on the caller, and B's charges were
 	 * undone by every failure, so its 2 units still allow this.
 	 */
-	ASSERT_EQ(set_handles(a, 0), 0);
+	ASSERT_EQ(b1_set_handles(a, 0), 0);
 	ASSERT_EQ(xfer(a, 0, 0x100, b, &h), 0);
 	ASSERT_EQ_U64(h, 0x13);
 }
@@ -357,7 +345,7 @@ TEST(transfer_src_checks_before_edquot)
 	expect_msg(a, BUS1_MSG_NODE_DESTROY, 0x100);
 	expect_msg(c, BUS1_MSG_NODE_DESTROY, hc);
 	/* the destination cannot be charged anything */
-	ASSERT_EQ(set_handles(b, 0), 0);
+	ASSERT_EQ(b1_set_handles(b, 0), 0);
 	ASSERT_EQ(xfer(a, 0, 0x1, b, &h), -ENXIO);
 	ASSERT_EQ(xfer(a, 0, 0xB, b, &h), -ENXIO);
 	ASSERT_EQ(xfer(c, 0, 0x13, b, &h), -ENXIO);
@@ -368,17 +356,17 @@ TEST(transfer_src_checks_before_edquot)
 	ASSERT_EQ(xfer(c, 0, hc, b, &h), 0);
 	ASSERT_EQ_U64(h, BUS1_HANDLE_INVALID);
 	/* a caller that cannot pay for a new node: unknown managed IDs are ENXIO */
-	ASSERT_EQ(set_handles(a, 0), 0);
-	ASSERT_EQ(xfer(a, 0, 0x3, KEEP64, &h), -ENXIO);
-	ASSERT_EQ(xfer(a, 0, 0x100, KEEP64, &h), 0);
+	ASSERT_EQ(b1_set_handles(a, 0), 0);
+	ASSERT_EQ(xfer(a, 0, 0x3, B1_KEEP64, &h), -ENXIO);
+	ASSERT_EQ(xfer(a, 0, 0x100, B1_KEEP64, &h), 0);
 	ASSERT_EQ_U64(h, BUS1_HANDLE_INVALID);
 	/* the charges are reached once src resolves to a live node */
-	ASSERT_EQ(xfer(a, 0, 0x200, KEEP64, &h), -EDQUOT);
-	ASSERT_EQ(set_handles(a, 100), 0);
+	ASSERT_EQ(xfer(a, 0, 0x200, B1_KEEP64, &h), -EDQUOT);
+	ASSERT_EQ(b1_set_handles(a, 100), 0);
 	ASSERT_EQ(xfer(a, 0, 0x200, b, &h), -EDQUOT);
 	/* nothing happened to b: no ID used, no message, quota intact */
 	ASSERT_EQ(b1_recv(b, &r, 0), -EAGAIN);
-	ASSERT_EQ(set_handles(b, 1), 0);
+	ASSERT_EQ(b1_set_handles(b, 1), 0);
 	ASSERT_EQ(xfer(a, 0, 0x200, b, &h), 0);
 	ASSERT_EQ_U64(h, 0xB);
 }

@@ -207,6 +207,51 @@ static inline short b1_revents(int fd, short events)
 #define B1_HUP_NOISE (POLLIN | POLLRDNORM | POLLRDHUP)
 #define ASSERT_HUP(revents) ASSERT_EQ((revents) & ~B1_HUP_NOISE, POLLHUP)
 
+/* PEER_RESET limit fields (§2.3): all-ones leaves a limit or the flags unchanged. */
+#define B1_KEEP32 0xFFFFFFFFu
+#define B1_KEEP64 ((uint64_t)-1)
+
+/* PEER_RESET of the four limits only, without a flush; returns 0 or -errno. */
+static inline int b1_set_limits(int fd, uint32_t slices, uint32_t handles, uint32_t bytes, uint32_t fds)
+{
+	struct bus1_cmd_peer_reset r = {
+		.flags = 0, .peer_flags = B1_KEEP64,
+		.max_slices = slices, .max_handles = handles,
+		.max_inflight_bytes = bytes, .max_inflight_fds = fds,
+	};
+
+	return b1_ioctl(fd, BUS1_CMD_PEER_RESET, &r);
+}
+
+static inline int b1_set_handles(int fd, uint32_t handles)
+{
+	return b1_set_limits(fd, B1_KEEP32, handles, B1_KEEP32, B1_KEEP32);
+}
+
+static inline int b1_set_slices(int fd, uint32_t slices)
+{
+	return b1_set_limits(fd, slices, B1_KEEP32, B1_KEEP32, B1_KEEP32);
+}
+
+/*
+ * A copy of `size` bytes of `tmpl` placed so that only its first `head`
+ * bytes lie on a writable page and the rest on a page with protection
+ * `prot`: PROT_READ (readable, faults on write) or PROT_NONE (faults on any
+ * access; bytes there are not copied).
+ */
+static inline void *b1_straddle(const void *tmpl, size_t size, size_t head, int prot)
+{
+	uint8_t *p = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint8_t *s = p + 4096 - head;
+
+	if (p == MAP_FAILED)
+		t_fail(__FILE__, __LINE__, "mmap: %s", strerror(errno));
+	memcpy(s, tmpl, prot == PROT_NONE ? head : size);
+	if (mprotect(p + 4096, 4096, prot) < 0)
+		t_fail(__FILE__, __LINE__, "mprotect: %s", strerror(errno));
+	return s;
+}
+
 /* An address that faults on access (a PROT_NONE page). */
 static inline void *b1_bad_ptr(void)
 {
