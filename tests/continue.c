@@ -379,3 +379,53 @@ TEST(sendflag_continue_caller_edquot_fatal)
 	expect_data(b, 0x100, "c", 0);
 	b1_expect_empty(a);
 }
+
+/*
+ * §2.8 / A.2: failures in step 9 other than ESHUTDOWN/EDQUOT/EXFULL stay
+ * fatal under CONTINUE: a slice too large for the pool (9.7), an unreadable
+ * destination element (9.1). Nothing is queued, no result is written.
+ */
+TEST(sendflag_continue_fatal_per_destination)
+{
+	int s = b1_open(), a = b1_open(), b = b1_open();
+	uint64_t ha = b1_handle_to(a, 0x100, s), hb = b1_handle_to(b, 0x100, s);
+	uint64_t d[2] = { ha, hb }, err[2] = { 9, 9 };
+	uint64_t *edge = b1_edge(8);
+	/* a readable zero-filled reservation, never written */
+	void *big = mmap(NULL, (1UL << 29) + 4096, PROT_READ,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	struct iovec v = { big, 1UL << 29 };
+	const uint64_t f = BUS1_SEND_FLAG_CONTINUE;
+
+	ASSERT_TRUE(big != MAP_FAILED);
+	ASSERT_EQ(b1_send(s, f, d, 2, err, &v, 1, NULL, 0, NULL, 0), -EMSGSIZE);
+	edge[0] = ha;
+	ASSERT_EQ(send_str(s, f, edge, 2, err, "x"), -EFAULT);
+	ASSERT_EQ(err[0], 9);
+	ASSERT_EQ(err[1], 9);
+	b1_expect_empty(a);
+	b1_expect_empty(b);
+	/* the bus is intact */
+	ASSERT_EQ(send_str(s, f, d, 2, err, "ok"), 0);
+	expect_data(a, 0x100, "ok", 0);
+	expect_data(b, 0x100, "ok", 0);
+}
+
+/*
+ * §2.8 step 9 runs destination by destination: an earlier destination's
+ * EDQUOT is reported before a later element's EFAULT. With CONTINUE that
+ * EDQUOT is per-destination, so the EFAULT aborts the call.
+ */
+TEST(send_destinations_checked_in_order)
+{
+	int s = b1_open(), q = b1_open();
+	uint64_t *edge = b1_edge(8), err[2] = { 9, 9 };
+
+	edge[0] = b1_handle_to(q, 0x100, s);
+	ASSERT_EQ(b1_set_slices(q, 0), 0);
+	ASSERT_EQ(send_str(s, 0, edge, 2, NULL, "o"), -EDQUOT);
+	ASSERT_EQ(send_str(s, BUS1_SEND_FLAG_CONTINUE, edge, 2, err, "o"), -EFAULT);
+	ASSERT_EQ(err[0], 9);
+	ASSERT_EQ(err[1], 9);
+	b1_expect_empty(q);
+}

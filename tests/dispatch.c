@@ -249,6 +249,33 @@ TEST(partially_readable_argument_efault)
 	ASSERT_ERRNO(ioctl(fd, BUS1_CMD_HANDLE_RELEASE, p + 4096 - 4), EFAULT);
 }
 
+/*
+ * §2.2–2.9 step 1 before step 2: the whole struct is read before any field
+ * is checked, so invalid flags in a struct that runs into a hole are EFAULT;
+ * the same struct wholly readable is EINVAL.
+ */
+TEST(struct_read_before_flags_check)
+{
+	static const struct { unsigned long cmd; size_t size; } cmds[] = {
+		{ BUS1_CMD_PEER_QUERY, sizeof(struct bus1_cmd_peer_reset) },
+		{ BUS1_CMD_PEER_RESET, sizeof(struct bus1_cmd_peer_reset) },
+		{ BUS1_CMD_HANDLE_TRANSFER, sizeof(struct bus1_cmd_handle_transfer) },
+		{ BUS1_CMD_NODES_DESTROY, sizeof(struct bus1_cmd_nodes_destroy) },
+		{ BUS1_CMD_SEND, sizeof(struct bus1_cmd_send) },
+		{ BUS1_CMD_RECV, sizeof(struct bus1_cmd_recv) },
+	};
+	uint64_t arg[16] = { 1ULL << 62 };	/* flags: a bit no command knows */
+	int fd = b1_open();
+
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		size_t n = cmds[i].size;
+
+		ASSERT_ERRNO(ioctl(fd, cmds[i].cmd, b1_straddle(arg, n, 8, PROT_NONE)), EFAULT);
+		ASSERT_ERRNO(ioctl(fd, cmds[i].cmd, b1_straddle(arg, n, n, PROT_NONE)), EINVAL);
+	}
+	b1_expect_empty(fd);
+}
+
 /* §2.1 / §1.5: DISCONNECT does not dereference arg; a non-zero pointer is EINVAL */
 TEST(disconnect_arg_not_dereferenced)
 {

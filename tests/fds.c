@@ -90,6 +90,13 @@ TEST(fds_validation)
 	ASSERT_EQ(send_fds(a, &h, 1, f, 1), -EOPNOTSUPP);
 	f[0] = a;
 	ASSERT_EQ(send_fds(a, &h, 1, f, 1), -EOPNOTSUPP);
+	/* a disconnected peer's fd is still a bus1 fd: EOPNOTSUPP, not ESHUTDOWN */
+	int gone = b1_open();
+	ASSERT_EQ(b1_disconnect(gone), 0);
+	f[0] = gone;
+	ASSERT_EQ(send_fds(a, &h, 1, f, 1), -EOPNOTSUPP);
+	/* and under CONTINUE as well (it is not a per-destination failure) */
+	ASSERT_EQ(b1_send(a, BUS1_SEND_FLAG_CONTINUE, &h, 1, NULL, NULL, 0, NULL, 0, f, 1), -EOPNOTSUPP);
 	/* AF_UNIX sockets */
 	f[0] = sp[0];
 	ASSERT_EQ(send_fds(a, &h, 1, f, 1), -EOPNOTSUPP);

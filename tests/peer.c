@@ -108,6 +108,19 @@ TEST(query_readonly_efault)
 	ASSERT_ERRNO(ioctl(fd, BUS1_CMD_PEER_QUERY, b1_bad_ptr()), EFAULT);
 }
 
+/* §2.2 step 4: only the last field on a read-only page is enough for EFAULT */
+TEST(query_readonly_tail_efault)
+{
+	int fd = b1_open();
+	struct bus1_cmd_peer_reset q = { 0 };
+	struct bus1_cmd_peer_reset_u64 q64 = { 0 };
+
+	ASSERT_ERRNO(ioctl(fd, BUS1_CMD_PEER_QUERY, b1_straddle(&q, sizeof(q), sizeof(q) - 4, PROT_READ)),
+		     EFAULT);
+	ASSERT_ERRNO(ioctl(fd, BUS1_CMD_PEER_QUERY_U64,
+			   b1_straddle(&q64, sizeof(q64), sizeof(q64) - 8, PROT_READ)), EFAULT);
+}
+
 /*
  * §2.2 steps 2 and 4: the flags check comes before the write-back, so bad
  * flags in a read-only struct are EINVAL, not EFAULT; the peer is unchanged.

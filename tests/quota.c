@@ -188,6 +188,33 @@ TEST(quota_node_creation_charges_creator)
 	ASSERT_EQ(b1_recv(b, &r, 0), -EAGAIN);
 }
 
+/*
+ * §6.2: a charge is checked against the user's counter first. With the
+ * peer's own maximum raised, the user's 65536 handles run out first; units
+ * given back to the user are usable again at once.
+ */
+TEST(quota_user_counter_runs_out_first)
+{
+	int a = b1_open(), b = b1_open();
+	uint64_t h;
+	int n = 1, ret;
+
+	ASSERT_EQ(b1_set_handles(b, 0x7FFFFFFF), 0);
+	/* the new node's pin is charged to a, the reference to b */
+	ASSERT_EQ(b1_transfer(a, 0x100, b, &h), 0);
+	while ((ret = b1_transfer(a, 0x100, b, NULL)) == 0)
+		n++;
+	ASSERT_EQ(ret, -EDQUOT);
+	/* one pin and n references: the user's whole maximum */
+	ASSERT_EQ(n, 65535);
+	struct bus1_cmd_peer_reset q;
+	ASSERT_EQ(b1_query(b, &q), 0);
+	ASSERT_EQ(q.max_handles, 0x7FFFFFFF);
+	ASSERT_EQ(b1_release(b, h), 0);
+	ASSERT_EQ(b1_transfer(a, 0x100, b, NULL), 0);
+	ASSERT_EQ(b1_transfer(a, 0x100, b, NULL), -EDQUOT);
+}
+
 /* §2.9 step 6.4 / §6.2: PEEK charges each valid entry by the plain rule */
 TEST(quota_peek_charges_handles)
 {

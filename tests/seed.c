@@ -7,6 +7,7 @@
  * ENOTSUPP (524) is never returned.
  */
 #define _GNU_SOURCE
+#include <sys/resource.h>
 #include <sys/syscall.h>
 
 #include "bus1-util.h"
@@ -231,6 +232,66 @@ TEST(seed_with_fds)
 	ASSERT_EQ(c, '1');
 	ASSERT_EQ(read(p[0], &c, 1), 1);
 	ASSERT_EQ(c, '2');
+	expect_no_seed(a);
+}
+
+/* §2.9 steps 4 and 9: an unwritable RECV struct → EFAULT, and the seed is kept */
+TEST(seed_recv_efault_keeps_seed)
+{
+	int a = b1_open();
+	struct bus1_cmd_recv r = { .flags = BUS1_RECV_FLAG_SEED, .max_offset = B1_POOL_SIZE };
+
+	ASSERT_EQ(send_seed(a, "s", NULL, 0, NULL, 0), 0);
+	ASSERT_ERRNO(ioctl(a, BUS1_CMD_RECV, b1_straddle(&r, sizeof(r), sizeof(r) - 8, PROT_READ)),
+		     EFAULT);
+	recv_seed(a, 0, "s");
+	expect_no_seed(a);
+}
+
+/*
+ * §2.9 steps 4, 6.3 and 6.4 on the seed: EMFILE (INSTALL_FDS) and the PEEK
+ * handle charge (EDQUOT) fail the RECV, install nothing and keep the seed.
+ */
+TEST(seed_emfile_edquot_keep_seed)
+{
+	int a = b1_open(), o = b1_open(), p[2], f[4], low;
+	const uint8_t *pool = b1_map(a);
+	uint64_t remote = b1_handle_to(o, 0x10, a), id;
+	struct bus1_cmd_recv r;
+	struct rlimit old, lim;
+
+	ASSERT_OK(pipe(p));
+	f[0] = f[1] = f[2] = f[3] = p[1];
+	ASSERT_EQ(send_seed(a, "e", &remote, 1, f, 4), 0);
+	close(p[1]);
+	/* a RECV first, so that any lazily opened state exists; its reference goes again */
+	recv_seed(a, BUS1_RECV_FLAG_PEEK, "e");
+	ASSERT_EQ(b1_release(a, remote), 0);
+	/* room for two more fds, not four */
+	ASSERT_OK(getrlimit(RLIMIT_NOFILE, &old));
+	lim = old;
+	lim.rlim_cur = b1_lowest_free_fd() + 2;
+	ASSERT_OK(setrlimit(RLIMIT_NOFILE, &lim));
+	low = b1_lowest_free_fd();
+	ASSERT_EQ(b1_recv(a, &r, BUS1_RECV_FLAG_SEED | BUS1_RECV_FLAG_INSTALL_FDS), -EMFILE);
+	ASSERT_EQ(b1_lowest_free_fd(), low);
+	ASSERT_OK(setrlimit(RLIMIT_NOFILE, &old));
+	/* no handle unit left for the PEEK's reference */
+	ASSERT_EQ(b1_set_handles(a, 0), 0);
+	ASSERT_EQ(b1_recv(a, &r, BUS1_RECV_FLAG_SEED | BUS1_RECV_FLAG_PEEK), -EDQUOT);
+	ASSERT_EQ(b1_set_handles(a, 65536), 0);
+	/* the seed is whole: four fds to the pipe, the handle, the payload */
+	r = recv_seed(a, BUS1_RECV_FLAG_INSTALL_FDS, "e");
+	ASSERT_EQ(r.msg.n_handles, 1);
+	ASSERT_EQ(r.msg.n_fds, 4);
+	memcpy(&id, pool + r.msg.offset + 8, 8);
+	ASSERT_EQ_U64(id, remote);
+	for (int i = 0; i < 4; i++) {
+		int fd;
+
+		memcpy(&fd, pool + r.msg.offset + 16 + 4 * i, 4);
+		ASSERT_EQ(write(fd, "x", 1), 1);
+	}
 	expect_no_seed(a);
 }
 

@@ -385,6 +385,38 @@ TEST(transfer_withdraws_release)
 	expect_msg(a, BUS1_MSG_NODE_RELEASE, 0x100);
 }
 
+/*
+ * §2.5 steps 6 and 7: a new node given to oneself costs two units, the
+ * destination's reference and the creator's pin. With one unit left the
+ * second charge fails and the first is given back.
+ */
+TEST(transfer_self_new_node_one_unit)
+{
+	int a = b1_open(), b = b1_open();
+	uint64_t h;
+
+	ASSERT_EQ(b1_set_handles(a, 1), 0);
+	ASSERT_EQ(xfer(a, 0, 0x100, B1_KEEP64, &h), -EDQUOT);
+	/* no pin was left behind and the unit is free again: exactly one handle from b fits */
+	ASSERT_EQ(xfer(b, 0, 0x100, a, &h), 0);
+	ASSERT_EQ(xfer(b, 0, 0x100, a, &h), -EDQUOT);
+}
+
+/* §2.5 step 9: only the last field on a read-only page is enough for EFAULT, before any effect */
+TEST(transfer_readonly_tail_efault)
+{
+	int a = b1_open(), b = b1_open();
+	struct bus1_cmd_handle_transfer t = { 0, 0x100, (uint64_t)b, 0 };
+
+	ASSERT_ERRNO(ioctl(a, BUS1_CMD_HANDLE_TRANSFER,
+			   b1_straddle(&t, sizeof(t), sizeof(t) - 8, PROT_READ)), EFAULT);
+	ASSERT_EQ(b1_release(b, 0xB), -ENXIO);
+	b1_expect_empty(b);
+	/* no node was created: a's one unit still pays for a new node's pin */
+	ASSERT_EQ(b1_set_handles(a, 1), 0);
+	ASSERT_EQ(xfer(a, 0, 0x200, b, NULL), 0);
+}
+
 /* §2.5 step 9: an unwritable struct → EFAULT, checked up front (no effect) */
 TEST(transfer_readonly_efault)
 {
