@@ -142,41 +142,23 @@ static inline pid_t mp_spawnv(const char *crash, const char *name, const char *c
 	return pid;
 }
 
-/* mp_spawnv() with the arguments of a variadic front end. */
-static inline pid_t mp_vspawn(const char *crash, const char *name, va_list ap)
+/* mp_spawn_crash(crash, name, "arg", ..., NULL): BUS1_CRASH_AT=crash in the child. */
+static inline pid_t mp_spawn_crash(const char *crash, const char *name, ...)
 {
 	const char *args[60];
 	int n = 0;
+	va_list ap;
 
+	va_start(ap, name);
 	while (n < 59 && (args[n] = va_arg(ap, const char *)))
 		n++;
+	va_end(ap);
 	args[n] = NULL;
 	return mp_spawnv(crash, name, args);
 }
 
-/* mp_spawn(name, "arg", ..., NULL) */
-static inline pid_t mp_spawn(const char *name, ...)
-{
-	va_list ap;
-	pid_t pid;
-
-	va_start(ap, name);
-	pid = mp_vspawn(NULL, name, ap);
-	va_end(ap);
-	return pid;
-}
-
-/* mp_spawn_crash(crash, name, "arg", ..., NULL): BUS1_CRASH_AT=crash in the child. */
-static inline pid_t mp_spawn_crash(const char *crash, const char *name, ...)
-{
-	va_list ap;
-	pid_t pid;
-
-	va_start(ap, name);
-	pid = mp_vspawn(crash, name, ap);
-	va_end(ap);
-	return pid;
-}
+/* mp_spawn(name, "arg", ..., NULL): no crash point in the child. */
+#define mp_spawn(...) mp_spawn_crash(NULL, __VA_ARGS__)
 
 /* Integer and u64 arguments for mp_spawn(). */
 static inline const char *mp_str(long long v)
