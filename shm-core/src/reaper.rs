@@ -171,11 +171,13 @@ pub fn sweep_files(dom: &Domain) -> usize {
     let Ok(tx) = dom.lock() else { return 0 };
     let next_serial = tx.hdr().next_serial.get();
     let mut removed = 0;
+    // `peer.N` and `pool.N` share one verdict: probe the socket once.
+    let mut verdicts = std::collections::HashMap::new();
     for (name, file) in files {
         let stale = match file {
-            PeerFile::Socket(s) | PeerFile::Pool(s) => {
+            PeerFile::Socket(s) | PeerFile::Pool(s) => *verdicts.entry(s).or_insert_with(|| {
                 s < next_serial && peer::lookup_serial(&tx, s).is_none() && !dom.peer_socket_alive(s)
-            }
+            }),
             PeerFile::Vault(s, gen) => {
                 let current = peer::lookup_serial(&tx, s).is_some_and(|p| {
                     let p = tx.rec(p);
