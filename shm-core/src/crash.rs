@@ -39,8 +39,7 @@ pub fn point(name: &str) {
         return;
     }
     if *TARGET.lock().unwrap() == name && REMAINING.fetch_sub(1, Ordering::Relaxed) == 1 {
-        // SAFETY: killing ourselves has no memory-safety implications.
-        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        crate::sys::kill_self();
         loop {
             std::hint::spin_loop();
         }

@@ -12,7 +12,7 @@
 
 use crate::errno::{Errno, Result};
 use crate::layout::*;
-use crate::shm::Segment;
+use crate::shm::{PoolMap, PoolMapping, Segment};
 use crate::sync::LocalMutex;
 use crate::sys::{self, cstr};
 use std::collections::HashMap;
@@ -36,7 +36,7 @@ pub struct Domain {
 /// Process-local state of a domain (txn rule 7).
 pub(crate) struct Local {
     /// Read-write mappings of peers' pools, by serial.
-    pools: HashMap<u64, usize>,
+    pools: HashMap<u64, PoolMapping>,
     /// Unbound datagram socket that sends readiness tokens.
     ring_fd: i32,
     /// Socket used to test whether a peer socket still exists.
@@ -55,8 +55,8 @@ pub(crate) struct Local {
 static POOL_GEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 thread_local! {
-    /// (domain, serial, generation, base) of the last pool this thread used.
-    static LAST_POOL: core::cell::Cell<(usize, u64, u64, usize)> = const { core::cell::Cell::new((0, 0, 0, 0)) };
+    /// (domain, serial, generation, view) of the last pool this thread used.
+    static LAST_POOL: core::cell::Cell<(usize, u64, u64, Option<PoolMap>)> = const { core::cell::Cell::new((0, 0, 0, None)) };
 }
 
 /// How many connected ring sockets a process keeps per domain.
@@ -251,10 +251,7 @@ impl Domain {
             if (st.st_size as u64) < SEG_SIZE {
                 sys::ftruncate(fd, SEG_SIZE)?;
             }
-            let base = sys::mmap_shared(fd, SEG_SIZE as usize, libc::PROT_READ | libc::PROT_WRITE)?;
-            // SAFETY: the range was just mapped read-write for SEG_SIZE
-            // bytes and is owned by the Segment from now on.
-            let seg = unsafe { Segment::new(base, SEG_SIZE as usize) };
+            let seg = Segment::map(fd, SEG_SIZE as usize)?;
             let d = Domain {
                 dir,
                 sock_dir,
@@ -371,51 +368,52 @@ impl Domain {
         entry_path(&self.sock_dir, format!("vault.{serial:x}.{gen:x}").as_bytes())
     }
 
-    /// Base address of a read-write mapping of `serial`'s pool in this
-    /// process. Mappings are cached; the caller holds the domain lock, so
-    /// the peer (and its pool file) cannot go away meanwhile.
-    pub(crate) fn pool_base(&self, serial: u64) -> Result<*mut u8> {
+    /// This process's read-write view of `serial`'s pool. Mappings are
+    /// cached; the caller holds the domain lock, so the peer (and its pool
+    /// file) cannot go away meanwhile.
+    pub(crate) fn pool(&self, serial: u64) -> Result<PoolMap> {
         let me = self as *const Domain as usize;
         let gen = POOL_GEN.load(Ordering::Acquire);
-        let hit = LAST_POOL.with(|c| {
-            let (d, s, g, b) = c.get();
-            (d == me && s == serial && g == gen).then_some(b)
+        let hit = LAST_POOL.with(|c| match c.get() {
+            (d, s, g, Some(v)) if d == me && s == serial && g == gen => Some(v),
+            _ => None,
         });
-        if let Some(b) = hit {
-            return Ok(b as *mut u8);
+        if let Some(v) = hit {
+            return Ok(v);
         }
-        let b = self.pool_base_slow(serial)?;
-        LAST_POOL.with(|c| c.set((me, serial, gen, b as usize)));
-        Ok(b)
+        let v = self.pool_slow(serial)?;
+        LAST_POOL.with(|c| c.set((me, serial, gen, Some(v))));
+        Ok(v)
     }
 
-    /// This process's read-write mapping of `serial`'s pool, if it has one
-    /// already (nothing is opened or mapped).
-    pub(crate) fn mapped_pool_base(&self, serial: u64) -> Option<*mut u8> {
-        self.local.lock().pools.get(&serial).map(|&b| b as *mut u8)
+    /// This process's view of `serial`'s pool, if it has mapped it already
+    /// (nothing is opened or mapped).
+    pub(crate) fn mapped_pool(&self, serial: u64) -> Option<PoolMap> {
+        self.local.lock().pools.get(&serial).map(PoolMapping::view)
     }
 
-    fn pool_base_slow(&self, serial: u64) -> Result<*mut u8> {
+    fn pool_slow(&self, serial: u64) -> Result<PoolMap> {
         let mut l = self.local.lock();
-        if let Some(&b) = l.pools.get(&serial) {
-            return Ok(b as *mut u8);
+        if let Some(m) = l.pools.get(&serial) {
+            return Ok(m.view());
         }
         let fd = sys::open(&cstr(&self.pool_path(serial))?, libc::O_RDWR, 0)?;
-        let r = sys::mmap_shared(fd, POOL_SIZE as usize, libc::PROT_READ | libc::PROT_WRITE);
+        let r = PoolMapping::map(fd);
         sys::close(fd);
-        let b = r?;
-        l.pools.insert(serial, b as usize);
-        Ok(b)
+        let m = r?;
+        let v = m.view();
+        l.pools.insert(serial, m);
+        Ok(v)
     }
 
-    /// Drops this process's mapping of a pool (the peer is gone).
+    /// Drops this process's mapping of a pool (the peer is gone). Callers
+    /// hold the domain lock, so no transaction uses a view of it; the
+    /// generation bump empties every thread's cache of it.
     pub(crate) fn forget_pool(&self, serial: u64) {
         let mut l = self.local.lock();
-        if let Some(b) = l.pools.remove(&serial) {
+        if let Some(m) = l.pools.remove(&serial) {
             POOL_GEN.fetch_add(1, Ordering::AcqRel);
-            // SAFETY: the mapping was created by `pool_base`; callers hold
-            // the domain lock, so no transaction is using it.
-            unsafe { sys::munmap(b as *mut u8, POOL_SIZE as usize) };
+            drop(m);
         }
     }
 
@@ -553,10 +551,7 @@ pub fn is_internal_fd(fd: i32) -> bool {
 /// Lowest number used for long-lived internal descriptors, so that they
 /// stay out of the way of the application's own (and of select()).
 fn internal_fd_floor() -> i32 {
-    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: valid out pointer.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) };
-    let cur = rl.rlim_cur.min(1 << 20) as i32;
+    let cur = crate::sys::nofile_limit().min(1 << 20) as i32;
     if cur > 1200 {
         1024
     } else {

@@ -26,8 +26,6 @@ extern "C" fn child() {
 pub fn install() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        // SAFETY: the handlers are plain extern "C" functions valid for the
-        // life of the process.
-        unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+        crate::sys::atfork(prepare, parent, child);
     });
 }

@@ -7,6 +7,7 @@
 //! noted on each record.
 
 use crate::shm::{Atomic64, Cell, P};
+use crate::sync::RobustMutex;
 
 /// Segment magic ("bus1-shm").
 pub const MAGIC: u64 = 0x6275_7331_2d73_686d;
@@ -50,8 +51,8 @@ pub const POOL_SIZE: u64 = 1 << 29;
 pub struct Header {
     pub magic: Atomic64,
     pub version: Cell<u64>,
-    /// A process-shared robust `pthread_mutex_t` (40 bytes on x86-64).
-    pub mutex: [u64; 8],
+    /// The domain lock (`txn`).
+    pub mutex: RobustMutex,
     /// Number of valid undo entries of the transaction in progress.
     pub log_len: Atomic64,
     /// How often a dead holder's transaction was rolled back (statistics).

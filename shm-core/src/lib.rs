@@ -41,7 +41,7 @@ mod shm;
 mod small;
 mod sockdir;
 mod sync;
-mod sys;
+pub mod sys;
 mod table;
 mod txn;
 mod usermem;

@@ -137,10 +137,7 @@ fn random_u64() -> u64 {
     static STATE: AtomicU64 = AtomicU64::new(0);
     let mut s = STATE.load(Ordering::Relaxed);
     if s == 0 {
-        let mut seed = [0u8; 8];
-        // SAFETY: `seed` is a writable 8-byte buffer.
-        unsafe { libc::syscall(libc::SYS_getrandom, seed.as_mut_ptr(), 8usize, 0) };
-        s = u64::from_le_bytes(seed) | 1;
+        s = crate::sys::getrandom_u64() | 1;
     }
     // Mixing in the pid keeps a forked child's sequence apart from its
     // parent's, which shares the same state.

@@ -7,7 +7,7 @@
 //! neighbours. A slice is freed when it is neither referenced by a queued
 //! message nor published to userspace (5.3); freeing refunds the slice
 //! quota. Senders write payload into the receiver's pool through this
-//! process's read-write mapping (`Domain::pool_base`).
+//! process's read-write mapping (`Domain::pool`).
 //!
 //! Pages are given back to the system (punched out of the pool file) once
 //! no slice uses them. On the message path this is batched so that it
@@ -25,7 +25,7 @@ use crate::doorbell::Op;
 use crate::errno::{Errno, Result};
 use crate::layout::*;
 use crate::quota;
-use crate::shm::P;
+use crate::shm::{PoolMap, P};
 use crate::table;
 use crate::txn::Txn;
 
@@ -222,15 +222,14 @@ fn count_freed(tx: &Txn, peer: P<PeerRec>, off: u64, size: u64) {
 /// through the log like any field (rule 4 of `txn`); losing them only
 /// costs a redundant punch later.
 pub(crate) fn execute_sweep(tx: &Txn, peer: P<PeerRec>, serial: u64) {
-    let Some(base) = live_pool_base(tx, peer, serial) else { return };
+    let Some(pool) = live_pool(tx, peer, serial) else { return };
     let p = tx.rec(peer);
     let dirty_end = p.pool_dirty_end.get().div_ceil(PAGE) * PAGE;
     for rr in free_regions(tx, peer).filter(|rr| rr.clean.get() == DIRTY) {
         if let Some((start, len)) = whole_pages(rr, TRIM_KEEP, dirty_end) {
-            // SAFETY: [start, start+len) lies inside the mapped pool and in
-            // a free region of its committed state; the domain lock keeps
+            // A free region of the committed state; the domain lock keeps
             // anyone from allocating there meanwhile.
-            let _ = unsafe { crate::sys::madvise_remove(base.add(start as usize), len as usize) };
+            let _ = pool.punch(start, len);
         }
         tx.set(&rr.clean, CLEAN_BEYOND_KEEP);
         crate::crash::point("sweep-marked");
@@ -291,11 +290,10 @@ pub(crate) fn sweep_idle(tx: &Txn, peer: P<PeerRec>) -> u64 {
     // Through this process's mapping when it has one: a descriptor opened
     // for the occasion could take the last free number from an application
     // working at its limit.
-    if let Some(base) = tx.domain().mapped_pool_base(p.serial.get()) {
-        // SAFETY: each hole lies inside the mapped pool and in a free region
-        // of its committed state; the domain lock keeps anyone from
-        // allocating there meanwhile.
-        return punched_by(&|off, len| unsafe { crate::sys::madvise_remove(base.add(off as usize), len as usize) }.is_ok());
+    // Each hole is in a free region of the committed state; the domain lock
+    // keeps anyone from allocating there meanwhile.
+    if let Some(pool) = tx.domain().mapped_pool(p.serial.get()) {
+        return punched_by(&|off, len| pool.punch(off, len).is_ok());
     }
     let path = tx.domain().pool_path(p.serial.get());
     let Ok(fd) = crate::sys::cstr(&path).and_then(|c| crate::sys::open(&c, libc::O_RDWR, 0)) else { return 0 };
@@ -324,7 +322,7 @@ fn trim_tail(tx: &Txn, peer: P<PeerRec>, free_from: u64) {
 /// range is still inside the pool's free tail (a rolled-back part of the
 /// transaction may have undone the free).
 pub(crate) fn execute_trim(tx: &Txn, peer: P<PeerRec>, serial: u64, off: u64, len: u64) {
-    let Some(base) = live_pool_base(tx, peer, serial) else { return };
+    let Some(pool) = live_pool(tx, peer, serial) else { return };
     let mut tail = tx.rec(peer).pool_regions.get();
     while !tail.is_null() && !tx.rec(tail).next.get().is_null() {
         tail = tx.rec(tail).next.get();
@@ -332,19 +330,19 @@ pub(crate) fn execute_trim(tx: &Txn, peer: P<PeerRec>, serial: u64, off: u64, le
     if tail.is_null() || tx.rec(tail).free.get() != 1 || tx.rec(tail).off.get() > off {
         return;
     }
-    // SAFETY: [off, off+len) lies inside the mapped pool and in its free
-    // tail; the domain lock keeps anyone from allocating there meanwhile.
-    let _ = unsafe { crate::sys::madvise_remove(base.add(off as usize), len as usize) };
+    // The free tail; the domain lock keeps anyone from allocating there
+    // meanwhile.
+    let _ = pool.punch(off, len);
 }
 
 /// The pool mapping of `peer` for an after-commit punch, if the record is
 /// still the live peer `serial` (the transaction may have freed it).
-fn live_pool_base(tx: &Txn, peer: P<PeerRec>, serial: u64) -> Option<*mut u8> {
+fn live_pool(tx: &Txn, peer: P<PeerRec>, serial: u64) -> Option<PoolMap> {
     let p = tx.rec(peer);
     if p.magic.get() != PEER_MAGIC || p.serial.get() != serial {
         return None;
     }
-    tx.domain().pool_base(serial).ok()
+    tx.domain().pool(serial).ok()
 }
 
 /// Marks a slice as handed to userspace by RECV/PEEK.

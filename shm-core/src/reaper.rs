@@ -65,20 +65,14 @@ pub fn ensure_watcher() {
     let gen = FORK_GEN.load(Ordering::Acquire);
     // The thread must not take signals meant for the application: block
     // them all around the spawn (the new thread inherits the mask).
-    // SAFETY: sigset operations on local, initialised sets.
-    unsafe {
-        let mut all: libc::sigset_t = core::mem::zeroed();
-        let mut old: libc::sigset_t = core::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
-        let r = std::thread::Builder::new()
+    let r = sys::with_signals_blocked(|| {
+        std::thread::Builder::new()
             .name("bus1-watch".into())
             .stack_size(64 << 10)
-            .spawn(move || watch(gen));
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
-        if r.is_err() {
-            WATCHER.store(false, Ordering::Release);
-        }
+            .spawn(move || watch(gen))
+    });
+    if r.is_err() {
+        WATCHER.store(false, Ordering::Release);
     }
 }
 

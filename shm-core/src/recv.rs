@@ -189,14 +189,13 @@ fn deliver_data(
     }
     // Write handle IDs and fd numbers into the slice (the bus's own pool
     // mapping; userspace only has read-only ones).
-    let base = tx.domain().pool_base(tx.rec(peer).serial.get())?;
+    let pool = tx.domain().pool(tx.rec(peer).serial.get())?;
     let mut bytes: Small<u8, 64> = Small::with_capacity(ids.len() * 8 + installed.len() * 4);
     ids.iter().for_each(|id| bytes.extend_from_slice(&id.to_ne_bytes()));
     installed.iter().for_each(|f| bytes.extend_from_slice(&f.to_ne_bytes()));
-    // SAFETY: the slice [off, off+size) lies inside the pool mapping and
-    // holds A(n_bytes) + 8·n_handles + A(4·n_fds) bytes, which covers
-    // `bytes`; the bus serialises all writers with the domain lock.
-    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(ids_at as usize), bytes.len()) };
+    // The slice holds A(n_bytes) + 8·n_handles + A(4·n_fds) bytes, which
+    // covers `bytes`; the bus serialises all writers with the domain lock.
+    pool.write(ids_at, &bytes);
     crate::crash::point("recv-installed");
     // 6.5 – 6.6
     pool::publish(tx, r.slice.get());

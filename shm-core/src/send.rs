@@ -121,13 +121,12 @@ fn build(tx: &Txn, receiver: P<PeerRec>, dest: P<Handle>, t: &Template, mem: &dy
     quota::charge_fair(tx, receiver, RES_FDS, n_fds as i64, sh)?;
     // Payload, straight from the sender's memory into the receiver's pool.
     let rp = tx.rec(receiver);
-    let base = tx.domain().pool_base(rp.serial.get())?;
-    let mut pos = pool::range(tx, slice).0 as usize;
+    // The slice was just allocated by this transaction: nobody else writes it.
+    let pool = tx.domain().pool(rp.serial.get())?;
+    let mut pos = pool::range(tx, slice).0;
     for &(addr, len) in &t.vecs {
-        // SAFETY: the slice lies inside the 512 MiB pool mapping and was
-        // just allocated by this transaction, so nobody else writes it.
-        unsafe { mem.copy_in(base.add(pos), addr, len as usize)? };
-        pos += len as usize;
+        pool.copy_in(pos, mem, addr, len as usize)?;
+        pos += len;
     }
     crate::crash::point("send-copied");
     let e = queue::new_entry(tx, ENTRY_DATA, receiver)?;

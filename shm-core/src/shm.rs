@@ -11,6 +11,9 @@ use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use crate::layout::POOL_SIZE;
+use crate::usermem::UserMem;
+
 /// Plain data that may live in shared memory and be copied bit for bit.
 ///
 /// # Safety
@@ -151,6 +154,15 @@ unsafe impl Send for Segment {}
 unsafe impl Sync for Segment {}
 
 impl Segment {
+    /// Maps `len` bytes of the segment file `fd` shared, readable and
+    /// writable.
+    pub fn map(fd: i32, len: usize) -> crate::errno::Result<Segment> {
+        let base = crate::sys::mmap_shared(fd, len, libc::PROT_READ | libc::PROT_WRITE)?;
+        // SAFETY: the range was just mapped read-write for `len` bytes and
+        // is owned by the Segment from now on.
+        Ok(unsafe { Segment::new(base, len) })
+    }
+
     /// Wraps a range this process mapped shared, readable and writable.
     ///
     /// # Safety
@@ -243,6 +255,83 @@ impl Drop for Segment {
     fn drop(&mut self) {
         // SAFETY: the mapping is owned by this value and no longer borrowed.
         unsafe { crate::sys::munmap(self.base, self.len) }
+    }
+}
+
+// ------------------------------------------------------------------ pools
+
+/// This process's read-write mapping of one peer's pool file
+/// (`POOL_SIZE` bytes), owned by the domain's per-process cache and
+/// unmapped when dropped. The cache drops one only under the domain lock
+/// (the peer is gone), so the [`PoolMap`] views handed out inside
+/// transactions never outlive it.
+pub struct PoolMapping {
+    view: PoolMap,
+}
+
+// SAFETY: a plain memory range; writes through it are serialised by the
+// domain lock.
+unsafe impl Send for PoolMapping {}
+
+impl PoolMapping {
+    /// Maps the pool file `fd` shared, readable and writable.
+    pub fn map(fd: i32) -> crate::errno::Result<PoolMapping> {
+        let base = crate::sys::mmap_shared(fd, POOL_SIZE as usize, libc::PROT_READ | libc::PROT_WRITE)?;
+        Ok(PoolMapping { view: PoolMap { base } })
+    }
+
+    pub fn view(&self) -> PoolMap {
+        self.view
+    }
+}
+
+impl Drop for PoolMapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping is owned by this value; see the type's comment
+        // for why no view is in use any more.
+        unsafe { crate::sys::munmap(self.view.base, POOL_SIZE as usize) }
+    }
+}
+
+/// A view of a [`PoolMapping`]: slice payloads, handle IDs and fd numbers
+/// are written through it, and freed pages punched out. Every range is
+/// checked against the pool's size; that the range belongs to the caller
+/// (a slice its transaction allocated, pages no live slice uses) is the
+/// pool allocator's business.
+#[derive(Clone, Copy)]
+pub struct PoolMap {
+    base: *mut u8,
+}
+
+impl PoolMap {
+    /// The address of `off..off+len`; panics if it leaves the pool.
+    fn at(&self, off: u64, len: u64) -> *mut u8 {
+        assert!(off.checked_add(len).is_some_and(|end| end <= POOL_SIZE), "pool range {off:#x}+{len:#x} out of bounds");
+        // SAFETY: in bounds of the mapping, just checked.
+        unsafe { self.base.add(off as usize) }
+    }
+
+    /// Writes `bytes` at `off`.
+    pub fn write(&self, off: u64, bytes: &[u8]) {
+        let dst = self.at(off, bytes.len() as u64);
+        // SAFETY: `dst` is valid for `bytes.len()` bytes (checked by `at`),
+        // and a mapping of a file never overlaps the caller's buffer.
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len()) }
+    }
+
+    /// Copies `len` bytes from the caller's address `addr` to `off`.
+    pub fn copy_in(&self, off: u64, mem: &dyn UserMem, addr: u64, len: usize) -> crate::errno::Result<()> {
+        let dst = self.at(off, len as u64);
+        // SAFETY: `dst` is valid for `len` bytes of writes (checked by `at`).
+        unsafe { mem.copy_in(dst, addr, len) }
+    }
+
+    /// Gives the pages of `off..off+len` back to the file system (they
+    /// read as zeros afterwards).
+    pub fn punch(&self, off: u64, len: u64) -> crate::errno::Result<()> {
+        let p = self.at(off, len);
+        // SAFETY: the range lies inside the mapping (checked by `at`).
+        unsafe { crate::sys::madvise_remove(p, len as usize) }
     }
 }
 

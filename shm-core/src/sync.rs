@@ -1,14 +1,86 @@
-//! Process-local locking that survives `fork`.
+//! The two kinds of pthread mutex the engine uses.
 //!
-//! The engine keeps a little per-process state (pool mappings, internal
-//! sockets). A std mutex held by another thread at `fork` time would stay
-//! locked forever in the child, so these locks are plain pthread mutexes
-//! that the fork handlers (`crate::forks`) take before fork and release in
-//! both parent and child. Cross-process state never uses these: it uses the
-//! robust domain lock of `txn`.
+//! [`RobustMutex`] is the domain lock itself: a process-shared robust mutex
+//! inside the segment's header. Its rules (who takes it, how a dead
+//! holder's work is recovered) are written down in `txn`; this module only
+//! wraps the calls.
+//!
+//! [`LocalMutex`] guards the little per-process state the engine keeps
+//! (pool mappings, internal sockets). A std mutex held by another thread at
+//! `fork` time would stay locked forever in the child, so these locks are
+//! plain pthread mutexes that the fork handlers (`crate::forks`) take before
+//! fork and release in both parent and child. Cross-process state never uses
+//! these.
+//!
+//! This module is one of the few that contain `unsafe`.
 
 use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicI32, Ordering};
 use std::ops::{Deref, DerefMut};
+
+/// A process-shared robust `pthread_mutex_t` in shared memory (64 bytes
+/// reserved; glibc's is 40 on x86-64). Results are pthread error numbers:
+/// 0, `EBUSY`, `ETIMEDOUT`, `EOWNERDEAD` (the caller now owns the mutex and
+/// must repair the state, then call [`consistent`](Self::consistent)), ...
+#[repr(C, align(8))]
+pub struct RobustMutex(UnsafeCell<[u64; 8]>);
+
+const _: () = assert!(core::mem::size_of::<libc::pthread_mutex_t>() <= core::mem::size_of::<RobustMutex>());
+
+impl RobustMutex {
+    fn raw(&self) -> *mut libc::pthread_mutex_t {
+        self.0.get() as *mut libc::pthread_mutex_t
+    }
+
+    /// Initialises the mutex of a new segment, before any other process can
+    /// reach it.
+    pub fn init(&self) -> libc::c_int {
+        // SAFETY: the attribute object is initialised before use and
+        // destroyed after; the mutex memory is ours and large enough.
+        unsafe {
+            let mut attr = core::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+            libc::pthread_mutexattr_init(attr.as_mut_ptr());
+            libc::pthread_mutexattr_setpshared(attr.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED);
+            libc::pthread_mutexattr_setrobust(attr.as_mut_ptr(), libc::PTHREAD_MUTEX_ROBUST);
+            libc::pthread_mutexattr_settype(attr.as_mut_ptr(), libc::PTHREAD_MUTEX_ERRORCHECK);
+            let r = libc::pthread_mutex_init(self.raw(), attr.as_ptr());
+            libc::pthread_mutexattr_destroy(attr.as_mut_ptr());
+            r
+        }
+    }
+
+    /// Whether the mutex looks free right now (a hint for spinning): the
+    /// first word of glibc's mutex is the futex word, zero while free.
+    pub fn looks_free(&self) -> bool {
+        // SAFETY: the first 4 bytes of the mutex, which other threads and
+        // processes only update atomically.
+        let word = unsafe { &*(self.0.get() as *const AtomicI32) };
+        word.load(Ordering::Relaxed) == 0
+    }
+
+    pub fn try_lock(&self) -> libc::c_int {
+        // SAFETY: an initialised mutex in memory that stays mapped.
+        unsafe { libc::pthread_mutex_trylock(self.raw()) }
+    }
+
+    /// Waits for the mutex until the CLOCK_REALTIME `deadline`.
+    pub fn lock_until(&self, deadline: &libc::timespec) -> libc::c_int {
+        // SAFETY: as for `try_lock`; `deadline` is a valid timespec.
+        unsafe { libc::pthread_mutex_timedlock(self.raw(), deadline) }
+    }
+
+    /// Marks the state repaired after `EOWNERDEAD`.
+    pub fn consistent(&self) {
+        // SAFETY: as for `try_lock`; only the owner calls this.
+        unsafe { libc::pthread_mutex_consistent(self.raw()) };
+    }
+
+    /// Releases the mutex the calling thread holds.
+    pub fn unlock(&self) {
+        // SAFETY: as for `try_lock`; the caller owns the mutex.
+        unsafe { libc::pthread_mutex_unlock(self.raw()) };
+    }
+}
 
 pub struct LocalMutex<T> {
     raw: Box<UnsafeCell<libc::pthread_mutex_t>>,

@@ -239,6 +239,52 @@ pub fn gettid() -> u32 {
     unsafe { libc::syscall(libc::SYS_gettid) as u32 }
 }
 
+/// Kills the calling process with SIGKILL (crash injection).
+pub fn kill_self() {
+    // SAFETY: integer arguments only.
+    unsafe { libc::syscall(libc::SYS_kill, libc::getpid(), libc::SIGKILL) };
+}
+
+/// Eight bytes from the kernel's random pool (zero if it has none yet).
+pub fn getrandom_u64() -> u64 {
+    let mut seed = [0u8; 8];
+    // SAFETY: `seed` is a writable 8-byte buffer.
+    unsafe { libc::syscall(libc::SYS_getrandom, seed.as_mut_ptr(), 8usize, 0) };
+    u64::from_ne_bytes(seed)
+}
+
+/// The soft RLIMIT_NOFILE (0 if it cannot be read).
+pub fn nofile_limit() -> u64 {
+    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `rl` is a valid out pointer.
+    unsafe { libc::syscall(libc::SYS_getrlimit, libc::RLIMIT_NOFILE, &mut rl as *mut libc::rlimit) };
+    rl.rlim_cur
+}
+
+/// Runs `f` with every signal blocked in the calling thread (threads it
+/// starts inherit that mask), then restores the thread's mask.
+pub fn with_signals_blocked<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: sigset operations on local sets, initialised by sigfillset
+    // and by pthread_sigmask's out parameter before being read.
+    unsafe {
+        let mut all: libc::sigset_t = zeroed();
+        let mut old: libc::sigset_t = zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        let r = f();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+        r
+    }
+}
+
+/// Registers fork handlers (`pthread_atfork`, a libc facility with no
+/// system call of its own).
+pub fn atfork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) {
+    // SAFETY: the handlers are plain functions valid for the life of the
+    // process, as `pthread_atfork` requires.
+    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+}
+
 pub fn sleep_ms(ms: u64) {
     let ts = libc::timespec { tv_sec: (ms / 1000) as _, tv_nsec: ((ms % 1000) * 1_000_000) as _ };
     // SAFETY: `ts` is a valid timespec; the remainder pointer may be NULL.
@@ -546,6 +592,59 @@ pub fn check_fd_room(probe_fd: c_int, n: usize) -> Result<()> {
     }
     got.iter().for_each(|f| close(*f));
     r
+}
+
+// ------------------------------------------------------ for the preload shim
+
+/// A `struct stat` of all zeros, to be filled in by hand.
+pub fn stat_zeroed() -> libc::stat {
+    // SAFETY: struct stat is plain old data; all-zero is a valid value.
+    unsafe { zeroed() }
+}
+
+/// A `struct statx` of all zeros, to be filled in by hand.
+pub fn statx_zeroed() -> libc::statx {
+    // SAFETY: struct statx is plain old data; all-zero is a valid value.
+    unsafe { zeroed() }
+}
+
+/// The CLOCK_REALTIME time now.
+pub fn realtime_now() -> libc::timespec {
+    clock_now(libc::CLOCK_REALTIME)
+}
+
+/// A new anonymous memory file (`memfd_create(2)`).
+pub fn memfd_create(name: &CStr, flags: libc::c_uint) -> Result<c_int> {
+    // SAFETY: `name` is a valid NUL-terminated string for the call's duration.
+    check(unsafe { libc::syscall(libc::SYS_memfd_create, name.as_ptr(), flags) }).map(|fd| fd as c_int)
+}
+
+pub fn fchmod(fd: c_int, mode: u32) -> Result<()> {
+    // SAFETY: plain integer arguments.
+    check(unsafe { libc::syscall(libc::SYS_fchmod, fd, mode) }).map(drop)
+}
+
+/// `open` with exactly the caller's flags: unlike [`open`], O_CLOEXEC is
+/// not added and EINTR is returned rather than retried.
+pub fn open_exact(path: &CStr, flags: c_int, mode: u32) -> Result<c_int> {
+    // SAFETY: `path` is a valid NUL-terminated string for the call's duration.
+    check(unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), flags, mode) })
+        .map(|fd| fd as c_int)
+}
+
+/// Calls `f` with the value of the environment variable `name` (None if
+/// it is not set), read in place with `getenv(3)` (a C library facility
+/// with no system call): without copying or allocating, and without the
+/// Rust runtime's environment lock.
+pub fn with_env<R>(name: &CStr, f: impl FnOnce(Option<&CStr>) -> R) -> R {
+    // SAFETY: `name` is a valid NUL-terminated string.
+    let p = unsafe { libc::getenv(name.as_ptr()) };
+    // SAFETY: getenv returns NULL or a NUL-terminated string in the
+    // environment. `f` only borrows it for the call: glibc never frees a
+    // value that setenv/unsetenv replaced, so it stays readable even if
+    // the environment changes meanwhile.
+    let v = (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) });
+    f(v)
 }
 
 #[cfg(test)]

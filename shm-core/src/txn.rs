@@ -67,6 +67,7 @@ use crate::domain::Domain;
 use crate::errno::{Errno, Result};
 use crate::layout::*;
 use crate::shm::{Cell, Pod, P};
+use crate::sync::RobustMutex;
 use crate::sys;
 use core::cell::RefCell;
 
@@ -141,29 +142,17 @@ fn return_lists(mut l: Lists) {
 }
 
 impl Domain {
-    fn mutex_ptr(&self) -> *mut libc::pthread_mutex_t {
-        let hdr: &Header = self.seg.at0();
-        hdr.mutex.as_ptr() as *mut libc::pthread_mutex_t
+    fn mutex(&self) -> &RobustMutex {
+        &self.seg.at0::<Header>().mutex
     }
 
-    /// Initialises the robust lock of a new segment.
+    /// Initialises the robust lock of a new segment (nobody else can use it
+    /// before the segment magic is published).
     pub(crate) fn init_lock(&self) -> Result<()> {
-        // SAFETY: the attribute object is initialised before use and
-        // destroyed after; the mutex memory lies inside the mapped header
-        // and nobody else can use it before the segment magic is published.
-        unsafe {
-            let mut attr = core::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
-            libc::pthread_mutexattr_init(attr.as_mut_ptr());
-            libc::pthread_mutexattr_setpshared(attr.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED);
-            libc::pthread_mutexattr_setrobust(attr.as_mut_ptr(), libc::PTHREAD_MUTEX_ROBUST);
-            libc::pthread_mutexattr_settype(attr.as_mut_ptr(), libc::PTHREAD_MUTEX_ERRORCHECK);
-            let r = libc::pthread_mutex_init(self.mutex_ptr(), attr.as_ptr());
-            libc::pthread_mutexattr_destroy(attr.as_mut_ptr());
-            if r != 0 {
-                return Err(Errno(r));
-            }
+        match self.mutex().init() {
+            0 => Ok(()),
+            r => Err(Errno(r)),
         }
-        Ok(())
     }
 
     /// Takes the domain lock and opens a transaction, first rolling back
@@ -194,8 +183,8 @@ impl Domain {
             }
             libc::EOWNERDEAD => {
                 tx.recover();
-                // SAFETY: we own the mutex (EOWNERDEAD transfers ownership).
-                unsafe { libc::pthread_mutex_consistent(self.mutex_ptr()) };
+                // EOWNERDEAD transferred ownership to us.
+                self.mutex().consistent();
                 Ok(tx)
             }
             e => {
@@ -212,16 +201,10 @@ impl Domain {
     /// the lock word, so a holder that is descheduled or dead costs at most
     /// [`SPIN_ROUNDS`] pauses before the blocking (and robust) path.
     fn acquire(&self) -> libc::c_int {
-        let m = self.mutex_ptr();
-        // The first word of glibc's pthread_mutex_t is the futex word: zero
-        // while the mutex is free.
-        let word = m as *const core::sync::atomic::AtomicI32;
+        let m = self.mutex();
         for _ in 0..SPIN_ROUNDS {
-            // SAFETY: `word` points at the first 4 bytes of the mapped,
-            // initialised mutex; reading it races only with atomic updates.
-            if unsafe { (*word).load(core::sync::atomic::Ordering::Relaxed) } == 0 {
-                // SAFETY: as for `pthread_mutex_lock` below.
-                let r = unsafe { libc::pthread_mutex_trylock(m) };
+            if m.looks_free() {
+                let r = m.try_lock();
                 if r != libc::EBUSY {
                     return r;
                 }
@@ -230,19 +213,16 @@ impl Domain {
         }
         // Rule 8: sleep with a deadline, and retry after it.
         loop {
-            let deadline = sys::realtime_after_ms(WAIT_SLICE_MS);
-            // SAFETY: the mutex was initialised when the segment was created
-            // and lives in memory mapped for the lifetime of `self`.
-            let r = unsafe { libc::pthread_mutex_timedlock(m, &deadline) };
+            let r = m.lock_until(&sys::realtime_after_ms(WAIT_SLICE_MS));
             if r != libc::ETIMEDOUT {
                 return r;
             }
         }
     }
 
+    /// Called exactly once per successful `lock`, by the owner.
     fn unlock(&self) {
-        // SAFETY: called exactly once per successful `lock`, by the owner.
-        unsafe { libc::pthread_mutex_unlock(self.mutex_ptr()) };
+        self.mutex().unlock();
     }
 }
 

@@ -3,7 +3,8 @@
 //! The engine never dereferences an address that came from an ioctl
 //! argument itself: it asks a [`UserMem`], which either succeeds or reports
 //! EFAULT. The preload shim implements it with fault-safe copies; tests
-//! implement it over a simulated address space.
+//! implement it over a simulated address space. This module is one of the
+//! few that contain `unsafe` (viewing ABI structs as bytes).
 
 use crate::errno::{Errno, Result};
 
