@@ -2,21 +2,18 @@
 //! `BUS1_DEVICE`, `BUS1_DOMAIN`, `BUS1_TRACE`. Device and domain are read
 //! at every open, so a program (or a test) may change them at run time.
 
+use shm_core::sys;
+use std::ffi::CStr;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-/// The device path to intercept, as a C string and without allocating
-/// (every open() of the process asks).
-pub fn device_cstr() -> *const libc::c_char {
-    // SAFETY: getenv returns NULL or a NUL-terminated string that stays
-    // valid until the environment changes.
-    let p = unsafe { libc::getenv(c"BUS1_DEVICE".as_ptr()) };
-    // SAFETY: p is non-null here, so it points at a NUL-terminated string.
-    if p.is_null() || unsafe { *p } == 0 {
-        c"/dev/bus1".as_ptr()
-    } else {
-        p
-    }
+/// Calls `f` with the device path to intercept, as a C string and without
+/// copying or allocating (every open() of the process asks).
+pub fn with_device<R>(f: impl FnOnce(&CStr) -> R) -> R {
+    sys::with_env(c"BUS1_DEVICE", |v| match v {
+        Some(p) if !p.is_empty() => f(p),
+        _ => f(c"/dev/bus1"),
+    })
 }
 
 /// The domain directory for new peers.

@@ -4,7 +4,7 @@
 //! descriptors of the node.
 
 use crate::config;
-use libc::c_char;
+use shm_core::sys;
 use std::ffi::CStr;
 
 /// Major of misc devices; the minor is dynamic for bus1.
@@ -53,43 +53,39 @@ fn last_component(path: &[u8]) -> &[u8] {
 /// The configured device path split into its directory (which exists,
 /// unlike the node) and its last component.
 pub fn device_dir_and_name() -> (std::ffi::CString, Vec<u8>) {
-    // SAFETY: a NUL-terminated string from the environment or a static.
-    let dev = unsafe { CStr::from_ptr(config::device_cstr()) }.to_bytes();
-    let (dir, name): (&[u8], &[u8]) = match dev.iter().rposition(|b| *b == b'/') {
-        Some(0) => (b"/", &dev[1..]),
-        Some(i) => (&dev[..i], &dev[i + 1..]),
-        None => (b".", dev),
-    };
-    // A C string cannot hold NUL, so neither part does.
-    (std::ffi::CString::new(dir).unwrap_or_default(), name.to_vec())
+    config::with_device(|dev| {
+        let dev = dev.to_bytes();
+        let (dir, name): (&[u8], &[u8]) = match dev.iter().rposition(|b| *b == b'/') {
+            Some(0) => (b"/", &dev[1..]),
+            Some(i) => (&dev[..i], &dev[i + 1..]),
+            None => (b".", dev),
+        };
+        // A C string cannot hold NUL, so neither part does.
+        (std::ffi::CString::new(dir).unwrap_or_default(), name.to_vec())
+    })
 }
 
 /// Whether `path` (relative to `dirfd`) names the bus1 device.
-pub fn is_device(dirfd: i32, path: *const c_char) -> bool {
-    if path.is_null() {
-        return false;
-    }
-    // SAFETY: libc callers pass a NUL-terminated string; a bad pointer
-    // would fault in libc itself just the same.
-    let p = unsafe { CStr::from_ptr(path) }.to_bytes();
+pub fn is_device(dirfd: i32, path: &CStr) -> bool {
+    let p = path.to_bytes();
     if p.is_empty() {
         return false;
     }
     // Allocation-free filter first: every open() of the process passes here.
-    let dev_ptr = config::device_cstr();
-    // SAFETY: a NUL-terminated string from the environment or a static.
-    let dev = unsafe { CStr::from_ptr(dev_ptr) }.to_bytes();
-    if p == dev {
-        return true;
-    }
-    if last_component(p) != last_component(dev) {
-        return false;
-    }
-    // A relative device path names the node from the working directory,
-    // as a relative path to a real node would.
-    let Some(dev) = absolute(libc::AT_FDCWD, dev) else { return false };
-    let Some(full) = absolute(dirfd, p) else { return false };
-    normalize(&full) == normalize(&dev)
+    config::with_device(|dev| {
+        let dev = dev.to_bytes();
+        if p == dev {
+            return true;
+        }
+        if last_component(p) != last_component(dev) {
+            return false;
+        }
+        // A relative device path names the node from the working directory,
+        // as a relative path to a real node would.
+        let Some(dev) = absolute(libc::AT_FDCWD, dev) else { return false };
+        let Some(full) = absolute(dirfd, p) else { return false };
+        normalize(&full) == normalize(&dev)
+    })
 }
 
 /// `path` made absolute against `dirfd` (not normalised).
@@ -103,18 +99,10 @@ fn absolute(dirfd: i32, path: &[u8]) -> Option<Vec<u8>> {
     Some(d)
 }
 
-fn now() -> libc::timespec {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: valid out pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-    ts
-}
-
 /// Fills `st` as for the device node.
 pub fn fill_stat(st: &mut libc::stat) {
-    // SAFETY: all-zero is a valid struct stat.
-    *st = unsafe { core::mem::zeroed() };
-    let t = now();
+    *st = sys::stat_zeroed();
+    let t = sys::realtime_now();
     st.st_dev = libc::makedev(0, 5);
     st.st_ino = DEVICE_INO;
     st.st_mode = libc::S_IFCHR | 0o666;
@@ -128,9 +116,8 @@ pub fn fill_stat(st: &mut libc::stat) {
 
 /// Fills `stx` as for the device node.
 pub fn fill_statx(stx: &mut libc::statx) {
-    // SAFETY: all-zero is a valid struct statx.
-    *stx = unsafe { core::mem::zeroed() };
-    let t = now();
+    *stx = sys::statx_zeroed();
+    let t = sys::realtime_now();
     stx.stx_mask = libc::STATX_BASIC_STATS;
     stx.stx_blksize = 4096;
     stx.stx_nlink = 1;
@@ -172,34 +159,17 @@ pub fn open_path_fd(flags: i32) -> Result<i32, i32> {
     if flags & libc::O_DIRECTORY != 0 {
         return Err(libc::ENOTDIR);
     }
-    // SAFETY: a NUL-terminated name and flags.
-    let mem = unsafe { libc::memfd_create(c"bus1-device".as_ptr(), libc::MFD_CLOEXEC) };
-    if mem < 0 {
-        return Err(errno());
-    }
+    let mem = sys::memfd_create(c"bus1-device", libc::MFD_CLOEXEC).map_err(|e| e.0)?;
     let path = std::ffi::CString::new(format!("/proc/self/fd/{mem}")).unwrap_or_default();
     let cloexec = flags & libc::O_CLOEXEC;
-    // SAFETY: our fresh descriptor; a NUL-terminated path. The raw system
-    // calls keep these out of the shim's own open and close.
-    let r = unsafe {
-        if libc::ftruncate(mem, PATH_FD_MARK) < 0 || libc::fchmod(mem, 0) < 0 {
-            Err(errno())
-        } else {
-            let fd = libc::syscall(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), libc::O_PATH | cloexec);
-            if fd < 0 {
-                Err(errno())
-            } else {
-                Ok(fd as i32)
-            }
-        }
-    };
-    // SAFETY: closing our own descriptor.
-    unsafe { libc::syscall(libc::SYS_close, mem) };
+    // The raw system calls of `sys` keep these out of the shim's own open
+    // and close.
+    let r = sys::ftruncate(mem, PATH_FD_MARK as u64)
+        .and_then(|()| sys::fchmod(mem, 0))
+        .and_then(|()| sys::open_exact(&path, libc::O_PATH | cloexec, 0))
+        .map_err(|e| e.0);
+    sys::close(mem);
     r
-}
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
 }
 
 /// Whether a real `stat` result describes a path descriptor of the node.
@@ -209,10 +179,6 @@ pub fn is_path_fd_stat(mode: u32, nlink: u64, size: i64) -> bool {
 
 /// Whether `fd` is a path descriptor of the node.
 pub fn is_path_fd(fd: i32) -> bool {
-    // SAFETY: all-zero is a valid struct stat.
-    let mut st: libc::stat = unsafe { core::mem::zeroed() };
-    // SAFETY: a writable struct stat; the raw system call keeps this out
-    // of the shim's fstat.
-    let r = unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st) };
-    r == 0 && is_path_fd_stat(st.st_mode, st.st_nlink, st.st_size)
+    // The raw system call of `sys::fstat` keeps this out of the shim's fstat.
+    sys::fstat(fd).is_ok_and(|st| is_path_fd_stat(st.st_mode, st.st_nlink, st.st_size))
 }

@@ -126,6 +126,5 @@ fn dispatch(fd: i32, info: &FdInfo, request: u64, arg: u64) -> Result<i32> {
 }
 
 fn fd_is_open(fd: i32) -> bool {
-    // SAFETY: F_GETFD on any number is harmless.
-    unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFD) >= 0 }
+    shm_core::sys::fcntl(fd, libc::F_GETFD, 0).is_ok()
 }

@@ -7,7 +7,7 @@
 //! the lookup entirely in processes without peers.
 
 use shm_core::{LocalMutex, Peer};
-use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Once, OnceLock};
 
 pub struct FdInfo {
@@ -20,26 +20,25 @@ static COUNT: AtomicUsize = AtomicUsize::new(0);
 
 /// A lock-free mirror of which slots are occupied, for interposers that
 /// may run inside signal handlers (read/write on a self-pipe) and must not
-/// take the table's lock. Chunks are allocated once and never freed.
+/// take the table's lock. Chunks are allocated once, the first time a
+/// descriptor in their range is marked, and never freed. Reading a slot
+/// never blocks (`OnceLock::get` is an acquire load), and since marks are
+/// only set with the table locked, filling one never waits either.
 const BITS_PER_CHUNK: usize = 1 << 16;
 const CHUNKS: usize = 1 << 10;
 type Chunk = [AtomicU64; BITS_PER_CHUNK / 64];
-static MARKS: [AtomicPtr<Chunk>; CHUNKS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; CHUNKS];
+static MARKS: [OnceLock<Box<Chunk>>; CHUNKS] = [const { OnceLock::new() }; CHUNKS];
 
 /// Sets or clears the mark of `fd`; called with the table locked.
 fn mark(fd: usize, on: bool) {
     let Some(slot) = MARKS.get(fd / BITS_PER_CHUNK) else { return };
-    let mut chunk = slot.load(Ordering::Acquire);
-    if chunk.is_null() {
-        if !on {
-            return;
-        }
-        let fresh: Box<Chunk> = Box::new([const { AtomicU64::new(0) }; BITS_PER_CHUNK / 64]);
-        chunk = Box::into_raw(fresh);
-        slot.store(chunk, Ordering::Release);
-    }
-    // SAFETY: chunks are never freed once published.
-    let word = unsafe { &(*chunk)[(fd % BITS_PER_CHUNK) / 64] };
+    let chunk = if on {
+        slot.get_or_init(|| Box::new([const { AtomicU64::new(0) }; BITS_PER_CHUNK / 64]))
+    } else {
+        let Some(chunk) = slot.get() else { return };
+        chunk
+    };
+    let word = &chunk[(fd % BITS_PER_CHUNK) / 64];
     let bit = 1u64 << (fd % 64);
     if on {
         word.fetch_or(bit, Ordering::Release);
@@ -55,13 +54,8 @@ pub fn is_peer_fd(fd: i32) -> bool {
         return false;
     }
     let fd = fd as usize;
-    let Some(slot) = MARKS.get(fd / BITS_PER_CHUNK) else { return false };
-    let chunk = slot.load(Ordering::Acquire);
-    if chunk.is_null() {
-        return false;
-    }
-    // SAFETY: chunks are never freed once published.
-    let word = unsafe { &(*chunk)[(fd % BITS_PER_CHUNK) / 64] };
+    let Some(chunk) = MARKS.get(fd / BITS_PER_CHUNK).and_then(OnceLock::get) else { return false };
+    let word = &chunk[(fd % BITS_PER_CHUNK) / 64];
     word.load(Ordering::Acquire) & (1u64 << (fd % 64)) != 0
 }
 
@@ -79,8 +73,7 @@ fn table() -> &'static LocalMutex<Vec<Option<Arc<FdInfo>>>> {
         extern "C" fn child() {
             table().reinit_in_child();
         }
-        // SAFETY: plain extern "C" handlers valid for the process lifetime.
-        unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+        shm_core::sys::atfork(prepare, parent, child);
     });
     t
 }

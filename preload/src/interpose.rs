@@ -11,6 +11,7 @@ use crate::procfs;
 use crate::uaccess;
 use libc::{c_char, c_int, c_uint, c_ulong, c_void, off_t};
 use shm_core::{Errno, OpenFlags, Peer};
+use std::ffi::CStr;
 use std::sync::Arc;
 
 fn set_errno(e: i32) {
@@ -34,6 +35,20 @@ fn keep_errno<T>(f: impl FnOnce() -> T) -> T {
 fn fail(e: Errno) -> c_int {
     set_errno(e.0);
     -1
+}
+
+/// A path argument as a C string; None for NULL. The caller passes `path`
+/// as the C library got it: null or a C string that outlives `'a`.
+unsafe fn c_path<'a>(path: *const c_char) -> Option<&'a CStr> {
+    // SAFETY: non-null, so a NUL-terminated string by C's contract for
+    // path arguments; a bad pointer faults here as it would in libc.
+    (!path.is_null()).then(|| unsafe { CStr::from_ptr(path) })
+}
+
+/// Whether the path argument `path` (relative to `dirfd`) names the bus1
+/// device; false for NULL. The caller passes `path` as for [`c_path`].
+unsafe fn is_device_path(dirfd: c_int, path: *const c_char) -> bool {
+    c_path(path).is_some_and(|p| device::is_device(dirfd, p))
 }
 
 // ------------------------------------------------------------------ open
@@ -130,8 +145,9 @@ openat2_fn!(__openat64_2, OPENAT64_2);
 /// open(2) of something the shim stands in for: the device node, a peer
 /// fd's or node path descriptor's `/proc/self/fd/N` (which opens the node
 /// again, as for the module's file), or a peer fd's fdinfo. None for the
-/// real open.
-fn open_special(dirfd: c_int, path: *const c_char, flags: c_int) -> Option<c_int> {
+/// real open. The caller passes `path` as for [`c_path`].
+unsafe fn open_special(dirfd: c_int, path: *const c_char, flags: c_int) -> Option<c_int> {
+    let path = c_path(path)?;
     if device::is_device(dirfd, path) {
         return Some(open_node(flags));
     }
@@ -254,8 +270,9 @@ fn fopen_flags(mode: *const c_char) -> Option<c_int> {
 }
 
 /// fopen(3) of the device or of a peer fd's fdinfo: the descriptor as
-/// open(2) would give it, or None for the real fopen.
-fn fopen_special(path: *const c_char, mode: *const c_char) -> Option<c_int> {
+/// open(2) would give it, or None for the real fopen. The caller passes
+/// `path` as for [`c_path`].
+unsafe fn fopen_special(path: *const c_char, mode: *const c_char) -> Option<c_int> {
     open_special(libc::AT_FDCWD, path, fopen_flags(mode)?)
 }
 
@@ -284,8 +301,9 @@ fopen_fn!(fopen64, FOPEN64);
 
 /// readlink of `/proc/self/fd/N` for a peer fd or node path descriptor N:
 /// the device's canonical path, as the module's file would show. None when the real readlink should run.
-fn readlink_peer(path: *const c_char, buf: *mut c_char, size: usize) -> Option<isize> {
-    let procfs::Entry::FdLink(fd) = procfs::entry(path)? else { return None };
+/// The caller passes `path` as for [`c_path`].
+unsafe fn readlink_peer(path: *const c_char, buf: *mut c_char, size: usize) -> Option<isize> {
+    let procfs::Entry::FdLink(fd) = procfs::entry(c_path(path)?)? else { return None };
     if fdtable::lookup(fd).is_none() && !device::is_path_fd(fd) {
         return None;
     }
@@ -324,7 +342,7 @@ macro_rules! stat_fn {
     ($name:ident, $real:ident) => {
         #[no_mangle]
         pub unsafe extern "C" fn $name(path: *const c_char, buf: *mut libc::stat) -> c_int {
-            if device::is_device(libc::AT_FDCWD, path) && !buf.is_null() {
+            if is_device_path(libc::AT_FDCWD, path) && !buf.is_null() {
                 device::fill_stat(&mut *buf);
                 return 0;
             }
@@ -341,7 +359,7 @@ macro_rules! fstatat_fn {
     ($name:ident, $real:ident) => {
         #[no_mangle]
         pub unsafe extern "C" fn $name(dirfd: c_int, path: *const c_char, buf: *mut libc::stat, flags: c_int) -> c_int {
-            if device::is_device(dirfd, path) && !buf.is_null() {
+            if is_device_path(dirfd, path) && !buf.is_null() {
                 device::fill_stat(&mut *buf);
                 return 0;
             }
@@ -360,7 +378,7 @@ macro_rules! xstat_fn {
     ($name:ident, $real:ident) => {
         #[no_mangle]
         pub unsafe extern "C" fn $name(ver: c_int, path: *const c_char, buf: *mut libc::stat) -> c_int {
-            if device::is_device(libc::AT_FDCWD, path) && !buf.is_null() {
+            if is_device_path(libc::AT_FDCWD, path) && !buf.is_null() {
                 device::fill_stat(&mut *buf);
                 return 0;
             }
@@ -377,7 +395,7 @@ macro_rules! fxstatat_fn {
     ($name:ident, $real:ident) => {
         #[no_mangle]
         pub unsafe extern "C" fn $name(ver: c_int, dirfd: c_int, path: *const c_char, buf: *mut libc::stat, flags: c_int) -> c_int {
-            if device::is_device(dirfd, path) && !buf.is_null() {
+            if is_device_path(dirfd, path) && !buf.is_null() {
                 device::fill_stat(&mut *buf);
                 return 0;
             }
@@ -394,7 +412,7 @@ fxstatat_fn!(__fxstatat64, FXSTATAT64);
 
 #[no_mangle]
 pub unsafe extern "C" fn statx(dirfd: c_int, path: *const c_char, flags: c_int, mask: c_uint, buf: *mut libc::statx) -> c_int {
-    if device::is_device(dirfd, path) && !buf.is_null() {
+    if is_device_path(dirfd, path) && !buf.is_null() {
         device::fill_statx(&mut *buf);
         return 0;
     }
@@ -457,7 +475,7 @@ macro_rules! access_fn {
     ($name:ident, $real:ident) => {
         #[no_mangle]
         pub unsafe extern "C" fn $name(path: *const c_char, mode: c_int) -> c_int {
-            if device::is_device(libc::AT_FDCWD, path) {
+            if is_device_path(libc::AT_FDCWD, path) {
                 return match device::access(mode) {
                     Ok(()) => 0,
                     Err(e) => fail(Errno(e)),
@@ -473,7 +491,7 @@ access_fn!(eaccess, EACCESS);
 
 #[no_mangle]
 pub unsafe extern "C" fn faccessat(dirfd: c_int, path: *const c_char, mode: c_int, flags: c_int) -> c_int {
-    if device::is_device(dirfd, path) {
+    if is_device_path(dirfd, path) {
         return match device::access(mode) {
             Ok(()) => 0,
             Err(e) => fail(Errno(e)),
@@ -491,7 +509,7 @@ pub unsafe extern "C" fn faccessat(dirfd: c_int, path: *const c_char, mode: c_in
 /// `resolved` is the caller's buffer of PATH_MAX bytes, or null for a new
 /// allocation.
 unsafe fn realpath_or_device(r: *mut c_char, path: *const c_char, resolved: *mut c_char) -> *mut c_char {
-    if !r.is_null() || errno() != libc::ENOENT || !device::is_device(libc::AT_FDCWD, path) {
+    if !r.is_null() || errno() != libc::ENOENT || !is_device_path(libc::AT_FDCWD, path) {
         return r;
     }
     let dev = canonical_device_path();
@@ -510,8 +528,7 @@ unsafe fn realpath_or_device(r: *mut c_char, path: *const c_char, resolved: *mut
 /// canonical path. The configured path as it is if its directory does not
 /// resolve.
 fn canonical_device_path() -> std::ffi::CString {
-    // SAFETY: a NUL-terminated string from the environment or a static.
-    let configured = unsafe { std::ffi::CStr::from_ptr(crate::config::device_cstr()) }.to_owned();
+    let configured = crate::config::with_device(|d| d.to_owned());
     let (dir, name) = device::device_dir_and_name();
     let mut buf = [0 as c_char; libc::PATH_MAX as usize];
     // SAFETY: a NUL-terminated path and a buffer of PATH_MAX bytes, as
@@ -559,7 +576,7 @@ macro_rules! getxattr_fn {
     ($name:ident, $real:ident) => {
         #[no_mangle]
         pub unsafe extern "C" fn $name(path: *const c_char, name: *const c_char, value: *mut c_void, size: usize) -> isize {
-            if device::is_device(libc::AT_FDCWD, path) {
+            if is_device_path(libc::AT_FDCWD, path) {
                 return fail(Errno(libc::ENODATA)) as isize;
             }
             call_real!(crate::real::$real, fn(*const c_char, *const c_char, *mut c_void, usize) -> isize, path, name, value, size)
@@ -573,7 +590,7 @@ macro_rules! listxattr_fn {
     ($name:ident, $real:ident) => {
         #[no_mangle]
         pub unsafe extern "C" fn $name(path: *const c_char, list: *mut c_char, size: usize) -> isize {
-            if device::is_device(libc::AT_FDCWD, path) {
+            if is_device_path(libc::AT_FDCWD, path) {
                 return 0;
             }
             call_real!(crate::real::$real, fn(*const c_char, *mut c_char, usize) -> isize, path, list, size)

@@ -4,7 +4,6 @@
 //! `bus1-peer:` line. Only this process's own entries are recognised; the
 //! fd tables of other processes are not ours to see.
 
-use libc::c_char;
 use std::ffi::CStr;
 
 /// A `/proc` entry about one of this process's descriptors.
@@ -52,13 +51,8 @@ pub fn parse(path: &[u8], own_pid: u32) -> Option<Entry> {
 
 /// [`parse`] for a C path argument; cheap for every path that does not
 /// start with `/proc/`.
-pub fn entry(path: *const c_char) -> Option<Entry> {
-    if path.is_null() {
-        return None;
-    }
-    // SAFETY: libc callers pass a NUL-terminated string; a bad pointer
-    // would fault in libc itself just the same.
-    let p = unsafe { CStr::from_ptr(path) }.to_bytes();
+pub fn entry(path: &CStr) -> Option<Entry> {
+    let p = path.to_bytes();
     if !p.starts_with(b"/proc/") {
         return None;
     }
