@@ -1,5 +1,6 @@
 //! The libc functions this library interposes, resolved with
-//! `dlsym(RTLD_NEXT)` so that the shim can pass calls through.
+//! `dlsym(RTLD_NEXT)` so that the shim can pass calls through. This module
+//! is one of the few that contain `unsafe`.
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 use libc::c_void;
