@@ -6,7 +6,7 @@
 use crate::config;
 use crate::fdtable::{self, FdInfo};
 use crate::uaccess::ProcMem;
-use shm_core::{read_struct, write_struct, Errno, Result};
+use shm_core::{read_struct, write_struct, AbiPlain, Errno, Result};
 use uapi::*;
 
 /// ioctls the kernel's VFS answers for every file before the driver sees
@@ -31,7 +31,7 @@ pub fn ioctl(fd: i32, info: &FdInfo, request: u64, arg: u64) -> Result<i32> {
 
 /// Checks that the argument struct can be written back, before anything
 /// changes (2.5 step 9, 2.9 step 9).
-fn check_writable<T: Copy>(mem: &ProcMem, arg: u64, v: &T) -> Result<()> {
+fn check_writable<T: AbiPlain>(mem: &ProcMem, arg: u64, v: &T) -> Result<()> {
     write_struct(mem, arg, v)
 }
 

@@ -53,7 +53,7 @@ pub use sync::LocalMutex;
 pub use errno::{Errno, Result};
 pub use layout::POOL_SIZE;
 pub use reaper::watcher_running;
-pub use usermem::{range_ok, read_struct, write_struct, SimMem, UserMem, USER_LIMIT};
+pub use usermem::{range_ok, read_struct, write_struct, AbiPlain, SimMem, UserMem, USER_LIMIT};
 
 use layout::*;
 use shm::P;

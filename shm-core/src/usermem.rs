@@ -47,21 +47,51 @@ pub fn elem(base: u64, i: u64, size: u64) -> Result<u64> {
     i.checked_mul(size).and_then(|o| base.checked_add(o)).ok_or(Errno::EFAULT)
 }
 
-/// Reads a plain `#[repr(C)]` struct of integers.
-pub fn read_struct<T: Copy + Default>(m: &dyn UserMem, addr: u64) -> Result<T> {
+/// The ABI's argument types, which are copied to and from the caller's
+/// memory as bytes.
+///
+/// # Safety
+/// Implementors are integers or `#[repr(C)]` structs of integers without
+/// padding: every byte pattern is a valid value and every byte is
+/// initialised.
+pub unsafe trait AbiPlain: Copy + Default + 'static {}
+
+// SAFETY: integers, and structs of u64/u32 fields laid out without padding
+// (their sizes and offsets are checked at compile time in `uapi`).
+unsafe impl AbiPlain for u64 {}
+// SAFETY: as above.
+unsafe impl AbiPlain for uapi::bus1_cmd_peer_reset {}
+// SAFETY: as above.
+unsafe impl AbiPlain for uapi::bus1_cmd_peer_reset_u64 {}
+// SAFETY: as above.
+unsafe impl AbiPlain for uapi::bus1_cmd_handle_transfer {}
+// SAFETY: as above.
+unsafe impl AbiPlain for uapi::bus1_cmd_nodes_destroy {}
+// SAFETY: as above.
+unsafe impl AbiPlain for uapi::bus1_cmd_send {}
+// SAFETY: as above.
+unsafe impl AbiPlain for uapi::bus1_msg {}
+// SAFETY: as above.
+unsafe impl AbiPlain for uapi::bus1_cmd_recv {}
+
+fn as_bytes<T: AbiPlain>(v: &T) -> &[u8] {
+    // SAFETY: T has no padding (AbiPlain), so all its bytes are initialised.
+    unsafe { core::slice::from_raw_parts(v as *const T as *const u8, core::mem::size_of::<T>()) }
+}
+
+/// Reads an ABI struct.
+pub fn read_struct<T: AbiPlain>(m: &dyn UserMem, addr: u64) -> Result<T> {
     let mut v = T::default();
-    // SAFETY: T is a plain-integer repr(C) struct (all uapi types), so any
-    // byte pattern is a valid value; the slice covers exactly `v`.
+    // SAFETY: any byte pattern is a valid T (AbiPlain); the slice covers
+    // exactly `v`.
     let bytes = unsafe { core::slice::from_raw_parts_mut(&mut v as *mut T as *mut u8, core::mem::size_of::<T>()) };
     m.read(addr, bytes)?;
     Ok(v)
 }
 
-/// Writes a plain `#[repr(C)]` struct of integers.
-pub fn write_struct<T: Copy>(m: &dyn UserMem, addr: u64, v: &T) -> Result<()> {
-    // SAFETY: reading the bytes of a plain-integer struct.
-    let bytes = unsafe { core::slice::from_raw_parts(v as *const T as *const u8, core::mem::size_of::<T>()) };
-    m.write(addr, bytes)
+/// Writes an ABI struct.
+pub fn write_struct<T: AbiPlain>(m: &dyn UserMem, addr: u64, v: &T) -> Result<()> {
+    m.write(addr, as_bytes(v))
 }
 
 /// A simulated caller address space, for tests and tools that drive the
@@ -103,11 +133,9 @@ impl SimMem {
         self.put(&v.iter().flat_map(|x| x.to_ne_bytes()).collect::<Vec<_>>())
     }
 
-    /// Maps a plain struct.
-    pub fn put_struct<T: Copy>(&self, v: &T) -> u64 {
-        // SAFETY: reading the bytes of a plain-integer struct.
-        let b = unsafe { core::slice::from_raw_parts(v as *const T as *const u8, core::mem::size_of::<T>()) };
-        self.put(b)
+    /// Maps an ABI struct.
+    pub fn put_struct<T: AbiPlain>(&self, v: &T) -> u64 {
+        self.put(as_bytes(v))
     }
 
     /// Reads back `len` bytes (panics on an unmapped range).
