@@ -156,20 +156,11 @@ unsafe impl Sync for Segment {}
 impl Segment {
     /// Maps `len` bytes of the segment file `fd` shared, readable and
     /// writable.
+    /// The range is owned by the Segment from then on, and unmapped when it
+    /// is dropped.
     pub fn map(fd: i32, len: usize) -> crate::errno::Result<Segment> {
         let base = crate::sys::mmap_shared(fd, len, libc::PROT_READ | libc::PROT_WRITE)?;
-        // SAFETY: the range was just mapped read-write for `len` bytes and
-        // is owned by the Segment from now on.
-        Ok(unsafe { Segment::new(base, len) })
-    }
-
-    /// Wraps a range this process mapped shared, readable and writable.
-    ///
-    /// # Safety
-    /// `base..base+len` must stay mapped read-write for the lifetime of the
-    /// returned value, and must only be accessed through it.
-    pub unsafe fn new(base: *mut u8, len: usize) -> Segment {
-        Segment { base, len }
+        Ok(Segment { base, len })
     }
 
     /// The record at `p`. Panics if it does not lie inside the segment:
