@@ -125,13 +125,8 @@ TEST(destroy_element_efault)
 {
 	int a = b1_open(), b = b1_open();
 	uint64_t h = b1_share(a, 0x100, b);
-	uint64_t *p = mmap(NULL, 8192, PROT_READ | PROT_WRITE,
-			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	uint64_t *list;
+	uint64_t *list = b1_edge(8);
 
-	ASSERT_TRUE(p != MAP_FAILED);
-	ASSERT_OK(mprotect((uint8_t *)p + 4096, 4096, PROT_NONE));
-	list = (uint64_t *)((uint8_t *)p + 4096 - 8);
 	list[0] = 0x100;
 	ASSERT_EQ(destroy_raw(a, 0, list, 2), -EFAULT);
 	ASSERT_EQ(destroy_raw(a, RELEASE, list, 2), -EFAULT);

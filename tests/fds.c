@@ -345,7 +345,7 @@ TEST(fds_emfile)
 	int a = b1_open(), b = b1_open(), p[2], f[4], got[4];
 	uint64_t h = b1_handle_to(b, 0x100, a);
 	struct bus1_cmd_recv r;
-	struct rlimit old, lim;
+	struct rlimit old;
 
 	mkpipe(p);
 	f[0] = f[1] = f[2] = f[3] = p[1];
@@ -354,12 +354,8 @@ TEST(fds_emfile)
 	/* a RECV without fds first, so that any lazily opened state exists */
 	ASSERT_EQ(b1_send_one(a, h, "w", 1), 0);
 	ASSERT_EQ(b1_recv(b, &r, BUS1_RECV_FLAG_PEEK), 0);
-	ASSERT_OK(getrlimit(RLIMIT_NOFILE, &old));
 	/* room for two more fds, not four */
-	lim = old;
-	lim.rlim_cur = b1_lowest_free_fd() + 2;
-	ASSERT_OK(setrlimit(RLIMIT_NOFILE, &lim));
-	int low = b1_lowest_free_fd();
+	int low = b1_limit_fd_room(2, &old);
 
 	ASSERT_EQ(b1_recv(b, &r, BUS1_RECV_FLAG_INSTALL_FDS), -EMFILE);
 	ASSERT_EQ(b1_recv(b, &r, BUS1_RECV_FLAG_INSTALL_FDS | BUS1_RECV_FLAG_PEEK), -EMFILE);

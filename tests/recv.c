@@ -524,15 +524,10 @@ TEST(recv_efault_partially_writable)
 {
 	int a = b1_open(), b = b1_open();
 	uint64_t h = b1_handle_to(b, 0x100, a);
-	uint8_t *p = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	struct bus1_cmd_recv *tail, r;
+	struct bus1_cmd_recv *tail, r = { .max_offset = B1_POOL_SIZE };
 
-	ASSERT_TRUE(p != MAP_FAILED);
 	/* bytes 0..87 writable, the last 8 (msg.n_secctx) on a read-only page */
-	tail = (struct bus1_cmd_recv *)(p + 4096 - 88);
-	memset(tail, 0, 88);
-	tail->max_offset = B1_POOL_SIZE;
-	ASSERT_OK(mprotect(p + 4096, 4096, PROT_READ));
+	tail = b1_straddle(&r, sizeof(r), 88, PROT_READ);
 	ASSERT_EQ(b1_destroy_one(b, 0x100), 0);
 	ASSERT_EQ(b1_ioctl(a, BUS1_CMD_RECV, tail), -EFAULT);
 	ASSERT_EQ(b1_recv(a, &r, 0), 0);
@@ -563,7 +558,7 @@ TEST(recv_erange_emfile_edquot_order)
 	};
 	struct iovec v = { "x", 1 };
 	struct bus1_cmd_recv r;
-	struct rlimit old, full;
+	struct rlimit old;
 	const uint64_t pf = BUS1_RECV_FLAG_PEEK | BUS1_RECV_FLAG_INSTALL_FDS;
 
 	ASSERT_OK(pipe(p));
@@ -579,11 +574,7 @@ TEST(recv_erange_emfile_edquot_order)
 	lim.max_handles = 2;
 	ASSERT_EQ(b1_ioctl(b, BUS1_CMD_PEER_RESET, &lim), 0);	/* R 0 */
 	/* no fd number left for the process */
-	ASSERT_OK(getrlimit(RLIMIT_NOFILE, &old));
-	low = b1_lowest_free_fd();
-	full = old;
-	full.rlim_cur = low;
-	ASSERT_OK(setrlimit(RLIMIT_NOFILE, &full));
+	low = b1_limit_fd_room(0, &old);
 	ASSERT_EQ(recv_at(b, &r, pf, 23), -ERANGE);
 	assert_untouched(&r);
 	ASSERT_EQ(recv_at(b, &r, BUS1_RECV_FLAG_INSTALL_FDS, 23), -ERANGE);

@@ -7,7 +7,6 @@
  * ENOTSUPP (524) is never returned.
  */
 #define _GNU_SOURCE
-#include <sys/resource.h>
 #include <sys/syscall.h>
 
 #include "bus1-util.h"
@@ -258,7 +257,7 @@ TEST(seed_emfile_edquot_keep_seed)
 	const uint8_t *pool = b1_map(a);
 	uint64_t remote = b1_handle_to(o, 0x10, a), id;
 	struct bus1_cmd_recv r;
-	struct rlimit old, lim;
+	struct rlimit old;
 
 	ASSERT_OK(pipe(p));
 	f[0] = f[1] = f[2] = f[3] = p[1];
@@ -268,11 +267,7 @@ TEST(seed_emfile_edquot_keep_seed)
 	recv_seed(a, BUS1_RECV_FLAG_PEEK, "e");
 	ASSERT_EQ(b1_release(a, remote), 0);
 	/* room for two more fds, not four */
-	ASSERT_OK(getrlimit(RLIMIT_NOFILE, &old));
-	lim = old;
-	lim.rlim_cur = b1_lowest_free_fd() + 2;
-	ASSERT_OK(setrlimit(RLIMIT_NOFILE, &lim));
-	low = b1_lowest_free_fd();
+	low = b1_limit_fd_room(2, &old);
 	ASSERT_EQ(b1_recv(a, &r, BUS1_RECV_FLAG_SEED | BUS1_RECV_FLAG_INSTALL_FDS), -EMFILE);
 	ASSERT_EQ(b1_lowest_free_fd(), low);
 	ASSERT_OK(setrlimit(RLIMIT_NOFILE, &old));

@@ -11,6 +11,7 @@
 #include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/uio.h>
 #include <linux/bus1.h>
 
@@ -237,16 +238,19 @@ static inline int b1_set_slices(int fd, uint32_t slices)
  * A copy of `size` bytes of `tmpl` placed so that only its first `head`
  * bytes lie on a writable page and the rest on a page with protection
  * `prot`: PROT_READ (readable, faults on write) or PROT_NONE (faults on any
- * access; bytes there are not copied).
+ * access; bytes there are not copied). A NULL `tmpl` copies nothing (the
+ * pages start zeroed).
  */
 static inline void *b1_straddle(const void *tmpl, size_t size, size_t head, int prot)
 {
 	uint8_t *p = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	uint8_t *s = p + 4096 - head;
+	uint8_t *s;
 
 	if (p == MAP_FAILED)
 		t_fail(__FILE__, __LINE__, "mmap: %s", strerror(errno));
-	memcpy(s, tmpl, prot == PROT_NONE ? head : size);
+	s = p + 4096 - head;
+	if (tmpl)
+		memcpy(s, tmpl, prot == PROT_NONE ? head : size);
 	if (mprotect(p + 4096, 4096, prot) < 0)
 		t_fail(__FILE__, __LINE__, "mprotect: %s", strerror(errno));
 	return s;
@@ -306,12 +310,7 @@ static inline void b1_expect_empty(int fd)
 /* A pointer to the last `n` readable bytes before a PROT_NONE page. */
 static inline void *b1_edge(size_t n)
 {
-	uint8_t *p = mmap(NULL, 8192, PROT_READ | PROT_WRITE,
-			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-	ASSERT_TRUE(p != MAP_FAILED);
-	ASSERT_OK(mprotect(p + 4096, 4096, PROT_NONE));
-	return p + 4096 - n;
+	return b1_straddle(NULL, n, n, PROT_NONE);
 }
 
 /* The lowest free fd number (to see whether anything was installed). */
@@ -322,6 +321,23 @@ static inline int b1_lowest_free_fd(void)
 	ASSERT_GE(fd, 0);
 	close(fd);
 	return fd;
+}
+
+/*
+ * Lowers the soft RLIMIT_NOFILE so that exactly `room` more descriptors
+ * fit above the lowest free one; the old limits go to *old (for the
+ * caller's setrlimit afterwards). Returns that lowest free number.
+ */
+static inline int b1_limit_fd_room(int room, struct rlimit *old)
+{
+	int low = b1_lowest_free_fd();
+	struct rlimit lim;
+
+	ASSERT_OK(getrlimit(RLIMIT_NOFILE, old));
+	lim = *old;
+	lim.rlim_cur = low + room;
+	ASSERT_OK(setrlimit(RLIMIT_NOFILE, &lim));
+	return low;
 }
 
 #endif /* BUS1_TEST_UTIL_H */
