@@ -639,7 +639,7 @@ TEST_TIMEOUT(cr_lock_holder_killed_under_contention, 40)
 		snprintf(a[3], sizeof(a[3]), "%d", i + 1);
 		/* the last one dies inside its 300th commit */
 		pid[i] = mp_spawn_crash(i == NW ? "commit-before:300" : NULL, "cr_sender_loop",
-				  a[0], a[1], a[2], a[3], NULL);
+					a[0], a[1], a[2], a[3], NULL);
 		close(s);
 	}
 	while (alive > 0 || b1_revents(r, POLLIN)) {
