@@ -10,7 +10,9 @@
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -59,6 +61,25 @@ static inline void wait_in(int fd)
 		if (p.revents & POLLIN)
 			return;
 	}
+}
+
+/*
+ * Takes one message of exactly `size` bytes from a UDS baseline socket
+ * without blocking; returns 0 once the socket is empty. Shared so that
+ * every stream baseline receives the same way.
+ */
+static inline int uds_take(int fd, uint8_t *buf, size_t size)
+{
+	ssize_t n = recv(fd, buf, size + 1, MSG_DONTWAIT);
+
+	if (n < 0) {
+		if (errno == EAGAIN)
+			return 0;
+		die("recv");
+	}
+	if ((size_t)n != size)
+		fail("UDS message size", n, size);
+	return 1;
 }
 
 /* Waits for a child process; any exit but a clean one fails the benchmark. */

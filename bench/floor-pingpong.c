@@ -48,10 +48,16 @@
 #define MSG_SIZE 1024
 #define ROUNDS 7
 
+/*
+ * How a hop is made: a token through the peer socket, a token through a
+ * pipe (for comparison), or the whole message over the UDS baseline.
+ */
+enum kind { SOCKET, PIPE, UDS, NKINDS };
+
 /* One side: the descriptor it polls and drains, the one it rings the
  * other side through, and the two payload buffers in the shared mapping. */
 struct token_end {
-	int pipe;		/* tokens through a pipe instead */
+	int kind;
 	int own, ring;
 	const uint8_t *inbox;
 	uint8_t *outbox;
@@ -81,34 +87,42 @@ static int connected_to(const char *path)
 	return fd;
 }
 
-static void token_send(struct token_end *e, const uint8_t *buf)
+static void hop_send(struct token_end *e, const uint8_t *buf)
 {
+	ssize_t r;
+
+	if (e->kind == UDS) {
+		if (write(e->ring, buf, MSG_SIZE) != MSG_SIZE)
+			die("write");
+		return;
+	}
 	memcpy(e->outbox, buf, MSG_SIZE);
-	if (e->pipe ? write(e->ring, "", 1) != 1 : send(e->ring, NULL, 0, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+	if (e->kind == PIPE)
+		r = write(e->ring, "", 1) == 1 ? 0 : -1;
+	else
+		r = send(e->ring, NULL, 0, MSG_DONTWAIT | MSG_NOSIGNAL);
+	if (r < 0)
 		die("send token");
 }
 
-static void token_recv(struct token_end *e, uint8_t *buf)
+static void hop_recv(struct token_end *e, uint8_t *buf)
 {
+	ssize_t r;
 	char c;
 
 	wait_in(e->own);
-	if (e->pipe ? read(e->own, &c, 1) != 1 : recvfrom(e->own, &c, sizeof(c), MSG_DONTWAIT, NULL, NULL) < 0)
+	if (e->kind == UDS) {
+		if (recv(e->own, buf, MSG_SIZE, 0) != MSG_SIZE)
+			die("recv");
+		return;
+	}
+	if (e->kind == PIPE)
+		r = read(e->own, &c, 1);
+	else
+		r = recvfrom(e->own, &c, sizeof(c), MSG_DONTWAIT, NULL, NULL);
+	if (r < 0)
 		die("drain token");
 	memcpy(buf, e->inbox, MSG_SIZE);
-}
-
-static void uds_send(int fd, const uint8_t *buf)
-{
-	if (write(fd, buf, MSG_SIZE) != MSG_SIZE)
-		die("write");
-}
-
-static void uds_recv(int fd, uint8_t *buf)
-{
-	wait_in(fd);
-	if (recv(fd, buf, MSG_SIZE, 0) != MSG_SIZE)
-		die("recv");
 }
 
 static uint64_t seq_of(const uint8_t *buf)
@@ -119,46 +133,31 @@ static uint64_t seq_of(const uint8_t *buf)
 	return seq;
 }
 
-/* Token kinds: through the peer socket, and through a pipe for comparison. */
-enum kind { SOCKET, PIPE, NKINDS };
-
-static void token_round_echo(struct token_end *e, long n, uint64_t *want)
+/* The child echoes n messages of each kind per round. */
+static void echo(struct token_end *e, long n)
 {
+	uint64_t want[NKINDS] = { 0 };
 	uint8_t buf[MSG_SIZE];
-
-	for (long i = 0; i < n; i++, (*want)++) {
-		token_recv(e, buf);
-		if (seq_of(buf) != *want)
-			fail("token echo sequence", seq_of(buf), *want);
-		token_send(e, buf);
-	}
-}
-
-/* The child echoes n messages of each kind per round, then n over UDS. */
-static void echo(struct token_end *e, int uds, long n)
-{
-	uint8_t buf[MSG_SIZE];
-	uint64_t want[NKINDS] = { 0 }, uwant = 0;
 
 	for (int r = 0; r < ROUNDS; r++) {
-		for (int k = 0; k < NKINDS; k++)
-			token_round_echo(&e[k], n, &want[k]);
-		for (long i = 0; i < n; i++, uwant++) {
-			uds_recv(uds, buf);
-			if (seq_of(buf) != uwant)
-				fail("UDS echo sequence", seq_of(buf), uwant);
-			uds_send(uds, buf);
+		for (int k = 0; k < NKINDS; k++) {
+			for (long i = 0; i < n; i++, want[k]++) {
+				hop_recv(&e[k], buf);
+				if (seq_of(buf) != want[k])
+					fail("echo sequence", seq_of(buf), want[k]);
+				hop_send(&e[k], buf);
+			}
 		}
 	}
 	/* Stay until the parent has its last reply (it closes its end then):
 	 * a peer gone early would make its poll() report POLLHUP. */
-	if (recv(uds, buf, sizeof(buf), 0) != 0)
+	if (recv(e[UDS].own, buf, sizeof(buf), 0) != 0)
 		die("recv end of run");
 	exit(0);
 }
 
 /* Returns the wall-clock ns per round trip; *seq continues across rounds. */
-static double token_round(struct token_end *e, long n, uint64_t *seq)
+static double round_trip(struct token_end *e, long n, uint64_t *seq)
 {
 	uint8_t out[MSG_SIZE], in[MSG_SIZE];
 	double t0;
@@ -167,27 +166,10 @@ static double token_round(struct token_end *e, long n, uint64_t *seq)
 	t0 = wall_now();
 	for (long i = 0; i < n; i++, (*seq)++) {
 		memcpy(out, seq, sizeof(*seq));
-		token_send(e, out);
-		token_recv(e, in);
+		hop_send(e, out);
+		hop_recv(e, in);
 		if (seq_of(in) != *seq)
-			fail("token reply sequence", seq_of(in), *seq);
-	}
-	return (wall_now() - t0) / n;
-}
-
-static double uds_round(int fd, long n, uint64_t *seq)
-{
-	uint8_t out[MSG_SIZE], in[MSG_SIZE];
-	double t0;
-
-	memset(out, 0x5a, sizeof(out));
-	t0 = wall_now();
-	for (long i = 0; i < n; i++, (*seq)++) {
-		memcpy(out, seq, sizeof(*seq));
-		uds_send(fd, out);
-		uds_recv(fd, in);
-		if (seq_of(in) != *seq)
-			fail("UDS reply sequence", seq_of(in), *seq);
+			fail("reply sequence", seq_of(in), *seq);
 	}
 	return (wall_now() - t0) / n;
 }
@@ -196,9 +178,9 @@ int main(int argc, char **argv)
 {
 	long n = argc > 1 ? atol(argv[1]) : 20000;
 	char dir[] = "/tmp/bus1-floor.XXXXXX", pa[64], pb[64];
-	double t[NKINDS][ROUNDS], tu[ROUNDS], ratio[NKINDS][ROUNDS];
+	double t[NKINDS][ROUNDS], ratio[NKINDS][ROUNDS];
 	struct token_end parent[NKINDS], child[NKINDS];
-	uint64_t seq[NKINDS] = { 0 }, useq = 0;
+	uint64_t seq[NKINDS] = { 0 };
 	int sp[2], p1[2], p2[2];
 	uint8_t *shm;
 	pid_t pid;
@@ -209,7 +191,7 @@ int main(int argc, char **argv)
 		die("mkdtemp");
 	snprintf(pa, sizeof(pa), "%s/a", dir);
 	snprintf(pb, sizeof(pb), "%s/b", dir);
-	shm = mmap(NULL, 4 * MSG_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	shm = mmap(NULL, 2 * NKINDS * MSG_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (shm == MAP_FAILED)
 		die("mmap");
 	/* sockets as the shim makes them: bound peers, connected ringers */
@@ -231,15 +213,17 @@ int main(int argc, char **argv)
 	child[PIPE].ring = p1[1];
 	child[PIPE].own = p2[0];
 	parent[PIPE].ring = p2[1];
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
+		die("socketpair");
+	parent[UDS].own = parent[UDS].ring = sp[0];
+	child[UDS].own = child[UDS].ring = sp[1];
 	for (int k = 0; k < NKINDS; k++) {
-		parent[k].pipe = child[k].pipe = k == PIPE;
+		parent[k].kind = child[k].kind = k;
 		parent[k].outbox = shm + 2 * k * MSG_SIZE;
 		child[k].inbox = parent[k].outbox;
 		child[k].outbox = parent[k].outbox + MSG_SIZE;
 		parent[k].inbox = child[k].outbox;
 	}
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
-		die("socketpair");
 	signal(SIGPIPE, SIG_IGN);
 
 	pid = fork();
@@ -247,15 +231,14 @@ int main(int argc, char **argv)
 		die("fork");
 	if (pid == 0) {
 		close(sp[0]);
-		echo(child, sp[1], n);
+		echo(child, n);
 	}
 	close(sp[1]);
 	for (int r = 0; r < ROUNDS; r++) {
 		for (int k = 0; k < NKINDS; k++)
-			t[k][r] = token_round(&parent[k], n, &seq[k]);
-		tu[r] = uds_round(sp[0], n, &useq);
+			t[k][r] = round_trip(&parent[k], n, &seq[k]);
 		for (int k = 0; k < NKINDS; k++)
-			ratio[k][r] = t[k][r] / tu[r];
+			ratio[k][r] = t[k][r] / t[UDS][r];
 	}
 	close(sp[0]);
 	reap(pid, "echo");
@@ -264,12 +247,11 @@ int main(int argc, char **argv)
 		qsort(t[k], ROUNDS, sizeof(double), cmp_double);
 		qsort(ratio[k], ROUNDS, sizeof(double), cmp_double);
 	}
-	qsort(tu, ROUNDS, sizeof(double), cmp_double);
 	printf("pingpong floor: bus1's system calls per hop, no engine, 1 KiB, %ld round trips x %d rounds (wall time per round trip, median)\n",
 	       n, ROUNDS);
 	printf("  floor poll+recvfrom+send, peer socket : %8.2f us\n", t[SOCKET][ROUNDS / 2] / 1e3);
 	printf("  floor poll+read+write, pipe           : %8.2f us\n", t[PIPE][ROUNDS / 2] / 1e3);
-	printf("  UDS   poll+recv+write (SEQPACKET)     : %8.2f us\n", tu[ROUNDS / 2] / 1e3);
+	printf("  UDS   poll+recv+write (SEQPACKET)     : %8.2f us\n", t[UDS][ROUNDS / 2] / 1e3);
 	printf("  ratio socket floor/UDS                : %8.3f (min %.3f, max %.3f)\n",
 	       ratio[SOCKET][ROUNDS / 2], ratio[SOCKET][0], ratio[SOCKET][ROUNDS - 1]);
 	printf("  ratio pipe floor/UDS                  : %8.3f (min %.3f, max %.3f)\n",

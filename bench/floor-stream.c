@@ -237,16 +237,7 @@ static void uds_receiver(int fd, uint64_t end)
 
 	while (want < end) {
 		wait_in(fd);
-		for (;;) {
-			ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
-
-			if (n < 0) {
-				if (errno == EAGAIN)
-					break;
-				die("recv");
-			}
-			if (n != MSG_SIZE)
-				fail("UDS message size", n, MSG_SIZE);
+		while (uds_take(fd, buf, MSG_SIZE)) {
 			check(UDS, buf, want);
 			seen(++want);
 		}
