@@ -17,6 +17,22 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+/* Every benchmark moves 1 KiB messages, numbered in their first 8 bytes. */
+#define MSG_SIZE 1024
+
+static inline uint64_t seq_of(const uint8_t *buf)
+{
+	uint64_t seq;
+
+	memcpy(&seq, buf, sizeof(seq));
+	return seq;
+}
+
+static inline void set_seq(uint8_t *buf, uint64_t seq)
+{
+	memcpy(buf, &seq, sizeof(seq));
+}
+
 static inline double wall_now(void)
 {
 	struct timespec ts;
@@ -80,6 +96,50 @@ static inline int uds_take(int fd, uint8_t *buf, size_t size)
 	if ((size_t)n != size)
 		fail("UDS message size", n, size);
 	return 1;
+}
+
+/*
+ * The stream benchmarks' payload: the sequence number at both ends and a
+ * fixed pattern between, so that a lost, reordered or damaged message is
+ * caught whichever way it went.
+ */
+#define SEQ_TAIL (MSG_SIZE - sizeof(uint64_t))
+
+static inline const uint8_t *stream_pattern(void)
+{
+	static uint8_t pattern[MSG_SIZE];
+	static int filled;
+
+	if (!filled) {
+		for (size_t i = 0; i < sizeof(pattern); i++)
+			pattern[i] = (uint8_t)(i * 7 + 1);
+		filled = 1;
+	}
+	return pattern;
+}
+
+/* Numbers a message whose buffer already holds the pattern. */
+static inline void stream_fill(uint8_t *buf, uint64_t seq)
+{
+	set_seq(buf, seq);
+	memcpy(buf + SEQ_TAIL, &seq, sizeof(seq));
+}
+
+/* Checks sequence number (both copies) and the pattern in between. */
+static inline void stream_check(const char *who, const uint8_t *buf, uint64_t want)
+{
+	uint64_t tail;
+
+	memcpy(&tail, buf + SEQ_TAIL, sizeof(tail));
+	if (seq_of(buf) != want) {
+		fprintf(stderr, BENCH_NAME ": %s: message lost or reordered\n", who);
+		fail("sequence", seq_of(buf), want);
+	}
+	if (tail != want || memcmp(buf + 8, stream_pattern() + 8, SEQ_TAIL - 8)) {
+		fprintf(stderr, BENCH_NAME ": %s: message %llu damaged\n", who,
+			(unsigned long long)want);
+		exit(1);
+	}
 }
 
 /* Waits for a child process; any exit but a clean one fails the benchmark. */

@@ -45,7 +45,6 @@
 #define BENCH_NAME "floor-pingpong"
 #include "common.h"
 
-#define MSG_SIZE 1024
 #define ROUNDS 7
 
 /*
@@ -125,14 +124,6 @@ static void hop_recv(struct token_end *e, uint8_t *buf)
 	memcpy(buf, e->inbox, MSG_SIZE);
 }
 
-static uint64_t seq_of(const uint8_t *buf)
-{
-	uint64_t seq;
-
-	memcpy(&seq, buf, sizeof(seq));
-	return seq;
-}
-
 /* The child echoes n messages of each kind per round. */
 static void echo(struct token_end *e, long n)
 {
@@ -165,7 +156,7 @@ static double round_trip(struct token_end *e, long n, uint64_t *seq)
 	memset(out, 0x5a, sizeof(out));
 	t0 = wall_now();
 	for (long i = 0; i < n; i++, (*seq)++) {
-		memcpy(out, seq, sizeof(*seq));
+		set_seq(out, *seq);
 		hop_send(e, out);
 		hop_recv(e, in);
 		if (seq_of(in) != *seq)

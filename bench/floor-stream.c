@@ -47,13 +47,9 @@
 #define BENCH_NAME "floor-stream"
 #include "common.h"
 
-#define MSG_SIZE 1024
 #define ROUNDS 7
 #define SLOTS 4096
 #define SPIN 1000
-#define SEQ_TAIL (MSG_SIZE - sizeof(uint64_t))
-
-static uint8_t pattern[MSG_SIZE];
 
 /* The shared state of one design. */
 struct ring {
@@ -66,29 +62,6 @@ struct ring {
 
 enum design { LOCKED, LOCK_FREE, UDS, NDESIGNS };
 static const char *const names[NDESIGNS] = { "locked", "lock-free", "UDS" };
-
-static void fill(uint8_t *buf, uint64_t seq)
-{
-	memcpy(buf, &seq, sizeof(seq));
-	memcpy(buf + SEQ_TAIL, &seq, sizeof(seq));
-}
-
-static void check(enum design d, const uint8_t *buf, uint64_t want)
-{
-	uint64_t head, tail;
-
-	memcpy(&head, buf, sizeof(head));
-	memcpy(&tail, buf + SEQ_TAIL, sizeof(tail));
-	if (head != want) {
-		fprintf(stderr, "floor-stream: %s: message lost or reordered\n", names[d]);
-		fail("sequence", head, want);
-	}
-	if (tail != want || memcmp(buf + 8, pattern + 8, SEQ_TAIL - 8)) {
-		fprintf(stderr, "floor-stream: %s: message %llu damaged\n", names[d],
-			(unsigned long long)want);
-		exit(1);
-	}
-}
 
 static void lock(pthread_mutex_t *m)
 {
@@ -198,7 +171,7 @@ static uint64_t locked_drain(struct ring *q, int token, uint64_t want)
 		}
 		s = q->head++ % SLOTS;
 		unlock(&q->lock);
-		check(LOCKED, q->slot[s], want);
+		stream_check(names[LOCKED], q->slot[s], want);
 		lock(&q->lock);
 		q->busy[s] = 0;
 		unlock(&q->lock);
@@ -224,7 +197,7 @@ static uint64_t lock_free_drain(struct ring *q, int token, uint64_t want)
 				return want;
 			continue;
 		}
-		check(LOCK_FREE, q->slot[h % SLOTS], want);
+		stream_check(names[LOCK_FREE], q->slot[h % SLOTS], want);
 		__atomic_store_n(&q->head, h + 1, __ATOMIC_RELEASE);
 		seen(++want);
 	}
@@ -238,7 +211,7 @@ static void uds_receiver(int fd, uint64_t end)
 	while (want < end) {
 		wait_in(fd);
 		while (uds_take(fd, buf, MSG_SIZE)) {
-			check(UDS, buf, want);
+			stream_check(names[UDS], buf, want);
 			seen(++want);
 		}
 	}
@@ -271,10 +244,10 @@ static double round_rate(struct sender *s, long n)
 	uint64_t got;
 	double t0;
 
-	memcpy(buf, pattern, sizeof(buf));
+	memcpy(buf, stream_pattern(), sizeof(buf));
 	t0 = wall_now();
 	for (long i = 0; i < n; i++, s->seq++) {
-		fill(buf, s->seq);
+		stream_fill(buf, s->seq);
 		if (s->d == LOCKED)
 			locked_send(s->q, s->fd, buf);
 		else if (s->d == LOCK_FREE)
@@ -317,8 +290,6 @@ int main(int argc, char **argv)
 
 	if (n <= 0)
 		n = 1;
-	for (size_t i = 0; i < sizeof(pattern); i++)
-		pattern[i] = (uint8_t)(i * 7 + 1);
 	signal(SIGPIPE, SIG_IGN);
 
 	for (int d = 0; d < NDESIGNS; d++) {

@@ -32,7 +32,6 @@
 #define BENCH_NAME "local"
 #include "common.h"
 
-#define MSG_SIZE 1024
 #define ROUNDS 7
 /* A burst must fit the UDS socket's default buffer and bus1's quota. */
 #define MAX_BURST 64

@@ -34,7 +34,6 @@
 #define BENCH_NAME "pingpong"
 #include "common.h"
 
-#define MSG_SIZE 1024
 #define ROUNDS 7
 #define POOL_SIZE (1ULL << 29)
 /* sequence number that tells the echoing child to exit */
@@ -103,19 +102,6 @@ static void uds_recv(int fd, void *buf)
 		die("recv");
 	if (n != MSG_SIZE)
 		fail("recv size", n, MSG_SIZE);
-}
-
-static uint64_t seq_of(const uint8_t *buf)
-{
-	uint64_t seq;
-
-	memcpy(&seq, buf, sizeof(seq));
-	return seq;
-}
-
-static void set_seq(uint8_t *buf, uint64_t seq)
-{
-	memcpy(buf, &seq, sizeof(seq));
 }
 
 /* The child echoes every message back until it sees SEQ_QUIT. */

@@ -45,37 +45,8 @@
 #define BENCH_NAME "stream"
 #include "common.h"
 
-#define MSG_SIZE 1024
 #define ROUNDS 7
 #define POOL_SIZE (1ULL << 29)
-#define SEQ_TAIL (MSG_SIZE - sizeof(uint64_t))
-
-static uint8_t pattern[MSG_SIZE];
-
-
-static void fill(uint8_t *buf, uint64_t seq)
-{
-	memcpy(buf, &seq, sizeof(seq));
-	memcpy(buf + SEQ_TAIL, &seq, sizeof(seq));
-}
-
-/* Checks sequence number (both copies) and the pattern in between. */
-static void check(const char *who, const uint8_t *buf, uint64_t want)
-{
-	uint64_t head, tail;
-
-	memcpy(&head, buf, sizeof(head));
-	memcpy(&tail, buf + SEQ_TAIL, sizeof(tail));
-	if (head != want) {
-		fprintf(stderr, "stream: %s: message lost or reordered\n", who);
-		fail("sequence", head, want);
-	}
-	if (tail != want || memcmp(buf + 8, pattern + 8, SEQ_TAIL - 8)) {
-		fprintf(stderr, "stream: %s: message %llu damaged\n", who,
-			(unsigned long long)want);
-		exit(1);
-	}
-}
 
 /*
  * The receiver's schedule: a warm-up of w messages, then ROUNDS rounds of
@@ -116,7 +87,7 @@ static void bus1_receiver(int fd, const uint8_t *pool, struct schedule *s)
 				fail("bus1 message type", r.msg.type, BUS1_MSG_DATA);
 			if (r.msg.n_bytes != MSG_SIZE)
 				fail("bus1 message size", r.msg.n_bytes, MSG_SIZE);
-			check("bus1", pool + r.msg.offset, want);
+			stream_check("bus1", pool + r.msg.offset, want);
 			if (ioctl(fd, BUS1_CMD_SLICE_RELEASE, &r.msg.offset) < 0)
 				die("SLICE_RELEASE");
 			if (++want == mark) {
@@ -136,7 +107,7 @@ static void uds_receiver(int fd, struct schedule *s)
 	while (want < end) {
 		wait_in(fd);
 		while (uds_take(fd, buf, MSG_SIZE)) {
-			check("UDS", buf, want);
+			stream_check("UDS", buf, want);
 			if (++want == mark) {
 				ack(s, want);
 				mark = next_mark(s, mark);
@@ -178,10 +149,10 @@ static double bus1_round(struct bus1_sender *b, long n)
 	const struct timespec backoff = { .tv_nsec = 20000 };
 	double t0;
 
-	memcpy(buf, pattern, sizeof(buf));
+	memcpy(buf, stream_pattern(), sizeof(buf));
 	t0 = wall_now();
 	for (long i = 0; i < n; i++, b->seq++) {
-		fill(buf, b->seq);
+		stream_fill(buf, b->seq);
 		while (ioctl(b->fd, BUS1_CMD_SEND, &s) < 0) {
 			/*
 			 * §6: the receiver is charged; it is full until it
@@ -209,10 +180,10 @@ static double uds_round(struct uds_sender *u, long n)
 	uint8_t buf[MSG_SIZE];
 	double t0;
 
-	memcpy(buf, pattern, sizeof(buf));
+	memcpy(buf, stream_pattern(), sizeof(buf));
 	t0 = wall_now();
 	for (long i = 0; i < n; i++, u->seq++) {
-		fill(buf, u->seq);
+		stream_fill(buf, u->seq);
 		if (write(u->fd, buf, MSG_SIZE) != MSG_SIZE)
 			die("write");
 	}
@@ -238,8 +209,6 @@ int main(int argc, char **argv)
 		n = 1;
 	sched.warm = n / 10 + 1;
 	sched.n = n;
-	for (size_t i = 0; i < sizeof(pattern); i++)
-		pattern[i] = (uint8_t)(i * 7 + 1);
 	signal(SIGPIPE, SIG_IGN);
 
 	/* both peers are opened here, so the forked receiver shares the domain */
