@@ -98,6 +98,60 @@ static inline int uds_take(int fd, uint8_t *buf, size_t size)
 	return 1;
 }
 
+/* The number that tells an echoing ping-pong side to exit. */
+#define SEQ_QUIT UINT64_MAX
+
+/*
+ * One end of a ping-pong: how it sends a message and how it waits for and
+ * takes one. The benchmark and its floor time every kind of hop with the
+ * same two loops.
+ */
+struct hop {
+	void (*send)(void *end, const uint8_t *buf);
+	void (*recv)(void *end, uint8_t *buf);
+	void *end;
+	const char *who;
+};
+
+/*
+ * The echoing side: takes one message and sends it back if it is number
+ * `want`; returns SEQ_QUIT (without answering) if it was that.
+ */
+static inline uint64_t echo_one(const struct hop *h, uint64_t want)
+{
+	uint8_t buf[MSG_SIZE];
+
+	h->recv(h->end, buf);
+	if (seq_of(buf) == SEQ_QUIT)
+		return SEQ_QUIT;
+	if (seq_of(buf) != want) {
+		fprintf(stderr, BENCH_NAME ": %s: echo out of sequence\n", h->who);
+		fail("echo sequence", seq_of(buf), want);
+	}
+	h->send(h->end, buf);
+	return want;
+}
+
+/* Returns the wall-clock ns per round trip; *seq continues across rounds. */
+static inline double time_round_trips(const struct hop *h, long n, uint64_t *seq)
+{
+	uint8_t out[MSG_SIZE], in[MSG_SIZE];
+	double t0;
+
+	memset(out, 0x5a, sizeof(out));
+	t0 = wall_now();
+	for (long i = 0; i < n; i++, (*seq)++) {
+		set_seq(out, *seq);
+		h->send(h->end, out);
+		h->recv(h->end, in);
+		if (seq_of(in) != *seq) {
+			fprintf(stderr, BENCH_NAME ": %s: reply out of sequence\n", h->who);
+			fail("reply sequence", seq_of(in), *seq);
+		}
+	}
+	return (wall_now() - t0) / n;
+}
+
 /*
  * The stream benchmarks' payload: the sequence number at both ends and a
  * fixed pattern between, so that a lost, reordered or damaged message is

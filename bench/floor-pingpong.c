@@ -86,8 +86,9 @@ static int connected_to(const char *path)
 	return fd;
 }
 
-static void hop_send(struct token_end *e, const uint8_t *buf)
+static void hop_send(void *end, const uint8_t *buf)
 {
+	struct token_end *e = end;
 	ssize_t r;
 
 	if (e->kind == UDS) {
@@ -104,8 +105,9 @@ static void hop_send(struct token_end *e, const uint8_t *buf)
 		die("send token");
 }
 
-static void hop_recv(struct token_end *e, uint8_t *buf)
+static void hop_recv(void *end, uint8_t *buf)
 {
+	struct token_end *e = end;
 	ssize_t r;
 	char c;
 
@@ -125,44 +127,20 @@ static void hop_recv(struct token_end *e, uint8_t *buf)
 }
 
 /* The child echoes n messages of each kind per round. */
-static void echo(struct token_end *e, long n)
+static void echo(const struct hop *h, long n, int uds)
 {
 	uint64_t want[NKINDS] = { 0 };
-	uint8_t buf[MSG_SIZE];
+	uint8_t buf[1];
 
-	for (int r = 0; r < ROUNDS; r++) {
-		for (int k = 0; k < NKINDS; k++) {
-			for (long i = 0; i < n; i++, want[k]++) {
-				hop_recv(&e[k], buf);
-				if (seq_of(buf) != want[k])
-					fail("echo sequence", seq_of(buf), want[k]);
-				hop_send(&e[k], buf);
-			}
-		}
-	}
+	for (int r = 0; r < ROUNDS; r++)
+		for (int k = 0; k < NKINDS; k++)
+			for (long i = 0; i < n; i++)
+				echo_one(&h[k], want[k]++);
 	/* Stay until the parent has its last reply (it closes its end then):
 	 * a peer gone early would make its poll() report POLLHUP. */
-	if (recv(e[UDS].own, buf, sizeof(buf), 0) != 0)
+	if (recv(uds, buf, sizeof(buf), 0) != 0)
 		die("recv end of run");
 	exit(0);
-}
-
-/* Returns the wall-clock ns per round trip; *seq continues across rounds. */
-static double round_trip(struct token_end *e, long n, uint64_t *seq)
-{
-	uint8_t out[MSG_SIZE], in[MSG_SIZE];
-	double t0;
-
-	memset(out, 0x5a, sizeof(out));
-	t0 = wall_now();
-	for (long i = 0; i < n; i++, (*seq)++) {
-		set_seq(out, *seq);
-		hop_send(e, out);
-		hop_recv(e, in);
-		if (seq_of(in) != *seq)
-			fail("reply sequence", seq_of(in), *seq);
-	}
-	return (wall_now() - t0) / n;
 }
 
 int main(int argc, char **argv)
@@ -171,6 +149,8 @@ int main(int argc, char **argv)
 	char dir[] = "/tmp/bus1-floor.XXXXXX", pa[64], pb[64];
 	double t[NKINDS][ROUNDS], ratio[NKINDS][ROUNDS];
 	struct token_end parent[NKINDS], child[NKINDS];
+	static const char *const who[NKINDS] = { "socket", "pipe", "UDS" };
+	struct hop to_child[NKINDS], to_parent[NKINDS];
 	uint64_t seq[NKINDS] = { 0 };
 	int sp[2], p1[2], p2[2];
 	uint8_t *shm;
@@ -214,6 +194,8 @@ int main(int argc, char **argv)
 		child[k].inbox = parent[k].outbox;
 		child[k].outbox = parent[k].outbox + MSG_SIZE;
 		parent[k].inbox = child[k].outbox;
+		to_child[k] = (struct hop){ hop_send, hop_recv, &parent[k], who[k] };
+		to_parent[k] = (struct hop){ hop_send, hop_recv, &child[k], who[k] };
 	}
 	signal(SIGPIPE, SIG_IGN);
 
@@ -222,12 +204,12 @@ int main(int argc, char **argv)
 		die("fork");
 	if (pid == 0) {
 		close(sp[0]);
-		echo(child, n);
+		echo(to_parent, n, sp[1]);
 	}
 	close(sp[1]);
 	for (int r = 0; r < ROUNDS; r++) {
 		for (int k = 0; k < NKINDS; k++)
-			t[k][r] = round_trip(&parent[k], n, &seq[k]);
+			t[k][r] = time_round_trips(&to_child[k], n, &seq[k]);
 		for (int k = 0; k < NKINDS; k++)
 			ratio[k][r] = t[k][r] / t[UDS][r];
 	}

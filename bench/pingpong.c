@@ -36,8 +36,6 @@
 
 #define ROUNDS 7
 #define POOL_SIZE (1ULL << 29)
-/* sequence number that tells the echoing child to exit */
-#define SEQ_QUIT UINT64_MAX
 
 
 /* One side of the bus1 ping-pong: its own peer, the handle to the other's node. */
@@ -47,8 +45,9 @@ struct bus1_end {
 	const uint8_t *pool;
 };
 
-static void bus1_send(struct bus1_end *e, const void *buf)
+static void bus1_send(void *end, const uint8_t *buf)
 {
+	struct bus1_end *e = end;
 	struct iovec v = { .iov_base = (void *)buf, .iov_len = MSG_SIZE };
 	struct bus1_cmd_send s = {
 		.ptr_destinations = (uintptr_t)&e->dest, .n_destinations = 1,
@@ -64,8 +63,9 @@ static void bus1_send(struct bus1_end *e, const void *buf)
  * releases the slice. RECV may still see EAGAIN after POLLIN (§8.2: a head
  * that RECV discards), so it polls again in that case.
  */
-static void bus1_recv(struct bus1_end *e, void *buf)
+static void bus1_recv(void *end, uint8_t *buf)
 {
+	struct bus1_end *e = end;
 	struct bus1_cmd_recv r;
 
 	for (;;) {
@@ -86,14 +86,17 @@ static void bus1_recv(struct bus1_end *e, void *buf)
 		die("SLICE_RELEASE");
 }
 
-static void uds_send(int fd, const void *buf)
+static void uds_send(void *end, const uint8_t *buf)
 {
+	int fd = *(int *)end;
+
 	if (write(fd, buf, MSG_SIZE) != MSG_SIZE)
 		die("write");
 }
 
-static void uds_recv(int fd, void *buf)
+static void uds_recv(void *end, uint8_t *buf)
 {
+	int fd = *(int *)end;
 	ssize_t n;
 
 	wait_in(fd);
@@ -105,71 +108,11 @@ static void uds_recv(int fd, void *buf)
 }
 
 /* The child echoes every message back until it sees SEQ_QUIT. */
-static void bus1_echo(struct bus1_end *e)
+static void echo(const struct hop *h)
 {
-	uint8_t buf[MSG_SIZE];
-	uint64_t want = 0;
-
-	for (;;) {
-		bus1_recv(e, buf);
-		if (seq_of(buf) == SEQ_QUIT)
+	for (uint64_t want = 0;; want++)
+		if (echo_one(h, want) == SEQ_QUIT)
 			exit(0);
-		if (seq_of(buf) != want)
-			fail("bus1 echo sequence", seq_of(buf), want);
-		want++;
-		bus1_send(e, buf);
-	}
-}
-
-static void uds_echo(int fd)
-{
-	uint8_t buf[MSG_SIZE];
-	uint64_t want = 0;
-
-	for (;;) {
-		uds_recv(fd, buf);
-		if (seq_of(buf) == SEQ_QUIT)
-			exit(0);
-		if (seq_of(buf) != want)
-			fail("UDS echo sequence", seq_of(buf), want);
-		want++;
-		uds_send(fd, buf);
-	}
-}
-
-/* Returns the wall-clock ns per round trip; *seq continues across rounds. */
-static double bus1_round(struct bus1_end *e, long n, uint64_t *seq)
-{
-	uint8_t out[MSG_SIZE], in[MSG_SIZE];
-	double t0;
-
-	memset(out, 0x5a, sizeof(out));
-	t0 = wall_now();
-	for (long i = 0; i < n; i++, (*seq)++) {
-		set_seq(out, *seq);
-		bus1_send(e, out);
-		bus1_recv(e, in);
-		if (seq_of(in) != *seq)
-			fail("bus1 reply sequence", seq_of(in), *seq);
-	}
-	return (wall_now() - t0) / n;
-}
-
-static double uds_round(int fd, long n, uint64_t *seq)
-{
-	uint8_t out[MSG_SIZE], in[MSG_SIZE];
-	double t0;
-
-	memset(out, 0x5a, sizeof(out));
-	t0 = wall_now();
-	for (long i = 0; i < n; i++, (*seq)++) {
-		set_seq(out, *seq);
-		uds_send(fd, out);
-		uds_recv(fd, in);
-		if (seq_of(in) != *seq)
-			fail("UDS reply sequence", seq_of(in), *seq);
-	}
-	return (wall_now() - t0) / n;
 }
 
 /*
@@ -207,9 +150,11 @@ int main(int argc, char **argv)
 	double tb[ROUNDS], tu[ROUNDS], ratio[ROUNDS];
 	uint64_t bseq = 0, useq = 0;
 	struct bus1_end me, peer;
+	int s[2];
+	struct hop bus1 = { bus1_send, bus1_recv, &me, "bus1" };
+	struct hop uds = { uds_send, uds_recv, &s[0], "UDS" };
 	uint8_t quit[MSG_SIZE];
 	pid_t bpid, upid;
-	int s[2];
 
 	if (n <= 0)
 		n = 1;
@@ -224,7 +169,8 @@ int main(int argc, char **argv)
 		close(me.fd);
 		close(s[0]);
 		close(s[1]);
-		bus1_echo(&peer);
+		bus1.end = &peer;
+		echo(&bus1);
 	}
 	close(peer.fd);
 	munmap((void *)peer.pool, POOL_SIZE);
@@ -235,23 +181,24 @@ int main(int argc, char **argv)
 	if (upid == 0) {
 		close(me.fd);
 		close(s[0]);
-		uds_echo(s[1]);
+		uds.end = &s[1];
+		echo(&uds);
 	}
 	close(s[1]);
 
 	/* warm up both paths */
-	bus1_round(&me, n / 10 + 1, &bseq);
-	uds_round(s[0], n / 10 + 1, &useq);
+	time_round_trips(&bus1, n / 10 + 1, &bseq);
+	time_round_trips(&uds, n / 10 + 1, &useq);
 	for (int i = 0; i < ROUNDS; i++) {
-		tb[i] = bus1_round(&me, n, &bseq);
-		tu[i] = uds_round(s[0], n, &useq);
+		tb[i] = time_round_trips(&bus1, n, &bseq);
+		tu[i] = time_round_trips(&uds, n, &useq);
 		ratio[i] = tb[i] / tu[i];
 	}
 
 	memset(quit, 0, sizeof(quit));
 	set_seq(quit, SEQ_QUIT);
 	bus1_send(&me, quit);
-	uds_send(s[0], quit);
+	uds_send(&s[0], quit);
 	reap(bpid, "bus1");
 	reap(upid, "UDS");
 
