@@ -21,6 +21,7 @@
 #![allow(clippy::manual_is_multiple_of)]
 
 mod alloc;
+pub mod census;
 mod crash;
 mod creds;
 mod doorbell;

@@ -42,6 +42,7 @@ pub struct Cell<T: Pod>(UnsafeCell<T>);
 impl<T: Pod> Cell<T> {
     #[inline]
     pub fn get(&self) -> T {
+        crate::census::touch(self.addr(), core::mem::size_of::<T>());
         // SAFETY: the cell lives in mapped memory for as long as `self` is
         // borrowed, and every bit pattern is a valid `T` (Pod).
         unsafe { self.0.get().read() }
@@ -51,6 +52,7 @@ impl<T: Pod> Cell<T> {
     /// recovery path may call this.
     #[inline]
     pub(crate) fn raw_set(&self, v: T) {
+        crate::census::touch(self.addr(), core::mem::size_of::<T>());
         // SAFETY: writes happen only under the domain lock (or during
         // recovery, which also holds it), so no other thread or process
         // accesses the cell concurrently.
@@ -69,6 +71,7 @@ impl Cell<u32> {
     /// callers use it only as a hint and re-check under the lock.
     #[inline]
     pub fn load_racy(&self) -> u32 {
+        crate::census::touch(self.addr(), 4);
         // SAFETY: the cell is 4-byte aligned memory that stays mapped; an
         // atomic load of it never tears, whatever a writer does meanwhile.
         unsafe { AtomicU32::from_ptr(self.0.get()).load(Ordering::Relaxed) }
@@ -79,6 +82,7 @@ impl Cell<u64> {
     /// Reads the field without the domain lock (a hint, see `Cell<u32>`).
     #[inline]
     pub fn load_racy(&self) -> u64 {
+        crate::census::touch(self.addr(), 8);
         // SAFETY: the cell is 8-byte aligned memory that stays mapped.
         unsafe { AtomicU64::from_ptr(self.0.get()).load(Ordering::Relaxed) }
     }
@@ -191,6 +195,8 @@ impl Segment {
     pub(crate) fn write_log_entry(&self, log_off: u64, n: u64, words: [u64; 3]) {
         let off = log_off + n * 24;
         assert!(off + 24 <= self.len as u64);
+        crate::census::touch(self.base as usize + off as usize, 24);
+        crate::census::undo_entry();
         // SAFETY: in bounds (checked) and 8-byte aligned (log_off and the
         // entry size are multiples of 8); the log is only written by the
         // lock holder.
@@ -222,6 +228,7 @@ impl Segment {
     /// Writes `bits` (of `size` bytes) at `off`: the undo path.
     pub(crate) fn write_bits(&self, off: u64, size: u32, bits: u64) {
         let p = self.raw(off, size as usize);
+        crate::census::touch(p as usize, size as usize);
         // SAFETY: in bounds; recovery holds the domain lock.
         unsafe {
             match size {
@@ -236,6 +243,7 @@ impl Segment {
     /// Zeroes a range (fresh allocations only).
     pub(crate) fn zero(&self, off: u64, len: usize) {
         let p = self.raw(off, len);
+        crate::census::touch(p as usize, len);
         // SAFETY: in bounds; the range belongs to a block allocated by the
         // running transaction, which nobody else can reach yet.
         unsafe { core::ptr::write_bytes(p, 0, len) }
@@ -332,12 +340,15 @@ pub struct Atomic64(AtomicU64);
 
 impl Atomic64 {
     pub fn load(&self) -> u64 {
+        crate::census::touch(self as *const Self as usize, 8);
         self.0.load(Ordering::Acquire)
     }
     pub fn store(&self, v: u64) {
+        crate::census::touch(self as *const Self as usize, 8);
         self.0.store(v, Ordering::Release)
     }
     pub fn compare_exchange(&self, old: u64, new: u64) -> bool {
+        crate::census::touch(self as *const Self as usize, 8);
         self.0.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
 }

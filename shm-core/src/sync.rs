@@ -52,6 +52,7 @@ impl RobustMutex {
     /// Whether the mutex looks free right now (a hint for spinning): the
     /// first word of glibc's mutex is the futex word, zero while free.
     pub fn looks_free(&self) -> bool {
+        crate::census::touch(self.0.get() as usize, 40);
         // SAFETY: the first 4 bytes of the mutex, which other threads and
         // processes only update atomically.
         let word = unsafe { &*(self.0.get() as *const AtomicI32) };
@@ -59,12 +60,14 @@ impl RobustMutex {
     }
 
     pub fn try_lock(&self) -> libc::c_int {
+        crate::census::touch(self.0.get() as usize, 40);
         // SAFETY: an initialised mutex in memory that stays mapped.
         unsafe { libc::pthread_mutex_trylock(self.raw()) }
     }
 
     /// Waits for the mutex until the CLOCK_REALTIME `deadline`.
     pub fn lock_until(&self, deadline: &libc::timespec) -> libc::c_int {
+        crate::census::touch(self.0.get() as usize, 40);
         // SAFETY: as for `try_lock`; `deadline` is a valid timespec.
         unsafe { libc::pthread_mutex_timedlock(self.raw(), deadline) }
     }
@@ -77,6 +80,7 @@ impl RobustMutex {
 
     /// Releases the mutex the calling thread holds.
     pub fn unlock(&self) {
+        crate::census::touch(self.0.get() as usize, 40);
         // SAFETY: as for `try_lock`; the caller owns the mutex.
         unsafe { libc::pthread_mutex_unlock(self.raw()) };
     }
