@@ -12,7 +12,7 @@ use crate::sync::RobustMutex;
 /// Segment magic ("bus1-shm").
 pub const MAGIC: u64 = 0x6275_7331_2d73_686d;
 /// Bumped whenever a record layout changes.
-pub const VERSION: u64 = 2;
+pub const VERSION: u64 = 3;
 
 /// Virtual size of the domain segment (a sparse file; only touched pages
 /// use memory).
@@ -28,6 +28,10 @@ pub const HEAP_OFF: u64 = LOG_OFF + LOG_CAP * LOG_ENTRY;
 /// The heap is reserved (fallocated) in chunks of this size, so a write to
 /// the segment never meets a missing page (SIGBUS on a full tmpfs).
 pub const HEAP_CHUNK: u64 = 1 << 20;
+
+/// Attempts at recovering a dead holder's work before the domain is
+/// quarantined.
+pub const RECOVERY_ATTEMPTS: u64 = 3;
 
 /// Number of allocator size classes (powers of two from 16 bytes).
 pub const NCLASSES: usize = 32;
@@ -57,6 +61,13 @@ pub struct Header {
     pub log_len: Atomic64,
     /// How often a dead holder's transaction was rolled back (statistics).
     pub recoveries: Cell<u64>,
+    /// Recoveries begun and not finished: a recoverer that died (killed,
+    /// or aborted by a panic) leaves this raised for the next one.
+    pub recovering: Atomic64,
+    /// Non-zero once the domain is quarantined: a recovery failed
+    /// [`RECOVERY_ATTEMPTS`] times, so its state cannot be trusted and every
+    /// later call fails instead of retrying it forever.
+    pub damaged: Atomic64,
 
     pub heap_top: Cell<u64>,
     pub heap_reserved: Cell<u64>,
@@ -67,7 +78,6 @@ pub struct Header {
     pub table: Cell<u64>,
     pub table_cap: Cell<u64>,
     pub table_used: Cell<u64>,
-    pub table_tombs: Cell<u64>,
 
     /// The global transaction counter `G` (SEMANTICS.md 7.9).
     pub clock: Cell<u64>,

@@ -65,11 +65,25 @@ impl RobustMutex {
         unsafe { libc::pthread_mutex_trylock(self.raw()) }
     }
 
-    /// Waits for the mutex until the CLOCK_REALTIME `deadline`.
-    pub fn lock_until(&self, deadline: &libc::timespec) -> libc::c_int {
+    /// Waits for the mutex at most `ms` milliseconds. The deadline is on
+    /// CLOCK_MONOTONIC (`pthread_mutex_clocklock`), so that a change of the
+    /// wall clock neither wakes waiters early nor strands them; a C
+    /// library without that call gets the same wait on CLOCK_REALTIME.
+    pub fn lock_for_ms(&self, ms: u64) -> libc::c_int {
         crate::census::touch(self.0.get() as usize, 40);
-        // SAFETY: as for `try_lock`; `deadline` is a valid timespec.
-        unsafe { libc::pthread_mutex_timedlock(self.raw(), deadline) }
+        match clocklock() {
+            Some(f) => {
+                let deadline = crate::sys::deadline_after_ms(libc::CLOCK_MONOTONIC, ms);
+                // SAFETY: as for `try_lock`; `f` is glibc's
+                // pthread_mutex_clocklock, `deadline` a valid timespec.
+                unsafe { f(self.raw(), libc::CLOCK_MONOTONIC, &deadline) }
+            }
+            None => {
+                let deadline = crate::sys::deadline_after_ms(libc::CLOCK_REALTIME, ms);
+                // SAFETY: as for `try_lock`; `deadline` is a valid timespec.
+                unsafe { libc::pthread_mutex_timedlock(self.raw(), &deadline) }
+            }
+        }
     }
 
     /// Marks the state repaired after `EOWNERDEAD`.
@@ -84,6 +98,21 @@ impl RobustMutex {
         // SAFETY: as for `try_lock`; the caller owns the mutex.
         unsafe { libc::pthread_mutex_unlock(self.raw()) };
     }
+}
+
+type ClockLock = unsafe extern "C" fn(*mut libc::pthread_mutex_t, libc::clockid_t, *const libc::timespec) -> libc::c_int;
+
+/// `pthread_mutex_clocklock` (glibc 2.30 and later), looked up once.
+fn clocklock() -> Option<ClockLock> {
+    static F: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let addr = *F.get_or_init(|| {
+        // SAFETY: dlsym with a NUL-terminated name; RTLD_DEFAULT searches
+        // the global scope, which holds the C library.
+        unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"pthread_mutex_clocklock".as_ptr()) as usize }
+    });
+    // SAFETY: a non-null address from dlsym is the function of that name,
+    // whose C signature ClockLock spells out.
+    (addr != 0).then(|| unsafe { core::mem::transmute::<usize, ClockLock>(addr) })
 }
 
 pub struct LocalMutex<T> {

@@ -291,10 +291,10 @@ pub fn sleep_ms(ms: u64) {
     unsafe { libc::syscall(libc::SYS_nanosleep, &ts as *const libc::timespec, 0usize) };
 }
 
-/// The CLOCK_REALTIME time `ms` milliseconds from now, as the deadline of
-/// a timed wait.
-pub fn realtime_after_ms(ms: u64) -> libc::timespec {
-    let mut ts = clock_now(libc::CLOCK_REALTIME);
+/// The time `ms` milliseconds from now on `clock`, as the deadline of a
+/// timed wait.
+pub fn deadline_after_ms(clock: libc::clockid_t, ms: u64) -> libc::timespec {
+    let mut ts = clock_now(clock);
     let ns = ts.tv_nsec as u64 + ms * 1_000_000;
     ts.tv_sec += (ns / 1_000_000_000) as libc::time_t;
     ts.tv_nsec = (ns % 1_000_000_000) as libc::c_long;

@@ -61,6 +61,12 @@
 //!    never woken although the lock is free. Waiters therefore sleep at most
 //!    `WAIT_SLICE_MS` at a time and then look again, so such a loss costs a
 //!    short delay instead of wedging the bus.
+//! 9. **A recovery that fails is not retried forever.** A recoverer raises
+//!    a counter in the header before it replays a dead holder's log and
+//!    lowers it when done; one that dies (or panics) leaves it raised.
+//!    After `RECOVERY_ATTEMPTS` such failures the domain is quarantined:
+//!    every later call fails with ENOTRECOVERABLE and the event is
+//!    reported on stderr.
 
 use crate::doorbell::{self, Op};
 use crate::domain::Domain;
@@ -68,7 +74,6 @@ use crate::errno::{Errno, Result};
 use crate::layout::*;
 use crate::shm::{Cell, Pod, P};
 use crate::sync::RobustMutex;
-use crate::sys;
 use core::cell::RefCell;
 
 const KIND_WRITE: u64 = 0;
@@ -158,9 +163,12 @@ impl Domain {
     /// Takes the domain lock and opens a transaction, first rolling back
     /// the transaction of a holder that died (rule 5).
     pub fn lock(&self) -> Result<Txn<'_>> {
+        if self.quarantined() {
+            return Err(Errno::ENOTRECOVERABLE);
+        }
         let r = self.acquire();
         let l = take_lists();
-        let tx = Txn {
+        let mut tx = Txn {
             dom: self,
             frees: RefCell::new(l.frees),
             ops: RefCell::new(l.ops),
@@ -177,12 +185,12 @@ impl Domain {
                     // A previous holder in this process aborted without
                     // cleaning up (cannot happen unless a panic unwound
                     // through a transaction); treat it like a dead holder.
-                    tx.recover();
+                    tx.recover_or_quarantine()?;
                 }
                 Ok(tx)
             }
             libc::EOWNERDEAD => {
-                tx.recover();
+                tx.recover_or_quarantine()?;
                 // EOWNERDEAD transferred ownership to us.
                 self.mutex().consistent();
                 Ok(tx)
@@ -213,10 +221,24 @@ impl Domain {
         }
         // Rule 8: sleep with a deadline, and retry after it.
         loop {
-            let r = m.lock_until(&sys::realtime_after_ms(WAIT_SLICE_MS));
+            let r = m.lock_for_ms(WAIT_SLICE_MS);
             if r != libc::ETIMEDOUT {
                 return r;
             }
+        }
+    }
+
+    /// Whether the domain was quarantined (rule 9).
+    pub fn quarantined(&self) -> bool {
+        self.seg.at0::<Header>().damaged.load() != 0
+    }
+
+    /// Quarantines the domain: every later call fails with
+    /// ENOTRECOVERABLE. Reported on stderr, since it loses the bus.
+    pub(crate) fn quarantine(&self, why: &str) {
+        let hdr = self.seg.at0::<Header>();
+        if hdr.damaged.compare_exchange(0, 1) {
+            eprintln!("bus1: domain {} quarantined: {why}", self.dir().display());
         }
     }
 
@@ -267,6 +289,12 @@ impl<'d> Txn<'d> {
         }
         self.dom.seg.write_log_entry(LOG_OFF, n, [off, old, meta]);
         self.set_log_len(n + 1);
+        // The length store is a release: it keeps the entry before it,
+        // but not the caller's plain write after it. Without this fence
+        // the compiler may move that write ahead of the length, and a
+        // holder killed between the two would leave a change no entry
+        // covers.
+        core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 
@@ -400,6 +428,33 @@ impl<'d> Txn<'d> {
             self.set_log_len(n);
         }
         intents
+    }
+
+    /// Rule 9: recovers, unless recoveries of this state already failed
+    /// too often; then the domain is quarantined and the lock is released
+    /// without being marked consistent (later lockers get
+    /// ENOTRECOVERABLE).
+    fn recover_or_quarantine(&mut self) -> Result<()> {
+        let hdr = self.hdr();
+        let attempts = hdr.recovering.load();
+        if attempts >= RECOVERY_ATTEMPTS {
+            self.dom.quarantine(&format!("recovering a dead lock holder's work failed {attempts} times"));
+            self.finished = true;
+            self.dom.unlock();
+            return Err(Errno::ENOTRECOVERABLE);
+        }
+        hdr.recovering.store(attempts + 1);
+        crate::crash::point("recovering");
+        let run = std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| self.recover()));
+        if let Err(p) = run {
+            let why = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+            self.dom.quarantine(&format!("recovering a dead lock holder's work panicked: {}", why.unwrap_or_default()));
+            self.finished = true;
+            self.dom.unlock();
+            return Err(Errno::ENOTRECOVERABLE);
+        }
+        hdr.recovering.store(0);
+        Ok(())
     }
 
     /// Rolls back a transaction left behind by a dead holder (rule 5).

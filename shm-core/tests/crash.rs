@@ -190,3 +190,25 @@ fn waiter_killed_after_its_wake_up_does_not_strand_the_others() {
     a.send(&[hb], b"after").unwrap();
     assert_eq!(b.recv().unwrap().payload, b"after");
 }
+
+/// txn rule 9: a recovery that keeps failing (here: its recoverer killed
+/// in the middle, three times) is not retried forever by every later
+/// locker; the domain is quarantined and every call fails cleanly.
+#[test]
+fn recovery_that_keeps_failing_quarantines_the_domain() {
+    let bus = Bus::new("crash-quarantine");
+    let a = bus.peer();
+    let b = bus.peer();
+    let hb = b.transfer(0x100, &a).unwrap();
+    die_at("commit-before", || {
+        let _ = a.send(&[hb], b"lost");
+    });
+    for _ in 0..3 {
+        die_at("recovering", || {
+            let _ = a.send(&[hb], b"never");
+        });
+    }
+    assert_eq!(a.send(&[hb], b"refused"), Err(Errno::ENOTRECOVERABLE));
+    assert_eq!(b.recv().err(), Some(Errno::ENOTRECOVERABLE));
+    assert!(a.peer.domain().stats().is_err());
+}
