@@ -34,7 +34,9 @@ use crate::layout::*;
 use crate::shm::P;
 use crate::sys::{self, FdMode, UnixAddr};
 use crate::table;
-use crate::txn::{Intent, Txn};
+use crate::section::Section;
+use crate::store::{Intent, Store};
+use crate::txn::Txn;
 
 const VAULT_MAGIC: &[u8; 4] = b"B1V\0";
 const CARRIER_MAGIC: &[u8; 4] = b"B1C\0";
@@ -55,11 +57,6 @@ pub enum Op {
     Drain { peer: P<PeerRec>, fd: i32, count: u32 },
     /// Remove a carrier that is no longer needed (after commit).
     DropCarrier { peer: P<PeerRec>, fd: i32, nonce: u64 },
-    /// Punch out free pool pages (after commit, see `pool::trim_tail`).
-    TrimPool { peer: P<PeerRec>, serial: u64, off: u64, len: u64 },
-    /// Punch out the pages of a pool's free regions (after commit, see
-    /// `pool::execute_sweep`).
-    SweepPool { peer: P<PeerRec>, serial: u64 },
     /// Remove a file (after commit).
     Unlink { path: Vec<u8> },
     /// The transaction cannot commit.
@@ -97,14 +94,6 @@ pub fn execute(tx: &Txn, op: Op) -> Result<()> {
             if let Ok(Some(v)) = vault_open(tx, peer, fd) {
                 let _ = find_carrier(tx, &v, nonce, Want::Discard);
             }
-            Ok(())
-        }
-        Op::TrimPool { peer, serial, off, len } => {
-            crate::pool::execute_trim(tx, peer, serial, off, len);
-            Ok(())
-        }
-        Op::SweepPool { peer, serial } => {
-            crate::pool::execute_sweep(tx, peer, serial);
             Ok(())
         }
         Op::Unlink { path } => {
@@ -235,25 +224,47 @@ fn send_carrier(dom: &Domain, serial: u64, gen: u64, nonce: u64, fds: &[i32]) ->
 
 /// Whether `peer`'s socket must hold a datagram: its queue is non-empty,
 /// or its seed carries fds (which live in the vault).
-fn need_token(tx: &Txn, peer: P<PeerRec>) -> bool {
-    let p = tx.rec(peer);
-    p.q_len.get() > 0 || seed_has_fds(tx, peer)
+fn need_token<S: Store>(s: &S, peer: P<PeerRec>) -> bool {
+    let p = s.rec(peer);
+    p.q_len.get() > 0 || seed_has_fds(s, peer)
 }
 
-fn seed_has_fds(tx: &Txn, peer: P<PeerRec>) -> bool {
-    let s = tx.rec(peer).seed.get();
-    !s.is_null() && tx.rec(s).n_fds.get() > 0
+fn seed_has_fds<S: Store>(s: &S, peer: P<PeerRec>) -> bool {
+    let e = s.rec(peer).seed.get();
+    !e.is_null() && s.rec(e).n_fds.get() > 0
 }
 
-/// An entry was appended to `peer`'s queue.
-pub fn after_enqueue(tx: &Txn, peer: P<PeerRec>) {
-    let p = tx.rec(peer);
-    let serial = p.serial.get();
+/// Entries were made visible (staged or committed) in `peer`'s queue:
+/// updates the mirror and says whether the peer must be rung. Every place
+/// that makes entries visible goes through here ([`visible`] for a
+/// section, [`after_enqueue`] for a transaction).
+fn wants_ring<S: Store>(s: &S, peer: P<PeerRec>) -> bool {
+    let p = s.rec(peer);
     if p.bell_dirty.get() == 1 {
-        tx.push_op(Op::Ring { peer, serial });
-    } else if p.bell_plain.get() == 0 && p.bell_vault.get() == 0 {
-        tx.set(&p.bell_plain, 1);
-        tx.push_op(Op::Ring { peer, serial });
+        return true;
+    }
+    if p.bell_plain.get() == 0 && p.bell_vault.get() == 0 {
+        s.set(&p.bell_plain, 1);
+        return true;
+    }
+    false
+}
+
+/// Entries were made visible in `peer`'s queue by a section (the peer's
+/// lock is held): rings it now if its socket holds no token. Returns
+/// false if the peer's socket is gone (its last fd was closed).
+pub fn visible(s: &Section, peer: P<PeerRec>) -> bool {
+    if wants_ring(s, peer) {
+        return ring(s.dom(), s.rec(peer).serial.get());
+    }
+    true
+}
+
+/// An entry was appended to `peer`'s queue by a transaction: ring at
+/// commit.
+pub fn after_enqueue(tx: &Txn, peer: P<PeerRec>) {
+    if wants_ring(tx, peer) {
+        tx.push_op(Op::Ring { peer, serial: tx.rec(peer).serial.get() });
     }
 }
 
@@ -261,6 +272,7 @@ pub fn after_enqueue(tx: &Txn, peer: P<PeerRec>) {
 /// `peer` (or become its seed): make sure a vault exists and send the
 /// carrier at commit.
 pub fn prepare_carrier(tx: &Txn, peer: P<PeerRec>, nonce: u64, fds: &[i32]) {
+    tx.hold(peer);
     let p = tx.rec(peer);
     let serial = p.serial.get();
     if p.bell_vault.get() == 0 {
@@ -272,46 +284,76 @@ pub fn prepare_carrier(tx: &Txn, peer: P<PeerRec>, nonce: u64, fds: &[i32]) {
     tx.push_op(Op::Carrier { serial, gen: p.vault_gen.get(), nonce, fds: fds.to_vec() });
 }
 
+/// What to take out of a peer's own socket after its queue changed: the
+/// datagrams to drain, and whether that includes the vault (whose file
+/// then goes too). Updates the mirror.
+fn drain_plan<S: Store>(s: &S, peer: P<PeerRec>) -> Option<(u32, bool)> {
+    if need_token(s, peer) {
+        return None;
+    }
+    let p = s.rec(peer);
+    let count = p.bell_plain.get() + p.bell_vault.get();
+    if count == 0 {
+        return None;
+    }
+    let vault = p.bell_vault.get() == 1;
+    s.set(&p.bell_plain, 0);
+    s.set(&p.bell_vault, 0);
+    Some((count, vault))
+}
+
 /// The caller changed its own queue (through its own fd `fd`): drain the
-/// socket if the queue became empty.
+/// socket at commit if the queue became empty.
 pub fn after_own_change(tx: &Txn, peer: P<PeerRec>, fd: i32) {
-    let p = tx.rec(peer);
-    if p.bell_dirty.get() == 1 {
+    tx.hold(peer);
+    if tx.rec(peer).bell_dirty.get() == 1 {
         let _ = resync(tx, peer, fd);
         return;
     }
-    if need_token(tx, peer) {
-        return;
-    }
-    let count = p.bell_plain.get() + p.bell_vault.get();
-    if count == 0 {
-        return;
-    }
+    let Some((count, vault)) = drain_plan(tx, peer) else { return };
     tx.push_op(Op::Drain { peer, fd, count });
-    if p.bell_vault.get() == 1 {
-        tx.push_post(Op::Unlink { path: tx.domain().vault_path(p.serial.get(), p.vault_gen.get()) });
+    if vault {
+        tx.push_post(Op::Unlink { path: tx.domain().vault_path(tx.rec(peer).serial.get(), tx.rec(peer).vault_gen.get()) });
     }
-    tx.set(&p.bell_plain, 0);
-    tx.set(&p.bell_vault, 0);
 }
 
-/// Rule 4 of `txn`: the socket of `peer` may not match the mirror.
-pub fn mark_dirty(tx: &Txn, peer: P<PeerRec>) {
-    let p = tx.rec(peer);
-    tx.set(&p.bell_dirty, 1);
-    if p.state.get() == PEER_CONNECTED && need_token(tx, peer) {
-        tx.push_op(Op::Ring { peer, serial: p.serial.get() });
+/// The same for a section: drains now (the peer's lock is held, so no
+/// sender adds a token meanwhile without seeing the mirror).
+pub fn settle_in_section(s: &Section, peer: P<PeerRec>, fd: i32) {
+    if s.rec(peer).bell_dirty.get() == 1 {
+        let _ = resync(s, peer, fd);
+        return;
     }
+    let Some((count, vault)) = drain_plan(s, peer) else { return };
+    for _ in 0..count {
+        if sys::discard_datagram(fd).is_err() {
+            break;
+        }
+    }
+    if vault {
+        let p = s.rec(peer);
+        if let Ok(c) = sys::cstr(&s.dom().vault_path(p.serial.get(), p.vault_gen.get())) {
+            let _ = sys::unlink(&c);
+        }
+    }
+}
+
+/// Rule 7 of `txn`: the socket of `peer` may not match the mirror.
+/// Returns whether the peer must be rung.
+pub fn mark_dirty<S: Store>(s: &S, peer: P<PeerRec>) -> bool {
+    let p = s.rec(peer);
+    s.set(&p.bell_dirty, 1);
+    p.state.get() == PEER_CONNECTED && need_token(s, peer)
 }
 
 /// Rebuilds the socket contents of a dirty peer (its own operation, so
 /// `fd` is its socket): keeps the current vault if it is there, drops
 /// everything else, and puts back exactly what the queue needs.
-pub fn resync(tx: &Txn, peer: P<PeerRec>, fd: i32) -> Result<()> {
-    let p = tx.rec(peer);
-    tx.intent(peer, Intent::Removed)?;
-    tx.intent(peer, Intent::Added)?;
-    let dom = tx.domain();
+pub fn resync<S: Store>(s: &S, peer: P<PeerRec>, fd: i32) -> Result<()> {
+    let p = s.rec(peer);
+    s.intent(peer, Intent::Removed)?;
+    s.intent(peer, Intent::Added)?;
+    let dom = s.dom();
     let mut kept: Option<Vec<i32>> = None;
     let mut buf = [0u8; 32];
     while let Ok((n, _)) = sys::recv_msg(fd, &mut buf, true, FdMode::Discard, 0) {
@@ -333,17 +375,17 @@ pub fn resync(tx: &Txn, peer: P<PeerRec>, fd: i32) -> Result<()> {
     let serial = p.serial.get();
     let own = UnixAddr::new(&dom.peer_path(serial))?;
     let had_vault = p.bell_vault.get() == 1;
-    tx.set(&p.bell_plain, 0);
-    tx.set(&p.bell_vault, 0);
-    if need_token(tx, peer) {
+    s.set(&p.bell_plain, 0);
+    s.set(&p.bell_vault, 0);
+    if need_token(s, peer) {
         if let Some(fds) = &kept {
             let mut payload = VAULT_MAGIC.to_vec();
             payload.extend_from_slice(&p.vault_gen.get().to_le_bytes());
             let _ = dom.with_ring_fd(|rfd| ((), sys::send_msg(rfd, Some(&own), &payload, fds) == Err(Errno::EAGAIN)));
-            tx.set(&p.bell_vault, 1);
+            s.set(&p.bell_vault, 1);
         } else {
             ring(dom, serial);
-            tx.set(&p.bell_plain, 1);
+            s.set(&p.bell_plain, 1);
         }
     }
     if had_vault && p.bell_vault.get() == 0 {
@@ -354,7 +396,7 @@ pub fn resync(tx: &Txn, peer: P<PeerRec>, fd: i32) -> Result<()> {
     if let Some(fds) = kept {
         fds.iter().for_each(|f| sys::close(*f));
     }
-    tx.set(&p.bell_dirty, 0);
+    s.set(&p.bell_dirty, 0);
     Ok(())
 }
 
@@ -377,6 +419,7 @@ impl Drop for Vault {
 
 /// Opens the vault of the caller's own peer (None if it has none).
 pub fn vault_open(tx: &Txn, peer: P<PeerRec>, fd: i32) -> Result<Option<Vault>> {
+    tx.hold(peer);
     let p = tx.rec(peer);
     if p.bell_dirty.get() == 1 {
         resync(tx, peer, fd)?;
@@ -397,12 +440,16 @@ pub fn vault_open(tx: &Txn, peer: P<PeerRec>, fd: i32) -> Result<Option<Vault>> 
         }
         Ok((_, fds)) => {
             fds.iter().for_each(|f| sys::close(*f));
-            mark_dirty(tx, peer);
+            if mark_dirty(tx, peer) {
+                tx.push_op(Op::Ring { peer, serial: p.serial.get() });
+            }
             Ok(None)
         }
         Err(Errno::EMFILE) | Err(Errno(libc::ENFILE)) => Err(Errno::EMFILE),
         Err(_) => {
-            mark_dirty(tx, peer);
+            if mark_dirty(tx, peer) {
+                tx.push_op(Op::Ring { peer, serial: p.serial.get() });
+            }
             Ok(None)
         }
     }

@@ -21,11 +21,14 @@
 #![allow(clippy::manual_is_multiple_of)]
 
 mod alloc;
+mod arena;
+mod capacity;
 pub mod census;
 mod crash;
 mod creds;
 mod doorbell;
 mod domain;
+mod entry;
 mod errno;
 mod forks;
 mod layout;
@@ -35,12 +38,16 @@ mod peer;
 mod pool;
 mod queue;
 mod quota;
+mod rebuild;
 mod recv;
 mod reaper;
+mod section;
 mod send;
 mod shm;
+mod slot;
 mod small;
 mod sockdir;
+mod store;
 mod sync;
 pub mod sys;
 mod table;
@@ -148,25 +155,18 @@ impl Peer {
         p.state.load_racy() == PEER_CONNECTED && p.magic.load_racy() == PEER_MAGIC && p.serial.load_racy() == self.serial
     }
 
-    /// Runs `f` on the locked, connected peer, settles the caller's socket
-    /// and commits (or aborts on error).
+    /// Runs `f` as a transaction on the connected peer, settles the
+    /// caller's socket and commits (or aborts on error).
     fn op<T>(&self, fd: i32, f: impl FnOnce(&txn::Txn, P<PeerRec>) -> Result<T>) -> Result<T> {
         reaper::ensure_watcher();
         let tx = self.dom.lock()?;
-        let r = self.resolve(&tx).and_then(|p| {
+        let r = peer::resolve_connected(&tx, self.rec, self.serial).and_then(|p| {
+            object::collect(&tx, p);
             let v = f(&tx, p)?;
             peer::settle_own_socket(&tx, p, fd);
             Ok(v)
         });
         tx.finish(r)
-    }
-
-    fn resolve(&self, tx: &txn::Txn) -> Result<P<PeerRec>> {
-        if peer::is_live(tx, self.rec, self.serial) && tx.rec(self.rec).state.get() == PEER_CONNECTED {
-            Ok(self.rec)
-        } else {
-            Err(Errno::ESHUTDOWN)
-        }
     }
 
     /// PEER_DISCONNECT (2.1): `arg` is the raw ioctl argument.
@@ -245,16 +245,19 @@ impl Peer {
         self.op(fd, |tx, p| peer::nodes_destroy(tx, p, cmd, mem))
     }
 
-    /// SLICE_RELEASE (2.7).
+    /// SLICE_RELEASE (2.7): the data path.
     pub fn slice_release(&self, fd: i32, offset: u64) -> Result<()> {
-        self.op(fd, |tx, p| pool::release(tx, p, offset))
+        reaper::ensure_watcher();
+        slot::reap_if_death_seen(&self.dom);
+        recv::slice_release(&self.dom, self.rec, self.serial, fd, offset)
     }
 
     /// SEND (2.8) after the struct was read.
     pub fn send(&self, fd: i32, cmd: &bus1_cmd_send, mem: &dyn UserMem) -> Result<()> {
-        send::precheck(cmd)?;
+        reaper::ensure_watcher();
+        slot::reap_if_death_seen(&self.dom);
         for _ in 0..3 {
-            match self.op(fd, |tx, p| send::send(tx, p, fd, cmd, mem)) {
+            match send::send(&self.dom, self.rec, self.serial, fd, cmd, mem) {
                 // A receiver's last fd went away without a teardown (its
                 // process exited): tear it down now and send again.
                 Err(Errno::PEER_GONE) => {
@@ -277,7 +280,13 @@ impl Peer {
     /// step 9, as the shim should do it).
     pub fn recv_into(&self, fd: i32, flags: u64, max_offset: u64, writable: &dyn Fn() -> bool) -> Result<bus1_msg> {
         recv::precheck(flags)?;
-        match self.op(fd, |tx, p| recv::recv(tx, p, fd, flags, max_offset, writable))? {
+        reaper::ensure_watcher();
+        slot::reap_if_death_seen(&self.dom);
+        let r = match recv::recv_section(&self.dom, self.rec, self.serial, fd, flags, max_offset, writable) {
+            Err(Errno::NEEDS_TXN) => self.op(fd, |tx, p| recv::recv(tx, p, fd, flags, max_offset, writable))?,
+            r => r?,
+        };
+        match r {
             recv::Outcome::Msg(m) => Ok(m),
             recv::Outcome::Fail(e) => Err(e),
         }
@@ -332,16 +341,19 @@ pub struct Stats {
 }
 
 impl Domain {
-    /// Current statistics.
+    /// Current statistics, after finishing what dead senders and the data
+    /// path left for later (so that they count only what is live).
     pub fn stats(&self) -> Result<Stats> {
+        slot::reap_dead(self);
+        reaper::tidy(self);
         let tx = self.lock()?;
         let h = tx.hdr();
         let s = Stats {
             peers: h.n_peers.get(),
-            live_bytes: h.live_bytes.get(),
-            live_blocks: h.live_blocks.get(),
+            live_bytes: h.live_bytes.get() - h.pooled_bytes.get(),
+            live_blocks: h.live_blocks.get() - h.pooled_blocks.get(),
             table_entries: h.table_used.get(),
-            recoveries: h.recoveries.get(),
+            recoveries: h.recoveries.load(),
         };
         tx.abort();
         Ok(s)

@@ -78,6 +78,16 @@ impl Cell<u32> {
     }
 }
 
+impl Cell<i64> {
+    /// Reads the field without its lock (see `Cell<u32>`).
+    #[inline]
+    pub fn load_racy(&self) -> i64 {
+        crate::census::touch(self.addr(), 8);
+        // SAFETY: the cell is 8-byte aligned memory that stays mapped.
+        unsafe { AtomicU64::from_ptr(self.0.get() as *mut u64).load(Ordering::Relaxed) as i64 }
+    }
+}
+
 impl Cell<u64> {
     /// Reads the field without the domain lock (a hint, see `Cell<u32>`).
     #[inline]
@@ -85,6 +95,16 @@ impl Cell<u64> {
         crate::census::touch(self.addr(), 8);
         // SAFETY: the cell is 8-byte aligned memory that stays mapped.
         unsafe { AtomicU64::from_ptr(self.0.get()).load(Ordering::Relaxed) }
+    }
+}
+
+impl<T: 'static> Cell<P<T>> {
+    /// Reads the field without its lock (see `Cell<u32>`).
+    #[inline]
+    pub fn load_racy(&self) -> P<T> {
+        crate::census::touch(self.addr(), 8);
+        // SAFETY: the cell is 8-byte aligned memory that stays mapped.
+        P::from_off(unsafe { AtomicU64::from_ptr(self.0.get() as *mut u64).load(Ordering::Relaxed) })
     }
 }
 
@@ -260,49 +280,30 @@ impl Drop for Segment {
 // ------------------------------------------------------------------ pools
 
 /// This process's read-write mapping of one peer's pool file
-/// (`POOL_SIZE` bytes), owned by the domain's per-process cache and
-/// unmapped when dropped. The cache drops one only under the domain lock
-/// (the peer is gone), so the [`PoolMap`] views handed out inside
-/// transactions never outlive it.
+/// (`POOL_SIZE` bytes), unmapped when dropped. The domain's per-process
+/// cache shares it (`Arc`) with the copies in progress, so a copy made
+/// with no lock held keeps it mapped even if the peer goes away. Every
+/// range is checked against the pool's size; that the range belongs to
+/// the caller (a slice it allocated, pages no live slice uses) is the pool
+/// allocator's business.
 pub struct PoolMapping {
-    view: PoolMap,
+    base: *mut u8,
 }
 
-// SAFETY: a plain memory range; writes through it are serialised by the
-// domain lock.
+// SAFETY: a plain memory range. Writers write only ranges the pool
+// allocator gave them (a slice not yet visible, or free pages under the
+// peer's lock).
 unsafe impl Send for PoolMapping {}
+// SAFETY: as above.
+unsafe impl Sync for PoolMapping {}
 
 impl PoolMapping {
     /// Maps the pool file `fd` shared, readable and writable.
     pub fn map(fd: i32) -> crate::errno::Result<PoolMapping> {
         let base = crate::sys::mmap_shared(fd, POOL_SIZE as usize, libc::PROT_READ | libc::PROT_WRITE)?;
-        Ok(PoolMapping { view: PoolMap { base } })
+        Ok(PoolMapping { base })
     }
 
-    pub fn view(&self) -> PoolMap {
-        self.view
-    }
-}
-
-impl Drop for PoolMapping {
-    fn drop(&mut self) {
-        // SAFETY: the mapping is owned by this value; see the type's comment
-        // for why no view is in use any more.
-        unsafe { crate::sys::munmap(self.view.base, POOL_SIZE as usize) }
-    }
-}
-
-/// A view of a [`PoolMapping`]: slice payloads, handle IDs and fd numbers
-/// are written through it, and freed pages punched out. Every range is
-/// checked against the pool's size; that the range belongs to the caller
-/// (a slice its transaction allocated, pages no live slice uses) is the
-/// pool allocator's business.
-#[derive(Clone, Copy)]
-pub struct PoolMap {
-    base: *mut u8,
-}
-
-impl PoolMap {
     /// The address of `off..off+len`; panics if it leaves the pool.
     fn at(&self, off: u64, len: u64) -> *mut u8 {
         assert!(off.checked_add(len).is_some_and(|end| end <= POOL_SIZE), "pool range {off:#x}+{len:#x} out of bounds");
@@ -334,6 +335,14 @@ impl PoolMap {
     }
 }
 
+impl Drop for PoolMapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping is owned by this value, and the last Arc
+        // holding it is gone, so nobody uses it.
+        unsafe { crate::sys::munmap(self.base, POOL_SIZE as usize) }
+    }
+}
+
 /// An atomic u64 field, for the few values read without the lock.
 #[repr(transparent)]
 pub struct Atomic64(AtomicU64);
@@ -350,5 +359,23 @@ impl Atomic64 {
     pub fn compare_exchange(&self, old: u64, new: u64) -> bool {
         crate::census::touch(self as *const Self as usize, 8);
         self.0.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+    /// Raises the value to at least `v`; returns the previous value.
+    pub fn fetch_max(&self, v: u64) -> u64 {
+        crate::census::touch(self as *const Self as usize, 8);
+        self.0.fetch_max(v, Ordering::AcqRel)
+    }
+    pub fn fetch_or(&self, v: u64) -> u64 {
+        crate::census::touch(self as *const Self as usize, 8);
+        self.0.fetch_or(v, Ordering::AcqRel)
+    }
+    pub fn fetch_and(&self, v: u64) -> u64 {
+        crate::census::touch(self as *const Self as usize, 8);
+        self.0.fetch_and(v, Ordering::AcqRel)
+    }
+    /// Adds `d` (wrapping, so a negative delta subtracts).
+    pub fn fetch_add(&self, d: i64) -> u64 {
+        crate::census::touch(self as *const Self as usize, 8);
+        self.0.fetch_add(d as u64, Ordering::AcqRel)
     }
 }
