@@ -262,8 +262,11 @@ impl<'d> Txn<'d> {
     #[inline(always)]
     fn log_entry(&self, off: u64, old: u64, meta: u64) -> Result<()> {
         let n = self.log_len.get();
-        if n >= LOG_CAP {
-            return Err(Errno::ENOMEM);
+        // Log pages are backed with memory chunk by chunk, so that writing
+        // an entry cannot fault on a full file system (ENOMEM instead, as
+        // for a full log).
+        if n >= self.dom.log_backed() {
+            self.dom.back_log(n)?;
         }
         self.dom.seg.write_log_entry(LOG_OFF, n, [off, old, meta]);
         self.set_log_len(n + 1);

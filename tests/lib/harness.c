@@ -116,6 +116,20 @@ const char *t_domain(void)
 	return t_cur_domain;
 }
 
+const char *t_memory_dir(void)
+{
+	static char mem[4096];
+	char link[4096];
+	ssize_t n;
+
+	snprintf(link, sizeof(link), "%s/memory", t_cur_domain);
+	n = readlink(link, mem, sizeof(mem) - 1);
+	if (n < 0)
+		return t_cur_domain;
+	mem[n] = 0;
+	return mem;
+}
+
 const char *t_new_domain(const char *tag)
 {
 	static char path[4096];

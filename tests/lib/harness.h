@@ -28,6 +28,12 @@ void t_fail(const char *file, int line, const char *fmt, ...)
 
 /* The domain directory of the running case (also in $BUS1_DOMAIN). */
 const char *t_domain(void);
+/*
+ * The directory the bus keeps the running case's domain files in: the
+ * domain directory itself on a memory file system, else the directory its
+ * `memory` link names.
+ */
+const char *t_memory_dir(void);
 /* A fresh, unused domain path (for cases that need a second, isolated bus). */
 const char *t_new_domain(const char *tag);
 
