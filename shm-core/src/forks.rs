@@ -10,13 +10,16 @@ use std::sync::Once;
 
 extern "C" fn prepare() {
     crate::domain::lock_all_local();
+    crate::ownmem::lock_for_fork();
 }
 
 extern "C" fn parent() {
+    crate::ownmem::unlock_after_fork(false);
     crate::domain::unlock_all_local(false);
 }
 
 extern "C" fn child() {
+    crate::ownmem::unlock_after_fork(true);
     crate::domain::unlock_all_local(true);
     crate::creds::after_fork();
     crate::reaper::after_fork();
