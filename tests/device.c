@@ -898,8 +898,8 @@ TEST(long_domain_path)
 	to_a = mp_node(a, 0x100, b);
 	to_b = mp_node(b, 0x200, a);
 	pool = b1_map(a);
-	/* the peer sockets live in the domain directory itself */
-	snprintf(path, sizeof(path), "%s/peer.2", dir);
+	/* the peer sockets live in the domain (its memory directory) itself */
+	snprintf(path, sizeof(path), "%s/peer.2", t_memory_dir_of(dir));
 	ASSERT_OK(stat(path, &st));
 	ASSERT_TRUE(S_ISSOCK(st.st_mode));
 
