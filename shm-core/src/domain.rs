@@ -340,6 +340,13 @@ impl Domain {
     /// Maps the segment in `mem` (whose descriptor it takes over). ESTALE:
     /// the memory was removed meanwhile; locate it again.
     fn map(dir: &[u8], mem: MemDir, dev_ino: (u64, u64), access: Access, create: Create) -> Result<Domain> {
+        // Before anything is made: a links directory that cannot be used
+        // refuses the domain. (The link is renewed under the attach lock
+        // below, where no process that removes the memory can interfere.)
+        if let Err(e) = crate::sockdir::socket_dir(&mem.path, dev_ino) {
+            sys::close(mem.fd);
+            return Err(e);
+        }
         let fd = match trust::open_file(mem.fd, &mem.path, b"segment", libc::O_RDWR, access, create) {
             Ok((fd, _)) => fd,
             Err(e) => {
@@ -515,18 +522,24 @@ impl Domain {
         Ok(())
     }
 
-    /// Called at a normal exit of the process: if no other process uses
-    /// this domain and none of its peer sockets is open any more, its
-    /// memory is removed (`memory::collect`). Returns whether it was.
+    /// Called at a normal exit of the process, which uses the domain no
+    /// more: if no other process uses it and none of its peer sockets is
+    /// open any more, its memory is removed (`memory::collect`). Returns
+    /// whether it was.
+    ///
+    /// The process gives up its own claim first, so that of several
+    /// processes leaving at once the last to look finds none of the
+    /// others' claims and removes the memory.
     pub fn leave(&self) -> bool {
         let l = self.local.lock();
+        let _ = sys::byte_lock(l.seg_fd, USER_BYTE, ByteLock::Unlock, false);
         let g = Garbage {
             mem_fd: l.mem_fd,
             mem_path: &self.mem_dir,
             sock_dir: &self.sock_dir,
             own: self.own_mem_dir,
             seg_fd: l.seg_fd,
-            attached: true,
+            attached: false,
         };
         memory::collect(&g, true)
     }

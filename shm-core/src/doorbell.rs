@@ -291,6 +291,24 @@ pub fn after_own_change(tx: &Txn, peer: P<PeerRec>, fd: i32) {
     tx.set(&p.bell_vault, 0);
 }
 
+/// RECV found the caller's queue empty: its socket should hold nothing
+/// the mirror does not account for. A datagram someone else sent to the
+/// socket's address would leave it readable for good, so the socket is
+/// emptied (one system call), or rebuilt when it must keep the vault of
+/// the seed.
+pub fn discard_strays(tx: &Txn, peer: P<PeerRec>, fd: i32) {
+    let p = tx.rec(peer);
+    if fd < 0 || p.state.get() != PEER_CONNECTED || p.bell_dirty.get() == 1 {
+        return;
+    }
+    if need_token(tx, peer) {
+        // `after_own_change`, at the end of this call, rebuilds it.
+        tx.set(&p.bell_dirty, 1);
+        return;
+    }
+    tx.push_op(Op::Drain { peer, fd, count: u32::MAX });
+}
+
 /// Rule 4 of `txn`: the socket of `peer` may not match the mirror.
 pub fn mark_dirty(tx: &Txn, peer: P<PeerRec>) {
     let p = tx.rec(peer);

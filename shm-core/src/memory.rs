@@ -189,7 +189,7 @@ pub(crate) struct Garbage<'a> {
     pub sock_dir: &'a [u8],
     pub own: bool,
     pub seg_fd: i32,
-    /// `seg_fd` carries this process's own [`USER_BYTE`] lock.
+    /// `seg_fd` carries this process's own [`USER_BYTE`] lock, to keep.
     pub attached: bool,
 }
 
