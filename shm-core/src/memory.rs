@@ -194,11 +194,19 @@ pub(crate) struct Garbage<'a> {
 }
 
 /// Removes the memory of a domain if nothing can use it any more: no other
-/// process has it attached and no peer socket is open. `wait`: wait for a
-/// concurrent attach instead of giving up. Returns whether it was removed.
+/// process has it attached and no peer socket is open. `wait`: give a
+/// concurrent attach (or another process leaving at the same time) a
+/// moment to finish instead of giving up at once; never longer, since a
+/// process that stopped while attaching must not hold up anyone's exit.
+/// Returns whether it was removed.
 pub(crate) fn collect(g: &Garbage, wait: bool) -> bool {
-    if sys::byte_lock(g.seg_fd, ATTACH_BYTE, ByteLock::Write, wait).is_err() {
-        return false;
+    let mut tries = if wait { 200 } else { 1 };
+    while sys::byte_lock(g.seg_fd, ATTACH_BYTE, ByteLock::Write, false).is_err() {
+        tries -= 1;
+        if tries == 0 {
+            return false;
+        }
+        sys::sleep_ms(1);
     }
     let mut removed = false;
     // Another process's read lock on the user byte makes this fail; this
