@@ -100,19 +100,8 @@ TEST(mem_disk_domain_keeps_its_data_in_memory)
 		ASSERT_EQ(b1_slice_release(a, r.msg.offset), 0);
 	}
 
-	/* the directory on the disk: a link, nothing else, no blocks */
-	{
-		DIR *d = opendir(dom);
-		struct dirent *e;
-		size_t used = 0;
-
-		ASSERT_TRUE(d != NULL);
-		files[0] = 0;
-		while ((e = readdir(d)))
-			if (e->d_name[0] != '.')
-				used += snprintf(files + used, sizeof(files) - used, "%s\n", e->d_name);
-		closedir(d);
-	}
+	/* the directory on the disk: a link, nothing else */
+	mp_dir_files(dom, files, sizeof(files), NULL);
 	ASSERT_EQ(strcmp(files, "memory\n"), 0);
 	ASSERT_OK(lstat(t_memory_dir_of(dom), &st));
 	ASSERT_TRUE(S_ISDIR(st.st_mode));
@@ -174,6 +163,30 @@ TEST(mem_memory_goes_with_its_domain)
 	ASSERT_ERRNO(access(mem, F_OK), ENOENT);
 	ASSERT_ERRNO(access(t_memory_dir_of(dom2), F_OK), ENOENT);
 	mem_rm_rf(disk);
+}
+
+/* A forked child that leaves normally does not take its parent's claim on the domain with it */
+TEST(mem_forked_child_leaves_parent_claim)
+{
+	char *disk = mem_disk_dir();
+	char *dom;
+	pid_t pid;
+	int a;
+
+	ASSERT_TRUE(asprintf(&dom, "%s/dom", disk) > 0);
+	ASSERT_OK(setenv("BUS1_DOMAIN", dom, 1));
+	ASSERT_OK(close(b1_open()));	/* attached, no peer open */
+	pid = mp_fork();
+	if (pid == 0)
+		exit(0);	/* leaves the domain, at exit */
+	mp_reap(pid);
+	if (access(t_memory_dir_of(dom), F_OK)) {
+		mem_rm_rf(disk);
+		t_fail(__FILE__, __LINE__, "the child removed the memory its parent uses");
+	}
+	a = open(b1_device(), O_RDWR | O_CLOEXEC);
+	mem_rm_rf(disk);
+	ASSERT_TRUE(a >= 0);
 }
 
 /* A peer whose opener exits goes with its socket and pool within the watcher's bound, while others use the domain */
@@ -261,6 +274,30 @@ static int mem_fill(const char *dir)
 }
 
 /*
+ * Mounts a tmpfs of `size` in a mount namespace of the case's own (it goes
+ * with the case's processes) and points BUS1_DOMAIN into it, with the
+ * watcher off; returns the mount point. Skips the case where that is not
+ * allowed.
+ */
+static char *mem_small_domain(const char *size)
+{
+	char *dir, *dom, opts[64];
+
+	if (geteuid() != 0 || unshare(CLONE_NEWNS) < 0)
+		t_skip("cannot mount a file system here (needs root)");
+	ASSERT_OK(mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL));
+	dir = strdup(t_new_domain("small"));
+	ASSERT_OK(mkdir(dir, 0700));
+	snprintf(opts, sizeof(opts), "size=%s,mode=0700", size);
+	if (mount("tmpfs", dir, "tmpfs", 0, opts) < 0)
+		t_skip("cannot mount a tmpfs here: %s", strerror(errno));
+	ASSERT_OK(setenv("BUS1_NO_WATCHER", "1", 1));
+	ASSERT_TRUE(asprintf(&dom, "%s/dom", dir) > 0);
+	ASSERT_OK(setenv("BUS1_DOMAIN", dom, 1));
+	return dir;
+}
+
+/*
  * A domain on an 8 MiB tmpfs (mounted in a mount namespace of the case's
  * own). With the file system full, a SEND that needs new pool pages, and
  * calls that need the segment to grow, fail with ENOMEM and change
@@ -268,7 +305,7 @@ static int mem_fill(const char *dir)
  */
 TEST(mem_full_file_system_is_enomem)
 {
-	char *dir, *dom;
+	char *dir = mem_small_domain("8m");
 	int a, b, filler, n;
 	uint64_t h, ids[1], last = 0, step = 0, id;
 	struct bus1_cmd_peer_reset q1, q2;
@@ -276,16 +313,6 @@ TEST(mem_full_file_system_is_enomem)
 	char *big = calloc(1, 256 << 10);
 	const uint8_t *pool;
 
-	if (geteuid() != 0 || unshare(CLONE_NEWNS) < 0)
-		t_skip("cannot mount a file system here (needs root)");
-	ASSERT_OK(mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL));
-	dir = strdup(t_new_domain("small"));
-	ASSERT_OK(mkdir(dir, 0700));
-	if (mount("tmpfs", dir, "tmpfs", 0, "size=8m,mode=0700") < 0)
-		t_skip("cannot mount a tmpfs here: %s", strerror(errno));
-	ASSERT_OK(setenv("BUS1_NO_WATCHER", "1", 1));
-	ASSERT_TRUE(asprintf(&dom, "%s/dom", dir) > 0);
-	ASSERT_OK(setenv("BUS1_DOMAIN", dom, 1));
 	a = b1_open();
 	b = b1_open();
 	pool = b1_map(a);
@@ -337,19 +364,9 @@ TEST(mem_full_file_system_big_transaction)
 	enum { N = 4000 };
 	static uint64_t dests[N];
 	struct bus1_cmd_recv r;
-	char *dir, *dom;
+	char *dir = mem_small_domain("16m");
 	int a, b, filler, got = 0;
 
-	if (geteuid() != 0 || unshare(CLONE_NEWNS) < 0)
-		t_skip("cannot mount a file system here (needs root)");
-	ASSERT_OK(mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL));
-	dir = strdup(t_new_domain("small"));
-	ASSERT_OK(mkdir(dir, 0700));
-	if (mount("tmpfs", dir, "tmpfs", 0, "size=16m,mode=0700") < 0)
-		t_skip("cannot mount a tmpfs here: %s", strerror(errno));
-	ASSERT_OK(setenv("BUS1_NO_WATCHER", "1", 1));
-	ASSERT_TRUE(asprintf(&dom, "%s/dom", dir) > 0);
-	ASSERT_OK(setenv("BUS1_DOMAIN", dom, 1));
 	a = b1_open();
 	b = b1_open();
 	for (int i = 0; i < N; i++)

@@ -18,6 +18,7 @@ fn class_of(size: u64) -> (usize, u64) {
 
 /// Allocates a zeroed block of at least `size` bytes.
 pub fn alloc(tx: &Txn, size: u64) -> Result<u64> {
+    tx.log_ok()?;
     let (class, bsize) = class_of(size);
     if class >= NCLASSES {
         return Err(Errno::ENOMEM);

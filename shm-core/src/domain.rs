@@ -115,6 +115,15 @@ fn entry_path(dir: &[u8], name: &[u8]) -> Vec<u8> {
     path
 }
 
+/// Backs the header and the undo log's first chunks of the segment `fd`
+/// with memory ([`HEAD_RESERVED`]).
+fn reserve_head(fd: i32) -> Result<()> {
+    for (off, len) in HEAD_RESERVED {
+        sys::fallocate(fd, 0, off, len).map_err(|_| Errno::ENOMEM)?;
+    }
+    Ok(())
+}
+
 /// `path` made absolute against the working directory, without trailing
 /// slashes.
 fn absolute(dir: &Path) -> Result<Vec<u8>> {
@@ -215,7 +224,13 @@ fn segment_mapped_elsewhere(st: &libc::stat) -> bool {
 }
 
 /// Bytes of undo log backed with memory at a time (see [`Domain::back_log`]).
-const LOG_CHUNK: u64 = 1 << 20;
+pub(crate) const LOG_CHUNK: u64 = 256 << 10;
+/// The header and the undo log's first chunks, backed with memory when a
+/// domain is attached: (offset, length) pairs.
+const HEAD_RESERVED: [(u64, u64); 2] = [
+    (0, (core::mem::size_of::<Header>() as u64).div_ceil(4096) * 4096),
+    (LOG_OFF, 2 * LOG_CHUNK),
+];
 
 impl Domain {
     /// Maps the domain in `dir`, creating directory, memory and segment on
@@ -369,7 +384,7 @@ impl Domain {
             // The header and the start of the undo log are written without
             // further ado: back them with memory now (a full file system
             // is ENOMEM here, not a fault later).
-            sys::fallocate(fd, 0, 0, LOG_OFF + LOG_CHUNK).map_err(|_| Errno::ENOMEM)?;
+            reserve_head(fd)?;
             let seg = Segment::map(fd, SEG_SIZE as usize)?;
             let d = Domain {
                 dir: dir.to_vec(),
@@ -388,7 +403,7 @@ impl Domain {
                     bell_clock: 0,
                 }),
                 dev_ino,
-                log_backed: AtomicU64::new(LOG_CHUNK / LOG_ENTRY),
+                log_backed: AtomicU64::new(HEAD_RESERVED[1].1 / LOG_ENTRY),
             };
             let hdr: &Header = d.seg.at0();
             if hdr.magic.load() != MAGIC {
@@ -432,7 +447,7 @@ impl Domain {
         self.remove_peer_files()?;
         sys::ftruncate(seg_fd, 0)?;
         sys::ftruncate(seg_fd, SEG_SIZE)?;
-        sys::fallocate(seg_fd, 0, 0, LOG_OFF + LOG_CHUNK).map_err(|_| Errno::ENOMEM)
+        reserve_head(seg_fd)
     }
 
     /// Removes the peer sockets, pools and fd vaults in the directory
@@ -491,19 +506,26 @@ impl Domain {
         self.log_backed.load(Ordering::Relaxed)
     }
 
-    /// Backs undo log entry `n` (and the rest of its chunk) with memory
-    /// before it is written: ENOMEM if the log is full or the file system
-    /// is.
+    /// Backs undo log entries up to `upto` (in whole chunks) with memory
+    /// before they are written: ENOMEM if the file system is full or
+    /// `upto` is beyond the log's capacity (what fits is backed all the
+    /// same).
     #[cold]
-    pub(crate) fn back_log(&self, n: u64) -> Result<()> {
-        if n >= LOG_CAP {
-            return Err(Errno::ENOMEM);
+    pub(crate) fn back_log(&self, upto: u64) -> Result<()> {
+        let have = self.log_backed();
+        if upto < have {
+            return Ok(());
         }
         let log_end = LOG_OFF + LOG_CAP * LOG_ENTRY;
-        let start = (LOG_OFF + n * LOG_ENTRY) / 4096 * 4096;
-        let end = (LOG_OFF + (n + 1) * LOG_ENTRY).div_ceil(LOG_CHUNK).saturating_mul(LOG_CHUNK).min(log_end);
-        self.reserve(start, end - start)?;
-        self.log_backed.fetch_max((end - LOG_OFF) / LOG_ENTRY, Ordering::Relaxed);
+        let start = (LOG_OFF + have * LOG_ENTRY) / 4096 * 4096;
+        let end = (LOG_OFF + (upto + 1).min(LOG_CAP) * LOG_ENTRY).div_ceil(LOG_CHUNK).saturating_mul(LOG_CHUNK).min(log_end);
+        if end > start {
+            self.reserve(start, end - start)?;
+            self.log_backed.fetch_max((end - LOG_OFF) / LOG_ENTRY, Ordering::Relaxed);
+        }
+        if upto >= LOG_CAP {
+            return Err(Errno::ENOMEM);
+        }
         Ok(())
     }
 
@@ -860,6 +882,24 @@ pub(crate) fn unlock_all_local(child: bool) {
         registry().reinit_in_child();
     } else {
         registry().raw_unlock();
+    }
+}
+
+/// In a fork child (after [`unlock_all_local`]): the segment descriptor
+/// the child inherited shares its open file description, and with it the
+/// lock that says "in use", with the parent. The child gets a description
+/// of its own, with a lock of its own, under the same descriptor number,
+/// so that its leaving (`Domain::leave`) never drops the parent's.
+pub(crate) fn own_claims_after_fork() {
+    let Some(reg) = REGISTRY.get() else { return };
+    for d in reg.lock().iter() {
+        let l = d.local.lock();
+        let Ok(fd) = sys::openat(l.mem_fd, c"segment", libc::O_RDWR | libc::O_NOFOLLOW, 0) else { continue };
+        let same = memory::still_current(l.mem_fd, fd);
+        if same && sys::byte_lock(fd, USER_BYTE, ByteLock::Read, false).is_ok() {
+            let _ = sys::dup3_cloexec(fd, l.seg_fd);
+        }
+        sys::close(fd);
     }
 }
 

@@ -206,6 +206,12 @@ pub fn umask(mask: u32) -> u32 {
     unsafe { libc::syscall(libc::SYS_umask, mask) as u32 }
 }
 
+/// `dup3(2)`: makes `new` refer to what `old` refers to (close-on-exec).
+pub fn dup3_cloexec(old: c_int, new: c_int) -> Result<()> {
+    // SAFETY: plain integer arguments.
+    check(unsafe { libc::syscall(libc::SYS_dup3, old, new, libc::O_CLOEXEC) }).map(drop)
+}
+
 pub fn fchown(fd: c_int, uid: u32, gid: u32) -> Result<()> {
     // SAFETY: plain integer arguments.
     check(unsafe { libc::syscall(libc::SYS_fchown, fd, uid, gid) }).map(drop)

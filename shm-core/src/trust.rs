@@ -95,6 +95,15 @@ fn type_name(kind: u32) -> &'static str {
     }
 }
 
+/// EPERM unless the caller (its effective uid) owns `st`.
+fn caller_owns(st: &libc::stat, path: &[u8]) -> Result<()> {
+    let euid = sys::geteuid();
+    if st.st_uid != euid {
+        return Err(refuse(path, format!("belongs to uid {}, not to this user (uid {euid})", st.st_uid)));
+    }
+    Ok(())
+}
+
 fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     let mut p = dir.to_vec();
     p.push(b'/');
@@ -179,9 +188,7 @@ pub(crate) fn check_domain_dir(fd: i32, st: &libc::stat, path: &[u8], allow_shar
         return Err(refuse(path, format!("is writable by every user (mode {mode:04o})")));
     }
     if mode & 0o020 == 0 {
-        if st.st_uid != euid {
-            return Err(refuse(path, format!("belongs to uid {}, not to this user (uid {euid})", st.st_uid)));
-        }
+        caller_owns(st, path)?;
         return Ok(Access::Private);
     }
     if !allow_shared {
@@ -233,10 +240,7 @@ pub(crate) fn check_bus_dir(st: &libc::stat, access: Access, path: &[u8]) -> Res
     }
     match access {
         Access::Private => {
-            let euid = sys::geteuid();
-            if st.st_uid != euid {
-                return Err(refuse(path, format!("belongs to uid {}, not to this user (uid {euid})", st.st_uid)));
-            }
+            caller_owns(st, path)?;
             if mode & 0o077 != 0 {
                 return Err(refuse(path, format!("is open to other users (mode {mode:04o}, expected 0700)")));
             }
@@ -334,10 +338,7 @@ pub(crate) fn check_file(st: &libc::stat, kind: u32, access: Access, path: &[u8]
     let mode = st.st_mode & 0o7777;
     match access {
         Access::Private => {
-            let euid = sys::geteuid();
-            if st.st_uid != euid {
-                return Err(refuse(path, format!("belongs to uid {}, not to this user (uid {euid})", st.st_uid)));
-            }
+            caller_owns(st, path)?;
             if mode & 0o022 != 0 {
                 return Err(refuse(path, format!("is writable by other users (mode {mode:04o})")));
             }
