@@ -51,13 +51,14 @@ static uint8_t *sm_segment(void)
 	return seg;
 }
 
-/* Two peers, a with a node b holds a handle to (returned in *h). */
-static void sm_bus(int *a, int *b, uint64_t *h)
+/* Two peers, a with a node b holds a handle to (returned in *h); returns the segment. */
+static uint8_t *sm_bus(int *a, int *b, uint64_t *h)
 {
 	ASSERT_OK(setenv("BUS1_NO_WATCHER", "1", 1));
 	*a = b1_open();
 	*b = b1_open();
 	*h = mp_node(*a, 0x100, *b);
+	return sm_segment();
 }
 
 /* The bus still works: a message goes round, and a had nothing else queued. */
@@ -95,8 +96,7 @@ TEST(sm_query_into_segment)
 	uint64_t h;
 	uint8_t *seg;
 
-	sm_bus(&a, &b, &h);
-	seg = sm_segment();
+	seg = sm_bus(&a, &b, &h);
 	SM_EACH_OFFSET(seg, sizeof(struct bus1_cmd_peer_reset), b1_ioctl(a, BUS1_CMD_PEER_QUERY, at));
 	SM_EACH_OFFSET(seg, sizeof(struct bus1_cmd_peer_reset_u64), b1_ioctl(a, BUS1_CMD_PEER_QUERY_U64, at));
 	sm_bus_works(a, b, h);
@@ -109,8 +109,7 @@ TEST(sm_transfer_into_segment)
 	uint64_t h;
 	uint8_t *seg;
 
-	sm_bus(&a, &b, &h);
-	seg = sm_segment();
+	seg = sm_bus(&a, &b, &h);
 	SM_EACH_OFFSET(seg, sizeof(struct bus1_cmd_handle_transfer), b1_ioctl(a, BUS1_CMD_HANDLE_TRANSFER, at));
 	sm_bus_works(a, b, h);
 }
@@ -124,13 +123,12 @@ TEST(sm_send_errors_into_segment)
 	struct bus1_cmd_recv r;
 	struct iovec v = { "x", 1 };
 
-	sm_bus(&a, &b, &h);
+	seg = sm_bus(&a, &b, &h);
 	gone = b1_open();
 	h2 = mp_node(gone, 0x100, b);
 	ASSERT_OK(close(gone));
 	d[0] = h;
 	d[1] = h2;
-	seg = sm_segment();
 	SM_EACH_OFFSET(seg, 16, b1_send(b, BUS1_SEND_FLAG_CONTINUE, d, 2, (uint64_t *)at, &v, 1, NULL, 0, NULL, 0));
 	ASSERT_EQ(b1_recv(a, &r, 0), -EAGAIN);
 	sm_bus_works(a, b, h);
@@ -144,9 +142,8 @@ TEST(sm_recv_into_segment)
 	uint8_t *seg;
 	struct bus1_cmd_recv r;
 
-	sm_bus(&a, &b, &h);
+	seg = sm_bus(&a, &b, &h);
 	ASSERT_EQ(b1_send_one(b, h, "kept", 4), 0);
-	seg = sm_segment();
 	SM_EACH_OFFSET(seg, sizeof(struct bus1_cmd_recv), b1_ioctl(a, BUS1_CMD_RECV, at));
 	ASSERT_EQ(b1_recv(a, &r, 0), 0);
 	ASSERT_EQ(r.msg.n_bytes, 4);
@@ -162,8 +159,7 @@ TEST(sm_reads_from_segment)
 	uint8_t *seg;
 	struct bus1_cmd_recv r;
 
-	sm_bus(&a, &b, &h);
-	seg = sm_segment();
+	seg = sm_bus(&a, &b, &h);
 	SM_EACH_OFFSET(seg, 32, b1_ioctl(a, BUS1_CMD_PEER_RESET, at));
 	SM_EACH_OFFSET(seg, 8, b1_ioctl(b, BUS1_CMD_HANDLE_RELEASE, at));
 	SM_EACH_OFFSET(seg, 8, b1_ioctl(a, BUS1_CMD_SLICE_RELEASE, at));
@@ -193,7 +189,7 @@ TEST(sm_shim_pool_mapping)
 	const uint8_t *own;
 	struct bus1_cmd_recv r;
 
-	sm_bus(&a, &b, &h);
+	(void)sm_bus(&a, &b, &h);
 	c = b1_open();
 	hc = mp_node(c, 0x100, b);
 	ASSERT_EQ(b1_send_one(b, h, "for a only", 10), 0);
@@ -224,8 +220,7 @@ TEST(sm_mappings_stay)
 	uint64_t h;
 	uint8_t *seg;
 
-	sm_bus(&a, &b, &h);
-	seg = sm_segment();
+	seg = sm_bus(&a, &b, &h);
 	ASSERT_ERRNO(munmap(seg, 4096), EINVAL);
 	ASSERT_ERRNO(munmap(seg - 4096, 8192), EINVAL);
 	ASSERT_TRUE(mmap(seg, 4096, PROT_READ, MAP_SHARED | MAP_FIXED, a, 0) == MAP_FAILED);

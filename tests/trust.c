@@ -139,28 +139,13 @@ static int tr_run(uid_t uid, gid_t gid, gid_t group, const char *domain, char *e
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-/* The names in `dir` (not . and ..), one per line, into buf. */
-static void tr_list(const char *dir, char *buf, size_t size)
-{
-	DIR *d = opendir(dir);
-	struct dirent *e;
-	size_t used = 0;
-
-	ASSERT_TRUE(d != NULL);
-	buf[0] = 0;
-	while ((e = readdir(d)))
-		if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
-			used += snprintf(buf + used, used < size ? size - used : 0, "%s\n", e->d_name);
-	closedir(d);
-}
-
 /* Checks the type, mode and group of every file the bus keeps in `dir`. */
 static void tr_expect_modes(const char *dir, mode_t mode, gid_t gid, int count)
 {
 	char files[4096], *name, *save = NULL;
 	int n = 0;
 
-	tr_list(dir, files, sizeof(files));
+	mp_dir_files(dir, files, sizeof(files), NULL);
 	for (name = strtok_r(files, "\n", &save); name; name = strtok_r(NULL, "\n", &save)) {
 		int sock = !strncmp(name, "peer.", 5) || !strncmp(name, "vault.", 6);
 		struct stat st;
@@ -182,7 +167,7 @@ static int tr_empty(const char *dir)
 {
 	char files[4096];
 
-	tr_list(dir, files, sizeof(files));
+	mp_dir_files(dir, files, sizeof(files), NULL);
 	if (files[0])
 		printf("    note: %s holds:\n%s", dir, files);
 	return files[0] == 0;

@@ -563,14 +563,13 @@ static inline rlim_t mp_raise_nofile(void)
 }
 
 /*
- * The files of the domain (in its memory directory): their names (sorted,
- * one per line, into buf) and the sum of their allocated blocks. Returns the
- * file count.
+ * The files of directory `dir`: their names (sorted, one per line, into buf)
+ * and the sum of their allocated blocks. Returns the file count (0 if the
+ * directory does not exist).
  */
-static inline int mp_domain_files(char *buf, size_t size, unsigned long long *blocks)
+static inline int mp_dir_files(const char *dir, char *buf, size_t size, unsigned long long *blocks)
 {
 	struct dirent **list;
-	const char *dir = t_memory_dir();
 	int n = scandir(dir, &list, NULL, alphasort);
 	int count = 0;
 	size_t used = 0;
@@ -578,7 +577,6 @@ static inline int mp_domain_files(char *buf, size_t size, unsigned long long *bl
 	if (blocks)
 		*blocks = 0;
 	buf[0] = 0;
-	/* the memory of a domain nobody uses any more is removed */
 	if (n < 0 && errno == ENOENT)
 		return 0;
 	if (n < 0)
@@ -600,6 +598,15 @@ static inline int mp_domain_files(char *buf, size_t size, unsigned long long *bl
 	}
 	free(list);
 	return count;
+}
+
+/*
+ * The files of the domain, in its memory directory (which is removed with
+ * the memory of a domain nobody uses any more), as mp_dir_files() gives them.
+ */
+static inline int mp_domain_files(char *buf, size_t size, unsigned long long *blocks)
+{
+	return mp_dir_files(t_memory_dir(), buf, size, blocks);
 }
 
 /*
