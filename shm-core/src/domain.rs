@@ -306,7 +306,10 @@ impl Domain {
     /// a process that found it unused.
     fn attach_with(list: &mut Vec<Arc<Domain>>, dir: &[u8], access: Access, create: Create, locate: &dyn Fn() -> Result<MemDir>) -> Result<(Arc<Domain>, bool)> {
         for _ in 0..16 {
-            let mem = locate()?;
+            let mem = match locate() {
+                Err(Errno::ESTALE) => continue,
+                r => r?,
+            };
             let st = match sys::fstat(mem.fd) {
                 Ok(st) => st,
                 Err(e) => {

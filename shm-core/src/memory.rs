@@ -121,6 +121,12 @@ pub(crate) fn locate(dom_fd: i32, dom_path: &[u8], access: Access) -> Result<Mem
         let fd = trust::open_bus_dir(parent, &parent_path, &token, access)?;
         Ok(MemDir { fd, path: join(&parent_path, &token), own: true })
     })();
+    // The parent was removed meanwhile with the last memory directory in
+    // it (`remove`): ESTALE, to look again.
+    let r = match r {
+        Err(Errno::ENOENT) if sys::fstat(parent).is_ok_and(|st| st.st_nlink == 0) => Err(Errno::ESTALE),
+        r => r,
+    };
     sys::close(parent);
     r
 }
