@@ -155,7 +155,7 @@ mod tests {
 
     #[test]
     fn longest_name_fits_below_the_limit() {
-        let dir = vec![b'd'; DIRECT_MAX];
+        let dir = [b'd'; DIRECT_MAX];
         let name = format!("/vault.{:x}.{:x}", u64::MAX, u64::MAX);
         assert_eq!(dir.len() + name.len(), SUN_PATH_MAX);
     }

@@ -223,7 +223,7 @@ pub fn fs_type(fd: c_int) -> Result<i64> {
     // SAFETY: `st` is a writable buffer of the kernel's struct statfs size.
     check(unsafe { libc::syscall(libc::SYS_fstatfs, fd, st.as_mut_ptr()) })?;
     // SAFETY: the kernel filled the struct.
-    Ok(unsafe { st.assume_init() }.f_type as i64)
+    Ok(i64::from(unsafe { st.assume_init() }.f_type))
 }
 
 /// A lock on one byte of a file, owned by the open file description
