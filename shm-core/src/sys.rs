@@ -223,9 +223,10 @@ pub fn fs_type(fd: c_int) -> Result<i64> {
     // SAFETY: `st` is a writable buffer of the kernel's struct statfs size.
     check(unsafe { libc::syscall(libc::SYS_fstatfs, fd, st.as_mut_ptr()) })?;
     // SAFETY: the kernel filled the struct.
-    // (`f_type` is an i64 on x86-64 but narrower elsewhere.)
+    let st = unsafe { st.assume_init() };
+    // `f_type` is an i64 on x86-64 but narrower elsewhere.
     #[allow(clippy::useless_conversion)]
-    Ok(i64::from(unsafe { st.assume_init() }.f_type))
+    Ok(i64::from(st.f_type))
 }
 
 /// A lock on one byte of a file, owned by the open file description
