@@ -327,10 +327,14 @@ fn make_bus_dir(parent: i32, name: &std::ffi::CStr, access: Access) -> Result<()
 
 /// Checks a file of a domain before use: its type, a single name for a
 /// regular file, and that it belongs to the caller (private) or to the
-/// domain's group (shared) and is writable by nobody else.
+/// domain's group (shared) and is writable by nobody else. ESTALE: it was
+/// removed since it was opened (a domain's memory going, `memory`).
 pub(crate) fn check_file(st: &libc::stat, kind: u32, access: Access, path: &[u8]) -> Result<()> {
     if file_type(st) != kind {
         return Err(refuse(path, format!("is {}, not {}", type_name(file_type(st)), type_name(kind))));
+    }
+    if kind == libc::S_IFREG && st.st_nlink == 0 {
+        return Err(Errno::ESTALE);
     }
     if kind == libc::S_IFREG && st.st_nlink != 1 {
         return Err(refuse(path, format!("has {} names", st.st_nlink)));
@@ -478,6 +482,8 @@ mod tests {
         let mut two = f(0o600, me, 5);
         two.st_nlink = 2;
         assert_eq!(check_file(&two, libc::S_IFREG, Access::Private, b"x"), Err(Errno::EPERM));
+        two.st_nlink = 0;
+        assert_eq!(check_file(&two, libc::S_IFREG, Access::Private, b"x"), Err(Errno::ESTALE));
         let sock = stat_of(libc::S_IFSOCK | 0o600, me, 5);
         assert_eq!(check_file(&sock, libc::S_IFREG, Access::Private, b"x"), Err(Errno::EPERM));
         assert_eq!(check_file(&sock, libc::S_IFSOCK, Access::Private, b"x"), Ok(()));
