@@ -157,7 +157,7 @@ pub fn recv_section(dom: &Domain, peer: P<PeerRec>, serial: u64, fd: i32, flags:
             message::set_state(&s, peer, head, entry::without(s.rec(head).state.get(), MS_QUEUED | MS_INFLIGHT));
         };
         if e.is_null() {
-            doorbell::settle_in_section(&s, peer, fd);
+            doorbell::discard_strays_in_section(&s, peer, fd);
             // Nothing to read, but records prepared for this queue: if
             // their sender died, give their room back now rather than at
             // the watcher's next scan.
@@ -223,6 +223,7 @@ pub fn recv(tx: &Txn, peer: P<PeerRec>, fd: i32, flags: u64, max_offset: u64, wr
     let e = loop {
         let head = queue::head(tx, peer);
         if head.is_null() {
+            doorbell::discard_strays(tx, peer, fd);
             return Ok(Outcome::Fail(Errno::EAGAIN));
         }
         if queue::staged(tx, head) {

@@ -212,7 +212,7 @@ pub fn send(dom: &Domain, caller: P<PeerRec>, serial: u64, fd: i32, cmd: &bus1_c
     let tx = dom.lock()?;
     let r = crate::peer::resolve_connected(&tx, caller, serial).and_then(|p| {
         object::collect(&tx, p);
-        txn_send(&tx, p, fd, cmd, &args, payload.as_ref(), &mut errors.borrow_mut())?;
+        txn_send(&tx, p, fd, cmd, &args, payload.as_ref(), mem, &mut errors.borrow_mut())?;
         crate::peer::settle_own_socket(&tx, p, fd);
         Ok(())
     });
@@ -354,7 +354,8 @@ mod data {
                 Ok(p) => p,
                 // The receiver went away and took its pool file: the
                 // message goes nowhere, as if sent just before.
-                Err(_) => continue,
+                Err(Errno::ENOENT) => continue,
+                Err(e) => return Err(e),
             };
             let mut pos = off;
             for (k, &(addr, len)) in vecs.iter().enumerate() {
@@ -558,9 +559,10 @@ struct Template<'a> {
     creds: creds::Creds,
     sender_uid: u32,
     payload: Option<&'a Payload>,
+    mem: &'a dyn UserMem,
 }
 
-fn template<'a>(tx: &Txn, caller: P<PeerRec>, args: &'a Args, payload: Option<&'a Payload>, provisional: &mut i64) -> Result<Template<'a>> {
+fn template<'a>(tx: &Txn, caller: P<PeerRec>, args: &'a Args, payload: Option<&'a Payload>, mem: &'a dyn UserMem, provisional: &mut i64) -> Result<Template<'a>> {
     // 7.1 vecs
     let (_, total) = args.vecs.as_ref().map_err(|e| *e)?;
     // 7.2 handles
@@ -577,7 +579,7 @@ fn template<'a>(tx: &Txn, caller: P<PeerRec>, args: &'a Args, payload: Option<&'
         return Err(e);
     }
     let c = creds::current();
-    Ok(Template { n_bytes: *total, handles, fds: &args.fds, creds: c, sender_uid: tx.rec(caller).uid.get(), payload })
+    Ok(Template { n_bytes: *total, handles, fds: &args.fds, creds: c, sender_uid: tx.rec(caller).uid.get(), payload, mem })
 }
 
 /// Builds the message of one destination under the domain lock (2.8 step
@@ -607,7 +609,14 @@ fn build(tx: &Txn, receiver: P<PeerRec>, dest: P<Handle>, t: &Template) -> Resul
     if payload.fault {
         return Err(Errno::EFAULT);
     }
-    pool.write(off, &payload.bytes);
+    pool.copy_shared(off, &payload.bytes, t.mem)?;
+    // RECV writes handle IDs and fd numbers behind the payload with plain
+    // stores: make sure those pages exist now, while a full file system
+    // is still an ENOMEM of this SEND rather than a fault later.
+    let pos = off + payload.bytes.len() as u64;
+    if n_handles + n_fds > 0 {
+        pool.zero(pos, (off + size - pos) as usize, t.mem)?;
+    }
     crate::crash::point("send-copied");
     let e = object::new_record(tx, receiver, ENTRY_DATA)?;
     let r = tx.rec(e);
@@ -691,14 +700,15 @@ fn receiver_of(tx: &Txn, caller: P<PeerRec>, h: P<Handle>) -> Result<P<PeerRec>>
 
 /// SEND as a transaction from step 6 on (the caller is locked and
 /// connected); `fd` is the caller's own peer fd.
-fn txn_send(tx: &Txn, caller: P<PeerRec>, fd: i32, cmd: &bus1_cmd_send, args: &Args, payload: Option<&Payload>, errors: &mut [u64]) -> Result<()> {
+#[allow(clippy::too_many_arguments)]
+fn txn_send(tx: &Txn, caller: P<PeerRec>, fd: i32, cmd: &bus1_cmd_send, args: &Args, payload: Option<&Payload>, mem: &dyn UserMem, errors: &mut [u64]) -> Result<()> {
     let user = tx.rec(tx.rec(caller).user.get());
     if cmd.n_destinations > user.max[RES_HANDLES].get() as u64 {
         return Err(Errno::EINVAL);
     }
     tx.require_live_receivers();
     let mut provisional = 0i64;
-    let t = template(tx, caller, args, payload, &mut provisional)?;
+    let t = template(tx, caller, args, payload, mem, &mut provisional)?;
     let cont = cmd.flags & BUS1_SEND_FLAG_CONTINUE != 0;
     if cmd.flags & BUS1_SEND_FLAG_SEED != 0 {
         if cont || cmd.n_destinations != 0 {

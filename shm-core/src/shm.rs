@@ -184,7 +184,11 @@ impl Segment {
     /// is dropped.
     pub fn map(fd: i32, len: usize) -> crate::errno::Result<Segment> {
         let base = crate::sys::mmap_shared(fd, len, libc::PROT_READ | libc::PROT_WRITE)?;
-        Ok(Segment { base, len })
+        let seg = Segment { base, len };
+        if !crate::ownmem::add(base as usize, len) {
+            return Err(crate::errno::Errno::ENOMEM);
+        }
+        Ok(seg)
     }
 
     /// The record at `p`. Panics if it does not lie inside the segment:
@@ -272,6 +276,7 @@ impl Segment {
 
 impl Drop for Segment {
     fn drop(&mut self) {
+        crate::ownmem::remove(self.base as usize);
         // SAFETY: the mapping is owned by this value and no longer borrowed.
         unsafe { crate::sys::munmap(self.base, self.len) }
     }
@@ -301,6 +306,11 @@ impl PoolMapping {
     /// Maps the pool file `fd` shared, readable and writable.
     pub fn map(fd: i32) -> crate::errno::Result<PoolMapping> {
         let base = crate::sys::mmap_shared(fd, POOL_SIZE as usize, libc::PROT_READ | libc::PROT_WRITE)?;
+        if !crate::ownmem::add(base as usize, POOL_SIZE as usize) {
+            // SAFETY: the mapping was just made and nobody uses it.
+            unsafe { crate::sys::munmap(base, POOL_SIZE as usize) };
+            return Err(crate::errno::Errno::ENOMEM);
+        }
         Ok(PoolMapping { base })
     }
 
@@ -326,6 +336,23 @@ impl PoolMapping {
         unsafe { mem.copy_in(dst, addr, len) }
     }
 
+    /// Copies `bytes` (our own memory) to `off` through the fault-safe
+    /// path of `mem` (ENOMEM if the file system cannot give the pages).
+    pub fn copy_shared(&self, off: u64, bytes: &[u8], mem: &dyn UserMem) -> crate::errno::Result<()> {
+        let dst = self.at(off, bytes.len() as u64);
+        // SAFETY: `dst` is valid for `bytes.len()` bytes of writes (checked
+        // by `at`), and a mapping of a file never overlaps `bytes`.
+        unsafe { mem.copy_shared(dst, bytes) }
+    }
+
+    /// Zeroes `off..off+len` through the fault-safe path of `mem`, so that
+    /// its pages exist (ENOMEM if the file system cannot give them).
+    pub fn zero(&self, off: u64, len: usize, mem: &dyn UserMem) -> crate::errno::Result<()> {
+        let dst = self.at(off, len as u64);
+        // SAFETY: `dst` is valid for `len` bytes of writes (checked by `at`).
+        unsafe { mem.zero_shared(dst, len) }
+    }
+
     /// Gives the pages of `off..off+len` back to the file system (they
     /// read as zeros afterwards).
     pub fn punch(&self, off: u64, len: u64) -> crate::errno::Result<()> {
@@ -337,6 +364,7 @@ impl PoolMapping {
 
 impl Drop for PoolMapping {
     fn drop(&mut self) {
+        crate::ownmem::remove(self.base as usize);
         // SAFETY: the mapping is owned by this value, and the last Arc
         // holding it is gone, so nobody uses it.
         unsafe { crate::sys::munmap(self.base, POOL_SIZE as usize) }
