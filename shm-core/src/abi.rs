@@ -149,6 +149,7 @@ pub fn latch(tx: &Txn, peer: P<PeerRec>, abi: Abi, by: Latch) -> Result<Option<A
         pool::grow(tx, peer, POOL_SIZE_FINAL)?;
     }
     tx.set(&p.abi, code(abi));
+    crate::crash::point("latch-grown");
     Ok(Some(abi))
 }
 

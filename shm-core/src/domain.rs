@@ -482,10 +482,14 @@ impl Domain {
     }
 
     /// Makes `serial`'s pool file at least `size` bytes long (a pool
-    /// growing, see `pool::grow`). Failing to open it is that error; failing
-    /// to lengthen it is ENOMEM.
+    /// growing, see `pool::grow`). A file that is not the bus's (EPERM) or
+    /// no descriptor to open it with (EMFILE) is that error; any other
+    /// failure is ENOMEM: the pool could not grow.
     pub(crate) fn grow_pool_file(&self, serial: u64, size: u64) -> Result<()> {
-        let fd = self.open_file(&Self::pool_name(serial), libc::O_RDWR)?;
+        let fd = self.open_file(&Self::pool_name(serial), libc::O_RDWR).map_err(|e| match e {
+            Errno::EPERM | Errno::EMFILE => e,
+            _ => Errno::ENOMEM,
+        })?;
         let r = match sys::fstat(fd) {
             Ok(st) if st.st_size as u64 >= size => Ok(()),
             Ok(_) => sys::ftruncate(fd, size).map_err(|_| Errno::ENOMEM),

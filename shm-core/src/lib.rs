@@ -211,9 +211,10 @@ impl Peer {
     fn latch(&self, abi: Abi, by: abi::Latch) -> Result<Option<Abi>> {
         let p: &PeerRec = self.dom.seg.rec(self.rec);
         if let Some(r) = abi::latch_hint(p, abi, by) {
-            // Read before the identity check: if the record is still this
-            // peer now, it was when the hint was read.
-            if p.magic.load_racy() == PEER_MAGIC && p.serial.load_racy() == self.serial {
+            // Read before the check that the record is still this peer,
+            // connected: then it was this peer when the hint was read.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+            if self.connected_hint() {
                 return r;
             }
         }
