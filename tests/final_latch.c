@@ -320,24 +320,34 @@ TEST(collide_peek_charges_only_on_the_v1_number)
 }
 
 /*
- * 12.2: the PEEK state (queued and published) arises from a v1 PEEK; a
- * final RECV then republishes the same slice, and SLICE_RELEASE frees it
- * once (2.7 of the v1 rules).
+ * 12.2, 1.7: the PEEK state (queued and published) arises from a v1 PEEK; a
+ * final RECV then delivers the message into its still-published slice,
+ * rewriting the same handle ID (no EFAULT, as the v1 module would give),
+ * and SLICE_RELEASE frees it once.
  */
 TEST(collide_peek_then_final_recv)
 {
 	int a = b1_open(), b = b1_open();
-	uint64_t h = b1_handle_to(a, 0x100, b);
+	uint64_t h = b1_handle_to(a, 0x100, b), carried = 0x200, id1, id2;
+	const uint8_t *pool = b1_map(a);
 	struct bus1_cmd_recv r;
 	struct b1_recv_v1 v1;
 
-	ASSERT_EQ(b1_send_one(b, h, "peeked", 6), 0);
+	ASSERT_EQ(b1_send(b, 0, &h, 1, NULL, &(struct iovec){ "peeked", 6 }, 1, &carried, 1, NULL, 0), 0);
 	ASSERT_EQ(b1_recv_v1(a, &v1, B1_V1_RECV_PEEK), 0);
 	ASSERT_EQ(b1_slice_release(a, v1.msg.offset), 0);	/* only unpublished */
 	ASSERT_EQ(b1_recv_v1(a, &v1, B1_V1_RECV_PEEK), 0);
+	memcpy(&id1, pool + v1.msg.offset + 8, sizeof(id1));
 	ASSERT_EQ(b1_recv(a, &r, 0), 0);
 	ASSERT_EQ_U64(r.msg.offset, v1.msg.offset);
 	ASSERT_EQ(r.msg.n_bytes, 6);
+	ASSERT_EQ(r.msg.n_handles, 1);
+	memcpy(&id2, pool + r.msg.offset + 8, sizeof(id2));
+	ASSERT_EQ_U64(id2, id1);
+	/* two PEEKs and the RECV: three references */
+	for (int i = 0; i < 3; i++)
+		ASSERT_EQ(b1_release(a, id1), 0);
+	ASSERT_EQ(b1_release(a, id1), -ENXIO);
 	b1_expect_empty(a);
 	ASSERT_EQ(b1_slice_release(a, r.msg.offset), 0);
 	ASSERT_EQ(b1_slice_release(a, r.msg.offset), -ENXIO);
