@@ -445,3 +445,27 @@ TEST(collide_invalid_entries_refunded_once_both_numbers)
 	ASSERT_EQ(b1_slice_release(a, r.msg.offset), 0);
 	ASSERT_EQ(b1_handles_left(c, 0x900, a), 19);
 }
+
+/*
+ * The final latch lengthens the pool file, which takes a descriptor for a
+ * moment: without one the RECV is EMFILE and nothing latches (the message
+ * stays queued); once latched, RECV needs none.
+ */
+TEST(latch_final_at_the_fd_limit)
+{
+	int a = b1_open(), f = open_as("final");
+	struct bus1_cmd_recv r;
+	struct b1_recv_v1 v1;
+	struct rlimit old;
+
+	ASSERT_EQ(b1_send_one(a, 0x100, "x", 1), 0);
+	ASSERT_EQ(b1_send_one(f, 0x100, "y", 1), 0);
+	b1_limit_fd_room(0, &old);
+	ASSERT_EQ(b1_recv(a, &r, 0), -EMFILE);
+	ASSERT_EQ(b1_recv(f, &r, 0), 0);
+	ASSERT_EQ(r.msg.n_bytes, 1);
+	ASSERT_OK(setrlimit(RLIMIT_NOFILE, &old));
+	ASSERT_EQ(b1_recv_v1(a, &v1, 0), 0);
+	ASSERT_EQ(v1.msg.n_bytes, 1);
+	expect_v1(a);
+}
