@@ -492,8 +492,7 @@ impl Domain {
         })?;
         let r = match sys::fstat(fd) {
             Ok(st) if st.st_size as u64 >= size => Ok(()),
-            Ok(_) => sys::ftruncate(fd, size).map_err(|_| Errno::ENOMEM),
-            Err(e) => Err(e),
+            _ => sys::ftruncate(fd, size).map_err(|_| Errno::ENOMEM),
         };
         sys::close(fd);
         r
