@@ -54,7 +54,7 @@ static int send_handles(int fd, uint64_t dest, const uint64_t *hs, size_t n)
 
 /* ---------------------------------------------------------------- RECV */
 
-/* 0.1 row 1, 1.4: the final RECV reads and writes 72 bytes, nothing beyond */
+/* 1.4: the final RECV reads and writes 72 bytes, nothing beyond */
 TEST(final_recv_is_72_bytes)
 {
 	int a = b1_open(), b = b1_open();
@@ -102,7 +102,7 @@ TEST(final_recv_field_offsets)
 	ASSERT_EQ_U64(w[8], 2);			/* n_fds, also without INSTALL_FDS */
 }
 
-/* 0.1 row 2, 1.7: RECV flags outside 0x3 are EINVAL; nothing is dequeued */
+/* 2.9 step 2: RECV flags outside 0x3 are EINVAL; nothing is dequeued */
 TEST(final_recv_flags_outside_3_einval)
 {
 	int a = b1_open();
@@ -117,7 +117,7 @@ TEST(final_recv_flags_outside_3_einval)
 	b1_expect_empty(a);
 }
 
-/* 0.1 row 2: 0x1 is SEED (the old PEEK value): EAGAIN without a seed, the queue is not looked at */
+/* 2.9 step 4: 0x1 is SEED (the old PEEK value): EAGAIN without a seed, the queue is not looked at */
 TEST(final_recv_0x1_is_seed)
 {
 	int a = b1_open();
@@ -150,7 +150,7 @@ TEST(final_recv_seed_consumed)
 	ASSERT_EQ(b1_slice_release(a, r.msg.offset), 0);
 }
 
-/* 0.1 row 2: INSTALL_FDS is 0x2; n_fds is reported either way */
+/* 2.9 step 6.3: INSTALL_FDS is 0x2; n_fds is reported either way */
 TEST(final_recv_install_fds_is_0x2)
 {
 	int a = b1_open(), p[2], got;
@@ -174,7 +174,7 @@ TEST(final_recv_install_fds_is_0x2)
 }
 
 /*
- * 0.1 row 2, 2.9: RECV never fails with EDQUOT, even when the receiver has
+ * 2.9: RECV never fails with EDQUOT, even when the receiver has
  * no handle quota left: the message's charge becomes the references'.
  */
 TEST(final_recv_never_edquot)
@@ -214,7 +214,7 @@ TEST(final_recv_erange_and_efault_keep_the_message)
 	ASSERT_EQ(r.msg.n_bytes, 10);
 }
 
-/* 0.1 row 3, 4.2: notifications report only type, destination and offset INVALID */
+/* 2.9 step 7: notifications report only type, destination and offset INVALID */
 TEST(final_notification_fields)
 {
 	int a = b1_open(), b = b1_open();
@@ -236,7 +236,7 @@ TEST(final_notification_fields)
 
 /* ------------------------------------------------- the final selftests */
 
-/* 11, test_api_connect: PEER_QUERY, then PEER_RESET with peer_flags -1 */
+/* The final module's selftest test_api_connect: PEER_QUERY, then PEER_RESET with peer_flags -1 */
 TEST(final_selftest_connect)
 {
 	int a = b1_open();
@@ -253,7 +253,7 @@ TEST(final_selftest_connect)
 	ASSERT_EQ(b1_reset(a, BUS1_PEER_RESET_FLAG_FLUSH | BUS1_PEER_RESET_FLAG_FLUSH_SEED), 0);
 }
 
-/* 11, test_api_unicast_remote: the owner sees its own node ID as destination (10.3) */
+/* The final module's selftest test_api_unicast_remote: the owner sees its own node ID as destination */
 TEST(final_selftest_unicast_remote)
 {
 	int p1 = b1_open(), p2 = b1_open();
@@ -276,7 +276,7 @@ TEST(final_selftest_unicast_remote)
 }
 
 /*
- * 11, test_api_handle, 3.7: a message to oneself carrying its destination
+ * The final module's selftest test_api_handle (3.7): a message to oneself carrying its destination
  * node; after RECV the owner holds two references, releasing one queues
  * NODE_RELEASE at once, without any SLICE_RELEASE.
  */
@@ -305,7 +305,7 @@ TEST(final_selftest_handle)
 	ASSERT_EQ(recv_max(p, &r, 0, SELFTEST_MAP), -EAGAIN);
 }
 
-/* 11, test_api_multicast, 4.8: CONTINUE is 0x1, on all but the last entry of one transaction */
+/* The final module's selftest test_api_multicast (4.8): CONTINUE is 0x1, on all but the last entry of one transaction */
 TEST(final_selftest_multicast)
 {
 	int p = b1_open(), q = b1_open();
@@ -332,7 +332,7 @@ TEST(final_selftest_multicast)
 	ASSERT_EQ(r.msg.flags, 0);
 }
 
-/* 0.1 row 7, 10.4: the discard decision looks at the receiver's node, not the sender's handle */
+/* 2.9 step 5: the discard decision looks at the receiver's node, not the sender's handle */
 TEST(final_discard_looks_at_the_receivers_node)
 {
 	int a = b1_open(), b = b1_open();
@@ -356,7 +356,7 @@ TEST(final_discard_looks_at_the_receivers_node)
 
 /* -------------------------------------------------------- peer flags */
 
-/* 0.1 row 4, 2.2, 2.3: no peer flags; only all-ones is accepted (0 included is EINVAL) */
+/* 2.2, 2.3: no peer flags; only all-ones is accepted (0 included is EINVAL) */
 TEST(final_peer_flags_all_ones_only)
 {
 	int a = open_final();
@@ -397,7 +397,7 @@ TEST(final_peer_flags_rejected_reset_changes_nothing)
 
 /* ------------------------------------------------ slices and the pool */
 
-/* 0.1 row 5, 4.1: slice size max(8, A(n_bytes) + 8 n_handles + A(4 n_fds)) */
+/* 4.1: slice size max(8, A(n_bytes) + 8 n_handles + A(4 n_fds)) */
 TEST(final_slice_sizes)
 {
 	int a = b1_open(), p[2];
@@ -508,7 +508,7 @@ TEST(final_slice_life_cycle_failed_send)
 	ASSERT_EQ(r.msg.offset, 0);
 }
 
-/* 0.1 row 8, 2.9 step 6.7: the message's fds go at dequeue, its slice stays until SLICE_RELEASE */
+/* 2.9 step 6.7: the message's fds go at dequeue, its slice stays until SLICE_RELEASE */
 TEST(final_fds_dropped_at_dequeue)
 {
 	int a = b1_open(), b = b1_open(), p[2];
@@ -597,7 +597,7 @@ TEST(final_quota_nodes_and_transfers)
 }
 
 /*
- * 6.2, 10.8: the handle charge of INVALID payload entries comes back once,
+ * 6.2: the handle charge of INVALID payload entries comes back once,
  * at dequeue (the final module gave it back a second time when the slice
  * was freed, leaving the counter above the maximum).
  */
@@ -639,7 +639,7 @@ TEST(final_send_seed_is_implemented)
 	ASSERT_EQ(b1_send(a, BUS1_SEND_FLAG_SEED | BUS1_SEND_FLAG_CONTINUE, NULL, 0, NULL, NULL, 0, NULL, 0, NULL, 0), -EINVAL);
 }
 
-/* 1.7, 12.1: the v1 RECV number is ENOTTY on a peer fixed to the final ABI (ESHUTDOWN once disconnected) */
+/* 1.5: the v1 RECV number is ENOTTY on a peer fixed to the final ABI (ESHUTDOWN once disconnected) */
 TEST(final_v1_recv_number_enotty)
 {
 	int a = open_final();

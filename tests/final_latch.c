@@ -61,7 +61,7 @@ static void expect_undetermined(int fd)
 	expect_final(fd);
 }
 
-/* 12.3: a fresh peer is undetermined: no peer flags, all-ones accepted */
+/* a fresh peer is undetermined: no peer flags, all-ones accepted */
 TEST(latch_fresh_peer_undetermined)
 {
 	int a = b1_open(), b = b1_open();
@@ -74,7 +74,7 @@ TEST(latch_fresh_peer_undetermined)
 	expect_v1(b);
 }
 
-/* 12.3: the final RECV latches final; the v1 RECV is still served, in its layout */
+/* the final RECV latches final; the v1 RECV is still served, in its layout */
 TEST(latch_by_final_recv)
 {
 	int a = b1_open();
@@ -93,7 +93,7 @@ TEST(latch_by_final_recv)
 	expect_final(a);
 }
 
-/* 12.3: the v1 RECV latches v1; the final RECV is still served, in its layout */
+/* the v1 RECV latches v1; the final RECV is still served, in its layout */
 TEST(latch_by_v1_recv)
 {
 	int a = b1_open();
@@ -107,7 +107,7 @@ TEST(latch_by_v1_recv)
 	expect_v1(a);
 }
 
-/* 12.3: PEER_RESET with peer flags 0 or 1, either layout, latches v1 */
+/* PEER_RESET with peer flags 0 or 1, either layout, latches v1 */
 TEST(latch_by_reset_peer_flags)
 {
 	int a = b1_open(), b = b1_open(), c = b1_open();
@@ -127,7 +127,7 @@ TEST(latch_by_reset_peer_flags)
 	}
 }
 
-/* 12.3: a call latches as soon as it is decoded, so a failing one latches too */
+/* a call latches as soon as it is decoded, so a failing one latches too */
 TEST(latch_by_failing_calls)
 {
 	int a = b1_open(), b = b1_open(), c = b1_open(), d = b1_open(), e = b1_open();
@@ -152,7 +152,7 @@ TEST(latch_by_failing_calls)
 	expect_final(e);
 }
 
-/* 12.3: no other call latches */
+/* no other call latches */
 TEST(latch_not_by_other_calls)
 {
 	for (int round = 0; round < 2; round++) {
@@ -192,7 +192,7 @@ TEST(latch_not_by_other_calls)
 	}
 }
 
-/* 12.3: on a disconnected peer ESHUTDOWN comes first, and nothing latches (the pool does not grow) */
+/* on a disconnected peer ESHUTDOWN comes first, and nothing latches (the pool does not grow) */
 TEST(latch_not_on_a_disconnected_peer)
 {
 	int a = b1_open(), f = open_as("v1");
@@ -210,7 +210,7 @@ TEST(latch_not_on_a_disconnected_peer)
 	ASSERT_EQ(b1_recv(f, &r, 0), -ESHUTDOWN);
 }
 
-/* 12.3: BUS1_ABI=v1: the final RECV number is ENOTTY (before its argument is read); v1 rules */
+/* BUS1_ABI=v1: the final RECV number is ENOTTY (before its argument is read); v1 rules */
 TEST(latch_fixed_v1)
 {
 	int a = open_as("v1");
@@ -226,7 +226,7 @@ TEST(latch_fixed_v1)
 	ASSERT_EQ(v1.msg.n_bytes, 1);
 }
 
-/* 12.3: BUS1_ABI=final: the v1 RECV number is ENOTTY; final rules from the start */
+/* BUS1_ABI=final: the v1 RECV number is ENOTTY; final rules from the start */
 TEST(latch_fixed_final)
 {
 	int a = open_as("final");
@@ -241,7 +241,7 @@ TEST(latch_fixed_final)
 	ASSERT_EQ(r.msg.n_bytes, 1);
 }
 
-/* 12.3: any other BUS1_ABI value means auto; the setting is read at every open */
+/* any other BUS1_ABI value means auto; the setting is read at every open */
 TEST(latch_other_values_are_auto)
 {
 	const char *vals[] = { "auto", "", "V1", "FINAL", "v2", "final " };
@@ -260,7 +260,7 @@ TEST(latch_other_values_are_auto)
 	}
 }
 
-/* 12.3: each peer latches on its own; a latch never changes */
+/* each peer latches on its own; a latch never changes */
 TEST(latch_per_peer_for_good)
 {
 	int a = b1_open(), b = b1_open();
@@ -278,7 +278,7 @@ TEST(latch_per_peer_for_good)
 	expect_v1(b);
 }
 
-/* 12.3: a peer fd shared by two processes latches to whichever calls first */
+/* a peer fd shared by two processes latches to whichever calls first */
 TEST(latch_shared_fd_first_caller)
 {
 	int a = b1_open(), status;
@@ -299,9 +299,9 @@ TEST(latch_shared_fd_first_caller)
 	expect_final(a);
 }
 
-/* ------------------------------------------------ collisions (12.2) */
+/* ------------------------------- where the two ABIs meet on one peer */
 
-/* 12.2: PEEK exists only on the v1 number, and only it charges: a final RECV of the same message does not */
+/* PEEK exists only on the v1 number, and only it charges: a final RECV of the same message does not */
 TEST(collide_peek_charges_only_on_the_v1_number)
 {
 	int a = b1_open(), b = b1_open(), c = b1_open();
@@ -320,7 +320,7 @@ TEST(collide_peek_charges_only_on_the_v1_number)
 }
 
 /*
- * 12.2, 1.7: the PEEK state (queued and published) arises from a v1 PEEK; a
+ * The PEEK state (queued and published) arises from a v1 PEEK; a
  * final RECV then delivers the message into its still-published slice,
  * rewriting the same handle ID (no EFAULT, as the v1 module would give),
  * and SLICE_RELEASE frees it once.
@@ -357,7 +357,7 @@ TEST(collide_peek_then_final_recv)
 	ASSERT_EQ_U64(r.msg.offset, v1.msg.offset);
 }
 
-/* 12.2: a seed follows the RECV number: v1 PEEK leaves it, the final RECV consumes it */
+/* a seed follows the RECV number: v1 PEEK leaves it, the final RECV consumes it */
 TEST(collide_seed_by_recv_number)
 {
 	int a = b1_open();
@@ -374,7 +374,7 @@ TEST(collide_seed_by_recv_number)
 }
 
 /*
- * 12.2: the sender's credentials are recorded at every SEND and shown only
+ * The sender's credentials are recorded at every SEND and shown only
  * by the v1 RECV; no security context anywhere (n_secctx 0, no HAS_SECCTX,
  * the same slice sizes), even for a v1 peer that asked for one.
  */
@@ -405,7 +405,7 @@ TEST(collide_credentials_and_secctx)
 	ASSERT_EQ(v1.msg.uid, getuid());
 }
 
-/* 12.2: CONTINUE is reported in the bit of the RECV number used */
+/* CONTINUE is reported in the bit of the RECV number used */
 TEST(collide_continue_bit_by_recv_number)
 {
 	int a = b1_open();
@@ -425,7 +425,7 @@ TEST(collide_continue_bit_by_recv_number)
 	ASSERT_EQ(r.msg.flags, 0);
 }
 
-/* 12.2, 10.8: INSTALL_FDS and INVALID entries through either number: the handle quota comes back once */
+/* INSTALL_FDS and INVALID entries through either number: the handle quota comes back once */
 TEST(collide_invalid_entries_refunded_once_both_numbers)
 {
 	int a = b1_open(), b = b1_open(), c = b1_open();

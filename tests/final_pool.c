@@ -49,7 +49,7 @@ static void expect_pool_end(const volatile uint8_t *map, uint64_t size)
 	ASSERT_EQ(b1_sigbus_at(map, size), 1);
 }
 
-/* 12.3: the final RECV grows an undetermined peer's pool; what was there stays */
+/* the final RECV grows an undetermined peer's pool; what was there stays */
 TEST(pool_grows_at_the_final_latch)
 {
 	int a = b1_open(), b = b1_open();
@@ -82,7 +82,7 @@ TEST(pool_fixed_final_is_4gib_from_open)
 	expect_pool_end(map_4g(a), B1_POOL_SIZE_FINAL);
 }
 
-/* 12.3: a v1 peer's pool stays 512 MiB, also after final RECVs */
+/* a v1 peer's pool stays 512 MiB, also after final RECVs */
 TEST(pool_v1_never_grows)
 {
 	int a = b1_open(), f = open_as("v1");
@@ -97,7 +97,7 @@ TEST(pool_v1_never_grows)
 	expect_pool_end(mf, B1_POOL_SIZE);
 }
 
-/* 12.3: an undetermined peer has the v1 pool; calls that do not latch do not grow it */
+/* an undetermined peer has the v1 pool; calls that do not latch do not grow it */
 TEST(pool_undetermined_is_v1_sized)
 {
 	int a = b1_open(), b = b1_open();
@@ -113,7 +113,7 @@ TEST(pool_undetermined_is_v1_sized)
 }
 
 /*
- * 4.7, 12.2: the largest slice is the receiving peer's: a 600 MiB payload
+ * 4.7: the largest slice is the receiving peer's: a 600 MiB payload
  * is EMSGSIZE for a v1 or undetermined receiver; for a final one the slice
  * fits and the in-flight byte quota, checked after the pool, says EDQUOT.
  */
@@ -171,7 +171,7 @@ T_CHILD(send_chunks)
 }
 
 /*
- * 12.3, 5.1: a final peer receives a slice that ends beyond 512 MiB. The
+ * 5.1: a final peer receives a slice that ends beyond 512 MiB. The
  * sender is another process that mapped the pool (in the shim) before it
  * grew; the receiver reads every slice through its mapping made before the
  * growth, and the first slice stays valid all along.
