@@ -11,6 +11,7 @@ use crate::arena;
 use crate::domain::Domain;
 use crate::errno::Result;
 use crate::layout::*;
+use crate::pool;
 use crate::shm::P;
 use crate::store::Store;
 use crate::txn::Txn;
@@ -91,10 +92,26 @@ pub fn drop_arena(tx: &Txn, peer: P<PeerRec>) {
     tx.set(&p.n_free_recs, 0);
 }
 
-/// The directory's top level for a new peer.
-pub fn dir_top(tx: &Txn, peer: P<PeerRec>) -> Result<()> {
-    let top = alloc::alloc(tx, DIR_TOP as u64 * 8)?;
+/// The directory's top level for a new peer whose pool is `size` bytes.
+pub fn dir_top(tx: &Txn, peer: P<PeerRec>, size: u64) -> Result<()> {
+    let top = alloc::alloc(tx, pool::dir_len(size) as u64 * 8)?;
     tx.set(&tx.rec(peer).dir, top);
+    Ok(())
+}
+
+/// The directory's top level for a pool growing from `old` to `new`
+/// bytes (the caller holds the peer's lock): a larger block with the same
+/// leaves; the old one is given back at commit.
+pub fn dir_grow(tx: &Txn, peer: P<PeerRec>, old: u64, new: u64) -> Result<()> {
+    let p = tx.rec(peer);
+    let top = p.dir.get();
+    let grown = alloc::alloc(tx, pool::dir_len(new) as u64 * 8)?;
+    let seg = &tx.domain().seg;
+    for (from, to) in seg.cells(top, pool::dir_len(old)).iter().zip(seg.cells(grown, pool::dir_len(old))) {
+        tx.init(to, from.get());
+    }
+    alloc::free(tx, top, pool::dir_len(old) as u64 * 8);
+    tx.set(&p.dir, grown);
     Ok(())
 }
 
@@ -133,12 +150,13 @@ pub fn drop_dir(tx: &Txn, peer: P<PeerRec>) {
     if top == 0 {
         return;
     }
-    for l in tx.domain().seg.cells(top, DIR_TOP) {
+    let n = pool::dir_len(p.pool_size.get());
+    for l in tx.domain().seg.cells(top, n) {
         if l.get() != 0 {
             alloc::free(tx, l.get(), DIR_LEAF as u64 * 8);
         }
     }
-    alloc::free(tx, top, DIR_TOP as u64 * 8);
+    alloc::free(tx, top, n as u64 * 8);
     tx.set(&p.dir, 0);
 }
 

@@ -12,7 +12,7 @@ use crate::sync::RobustMutex;
 /// Segment magic ("bus1-shm").
 pub const MAGIC: u64 = 0x6275_7331_2d73_686d;
 /// Bumped whenever a record layout changes.
-pub const VERSION: u64 = 4;
+pub const VERSION: u64 = 5;
 
 /// Virtual size of the domain segment (a sparse file; only touched pages
 /// use memory).
@@ -50,8 +50,18 @@ pub const NRES: usize = 4;
 /// The module's default limits.
 pub const DEFAULT_MAX: [i64; NRES] = [16384, 65536, 16 << 20, 4096];
 
-/// Pool geometry: 512 MiB, of which the last 7 bytes are never handed out.
+/// Pool geometry: a pool file is 2^29 bytes (512 MiB), of which 2^29 - 1
+/// can be allocated, for a peer that speaks the RFC v1 ABI or has not yet
+/// shown which ABI it speaks ...
 pub const POOL_SIZE: u64 = 1 << 29;
+/// ... and 2^32 bytes (4 GiB) for a peer that speaks the final ABI
+/// (`abi`). A pool only ever grows, from the first to the second.
+pub const POOL_SIZE_FINAL: u64 = 1 << 32;
+/// Length of the bus's own mapping of every pool: the largest pool, so
+/// that a pool that grows needs no new mapping anywhere (only its file
+/// grows; until then the mapping's pages beyond the file are never
+/// touched).
+pub const POOL_MAP_LEN: u64 = POOL_SIZE_FINAL;
 
 /// The header at offset 0. Owned by `txn` (lock, log, recovery), `alloc`
 /// (heap), `table` (hash table root) and `domain` (global counters). All
@@ -172,8 +182,6 @@ pub const NBINS: usize = 30;
 pub const DIR_LEAF: usize = 512;
 /// Bytes of pool one leaf covers.
 pub const DIR_LEAF_SPAN: u64 = DIR_LEAF as u64 * 4096;
-/// Leaves of the slice directory (512 MiB / 2 MiB).
-pub const DIR_TOP: usize = (POOL_SIZE / DIR_LEAF_SPAN) as usize;
 
 /// A peer. Peer records are never given back to the heap (see
 /// [`Header::free_peers`]).
@@ -211,6 +219,10 @@ pub struct PeerRec {
     pub prev: Cell<P<PeerRec>>,
     pub free_next: Cell<P<PeerRec>>,
     pub vault_gen: Cell<u64>,
+    /// Which ABI the peer speaks, and whether that was fixed at open
+    /// (owned by `abi`; the latch writes it holding the peer's lock too).
+    pub abi: Cell<u32>,
+    pub abi_mode: Cell<u32>,
     /// The arena's chunks and the slice directory's top level (allocated
     /// under the domain lock).
     pub chunks: Cell<P<Chunk>>,
@@ -258,6 +270,10 @@ pub struct PeerRec {
     /// sweep of its free space (see `pool`).
     pub pool_freed: Cell<u32>,
 
+    /// (A) Length of the pool ([`POOL_SIZE`] or [`POOL_SIZE_FINAL`]):
+    /// slices lie in `0 .. pool_size - 1`, and its file is at least this
+    /// long (a transaction grows the file first, then this).
+    pub pool_size: Cell<u64>,
     /// Free-space bins: gaps (the free space after a slice) by size class.
     pub bins: [Cell<P<Msg>>; NBINS],
     pub bin_mask: Cell<u64>,

@@ -1,14 +1,16 @@
 //! Pools and slices (the specification's section 5): a peer's pool
 //! allocator, part of its message state.
 //!
-//! Each peer owns a 512 MiB sparse pool file. Its slices are the records
+//! Each peer owns a sparse pool file of 512 MiB, or 4 GiB for a peer that
+//! speaks the final ABI (`abi`; a pool grows once from the first to the
+//! second, never back, see [`grow`]). Its slices are the records
 //! that hold one ([`MS_SLICE`]); they are linked in address order, starting
 //! with the pool's sentinel (a slice of size 0 at offset 0), and each
 //! carries the free space that follows it, its *gap*. Gaps sit in bins by
 //! power-of-two size. Allocation is best fit with ties broken by the lowest
 //! offset and takes the start of the gap; freeing a slice gives its bytes
-//! and its gap to the slice before it. A *directory* (a top block of 256
-//! leaves, one per 2 MiB of pool, each naming the first slice that starts
+//! and its gap to the slice before it. A *directory* (a top block of one
+//! leaf per 2 MiB of pool, each naming the first slice that starts
 //! in each page) finds a slice by offset for SLICE_RELEASE without a hash
 //! table that would need rehashing. All of it is derived from the records'
 //! slice ranges and recomputed by `rebuild`; only directory leaves are
@@ -53,8 +55,6 @@ const CLEAN_BEYOND_KEEP: u32 = 1;
 /// `Msg::gap_clean`: all its whole pages are punched.
 const CLEAN_ALL: u32 = 2;
 
-/// The last byte of a pool that can be handed out, plus one.
-const POOL_END: u64 = POOL_SIZE - 1;
 
 /// Size of the slice for a message (4.1).
 pub fn slice_size(n_bytes: u64, n_handles: u64, n_fds: u64) -> u64 {
@@ -116,10 +116,19 @@ fn set_gap<S: Store>(s: &S, peer: P<PeerRec>, r: P<Msg>, gap: u64) {
     }
 }
 
-/// Rounds a slice size and checks it can exist at all (5.2: EMSGSIZE).
-pub fn rounded(size: u64) -> Result<u64> {
+/// The end of the part of `peer`'s pool that can be handed out: all of it
+/// but the last byte (so the end is 7 bytes after a multiple of 8, which
+/// no slice can fill).
+#[inline]
+fn pool_end<S: Store>(s: &S, peer: P<PeerRec>) -> u64 {
+    s.rec(peer).pool_size.get() - 1
+}
+
+/// Rounds a slice size and checks it can exist at all in `peer`'s pool
+/// (5.2: EMSGSIZE).
+pub fn rounded<S: Store>(s: &S, peer: P<PeerRec>, size: u64) -> Result<u64> {
     let size = size.div_ceil(8) * 8;
-    if size == 0 || size > POOL_END {
+    if size == 0 || size > pool_end(s, peer) {
         return Err(Errno::EMSGSIZE);
     }
     Ok(size)
@@ -157,6 +166,11 @@ pub fn find_gap<S: Store>(s: &S, peer: P<PeerRec>, size: u64) -> Result<P<Msg>> 
 #[inline]
 pub fn gap_start<S: Store>(s: &S, left: P<Msg>) -> u64 {
     end_of(s, left)
+}
+
+/// Leaves of the directory of a pool of `size` bytes.
+pub fn dir_len(size: u64) -> usize {
+    (size / DIR_LEAF_SPAN) as usize
 }
 
 /// The directory cell of the page holding `off`, if its leaf exists.
@@ -199,7 +213,7 @@ fn dir_remove<S: Store>(s: &S, peer: P<PeerRec>, r: P<Msg>) {
 /// The slice of `peer` that starts exactly at `off`, if any.
 pub fn lookup<S: Store>(s: &S, peer: P<PeerRec>, off: u64) -> Option<P<Msg>> {
     s.hold(peer);
-    if off >= POOL_SIZE {
+    if off >= s.rec(peer).pool_size.get() {
         return None;
     }
     let page = off / PAGE;
@@ -421,9 +435,11 @@ fn live_pool<S: Store>(s: &S, peer: P<PeerRec>, serial: u64) -> Option<std::sync
 }
 
 /// Puts the pool's sentinel `r` (a free record of `peer`) in place: an
-/// empty pool, one gap covering it all.
-pub fn init<S: Store>(s: &S, peer: P<PeerRec>, r: P<Msg>) {
+/// empty pool of `size` bytes (its file is that long), one gap covering it
+/// all.
+pub fn init<S: Store>(s: &S, peer: P<PeerRec>, r: P<Msg>, size: u64) {
     let p = s.rec(peer);
+    s.set(&p.pool_size, size);
     let rr = s.rec(r);
     s.set(&rr.kind, ENTRY_SENTINEL);
     s.set(&rr.peer, peer);
@@ -434,7 +450,28 @@ pub fn init<S: Store>(s: &S, peer: P<PeerRec>, r: P<Msg>) {
     s.set(&p.sentinel, r);
     s.set(&p.pool_last, r);
     s.set(&rr.gap, 0);
-    set_gap(s, peer, r, POOL_END);
+    set_gap(s, peer, r, pool_end(s, peer));
+}
+
+/// Grows the pool to `size` bytes (a transaction holding the peer's
+/// lock): its file first (so that no slice can lie beyond it), then its
+/// directory's top level and its free tail. Slices, and every mapping of
+/// the pool, stay where they are. A pool never shrinks.
+pub fn grow(tx: &crate::txn::Txn, peer: P<PeerRec>, size: u64) -> Result<()> {
+    tx.hold(peer);
+    let p = tx.rec(peer);
+    let old = p.pool_size.get();
+    if size <= old {
+        return Ok(());
+    }
+    tx.domain().grow_pool_file(p.serial.get(), size)?;
+    crate::capacity::dir_grow(tx, peer, old, size)?;
+    let last = p.pool_last.get();
+    // The new part has never been written: whatever the tail's punch mark
+    // says about resident pages stays true.
+    set_gap(tx, peer, last, tx.rec(last).gap.get() + (size - old));
+    tx.set(&p.pool_size, size);
+    Ok(())
 }
 
 /// Offset and size of a slice.
@@ -455,7 +492,7 @@ pub fn rebuild<S: Store>(s: &S, peer: P<PeerRec>, mut slices: Vec<P<Msg>>) {
     s.set(&p.bin_mask, 0);
     let top = p.dir.get();
     if top != 0 {
-        for l in s.dom().seg.cells(top, DIR_TOP) {
+        for l in s.dom().seg.cells(top, dir_len(p.pool_size.get())) {
             if l.get() != 0 {
                 s.dom().seg.cells(l.get(), DIR_LEAF).iter().for_each(|c| s.set(c, 0));
             }
@@ -468,7 +505,7 @@ pub fn rebuild<S: Store>(s: &S, peer: P<PeerRec>, mut slices: Vec<P<Msg>>) {
         s.set(&rr.a_prev, prev);
         s.set(&rr.a_next, next);
         let end = rr.off.get() + rr.size.get();
-        let gap = if next.is_null() { POOL_END - end } else { s.rec(next).off.get() - end };
+        let gap = if next.is_null() { pool_end(s, peer) - end } else { s.rec(next).off.get() - end };
         s.set(&rr.gap, 0);
         s.set(&rr.gap_clean, DIRTY);
         set_gap(s, peer, r, gap);

@@ -149,6 +149,10 @@ pub fn recv_section(dom: &Domain, peer: P<PeerRec>, serial: u64, fd: i32, flags:
         if p.magic.get() != PEER_MAGIC || p.serial.get() != serial || p.state.get() != PEER_CONNECTED {
             return Err(Errno::ESHUTDOWN);
         }
+        if p.abi.get() == 0 {
+            // Not latched yet (`abi`): a transaction latches it.
+            return Err(Errno::NEEDS_TXN);
+        }
         let e = loop {
             let head = queue::head(&s, peer);
             if head.is_null() || queue::staged(&s, head) || needs_txn(&s, head) || !stale(&s, peer, head) {

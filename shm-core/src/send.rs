@@ -451,7 +451,7 @@ mod data {
         if let Err(e) = quota::check_fair(&s, receiver, RES_SLICES, 1, uid) {
             return Prep::Fail(e);
         }
-        let size = match pool::rounded(pool::slice_size(n_bytes, 0, 0)) {
+        let size = match pool::rounded(&s, receiver, pool::slice_size(n_bytes, 0, 0)) {
             Ok(size) => size,
             Err(e) => return Prep::Fail(e),
         };
@@ -596,7 +596,7 @@ fn build(tx: &Txn, receiver: P<PeerRec>, dest: P<Handle>, t: &Template) -> Resul
     }
     quota::check_fair(tx, receiver, RES_SLICES, 1, uid)?;
     quota::check_fair(tx, receiver, RES_HANDLES, n_handles as i64, uid)?;
-    let size = pool::rounded(pool::slice_size(t.n_bytes, n_handles, n_fds))?;
+    let size = pool::rounded(tx, receiver, pool::slice_size(t.n_bytes, n_handles, n_fds))?;
     let left = pool::find_gap(tx, receiver, size)?;
     let off = pool::gap_start(tx, left);
     quota::check_fair(tx, receiver, RES_BYTES, size as i64, uid)?;

@@ -11,7 +11,7 @@ use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crate::layout::POOL_SIZE;
+use crate::layout::POOL_MAP_LEN;
 use crate::usermem::UserMem;
 
 /// Plain data that may live in shared memory and be copied bit for bit.
@@ -285,12 +285,14 @@ impl Drop for Segment {
 // ------------------------------------------------------------------ pools
 
 /// This process's read-write mapping of one peer's pool file
-/// (`POOL_SIZE` bytes), unmapped when dropped. The domain's per-process
-/// cache shares it (`Arc`) with the copies in progress, so a copy made
-/// with no lock held keeps it mapped even if the peer goes away. Every
-/// range is checked against the pool's size; that the range belongs to
-/// the caller (a slice it allocated, pages no live slice uses) is the pool
-/// allocator's business.
+/// (`POOL_MAP_LEN` bytes, the largest pool: the part beyond a smaller
+/// pool's file is never touched, and becomes usable when the file grows),
+/// unmapped when dropped. The domain's per-process cache shares it (`Arc`)
+/// with the copies in progress, so a copy made with no lock held keeps it
+/// mapped even if the peer goes away. Every range is checked against the
+/// mapping's length; that the range belongs to the caller (a slice it
+/// allocated, pages no live slice uses, inside the pool's current size)
+/// is the pool allocator's business.
 pub struct PoolMapping {
     base: *mut u8,
 }
@@ -305,10 +307,10 @@ unsafe impl Sync for PoolMapping {}
 impl PoolMapping {
     /// Maps the pool file `fd` shared, readable and writable.
     pub fn map(fd: i32) -> crate::errno::Result<PoolMapping> {
-        let base = crate::sys::mmap_shared(fd, POOL_SIZE as usize, libc::PROT_READ | libc::PROT_WRITE)?;
-        if !crate::ownmem::add(base as usize, POOL_SIZE as usize) {
+        let base = crate::sys::mmap_shared(fd, POOL_MAP_LEN as usize, libc::PROT_READ | libc::PROT_WRITE)?;
+        if !crate::ownmem::add(base as usize, POOL_MAP_LEN as usize) {
             // SAFETY: the mapping was just made and nobody uses it.
-            unsafe { crate::sys::munmap(base, POOL_SIZE as usize) };
+            unsafe { crate::sys::munmap(base, POOL_MAP_LEN as usize) };
             return Err(crate::errno::Errno::ENOMEM);
         }
         Ok(PoolMapping { base })
@@ -316,7 +318,7 @@ impl PoolMapping {
 
     /// The address of `off..off+len`; panics if it leaves the pool.
     fn at(&self, off: u64, len: u64) -> *mut u8 {
-        assert!(off.checked_add(len).is_some_and(|end| end <= POOL_SIZE), "pool range {off:#x}+{len:#x} out of bounds");
+        assert!(off.checked_add(len).is_some_and(|end| end <= POOL_MAP_LEN), "pool range {off:#x}+{len:#x} out of bounds");
         // SAFETY: in bounds of the mapping, just checked.
         unsafe { self.base.add(off as usize) }
     }
@@ -367,7 +369,7 @@ impl Drop for PoolMapping {
         crate::ownmem::remove(self.base as usize);
         // SAFETY: the mapping is owned by this value, and the last Arc
         // holding it is gone, so nobody uses it.
-        unsafe { crate::sys::munmap(self.base, POOL_SIZE as usize) }
+        unsafe { crate::sys::munmap(self.base, POOL_MAP_LEN as usize) }
     }
 }
 
