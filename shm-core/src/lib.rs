@@ -64,7 +64,7 @@ mod txn;
 mod usermem;
 
 pub use abi::{Abi, AbiMode};
-pub use crash::arm as arm_crash_point;
+pub use crash::{arm as arm_crash_point, arm_park as arm_park_point};
 pub use creds::invalidate_ids;
 pub use domain::{default_dir, evict_internal_fd, is_internal_fd, Domain};
 pub use sync::LocalMutex;

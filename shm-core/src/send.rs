@@ -307,6 +307,7 @@ mod data {
                     None => v.push(Dest::Unknown),
                 }
             }
+            crate::crash::point("send-resolving");
             v
         };
         let (vecs, total) = args.vecs.as_ref().map_err(|e| *e)?;

@@ -376,6 +376,13 @@ pub fn kill_self() {
     unsafe { libc::syscall(libc::SYS_kill, libc::getpid(), libc::SIGKILL) };
 }
 
+/// Stops the calling process with SIGSTOP until someone sends SIGCONT
+/// (the freeze hook of the isolation tests).
+pub fn stop_self() {
+    // SAFETY: integer arguments only.
+    unsafe { libc::syscall(libc::SYS_kill, libc::getpid(), libc::SIGSTOP) };
+}
+
 /// Eight bytes from the kernel's random pool (zero if it has none yet).
 pub fn getrandom_u64() -> u64 {
     let mut seed = [0u8; 8];
