@@ -143,6 +143,7 @@ pub fn recv_section(dom: &Domain, peer: P<PeerRec>, serial: u64, fd: i32, flags:
         return Err(Errno::NEEDS_TXN);
     }
     let peek = flags & BUS1_RECV_FLAG_PEEK != 0;
+    let mut reaped = false;
     loop {
         let s = Section::lock(dom, peer)?;
         let p = s.rec(peer);
@@ -167,8 +168,11 @@ pub fn recv_section(dom: &Domain, peer: P<PeerRec>, serial: u64, fd: i32, flags:
             // the watcher's next scan.
             let prepared = p.n_prepared.get() > 0;
             drop(s);
-            if prepared {
-                crate::slot::reap_dead(dom);
+            if prepared && !reaped && crate::slot::reap_dead(dom) > 0 {
+                // A dead sender's multicast may have been finished just
+                // now: look again (once).
+                reaped = true;
+                continue;
             }
             return Ok(Outcome::Fail(Errno::EAGAIN));
         }
