@@ -118,6 +118,11 @@ pub struct Header {
     pub free_peers: Cell<P<PeerRec>>,
     pub free_handles: Cell<P<Handle>>,
     pub free_chunks: Cell<P<Chunk>>,
+    /// Live handles whose holder was torn down while records in its arena
+    /// still pointed at them (linked by `holder_next`/`holder_prev`; a live
+    /// handle has no holder exactly while it is on this list). Freed by a
+    /// transaction once nothing refers to them (`object::collect_orphans`).
+    pub orphans: Cell<P<Handle>>,
     /// Monotonic time (ns) of the last liveness scan; claimed with CAS so
     /// that one process scans per period.
     pub scan_lease: Atomic64,

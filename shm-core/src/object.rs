@@ -276,7 +276,8 @@ pub fn maybe_free(tx: &Txn, h: P<Handle>) {
     if !holder.is_null() {
         unlink_from_holder(tx, holder, h);
         table::remove(tx, TAG_NODE_HANDLE, holder.off(), node.off());
-
+    } else {
+        unlink_from(tx, &tx.hdr().orphans, h);
     }
     alloc::free_handle(tx, h);
     tx.add(&nr.refs, -1);
@@ -291,10 +292,45 @@ pub fn maybe_free(tx: &Txn, h: P<Handle>) {
 }
 
 fn unlink_from_holder(tx: &Txn, holder: P<PeerRec>, h: P<Handle>) {
+    unlink_from(tx, &tx.rec(holder).handles, h);
+}
+
+/// Moves `h`, just unlinked from its holder's list, to the orphans.
+fn make_orphan(tx: &Txn, h: P<Handle>) {
+    let hdr = tx.hdr();
+    let hr = tx.rec(h);
+    let head = hdr.orphans.get();
+    tx.set(&hr.holder, P::NULL);
+    tx.set(&hr.holder_next, head);
+    tx.set(&hr.holder_prev, P::NULL);
+    if !head.is_null() {
+        tx.set(&tx.rec(head).holder_prev, h);
+    }
+    tx.set(&hdr.orphans, h);
+}
+
+/// Frees the orphans (handles whose holder was torn down) that nothing
+/// refers to any more: the last record pointing at one went in a
+/// section, which leaves freeing to a transaction.
+pub fn collect_orphans(tx: &Txn) {
+    let mut h = tx.hdr().orphans.get();
+    while !h.is_null() {
+        let next = tx.rec(h).holder_next.get();
+        let hr = tx.rec(h);
+        if hr.refs.get() == 0 && hr.user_refs.get() == 0 {
+            maybe_free(tx, h);
+        }
+        h = next;
+    }
+}
+
+/// Unlinks `h` from the list (by `holder_next`/`holder_prev`) that starts
+/// at `head`.
+fn unlink_from(tx: &Txn, head: &crate::shm::Cell<P<Handle>>, h: P<Handle>) {
     let hr = tx.rec(h);
     let (n, p) = (hr.holder_next.get(), hr.holder_prev.get());
     if p.is_null() {
-        tx.set(&tx.rec(holder).handles, n);
+        tx.set(head, n);
     } else {
         tx.set(&tx.rec(p).holder_next, n);
     }
@@ -373,6 +409,16 @@ pub fn check_graph(tx: &Txn) -> core::result::Result<(), String> {
             return Err(format!("live handle {f:?} on the free list"));
         }
         f = tx.rec(f).holder_next.get();
+    }
+    let mut prev = P::<Handle>::NULL;
+    let mut o = tx.hdr().orphans.get();
+    while !o.is_null() {
+        let or = tx.rec(o);
+        if free.contains(&o.off()) || or.live.get() != 1 || !or.holder.get().is_null() || or.holder_prev.get() != prev {
+            return Err(format!("orphan {o:?}: live {} holder {:?} prev {:?}", or.live.get(), or.holder.get(), or.holder_prev.get()));
+        }
+        prev = o;
+        o = or.holder_next.get();
     }
     for p in crate::peer::all(tx) {
         for h in held_handles(tx, p) {
@@ -574,7 +620,7 @@ pub fn orphan_owned(tx: &Txn, peer: P<PeerRec>) {
             // with the last such record).
             unlink_from_holder(tx, peer, h);
             table::remove(tx, TAG_NODE_HANDLE, peer.off(), node.off());
-            tx.set(&tx.rec(h).holder, P::NULL);
+            make_orphan(tx, h);
             continue;
         }
         let nr = tx.rec(node);
@@ -582,7 +628,7 @@ pub fn orphan_owned(tx: &Txn, peer: P<PeerRec>) {
         unlink_from_owner(tx, node);
         unlink_from_holder(tx, peer, h);
         table::remove(tx, TAG_NODE_HANDLE, peer.off(), node.off());
-        tx.set(&tx.rec(h).holder, P::NULL);
+        make_orphan(tx, h);
         tx.set(&nr.owner, P::NULL);
     }
 }

@@ -359,9 +359,15 @@ fn finish_dead(tx: &Txn, peer: P<PeerRec>) -> bool {
     true
 }
 
-/// Frees `peer` if it is dead and its last in-flight records are gone.
+/// Frees `peer` if it is dead and its last in-flight records are gone,
+/// with the handles those records kept (their last reference dropped in
+/// a section, which leaves them to a transaction).
 pub fn collect_dead_one(tx: &Txn, peer: P<PeerRec>) -> bool {
-    tx.rec(peer).state.get() == PEER_DEAD && finish_dead(tx, peer)
+    if tx.rec(peer).state.get() != PEER_DEAD {
+        return false;
+    }
+    object::collect_orphans(tx);
+    finish_dead(tx, peer)
 }
 
 /// The user record of `uid`, created on first use; takes a reference.

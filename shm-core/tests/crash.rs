@@ -397,3 +397,56 @@ fn data_path_slice_release_killed_after_commit() {
     assert_eq!(b.slice_release(m.m.offset), Err(Errno::ENXIO));
     queues_go_on(&a, &[b], &[hb], "release-committed");
 }
+
+/// A receiver torn down while a sender (stopped, then killed) had a record
+/// prepared for it stays a zombie until that record is gone; then
+/// everything of it goes, its own handle of the node the record was
+/// addressed to included.
+#[test]
+fn zombie_receiver_of_a_dead_sender_leaves_nothing_behind() {
+    let bus = Bus::new("crash-zombie");
+    let a = bus.peer();
+    let mut gone = Vec::new();
+    for crash in [false, true] {
+        let b = bus.peer();
+        let hb = b.transfer(0x100, &a).unwrap();
+        a.send(&[hb], b"warm").unwrap();
+        let m = b.recv().unwrap();
+        b.slice_release(m.m.offset).unwrap();
+        let before = a.peer.domain().stats().unwrap().live_bytes;
+        let pid = if crash {
+            // SAFETY: the child only uses the bus, then stops or exits.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                // b's last fd is the parent's
+                // SAFETY: closing the child's copy of a descriptor.
+                unsafe { libc::close(b.fd) };
+                shm_core::arm_park_point("send-copied", 1);
+                let _ = a.send(&[hb], b"in flight");
+                // SAFETY: leaving the child.
+                unsafe { libc::_exit(0) };
+            }
+            let mut st = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(pid, &mut st, libc::WUNTRACED) };
+            assert!(libc::WIFSTOPPED(st));
+            pid
+        } else {
+            0
+        };
+        drop(b);
+        if crash {
+            // SAFETY: killing and reaping our own stopped child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+        }
+        let m = a.recv().unwrap_or_else(|e| panic!("crash {crash}: {e:?}"));
+        assert_eq!((m.m.r#type, m.m.destination), (BUS1_MSG_NODE_DESTROY, hb));
+        a.release(hb).unwrap();
+        let after = a.peer.domain().stats().unwrap().live_bytes;
+        gone.push(before - after);
+    }
+    assert_eq!(gone[0], gone[1], "the zombie left something behind");
+}
