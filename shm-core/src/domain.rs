@@ -67,6 +67,12 @@ pub(crate) struct Local {
     /// Ringing through them spares the kernel a path lookup per token.
     bells: Vec<(u64, i32, u64)>,
     bell_clock: u64,
+    /// Peers rung recently without a connected socket: a peer gets one
+    /// when it is rung again while still listed here, so that ringing
+    /// many peers in turn (a wide multicast) does not make and close a
+    /// socket per token.
+    bell_seen: [u64; BELL_SEEN],
+    bell_seen_next: usize,
 }
 
 /// Bumped whenever a pool mapping goes away, which invalidates the
@@ -82,6 +88,8 @@ thread_local! {
 
 /// How many connected ring sockets a process keeps per domain.
 const BELL_CACHE: usize = 8;
+/// How many recently rung peers without one it remembers.
+const BELL_SEEN: usize = 16;
 
 static REGISTRY: OnceLock<LocalMutex<Vec<Arc<Domain>>>> = OnceLock::new();
 
@@ -406,6 +414,8 @@ impl Domain {
                     seg_fd: fd,
                     bells: Vec::new(),
                     bell_clock: 0,
+                    bell_seen: [u64::MAX; BELL_SEEN],
+                    bell_seen_next: 0,
                 }),
                 dev_ino,
                 log_backed: AtomicU64::new(HEAD_RESERVED[1].1 / LOG_ENTRY),
@@ -722,20 +732,28 @@ impl Domain {
     }
 
     /// Sends a plain readiness token to `serial`'s socket through a cached
-    /// connected socket. Returns false if the peer socket is gone.
-    pub(crate) fn ring_connected(&self, serial: u64) -> bool {
+    /// connected socket: Some(false) if the peer socket is gone, None if
+    /// the peer has no such socket (yet): the caller sends the token by
+    /// address.
+    pub(crate) fn ring_connected(&self, serial: u64) -> Option<bool> {
         let mut l = self.local.lock();
         l.bell_clock += 1;
         let now = l.bell_clock;
         let idx = match l.bells.iter().position(|b| b.0 == serial) {
             Some(i) => i,
             None => {
-                let Ok(addr) = sys::UnixAddr::new(&self.peer_path(serial)) else { return true };
-                let Ok(fd) = internal_socket(libc::SOCK_DGRAM) else { return true };
+                if !l.bell_seen.contains(&serial) {
+                    let i = l.bell_seen_next;
+                    l.bell_seen[i] = serial;
+                    l.bell_seen_next = (i + 1) % BELL_SEEN;
+                    return None;
+                }
+                let Ok(addr) = sys::UnixAddr::new(&self.peer_path(serial)) else { return Some(true) };
+                let Ok(fd) = internal_socket(libc::SOCK_DGRAM) else { return None };
                 if sys::connect(fd, &addr).is_err() {
                     forget_internal(fd);
                     sys::close(fd);
-                    return false;
+                    return Some(false);
                 }
                 if l.bells.len() >= BELL_CACHE {
                     let (i, _) = l.bells.iter().enumerate().min_by_key(|(_, b)| b.2).unwrap();
@@ -750,12 +768,12 @@ impl Domain {
         l.bells[idx].2 = now;
         match sys::send_token(l.bells[idx].1) {
             // A full queue is readable anyway.
-            Ok(()) | Err(Errno::EAGAIN) => true,
+            Ok(()) | Err(Errno::EAGAIN) => Some(true),
             Err(_) => {
                 let old = l.bells.swap_remove(idx);
                 forget_internal(old.1);
                 sys::close(old.1);
-                false
+                Some(false)
             }
         }
     }

@@ -107,8 +107,8 @@ pub fn execute(tx: &Txn, op: Op) -> Result<()> {
 /// Sends a plain token to `serial`'s socket (a full one is readable
 /// anyway). Returns false if the socket is gone: its last fd was closed.
 pub(crate) fn ring(dom: &Domain, serial: u64) -> bool {
-    if dom.ring_connected(serial) {
-        return true;
+    if let Some(alive) = dom.ring_connected(serial) {
+        return alive;
     }
     let Ok(addr) = UnixAddr::new(&dom.peer_path(serial)) else { return true };
     dom.with_ring_fd(|fd| match sys::send_msg(fd, Some(&addr), &[], &[]) {

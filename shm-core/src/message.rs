@@ -31,9 +31,9 @@ pub fn handle_slots<S: Store>(s: &S, e: P<Msg>) -> &[Cell<u64>] {
 }
 
 /// The amounts a message counts in its sender's fair share.
-pub fn share_amounts<S: Store>(s: &S, e: P<Msg>) -> [i64; NRES] {
+pub fn share_amounts<S: Store>(s: &S, e: P<Msg>, state: u32) -> [i64; NRES] {
     let r = s.rec(e);
-    let bytes = if r.state.get() & MS_SLICE != 0 { r.size.get() as i64 } else { 0 };
+    let bytes = if state & MS_SLICE != 0 { r.size.get() as i64 } else { 0 };
     [1, r.n_handles.get() as i64, bytes, r.n_fds.get() as i64]
 }
 
@@ -86,10 +86,10 @@ pub fn set_state<S: Store>(s: &S, peer: P<PeerRec>, e: P<Msg>, new: u32) {
         s.add(&s.rec(peer).n_prepared, -1);
     }
     if came & MS_INFLIGHT != 0 {
-        inflight(s, peer, e, 1);
+        inflight(s, peer, e, new, 1);
     }
     if gone & MS_INFLIGHT != 0 {
-        inflight(s, peer, e, -1);
+        inflight(s, peer, e, old, -1);
     }
     let (had_refs, has_refs) = (old & MS_REFS != 0, new & MS_REFS != 0);
     if has_refs && !had_refs {
@@ -112,12 +112,14 @@ pub fn set_state<S: Store>(s: &S, peer: P<PeerRec>, e: P<Msg>, new: u32) {
     }
 }
 
-/// In-flight bytes and fds and the sender's share come (`sign` 1) or go.
-fn inflight<S: Store>(s: &S, peer: P<PeerRec>, e: P<Msg>, sign: i64) {
+/// In-flight bytes and fds and the sender's share come (`sign` 1, `state`
+/// the new one) or go (`sign` -1, `state` the old one: a message can
+/// leave flight and lose its slice in one change).
+fn inflight<S: Store>(s: &S, peer: P<PeerRec>, e: P<Msg>, state: u32, sign: i64) {
     let r = s.rec(e);
     quota::account(s, peer, RES_BYTES, sign * r.charged[RES_BYTES].get());
     quota::account(s, peer, RES_FDS, sign * r.charged[RES_FDS].get());
-    quota::share_add(s, peer, r.sender_uid.get(), share_amounts(s, e), sign);
+    quota::share_add(s, peer, r.sender_uid.get(), share_amounts(s, e, state), sign);
 }
 
 /// The record starts (1) or stops (-1) pointing at its subject.

@@ -13,7 +13,10 @@
 //! once per [`STEP`] of usage). `claimed` is raised before a reservation
 //! grows and lowered after it shrinks, so it never falls below the true
 //! usage; a process killed in between leaves it too high, which only makes
-//! the next checks exact instead of quick. A check passes quickly when
+//! the next checks exact instead of quick. The step is small enough that
+//! all the reservations of a user's peers together stay within a quarter
+//! of its limit, and a peer keeps one step when its usage drops to zero,
+//! so that a receiver that keeps up does not move `claimed` at all. A check passes quickly when
 //! what is left unclaimed (plus the caller's own slack) settles it; near
 //! the limit it sums the usage and shares of the user's peers instead,
 //! reading them without their locks, as the module read its atomic
@@ -25,9 +28,16 @@ use crate::layout::*;
 use crate::shm::P;
 use crate::store::Store;
 
-/// How far a peer's reservation runs ahead of its usage (1/64 of the
-/// default user limit).
-pub const STEP: [i64; NRES] = [DEFAULT_MAX[0] / 64, DEFAULT_MAX[1] / 64, DEFAULT_MAX[2] / 64, DEFAULT_MAX[3] / 64];
+/// How far `peer`'s reservation runs ahead of its usage: a 64th of its
+/// user's limit, less when the user has many peers (its record counts
+/// them), so that their reservations together stay within a quarter of
+/// the limit.
+fn step<S: Store>(s: &S, peer: P<PeerRec>, res: usize) -> i64 {
+    let u = s.rec(s.rec(peer).user.get());
+    let max = u.max[res].load_racy();
+    let peers = u.refs.load_racy().max(1) as i64;
+    (max / 64).min(max / (4 * peers)).max(1)
+}
 
 /// What is left of `peer`'s limit.
 #[inline]
@@ -38,36 +48,31 @@ pub fn remaining<S: Store>(s: &S, peer: P<PeerRec>, res: usize) -> i64 {
 
 /// The share of sending user `uid` on `peer`, if it has one.
 pub fn share_of<S: Store>(s: &S, peer: P<PeerRec>, uid: u32) -> Option<&Share> {
-    shares(s, peer).into_iter().find(|sh| sh.uid.get() == uid as u64 + 1)
+    shares(s, peer).find(|sh| sh.uid.get() == uid as u64 + 1)
 }
 
-/// Every share slot of `peer`, used or not.
-fn shares<S: Store>(s: &S, peer: P<PeerRec>) -> Vec<&Share> {
+/// Every share slot of `peer`, used or not: the inline ones, then those of
+/// the share blocks.
+fn shares<S: Store>(s: &S, peer: P<PeerRec>) -> impl Iterator<Item = &Share> {
     let p = s.rec(peer);
-    let mut v: Vec<&Share> = p.shares.iter().collect();
-    let mut b = p.share_blocks.get();
-    while !b.is_null() {
-        let br = s.rec(b);
-        v.extend(br.shares.iter());
-        b = br.next.get();
-    }
-    v
+    let first = Some(p.share_blocks.get()).filter(|b| !b.is_null());
+    let blocks = core::iter::successors(first, move |&b| Some(s.rec(b).next.get()).filter(|n| !n.is_null()));
+    p.shares.iter().chain(blocks.flat_map(move |b| s.rec(b).shares.iter()))
 }
 
 /// Whether `peer` has a share slot for `uid` (or a free one).
 pub fn share_ready<S: Store>(s: &S, peer: P<PeerRec>, uid: u32) -> bool {
-    shares(s, peer).into_iter().any(|sh| sh.uid.get() == uid as u64 + 1 || sh.uid.get() == 0)
+    shares(s, peer).any(|sh| sh.uid.get() == uid as u64 + 1 || sh.uid.get() == 0)
 }
 
 /// Adds `sign` × `amounts` to the share of `uid` on `peer`, taking a free
 /// slot for a new sender and freeing one that drops to nothing. The slot
 /// must exist ([`share_ready`]).
 pub fn share_add<S: Store>(s: &S, peer: P<PeerRec>, uid: u32, amounts: [i64; NRES], sign: i64) {
-    let all = shares(s, peer);
-    let sh = match all.iter().find(|sh| sh.uid.get() == uid as u64 + 1) {
-        Some(sh) => *sh,
+    let sh = match share_of(s, peer, uid) {
+        Some(sh) => sh,
         None => {
-            let sh = *all.iter().find(|sh| sh.uid.get() == 0).expect("share slot missing");
+            let sh = shares(s, peer).find(|sh| sh.uid.get() == 0).expect("share slot missing");
             s.set(&sh.uid, uid as u64 + 1);
             sh
         }
@@ -130,7 +135,7 @@ fn user_allows<S: Store>(s: &S, peer: P<PeerRec>, res: usize, c: i64, fair: Opti
             used += qr.used[res].load_racy();
         }
         if let Some(uid) = fair {
-            share += shares(s, q).into_iter().filter(|sh| sh.uid.load_racy() == uid as u64 + 1).map(|sh| sh.used[res].load_racy()).sum::<i64>();
+            share += shares(s, q).filter(|sh| sh.uid.load_racy() == uid as u64 + 1).map(|sh| sh.used[res].load_racy()).sum::<i64>();
         }
     }
     let left = max - used;
@@ -176,18 +181,20 @@ pub fn reserve<S: Store>(s: &S, peer: P<PeerRec>, res: usize, new_used: i64) {
     if new_used <= resv {
         return;
     }
-    let want = new_used + STEP[res];
+    let want = new_used + step(s, peer, res);
     s.claim(p.user.get(), res, want - resv);
     s.set(&p.resv[res], want);
 }
 
-/// Shrinks a reservation that runs far ahead of the usage (all of it when
-/// the usage is zero): the reservation first, then the user's claim.
+/// Shrinks a reservation that runs more than two steps ahead of the usage
+/// to one step ahead: the reservation first, then the user's claim. (All
+/// of it goes back when the peer's record is freed.)
 fn unreserve<S: Store>(s: &S, peer: P<PeerRec>, res: usize) {
     let p = s.rec(peer);
     let (resv, used) = (p.resv[res].get(), p.used[res].get().max(0));
-    let want = if used == 0 { 0 } else { used + STEP[res] };
-    if resv <= want || (used > 0 && resv - used <= 2 * STEP[res]) {
+    let step = step(s, peer, res);
+    let want = used + step;
+    if resv - used <= 2 * step {
         return;
     }
     s.set(&p.resv[res], want);
@@ -242,7 +249,7 @@ pub fn rebuild<S: Store>(s: &S, peer: P<PeerRec>, handle_refs: i64, records: &[P
         if st & MS_INFLIGHT != 0 {
             used[RES_BYTES] += rr.charged[RES_BYTES].get();
             used[RES_FDS] += rr.charged[RES_FDS].get();
-            share_add(s, peer, rr.sender_uid.get(), crate::message::share_amounts(s, r), 1);
+            share_add(s, peer, rr.sender_uid.get(), crate::message::share_amounts(s, r, st), 1);
         }
     }
     for (res, &u) in used.iter().enumerate() {

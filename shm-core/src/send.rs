@@ -441,8 +441,8 @@ mod data {
         if !quota::share_ready(&s, receiver, uid) {
             need.share = true;
         }
-        if slot.capacity() <= slot.records().len() {
-            need.slot = Some((slot.idx, slot.records().len() + 1));
+        if slot.capacity() <= slot.len() {
+            need.slot = Some((slot.idx, slot.len() + 1));
         }
         if need != Need::default() {
             return Prep::Room(need);

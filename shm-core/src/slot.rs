@@ -143,6 +143,11 @@ impl<'d> Slot<'d> {
         ts.count.raw_set(n as u64 + 1);
     }
 
+    /// How many records are listed.
+    pub fn len(&self) -> usize {
+        self.rec().count.get() as usize
+    }
+
     /// The records listed so far.
     pub fn records(&self) -> Vec<P<Msg>> {
         records_of(self.dom, slot(self.dom, self.idx))
