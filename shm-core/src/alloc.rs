@@ -104,11 +104,30 @@ fn reserve(tx: &Txn, end: u64) -> Result<()> {
         return Ok(());
     }
     let want = end.div_ceil(HEAP_CHUNK) * HEAP_CHUNK;
-    let fd = sys::open(&tx.dom.segment_path, libc::O_RDWR, 0)?;
-    let r = sys::fallocate(fd, 0, have, want - have);
-    sys::close(fd);
-    r.map_err(|_| Errno::ENOMEM)?;
+    back_with_file_space(tx, have, want - have)?;
     tx.set(&hdr.heap_reserved, want);
+    Ok(())
+}
+
+fn back_with_file_space(tx: &Txn, off: u64, len: u64) -> Result<()> {
+    let fd = sys::open(&tx.dom.segment_path, libc::O_RDWR, 0)?;
+    let r = sys::fallocate(fd, 0, off, len);
+    sys::close(fd);
+    r.map_err(|_| Errno::ENOMEM)
+}
+
+/// Makes sure the record at `off` of the wake-up tables (which are not
+/// part of the heap) is backed by file space, as `reserve` does for the
+/// heap.
+pub(crate) fn reserve_table(tx: &Txn, off: u64) -> Result<()> {
+    debug_assert!((WAKE_OFF..HEAP_OFF).contains(&off));
+    let chunk = (off - WAKE_OFF) / WAKE_CHUNK;
+    let word = &tx.hdr().wake_reserved[(chunk / 64) as usize];
+    if word.get() & 1 << (chunk % 64) != 0 {
+        return Ok(());
+    }
+    back_with_file_space(tx, WAKE_OFF + chunk * WAKE_CHUNK, WAKE_CHUNK)?;
+    tx.set(word, word.get() | 1 << (chunk % 64));
     Ok(())
 }
 

@@ -12,9 +12,14 @@
 //! * `layout` — the shared records; `shm` — typed access to them;
 //! * `object` (nodes, handles), `queue`, `message`, `send`, `recv`, `pool`,
 //!   `quota`, `peer` — the semantics, one concept each;
-//! * `doorbell` — how bus state becomes kernel-visible readiness of the peer
-//!   fd, and how in-flight fds are kept alive;
-//! * `reaper` — teardown of peers whose last fd is gone.
+//! * `readiness` — what `poll` reports for a peer, read without the lock;
+//!   `waiters` — threads sleeping on peers and how a ring reaches them;
+//!   `epollreg` — peer fds in epoll sets (edge and one-shot state);
+//! * `doorbell` — wake-ups after a commit (the interface the engine
+//!   calls), the kernel-visible token of the peer fd, and how in-flight
+//!   fds are kept alive;
+//! * `reaper` — teardown of peers whose last fd is gone, and the periodic
+//!   ticks of the watcher thread.
 
 // `is_multiple_of` needs Rust 1.87; the crate builds with 1.79 (a
 // distribution's toolchain, see .ci/run), so remainders stay spelled out.
@@ -25,6 +30,7 @@ mod crash;
 mod creds;
 mod doorbell;
 mod domain;
+mod epollreg;
 mod errno;
 mod forks;
 mod layout;
@@ -34,6 +40,7 @@ mod peer;
 mod pool;
 mod queue;
 mod quota;
+mod readiness;
 mod recv;
 mod reaper;
 mod send;
@@ -45,6 +52,7 @@ pub mod sys;
 mod table;
 mod txn;
 mod usermem;
+mod waiters;
 
 pub use crash::arm as arm_crash_point;
 pub use creds::invalidate_ids;
@@ -52,7 +60,10 @@ pub use domain::{default_dir, evict_internal_fd, is_internal_fd, Domain};
 pub use sync::LocalMutex;
 pub use errno::{Errno, Result};
 pub use layout::POOL_SIZE;
+pub use epollreg::{untag as epoll_untag, RegRef, EPOLLET, EPOLLONESHOT};
+pub use readiness::Ready;
 pub use reaper::watcher_running;
+pub use waiters::{ArmedSet, Sleep, WaitSet};
 pub use usermem::{range_ok, read_struct, write_struct, AbiPlain, SimMem, UserMem, USER_LIMIT};
 
 use layout::*;
@@ -69,6 +80,7 @@ pub struct Peer {
     dom: Arc<Domain>,
     serial: u64,
     rec: P<PeerRec>,
+    bell: u64,
 }
 
 impl std::fmt::Debug for Peer {
@@ -98,7 +110,8 @@ impl Peer {
             sf |= libc::SOCK_NONBLOCK;
         }
         let (fd, serial, rec) = peer::create(&dom, (flags.access & libc::O_ACCMODE) as u32, sf)?;
-        Ok((fd, Peer { dom, serial, rec }))
+        let bell = dom.seg.rec(rec).bell.get();
+        Ok((fd, Peer { dom, serial, rec, bell }))
     }
 
     /// Recognises a peer fd (inherited, received over a socket, kept across
@@ -126,9 +139,9 @@ impl Peer {
         }
         let dom = Domain::attach(dir)?;
         let tx = dom.lock()?;
-        let rec = peer::lookup_serial(&tx, serial);
+        let found = peer::lookup_serial(&tx, serial).map(|rec| (rec, tx.rec(rec).bell.get()));
         tx.abort();
-        Ok(rec.map(|rec| Peer { dom, serial, rec }))
+        Ok(found.map(|(rec, bell)| Peer { dom, serial, rec, bell }))
     }
 
     pub fn domain(&self) -> &Arc<Domain> {
@@ -145,6 +158,45 @@ impl Peer {
     pub fn connected_hint(&self) -> bool {
         let p: &PeerRec = self.dom.seg.rec(self.rec);
         p.state.load_racy() == PEER_CONNECTED && p.magic.load_racy() == PEER_MAGIC && p.serial.load_racy() == self.serial
+    }
+
+    /// What `poll` reports for the peer now (read without the lock).
+    pub fn readiness(&self) -> Ready {
+        self.dom.settle_interrupted();
+        readiness::peek(&self.dom, self.rec, self.serial, self.bell)
+    }
+
+    /// Adds the peer to the bells a wait watches.
+    pub fn watch(&self, set: &mut WaitSet) {
+        set.add(&self.dom, self.bell);
+    }
+
+    /// Whether a thread may sleep on the peer socket itself for POLLIN (in
+    /// the kernel's poll) instead of arming on its bell: the domain keeps
+    /// kernel tokens exact, and the socket holds nothing while the queue
+    /// is empty (no vault kept for a seed, no late token to take out).
+    pub fn socket_wakes(&self) -> bool {
+        if !doorbell::exact(&self.dom) {
+            return false;
+        }
+        let p: &PeerRec = self.dom.seg.rec(self.rec);
+        let bell = waiters::bell_rec(&self.dom, self.bell);
+        p.bell_vault.load_racy() == 0
+            && p.bell_dirty.load_racy() == 0
+            && bell.tok_sent.load() == bell.tok_taken.load()
+    }
+
+    /// Registers the peer (its fd added to an epoll set) with the
+    /// application's `events` and `data`; the kernel item carries the
+    /// returned registration's tag.
+    pub fn epoll_register(&self, events: u32, data: u64) -> Result<RegRef> {
+        let tx = self.dom.lock()?;
+        let r = if peer::is_live(&tx, self.rec, self.serial) {
+            epollreg::register(&tx, self.rec, events, data, &self.readiness())
+        } else {
+            Err(Errno::ESHUTDOWN)
+        };
+        tx.finish(r)
     }
 
     /// Runs `f` on the locked, connected peer, settles the caller's socket
@@ -317,6 +369,54 @@ impl Peer {
         if !self.dom.peer_socket_alive(self.serial) {
             reaper::reap(&self.dom, self.serial);
         }
+    }
+}
+
+impl Domain {
+    /// Makes every peer socket of the domain keep its kernel-visible token
+    /// exact from now on (what `BUS1_WAKE=exact` does at attach).
+    pub fn keep_tokens_exact(&self) {
+        self.seg.at0::<Header>().wake_exact.store(1);
+    }
+
+    /// The registration an epoll item's data names in this domain.
+    pub fn epoll_lookup(&self, data: u64) -> Option<RegRef> {
+        epollreg::lookup(self, data)
+    }
+
+    /// The readiness of a registration's peer now.
+    pub fn epoll_ready(&self, g: &RegRef) -> Ready {
+        self.settle_interrupted();
+        readiness::peek(self, P::from_off(g.peer), g.serial, g.bell)
+    }
+
+    /// What an `epoll_wait` reports for `g` now (consuming an edge or a
+    /// one-shot arming, as the kernel's item would).
+    pub fn epoll_take(&self, g: &RegRef) -> Option<(u32, u64)> {
+        epollreg::take_event(self, g, &self.epoll_ready(g))
+    }
+
+    /// Whether `g` would report something now.
+    pub fn epoll_pending(&self, g: &RegRef) -> bool {
+        epollreg::would_report(self, g, &self.epoll_ready(g))
+    }
+
+    /// EPOLL_CTL_MOD of `g`.
+    pub fn epoll_modify(&self, g: &RegRef, events: u32, data: u64) {
+        epollreg::modify(self, g, events, data, &self.epoll_ready(g))
+    }
+
+    /// EPOLL_CTL_DEL of `g` (or its kernel item is gone).
+    pub fn epoll_unregister(&self, g: &RegRef) {
+        if let Ok(tx) = self.lock() {
+            epollreg::unregister(&tx, g);
+            let _ = tx.commit();
+        }
+    }
+
+    /// Adds `g`'s peer to the bells a wait watches.
+    pub fn epoll_watch(self: &Arc<Self>, g: &RegRef, set: &mut WaitSet) {
+        set.add(self, g.bell);
     }
 }
 

@@ -245,6 +245,43 @@ pub fn kill_self() {
     unsafe { libc::syscall(libc::SYS_kill, libc::getpid(), libc::SIGKILL) };
 }
 
+/// Whether process `pid` exists (a zombie counts; a process of another
+/// user counts too: only "no such process" says it is gone).
+pub fn process_exists(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks; integer arguments only.
+    let r = unsafe { libc::syscall(libc::SYS_kill, pid as c_int, 0) };
+    !(r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH))
+}
+
+/// How many CPUs the calling thread may run on (1 if that cannot be told).
+pub fn cpus_allowed() -> u32 {
+    let mut set = [0u64; 16];
+    // SAFETY: `set` is a writable buffer of the size passed.
+    let r = unsafe { libc::syscall(libc::SYS_sched_getaffinity, 0, size_of_val(&set), set.as_mut_ptr()) };
+    if r <= 0 {
+        return 1;
+    }
+    let n: u32 = set[..(r as usize / 8).min(set.len())].iter().map(|w| w.count_ones()).sum();
+    n.max(1)
+}
+
+/// Sleeps while `*word == expected`, at most `timeout` (relative; None:
+/// no limit). Returns early on a wake-up, a change of the word or a
+/// signal; the caller re-checks whatever it waits for in every case.
+pub fn futex_wait(word: &core::sync::atomic::AtomicU32, expected: u32, timeout: Option<&libc::timespec>) {
+    let ts = timeout.map_or(core::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a valid, aligned u32 for the call's duration (a
+    // shared mapping for cross-process words, hence no PRIVATE flag); `ts`
+    // is null or a valid timespec.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, ts, 0usize, 0u32) };
+}
+
+/// Wakes up to `n` sleepers of `word`.
+pub fn futex_wake(word: &core::sync::atomic::AtomicU32, n: i32) {
+    // SAFETY: as for `futex_wait`.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n, 0usize, 0usize, 0u32) };
+}
+
 /// Eight bytes from the kernel's random pool (zero if it has none yet).
 pub fn getrandom_u64() -> u64 {
     let mut seed = [0u8; 8];

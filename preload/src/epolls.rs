@@ -1,0 +1,275 @@
+//! Which epoll sets of this process hold peer fds.
+//!
+//! A peer fd added to an epoll set is registered in its domain
+//! (`Peer::epoll_register`), and the kernel's item carries the
+//! registration's tag as data. This table remembers, per epoll fd number,
+//! the registrations the set holds, so that a wait on the set can compute
+//! their events from the bus. It is filled by `epoll_ctl` and, for sets
+//! this process did not build (inherited across `exec`, received over
+//! `SCM_RIGHTS`, or changed by another process sharing the set), by
+//! reading the set's items from `/proc/self/fdinfo` the first time the set
+//! is waited on, and again whenever a wait meets a tag it does not know.
+//!
+//! A set made by this process that nothing else can hold (not inherited
+//! by a forked child, not duplicated, not sent over a socket) dies when
+//! its fd is closed: its registrations are freed then. Others are freed
+//! with their peer (or by EPOLL_CTL_DEL).
+
+use shm_core::{Domain, LocalMutex, RegRef, WaitSet};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Once, OnceLock};
+
+/// A registration held by a set.
+#[derive(Clone)]
+pub struct Member {
+    pub dom: Arc<Domain>,
+    pub reg: RegRef,
+    /// The peer fd the set was given (the kernel item's fd number).
+    pub fd: i32,
+}
+
+/// The registrations of one set (an immutable snapshot).
+#[derive(Default)]
+pub struct Shadow {
+    pub members: Vec<Member>,
+    /// Where the next `take_events` starts, so that a set with more ready
+    /// registrations than a wait asks for reports them all in turn.
+    next: AtomicUsize,
+}
+
+impl Shadow {
+    fn with(members: Vec<Member>) -> Shadow {
+        Shadow { members, next: AtomicUsize::new(0) }
+    }
+
+    /// Fills `out` with the events the registrations report now (consuming
+    /// edges and one-shot arming); returns how many.
+    pub fn take_events(&self, out: &mut [libc::epoll_event]) -> usize {
+        let len = self.members.len();
+        if len == 0 || out.is_empty() {
+            return 0;
+        }
+        let start = self.next.load(Ordering::Relaxed) % len;
+        let mut n = 0;
+        for i in 0..len {
+            let m = &self.members[(start + i) % len];
+            if let Some((events, data)) = m.dom.epoll_take(&m.reg) {
+                out[n] = libc::epoll_event { events, u64: data };
+                n += 1;
+                if n == out.len() {
+                    self.next.store(start + i + 1, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+        n
+    }
+
+    /// Whether some registration would report something now.
+    pub fn pending(&self) -> bool {
+        self.members.iter().any(|m| m.dom.epoll_pending(&m.reg))
+    }
+
+    /// Adds every registration's peer to the bells a wait watches.
+    pub fn watch(&self, set: &mut WaitSet) {
+        for m in &self.members {
+            m.dom.epoll_watch(&m.reg, set);
+        }
+    }
+
+    /// Whether `data` is the tag of one of the registrations.
+    pub fn knows(&self, data: u64) -> bool {
+        self.members.iter().any(|m| m.reg.tag() == data)
+    }
+}
+
+static ANY: AtomicBool = AtomicBool::new(false);
+
+/// What this process knows of one epoll fd.
+struct Set {
+    shadow: Arc<Shadow>,
+    /// Made here, and nothing else can hold it.
+    private: bool,
+}
+
+fn sets() -> &'static LocalMutex<HashMap<i32, Set>> {
+    static S: OnceLock<LocalMutex<HashMap<i32, Set>>> = OnceLock::new();
+    let s = S.get_or_init(|| LocalMutex::new(HashMap::new()));
+    static FORK: Once = Once::new();
+    FORK.call_once(|| {
+        extern "C" fn prepare() {
+            sets().raw_lock();
+        }
+        extern "C" fn parent() {
+            sets().raw_unlock();
+            all_shared();
+        }
+        extern "C" fn child() {
+            sets().reinit_in_child();
+            all_shared();
+        }
+        shm_core::sys::atfork(prepare, parent, child);
+    });
+    s
+}
+
+/// After a fork both processes hold every set.
+fn all_shared() {
+    for set in sets().lock().values_mut() {
+        set.private = false;
+    }
+}
+
+/// Set `ep` was just made by this process.
+pub fn created(ep: i32) {
+    let mut s = sets().lock();
+    s.insert(ep, Set { shadow: Arc::default(), private: true });
+    ANY.store(true, Ordering::Relaxed);
+}
+
+/// Set `ep` may now be held elsewhere too (duplicated, or sent away).
+pub fn shared(ep: i32) {
+    if any() {
+        if let Some(set) = sets().lock().get_mut(&ep) {
+            set.private = false;
+        }
+    }
+}
+
+/// Whether this process knows any set at all (the interposers skip the
+/// lookup otherwise).
+pub fn any() -> bool {
+    ANY.load(Ordering::Relaxed)
+}
+
+/// The registrations of set `ep`, if it has been looked at.
+pub fn get(ep: i32) -> Option<Arc<Shadow>> {
+    if !any() {
+        return None;
+    }
+    sets().lock().get(&ep).map(|s| s.shadow.clone())
+}
+
+fn update(ep: i32, f: impl FnOnce(&mut Vec<Member>)) {
+    let mut s = sets().lock();
+    let set = s.entry(ep).or_insert_with(|| Set { shadow: Arc::default(), private: false });
+    let mut members = set.shadow.members.clone();
+    f(&mut members);
+    set.shadow = Arc::new(Shadow::with(members));
+    ANY.store(true, Ordering::Relaxed);
+}
+
+/// Set `ep` now holds `m`.
+pub fn add(ep: i32, m: Member) {
+    update(ep, |v| {
+        v.retain(|x| x.fd != m.fd);
+        v.push(m);
+    });
+}
+
+/// The registration of peer fd `fd` in set `ep`, if known.
+pub fn find(ep: i32, fd: i32) -> Option<Member> {
+    get(ep)?.members.iter().find(|m| m.fd == fd).cloned()
+}
+
+/// Set `ep` no longer holds peer fd `fd`.
+pub fn remove(ep: i32, fd: i32) {
+    if any() {
+        update(ep, |v| v.retain(|x| x.fd != fd));
+    }
+}
+
+/// Descriptor `fd` was closed or replaced: if it was a set, forget it,
+/// and if nothing else held the set, free its registrations.
+pub fn closed(fd: i32) {
+    if !any() {
+        return;
+    }
+    let gone = sets().lock().remove(&fd);
+    if let Some(set) = gone {
+        if set.private {
+            set.shadow.members.iter().for_each(|m| m.dom.epoll_unregister(&m.reg));
+        }
+    }
+}
+
+/// Descriptors `lo..=hi` were closed.
+pub fn closed_range(lo: u32, hi: u32) {
+    if !any() {
+        return;
+    }
+    let fds: Vec<i32> = sets().lock().keys().copied().filter(|fd| (lo..=hi).contains(&(*fd as u32))).collect();
+    fds.into_iter().for_each(closed);
+}
+
+/// Reads set `ep`'s items from `/proc/self/fdinfo` and remembers the peer
+/// registrations among them (None: the file cannot be read; `ep` is then
+/// not a descriptor of this process, and the kernel will say so).
+pub fn inspect(ep: i32) -> Option<Arc<Shadow>> {
+    let path = std::ffi::CString::new(format!("/proc/self/fdinfo/{ep}")).ok()?;
+    let text = shm_core::sys::read_file(&path).ok()?;
+    let members: Vec<Member> = text
+        .split(|b| *b == b'\n')
+        .filter_map(parse_item)
+        .filter(|item| shm_core::epoll_untag(item.data).is_some())
+        .filter_map(|item| resolve(item.data, item.tfd))
+        .collect();
+    let shadow = Arc::new(Shadow::with(members));
+    let mut s = sets().lock();
+    let private = s.get(&ep).is_some_and(|set| set.private);
+    s.insert(ep, Set { shadow: shadow.clone(), private });
+    ANY.store(true, Ordering::Relaxed);
+    Some(shadow)
+}
+
+/// Finds the registration a tag names: in a domain this process has
+/// attached, or in the domain of the item's fd if that is a peer here.
+pub fn resolve(data: u64, tfd: i32) -> Option<Member> {
+    for dom in Domain::attached() {
+        if let Some(reg) = dom.epoll_lookup(data) {
+            return Some(Member { dom, reg, fd: tfd });
+        }
+    }
+    let info = crate::fdtable::classify(tfd)?;
+    let dom = info.peer.domain().clone();
+    let reg = dom.epoll_lookup(data)?;
+    Some(Member { dom, reg, fd: tfd })
+}
+
+struct Item {
+    tfd: i32,
+    data: u64,
+}
+
+/// One item line of an epoll fd's fdinfo:
+/// `tfd:        5 events:       19 data:                0  pos:0 ino:...`.
+fn parse_item(line: &[u8]) -> Option<Item> {
+    let s = std::str::from_utf8(line).ok()?;
+    let mut words = s.split_whitespace();
+    if words.next()? != "tfd:" {
+        return None;
+    }
+    let tfd = words.next()?.parse().ok()?;
+    let mut data = None;
+    while let Some(w) = words.next() {
+        if w == "data:" {
+            data = u64::from_str_radix(words.next()?, 16).ok();
+        }
+    }
+    Some(Item { tfd, data: data? })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_item;
+
+    #[test]
+    fn fdinfo_items_parse() {
+        let i = parse_item(b"tfd:        5 events:       19 data: b1e9000100000007  pos:0 ino:61d sdev:7").unwrap();
+        assert_eq!(i.tfd, 5);
+        assert_eq!(i.data, 0xb1e9_0001_0000_0007);
+        assert!(parse_item(b"pos:\t0").is_none());
+        assert!(parse_item(b"flags:\t02").is_none());
+    }
+}
