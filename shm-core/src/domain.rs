@@ -52,9 +52,9 @@ pub(crate) struct Local {
     bells: Vec<(RingTo, i32)>,
     /// The wake sockets of this process's threads: (fd, id).
     wake_socks: Vec<(i32, u64)>,
-    /// Bells whose ring was owed at this process's last wake-up tick, with
-    /// the `owed` count then (`doorbell::tick`).
-    owed_seen: Vec<(u64, u64)>,
+    /// Bells with a wake-up or token owed at this process's last wake-up
+    /// tick: (bell, `owed`, `tok_sent`) then (`doorbell::tick`).
+    owed_seen: Vec<(u64, u64, u64)>,
 }
 
 /// Where a ring goes.
@@ -633,11 +633,11 @@ impl Domain {
     }
 
     /// What this process's previous wake-up tick saw owed (taken).
-    pub(crate) fn take_owed_seen(&self) -> Vec<(u64, u64)> {
+    pub(crate) fn take_owed_seen(&self) -> Vec<(u64, u64, u64)> {
         core::mem::take(&mut self.local.lock().owed_seen)
     }
 
-    pub(crate) fn put_owed_seen(&self, seen: Vec<(u64, u64)>) {
+    pub(crate) fn put_owed_seen(&self, seen: Vec<(u64, u64, u64)>) {
         self.local.lock().owed_seen = seen;
     }
 

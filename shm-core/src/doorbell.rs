@@ -153,11 +153,9 @@ pub fn execute(tx: &Txn, op: Op) -> Result<()> {
 fn took_tokens(tx: &Txn, peer: P<PeerRec>, n: u64, dry: bool) {
     let bell = bell_of(tx, peer);
     bell.tok_taken.fetch_add(n);
-    if dry && bell.rung.load_seqcst() >= bell.owed.load_seqcst() {
-        let sent = bell.tok_sent.load_seqcst();
-        if bell.tok_taken.load() < sent {
-            bell.tok_taken.store(sent);
-        }
+    let sent = bell.tok_sent.load_seqcst();
+    if dry && bell.tok_done.load_seqcst() >= sent && bell.tok_taken.load() < sent {
+        bell.tok_taken.store(sent);
     }
 }
 
@@ -436,14 +434,15 @@ pub struct Visible {
 pub struct Ticket {
     bell: u64,
     serial: u64,
-    /// The bell's `owed` count this ring settles.
-    gen: u64,
-    what: Visible,
+    /// The bell's `owed` count this wake-up settles (0: none).
+    wake: u64,
+    /// The bell's `tok_sent` count this token settles (0: none).
+    token: u64,
 }
 
 /// Turns what a committing transaction owes into tickets: counts each
-/// ring in its bell's `owed` (and each token in `tok_sent`) while the lock
-/// is still held, so that a ring lost with this process is noticed.
+/// wake-up in its bell's `owed` (and each token in `tok_sent`) while the
+/// lock is still held, so that one lost with this process is noticed.
 pub(crate) fn seal(tx: &Txn, owed: &[(P<PeerRec>, Visible)], out: &mut Vec<Ticket>) {
     for &(peer, what) in owed {
         let p = tx.rec(peer);
@@ -452,11 +451,9 @@ pub(crate) fn seal(tx: &Txn, owed: &[(P<PeerRec>, Visible)], out: &mut Vec<Ticke
         }
         let b = p.bell.get();
         let bell = bell_rec(tx.domain(), b);
-        let gen = bell.owed.fetch_add(1) + 1;
-        if what.token {
-            bell.tok_sent.fetch_add(1);
-        }
-        out.push(Ticket { bell: b, serial: p.serial.get(), gen, what });
+        let wake = if what.wake { bell.owed.fetch_add(1) + 1 } else { 0 };
+        let token = if what.token { bell.tok_sent.fetch_add(1) + 1 } else { 0 };
+        out.push(Ticket { bell: b, serial: p.serial.get(), wake, token });
     }
 }
 
@@ -469,24 +466,24 @@ pub(crate) fn seal(tx: &Txn, owed: &[(P<PeerRec>, Visible)], out: &mut Vec<Ticke
 /// good by the wake-up tick.
 pub fn entries_visible(dom: &Domain, t: &Ticket) {
     let bell = bell_rec(dom, t.bell);
-    let mut done = true;
-    if t.what.wake {
+    if t.wake != 0 {
         bell.seq.fetch_add(1);
         // The change (written before the lock was released, or just now)
         // is ordered before the look at the sleepers (txn rule 9).
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        done &= waiters::ring_sleepers(dom, t.bell);
-    }
-    let mut gone = false;
-    if t.what.token {
-        match dom.ring(RingTo::Peer(t.serial)) {
-            Rung::Sent => {}
-            Rung::Gone => gone = true,
-            Rung::Failed => done = false,
+        if waiters::ring_sleepers(dom, t.bell) {
+            bell.rung.fetch_max(t.wake);
         }
     }
-    if done {
-        bell.rung.fetch_max(t.gen);
+    let mut gone = false;
+    if t.token != 0 {
+        match dom.ring(RingTo::Peer(t.serial)) {
+            Rung::Sent => {
+                bell.tok_done.fetch_max(t.token);
+            }
+            Rung::Gone => gone = true,
+            Rung::Failed => {}
+        }
     }
     if gone {
         // The peer's last fd is gone (its process died): tear it down now
@@ -523,7 +520,9 @@ pub(crate) fn bell_alloc(tx: &Txn) -> Result<u64> {
     let dom = tx.domain();
     let bell = bell_rec(dom, b);
     waiters::reset_bell_sleepers(dom, b);
-    bell.tok_taken.store(bell.tok_sent.load_seqcst());
+    let sent = bell.tok_sent.load_seqcst();
+    bell.tok_done.fetch_max(sent);
+    bell.tok_taken.store(sent);
     tx.set(&bell.regs, 0);
     tx.set(&bell.n_regs, 0);
     Ok(b)
@@ -548,19 +547,18 @@ pub(crate) fn tick(dom: &Domain) {
     let before = dom.take_owed_seen();
     let mut seen = Vec::new();
     let Ok(tx) = dom.lock() else { return };
-    let mut overdue = Vec::new();
     for peer in crate::peer::all(&tx) {
         let p = tx.rec(peer);
         let b = p.bell.get();
         let bell = bell_rec(dom, b);
-        let owed = bell.owed.load_seqcst();
-        let rung = bell.rung.load_seqcst();
-        let late = rung < owed && before.iter().any(|&(x, o)| x == b && rung < o);
-        if rung < owed {
-            seen.push((b, owed));
+        let (owed, rung) = (bell.owed.load_seqcst(), bell.rung.load_seqcst());
+        let (sent, done) = (bell.tok_sent.load_seqcst(), bell.tok_done.load_seqcst());
+        if rung < owed || done < sent {
+            seen.push((b, owed, sent));
         }
+        // Late: what was owed at the previous tick is owed still.
+        let late = before.iter().any(|&(x, o, t)| x == b && (rung < o || done < t));
         if late {
-            overdue.push((b, owed));
             mark_dirty(&tx, peer);
         } else if !exact
             && p.state.get() == PEER_CONNECTED
@@ -574,11 +572,9 @@ pub(crate) fn tick(dom: &Domain) {
             tx.note_visible(peer, Visible { wake: false, token: true });
         }
     }
-    // The tickets are run by the commit, once the lock is released.
+    // The tickets are run by the commit, once the lock is released; the
+    // made-good ones settle everything owed before them.
     let _ = tx.commit();
-    for (b, owed) in overdue {
-        bell_rec(dom, b).rung.fetch_max(owed);
-    }
     dom.put_owed_seen(seen);
 }
 

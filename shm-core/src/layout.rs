@@ -256,13 +256,17 @@ pub struct BellRec {
     /// queue, and at disconnect, after the change is visible: the module's
     /// wake-ups, counted (edge-triggered epoll reports one edge per bump).
     pub seq: Atomic64,
-    /// Rings committed (bumped under the lock at commit) ...
+    /// Wake-ups committed (bumped under the lock at commit) ...
     pub owed: Atomic64,
-    /// ... and the highest of them done: a ring is owed while `rung < owed`.
+    /// ... and the highest of them made: one is owed while `rung < owed`
+    /// (a later one made covers an earlier one, since it happens after
+    /// both commits).
     pub rung: Atomic64,
-    /// Plain tokens sent (or about to be sent) into the peer socket, and
-    /// taken out of it again (see `doorbell`).
+    /// Plain tokens committed to be sent into the peer socket ...
     pub tok_sent: Atomic64,
+    /// ... the highest of them sent (as `rung` for `owed`) ...
+    pub tok_done: Atomic64,
+    /// ... and how many were taken out of it again (see `doorbell`).
     pub tok_taken: Atomic64,
     /// Bit i set if word i of `sleepers` may be non-zero (only ever set).
     pub sleep_summary: Atomic64,
