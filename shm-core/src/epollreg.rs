@@ -129,7 +129,7 @@ pub(crate) fn modify(dom: &Domain, g: &RegRef, events: u32, data: u64, r: &Ready
 pub(crate) fn unregister(tx: &Txn, g: &RegRef) {
     let dom = tx.domain();
     let rec = reg(dom, g.idx);
-    if rec.serial.load() != g.serial || rec.gen.load() & 0xffff != g.gen {
+    if !live(rec, g) {
         return;
     }
     let bell = bell_rec(dom, g.bell);
@@ -169,6 +169,9 @@ pub(crate) fn drop_all(tx: &Txn, peer: P<PeerRec>) {
 /// one-shot arming as the kernel's item would (one waiter gets it).
 pub(crate) fn take_event(dom: &Domain, g: &RegRef, r: &Ready) -> Option<(u32, u64)> {
     let rec = reg(dom, g.idx);
+    if !live(rec, g) {
+        return None;
+    }
     let events = rec.events.load() as u32;
     if events & EPOLLONESHOT != 0 && rec.armed.load() == 0 {
         return None;
@@ -188,13 +191,26 @@ pub(crate) fn take_event(dom: &Domain, g: &RegRef, r: &Ready) -> Option<(u32, u6
     }
     let data = rec.data.load();
     // A registration freed meanwhile reports nothing.
-    (rec.serial.load() == g.serial).then_some((revents, data))
+    live(rec, g).then_some((revents, data))
+}
+
+/// Whether `rec` is still the registration `g` names.
+fn live(rec: &EpollReg, g: &RegRef) -> bool {
+    rec.serial.load() == g.serial && rec.gen.load() & 0xffff == g.gen
+}
+
+/// Whether registration `g` still exists (its set may still hold it).
+pub(crate) fn exists(dom: &Domain, g: &RegRef) -> bool {
+    live(reg(dom, g.idx), g)
 }
 
 /// Whether [`take_event`] would report something now (without consuming
 /// anything): the set is readable for a `poll` on it.
 pub(crate) fn would_report(dom: &Domain, g: &RegRef, r: &Ready) -> bool {
     let rec = reg(dom, g.idx);
+    if !live(rec, g) {
+        return false;
+    }
     let events = rec.events.load() as u32;
     if events & EPOLLONESHOT != 0 && rec.armed.load() == 0 {
         return false;

@@ -171,6 +171,11 @@ impl Peer {
         set.add(&self.dom, self.bell);
     }
 
+    /// Whether some thread is armed on the peer's bell now.
+    pub fn has_sleepers(&self) -> bool {
+        waiters::has_sleepers(&self.dom, self.bell)
+    }
+
     /// Whether a thread may sleep on the peer socket itself for POLLIN (in
     /// the kernel's poll) instead of arming on its bell: the domain keeps
     /// kernel tokens exact, and the socket holds nothing while the queue
@@ -396,6 +401,11 @@ impl Domain {
         epollreg::take_event(self, g, &self.epoll_ready(g))
     }
 
+    /// Whether registration `g` still exists.
+    pub fn epoll_exists(&self, g: &RegRef) -> bool {
+        epollreg::exists(self, g)
+    }
+
     /// Whether `g` would report something now.
     pub fn epoll_pending(&self, g: &RegRef) -> bool {
         epollreg::would_report(self, g, &self.epoll_ready(g))
@@ -452,6 +462,23 @@ impl Domain {
         let r = alloc::check_free_lists(&tx);
         tx.abort();
         r
+    }
+
+    /// Waiter slots in use (one per thread that has slept on a peer of
+    /// the domain and not exited).
+    pub fn waiter_slots_in_use(&self) -> u32 {
+        waiters::slots_in_use(self)
+    }
+
+    /// Frees now the waiter slots of dead processes (what the wake-up tick
+    /// does every few ticks); returns how many.
+    pub fn collect_dead_waiters(&self) -> usize {
+        waiters::collect_dead(self)
+    }
+
+    /// Runs one wake-up tick now (what the watcher does every 40 ms).
+    pub fn wake_tick(&self) {
+        doorbell::tick(self);
     }
 
     /// Probes every peer now and tears down the dead ones.

@@ -376,9 +376,6 @@ impl Atomic32 {
     pub fn fetch_add(&self, v: u32) -> u32 {
         self.0.fetch_add(v, Ordering::SeqCst)
     }
-    pub fn compare_exchange(&self, old: u32, new: u32) -> bool {
-        self.0.compare_exchange(old, new, Ordering::SeqCst, Ordering::SeqCst).is_ok()
-    }
     /// The word itself, for the futex calls.
     pub fn as_atomic(&self) -> &AtomicU32 {
         &self.0
