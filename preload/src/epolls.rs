@@ -29,38 +29,69 @@ pub struct Member {
     pub fd: i32,
 }
 
+/// An epoll set holding peer fds that is itself in this set (its kernel
+/// item has the application's events and data; this process reports it
+/// when a registration of the inner set would report something).
+#[derive(Clone)]
+pub struct Nested {
+    pub fd: i32,
+    pub events: u32,
+    pub data: u64,
+    /// One-shot: still armed (shared by the snapshots of this set).
+    armed: Arc<AtomicBool>,
+}
+
 /// The registrations of one set (an immutable snapshot).
 #[derive(Default)]
 pub struct Shadow {
     pub members: Vec<Member>,
+    pub nested: Vec<Nested>,
     /// Where the next `take_events` starts, so that a set with more ready
     /// registrations than a wait asks for reports them all in turn.
     next: AtomicUsize,
 }
 
+/// How deep `pending` follows sets inside sets (the kernel's limit).
+const MAX_NESTING: u32 = 5;
+
 impl Shadow {
-    fn with(members: Vec<Member>) -> Shadow {
-        Shadow { members, next: AtomicUsize::new(0) }
+    fn with(members: Vec<Member>, nested: Vec<Nested>) -> Shadow {
+        Shadow { members, nested, next: AtomicUsize::new(0) }
+    }
+
+    /// Whether the set holds anything the bus reports.
+    pub fn involves_bus(&self) -> bool {
+        !self.members.is_empty() || !self.nested.is_empty()
     }
 
     /// Fills `out` with the events the registrations report now (consuming
     /// edges and one-shot arming); returns how many.
     pub fn take_events(&self, out: &mut [libc::epoll_event]) -> usize {
         let len = self.members.len();
-        if len == 0 || out.is_empty() {
-            return 0;
-        }
-        let start = self.next.load(Ordering::Relaxed) % len;
         let mut n = 0;
-        for i in 0..len {
-            let m = &self.members[(start + i) % len];
-            if let Some((events, data)) = m.dom.epoll_take(&m.reg) {
-                out[n] = libc::epoll_event { events, u64: data };
-                n += 1;
-                if n == out.len() {
-                    self.next.store(start + i + 1, Ordering::Relaxed);
-                    break;
+        if len > 0 && !out.is_empty() {
+            let start = self.next.load(Ordering::Relaxed) % len;
+            for i in 0..len {
+                let m = &self.members[(start + i) % len];
+                if let Some((events, data)) = m.dom.epoll_take(&m.reg) {
+                    out[n] = libc::epoll_event { events, u64: data };
+                    n += 1;
+                    if n == out.len() {
+                        self.next.store(start + i + 1, Ordering::Relaxed);
+                        break;
+                    }
                 }
+            }
+        }
+        for s in &self.nested {
+            if n == out.len() {
+                break;
+            }
+            let ready = s.events & libc::EPOLLIN as u32 != 0 && get(s.fd).is_some_and(|inner| inner.pending_at(1));
+            let oneshot = s.events & libc::EPOLLONESHOT as u32 != 0;
+            if ready && (!oneshot || s.armed.swap(false, Ordering::AcqRel)) {
+                out[n] = libc::epoll_event { events: libc::EPOLLIN as u32, u64: s.data };
+                n += 1;
             }
         }
         n
@@ -68,19 +99,45 @@ impl Shadow {
 
     /// Whether some registration would report something now.
     pub fn pending(&self) -> bool {
+        self.pending_at(0)
+    }
+
+    fn pending_at(&self, depth: u32) -> bool {
         self.members.iter().any(|m| m.dom.epoll_pending(&m.reg))
+            || (depth < MAX_NESTING
+                && self.nested.iter().any(|s| {
+                    s.events & libc::EPOLLIN as u32 != 0
+                        && (s.events & libc::EPOLLONESHOT as u32 == 0 || s.armed.load(Ordering::Acquire))
+                        && get(s.fd).is_some_and(|inner| inner.pending_at(depth + 1))
+                }))
     }
 
     /// Adds every registration's peer to the bells a wait watches.
     pub fn watch(&self, set: &mut WaitSet) {
+        self.watch_at(set, 0);
+    }
+
+    fn watch_at(&self, set: &mut WaitSet, depth: u32) {
         for m in &self.members {
             m.dom.epoll_watch(&m.reg, set);
+        }
+        if depth < MAX_NESTING {
+            for s in &self.nested {
+                if let Some(inner) = get(s.fd) {
+                    inner.watch_at(set, depth + 1);
+                }
+            }
         }
     }
 
     /// Whether `data` is the tag of one of the registrations.
     pub fn knows(&self, data: u64) -> bool {
         self.members.iter().any(|m| m.reg.tag() == data)
+    }
+
+    /// Whether `data` is that of a nested set (reported by `take_events`).
+    pub fn nested_data(&self, data: u64) -> bool {
+        self.nested.iter().any(|s| s.data == data)
     }
 }
 
@@ -151,18 +208,32 @@ pub fn get(ep: i32) -> Option<Arc<Shadow>> {
     sets().lock().get(&ep).map(|s| s.shadow.clone())
 }
 
-fn update(ep: i32, f: impl FnOnce(&mut Vec<Member>)) {
+fn update(ep: i32, f: impl FnOnce(&mut Vec<Member>, &mut Vec<Nested>)) {
     let mut s = sets().lock();
     let set = s.entry(ep).or_insert_with(|| Set { shadow: Arc::default(), private: false });
     let mut members = set.shadow.members.clone();
-    f(&mut members);
-    set.shadow = Arc::new(Shadow::with(members));
+    let mut nested = set.shadow.nested.clone();
+    f(&mut members, &mut nested);
+    set.shadow = Arc::new(Shadow::with(members, nested));
     ANY.store(true, Ordering::Relaxed);
+}
+
+/// Set `ep` now holds the set `inner` (which holds peer fds).
+pub fn add_nested(ep: i32, inner: i32, events: u32, data: u64) {
+    update(ep, |_, v| {
+        v.retain(|x| x.fd != inner);
+        v.push(Nested { fd: inner, events, data, armed: Arc::new(AtomicBool::new(true)) });
+    });
+}
+
+/// Whether set `ep` holds the set `inner` as a nested member.
+pub fn has_nested(ep: i32, inner: i32) -> bool {
+    get(ep).is_some_and(|s| s.nested.iter().any(|x| x.fd == inner))
 }
 
 /// Set `ep` now holds `m`.
 pub fn add(ep: i32, m: Member) {
-    update(ep, |v| {
+    update(ep, |v, _| {
         v.retain(|x| x.fd != m.fd);
         v.push(m);
     });
@@ -176,7 +247,10 @@ pub fn find(ep: i32, fd: i32) -> Option<Member> {
 /// Set `ep` no longer holds peer fd `fd`.
 pub fn remove(ep: i32, fd: i32) {
     if any() {
-        update(ep, |v| v.retain(|x| x.fd != fd));
+        update(ep, |v, n| {
+            v.retain(|x| x.fd != fd);
+            n.retain(|x| x.fd != fd);
+        });
     }
 }
 
@@ -215,9 +289,11 @@ pub fn inspect(ep: i32) -> Option<Arc<Shadow>> {
         .filter(|item| shm_core::epoll_untag(item.data).is_some())
         .filter_map(|item| resolve(item.data, item.tfd))
         .collect();
-    let shadow = Arc::new(Shadow::with(members));
     let mut s = sets().lock();
-    let private = s.get(&ep).is_some_and(|set| set.private);
+    let old = s.get(&ep);
+    let private = old.is_some_and(|set| set.private);
+    let nested = old.map(|set| set.shadow.nested.clone()).unwrap_or_default();
+    let shadow = Arc::new(Shadow::with(members, nested));
     s.insert(ep, Set { shadow: shadow.clone(), private });
     ANY.store(true, Ordering::Relaxed);
     Some(shadow)

@@ -70,7 +70,7 @@ pub unsafe extern "C" fn epoll_create1(flags: c_int) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn epoll_ctl(ep: c_int, op: c_int, fd: c_int, ev: *mut epoll_event) -> c_int {
     let Some(info) = (if (libc::EPOLL_CTL_ADD..=libc::EPOLL_CTL_MOD).contains(&op) { fdtable::classify(fd) } else { None }) else {
-        return real_ctl(ep, op, fd, ev);
+        return ctl_nested(ep, op, fd, ev);
     };
     match op {
         libc::EPOLL_CTL_ADD => {
@@ -113,6 +113,26 @@ pub unsafe extern "C" fn epoll_ctl(ep: c_int, op: c_int, fd: c_int, ev: *mut epo
             r
         }
     }
+}
+
+/// epoll_ctl of an fd that is no peer: if it is a set holding peer fds,
+/// the outer set remembers it, so that its waits see the inner peers.
+unsafe fn ctl_nested(ep: c_int, op: c_int, fd: c_int, ev: *mut epoll_event) -> c_int {
+    let inner_holds_peers = epolls::get(fd).is_some_and(|s| s.involves_bus());
+    let nested = match op {
+        libc::EPOLL_CTL_ADD if inner_holds_peers => read_event(ev).ok(),
+        libc::EPOLL_CTL_MOD if epolls::has_nested(ep, fd) => read_event(ev).ok(),
+        _ => None,
+    };
+    let r = real_ctl(ep, op, fd, ev);
+    if r == 0 {
+        match (op, nested) {
+            (libc::EPOLL_CTL_DEL, _) => epolls::remove(ep, fd),
+            (_, Some(e)) => epolls::add_nested(ep, fd, e.events, e.u64),
+            _ => {}
+        }
+    }
+    r
 }
 
 /// The set's registrations, looked up the first time this process waits
@@ -167,7 +187,18 @@ unsafe fn harvest_now(ep: c_int, out: &mut [epoll_event], shadow: &Shadow) -> Re
     if r < 0 {
         return Err(errno());
     }
-    let (kept, unknown) = drop_tagged(&mut out[..r as usize], Some(shadow));
+    let (mut kept, unknown) = drop_tagged(&mut out[..r as usize], Some(shadow));
+    if !shadow.nested.is_empty() {
+        // The kernel's report of a nested set is the bus's to make.
+        let mut k = 0;
+        for i in 0..kept {
+            if !shadow.nested_data(out[i].u64) {
+                out[k] = out[i];
+                k += 1;
+            }
+        }
+        kept = k;
+    }
     if unknown {
         // Another process added a peer fd to the set: learn it.
         let _ = epolls::inspect(ep);
@@ -189,7 +220,7 @@ unsafe fn wait_common(
         return real();
     }
     let shadow = match shadow_of(ep) {
-        Some(s) if !s.members.is_empty() => s,
+        Some(s) if s.involves_bus() => s,
         _ => {
             let r = real();
             if r <= 0 {

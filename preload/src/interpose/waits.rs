@@ -78,7 +78,7 @@ pub(super) fn member_of(fd: c_int) -> Member {
         return Member::Peer(info);
     }
     match epolls::get(fd) {
-        Some(s) if !s.members.is_empty() => Member::Epoll(s),
+        Some(s) if s.involves_bus() => Member::Epoll(s),
         _ => Member::Kernel,
     }
 }
