@@ -287,7 +287,7 @@ pub fn inspect(ep: i32) -> Option<Arc<Shadow>> {
         .split(|b| *b == b'\n')
         .filter_map(parse_item)
         .filter(|item| shm_core::epoll_untag(item.data).is_some())
-        .filter_map(|item| resolve(item.data, item.tfd))
+        .filter_map(|item| resolve(item.data, item.tfd, item.ino))
         .collect();
     let mut s = sets().lock();
     let old = s.get(&ep);
@@ -300,22 +300,36 @@ pub fn inspect(ep: i32) -> Option<Arc<Shadow>> {
 }
 
 /// Finds the registration a tag names: in a domain this process has
-/// attached, or in the domain of the item's fd if that is a peer here.
-pub fn resolve(data: u64, tfd: i32) -> Option<Member> {
-    for dom in Domain::attached() {
-        if let Some(reg) = dom.epoll_lookup(data) {
-            return Some(Member { dom, reg, fd: tfd });
-        }
+/// attached, in the domain of the item's fd if that is a peer here, or in
+/// the configured domain. With the item's inode (from fdinfo), only a
+/// registration made for that peer socket counts.
+pub fn resolve(data: u64, tfd: i32, ino: Option<u64>) -> Option<Member> {
+    if let Some(m) = resolve_attached(data, tfd, ino) {
+        return Some(m);
     }
-    let info = crate::fdtable::classify(tfd)?;
-    let dom = info.peer.domain().clone();
-    let reg = dom.epoll_lookup(data)?;
+    let dom = match crate::fdtable::classify(tfd) {
+        Some(info) => info.peer.domain().clone(),
+        // A process holding a set but none of its peer fds (it inherited or
+        // received the set only): the bus it was configured for.
+        None => Domain::attach_existing(&crate::config::domain())?,
+    };
+    let reg = dom.epoll_lookup(data, ino)?;
     Some(Member { dom, reg, fd: tfd })
+}
+
+/// Finds the registration a tag names in a domain this process has
+/// attached.
+pub fn resolve_attached(data: u64, tfd: i32, ino: Option<u64>) -> Option<Member> {
+    Domain::attached().into_iter().find_map(|dom| {
+        let reg = dom.epoll_lookup(data, ino)?;
+        Some(Member { dom, reg, fd: tfd })
+    })
 }
 
 struct Item {
     tfd: i32,
     data: u64,
+    ino: Option<u64>,
 }
 
 /// One item line of an epoll fd's fdinfo:
@@ -327,13 +341,15 @@ fn parse_item(line: &[u8]) -> Option<Item> {
         return None;
     }
     let tfd = words.next()?.parse().ok()?;
-    let mut data = None;
+    let (mut data, mut ino) = (None, None);
     while let Some(w) = words.next() {
         if w == "data:" {
             data = u64::from_str_radix(words.next()?, 16).ok();
+        } else if let Some(i) = w.strip_prefix("ino:") {
+            ino = u64::from_str_radix(i, 16).ok();
         }
     }
-    Some(Item { tfd, data: data? })
+    Some(Item { tfd, data: data?, ino })
 }
 
 #[cfg(test)]
@@ -345,6 +361,7 @@ mod tests {
         let i = parse_item(b"tfd:        5 events:       19 data: b1e9000100000007  pos:0 ino:61d sdev:7").unwrap();
         assert_eq!(i.tfd, 5);
         assert_eq!(i.data, 0xb1e9_0001_0000_0007);
+        assert_eq!(i.ino, Some(0x61d));
         assert!(parse_item(b"pos:\t0").is_none());
         assert!(parse_item(b"flags:\t02").is_none());
     }

@@ -68,12 +68,13 @@ impl RegRef {
     }
 }
 
-/// Finds the live registration a tag names.
-pub(crate) fn lookup(dom: &Domain, data: u64) -> Option<RegRef> {
+/// Finds the live registration a tag names; with `sock_ino`, only if it
+/// was made for that peer socket.
+pub(crate) fn lookup(dom: &Domain, data: u64, sock_ino: Option<u64>) -> Option<RegRef> {
     let (idx, gen) = untag(data)?;
     let g = reg(dom, idx);
     let serial = g.serial.load();
-    if serial == 0 || g.gen.load() & 0xffff != gen {
+    if serial == 0 || g.gen.load() & 0xffff != gen || sock_ino.is_some_and(|i| i != g.sock_ino.load()) {
         return None;
     }
     Some(RegRef { idx, gen, peer: g.peer.load(), serial, bell: g.bell.load() })
@@ -91,7 +92,7 @@ fn seen_for(r: &Ready, events: u32) -> u64 {
 
 /// Registers `peer` (ready as `r` says) with the application's `events`
 /// and `data`; the kernel item is to carry the returned tag.
-pub(crate) fn register(tx: &Txn, peer: P<PeerRec>, events: u32, data: u64, r: &Ready) -> Result<RegRef> {
+pub(crate) fn register(tx: &Txn, peer: P<PeerRec>, sock_ino: u64, events: u32, data: u64, r: &Ready) -> Result<RegRef> {
     let p = tx.rec(peer);
     let b = p.bell.get();
     let bell = bell_rec(tx.domain(), b);
@@ -104,6 +105,7 @@ pub(crate) fn register(tx: &Txn, peer: P<PeerRec>, events: u32, data: u64, r: &R
     let gen = g.gen.fetch_add(1) + 1;
     g.peer.store(peer.off());
     g.bell.store(b);
+    g.sock_ino.store(sock_ino);
     g.events.store(events as u64);
     g.data.store(data);
     g.seen.store(seen_for(r, events));

@@ -308,6 +308,10 @@ pub struct EpollReg {
     pub peer: Atomic64,
     pub bell: Atomic64,
     pub serial: Atomic64,
+    /// The inode of the peer socket the item was made for (the kernel
+    /// shows it in the set's fdinfo): how a process that did not build the
+    /// set tells the registration is the one its item names.
+    pub sock_ino: Atomic64,
     /// The epoll events and flags asked for, and the data to report.
     pub events: Atomic64,
     pub data: Atomic64,

@@ -194,10 +194,11 @@ impl Peer {
     /// Registers the peer (its fd added to an epoll set) with the
     /// application's `events` and `data`; the kernel item carries the
     /// returned registration's tag.
-    pub fn epoll_register(&self, events: u32, data: u64) -> Result<RegRef> {
+    pub fn epoll_register(&self, fd: i32, events: u32, data: u64) -> Result<RegRef> {
+        let ino = sys::fstat(fd)?.st_ino;
         let tx = self.dom.lock()?;
         let r = if peer::is_live(&tx, self.rec, self.serial) {
-            epollreg::register(&tx, self.rec, events, data, &self.readiness())
+            epollreg::register(&tx, self.rec, ino, events, data, &self.readiness())
         } else {
             Err(Errno::ESHUTDOWN)
         };
@@ -384,9 +385,15 @@ impl Domain {
         self.seg.at0::<Header>().wake_exact.store(1);
     }
 
-    /// The registration an epoll item's data names in this domain.
-    pub fn epoll_lookup(&self, data: u64) -> Option<RegRef> {
-        epollreg::lookup(self, data)
+    /// The registration an epoll item's data names in this domain (made
+    /// for the peer socket of inode `sock_ino`, if given).
+    pub fn epoll_lookup(&self, data: u64, sock_ino: Option<u64>) -> Option<RegRef> {
+        epollreg::lookup(self, data, sock_ino)
+    }
+
+    /// The domain at `dir` if it exists already (nothing is created).
+    pub fn attach_existing(dir: &Path) -> Option<Arc<Domain>> {
+        dir.join("segment").exists().then(|| Domain::attach(dir).ok()).flatten()
     }
 
     /// The readiness of a registration's peer now.

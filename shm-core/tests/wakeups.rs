@@ -300,9 +300,9 @@ fn epoll_registrations_keep_edges_and_one_shots() {
     let hb = b.transfer(0x100, &a).unwrap();
     let dom = b.peer.domain().clone();
     let inn = libc::EPOLLIN as u32;
-    let lt = b.peer.epoll_register(inn, 1).unwrap();
-    let et = b.peer.epoll_register(inn | EPOLLET, 2).unwrap();
-    let os = b.peer.epoll_register(inn | EPOLLONESHOT, 3).unwrap();
+    let lt = b.peer.epoll_register(b.fd, inn, 1).unwrap();
+    let et = b.peer.epoll_register(b.fd, inn | EPOLLET, 2).unwrap();
+    let os = b.peer.epoll_register(b.fd, inn | EPOLLONESHOT, 3).unwrap();
     for g in [&lt, &et, &os] {
         assert_eq!(dom.epoll_take(g), None);
     }
@@ -324,12 +324,12 @@ fn epoll_registrations_keep_edges_and_one_shots() {
     assert_eq!(dom.epoll_take(&et), None);
     // An item added while ready reports once, edge-triggered or not.
     a.send(&[hb], b"3").unwrap();
-    let late = b.peer.epoll_register(inn | EPOLLET, 4).unwrap();
+    let late = b.peer.epoll_register(b.fd, inn | EPOLLET, 4).unwrap();
     assert_eq!(dom.epoll_take(&late), Some((inn, 4)));
     assert_eq!(dom.epoll_take(&late), None);
     // Unregistered items report nothing and their tags resolve no more.
     dom.epoll_unregister(&late);
     assert_eq!(dom.epoll_take(&late), None);
-    assert_eq!(dom.epoll_lookup(late.tag()), None);
-    assert_eq!(dom.epoll_lookup(lt.tag()), Some(lt));
+    assert_eq!(dom.epoll_lookup(late.tag(), None), None);
+    assert_eq!(dom.epoll_lookup(lt.tag(), None), Some(lt));
 }

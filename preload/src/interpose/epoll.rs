@@ -11,7 +11,7 @@ use crate::epolls::{self, Member, Shadow};
 use crate::uaccess::ProcMem;
 use crate::wait::{self, Deadline};
 use libc::{epoll_event, sigset_t, timespec};
-use shm_core::{Domain, UserMem, EPOLLET, EPOLLONESHOT};
+use shm_core::{UserMem, EPOLLET, EPOLLONESHOT};
 
 /// Descriptor `fd` was closed or replaced (see `fds`).
 pub(super) fn closed(fd: c_int) {
@@ -80,7 +80,7 @@ pub unsafe extern "C" fn epoll_ctl(ep: c_int, op: c_int, fd: c_int, ev: *mut epo
                 // The kernel refuses the pair; it never sees the one-shot.
                 return fail(Errno::EINVAL);
             }
-            let Ok(reg) = info.peer.epoll_register(want.events, want.u64) else { return real_ctl(ep, op, fd, ev) };
+            let Ok(reg) = info.peer.epoll_register(fd, want.events, want.u64) else { return real_ctl(ep, op, fd, ev) };
             let dom = info.peer.domain().clone();
             let mut item = kernel_item(want.events, reg.tag());
             let r = real_ctl(ep, op, fd, &mut item);
@@ -135,34 +135,34 @@ unsafe fn ctl_nested(ep: c_int, op: c_int, fd: c_int, ev: *mut epoll_event) -> c
     r
 }
 
-/// The set's registrations, looked up the first time this process waits
-/// on it if the process takes part in a bus at all.
+/// The set's registrations, looked up in the set's items the first time
+/// this process waits on a set it did not make (sets made here are known
+/// from the start, so this costs a read of `/proc` once per inherited or
+/// received set).
 fn shadow_of(ep: c_int) -> Option<Arc<Shadow>> {
-    epolls::get(ep).or_else(|| {
-        if fdtable::any() || !Domain::attached().is_empty() {
-            epolls::inspect(ep)
-        } else {
-            None
-        }
-    })
+    epolls::get(ep).or_else(|| epolls::inspect(ep))
 }
 
-/// Takes out of `events[..n]` the items of peer registrations (the bus
-/// reports those); returns how many are left and whether a tag this
-/// process did not know was among them.
-fn drop_tagged(events: &mut [epoll_event], shadow: Option<&Shadow>) -> (usize, bool) {
+/// Takes out of `events` the items of peer registrations (the bus reports
+/// those); returns how many are left and whether a tag this process did
+/// not know was among them. A tag no attached domain knows makes the set's
+/// items be read (the item's fd tells the domain).
+fn drop_tagged(ep: c_int, events: &mut [epoll_event], shadow: Option<&Shadow>) -> (usize, bool) {
     let mut kept = 0;
     let mut unknown = false;
+    let mut reread: Option<Option<Arc<Shadow>>> = None;
     for i in 0..events.len() {
         let e = events[i];
         let data = e.u64;
         let tagged = shm_core::epoll_untag(data).is_some() && {
-            let known = shadow.is_some_and(|s| s.knows(data));
-            if !known && epolls::resolve(data, -1).is_none() {
-                false
-            } else {
-                unknown |= !known;
+            if shadow.is_some_and(|s| s.knows(data)) {
                 true
+            } else if epolls::resolve_attached(data, -1, None).is_some() {
+                unknown = true;
+                true
+            } else {
+                let fresh = reread.get_or_insert_with(|| epolls::inspect(ep));
+                fresh.as_ref().is_some_and(|s| s.knows(data))
             }
         };
         if !tagged {
@@ -187,7 +187,7 @@ unsafe fn harvest_now(ep: c_int, out: &mut [epoll_event], shadow: &Shadow) -> Re
     if r < 0 {
         return Err(errno());
     }
-    let (mut kept, unknown) = drop_tagged(&mut out[..r as usize], Some(shadow));
+    let (mut kept, unknown) = drop_tagged(ep, &mut out[..r as usize], Some(shadow));
     if !shadow.nested.is_empty() {
         // The kernel's report of a nested set is the bus's to make.
         let mut k = 0;
@@ -230,8 +230,8 @@ unsafe fn wait_common(
             if ProcMem.read(events as u64, bytes_mut(&mut local)).is_err() {
                 return r;
             }
-            let (kept, unknown) = drop_tagged(&mut local, None);
-            if !unknown {
+            let (kept, unknown) = drop_tagged(ep, &mut local, None);
+            if kept == r as usize && !unknown {
                 return r;
             }
             // The set holds peer fds this process had not seen: learn

@@ -366,10 +366,12 @@ pub unsafe extern "C-unwind" fn select(nfds: c_int, r: *mut libc::fd_set, w: *mu
         Deadline::Never
     } else {
         let mut t = [libc::timeval { tv_sec: 0, tv_usec: 0 }];
-        if read_array(tv as u64, &mut t).is_err() || t[0].tv_sec < 0 || !(0..1_000_000).contains(&t[0].tv_usec) {
+        // Linux carries whole seconds of tv_usec over; negative fields are
+        // the real call's EINVAL.
+        if read_array(tv as u64, &mut t).is_err() || t[0].tv_sec < 0 || t[0].tv_usec < 0 {
             return real(tv);
         }
-        Deadline::after_ns(Some(t[0].tv_sec as u64 * 1_000_000_000 + t[0].tv_usec as u64 * 1000))
+        Deadline::after_ns(Some((t[0].tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(t[0].tv_usec as u64 * 1000)))
     };
     let res = run_select(&sets, ptrs, deadline, None);
     if !tv.is_null() {
