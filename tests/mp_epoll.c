@@ -223,11 +223,11 @@ TEST(ep_mixed_with_a_pipe)
 		_exit(0);
 	}
 	mp_put(go[1], "g", 1);
-	ASSERT_EQ(epoll_wait(ep, e, 2, MP_WAIT_MS), 1);
+	ASSERT_EQ(MP_WOKEN(epoll_wait(ep, e, 2, MP_WAIT_MS)), 1);
 	ASSERT_EQ_U64(e[0].data.u64, 2);
 	mp_get(p[0], &c, 1);
 	mp_put(go[1], "g", 1);
-	ASSERT_EQ(epoll_wait(ep, e, 2, MP_WAIT_MS), 1);
+	ASSERT_EQ(MP_WOKEN(epoll_wait(ep, e, 2, MP_WAIT_MS)), 1);
 	ASSERT_EQ_U64(e[0].data.u64, 1);
 	ASSERT_EQ(b1_recv(a, &r, 0), 0);
 	mp_reap(pid);
@@ -251,7 +251,7 @@ TEST(ep_shared_by_fork)
 	mp_pipe(done);
 	pid = mp_fork();
 	if (pid == 0) {
-		ASSERT_EQ(ep_wait1(et, &e, MP_WAIT_MS), 1);
+		ASSERT_EQ(MP_WOKEN(ep_wait1(et, &e, MP_WAIT_MS)), 1);
 		ASSERT_EQ_U64(e.data.u64, 1);
 		ASSERT_EQ(ep_wait1(lt, &e, 0), 1);
 		mp_put(done[1], "d", 1);
@@ -277,7 +277,7 @@ T_CHILD(ep_wait_inherited)
 	ASSERT_EQ(ep_wait1(ep, &e, 0), 0);
 	printf("ready\n");
 	fflush(stdout);
-	ASSERT_EQ(ep_wait1(ep, &e, MP_WAIT_MS), 1);
+	ASSERT_EQ(MP_WOKEN(ep_wait1(ep, &e, MP_WAIT_MS)), 1);
 	ASSERT_EQ(e.events, EPOLLIN);
 	ASSERT_EQ_U64(e.data.u64, want);
 	return 0;
@@ -319,7 +319,7 @@ T_CHILD(ep_wait_received)
 
 	ASSERT_EQ(ep_wait1(ep, &e, 0), 0);
 	mp_put(sock, "r", 1);
-	ASSERT_EQ(ep_wait1(ep, &e, MP_WAIT_MS), 1);
+	ASSERT_EQ(MP_WOKEN(ep_wait1(ep, &e, MP_WAIT_MS)), 1);
 	ASSERT_EQ(e.events, EPOLLIN);
 	ASSERT_EQ_U64(e.data.u64, 0x4321);
 	mp_put(sock, "d", 1);
@@ -380,11 +380,11 @@ TEST(ep_inside_epoll_and_poll)
 		}
 		mp_put(go[1], "g", 1);
 		if (round == 0) {
-			ASSERT_EQ(ep_wait1(outer, &e, MP_WAIT_MS), 1);
+			ASSERT_EQ(MP_WOKEN(ep_wait1(outer, &e, MP_WAIT_MS)), 1);
 			ASSERT_EQ_U64(e.data.u64, 99);
 			ASSERT_EQ(poll(&p, 1, 0), 1);
 		} else {
-			ASSERT_EQ(poll(&p, 1, MP_WAIT_MS), 1);
+			ASSERT_EQ(MP_WOKEN(poll(&p, 1, MP_WAIT_MS)), 1);
 			ASSERT_EQ(p.revents, POLLIN);
 			ASSERT_EQ(ep_wait1(outer, &e, 0), 1);
 		}

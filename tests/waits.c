@@ -258,7 +258,7 @@ static void wakes(enum wfn w, int exact)
 
 	pid = DELAYED_CHILD(go[0], ASSERT_EQ(b1_send_one(b, h, "wake", 4), 0));
 	mp_put(go[1], "g", 1);
-	ASSERT_EQ(wait_fd(w, a, POLLIN, MP_WAIT_MS, &bits), 1);
+	ASSERT_EQ(MP_WOKEN(wait_fd(w, a, POLLIN, MP_WAIT_MS, &bits)), 1);
 	ASSERT_EQ(bits, POLLIN);
 	mp_reap(pid);
 	ASSERT_EQ(b1_recv(a, &r, 0), 0);
@@ -266,7 +266,7 @@ static void wakes(enum wfn w, int exact)
 
 	pid = DELAYED_CHILD(go[0], ASSERT_EQ(b1_release(b, h), 0));
 	mp_put(go[1], "g", 1);
-	ASSERT_EQ(wait_fd(w, a, POLLIN, MP_WAIT_MS, &bits), 1);
+	ASSERT_EQ(MP_WOKEN(wait_fd(w, a, POLLIN, MP_WAIT_MS, &bits)), 1);
 	ASSERT_EQ(bits, POLLIN);
 	mp_reap(pid);
 	ASSERT_EQ(b1_recv(a, &r, 0), 0);
@@ -277,7 +277,7 @@ static void wakes(enum wfn w, int exact)
 
 	pid = DELAYED_CHILD(go[0], ASSERT_EQ(b1_disconnect(a), 0));
 	mp_put(go[1], "g", 1);
-	ASSERT_EQ(wait_fd(w, a, POLLIN, MP_WAIT_MS, &bits), 1);
+	ASSERT_EQ(MP_WOKEN(wait_fd(w, a, POLLIN, MP_WAIT_MS, &bits)), 1);
 	ASSERT_EQ(bits, is_select(w) ? POLLIN : POLLHUP);
 	mp_reap(pid);
 	ASSERT_EQ(wait_fd(w, a, POLLIN | POLLOUT, 0, &bits), 1);
@@ -379,7 +379,7 @@ TEST(select_reports_time_left)
 	mp_put(go[1], "g", 1);
 	FD_ZERO(&rd);
 	FD_SET(a, &rd);
-	ASSERT_EQ(select(a + 1, &rd, NULL, NULL, &tv), 1);
+	ASSERT_EQ(MP_WOKEN(select(a + 1, &rd, NULL, NULL, &tv)), 1);
 	ASSERT_TRUE(FD_ISSET(a, &rd));
 	ASSERT_TRUE(tv.tv_sec < 5 || tv.tv_usec < 1000000);
 	ASSERT_TRUE(tv.tv_sec >= 3);

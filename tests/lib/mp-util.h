@@ -28,6 +28,22 @@
 /* Default bound for every wait that should finish at once. */
 #define MP_WAIT_MS 5000
 
+/*
+ * Evaluates `expr`, a wait that something will end well within MP_WAIT_MS:
+ * a wait that runs into its timeout still reports what became ready by
+ * then, so a lost wake-up shows only as the time it took.
+ */
+#define MP_WOKEN(expr)							\
+	({								\
+		double w_t0_ = mp_now_ms();				\
+		__typeof__(expr) w_v_ = (expr);				\
+		double w_dt_ = mp_now_ms() - w_t0_;			\
+		if (w_dt_ >= MP_WAIT_MS / 2)				\
+			t_fail(__FILE__, __LINE__,			\
+			       "%s took %.0f ms: lost wake-up", #expr, w_dt_); \
+		w_v_;							\
+	})
+
 /* Opens a peer whose fd survives execve (b1_open() sets O_CLOEXEC). */
 static inline int mp_open_inherit(void)
 {
