@@ -114,12 +114,13 @@ pub fn execute(tx: &Txn, op: Op) -> Result<()> {
         Op::Carrier { serial, gen, nonce, fds } => send_carrier(dom, serial, gen, nonce, &fds),
         Op::Drain { peer, fd, count, vault } => {
             tx.intent(peer, Intent::Removed)?;
+            let all_sent = all_tokens_sent(tx, peer);
             let mut removed = 0;
             while removed < count && sys::discard_datagram(fd).is_ok() {
                 removed += 1;
             }
             let tokens = removed.saturating_sub(vault as u32);
-            took_tokens(tx, peer, tokens as u64, removed < count);
+            took_tokens(tx, peer, tokens as u64, all_sent.filter(|_| removed < count));
             Ok(())
         }
         Op::DropCarrier { peer, fd, nonce } => {
@@ -146,16 +147,27 @@ pub fn execute(tx: &Txn, op: Op) -> Result<()> {
     }
 }
 
-/// Counts `n` plain tokens taken out of `peer`'s socket. When the socket
-/// ran `dry` while every committed ring is done, tokens counted as sent but
-/// never seen were lost with a sender that died before sending them (or
-/// whose send failed): the count is settled.
-fn took_tokens(tx: &Txn, peer: P<PeerRec>, n: u64, dry: bool) {
+/// If every token counted as sent into `peer`'s socket has been sent
+/// (none is on its way), that count. Read before the socket is drained: a
+/// token that arrives during the drain must not be settled as lost.
+fn all_tokens_sent(tx: &Txn, peer: P<PeerRec>) -> Option<u64> {
+    let bell = bell_of(tx, peer);
+    let done = bell.tok_done.load_seqcst();
+    let sent = bell.tok_sent.load_seqcst();
+    (done >= sent).then_some(sent)
+}
+
+/// Counts `n` plain tokens taken out of `peer`'s socket. `settled`: the
+/// socket ran dry although every token counted up to that number had been
+/// sent before the drain began; those never seen were lost with a sender
+/// whose send failed or that died before sending: the count is settled.
+fn took_tokens(tx: &Txn, peer: P<PeerRec>, n: u64, settled: Option<u64>) {
     let bell = bell_of(tx, peer);
     bell.tok_taken.fetch_add(n);
-    let sent = bell.tok_sent.load_seqcst();
-    if dry && bell.tok_done.load_seqcst() >= sent && bell.tok_taken.load() < sent {
-        bell.tok_taken.store(sent);
+    if let Some(sent) = settled {
+        if bell.tok_taken.load() < sent {
+            bell.tok_taken.store(sent);
+        }
     }
 }
 
@@ -367,6 +379,7 @@ pub fn resync(tx: &Txn, peer: P<PeerRec>, fd: i32) -> Result<()> {
     tx.intent(peer, Intent::Removed)?;
     tx.intent(peer, Intent::Added)?;
     let dom = tx.domain();
+    let all_sent = all_tokens_sent(tx, peer);
     let mut kept: Option<Vec<i32>> = None;
     let mut tokens = 0;
     let mut buf = [0u8; 32];
@@ -388,7 +401,7 @@ pub fn resync(tx: &Txn, peer: P<PeerRec>, fd: i32) -> Result<()> {
             tokens += 1;
         }
     }
-    took_tokens(tx, peer, tokens, true);
+    took_tokens(tx, peer, tokens, all_sent);
     let serial = p.serial.get();
     let own = UnixAddr::new(&dom.peer_path(serial))?;
     let had_vault = p.bell_vault.get() == 1;
@@ -458,22 +471,30 @@ pub(crate) fn seal(tx: &Txn, owed: &[(P<PeerRec>, Visible)], out: &mut Vec<Ticke
 }
 
 /// The second half of a wake-up, made after every lock is released: the
-/// change the ticket was issued for is visible to anyone who looks.
+/// changes the tickets were issued for are visible to anyone who looks.
 ///
-/// Bumps the bell's `seq`, rings every thread armed on the bell, sends the
-/// kernel token if one is due, and records the ring as done. A ring that
-/// could not be made (no descriptor left for it) stays owed and is made
-/// good by the wake-up tick.
-pub fn entries_visible(dom: &Domain, t: &Ticket) {
+/// Bumps each bell's `seq`, then (after one fence for all of them, so that
+/// a multicast pays one, not one per destination) rings every thread armed
+/// on each bell, sends the kernel tokens that are due, and records the
+/// rings as done. A ring that could not be made (no descriptor left for
+/// it) stays owed and is made good by the wake-up tick.
+pub fn entries_visible(dom: &Domain, tickets: &[Ticket]) {
+    for t in tickets.iter().filter(|t| t.wake != 0) {
+        bell_rec(dom, t.bell).seq.fetch_add(1);
+    }
+    // The changes (written before the lock was released) are ordered
+    // before the looks at the sleepers (txn rule 9).
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    for t in tickets {
+        crate::crash::point("ring");
+        ring_ticket(dom, t);
+    }
+}
+
+fn ring_ticket(dom: &Domain, t: &Ticket) {
     let bell = bell_rec(dom, t.bell);
-    if t.wake != 0 {
-        bell.seq.fetch_add(1);
-        // The change (written before the lock was released, or just now)
-        // is ordered before the look at the sleepers (txn rule 9).
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        if waiters::ring_sleepers(dom, t.bell) {
-            bell.rung.fetch_max(t.wake);
-        }
+    if t.wake != 0 && waiters::ring_sleepers(dom, t.bell) {
+        bell.rung.fetch_max(t.wake);
     }
     let mut gone = false;
     if t.token != 0 {
@@ -615,7 +636,7 @@ pub fn vault_open(tx: &Txn, peer: P<PeerRec>, fd: i32) -> Result<Option<Vault>> 
                     mark_dirty(tx, peer);
                     return Ok(None);
                 }
-                took_tokens(tx, peer, 1, false);
+                took_tokens(tx, peer, 1, None);
                 tx.set(&p.bell_plain, 0);
             }
             Ok((n, _)) if n >= 12 && &buf[..4] == VAULT_MAGIC => break,

@@ -19,6 +19,7 @@
 //! exit frees its slots, and the slots of dead processes are freed by the
 //! wake-up tick of any process (`collect_dead`).
 
+use crate::creds;
 use crate::domain::Domain;
 use crate::layout::*;
 use crate::shm::P;
@@ -51,7 +52,7 @@ fn incarnation() -> u32 {
 }
 
 fn owner_word() -> u64 {
-    (sys::getpid() as u64) << 32 | incarnation() as u64
+    (creds::pid() as u64) << 32 | incarnation() as u64
 }
 
 fn slot_rec(dom: &Domain, s: u32) -> &WaitSlot {
@@ -150,7 +151,7 @@ impl Drop for ThreadState {
         for a in self.active.drain(..) {
             disarm_bells(&a.dom, a.slot, &a.bells);
         }
-        let pid = sys::getpid();
+        let pid = creds::pid();
         for o in self.owned.drain(..) {
             if o.pid != pid {
                 continue;
@@ -187,13 +188,13 @@ fn release_stale(t: &mut ThreadState) {
 
 /// This thread's slot in `dom` (taken on first use).
 fn own_slot(t: &mut ThreadState, dom: &Arc<Domain>) -> Option<usize> {
-    let pid = sys::getpid();
+    let pid = creds::pid();
     // Entries copied into a forked child name the parent's slots.
     t.owned.retain(|o| o.pid == pid && o.dom.strong_count() > 0);
     if let Some(i) = t.owned.iter().position(|o| o.dom.as_ptr() == Arc::as_ptr(dom)) {
         return Some(i);
     }
-    let slot = take_slot(dom, sys::gettid())?;
+    let slot = take_slot(dom, creds::current().tid)?;
     t.owned.push(Owned { dom: Arc::downgrade(dom), pid, slot, wake: None });
     Some(t.owned.len() - 1)
 }
@@ -424,7 +425,7 @@ pub(crate) fn collect_dead(dom: &Domain) -> usize {
             let pid = (owner >> 32) as u32;
             let dead = if owner == 0 {
                 false
-            } else if pid == sys::getpid() {
+            } else if pid == creds::pid() {
                 owner != me
             } else {
                 !sys::process_exists(pid)

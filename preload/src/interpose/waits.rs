@@ -168,7 +168,9 @@ fn poll_passes_through(fds: *const pollfd, nfds: nfds_t) -> bool {
     if nfds == 0 || nfds > 1 << 20 {
         return true;
     }
-    !matches!(poll_involves_bus(fds, nfds), Ok(true)) || nfds > shm_core::sys::nofile_limit()
+    // The kernel refuses more fds than RLIMIT_NOFILE (asked only for
+    // larger sets: a limit below 64 is not worth a system call per wait).
+    !matches!(poll_involves_bus(fds, nfds), Ok(true)) || (nfds > 64 && nfds > shm_core::sys::nofile_limit())
 }
 
 #[no_mangle]
