@@ -24,14 +24,14 @@ test-rust:
 	cargo test --release --workspace
 
 test-c: build
-	$(MAKE) -s -C tests check
+	$(MAKE) -s -C tests check check-disk
 
 build-debug:
 	cargo build
 
 test-debug: build-debug
 	cargo test --workspace
-	$(MAKE) -s -C tests check SHIM=$(DEBUG_SHIM)
+	$(MAKE) -s -C tests check check-disk SHIM=$(DEBUG_SHIM)
 
 bench: build
 	$(MAKE) -s -C bench

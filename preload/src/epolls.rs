@@ -311,7 +311,7 @@ pub fn resolve(data: u64, tfd: i32, ino: Option<u64>) -> Option<Member> {
         Some(info) => info.peer.domain().clone(),
         // A process holding a set but none of its peer fds (it inherited or
         // received the set only): the bus it was configured for.
-        None => Domain::attach_existing(&crate::config::domain())?,
+        None => Domain::attach_configured(&crate::config::domain())?,
     };
     let reg = dom.epoll_lookup(data, ino)?;
     Some(Member { dom, reg, fd: tfd })

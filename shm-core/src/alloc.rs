@@ -5,7 +5,6 @@
 
 use crate::errno::{Errno, Result};
 use crate::layout::*;
-use crate::sys;
 use crate::txn::Txn;
 
 const MIN_SHIFT: u32 = 4;
@@ -19,6 +18,7 @@ fn class_of(size: u64) -> (usize, u64) {
 
 /// Allocates a zeroed block of at least `size` bytes.
 pub fn alloc(tx: &Txn, size: u64) -> Result<u64> {
+    tx.log_ok()?;
     let (class, bsize) = class_of(size);
     if class >= NCLASSES {
         return Err(Errno::ENOMEM);
@@ -104,16 +104,9 @@ fn reserve(tx: &Txn, end: u64) -> Result<()> {
         return Ok(());
     }
     let want = end.div_ceil(HEAP_CHUNK) * HEAP_CHUNK;
-    back_with_file_space(tx, have, want - have)?;
+    tx.dom.reserve(have, want - have)?;
     tx.set(&hdr.heap_reserved, want);
     Ok(())
-}
-
-fn back_with_file_space(tx: &Txn, off: u64, len: u64) -> Result<()> {
-    let fd = sys::open(&tx.dom.segment_path, libc::O_RDWR, 0)?;
-    let r = sys::fallocate(fd, 0, off, len);
-    sys::close(fd);
-    r.map_err(|_| Errno::ENOMEM)
 }
 
 /// Makes sure the record at `off` of the wake-up tables (which are not
@@ -126,7 +119,7 @@ pub(crate) fn reserve_table(tx: &Txn, off: u64) -> Result<()> {
     if word.get() & 1 << (chunk % 64) != 0 {
         return Ok(());
     }
-    back_with_file_space(tx, WAKE_OFF + chunk * WAKE_CHUNK, WAKE_CHUNK)?;
+    tx.dom.reserve(WAKE_OFF + chunk * WAKE_CHUNK, WAKE_CHUNK)?;
     tx.set(word, word.get() | 1 << (chunk % 64));
     Ok(())
 }

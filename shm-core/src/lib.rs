@@ -19,7 +19,11 @@
 //!   calls), the kernel-visible token of the peer fd, and how in-flight
 //!   fds are kept alive;
 //! * `reaper` — teardown of peers whose last fd is gone, and the periodic
-//!   ticks of the watcher thread.
+//!   ticks of the watcher thread;
+//! * `trust` — which directories and files a domain may use (owners,
+//!   modes, no symbolic links); `memory` — where a domain's files live
+//!   (memory, whatever file system holds the domain directory) and when
+//!   they go; `sockdir` — the directory named in socket addresses.
 
 // `is_multiple_of` needs Rust 1.87; the crate builds with 1.79 (a
 // distribution's toolchain, see .ci/run), so remainders stay spelled out.
@@ -34,8 +38,10 @@ mod epollreg;
 mod errno;
 mod forks;
 mod layout;
+mod memory;
 mod message;
 mod object;
+mod ownmem;
 mod peer;
 mod pool;
 mod queue;
@@ -50,6 +56,7 @@ mod sockdir;
 mod sync;
 pub mod sys;
 mod table;
+mod trust;
 mod txn;
 mod usermem;
 mod waiters;
@@ -61,8 +68,10 @@ pub use sync::LocalMutex;
 pub use errno::{Errno, Result};
 pub use layout::POOL_SIZE;
 pub use epollreg::{untag as epoll_untag, RegRef, EPOLLET, EPOLLONESHOT};
+pub use ownmem::is_own_memory;
 pub use readiness::Ready;
 pub use reaper::watcher_running;
+pub use trust::take_refusal;
 pub use waiters::{ArmedSet, Sleep, WaitSet};
 pub use usermem::{range_ok, read_struct, write_struct, AbiPlain, SimMem, UserMem, USER_LIMIT};
 
@@ -131,13 +140,8 @@ impl Peer {
         let (dir, name) = (&path[..slash], &path[slash + 1..]);
         let Some(hex) = name.strip_prefix(b"peer.") else { return Ok(None) };
         let Ok(serial) = u64::from_str_radix(std::str::from_utf8(hex).unwrap_or("x"), 16) else { return Ok(None) };
-        use std::os::unix::ffi::OsStrExt;
-        let dir = sockdir::domain_dir_of(dir);
-        let dir = Path::new(std::ffi::OsStr::from_bytes(&dir));
-        if !dir.join("segment").exists() {
-            return Ok(None);
-        }
-        let dom = Domain::attach(dir)?;
+        // Not a domain, or one this process may not use: not a peer.
+        let Ok(dom) = Domain::attach_existing(&sockdir::domain_dir_of(dir)) else { return Ok(None) };
         let tx = dom.lock()?;
         let found = peer::lookup_serial(&tx, serial).map(|rec| (rec, tx.rec(rec).bell.get()));
         tx.abort();
@@ -357,8 +361,10 @@ impl Peer {
         if prot & libc::PROT_WRITE != 0 {
             return Err(Errno::EPERM);
         }
-        let path = sys::cstr(&self.dom.pool_path(self.serial))?;
-        sys::open(&path, libc::O_RDONLY, 0).map_err(|_| Errno::ESHUTDOWN)
+        match self.dom.open_file(&Domain::pool_name(self.serial), libc::O_RDONLY) {
+            Err(Errno::EPERM) => Err(Errno::EPERM),
+            r => r.map_err(|_| Errno::ESHUTDOWN),
+        }
     }
 
     /// The access mode the peer was opened with.
@@ -391,9 +397,14 @@ impl Domain {
         epollreg::lookup(self, data, sock_ino)
     }
 
-    /// The domain at `dir` if it exists already (nothing is created).
-    pub fn attach_existing(dir: &Path) -> Option<Arc<Domain>> {
-        dir.join("segment").exists().then(|| Domain::attach(dir).ok()).flatten()
+    /// The domain at `dir` (a configured domain directory) if that
+    /// directory exists.
+    pub fn attach_configured(dir: &Path) -> Option<Arc<Domain>> {
+        if dir.is_dir() {
+            Domain::attach(dir).ok()
+        } else {
+            None
+        }
     }
 
     /// The readiness of a registration's peer now.

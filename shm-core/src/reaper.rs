@@ -9,10 +9,12 @@
 //! process has done so recently (a lease in the segment header), so that
 //! holders blocked in `poll` learn of a crashed peer's node destruction
 //! within a bounded time. The same scan gives back the pool pages the
-//! message path leaves resident (`pool::sweep_idle`). A shorter lease runs
-//! the wake-up tick (`doorbell::tick`): rings owed by dead or stopped
-//! senders, tokens for waiters the shim cannot see, waiter slots of dead
-//! processes.
+//! message path leaves resident (`pool::sweep_idle`), now and then removes
+//! files killed processes left in the domain (`sweep_files`), and more
+//! rarely the memory of domains nobody uses any more (`memory`). A shorter
+//! lease runs the wake-up tick (`doorbell::tick`): rings owed by dead or
+//! stopped senders, tokens for waiters the shim cannot see, waiter slots
+//! of dead processes.
 
 use crate::doorbell;
 use crate::domain::{Domain, PeerFile};
@@ -29,6 +31,9 @@ pub const SCAN_PERIOD_MS: u64 = 200;
 /// by this process): such files are rare, and listing a domain of many
 /// peers is not free.
 const FILE_SWEEP_EVERY: u64 = 5;
+/// Memory left by killed processes next to an attached domain's is looked
+/// for every this many scans (made by this process).
+const ORPHAN_SWEEP_EVERY: u64 = 50;
 static SCANS: AtomicU64 = AtomicU64::new(0);
 
 /// Waiter slots of dead processes are looked for every this many ticks.
@@ -92,6 +97,10 @@ fn claim(lease: &crate::shm::Atomic64, period_ms: u64) -> bool {
 }
 
 fn watch(gen: u64) {
+    // The thread's stack is the bus's, not the application's memory.
+    if let Some((low, len)) = sys::thread_stack() {
+        crate::ownmem::add(low, len);
+    }
     let mut ticks = 0u64;
     loop {
         sys::sleep_ms(doorbell::TICK_MS);
@@ -110,8 +119,12 @@ fn watch(gen: u64) {
             if claim(&hdr.scan_lease, SCAN_PERIOD_MS) {
                 scan(&d);
                 sweep_pools(&d);
-                if SCANS.fetch_add(1, Ordering::Relaxed) % FILE_SWEEP_EVERY == 0 {
+                let n = SCANS.fetch_add(1, Ordering::Relaxed);
+                if n % FILE_SWEEP_EVERY == 0 {
                     sweep_files(&d);
+                }
+                if n % ORPHAN_SWEEP_EVERY == ORPHAN_SWEEP_EVERY - 1 {
+                    d.sweep_orphans();
                 }
             }
         }
