@@ -243,8 +243,18 @@ pub fn poll(fds: &mut [libc::pollfd], members: &[Member], deadline: Deadline, ma
     let must_block = mask.is_some() || k.catches_signals();
     let mut b = Blocked { old: None, k };
     let mut spun = false;
+    // Whether a peer socket may still be slept on (exact mode): not after
+    // it woke a sleep while nothing was ready (a datagram that is no
+    // token, or a token sent after its queue was emptied), until which the
+    // socket would keep the sleep from lasting.
+    let mut sockets_wake = true;
+    let mut slept_on_sockets = false;
     loop {
         let n = scan(fds, members, b.k, &mut kernel_fds)?;
+        if slept_on_sockets && n == 0 {
+            sockets_wake = false;
+        }
+        slept_on_sockets = false;
         if n > 0 || deadline.passed() {
             b.restore();
             return Ok(n);
@@ -272,9 +282,10 @@ pub fn poll(fds: &mut [libc::pollfd], members: &[Member], deadline: Deadline, ma
         let mut sleep_fds: Vec<libc::pollfd> = Vec::new();
         for (p, m) in fds.iter().zip(members) {
             match m {
-                Member::Peer(info) if info.peer.socket_wakes() => {
+                Member::Peer(info) if sockets_wake && info.peer.socket_wakes() => {
                     let ev = if p.events & (POLLIN | POLLRDNORM) != 0 { POLLIN } else { 0 };
                     sleep_fds.push(libc::pollfd { fd: p.fd, events: ev, revents: 0 });
+                    slept_on_sockets = true;
                 }
                 Member::Peer(info) => info.peer.watch(&mut set),
                 Member::Epoll(shadow) => {
