@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Multicast: one SEND of 1 KiB to N destinations (N = 1, 8, 64, 256,
+ * Fan-out: one SEND of 1 KiB to N destinations (N = 1, 8, 64, 256,
  * 1000), in one process; each destination then takes its copy with RECV
  * and SLICE_RELEASE. Nobody sleeps, so no ring is made: the cost of a SEND
  * per destination should not depend on N.
@@ -13,7 +13,7 @@
  * SEND per destination at 256 against one UDS write+recv, and the SEND per
  * destination at 256 against the same at 8 (medians of several
  * alternating rounds).
- * Run under the shim: scripts/bus1-run bench/bin/multicast [deliveries]
+ * Run under the shim: scripts/bus1-run bench/bin/fanout [deliveries]
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -31,7 +31,7 @@
 #include <unistd.h>
 #include <linux/bus1.h>
 
-#define BENCH_NAME "multicast"
+#define BENCH_NAME "fanout"
 #include "common.h"
 
 #define ROUNDS 7
@@ -166,7 +166,7 @@ int main(int argc, char **argv)
 		r256[i] = send[3][i] / uds[i];
 		flat[i] = send[3][i] / send[1][i];
 	}
-	printf("multicast 1 KiB, %ld deliveries per size x %d rounds (CPU time per destination, median)\n",
+	printf("fanout: multicast of 1 KiB, %ld deliveries per size x %d rounds (CPU time per destination, median)\n",
 	       deliveries, ROUNDS);
 	for (int z = 0; z < NSIZES; z++) {
 		qsort(send[z], ROUNDS, sizeof(double), cmp_double);
