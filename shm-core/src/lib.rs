@@ -16,8 +16,8 @@
 //!   `waiters` — threads sleeping on peers and how a ring reaches them;
 //!   `epollreg` — peer fds in epoll sets (edge and one-shot state);
 //! * `doorbell` — wake-ups after a commit (the interface the engine
-//!   calls), the kernel-visible token of the peer fd, and how in-flight
-//!   fds are kept alive;
+//!   calls) and what the peer socket holds (the kernel-visible token, the
+//!   vault datagram); `vault` — where in-flight fds are kept;
 //! * `reaper` — teardown of peers whose last fd is gone, and the periodic
 //!   ticks of the watcher thread;
 //! * `trust` — which directories and files a domain may use (owners,
@@ -59,6 +59,7 @@ mod table;
 mod trust;
 mod txn;
 mod usermem;
+mod vault;
 mod waiters;
 
 pub use crash::arm as arm_crash_point;
