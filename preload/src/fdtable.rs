@@ -168,11 +168,35 @@ pub fn any() -> bool {
     COUNT.load(Ordering::Relaxed) != 0
 }
 
+/// Bumped (with the table locked) by every change of the table: a
+/// thread's cached lookup is good while it has not moved.
+static GEN: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The last lookup this thread made: (fd, generation, entry). Every
+    /// ioctl looks its fd up, so the common case takes no lock.
+    static LAST: std::cell::RefCell<(i32, u64, Option<Arc<FdInfo>>)> = const { std::cell::RefCell::new((-1, 0, None)) };
+}
+
 pub fn get(fd: i32) -> Option<Arc<FdInfo>> {
     if fd < 0 || !any() {
         return None;
     }
-    table().lock().get(fd as usize).cloned().flatten()
+    let gen = GEN.load(Ordering::Acquire);
+    let cached = LAST
+        .try_with(|c| c.try_borrow().ok().and_then(|c| (c.0 == fd && c.1 == gen).then(|| c.2.clone())))
+        .ok()
+        .flatten();
+    if let Some(hit) = cached {
+        return hit;
+    }
+    let e = table().lock().get(fd as usize).cloned().flatten();
+    let _ = LAST.try_with(|c| {
+        if let Ok(mut c) = c.try_borrow_mut() {
+            *c = (fd, gen, e.clone());
+        }
+    });
+    e
 }
 
 pub fn set(fd: i32, info: Arc<FdInfo>) {
@@ -183,6 +207,7 @@ pub fn set(fd: i32, info: Arc<FdInfo>) {
     if t.len() <= fd as usize {
         t.resize(fd as usize + 1, None);
     }
+    GEN.fetch_add(1, Ordering::AcqRel);
     if t[fd as usize].replace(info).is_none() {
         COUNT.fetch_add(1, Ordering::Relaxed);
         mark(fd as usize, true);
@@ -196,6 +221,7 @@ pub fn take(fd: i32) -> Option<Arc<FdInfo>> {
     let mut t = table().lock();
     let e = t.get_mut(fd as usize).and_then(|e| e.take());
     if e.is_some() {
+        GEN.fetch_add(1, Ordering::AcqRel);
         COUNT.fetch_sub(1, Ordering::Relaxed);
         mark(fd as usize, false);
     }
@@ -215,6 +241,7 @@ pub fn take_range(lo: u32, hi: u32) -> Vec<(i32, Arc<FdInfo>)> {
             break;
         }
         if let Some(e) = t[fd].take() {
+            GEN.fetch_add(1, Ordering::AcqRel);
             COUNT.fetch_sub(1, Ordering::Relaxed);
             mark(fd, false);
             out.push((fd as i32, e));
