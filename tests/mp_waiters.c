@@ -13,6 +13,7 @@
 #include <setjmp.h>
 #include <sys/epoll.h>
 #include <sys/select.h>
+#include <linux/io_uring.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 
@@ -582,4 +583,115 @@ TEST(emfile_sender_still_wakes)
 TEST(emfile_sender_still_wakes_exact)
 {
 	emfile_sender(1);
+}
+
+/*
+ * io_uring, the other way to wait the shim cannot see: a POLL_ADD on the
+ * peer socket, bounded by a TIMEOUT that completes after it. Returns the
+ * poll's revents, 0 if the timeout came first.
+ */
+static short uring_poll(int fd, short events, int ms)
+{
+	struct io_uring_params par = { 0 };
+	struct __kernel_timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+	int ring = syscall(__NR_io_uring_setup, 4, &par);
+	size_t sq_len, cq_len;
+	uint8_t *sq, *cq;
+	struct io_uring_sqe *sqes;
+	uint32_t *sq_tail, *sq_array, *cq_head, *cq_tail, mask;
+	struct io_uring_cqe *cqes;
+	short revents = 0;
+
+	ASSERT_GE(ring, 0);
+	sq_len = par.sq_off.array + par.sq_entries * sizeof(uint32_t);
+	cq_len = par.cq_off.cqes + par.cq_entries * sizeof(struct io_uring_cqe);
+	sq = mmap(NULL, sq_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, ring, IORING_OFF_SQ_RING);
+	cq = mmap(NULL, cq_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, ring, IORING_OFF_CQ_RING);
+	sqes = mmap(NULL, par.sq_entries * sizeof(*sqes), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
+		    ring, IORING_OFF_SQES);
+	ASSERT_TRUE(sq != MAP_FAILED && cq != MAP_FAILED && sqes != MAP_FAILED);
+	sq_tail = (uint32_t *)(sq + par.sq_off.tail);
+	sq_array = (uint32_t *)(sq + par.sq_off.array);
+	mask = *(uint32_t *)(sq + par.sq_off.ring_mask);
+	memset(sqes, 0, 2 * sizeof(*sqes));
+	sqes[0].opcode = IORING_OP_POLL_ADD;
+	sqes[0].fd = fd;
+	sqes[0].poll32_events = (uint16_t)events;
+	sqes[0].user_data = 1;
+	sqes[1].opcode = IORING_OP_TIMEOUT;
+	sqes[1].addr = (uintptr_t)&ts;
+	sqes[1].len = 1;
+	sqes[1].off = 1;	/* or after one other completion */
+	sqes[1].user_data = 2;
+	for (uint32_t i = 0; i < 2; i++)
+		sq_array[(*sq_tail + i) & mask] = i;
+	__atomic_store_n(sq_tail, *sq_tail + 2, __ATOMIC_RELEASE);
+	ASSERT_EQ(syscall(__NR_io_uring_enter, ring, 2, 1, IORING_ENTER_GETEVENTS, NULL, 0), 2);
+	cq_head = (uint32_t *)(cq + par.cq_off.head);
+	cq_tail = (uint32_t *)(cq + par.cq_off.tail);
+	cqes = (struct io_uring_cqe *)(cq + par.cq_off.cqes);
+	for (uint32_t h = *cq_head; h != __atomic_load_n(cq_tail, __ATOMIC_ACQUIRE); h++) {
+		struct io_uring_cqe *c = &cqes[h & *(uint32_t *)(cq + par.cq_off.ring_mask)];
+
+		if (c->user_data == 1 && c->res > 0)
+			revents = (short)c->res;
+	}
+	munmap(sq, sq_len);
+	munmap(cq, cq_len);
+	munmap(sqes, par.sq_entries * sizeof(*sqes));
+	close(ring);
+	return revents;
+}
+
+/*
+ * An io_uring poll of a peer socket: nothing while the queue is empty, and
+ * completed by a message from another process, at once with
+ * BUS1_WAKE=exact, within about a wake-up tick otherwise.
+ */
+static void uring_waiter(int exact)
+{
+	int a, b, go[2];
+	uint64_t h;
+	struct bus1_cmd_recv r;
+	double t0, ms;
+	pid_t pid;
+
+	use_mode(exact);
+	a = b1_open();
+	b = b1_open();
+	h = mp_node(a, 0x100, b);
+	ASSERT_EQ(uring_poll(a, POLLIN, 50), 0);
+	mp_pipe(go);
+	pid = mp_fork();
+	if (pid == 0) {
+		char c;
+
+		mp_get(go[0], &c, 1);
+		mp_sleep_ms(30);
+		ASSERT_EQ(b1_send_one(b, h, "u", 1), 0);
+		_exit(0);
+	}
+	mp_put(go[1], "g", 1);
+	t0 = mp_now_ms();
+	ASSERT_TRUE(uring_poll(a, POLLIN, MP_WAIT_MS) & POLLIN);
+	ms = mp_now_ms() - t0 - 30;
+	printf("    note: io_uring poll completed %.1f ms after the send (%s mode)\n", ms,
+	       exact ? "exact" : "default");
+	ASSERT_LT(ms, exact ? 1000 : 2000);
+	mp_reap(pid);
+	ASSERT_EQ(b1_recv(a, &r, 0), 0);
+	if (exact)
+		ASSERT_EQ(uring_poll(a, POLLIN, 0), 0);
+}
+
+/* io_uring POLL_ADD on a peer, default mode: completed within a bounded time */
+TEST(io_uring_poll_default_mode)
+{
+	uring_waiter(0);
+}
+
+/* io_uring POLL_ADD on a peer with BUS1_WAKE=exact */
+TEST(io_uring_poll_exact)
+{
+	uring_waiter(1);
 }
