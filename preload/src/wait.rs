@@ -210,6 +210,14 @@ fn scan(fds: &mut [libc::pollfd], members: &[Member], k: &mut dyn Kernel, kernel
 }
 
 /// Whether a peer or epoll member is ready now, by the bus alone.
+/// A peer member's bell count (0 for the rest).
+fn bell_seq(m: &Member) -> u64 {
+    match m {
+        Member::Peer(info) => info.peer.bell_seq(),
+        _ => 0,
+    }
+}
+
 fn bus_ready(fds: &[libc::pollfd], members: &[Member]) -> bool {
     fds.iter().zip(members).any(|(p, m)| bus_revents(m, p.events) != 0)
 }
@@ -266,7 +274,10 @@ pub fn poll(fds: &mut [libc::pollfd], members: &[Member], deadline: Deadline, ma
                 if must_block {
                     b.block();
                 }
-                let paid_off = spin(budget, deadline, || bus_ready(fds, members));
+                // Watch the bells' counts, not the queues: the spin then
+                // reads no line a sender writes until it is done.
+                let seqs: Vec<u64> = members.iter().map(bell_seq).collect();
+                let paid_off = spin(budget, deadline, || members.iter().zip(&seqs).any(|(m, s)| bell_seq(m) != *s));
                 spin_result(budget, paid_off);
                 if paid_off {
                     continue;

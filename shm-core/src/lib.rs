@@ -171,6 +171,15 @@ impl Peer {
         readiness::peek(&self.dom, self.rec, self.serial, self.bell)
     }
 
+    /// The peer's bell count now: it moves whenever the peer's readiness
+    /// may have changed (txn rule 9). What a spinning waiter watches: one
+    /// load of a line that only a change of the peer's queue or state
+    /// writes, where [`Peer::readiness`] would also read what a sender
+    /// is writing during its transaction.
+    pub fn bell_seq(&self) -> u64 {
+        readiness::bell_seq(&self.dom, self.bell)
+    }
+
     /// Adds the peer to the bells a wait watches.
     pub fn watch(&self, set: &mut WaitSet) {
         set.add(&self.dom, self.bell);

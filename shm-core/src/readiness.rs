@@ -68,6 +68,11 @@ pub(crate) fn peek(dom: &Domain, rec: P<PeerRec>, serial: u64, bell: u64) -> Rea
     Ready { hup: false, readable: p.q_len.load_racy() > 0, seq }
 }
 
+/// The count of bell `bell` now.
+pub(crate) fn bell_seq(dom: &Domain, bell: u64) -> u64 {
+    bell_rec(dom, bell).seq.load_seqcst()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
