@@ -2,7 +2,9 @@
 //!
 //! Readiness of a peer comes from the bus (`Peer::readiness`, no system
 //! call); other fds are asked of the kernel. When nothing is ready, the
-//! thread may spin a little (only when every fd is a peer fd), then arms
+//! thread may spin a little (only when every fd is a peer fd, and by
+//! default only while the machine has a CPU to spare), watching the
+//! peers' bell counts, then arms
 //! on the peers' bells (`shm_core::WaitSet`), looks once more, and sleeps:
 //!
 //! * on a futex in shared memory when every fd is a peer fd of one domain,
@@ -92,25 +94,61 @@ impl Deadline {
 /// `BUS1_SPIN_US`: how long a wait on peer fds only may spin before it
 /// sleeps; 0 disables. Never spins when the thread may run on one CPU only.
 pub fn spin_ns() -> u64 {
-    static SPIN: OnceLock<u64> = OnceLock::new();
+    spin_setting().0
+}
+
+/// The spin (ns) and whether `BUS1_SPIN_US` set it: a spin asked for
+/// explicitly is tried on a busy machine too.
+fn spin_setting() -> (u64, bool) {
+    static SPIN: OnceLock<(u64, bool)> = OnceLock::new();
     *SPIN.get_or_init(|| {
-        let us = std::env::var("BUS1_SPIN_US").ok().and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(DEFAULT_SPIN_US);
+        let set = std::env::var("BUS1_SPIN_US").ok().and_then(|v| v.trim().parse::<u64>().ok());
+        let us = set.unwrap_or(DEFAULT_SPIN_US);
         if sys::cpus_allowed() < 2 {
-            0
+            (0, set.is_some())
         } else {
-            us.min(1_000_000) * 1000
+            (us.min(1_000_000) * 1000, set.is_some())
         }
     })
 }
 
-/// The spin when `BUS1_SPIN_US` is not set (see the README for how it was
-/// chosen and what it costs).
-pub const DEFAULT_SPIN_US: u64 = 50;
+/// The spin when `BUS1_SPIN_US` is not set, and only while the machine
+/// has a CPU to spare (see the README for how it was chosen and what it
+/// costs).
+pub const DEFAULT_SPIN_US: u64 = 20;
 
 thread_local! {
     /// This thread's current spin budget (ns) and how many waits it has
     /// skipped spinning since the budget ran out.
     static BUDGET: core::cell::Cell<(u64, u32)> = const { core::cell::Cell::new((u64::MAX, 0)) };
+}
+
+/// Whether the machine has a CPU to spare for spinning: the runnable
+/// tasks (counting this one), averaged over samples at most every 10 ms,
+/// do not outnumber the CPUs online. On a machine busier than that a spin
+/// only keeps the peer it waits for (or anyone else) from a CPU: measured
+/// with 2 CPUs and 4 to 5 runnable tasks, every spin made ping-pong slower
+/// (README, Benchmarks). Applies to the default spin only.
+fn cpu_to_spare() -> bool {
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+    /// When the last sample was taken (ns), and the average in 1/16 tasks.
+    static SAMPLED: AtomicU64 = AtomicU64::new(0);
+    static AVERAGE: AtomicU32 = AtomicU32::new(0);
+    static CPUS: AtomicU32 = AtomicU32::new(0);
+    let now = sys::now_ns();
+    let last = SAMPLED.load(Relaxed);
+    if (last == 0 || now.saturating_sub(last) >= 10_000_000) && SAMPLED.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
+        if let Some((running, cpus)) = sys::runnable_tasks() {
+            let sample = running.min(1 << 20) * 16;
+            let old = AVERAGE.load(Relaxed);
+            // A quarter of each new sample, the first taken whole.
+            AVERAGE.store(if last == 0 { sample } else { old - old / 4 + sample / 4 }, Relaxed);
+            CPUS.store(cpus, Relaxed);
+        }
+    }
+    let cpus = CPUS.load(Relaxed);
+    // Unknown (no /proc): spin as configured.
+    cpus == 0 || AVERAGE.load(Relaxed) <= cpus * 16 + 8
 }
 
 /// How long this wait may spin. A spin that ends without the peer becoming
@@ -119,8 +157,8 @@ thread_local! {
 /// that pays off restores it. Without budget, every sixteenth wait tries
 /// a short spin again.
 fn spin_budget() -> u64 {
-    let max = spin_ns();
-    if max == 0 {
+    let (max, explicit) = spin_setting();
+    if max == 0 || !(explicit || cpu_to_spare()) {
         return 0;
     }
     BUDGET.with(|b| {

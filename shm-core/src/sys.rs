@@ -396,6 +396,30 @@ pub fn cpus_allowed() -> u32 {
     n.max(1)
 }
 
+/// How many tasks the whole machine has runnable or running now (the
+/// fourth field of `/proc/loadavg`), and how many CPUs are online; None if
+/// either cannot be read. Raw system calls: no interposed `open`, and a
+/// failure (EMFILE included) only means "not known".
+pub fn runnable_tasks() -> Option<(u32, u32)> {
+    let mut buf = [0u8; 128];
+    // SAFETY: a NUL-terminated path; `buf` is writable for its length; the
+    // fd opened here is closed here.
+    let n = unsafe {
+        let fd = libc::syscall(libc::SYS_openat, libc::AT_FDCWD, c"/proc/loadavg".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) as i32;
+        if fd < 0 {
+            return None;
+        }
+        let n = libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len());
+        libc::syscall(libc::SYS_close, fd);
+        n
+    };
+    let text = core::str::from_utf8(buf.get(..usize::try_from(n).ok()?)?).ok()?;
+    let running = text.split_whitespace().nth(3)?.split('/').next()?.parse().ok()?;
+    // SAFETY: sysconf has no memory effects.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    Some((running, u32::try_from(cpus).ok()?.max(1)))
+}
+
 /// Sleeps while `*word == expected`, at most `timeout` (relative; None:
 /// no limit). Returns early on a wake-up, a change of the word or a
 /// signal; the caller re-checks whatever it waits for in every case.
