@@ -13,7 +13,13 @@
  * (median of several alternating rounds, since the machines are noisy),
  * and the CPU time both processes spent per round trip (a waiter that
  * spins before it sleeps trades CPU time for wake-up latency).
- * Run under the shim: scripts/bus1-run bench/bin/pingpong [round-trips]
+ *
+ * Paced (a second argument, a pause in microseconds): the parent sleeps
+ * that long before each round trip, so that the echoing child's every
+ * wait outlasts any spin. Then only the CPU time is of interest: it is
+ * what the "bus1", "UDS" and "ratio" lines report, and it shows what a
+ * spin that does not pay off costs.
+ * Run under the shim: scripts/bus1-run bench/bin/pingpong [round-trips [pause-us]]
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -109,6 +115,19 @@ static void uds_recv(void *end, uint8_t *buf)
 		fail("recv size", n, MSG_SIZE);
 }
 
+/* Paced: the parent's sends, each after a pause of pause_ns. */
+static long pause_ns;
+static void (*unpaced_send)(void *end, const uint8_t *buf);
+
+static void paced_send(void *end, const uint8_t *buf)
+{
+	struct timespec ts = { pause_ns / 1000000000L, pause_ns % 1000000000L };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+	unpaced_send(end, buf);
+}
+
 /* The child echoes every message back until it sees SEQ_QUIT. */
 static void echo(const struct hop *h)
 {
@@ -162,7 +181,15 @@ static double cpu_both(pid_t other)
 /* As time_round_trips, and the CPU ns of both ends per round trip. */
 static double timed(const struct hop *h, pid_t echo_pid, long n, uint64_t *seq, double *cpu)
 {
-	double c0 = cpu_both(echo_pid), wall = time_round_trips(h, n, seq);
+	struct hop paced = *h;
+	double c0, wall;
+
+	if (pause_ns > 0) {
+		unpaced_send = h->send;
+		paced.send = paced_send;
+	}
+	c0 = cpu_both(echo_pid);
+	wall = time_round_trips(&paced, n, seq);
 
 	*cpu = (cpu_both(echo_pid) - c0) / n;
 	return wall;
@@ -182,6 +209,7 @@ int main(int argc, char **argv)
 
 	if (n <= 0)
 		n = 1;
+	pause_ns = argc > 2 ? atol(argv[2]) * 1000L : 0;
 	bus1_setup(&me, &peer);
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, s) < 0)
 		die("socketpair");
@@ -216,7 +244,7 @@ int main(int argc, char **argv)
 	for (int i = 0; i < ROUNDS; i++) {
 		tb[i] = timed(&bus1, bpid, n, &bseq, &cb[i]);
 		tu[i] = timed(&uds, upid, n, &useq, &cu[i]);
-		ratio[i] = tb[i] / tu[i];
+		ratio[i] = pause_ns > 0 ? cb[i] / cu[i] : tb[i] / tu[i];
 	}
 
 	memset(quit, 0, sizeof(quit));
@@ -231,6 +259,17 @@ int main(int argc, char **argv)
 	qsort(ratio, ROUNDS, sizeof(double), cmp_double);
 	qsort(cb, ROUNDS, sizeof(double), cmp_double);
 	qsort(cu, ROUNDS, sizeof(double), cmp_double);
+	if (pause_ns > 0) {
+		printf("pingpong 1 KiB cross-process, paced: one round trip every %ld us, %ld round trips x %d rounds "
+		       "(CPU time of both processes per round trip, median)\n", pause_ns / 1000, n, ROUNDS);
+		printf("  bus1 poll+RECV+SLICE_RELEASE+SEND : %8.2f us\n", cb[ROUNDS / 2] / 1e3);
+		printf("  UDS  poll+recv+write (SEQPACKET)  : %8.2f us\n", cu[ROUNDS / 2] / 1e3);
+		printf("  ratio bus1/UDS (CPU)              : %8.3f (min %.3f, max %.3f)\n",
+		       ratio[ROUNDS / 2], ratio[0], ratio[ROUNDS - 1]);
+		printf("  wall bus1 per round trip          : %8.2f us\n", tb[ROUNDS / 2] / 1e3);
+		printf("  wall UDS  per round trip          : %8.2f us\n", tu[ROUNDS / 2] / 1e3);
+		return 0;
+	}
 	printf("pingpong 1 KiB cross-process, %ld round trips x %d rounds (wall time per round trip, median)\n",
 	       n, ROUNDS);
 	printf("  bus1 poll+RECV+SLICE_RELEASE+SEND : %8.2f us\n", tb[ROUNDS / 2] / 1e3);
