@@ -15,9 +15,10 @@
 //! its fd is closed: its registrations are freed then. Others are freed
 //! with their peer (or by EPOLL_CTL_DEL).
 
+use crate::fdtable;
 use shm_core::{Domain, LocalMutex, RegRef, WaitSet};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Once, OnceLock};
 
 /// A registration held by a set.
@@ -173,22 +174,23 @@ fn sets() -> &'static LocalMutex<HashMap<i32, Set>> {
 
 /// After a fork both processes hold every set.
 fn all_shared() {
-    for set in sets().lock().values_mut() {
+    for set in changing().values_mut() {
         set.private = false;
     }
 }
 
 /// Set `ep` was just made by this process.
 pub fn created(ep: i32) {
-    let mut s = sets().lock();
+    let mut s = changing();
     s.insert(ep, Set { shadow: Arc::default(), private: true });
+    fdtable::set_bit(&SET_FDS, ep as usize, true);
     ANY.store(true, Ordering::Relaxed);
 }
 
 /// Set `ep` may now be held elsewhere too (duplicated, or sent away).
 pub fn shared(ep: i32) {
     if any() {
-        if let Some(set) = sets().lock().get_mut(&ep) {
+        if let Some(set) = changing().get_mut(&ep) {
             set.private = false;
         }
     }
@@ -200,16 +202,78 @@ pub fn any() -> bool {
     ANY.load(Ordering::Relaxed)
 }
 
+/// Bumped, with the table locked, before every change of it: a thread's
+/// cached lookup is good while it has not moved.
+static GEN: AtomicU64 = AtomicU64::new(0);
+
+/// The table, locked for a change.
+fn changing() -> shm_core::LocalGuard<'static, HashMap<i32, Set>> {
+    let s = sets().lock();
+    GEN.fetch_add(1, Ordering::AcqRel);
+    s
+}
+
+/// A known set: its registrations, and whether nothing else can hold it.
+type Known = Option<(Arc<Shadow>, bool)>;
+
+/// The descriptors that are known sets (lock-free reads, written with the
+/// table locked): a wait on anything else learns so without a lookup.
+static SET_FDS: fdtable::Marks = [const { OnceLock::new() }; fdtable::CHUNKS];
+
+thread_local! {
+    /// The last lookup this thread made: (set, generation, result). Every
+    /// wait on a set looks it up, so the common case takes no lock.
+    static LAST: core::cell::RefCell<(i32, u64, Known)> = const { core::cell::RefCell::new((-1, 0, None)) };
+}
+
+/// Calls `f` with what is known of set `ep` (its registrations, and
+/// whether it is private), without cloning anything when this thread's
+/// last lookup still holds.
+fn with_known<R>(ep: i32, f: impl Fn(Option<&(Arc<Shadow>, bool)>) -> R) -> R {
+    if !any() || !fdtable::bit(&SET_FDS, ep) {
+        return f(None);
+    }
+    let gen = GEN.load(Ordering::Acquire);
+    let hit = LAST
+        .try_with(|c| match c.try_borrow() {
+            Ok(c) if c.0 == ep && c.1 == gen => Some(f(c.2.as_ref())),
+            _ => None,
+        })
+        .ok()
+        .flatten();
+    if let Some(r) = hit {
+        return r;
+    }
+    let found = sets().lock().get(&ep).map(|s| (s.shadow.clone(), s.private));
+    let r = f(found.as_ref());
+    let _ = LAST.try_with(|c| {
+        if let Ok(mut c) = c.try_borrow_mut() {
+            *c = (ep, gen, found);
+        }
+    });
+    r
+}
+
+/// The registrations of set `ep` and whether it is private, if it has
+/// been looked at.
+pub fn lookup(ep: i32) -> Known {
+    with_known(ep, |k| k.cloned())
+}
+
 /// The registrations of set `ep`, if it has been looked at.
 pub fn get(ep: i32) -> Option<Arc<Shadow>> {
-    if !any() {
-        return None;
-    }
-    sets().lock().get(&ep).map(|s| s.shadow.clone())
+    with_known(ep, |k| k.map(|(s, _)| s.clone()))
+}
+
+/// Whether set `ep` is the kernel's alone: made here, held nowhere else,
+/// and without peer fds (a wait on it passes straight through).
+pub fn kernel_only(ep: i32) -> bool {
+    with_known(ep, |k| k.is_some_and(|(s, private)| *private && !s.involves_bus()))
 }
 
 fn update(ep: i32, f: impl FnOnce(&mut Vec<Member>, &mut Vec<Nested>)) {
-    let mut s = sets().lock();
+    let mut s = changing();
+    fdtable::set_bit(&SET_FDS, ep as usize, true);
     let set = s.entry(ep).or_insert_with(|| Set { shadow: Arc::default(), private: false });
     let mut members = set.shadow.members.clone();
     let mut nested = set.shadow.nested.clone();
@@ -260,7 +324,11 @@ pub fn closed(fd: i32) {
     if !any() {
         return;
     }
-    let gone = sets().lock().remove(&fd);
+    let gone = {
+        let mut s = changing();
+        fdtable::set_bit(&SET_FDS, fd as usize, false);
+        s.remove(&fd)
+    };
     if let Some(set) = gone {
         if set.private {
             set.shadow.members.iter().for_each(|m| m.dom.epoll_unregister(&m.reg));
@@ -289,12 +357,13 @@ pub fn inspect(ep: i32) -> Option<Arc<Shadow>> {
         .filter(|item| shm_core::epoll_untag(item.data).is_some())
         .filter_map(|item| resolve(item.data, item.tfd, item.ino))
         .collect();
-    let mut s = sets().lock();
+    let mut s = changing();
     let old = s.get(&ep);
     let private = old.is_some_and(|set| set.private);
     let nested = old.map(|set| set.shadow.nested.clone()).unwrap_or_default();
     let shadow = Arc::new(Shadow::with(members, nested));
     s.insert(ep, Set { shadow: shadow.clone(), private });
+    fdtable::set_bit(&SET_FDS, ep as usize, true);
     ANY.store(true, Ordering::Relaxed);
     Some(shadow)
 }

@@ -27,9 +27,9 @@ static COUNT: AtomicUsize = AtomicUsize::new(0);
 /// never blocks (`OnceLock::get` is an acquire load), and since marks are
 /// only set with the table locked, filling one never waits either.
 const BITS_PER_CHUNK: usize = 1 << 16;
-const CHUNKS: usize = 1 << 10;
+pub(crate) const CHUNKS: usize = 1 << 10;
 type Chunk = [AtomicU64; BITS_PER_CHUNK / 64];
-type Marks = [OnceLock<Box<Chunk>>; CHUNKS];
+pub(crate) type Marks = [OnceLock<Box<Chunk>>; CHUNKS];
 static MARKS: Marks = [const { OnceLock::new() }; CHUNKS];
 /// Descriptors found not to be peers (lock-free reads; written with the
 /// table locked).
@@ -43,7 +43,7 @@ fn mark(fd: usize, on: bool) {
     }
 }
 
-fn set_bit(marks: &Marks, fd: usize, on: bool) {
+pub(crate) fn set_bit(marks: &Marks, fd: usize, on: bool) {
     let Some(slot) = marks.get(fd / BITS_PER_CHUNK) else { return };
     let chunk = if on {
         slot.get_or_init(|| Box::new([const { AtomicU64::new(0) }; BITS_PER_CHUNK / 64]))
@@ -60,7 +60,7 @@ fn set_bit(marks: &Marks, fd: usize, on: bool) {
     }
 }
 
-fn bit(marks: &Marks, fd: i32) -> bool {
+pub(crate) fn bit(marks: &Marks, fd: i32) -> bool {
     if fd < 0 {
         return false;
     }

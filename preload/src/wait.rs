@@ -389,7 +389,7 @@ pub fn spin(budget: u64, deadline: Deadline, ready: impl Fn() -> bool) -> bool {
             core::hint::spin_loop();
         }
         i = i.wrapping_add(1);
-        if i % 8 == 0 && (sys::now_ns() >= end || deadline.passed()) {
+        if i.is_multiple_of(8) && (sys::now_ns() >= end || deadline.passed()) {
             return false;
         }
     }

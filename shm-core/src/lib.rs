@@ -65,7 +65,7 @@ mod waiters;
 pub use crash::arm as arm_crash_point;
 pub use creds::invalidate_ids;
 pub use domain::{default_dir, evict_internal_fd, is_internal_fd, Domain};
-pub use sync::LocalMutex;
+pub use sync::{LocalGuard, LocalMutex};
 pub use errno::{Errno, Result};
 pub use layout::POOL_SIZE;
 pub use epollreg::{untag as epoll_untag, RegRef, EPOLLET, EPOLLONESHOT};

@@ -64,7 +64,7 @@ impl RobustMutex {
     pub fn held_by_live_owner(&self) -> bool {
         // SAFETY: as for `looks_free`.
         let word = unsafe { &*(self.0.get() as *const AtomicI32) };
-        word.load(Ordering::Relaxed) as u32 & libc::FUTEX_TID_MASK as u32 != 0
+        word.load(Ordering::Relaxed) as u32 & libc::FUTEX_TID_MASK != 0
     }
 
     pub fn try_lock(&self) -> libc::c_int {

@@ -135,14 +135,6 @@ unsafe fn ctl_nested(ep: c_int, op: c_int, fd: c_int, ev: *mut epoll_event) -> c
     r
 }
 
-/// The set's registrations, looked up in the set's items the first time
-/// this process waits on a set it did not make (sets made here are known
-/// from the start, so this costs a read of `/proc` once per inherited or
-/// received set).
-fn shadow_of(ep: c_int) -> Option<Arc<Shadow>> {
-    epolls::get(ep).or_else(|| epolls::inspect(ep))
-}
-
 /// Takes out of `events` the items of peer registrations (the bus reports
 /// those); returns how many are left and whether a tag this process did
 /// not know was among them. A tag no attached domain knows makes the set's
@@ -219,18 +211,32 @@ unsafe fn wait_common(
     if max <= 0 || max as usize > (c_int::MAX as usize) / core::mem::size_of::<epoll_event>() {
         return real();
     }
-    let shadow = match shadow_of(ep) {
+    if epolls::kernel_only(ep) {
+        return real();
+    }
+    let known = epolls::lookup(ep);
+    // A set this process did not make is looked up in its items the first
+    // time it is waited on (sets made here are known from the start, so
+    // this costs a read of `/proc` once per inherited or received set).
+    let shadow = match known.map(|(s, _)| s).or_else(|| epolls::inspect(ep)) {
         Some(s) if s.involves_bus() => s,
         _ => {
             let r = real();
             if r <= 0 {
                 return r;
             }
-            let mut local = vec![epoll_event { events: 0, u64: 0 }; r as usize];
-            if ProcMem.read(events as u64, bytes_mut(&mut local)).is_err() {
+            let mut stack = [epoll_event { events: 0, u64: 0 }; 32];
+            let mut heap = Vec::new();
+            let local = if r as usize <= stack.len() {
+                &mut stack[..r as usize]
+            } else {
+                heap.resize(r as usize, epoll_event { events: 0, u64: 0 });
+                &mut heap[..]
+            };
+            if ProcMem.read(events as u64, bytes_mut(local)).is_err() {
                 return r;
             }
-            let (kept, unknown) = drop_tagged(ep, &mut local, None);
+            let (kept, unknown) = drop_tagged(ep, local, None);
             if kept == r as usize && !unknown {
                 return r;
             }

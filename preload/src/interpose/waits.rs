@@ -88,7 +88,8 @@ fn involves_bus(fd: c_int) -> bool {
     !matches!(member_of(fd), Member::Skip | Member::Kernel)
 }
 
-const CHUNK: usize = 64;
+/// Entries read at a time (a small buffer: it is initialised on every wait).
+const CHUNK: usize = 16;
 
 /// Reads the caller's pollfd array and tells whether it holds a peer fd
 /// (or a set of them). Err: the array cannot be read.
