@@ -115,7 +115,7 @@ fn spin_setting() -> (u64, bool) {
 /// The spin when `BUS1_SPIN_US` is not set, and only while the machine
 /// has a CPU to spare (see the README for how it was chosen and what it
 /// costs).
-pub const DEFAULT_SPIN_US: u64 = 20;
+pub const DEFAULT_SPIN_US: u64 = 50;
 
 thread_local! {
     /// This thread's current spin budget (ns) and how many waits it has
