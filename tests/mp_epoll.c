@@ -369,15 +369,7 @@ TEST(ep_inside_epoll_and_poll)
 	ASSERT_EQ(ep_wait1(outer, &e, 0), 0);
 	ASSERT_EQ(poll(&p, 1, 0), 0);
 	for (int round = 0; round < 2; round++) {
-		pid = mp_fork();
-		if (pid == 0) {
-			char c;
-
-			mp_get(go[0], &c, 1);
-			mp_sleep_ms(30);
-			ASSERT_EQ(b1_send_one(b, h, "x", 1), 0);
-			_exit(0);
-		}
+		pid = MP_DELAYED_CHILD(go[0], 30, ASSERT_EQ(b1_send_one(b, h, "x", 1), 0));
 		mp_put(go[1], "g", 1);
 		if (round == 0) {
 			ASSERT_EQ(MP_WOKEN(ep_wait1(outer, &e, MP_WAIT_MS)), 1);

@@ -217,15 +217,7 @@ TEST(longjmp_out_of_waits)
 	}
 	signal(SIGALRM, SIG_DFL);
 	mp_pipe(go);
-	pid = mp_fork();
-	if (pid == 0) {
-		char c;
-
-		mp_get(go[0], &c, 1);
-		mp_sleep_ms(30);
-		ASSERT_EQ(b1_send_one(b, h, "after", 5), 0);
-		_exit(0);
-	}
+	pid = MP_DELAYED_CHILD(go[0], 30, ASSERT_EQ(b1_send_one(b, h, "x", 1), 0));
 	mp_put(go[1], "g", 1);
 	ASSERT_EQ(MP_WOKEN(poll(&p, 1, MP_WAIT_MS)), 1);
 	ASSERT_EQ(p.revents, POLLIN);
@@ -310,15 +302,7 @@ static void killed_waiter(int exact)
 	ASSERT_OK(kill(victim, SIGKILL));
 	mp_reap_killed(victim);
 	mp_pipe(go);
-	sender = mp_fork();
-	if (sender == 0) {
-		char c;
-
-		mp_get(go[0], &c, 1);
-		mp_sleep_ms(30);
-		ASSERT_EQ(b1_send_one(b, h, "x", 1), 0);
-		_exit(0);
-	}
+	sender = MP_DELAYED_CHILD(go[0], 30, ASSERT_EQ(b1_send_one(b, h, "x", 1), 0));
 	mp_put(go[1], "g", 1);
 	ASSERT_TRUE(MP_WOKEN(mp_poll_wait(a, POLLIN, MP_WAIT_MS)) & POLLIN);
 	ASSERT_EQ(b1_recv(a, &r, 0), 0);
@@ -440,15 +424,7 @@ TEST(raw_poll_exact_readiness)
 	ASSERT_EQ(b1_recv(a, &r, 0), 0);
 	ASSERT_EQ(raw_poll(a, POLLIN, 0) & POLLIN, 0);
 	mp_pipe(go);
-	pid = mp_fork();
-	if (pid == 0) {
-		char c;
-
-		mp_get(go[0], &c, 1);
-		mp_sleep_ms(30);
-		ASSERT_EQ(b1_send_one(b, h, "3", 1), 0);
-		_exit(0);
-	}
+	pid = MP_DELAYED_CHILD(go[0], 30, ASSERT_EQ(b1_send_one(b, h, "x", 1), 0));
 	mp_put(go[1], "g", 1);
 	t0 = mp_now_ms();
 	ASSERT_TRUE(MP_WOKEN(raw_poll(a, POLLIN, MP_WAIT_MS)) & POLLIN);
@@ -499,16 +475,7 @@ TEST(raw_poll_default_mode_woken_in_bounded_time)
 		pid_t pid;
 
 		ASSERT_TRUE(sent != MAP_FAILED);
-		pid = mp_fork();
-		if (pid == 0) {
-			char c;
-
-			mp_get(go[0], &c, 1);
-			mp_sleep_ms(20);
-			*sent = mp_now_ms();
-			ASSERT_EQ(b1_send_one(b, h, "x", 1), 0);
-			_exit(0);
-		}
+		pid = MP_DELAYED_CHILD(go[0], 20, *sent = mp_now_ms(); ASSERT_EQ(b1_send_one(b, h, "x", 1), 0));
 		mp_put(go[1], "g", 1);
 		ASSERT_TRUE(raw_poll(a, POLLIN, MP_WAIT_MS) & POLLIN);
 		ms[i] = mp_now_ms() - *sent;
@@ -662,15 +629,7 @@ static void uring_waiter(int exact)
 	h = mp_node(a, 0x100, b);
 	ASSERT_EQ(uring_poll(a, POLLIN, 50), 0);
 	mp_pipe(go);
-	pid = mp_fork();
-	if (pid == 0) {
-		char c;
-
-		mp_get(go[0], &c, 1);
-		mp_sleep_ms(30);
-		ASSERT_EQ(b1_send_one(b, h, "u", 1), 0);
-		_exit(0);
-	}
+	pid = MP_DELAYED_CHILD(go[0], 30, ASSERT_EQ(b1_send_one(b, h, "x", 1), 0));
 	mp_put(go[1], "g", 1);
 	t0 = mp_now_ms();
 	ASSERT_TRUE(uring_poll(a, POLLIN, MP_WAIT_MS) & POLLIN);

@@ -68,20 +68,6 @@ static short wait_on(int fd, enum mech m, short events, int ms)
 	return 0;
 }
 
-/* A child that waits for "r" on pipe rd, pauses briefly, then runs fn. */
-#define TRIGGER_CHILD(rd, body)						\
-	({								\
-		pid_t t_pid_ = mp_fork();				\
-		if (t_pid_ == 0) {					\
-			char t_c_;					\
-			mp_get((rd), &t_c_, 1);				\
-			mp_sleep_ms(50);				\
-			body;						\
-			_exit(0);					\
-		}							\
-		t_pid_;							\
-	})
-
 /*
  * §8.2: the receiver blocks (mechanism m) on an empty queue; a message sent
  * by another process wakes it and RECV delivers it.
@@ -95,7 +81,7 @@ static void wake_on_message(enum mech m)
 	pid_t pid;
 
 	mp_pipe(ready);
-	pid = TRIGGER_CHILD(ready[0], ASSERT_EQ(b1_send_one(b, h, "wake", 4), 0));
+	pid = MP_DELAYED_CHILD(ready[0], 50, ASSERT_EQ(b1_send_one(b, h, "wake", 4), 0));
 	ASSERT_EQ(wait_on(a, m, POLLIN, 0) & POLLIN, 0);
 	mp_put(ready[1], "r", 1);
 	ASSERT_TRUE(MP_WOKEN(wait_on(a, m, POLLIN, MP_WAIT_MS)) & POLLIN);
@@ -157,7 +143,7 @@ static void wake_on_destroy(enum mech m)
 	pid_t pid;
 
 	mp_pipe(ready);
-	pid = TRIGGER_CHILD(ready[0], ASSERT_EQ(b1_destroy_one(o, 0x200), 0));
+	pid = MP_DELAYED_CHILD(ready[0], 50, ASSERT_EQ(b1_destroy_one(o, 0x200), 0));
 	mp_put(ready[1], "r", 1);
 	ASSERT_TRUE(MP_WOKEN(wait_on(a, m, POLLIN, MP_WAIT_MS)) & POLLIN);
 	ASSERT_EQ(b1_recv(a, &r, 0), 0);
@@ -198,7 +184,7 @@ static void wake_on_release(enum mech m)
 	pid_t pid;
 
 	mp_pipe(ready);
-	pid = TRIGGER_CHILD(ready[0], ASSERT_EQ(b1_release(o, h), 0));
+	pid = MP_DELAYED_CHILD(ready[0], 50, ASSERT_EQ(b1_release(o, h), 0));
 	mp_put(ready[1], "r", 1);
 	ASSERT_TRUE(MP_WOKEN(wait_on(a, m, POLLIN, MP_WAIT_MS)) & POLLIN);
 	ASSERT_EQ(b1_recv(a, &r, 0), 0);
@@ -238,7 +224,7 @@ static void wake_on_hup(enum mech m)
 	pid_t pid;
 
 	mp_pipe(ready);
-	pid = TRIGGER_CHILD(ready[0], ASSERT_EQ(b1_disconnect(a), 0));
+	pid = MP_DELAYED_CHILD(ready[0], 50, ASSERT_EQ(b1_disconnect(a), 0));
 	mp_put(ready[1], "r", 1);
 	ev = MP_WOKEN(wait_on(a, m, POLLIN, MP_WAIT_MS));
 	if (m == M_SELECT || m == M_PSELECT) {

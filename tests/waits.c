@@ -223,20 +223,6 @@ static void states(enum wfn w, int exact)
 	}
 }
 
-/* A child that waits for "g" on pipe rd, pauses, then does `body`. */
-#define DELAYED_CHILD(rd, body)						\
-	({								\
-		pid_t d_pid_ = mp_fork();				\
-		if (d_pid_ == 0) {					\
-			char d_c_;					\
-			mp_get((rd), &d_c_, 1);				\
-			mp_sleep_ms(30);				\
-			body;						\
-			_exit(0);					\
-		}							\
-		d_pid_;							\
-	})
-
 /*
  * §8.2 for one function in one mode: blocked, it is woken by a message, a
  * notification and a disconnect made in another process, and sees exactly
@@ -256,7 +242,7 @@ static void wakes(enum wfn w, int exact)
 	h = mp_node(a, 0x100, b);
 	mp_pipe(go);
 
-	pid = DELAYED_CHILD(go[0], ASSERT_EQ(b1_send_one(b, h, "wake", 4), 0));
+	pid = MP_DELAYED_CHILD(go[0], 30, ASSERT_EQ(b1_send_one(b, h, "wake", 4), 0));
 	mp_put(go[1], "g", 1);
 	ASSERT_EQ(MP_WOKEN(wait_fd(w, a, POLLIN, MP_WAIT_MS, &bits)), 1);
 	ASSERT_EQ(bits, POLLIN);
@@ -264,7 +250,7 @@ static void wakes(enum wfn w, int exact)
 	ASSERT_EQ(b1_recv(a, &r, 0), 0);
 	ASSERT_EQ(r.msg.type, BUS1_MSG_DATA);
 
-	pid = DELAYED_CHILD(go[0], ASSERT_EQ(b1_release(b, h), 0));
+	pid = MP_DELAYED_CHILD(go[0], 30, ASSERT_EQ(b1_release(b, h), 0));
 	mp_put(go[1], "g", 1);
 	ASSERT_EQ(MP_WOKEN(wait_fd(w, a, POLLIN, MP_WAIT_MS, &bits)), 1);
 	ASSERT_EQ(bits, POLLIN);
@@ -275,7 +261,7 @@ static void wakes(enum wfn w, int exact)
 	/* drained: blocks for the whole timeout */
 	ASSERT_EQ(wait_fd(w, a, POLLIN, 60, &bits), 0);
 
-	pid = DELAYED_CHILD(go[0], ASSERT_EQ(b1_disconnect(a), 0));
+	pid = MP_DELAYED_CHILD(go[0], 30, ASSERT_EQ(b1_disconnect(a), 0));
 	mp_put(go[1], "g", 1);
 	ASSERT_EQ(MP_WOKEN(wait_fd(w, a, POLLIN, MP_WAIT_MS, &bits)), 1);
 	ASSERT_EQ(bits, is_select(w) ? POLLIN : POLLHUP);
@@ -375,7 +361,7 @@ TEST(select_reports_time_left)
 	pid_t pid;
 
 	mp_pipe(go);
-	pid = DELAYED_CHILD(go[0], ASSERT_EQ(b1_send_one(b, h, "x", 1), 0));
+	pid = MP_DELAYED_CHILD(go[0], 30, ASSERT_EQ(b1_send_one(b, h, "x", 1), 0));
 	mp_put(go[1], "g", 1);
 	FD_ZERO(&rd);
 	FD_SET(a, &rd);

@@ -83,6 +83,24 @@ static inline pid_t mp_fork(void)
 	return pid;
 }
 
+/*
+ * Forks a child that waits for a byte on pipe end `rd` (the parent writes
+ * it right before it blocks), sleeps `ms`, runs `body` and exits;
+ * evaluates to the child's pid.
+ */
+#define MP_DELAYED_CHILD(rd, ms, body)					\
+	({								\
+		pid_t d_pid_ = mp_fork();				\
+		if (d_pid_ == 0) {					\
+			char d_c_;					\
+			mp_get((rd), &d_c_, 1);				\
+			mp_sleep_ms(ms);				\
+			body;						\
+			_exit(0);					\
+		}							\
+		d_pid_;							\
+	})
+
 /* Waits for pid and returns its raw wait status. */
 static inline int mp_wait(pid_t pid)
 {
