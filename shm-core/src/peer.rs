@@ -118,6 +118,7 @@ pub fn create(dom: &Domain, access: u32, sock_flags: i32, mode: AbiMode) -> Resu
         }
         tx.set(&p.pidns, pidns);
         tx.set(&p.userns, userns);
+        tx.set(&p.bell, doorbell::bell_alloc(&tx)?);
         abi::init(&tx, peer, mode);
         capacity::dir_top(&tx, peer, pool_size)?;
         // The first 2 MiB of the pool are where every receiver starts.
@@ -283,6 +284,7 @@ pub fn disconnect(tx: &Txn, peer: P<PeerRec>, fd: i32) -> Result<()> {
         return Err(Errno::ESHUTDOWN);
     }
     tx.set(&p.state, PEER_DISCONNECTED);
+    doorbell::after_disconnect(tx, peer);
     flush(tx, peer, fd, true)?;
     // The socket is emptied and shut down by `doorbell::hang_up`.
     tx.set(&p.bell_plain, 0);
@@ -316,6 +318,8 @@ pub fn free_dead(tx: &Txn, peer: P<PeerRec>) -> Result<()> {
     // leaves that socket file behind when the transaction is rolled back
     // (the next vault would bind over it; a peer going away has none).
     tx.push_post(Op::Unlink { name: Domain::vault_name(serial, p.vault_gen.get() + 1) });
+    crate::epollreg::drop_all(tx, peer);
+    doorbell::bell_free(tx, p.bell.get());
     tx.set(&p.magic, 0);
     tx.set(&p.state, PEER_DEAD);
     dom.forget_pool(serial);

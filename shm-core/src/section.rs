@@ -3,6 +3,7 @@
 //! commit point is a single store of authoritative state, and a peer lock
 //! found with a dead section holder is recovered by `rebuild`.
 
+use crate::doorbell::Visible;
 use crate::domain::Domain;
 use crate::errno::{Errno, Result};
 use crate::layout::*;
@@ -37,9 +38,11 @@ impl Store for Raw<'_> {
 
     fn claim(&self, user: P<UserRec>, res: usize, delta: i64) {
         if delta != 0 {
-            self.dom.seg.rec(user).claimed[res].fetch_add(delta);
+            self.dom.seg.rec(user).claimed[res].fetch_add(delta as u64);
         }
     }
+
+    fn note_visible(&self, _peer: P<PeerRec>, _what: Visible) {}
 
     fn later(&self, _what: Later) {}
 
@@ -53,6 +56,8 @@ pub struct Section<'d> {
     raw: Raw<'d>,
     peer: P<PeerRec>,
     later: RefCell<Vec<Later>>,
+    /// What the peer is owed once the lock is released (rule 8).
+    owed: core::cell::Cell<Option<Visible>>,
 }
 
 impl<'d> Section<'d> {
@@ -62,6 +67,7 @@ impl<'d> Section<'d> {
     /// transaction by letting the domain lock's recovery undo it first.
     pub fn lock(dom: &'d Domain, peer: P<PeerRec>) -> Result<Section<'d>> {
         let p: &PeerRec = dom.seg.rec(peer);
+        let mut rebuilt = false;
         loop {
             if dom.quarantined() {
                 return Err(Errno::ENOTRECOVERABLE);
@@ -87,6 +93,7 @@ impl<'d> Section<'d> {
                         p.lock.unlock();
                         return Err(e);
                     }
+                    rebuilt = true;
                 }
                 _ => {
                     dom.quarantine("a peer lock became unrecoverable");
@@ -99,7 +106,12 @@ impl<'d> Section<'d> {
                 continue;
             }
             p.holder.raw_set(HELD_SECTION);
-            return Ok(Section { raw: Raw { dom }, peer, later: RefCell::new(Vec::new()) });
+            let s = Section { raw: Raw { dom }, peer, later: RefCell::new(Vec::new()), owed: core::cell::Cell::new(None) };
+            if rebuilt {
+                // Whatever the dead holder owed the peer is owed still.
+                crate::doorbell::mark_dirty(&s, peer);
+            }
+            return Ok(s);
         }
     }
 
@@ -141,6 +153,12 @@ impl Store for Section<'_> {
         self.raw.claim(user, res, delta)
     }
 
+    fn note_visible(&self, peer: P<PeerRec>, what: Visible) {
+        debug_assert_eq!(peer, self.peer);
+        let v = self.owed.get().unwrap_or_default();
+        self.owed.set(Some(Visible { wake: v.wake | what.wake, token: v.token | what.token }));
+    }
+
     fn later(&self, what: Later) {
         self.later.borrow_mut().push(what);
     }
@@ -151,11 +169,20 @@ impl Store for Section<'_> {
 }
 
 impl Drop for Section<'_> {
+    /// Runs the queued work, counts the wake-up the peer is owed (still
+    /// under the lock), releases the lock, then rings (rule 8).
     fn drop(&mut self) {
         let later = core::mem::take(&mut *self.later.borrow_mut());
         for &what in later.iter() {
             crate::pool::run_later(self, what);
         }
+        let mut tickets = Vec::new();
+        if let Some(v) = self.owed.take() {
+            crate::doorbell::seal(self, &[(self.peer, v)], &mut tickets);
+        }
         self.raw.dom.seg.rec(self.peer).lock.unlock();
+        if !tickets.is_empty() {
+            crate::doorbell::entries_visible(self.raw.dom, &tickets);
+        }
     }
 }

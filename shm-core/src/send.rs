@@ -531,20 +531,13 @@ mod data {
             message::set_state(&s, peer, r, 0);
             return Ok(0);
         }
-        // The receiver is rung before the commit point: a socket that is
-        // gone means a peer that died without a teardown, and the send
-        // must fail so that it can be torn down first (as the module would
-        // have done at its close).
-        if !doorbell::visible(&s, peer) {
-            message::set_state(&s, peer, r, 0);
-            return Err(Errno::PEER_GONE);
-        }
         crate::crash::point("commit-before");
         let c = queue::tick(&p.clock, origin.load());
         let rr = s.rec(r);
         s.set(&rr.stamp, c);
         s.set(&rr.tag, tag);
         message::set_state(&s, peer, r, (rr.state.get() & !MS_PREPARED) | MS_QUEUED);
+        doorbell::after_enqueue(&s, peer);
         crate::crash::point("commit-after");
         Ok(c)
     }

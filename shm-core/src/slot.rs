@@ -34,7 +34,7 @@ use crate::store::Store;
 /// The slot at index `idx`.
 pub fn slot(dom: &Domain, idx: usize) -> &TxSlot {
     assert!(idx < NSLOTS);
-    dom.seg.rec(P::from_off(SLOTS_OFF + (idx * core::mem::size_of::<TxSlot>()) as u64))
+    dom.seg.rec(P::from_off(TX_SLOTS_OFF + (idx * core::mem::size_of::<TxSlot>()) as u64))
 }
 
 /// Initialises every slot's robust mutex (a new segment, before anyone
@@ -327,7 +327,7 @@ fn stage(dom: &Domain, ts: &TxSlot, tag: u64, recs: &[P<Msg>]) {
                 first = false;
             }
         }
-        crate::doorbell::visible(s, peer);
+        crate::doorbell::after_enqueue(s, peer);
         ts.seen.fetch_max(p.clock.load());
     });
     crate::crash::point("send-staged");
@@ -373,7 +373,7 @@ fn commit(dom: &Domain, c: u64, tag: u64, recs: &[P<Msg>]) {
             }
         }
         if any {
-            crate::doorbell::visible(s, peer);
+            crate::doorbell::after_enqueue(s, peer);
         }
         crate::crash::point("commit-op");
     });

@@ -59,6 +59,11 @@ pub trait Store {
     /// data path). A transaction logs how to take it back.
     fn claim(&self, user: P<UserRec>, res: usize, delta: i64);
 
+    /// Records that `peer` is owed a wake-up (or a token) once the changes
+    /// are final and the locks released (rule 8 of `txn`). `Raw` drops
+    /// it: its callers note what they owe on the store they run under.
+    fn note_visible(&self, peer: P<PeerRec>, what: crate::doorbell::Visible);
+
     /// Queues work for after the changes are final.
     fn later(&self, what: Later);
 

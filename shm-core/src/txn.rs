@@ -59,11 +59,13 @@
 //! Nothing under a shared lock copies from or to the caller's memory (the
 //! payload is copied into a slice that is not yet visible, with no lock
 //! held), waits for another process, or makes a system call that can
-//! block: socket calls use non-blocking sockets. Waiters never sleep on a
-//! lock without a deadline: an unlock wakes one sleeper, and a sleeper
-//! killed between that wake-up and taking the lock would otherwise take it
-//! along and strand the others on a free lock; so waiters sleep at most
-//! `WAIT_SLICE_MS` at a time (on CLOCK_MONOTONIC) and look again.
+//! block: socket calls use non-blocking sockets. No kernel call made for
+//! another peer (a futex wake, a token) happens under a lock (8). Waiters
+//! never sleep on a lock without a deadline: an unlock wakes one sleeper,
+//! and a sleeper killed between that wake-up and taking the lock would
+//! otherwise take it along and strand the others on a free lock; so
+//! waiters sleep at most `WAIT_SLICE_MS` at a time (on CLOCK_MONOTONIC)
+//! and look again.
 //!
 //! ## 4. Two kinds of critical section
 //!
@@ -139,9 +141,14 @@
 //!
 //! * `D`: the next locker gets `EOWNERDEAD`, takes the peer locks the log
 //!   names, replays the log backwards, marks each lock consistent and
-//!   proceeds. Readiness tokens and fd carriers a dead transaction may have
-//!   sent are handled as intents: peers named by them become *dirty* and
-//!   rebuild their socket contents on their next operation (`doorbell`).
+//!   proceeds. Socket operations that cannot be undone (fd carriers, vault
+//!   datagrams, draining the caller's own socket) run at the end of a
+//!   transaction, each preceded by an *intent* entry in the log naming the
+//!   peer: whoever rolls a transaction back marks those peers *dirty*, and
+//!   a dirty peer rebuilds its socket contents on its next operation
+//!   (`doorbell`). Operations that only remove what nothing refers to any
+//!   more (files, carriers) run after the commit point; if they never
+//!   happen, what they would have removed is found as an orphan later.
 //! * `P`: the lock's holder mark says what died. A section: the next locker
 //!   rebuilds the peer's derived state and proceeds. A transaction: its
 //!   writes are in the `D` log, so the locker marks the peer *awaiting
@@ -154,12 +161,35 @@
 //!   (a death was seen), a sender short of quota or pool space, and a RECV
 //!   that finds nothing but records still being prepared for it.
 //!
+//! ## 8. Wake-ups
+//!
+//! Wake-ups happen after the locks are released, and only for sleepers.
+//! A transaction or section that makes entries visible in a queue (or
+//! disconnects a peer) notes the peer (`Store::note_visible`); at its end,
+//! still holding its locks, each note becomes a ticket counted in the peer
+//! bell's `owed` counter (`doorbell::seal`); once the locks are released,
+//! the tickets are rung (`doorbell::entries_visible`): the bell's `seq` is
+//! bumped and every thread armed on the bell is woken. Waiters and wakers
+//! follow a Dekker handshake on the bell (`waiters`): a waiter publishes
+//! its slot in the bell's sleeper map, then re-reads the peer's state; a
+//! waker publishes the change, then reads the sleeper map; both with
+//! sequentially consistent operations and fences, so one of them always
+//! sees the other. A process that dies or stops between its commit and its
+//! ring leaves `rung < owed`, which the wake-up tick of any process
+//! notices and makes good a tick later; one that dies inside a section
+//! leaves its peer to be rebuilt, which marks the peer dirty and rings it.
+//! Readiness is read without any lock (`readiness`): a queue being changed
+//! may be seen half-way, which at worst reports POLLIN for an entry that
+//! RECV then does not deliver, never the reverse.
+//!
+//! ## 9. Failed recoveries
+//!
 //! A recoverer raises a counter before it starts and lowers it when done;
 //! one that dies or panics leaves it raised, and after `RECOVERY_ATTEMPTS`
 //! failures the domain is quarantined: every later call fails with
 //! ENOTRECOVERABLE and the event is reported on stderr.
 
-use crate::doorbell::{self, Op};
+use crate::doorbell::{self, Op, Ticket, Visible};
 use crate::domain::Domain;
 use crate::errno::{Errno, Result};
 use crate::layout::*;
@@ -203,6 +233,16 @@ pub(crate) enum Free {
     Record(P<PeerRec>, P<Msg>),
 }
 
+/// A position in a transaction to roll back to ([`Txn::rollback_to`]).
+#[derive(Clone, Copy)]
+pub struct Savepoint {
+    log: u64,
+    frees: usize,
+    ops: usize,
+    later: usize,
+    visible: usize,
+}
+
 /// An open transaction: the domain lock is held for its lifetime, and
 /// every peer lock it took (rule 2).
 pub struct Txn<'d> {
@@ -212,6 +252,9 @@ pub struct Txn<'d> {
     post: RefCell<Vec<Op>>,
     later: RefCell<Vec<Later>>,
     held: RefCell<Vec<P<PeerRec>>>,
+    /// Peers owed a wake-up once the transaction is over (rule 8).
+    visible: RefCell<Vec<(P<PeerRec>, Visible)>>,
+    tickets: RefCell<Vec<Ticket>>,
     finished: bool,
     /// This transaction's copy of the header's `log_len` (it is the only
     /// writer while it holds the lock), so that logging a write reads no
@@ -235,6 +278,8 @@ struct Lists {
     post: Vec<Op>,
     later: Vec<Later>,
     held: Vec<P<PeerRec>>,
+    visible: Vec<(P<PeerRec>, Visible)>,
+    tickets: Vec<Ticket>,
 }
 
 thread_local! {
@@ -254,6 +299,8 @@ fn return_lists(mut l: Lists) {
     l.post.clear();
     l.later.clear();
     l.held.clear();
+    l.visible.clear();
+    l.tickets.clear();
     let _ = LISTS.try_with(|c| c.set(Some(l)));
 }
 
@@ -306,6 +353,11 @@ impl Domain {
             return Err(Errno::ENOTRECOVERABLE);
         }
         let r = self.mutex().acquire();
+        self.open_txn(r)
+    }
+
+    /// Opens the transaction of a lock attempt that returned `r`.
+    fn open_txn(&self, r: libc::c_int) -> Result<Txn<'_>> {
         let l = take_lists();
         let mut tx = Txn {
             dom: self,
@@ -314,6 +366,8 @@ impl Domain {
             post: RefCell::new(l.post),
             later: RefCell::new(l.later),
             held: RefCell::new(l.held),
+            visible: RefCell::new(l.visible),
+            tickets: RefCell::new(l.tickets),
             finished: false,
             log_len: core::cell::Cell::new(self.hdr().log_len.load()),
             live_receivers: core::cell::Cell::new(false),
@@ -350,7 +404,23 @@ impl Domain {
         }
     }
 
-    /// Whether the domain was quarantined (rule 7).
+    /// If a transaction is open and its holder died, rolls it back now
+    /// (without waiting for a live holder): lock-free readers of the
+    /// segment then no longer see what it had half done.
+    pub(crate) fn settle_interrupted(&self) {
+        if self.hdr().log_len.load() == 0 || self.quarantined() || self.mutex().held_by_live_owner() {
+            return;
+        }
+        let r = self.mutex().try_lock();
+        if r == libc::EBUSY {
+            return;
+        }
+        if let Ok(tx) = self.open_txn(r) {
+            tx.abort();
+        }
+    }
+
+    /// Whether the domain was quarantined (rule 9).
     pub fn quarantined(&self) -> bool {
         self.hdr().damaged.load() != 0
     }
@@ -528,8 +598,15 @@ impl<'d> Txn<'d> {
             return;
         }
         let _ = self.log_entry(peer.off(), 0, KIND_LOCK);
+        let r = self.rec(peer).lock.acquire();
+        self.held_lock(peer, r);
+    }
+
+    /// `peer`'s lock was just taken with result `r` (named in the log
+    /// before): recovers it if its holder died, and keeps it.
+    fn held_lock(&self, peer: P<PeerRec>, r: libc::c_int) {
         let p = self.rec(peer);
-        let r = p.lock.acquire();
+        let mut rebuilt = false;
         if r == libc::EOWNERDEAD {
             if p.holder.get() != HELD_TXN {
                 let raw = Raw { dom: self.dom };
@@ -540,6 +617,7 @@ impl<'d> Txn<'d> {
                 }) {
                     self.ops.borrow_mut().push(Op::Fail(e));
                 }
+                rebuilt = true;
             }
             p.lock.consistent();
         } else if r != 0 {
@@ -551,6 +629,12 @@ impl<'d> Txn<'d> {
         p.await_txn.raw_set(0);
         p.holder.raw_set(HELD_TXN);
         self.held.borrow_mut().push(peer);
+        if rebuilt {
+            // Whatever the dead section owed the peer is owed still, even
+            // if this transaction aborts.
+            let owed = [(peer, doorbell::dirty(&Raw { dom: self.dom }, peer))];
+            doorbell::seal(self, &owed, &mut self.tickets.borrow_mut());
+        }
     }
 
     /// Raises (or lowers) a user's claimed quota, logging how to undo it.
@@ -559,7 +643,7 @@ impl<'d> Txn<'d> {
             return;
         }
         let _ = self.log_entry(user.off(), delta as u64, KIND_CLAIM | ((res as u64) << 16));
-        self.rec(user).claimed[res].fetch_add(delta);
+        self.rec(user).claimed[res].fetch_add(delta as u64);
     }
 
     /// Frees a block when the transaction commits (rule 4).
@@ -577,21 +661,44 @@ impl<'d> Txn<'d> {
         self.post.borrow_mut().push(op);
     }
 
+    /// Records that `peer` is owed `what` once the transaction is over
+    /// (rule 8): the wake-up of its waiters, a kernel token.
+    pub(crate) fn note_visible(&self, peer: P<PeerRec>, what: Visible) {
+        let mut v = self.visible.borrow_mut();
+        // Entries for one peer come in a row (a multicast appends to each
+        // destination in turn); a repeat elsewhere only costs a second
+        // wake-up, while a search would make a multicast quadratic.
+        match v.last_mut() {
+            Some((p, w)) if *p == peer => {
+                w.wake |= what.wake;
+                w.token |= what.token;
+            }
+            _ => v.push((peer, what)),
+        }
+    }
+
     /// A position to roll back to with [`rollback_to`](Self::rollback_to).
-    pub fn savepoint(&self) -> (u64, usize, usize, usize) {
-        (self.log_len.get(), self.frees.borrow().len(), self.ops.borrow().len(), self.later.borrow().len())
+    pub fn savepoint(&self) -> Savepoint {
+        Savepoint {
+            log: self.log_len.get(),
+            frees: self.frees.borrow().len(),
+            ops: self.ops.borrow().len(),
+            later: self.later.borrow().len(),
+            visible: self.visible.borrow().len(),
+        }
     }
 
     /// Undoes everything done since `sp` (used for per-destination failures
     /// of SEND_FLAG_CONTINUE). Nothing irreversible has happened since: side
     /// effects only run at commit. Peer locks taken since stay held, and
     /// stay named in the log.
-    pub fn rollback_to(&self, sp: (u64, usize, usize, usize)) {
-        let intents = self.undo_to(sp.0);
+    pub fn rollback_to(&self, sp: Savepoint) {
+        let intents = self.undo_to(sp.log);
         debug_assert!(intents.is_empty());
-        self.frees.borrow_mut().truncate(sp.1);
-        self.ops.borrow_mut().truncate(sp.2);
-        self.later.borrow_mut().truncate(sp.3);
+        self.frees.borrow_mut().truncate(sp.frees);
+        self.ops.borrow_mut().truncate(sp.ops);
+        self.later.borrow_mut().truncate(sp.later);
+        self.visible.borrow_mut().truncate(sp.visible);
         for &peer in self.held.borrow().iter() {
             if !self.log_names_lock(peer) {
                 let _ = self.log_entry(peer.off(), 0, KIND_LOCK);
@@ -623,13 +730,40 @@ impl<'d> Txn<'d> {
                 KIND_WRITE => self.dom.seg.write_bits(off, ((meta >> 8) & 0xff) as u32, old),
                 KIND_CLAIM => {
                     let user = self.rec(P::<UserRec>::from_off(off));
-                    user.claimed[(meta >> 16) as usize & 3].fetch_add(-(old as i64));
+                    user.claimed[(meta >> 16) as usize & 3].fetch_add((old as i64).wrapping_neg() as u64);
                 }
                 _ => {}
             }
             self.set_log_len(n);
         }
         intents
+    }
+
+    /// Takes `peer`'s lock like [`hold`](Self::hold) if it is free now;
+    /// false (and nothing taken) if another holder has it. For work that
+    /// may wait for a later turn rather than for a holder that may be
+    /// stopped (the wake-up tick).
+    pub(crate) fn try_hold(&self, peer: P<PeerRec>) -> bool {
+        if self.held.borrow().contains(&peer) {
+            return true;
+        }
+        let p = self.rec(peer);
+        if !p.lock.looks_free() {
+            return false;
+        }
+        let before = self.log_len.get();
+        let _ = self.log_entry(peer.off(), 0, KIND_LOCK);
+        match p.lock.try_lock() {
+            libc::EBUSY => {
+                // Nobody else writes the log: take the entry back.
+                self.set_log_len(before);
+                false
+            }
+            r => {
+                self.held_lock(peer, r);
+                true
+            }
+        }
     }
 
     /// Undoes a transaction left behind by a dead holder (rule 7): takes
@@ -655,15 +789,16 @@ impl<'d> Txn<'d> {
             taken.push((peer, r));
         }
         let intents = self.undo_to(0);
-        let mut rings = Vec::new();
+        // The dirty marks are not this transaction's to undo: written in
+        // place, and the wake-ups they owe counted now (a later abort of
+        // this transaction must not lose them).
+        let mut owed = Vec::new();
         for &(peer, serial) in &intents {
-            if crate::peer::lookup_serial(self, serial) == Some(peer) && doorbell::mark_dirty(&raw, peer) {
-                rings.push(serial);
+            if crate::peer::lookup_serial(self, serial) == Some(peer) {
+                owed.push((peer, doorbell::dirty(&raw, peer)));
             }
         }
-        for serial in rings {
-            doorbell::ring(self.dom, serial);
-        }
+        doorbell::seal(self, &owed, &mut self.tickets.borrow_mut());
         for (peer, r) in taken {
             let p = self.rec(peer);
             if r == 0 || r == libc::EOWNERDEAD {
@@ -678,11 +813,11 @@ impl<'d> Txn<'d> {
         self.set_log_len(0);
     }
 
-    /// Rule 7: peers named by intents become dirty and are re-rung.
+    /// Rule 7: peers named by intents become dirty and are rung.
     fn handle_intents(&self, intents: &[(P<PeerRec>, u64)]) {
         for &(peer, serial) in intents {
-            if crate::peer::lookup_serial(self, serial) == Some(peer) && doorbell::mark_dirty(self, peer) {
-                self.push_op(Op::Ring { peer, serial });
+            if crate::peer::lookup_serial(self, serial) == Some(peer) {
+                doorbell::mark_dirty(self, peer);
             }
         }
     }
@@ -733,6 +868,9 @@ impl<'d> Txn<'d> {
             return Err(e);
         }
         self.check_heap_if_debugging("a commit");
+        // The rings the commit owes are counted before it becomes final
+        // (rule 8): a death from here on leaves them owed, not lost.
+        self.seal_visible();
         crate::crash::point("commit-before");
         self.set_log_len(0);
         crate::crash::point("commit-after");
@@ -754,19 +892,39 @@ impl<'d> Txn<'d> {
         Ok(())
     }
 
-    /// Releases the locks and hands the work lists back for reuse.
+    /// Turns the wake-ups noted so far into tickets (rule 8).
+    fn seal_visible(&mut self) {
+        let mut visible = core::mem::take(self.visible.get_mut());
+        if !visible.is_empty() {
+            let mut tickets = core::mem::take(self.tickets.get_mut());
+            doorbell::seal(self, &visible, &mut tickets);
+            *self.tickets.get_mut() = tickets;
+        }
+        visible.clear();
+        *self.visible.get_mut() = visible;
+    }
+
+    /// Releases the locks, then makes the wake-ups the transaction owes
+    /// (rule 8), and hands the work lists back for reuse.
     fn finish_lock(&mut self) {
+        self.seal_visible();
+        let tickets = core::mem::take(self.tickets.get_mut());
         self.finished = true;
         for &peer in self.held.borrow().iter().rev() {
             self.rec(peer).lock.unlock();
         }
         self.dom.unlock();
+        if !tickets.is_empty() {
+            doorbell::entries_visible(self.dom, &tickets);
+        }
         return_lists(Lists {
             frees: core::mem::take(self.frees.get_mut()),
             ops: core::mem::take(self.ops.get_mut()),
             post: core::mem::take(self.post.get_mut()),
             later: core::mem::take(self.later.get_mut()),
             held: core::mem::take(self.held.get_mut()),
+            visible: core::mem::take(self.visible.get_mut()),
+            tickets,
         });
     }
 
@@ -782,6 +940,7 @@ impl<'d> Txn<'d> {
         self.ops.borrow_mut().clear();
         self.post.borrow_mut().clear();
         self.later.borrow_mut().clear();
+        self.visible.borrow_mut().clear();
         if !intents.is_empty() {
             self.handle_intents(&intents);
             self.run_ops_best_effort();
@@ -840,6 +999,10 @@ impl Store for Txn<'_> {
 
     fn claim(&self, user: P<UserRec>, res: usize, delta: i64) {
         Txn::claim(self, user, res, delta)
+    }
+
+    fn note_visible(&self, peer: P<PeerRec>, what: Visible) {
+        Txn::note_visible(self, peer, what)
     }
 
     fn later(&self, what: Later) {
