@@ -6,7 +6,7 @@
 use crate::config;
 use crate::fdtable::{self, FdInfo};
 use crate::uaccess::ProcMem;
-use shm_core::{read_struct, write_struct, AbiPlain, Errno, Result};
+use shm_core::{read_struct, write_struct, Errno, Result};
 use uapi::*;
 
 /// ioctls the kernel's VFS answers for every file before the driver sees
@@ -27,12 +27,6 @@ pub fn ioctl(fd: i32, info: &FdInfo, request: u64, arg: u64) -> Result<i32> {
         }
     }
     r
-}
-
-/// Checks that the argument struct can be written back, before anything
-/// changes (2.5 step 9, 2.9 step 9).
-fn check_writable<T: AbiPlain>(mem: &ProcMem, arg: u64, v: &T) -> Result<()> {
-    write_struct(mem, arg, v)
 }
 
 fn dispatch(fd: i32, info: &FdInfo, request: u64, arg: u64) -> Result<i32> {
@@ -79,7 +73,7 @@ fn dispatch(fd: i32, info: &FdInfo, request: u64, arg: u64) -> Result<i32> {
             peer.handle_release(fd, id)?;
         }
         BUS1_CMD_HANDLE_TRANSFER => {
-            let mut t: bus1_cmd_handle_transfer = read_struct(&mem, arg)?;
+            let t: bus1_cmd_handle_transfer = read_struct(&mem, arg)?;
             if t.flags != 0 {
                 return Err(Errno::EINVAL);
             }
@@ -97,10 +91,15 @@ fn dispatch(fd: i32, info: &FdInfo, request: u64, arg: u64) -> Result<i32> {
                 }
                 Some(d)
             };
-            check_writable(&mem, arg, &t)?;
-            let same = dst.as_ref().is_some_and(|d| d.peer.serial() == peer.serial() && std::sync::Arc::ptr_eq(d.peer.domain(), peer.domain()));
-            t.dst_handle = peer.handle_transfer(fd, t.src_handle, if same { None } else { dst.as_ref().map(|d| &d.peer) })?;
+            // Writability is checked before step 4, as bus1's
+            // specification advises, so a read-only struct gets EFAULT
+            // before any other error of the transfer.
             write_struct(&mem, arg, &t)?;
+            let same = dst.as_ref().is_some_and(|d| d.peer.serial() == peer.serial() && std::sync::Arc::ptr_eq(d.peer.domain(), peer.domain()));
+            // The result is written back before the transfer commits
+            // (2.5 step 9), so a struct that cannot take it changes nothing.
+            let out = |id| write_struct(&mem, arg, &bus1_cmd_handle_transfer { dst_handle: id, ..t }).is_ok();
+            peer.handle_transfer_into(fd, t.src_handle, if same { None } else { dst.as_ref().map(|d| &d.peer) }, &out)?;
         }
         BUS1_CMD_NODES_DESTROY => {
             let d: bus1_cmd_nodes_destroy = read_struct(&mem, arg)?;
@@ -115,10 +114,11 @@ fn dispatch(fd: i32, info: &FdInfo, request: u64, arg: u64) -> Result<i32> {
             peer.send(fd, &s, &mem)?;
         }
         BUS1_CMD_RECV => {
-            let mut r: bus1_cmd_recv = read_struct(&mem, arg)?;
-            let read = r;
-            r.msg = peer.recv_into(fd, r.flags, r.max_offset, &|| check_writable(&mem, arg, &read).is_ok())?;
-            write_struct(&mem, arg, &r)?;
+            let r: bus1_cmd_recv = read_struct(&mem, arg)?;
+            // The result is written back before the RECV commits (2.9
+            // step 9), so a struct that cannot take it changes nothing.
+            let out = |msg: &bus1_msg| write_struct(&mem, arg, &bus1_cmd_recv { msg: *msg, ..r }).is_ok();
+            peer.recv_into(fd, r.flags, r.max_offset, &out)?;
         }
         _ => return Err(Errno::ENOTTY),
     }

@@ -64,6 +64,8 @@ pub enum Op {
     Unlink { path: Vec<u8> },
     /// The transaction cannot commit.
     Fail(Errno),
+    /// Nothing (an operation cancelled in place).
+    Nop,
 }
 
 
@@ -71,6 +73,7 @@ pub enum Op {
 pub fn execute(tx: &Txn, op: Op) -> Result<()> {
     let dom = tx.domain();
     match op {
+        Op::Nop => Ok(()),
         Op::Fail(e) => Err(e),
         Op::Ring { peer, serial } => {
             tx.intent(peer, Intent::Added)?;
@@ -311,6 +314,8 @@ pub fn resync(tx: &Txn, peer: P<PeerRec>, fd: i32) -> Result<()> {
     let p = tx.rec(peer);
     tx.intent(peer, Intent::Removed)?;
     tx.intent(peer, Intent::Added)?;
+    // Tokens this transaction was going to send are accounted for below.
+    tx.cancel_ops(|op| matches!(op, Op::Ring { peer: q, .. } if *q == peer));
     let dom = tx.domain();
     let mut kept: Option<Vec<i32>> = None;
     let mut buf = [0u8; 32];

@@ -222,6 +222,14 @@ impl Peer {
     /// HANDLE_TRANSFER (2.5) after flags and `dst_fd` were checked; `dst`
     /// None means the caller itself.
     pub fn handle_transfer(&self, fd: i32, src_handle: u64, dst: Option<&Peer>) -> Result<u64> {
+        self.handle_transfer_into(fd, src_handle, dst, &|_| true)
+    }
+
+    /// HANDLE_TRANSFER whose result goes to caller memory: `out` writes the
+    /// destination's ID there (false: it cannot, EFAULT) before the
+    /// transfer commits, so that a failed write changes nothing (2.5 step
+    /// 9, as the shim should do it).
+    pub fn handle_transfer_into(&self, fd: i32, src_handle: u64, dst: Option<&Peer>, out: &dyn Fn(u64) -> bool) -> Result<u64> {
         if let Some(d) = dst {
             if !Arc::ptr_eq(&d.dom, &self.dom) {
                 return Err(Errno::EOPNOTSUPP);
@@ -232,7 +240,8 @@ impl Peer {
             if !peer::is_live(tx, dst_rec, dst_serial) {
                 return Err(Errno::ESHUTDOWN);
             }
-            peer::handle_transfer(tx, p, dst_rec, src_handle)
+            let id = peer::handle_transfer(tx, p, dst_rec, src_handle)?;
+            if out(id) { Ok(id) } else { Err(Errno::EFAULT) }
         })
     }
 
@@ -267,16 +276,16 @@ impl Peer {
 
     /// RECV (2.9) after the struct was read; returns the `msg` part.
     pub fn recv(&self, fd: i32, flags: u64, max_offset: u64) -> Result<bus1_msg> {
-        self.recv_into(fd, flags, max_offset, &|| true)
+        self.recv_into(fd, flags, max_offset, &|_| true)
     }
 
-    /// RECV whose result goes to caller memory that `writable` probes:
-    /// if it cannot be written, the RECV fails with EFAULT after every
-    /// other check and before anything is dequeued or installed (2.9
-    /// step 9, as the shim should do it).
-    pub fn recv_into(&self, fd: i32, flags: u64, max_offset: u64, writable: &dyn Fn() -> bool) -> Result<bus1_msg> {
+    /// RECV whose result goes to caller memory: `out` writes the `msg` part
+    /// there (false: it cannot, EFAULT) after every other check, under the
+    /// lock and before anything is dequeued or installed, so that a failed
+    /// write changes nothing (2.9 step 9, as the shim should do it).
+    pub fn recv_into(&self, fd: i32, flags: u64, max_offset: u64, out: &dyn Fn(&bus1_msg) -> bool) -> Result<bus1_msg> {
         recv::precheck(flags)?;
-        match self.op(fd, |tx, p| recv::recv(tx, p, fd, flags, max_offset, writable))? {
+        match self.op(fd, |tx, p| recv::recv(tx, p, fd, flags, max_offset, out))? {
             recv::Outcome::Msg(m) => Ok(m),
             recv::Outcome::Fail(e) => Err(e),
         }

@@ -345,8 +345,8 @@ pub fn handle_transfer(tx: &Txn, src: P<PeerRec>, dst: P<PeerRec>, src_id: u64) 
     if created {
         quota::charge(tx, src, RES_HANDLES, 1)?;
     }
-    let id = object::ensure_id(tx, dh)?;
-    object::ref_add(tx, dh);
+    let id = object::ensure_id(tx, dh);
+    object::ref_add(tx, dh)?;
     Ok(id)
 }
 

@@ -96,6 +96,15 @@ pub enum Intent {
     Removed = 2,
 }
 
+/// A position inside a transaction (see [`Txn::savepoint`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Savepoint {
+    log_len: u64,
+    frees: usize,
+    ops: usize,
+    post: usize,
+}
+
 /// An open transaction: the domain lock is held for its lifetime.
 pub struct Txn<'d> {
     pub(crate) dom: &'d Domain,
@@ -370,18 +379,43 @@ impl<'d> Txn<'d> {
     }
 
     /// A position to roll back to with [`rollback_to`](Self::rollback_to).
-    pub fn savepoint(&self) -> (u64, usize, usize) {
-        (self.log_len.get(), self.frees.borrow().len(), self.ops.borrow().len())
+    pub fn savepoint(&self) -> Savepoint {
+        Savepoint {
+            log_len: self.log_len.get(),
+            frees: self.frees.borrow().len(),
+            ops: self.ops.borrow().len(),
+            post: self.post.borrow().len(),
+        }
     }
 
-    /// Undoes everything done since `sp` (used for per-destination failures
-    /// of SEND_FLAG_CONTINUE). Nothing irreversible has happened since: side
-    /// effects only run at commit.
-    pub fn rollback_to(&self, sp: (u64, usize, usize)) {
-        let intents = self.undo_to(sp.0);
-        debug_assert!(intents.is_empty());
-        self.frees.borrow_mut().truncate(sp.1);
-        self.ops.borrow_mut().truncate(sp.2);
+    /// Undoes everything done since `sp` (per-destination failures of
+    /// SEND_FLAG_CONTINUE, a RECV that fails after its search): logged
+    /// writes, deferred frees, and side effects queued for the commit or
+    /// after it. A socket operation already made since `sp` (a RECV taking
+    /// fds out of the vault) cannot be undone: its intent is logged again,
+    /// so that a later abort or recovery still sees it, and its peer
+    /// becomes dirty, as after an abort (rule 4).
+    pub fn rollback_to(&self, sp: Savepoint) {
+        let intents = self.undo_to(sp.log_len);
+        self.frees.borrow_mut().truncate(sp.frees);
+        self.ops.borrow_mut().truncate(sp.ops);
+        self.post.borrow_mut().truncate(sp.post);
+        for &(peer, _) in &intents {
+            if self.intent(peer, Intent::Added).is_err() {
+                self.log_full();
+            }
+        }
+        self.handle_intents(&intents);
+    }
+
+    /// Turns the side effects queued so far that match `f` into no-ops
+    /// (a peer's socket was rebuilt to match its queue, so readiness
+    /// tokens queued for it before are stale). Positions stay valid for
+    /// [`rollback_to`](Self::rollback_to).
+    pub(crate) fn cancel_ops(&self, f: impl Fn(&Op) -> bool) {
+        for op in self.ops.borrow_mut().iter_mut().filter(|op| f(op)) {
+            *op = Op::Nop;
+        }
     }
 
     /// Replays undo entries back to `target` and returns the intents met.
