@@ -16,8 +16,6 @@
 #include "bus1-util.h"
 #include "mp-util.h"
 
-#define b1_check_domain() do { } while (0)
-
 /* The first kernel-assigned ID a peer learns about (§3.3): remote, counter 1. */
 #define FIRST_ID 0xbULL
 

@@ -22,11 +22,33 @@ pub fn ioctl(fd: i32, info: &FdInfo, request: u64, arg: u64) -> Result<i32> {
     if config::trace() {
         let name = command_name(request as u32).unwrap_or("unknown");
         match &r {
-            Ok(_) => eprintln!("bus1: fd {fd} {name} ({request:#x}) arg {arg:#x} -> 0"),
-            Err(e) => eprintln!("bus1: fd {fd} {name} ({request:#x}) arg {arg:#x} -> -1 {e}"),
+            Ok(_) => shm_core::say(format_args!("bus1: fd {fd} {name} ({request:#x}) arg {arg:#x} -> 0")),
+            Err(e) => shm_core::say(format_args!("bus1: fd {fd} {name} ({request:#x}) arg {arg:#x} -> -1 {e}")),
         }
     }
     r
+}
+
+/// Test-only commands, answered only with `BUS1_TEST_HOOKS=1` (otherwise
+/// they are unknown commands, as for the module): `_IO(0x96, 0xf0)` checks
+/// the invariants of the peer's domain, prints each violation and returns
+/// their number; `_IOW(0x96, 0xf1, __u64)` damages the domain in the way
+/// the u64 names (shm-core's `DAMAGE_*`).
+const TEST_CHECK: u64 = (BUS1_IOCTL_MAGIC << 8 | 0xf0) as u64;
+const TEST_DAMAGE: u64 = (1 << 30 | 8 << 16 | BUS1_IOCTL_MAGIC << 8 | 0xf1) as u64;
+
+fn test_hook(peer: &shm_core::Peer, request: u64, arg: u64) -> Option<Result<i32>> {
+    if (request != TEST_CHECK && request != TEST_DAMAGE) || !shm_core::test_hooks_enabled() {
+        return None;
+    }
+    if request == TEST_CHECK {
+        let lines = peer.domain().check_invariants();
+        for l in &lines {
+            shm_core::say(format_args!("bus1: check: {l}"));
+        }
+        return Some(Ok(lines.len().min(i32::MAX as usize) as i32));
+    }
+    Some(read_struct(&ProcMem, arg).and_then(|kind| peer.test_damage(kind)).map(|()| 0))
 }
 
 fn dispatch(fd: i32, info: &FdInfo, request: u64, arg: u64) -> Result<i32> {
@@ -35,6 +57,9 @@ fn dispatch(fd: i32, info: &FdInfo, request: u64, arg: u64) -> Result<i32> {
     if request == BUS1_CMD_PEER_DISCONNECT as u64 {
         peer.disconnect(fd, arg)?;
         return Ok(0);
+    }
+    if let Some(r) = test_hook(peer, request, arg) {
+        return r;
     }
     if !peer.connected_hint() {
         return Err(Errno::ESHUTDOWN);

@@ -17,6 +17,16 @@ fn class_of(size: u64) -> (usize, u64) {
     ((shift - MIN_SHIFT) as usize, 1u64 << shift)
 }
 
+/// The size of the block that holds `size` bytes.
+pub(crate) fn block_size(size: u64) -> u64 {
+    class_of(size).1
+}
+
+/// Size of the blocks on free list `class`.
+pub(crate) fn class_size(class: usize) -> u64 {
+    1u64 << (class as u32 + MIN_SHIFT)
+}
+
 /// Allocates a zeroed block of at least `size` bytes.
 pub fn alloc(tx: &Txn, size: u64) -> Result<u64> {
     let (class, bsize) = class_of(size);
@@ -78,7 +88,7 @@ pub fn check_free_lists(tx: &Txn) -> core::result::Result<(), String> {
     let hdr = tx.hdr();
     let top = hdr.heap_top.get();
     for class in 0..NCLASSES {
-        let bsize = 1u64 << (class as u32 + MIN_SHIFT);
+        let bsize = class_size(class);
         let mut b = hdr.free_heads[class].get();
         let mut n = 0u64;
         while b != 0 {

@@ -31,6 +31,8 @@ pub struct Domain {
     pub(crate) seg: Segment,
     pub(crate) local: LocalMutex<Local>,
     dev_ino: (u64, u64),
+    /// This process has said that the domain is damaged (`fault`).
+    pub(crate) damage_reported: std::sync::atomic::AtomicBool,
 }
 
 /// Process-local state of a domain (txn rule 7).
@@ -266,6 +268,7 @@ impl Domain {
                     bell_clock: 0,
                 }),
                 dev_ino,
+                damage_reported: std::sync::atomic::AtomicBool::new(false),
             };
             let hdr: &Header = d.seg.at0();
             if hdr.magic.load() != MAGIC {
@@ -279,6 +282,12 @@ impl Domain {
                 if stale_domain_in_use(&d.dir, &d.sock_dir, fd) {
                     return Err(Errno::ENODEV);
                 }
+                d.clear_stale(fd)?;
+                d.initialise()?;
+            } else if hdr.damaged.load() != 0 && !stale_domain_in_use(&d.dir, &d.sock_dir, fd) {
+                // Found damaged (see `fault`) and left by everyone who used
+                // it: start afresh. While it is in use, its calls are
+                // refused with ENOTRECOVERABLE.
                 d.clear_stale(fd)?;
                 d.initialise()?;
             }

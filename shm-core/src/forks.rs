@@ -6,20 +6,25 @@
 //! and forgets per-process caches (pid, tid). The domain lock is shared
 //! memory and needs nothing: whoever holds it releases it as usual.
 
+use crate::fault::contain_callback;
 use std::sync::Once;
 
+// Called by the C library: nothing may unwind out of them (see `fault`).
+
 extern "C" fn prepare() {
-    crate::domain::lock_all_local();
+    contain_callback(crate::domain::lock_all_local);
 }
 
 extern "C" fn parent() {
-    crate::domain::unlock_all_local(false);
+    contain_callback(|| crate::domain::unlock_all_local(false));
 }
 
 extern "C" fn child() {
-    crate::domain::unlock_all_local(true);
-    crate::creds::after_fork();
-    crate::reaper::after_fork();
+    contain_callback(|| {
+        crate::domain::unlock_all_local(true);
+        crate::creds::after_fork();
+        crate::reaper::after_fork();
+    });
 }
 
 /// Registers the handlers once per process.

@@ -78,7 +78,16 @@ pub struct Header {
     /// Monotonic time (ns) of the last liveness scan; claimed with CAS so
     /// that one process scans per period.
     pub scan_lease: Atomic64,
+    /// Nonzero once the bus found the segment inconsistent: the pid of the
+    /// process that found it. Every later lock is refused (`fault`). Set
+    /// without the undo log, so that no rollback takes it back.
+    pub damaged: Atomic64,
+    /// What was found, as UTF-8 text padded with NULs.
+    pub damage_note: [Atomic64; DAMAGE_NOTE_WORDS],
 }
+
+/// Words of [`Header::damage_note`].
+pub const DAMAGE_NOTE_WORDS: usize = 24;
 
 /// Per-UID accounting (SEMANTICS.md 6.1). Owned by `quota`.
 #[repr(C)]

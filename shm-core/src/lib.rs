@@ -21,11 +21,14 @@
 #![allow(clippy::manual_is_multiple_of)]
 
 mod alloc;
+mod check;
 mod crash;
 mod creds;
+mod damage;
 mod doorbell;
 mod domain;
 mod errno;
+mod fault;
 mod forks;
 mod layout;
 mod message;
@@ -47,10 +50,12 @@ mod txn;
 mod usermem;
 
 pub use crash::arm as arm_crash_point;
+pub use damage::{test_hooks_enabled, DAMAGE_CYCLE, DAMAGE_KEY, DAMAGE_OFFSET};
 pub use creds::invalidate_ids;
 pub use domain::{default_dir, evict_internal_fd, is_internal_fd, Domain};
 pub use sync::LocalMutex;
 pub use errno::{Errno, Result};
+pub use fault::{contain, contain_callback, say, trace_enabled};
 pub use layout::POOL_SIZE;
 pub use reaper::watcher_running;
 pub use usermem::{range_ok, read_struct, write_struct, AbiPlain, SimMem, UserMem, USER_LIMIT};
@@ -89,6 +94,10 @@ pub struct OpenFlags {
 impl Peer {
     /// Opens a new peer in the domain at `dir` (8.1). Returns the peer fd.
     pub fn open(dir: &Path, flags: OpenFlags) -> Result<(i32, Peer)> {
+        contain(|| Self::open_contained(dir, flags))
+    }
+
+    fn open_contained(dir: &Path, flags: OpenFlags) -> Result<(i32, Peer)> {
         let dom = Domain::attach(dir)?;
         let mut sf = 0;
         if flags.cloexec {
@@ -104,6 +113,10 @@ impl Peer {
     /// Recognises a peer fd (inherited, received over a socket, kept across
     /// exec) by its socket address. Ok(None): not a bus1 peer.
     pub fn identify(fd: i32) -> Result<Option<Peer>> {
+        contain(|| Self::identify_contained(fd))
+    }
+
+    fn identify_contained(fd: i32) -> Result<Option<Peer>> {
         let st = sys::fstat(fd)?;
         if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
             return Ok(None);
@@ -125,9 +138,17 @@ impl Peer {
             return Ok(None);
         }
         let dom = Domain::attach(dir)?;
-        let tx = dom.lock()?;
-        let rec = peer::lookup_serial(&tx, serial);
-        tx.abort();
+        let rec = match dom.lock() {
+            Ok(tx) => {
+                let rec = peer::lookup_serial(&tx, serial);
+                tx.abort();
+                rec
+            }
+            // A peer of a damaged domain: its record cannot be looked up,
+            // and every call on it is refused.
+            Err(Errno::ENOTRECOVERABLE) => Some(P::NULL),
+            Err(e) => return Err(e),
+        };
         Ok(rec.map(|rec| Peer { dom, serial, rec }))
     }
 
@@ -143,21 +164,26 @@ impl Peer {
     /// ESHUTDOWN before decoding a command (2.0). Every operation
     /// re-checks under the lock.
     pub fn connected_hint(&self) -> bool {
-        let p: &PeerRec = self.dom.seg.rec(self.rec);
+        // No record: a peer of a damaged domain, whose calls are refused
+        // under the lock.
+        let Some(p) = self.dom.seg.try_rec(self.rec) else { return true };
         p.state.load_racy() == PEER_CONNECTED && p.magic.load_racy() == PEER_MAGIC && p.serial.load_racy() == self.serial
     }
 
     /// Runs `f` on the locked, connected peer, settles the caller's socket
-    /// and commits (or aborts on error).
+    /// and commits (or aborts on error). A damaged domain found meanwhile
+    /// is EIO (see `fault`).
     fn op<T>(&self, fd: i32, f: impl FnOnce(&txn::Txn, P<PeerRec>) -> Result<T>) -> Result<T> {
         reaper::ensure_watcher();
-        let tx = self.dom.lock()?;
-        let r = self.resolve(&tx).and_then(|p| {
-            let v = f(&tx, p)?;
-            peer::settle_own_socket(&tx, p, fd);
-            Ok(v)
-        });
-        tx.finish(r)
+        contain(|| {
+            let tx = self.dom.lock()?;
+            let r = self.resolve(&tx).and_then(|p| {
+                let v = f(&tx, p)?;
+                peer::settle_own_socket(&tx, p, fd);
+                Ok(v)
+            });
+            tx.finish(r)
+        })
     }
 
     fn resolve(&self, tx: &txn::Txn) -> Result<P<PeerRec>> {
@@ -173,13 +199,15 @@ impl Peer {
         if arg != 0 {
             return Err(Errno::EINVAL);
         }
-        let tx = self.dom.lock()?;
-        let r = if peer::is_live(&tx, self.rec, self.serial) {
-            peer::disconnect(&tx, self.rec, fd)
-        } else {
-            Err(Errno::ESHUTDOWN)
-        };
-        tx.finish(r)?;
+        contain(|| {
+            let tx = self.dom.lock()?;
+            let r = if peer::is_live(&tx, self.rec, self.serial) {
+                peer::disconnect(&tx, self.rec, fd)
+            } else {
+                Err(Errno::ESHUTDOWN)
+            };
+            tx.finish(r)
+        })?;
         doorbell::hang_up(&self.dom, self.serial, fd);
         Ok(())
     }
@@ -291,6 +319,13 @@ impl Peer {
         }
     }
 
+    /// Test-only (`BUS1_TEST_HOOKS=1`, else ENOTTY): damages the domain
+    /// in the way `kind` (a `DAMAGE_*` constant) names, so that tests can
+    /// see a damaged domain fail safe.
+    pub fn test_damage(&self, kind: u64) -> Result<()> {
+        self.op(-1, |tx, p| damage::inflict(tx, p, kind))
+    }
+
     /// mmap of the pool (5.4): a descriptor of the pool file opened
     /// read-only, to be mapped shared by the caller and then closed.
     /// `prot`/`flags` are the mmap arguments.
@@ -301,6 +336,9 @@ impl Peer {
         }
         if flags & libc::MAP_SHARED != 0 && prot & libc::PROT_WRITE != 0 && acc == libc::O_RDONLY {
             return Err(Errno::EACCES);
+        }
+        if self.dom.damage().is_some() {
+            return Err(Errno::ENOTRECOVERABLE);
         }
         if !self.connected_hint() {
             return Err(Errno::ESHUTDOWN);
@@ -314,18 +352,23 @@ impl Peer {
 
     /// The access mode the peer was opened with.
     pub fn access(&self) -> Result<i32> {
-        let tx = self.dom.lock()?;
-        let a = peer::lookup_serial(&tx, self.serial).map(|p| tx.rec(p).access.get() as i32);
-        tx.abort();
-        a.ok_or(Errno::ESHUTDOWN)
+        contain(|| {
+            let tx = self.dom.lock()?;
+            let a = peer::lookup_serial(&tx, self.serial).map(|p| tx.rec(p).access.get() as i32);
+            tx.abort();
+            a.ok_or(Errno::ESHUTDOWN)
+        })
     }
 
     /// Called after this process closed an fd of the peer: if that was the
     /// last one anywhere, the peer is torn down now (8.5).
     pub fn closed(&self) {
-        if !self.dom.peer_socket_alive(self.serial) {
-            reaper::reap(&self.dom, self.serial);
-        }
+        let _ = contain(|| {
+            if !self.dom.peer_socket_alive(self.serial) {
+                reaper::reap(&self.dom, self.serial);
+            }
+            Ok(())
+        });
     }
 }
 
@@ -342,41 +385,46 @@ pub struct Stats {
 impl Domain {
     /// Current statistics.
     pub fn stats(&self) -> Result<Stats> {
-        let tx = self.lock()?;
-        let h = tx.hdr();
-        let s = Stats {
-            peers: h.n_peers.get(),
-            live_bytes: h.live_bytes.get(),
-            live_blocks: h.live_blocks.get(),
-            table_entries: h.table_used.get(),
-            recoveries: h.recoveries.get(),
-        };
-        tx.abort();
-        Ok(s)
+        contain(|| {
+            let tx = self.lock()?;
+            let h = tx.hdr();
+            let s = Stats {
+                peers: h.n_peers.get(),
+                live_bytes: h.live_bytes.get(),
+                live_blocks: h.live_blocks.get(),
+                table_entries: h.table_used.get(),
+                recoveries: h.recoveries.get(),
+            };
+            tx.abort();
+            Ok(s)
+        })
     }
 
     /// Checks the segment heap's free lists; describes the first damage.
     pub fn check_heap(&self) -> core::result::Result<(), String> {
-        let tx = self.lock().map_err(|e| e.to_string())?;
-        let r = alloc::check_free_lists(&tx);
-        tx.abort();
-        r
+        contain(|| {
+            let tx = self.lock()?;
+            let r = alloc::check_free_lists(&tx);
+            tx.abort();
+            Ok(r)
+        })
+        .unwrap_or_else(|e| Err(e.to_string()))
     }
 
     /// Probes every peer now and tears down the dead ones.
     pub fn reap_dead_peers(&self) -> usize {
-        reaper::scan(self)
+        contain(|| Ok(reaper::scan(self))).unwrap_or(0)
     }
 
     /// Gives back now every pool page that holds no live slice (what the
     /// watcher's periodic scan does); returns the bytes punched.
     pub fn sweep_pools(&self) -> u64 {
-        reaper::sweep_pools(self)
+        contain(|| Ok(reaper::sweep_pools(self))).unwrap_or(0)
     }
 
     /// Removes now the per-peer files that no peer needs any more (what the
     /// watcher does every few scans); returns how many.
     pub fn sweep_files(&self) -> usize {
-        reaper::sweep_files(self)
+        contain(|| Ok(reaper::sweep_files(self))).unwrap_or(0)
     }
 }

@@ -367,27 +367,12 @@ pub fn release_entry_gone(tx: &Txn, node: P<Node>, e: P<Entry>) {
 
 /// Live (not destroyed) nodes owned by `peer`.
 pub fn live_nodes(tx: &Txn, peer: P<PeerRec>) -> Vec<P<Node>> {
-    let mut v = Vec::new();
-    let mut n = tx.rec(peer).nodes.get();
-    while !n.is_null() {
-        let nr = tx.rec(n);
-        if nr.destroyed.get() == 0 {
-            v.push(n);
-        }
-        n = nr.owner_next.get();
-    }
-    v
+    tx.walk(tx.rec(peer).nodes.get(), |n| n.owner_next.get()).filter(|&n| tx.rec(n).destroyed.get() == 0).collect()
 }
 
 /// Handles held by `peer`.
 pub fn held_handles(tx: &Txn, peer: P<PeerRec>) -> Vec<P<Handle>> {
-    let mut v = Vec::new();
-    let mut h = tx.rec(peer).handles.get();
-    while !h.is_null() {
-        v.push(h);
-        h = tx.rec(h).holder_next.get();
-    }
-    v
+    tx.walk(tx.rec(peer).handles.get(), |h| h.holder_next.get()).collect()
 }
 
 /// One destruction transaction (3.8) for `nodes` of `owner`. With
@@ -409,9 +394,8 @@ pub fn destroy_nodes(tx: &Txn, owner: P<PeerRec>, nodes: &[P<Node>], owner_entri
     }
     for &n in nodes {
         let oh = tx.rec(n).owner_handle.get();
-        let mut h = tx.rec(n).handles.get();
         let mut targets = Vec::new();
-        while !h.is_null() {
+        for h in tx.walk(tx.rec(n).handles.get(), |h| h.node_next.get()) {
             let hr = tx.rec(h);
             if h != oh && (hr.user_refs.get() > 0 || hr.inflight.get() > 0) {
                 let holder = hr.holder.get();
@@ -419,7 +403,6 @@ pub fn destroy_nodes(tx: &Txn, owner: P<PeerRec>, nodes: &[P<Node>], owner_entri
                     targets.push((h, holder));
                 }
             }
-            h = hr.node_next.get();
         }
         // The node's list is newest first; notify in attachment order.
         for (h, holder) in targets.into_iter().rev() {

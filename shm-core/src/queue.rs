@@ -98,11 +98,5 @@ pub fn discard(tx: &Txn, e: P<Entry>) {
 
 /// The entries of a queue, head first.
 pub fn entries(tx: &Txn, peer: P<PeerRec>) -> Vec<P<Entry>> {
-    let mut v = Vec::new();
-    let mut e = tx.rec(peer).q_head.get();
-    while !e.is_null() {
-        v.push(e);
-        e = tx.rec(e).next.get();
-    }
-    v
+    tx.walk(tx.rec(peer).q_head.get(), |e| e.next.get()).collect()
 }

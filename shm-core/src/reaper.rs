@@ -87,11 +87,16 @@ fn watch(gen: u64) {
             let now = sys::now_ns();
             let last = hdr.scan_lease.load();
             if now.saturating_sub(last) >= SCAN_PERIOD_MS * 1_000_000 && hdr.scan_lease.compare_exchange(last, now) {
-                scan(&d);
-                sweep_pools(&d);
-                if SCANS.fetch_add(1, Ordering::Relaxed) % FILE_SWEEP_EVERY == 0 {
-                    sweep_files(&d);
-                }
+                // A damaged domain (see `fault`) ends this round, not the
+                // watcher.
+                let _ = crate::fault::contain(|| {
+                    scan(&d);
+                    sweep_pools(&d);
+                    if SCANS.fetch_add(1, Ordering::Relaxed) % FILE_SWEEP_EVERY == 0 {
+                        sweep_files(&d);
+                    }
+                    Ok(())
+                });
             }
         }
     }

@@ -65,7 +65,10 @@ pub fn recv(tx: &Txn, peer: P<PeerRec>, fd: i32, flags: u64, max_offset: u64, ou
         }
         return deliver_data(tx, peer, fd, seed, flags, max_offset, false, out);
     }
+    let mut steps = 0;
     let e = loop {
+        steps += 1;
+        assert!(steps <= tx.list_bound::<Entry>(), "queue of peer {peer:?} longer than the segment can hold (a cycle)");
         let head = tx.rec(peer).q_head.get();
         if head.is_null() {
             return Ok(Outcome::Fail(Errno::EAGAIN));

@@ -164,18 +164,29 @@ impl Segment {
     }
 
     /// The record at `p`. Panics if it does not lie inside the segment:
-    /// a corrupt offset must never become a wild access.
+    /// a corrupt offset must never become a wild access (the panic
+    /// quarantines the domain, see `fault`).
     #[inline]
+    #[track_caller]
     pub fn rec<T>(&self, p: P<T>) -> &T {
-        let off = p.off() as usize;
-        assert!(
-            off != 0 && off % core::mem::align_of::<T>() == 0 && off + core::mem::size_of::<T>() <= self.len,
-            "bad shared offset {off:#x}"
-        );
+        match self.try_rec(p) {
+            Some(r) => r,
+            None => bad_offset(p.off()),
+        }
+    }
+
+    /// The record at `p`, or None if `p` is null, misaligned or runs past
+    /// the segment.
+    #[inline]
+    pub fn try_rec<T>(&self, p: P<T>) -> Option<&T> {
+        let off = p.off();
+        let fits = off != 0
+            && off % core::mem::align_of::<T>() as u64 == 0
+            && off.checked_add(core::mem::size_of::<T>() as u64).is_some_and(|end| end <= self.len as u64);
         // SAFETY: in bounds and aligned (checked above); records consist of
         // Cells/atomics, which are valid for any bit pattern and are only
         // mutated through interior mutability.
-        unsafe { &*(self.base.add(off) as *const T) }
+        fits.then(|| unsafe { &*(self.base.add(off as usize) as *const T) })
     }
 
     /// The header (the record at offset 0).
@@ -197,17 +208,36 @@ impl Segment {
         unsafe { (self.base.add(off as usize) as *mut [u64; 3]).write(words) }
     }
 
-    /// `n` consecutive u64 cells at `off` (undo log, hash table slots).
+    /// `n` consecutive u64 cells at `off` (undo log, hash table slots,
+    /// handle arrays). Panics like [`rec`](Self::rec) if they leave the
+    /// segment.
+    #[track_caller]
     pub(crate) fn cells(&self, off: u64, n: usize) -> &[Cell<u64>] {
-        let p = self.raw(off, n * 8);
-        assert!(off % 8 == 0);
-        // SAFETY: in bounds and aligned; Cell<u64> is valid for any bits.
-        unsafe { core::slice::from_raw_parts(p as *const Cell<u64>, n) }
+        self.try_cells(off, n).unwrap_or_else(|| bad_range(off, n as u64 * 8))
+    }
+
+    /// `n` consecutive u64 cells at `off`, or None if they are misaligned
+    /// or leave the segment.
+    pub(crate) fn try_cells(&self, off: u64, n: usize) -> Option<&[Cell<u64>]> {
+        let len = n.checked_mul(8)?;
+        if off % 8 != 0 || !self.in_bounds(off, len) {
+            return None;
+        }
+        // SAFETY: in bounds and aligned (checked above); Cell<u64> is valid
+        // for any bits.
+        Some(unsafe { core::slice::from_raw_parts(self.base.add(off as usize) as *const Cell<u64>, n) })
+    }
+
+    fn in_bounds(&self, off: u64, len: usize) -> bool {
+        off.checked_add(len as u64).is_some_and(|end| end <= self.len as u64)
     }
 
     /// Raw address of a segment offset (for bulk zeroing of fresh blocks).
+    #[track_caller]
     pub(crate) fn raw(&self, off: u64, len: usize) -> *mut u8 {
-        assert!(off as usize + len <= self.len, "bad shared range");
+        if !self.in_bounds(off, len) {
+            bad_range(off, len as u64);
+        }
         // SAFETY: in bounds (checked above).
         unsafe { self.base.add(off as usize) }
     }
@@ -219,8 +249,12 @@ impl Segment {
         (addr - base) as u64
     }
 
-    /// Writes `bits` (of `size` bytes) at `off`: the undo path.
-    pub(crate) fn write_bits(&self, off: u64, size: u32, bits: u64) {
+    /// Writes `bits` (of `size` bytes) at `off`: the undo path. False
+    /// (and nothing written) if the range leaves the segment.
+    pub(crate) fn write_bits(&self, off: u64, size: u32, bits: u64) -> bool {
+        if !matches!(size, 1 | 2 | 4 | 8) || !self.in_bounds(off, size as usize) {
+            return false;
+        }
         let p = self.raw(off, size as usize);
         // SAFETY: in bounds; recovery holds the domain lock.
         unsafe {
@@ -231,6 +265,7 @@ impl Segment {
                 _ => (p as *mut u64).write_unaligned(bits),
             }
         }
+        true
     }
 
     /// Zeroes a range (fresh allocations only).
@@ -240,6 +275,20 @@ impl Segment {
         // running transaction, which nobody else can reach yet.
         unsafe { core::ptr::write_bytes(p, 0, len) }
     }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn bad_offset(off: u64) -> ! {
+    panic!("bad shared offset {off:#x}")
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn bad_range(off: u64, len: u64) -> ! {
+    panic!("bad shared range {off:#x}+{len:#x}")
 }
 
 impl Drop for Segment {

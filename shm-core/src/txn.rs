@@ -96,6 +96,33 @@ pub enum Intent {
     Removed = 2,
 }
 
+/// A walk along a shared list (see [`Txn::walk`]).
+pub(crate) struct Walk<'t, 'd, T, F> {
+    tx: &'t Txn<'d>,
+    cur: P<T>,
+    next: F,
+    steps: u64,
+    bound: u64,
+}
+
+impl<'d, T: 'd, F: Fn(&'d T) -> P<T>> Iterator for Walk<'_, 'd, T, F> {
+    type Item = P<T>;
+
+    fn next(&mut self) -> Option<P<T>> {
+        if self.cur.is_null() {
+            return None;
+        }
+        self.steps += 1;
+        if self.steps > self.bound {
+            let kind = core::any::type_name::<T>().rsplit("::").next().unwrap_or("records");
+            panic!("a list of {kind} records is longer than the segment can hold (a cycle)");
+        }
+        let p = self.cur;
+        self.cur = (self.next)(self.tx.rec(p));
+        Some(p)
+    }
+}
+
 /// A position inside a transaction (see [`Txn::savepoint`]).
 #[derive(Clone, Copy, Debug)]
 pub struct Savepoint {
@@ -112,10 +139,15 @@ pub struct Txn<'d> {
     ops: RefCell<Vec<Op>>,
     post: RefCell<Vec<Op>>,
     finished: bool,
+    /// Opened on a damaged domain to look at it (`lock_to_inspect`): ends
+    /// without rolling anything back.
+    inspect_only: bool,
     /// This transaction's copy of the header's `log_len` (it is the only
     /// writer while it holds the lock), so that logging a write reads no
     /// shared memory.
     log_len: core::cell::Cell<u64>,
+    /// The undo log ran full: the transaction cannot commit.
+    log_overflowed: core::cell::Cell<bool>,
     /// Set by SEND: a receiver whose socket is gone fails the commit with
     /// [`Errno::PEER_GONE`] instead of being rung silently.
     live_receivers: core::cell::Cell<bool>,
@@ -165,9 +197,34 @@ impl Domain {
     }
 
     /// Takes the domain lock and opens a transaction, first rolling back
-    /// the transaction of a holder that died (rule 5).
+    /// the transaction of a holder that died (rule 5). A domain marked
+    /// damaged is refused with ENOTRECOVERABLE (see `fault`).
     pub fn lock(&self) -> Result<Txn<'_>> {
+        self.lock_as(false)
+    }
+
+    /// Takes the domain lock to look at the segment without changing it,
+    /// even when it is marked damaged: then nothing is rolled back either,
+    /// and the transaction only releases the lock when it ends.
+    pub(crate) fn lock_to_inspect(&self) -> Result<Txn<'_>> {
+        self.lock_as(true)
+    }
+
+    fn lock_as(&self, inspect: bool) -> Result<Txn<'_>> {
         let r = self.acquire();
+        if r != 0 && r != libc::EOWNERDEAD {
+            return Err(Errno(if r == libc::EDEADLK { libc::ENOTRECOVERABLE } else { r }));
+        }
+        let damaged = self.damage().is_some();
+        if damaged && !inspect {
+            // A poisoned log is not replayed, and the segment not touched.
+            if r == libc::EOWNERDEAD {
+                self.mutex().consistent();
+            }
+            self.unlock();
+            self.report_damage(false);
+            return Err(Errno::ENOTRECOVERABLE);
+        }
         let l = take_lists();
         let tx = Txn {
             dom: self,
@@ -175,33 +232,26 @@ impl Domain {
             ops: RefCell::new(l.ops),
             post: RefCell::new(l.post),
             finished: false,
+            inspect_only: damaged,
             log_len: core::cell::Cell::new(self.seg.at0::<Header>().log_len.load()),
+            log_overflowed: core::cell::Cell::new(false),
             live_receivers: core::cell::Cell::new(false),
             #[cfg(debug_assertions)]
             fresh: RefCell::default(),
         };
-        match r {
-            0 => {
-                if tx.log_len.get() != 0 {
-                    // A previous holder in this process aborted without
-                    // cleaning up (cannot happen unless a panic unwound
-                    // through a transaction); treat it like a dead holder.
-                    tx.recover();
-                }
-                Ok(tx)
-            }
-            libc::EOWNERDEAD => {
+        if r == libc::EOWNERDEAD {
+            // EOWNERDEAD transferred ownership to us.
+            if !damaged {
                 tx.recover();
-                // EOWNERDEAD transferred ownership to us.
-                self.mutex().consistent();
-                Ok(tx)
             }
-            e => {
-                let mut tx = tx;
-                tx.finished = true;
-                Err(Errno(if e == libc::EDEADLK { libc::ENOTRECOVERABLE } else { e }))
-            }
+            self.mutex().consistent();
+        } else if tx.log_len.get() != 0 && !damaged {
+            // A previous holder in this process left its log behind
+            // without a quarantine (cannot happen unless a panic unwound
+            // through a transaction): treat it like a dead holder.
+            tx.recover();
         }
+        Ok(tx)
     }
 
     /// Takes the mutex, spinning briefly first: critical sections last about
@@ -243,8 +293,24 @@ impl<'d> Txn<'d> {
 
     /// The record at `p`.
     #[inline]
+    #[track_caller]
     pub fn rec<T>(&self, p: P<T>) -> &'d T {
         self.dom.seg.rec(p)
+    }
+
+    /// How many records of type `T` the heap can hold as it stands: more
+    /// than that many steps through a list of them means the list has a
+    /// cycle.
+    pub(crate) fn list_bound<T>(&self) -> u64 {
+        let span = self.hdr().heap_top.get().saturating_sub(HEAP_OFF);
+        span / (core::mem::size_of::<T>() as u64).max(16) + 1
+    }
+
+    /// The records of a shared list, from `first` on through `next`. A
+    /// damaged list (a cycle) ends the walk with a panic, which quarantines
+    /// the domain (see `fault`), instead of running forever.
+    pub(crate) fn walk<'t, T: 'd, F: Fn(&'d T) -> P<T>>(&'t self, first: P<T>, next: F) -> Walk<'t, 'd, T, F> {
+        Walk { tx: self, cur: first, next, steps: 0, bound: self.list_bound::<T>() }
     }
 
     /// Asks the commit to check that every rung receiver still exists.
@@ -306,7 +372,9 @@ impl<'d> Txn<'d> {
     #[cold]
     #[inline(never)]
     fn log_full(&self) {
-        self.ops.borrow_mut().push(Op::Fail(Errno::ENOMEM));
+        if !self.log_overflowed.replace(true) {
+            self.ops.borrow_mut().push(Op::Fail(Errno::ENOMEM));
+        }
     }
 
     /// Logs the current value of a word that unlogged writes are about to
@@ -419,21 +487,49 @@ impl<'d> Txn<'d> {
     }
 
     /// Replays undo entries back to `target` and returns the intents met.
+    /// A damaged entry is a panic (a damaged domain, see `fault`).
     fn undo_to(&self, target: u64) -> Vec<(P<PeerRec>, u64)> {
         let mut intents = Vec::new();
+        if let Err(n) = self.undo_entries(target, &mut |peer, serial| intents.push((peer, serial))) {
+            panic!("undo log entry {n} is damaged");
+        }
+        intents
+    }
+
+    /// Replays undo entries back to `target`, handing intents to `intent`;
+    /// stops at the first damaged entry and returns its position.
+    fn undo_entries(&self, target: u64, intent: &mut dyn FnMut(P<PeerRec>, u64)) -> core::result::Result<(), u64> {
         let mut n = self.log_len.get();
+        if n > LOG_CAP {
+            return Err(n);
+        }
         while n > target {
             n -= 1;
             let e = self.dom.seg.cells(LOG_OFF + n * LOG_ENTRY, 3);
             let (off, old, meta) = (e[0].get(), e[1].get(), e[2].get());
-            if meta & 0xff == KIND_INTENT {
-                intents.push((P::from_off(off), old));
-            } else {
-                self.dom.seg.write_bits(off, ((meta >> 8) & 0xff) as u32, old);
+            match meta & 0xff {
+                KIND_INTENT => intent(P::from_off(off), old),
+                KIND_WRITE if self.dom.seg.write_bits(off, ((meta >> 8) & 0xff) as u32, old) => {}
+                _ => return Err(n),
             }
             self.set_log_len(n);
         }
-        intents
+        Ok(())
+    }
+
+    /// A panic is unwinding through this transaction (see `fault`): rolls
+    /// back what the log allows without trusting anything else, marks the
+    /// domain damaged and releases the lock. Never panics itself.
+    fn quarantine(&mut self) {
+        let note = crate::fault::take_note().unwrap_or_else(|| "an inconsistency".into());
+        let _ = self.undo_entries(0, &mut |_, _| {});
+        self.dom.mark_damaged(&note);
+        self.finished = true;
+        // Harmless unless the lock came with EOWNERDEAD and the recovery
+        // panicked; then it keeps the mutex usable for the refusals.
+        self.dom.mutex().consistent();
+        self.dom.unlock();
+        self.dom.report_damage(true);
     }
 
     /// Rolls back a transaction left behind by a dead holder (rule 5).
@@ -523,6 +619,10 @@ impl<'d> Txn<'d> {
     }
 
     fn abort_inner(&mut self) {
+        if self.inspect_only {
+            self.finish_lock();
+            return;
+        }
         let intents = self.undo_to(0);
         self.check_heap_if_debugging("an abort");
         self.frees.borrow_mut().clear();
@@ -560,7 +660,15 @@ impl<'d> Txn<'d> {
 
 impl Drop for Txn<'_> {
     fn drop(&mut self) {
-        if !self.finished {
+        if self.finished {
+        } else if std::thread::panicking() {
+            if self.inspect_only {
+                self.finished = true;
+                self.dom.unlock();
+            } else {
+                self.quarantine();
+            }
+        } else {
             self.abort_inner();
         }
     }

@@ -10,9 +10,16 @@ use super::*;
 /// check whether it was the last one anywhere.
 fn after_close(old: Option<Arc<FdInfo>>) {
     if let Some(info) = old {
-        if !fdtable::still_open(&info.peer) {
-            keep_errno(|| info.peer.closed());
-        }
+        keep_errno(|| {
+            guarded(
+                || (),
+                || {
+                    if !fdtable::still_open(&info.peer) {
+                        info.peer.closed();
+                    }
+                },
+            )
+        });
     }
 }
 
@@ -23,7 +30,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
         // stay; pretend they were closed.
         return 0;
     }
-    let old = fdtable::take(fd);
+    let old = guarded(|| None, || fdtable::take(fd));
     let r = call_real!(crate::real::CLOSE, fn(c_int) -> c_int, fd);
     after_close(old);
     r
@@ -37,10 +44,10 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
 /// fd they were are torn down at once. Only when no other application
 /// thread is left: those may use their peers until the process ends.
 extern "C" fn close_peers_at_exit() {
-    if !fdtable::any() || !only_thread_left() {
+    if !fdtable::any() || !guarded(|| false, only_thread_left) {
         return;
     }
-    let old = fdtable::take_range(0, c_uint::MAX);
+    let old = guarded(Vec::new, || fdtable::take_range(0, c_uint::MAX));
     for (fd, _) in &old {
         // SAFETY: closes a descriptor of a process that is exiting; no
         // application code runs after this destructor.
@@ -69,7 +76,7 @@ static CLOSE_PEERS_AT_EXIT: extern "C" fn() = close_peers_at_exit;
 #[no_mangle]
 pub unsafe extern "C" fn fclose(f: *mut libc::FILE) -> c_int {
     let fd = if f.is_null() || !fdtable::any() { -1 } else { libc::fileno(f) };
-    let old = fdtable::take(fd);
+    let old = guarded(|| None, || fdtable::take(fd));
     let r = call_real!(crate::real::FCLOSE, fn(*mut libc::FILE) -> c_int, f);
     after_close(old);
     r
@@ -79,28 +86,36 @@ pub unsafe extern "C" fn fclose(f: *mut libc::FILE) -> c_int {
 pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
     let r = call_real!(crate::real::DUP, fn(c_int) -> c_int, fd);
     if r >= 0 {
-        if let Some(i) = fdtable::get(fd) {
-            fdtable::set(r, i);
-        }
+        guarded(|| (), || copy_entry(fd, r));
     }
     r
 }
 
-unsafe fn dup_onto(old: c_int, new: c_int, f: impl FnOnce() -> c_int) -> c_int {
-    if old != new {
-        keep_errno(|| shm_core::evict_internal_fd(new));
-    }
-    let replaced = if old != new { fdtable::take(new) } else { None };
-    let r = f();
-    if r < 0 {
-        if let Some(p) = replaced {
-            fdtable::set(new, p);
-        }
-        return r;
-    }
+/// `new` is now a duplicate of `old`: it is a peer fd if `old` is one.
+fn copy_entry(old: c_int, new: c_int) {
     if let Some(i) = fdtable::get(old) {
         fdtable::set(new, i);
     }
+}
+
+unsafe fn dup_onto(old: c_int, new: c_int, f: impl FnOnce() -> c_int) -> c_int {
+    let replaced = guarded(
+        || None,
+        || {
+            if old != new {
+                keep_errno(|| shm_core::evict_internal_fd(new));
+            }
+            if old != new { fdtable::take(new) } else { None }
+        },
+    );
+    let r = f();
+    if r < 0 {
+        if let Some(p) = replaced {
+            guarded(|| (), || fdtable::set(new, p));
+        }
+        return r;
+    }
+    guarded(|| (), || copy_entry(old, new));
     after_close(replaced);
     r
 }
@@ -118,12 +133,10 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
 unsafe fn fcntl_common(real: &crate::real::Real, fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     let r = call_real!(real, fn(c_int, c_int, c_ulong) -> c_int, fd, cmd, arg);
     if r >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) {
-        if let Some(i) = fdtable::get(fd) {
-            fdtable::set(r, i);
-        }
+        guarded(|| (), || copy_entry(fd, r));
     }
     if r >= 0 && cmd == libc::F_GETFL {
-        return device_file_flags(fd, r);
+        return guarded(|| r, || device_file_flags(fd, r));
     }
     r
 }
@@ -175,7 +188,7 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
     if flags as c_uint & libc::CLOSE_RANGE_CLOEXEC != 0 {
         return call_real!(crate::real::CLOSE_RANGE, fn(c_uint, c_uint, c_int) -> c_int, first, last, flags);
     }
-    let old = fdtable::take_range(first, last);
+    let old = guarded(Vec::new, || fdtable::take_range(first, last));
     let mut lo = first as u64;
     let hi = last as u64;
     let mut internal: Vec<u64> = (0..4096u64).filter(|f| *f >= lo && *f <= hi && shm_core::is_internal_fd(*f as i32)).collect();

@@ -6,7 +6,7 @@ use super::*;
 // ------------------------------------------------------------------ mmap
 
 unsafe fn mmap_common(real: &crate::real::Real, addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, off: off_t) -> *mut c_void {
-    let info = if fd >= 0 { fdtable::get(fd) } else { None };
+    let info = guarded(|| None, || if fd >= 0 { fdtable::get(fd) } else { None });
     let info = match info {
         Some(i) => i,
         None => {
@@ -16,7 +16,7 @@ unsafe fn mmap_common(real: &crate::real::Real, addr: *mut c_void, len: usize, p
             if r != libc::MAP_FAILED || fd < 0 || errno() != libc::ENODEV {
                 return r;
             }
-            match keep_errno(|| fdtable::lookup(fd)) {
+            match keep_errno(|| guarded(|| None, || fdtable::lookup(fd))) {
                 Some(i) => i,
                 None => return r,
             }
@@ -26,7 +26,7 @@ unsafe fn mmap_common(real: &crate::real::Real, addr: *mut c_void, len: usize, p
         set_errno(libc::EINVAL);
         return libc::MAP_FAILED;
     }
-    let pfd = match info.peer.pool_fd_for_mmap(info.access, prot, flags) {
+    let pfd = match guarded(|| Err(Errno::EIO), || info.peer.pool_fd_for_mmap(info.access, prot, flags)) {
         Ok(p) => p,
         Err(e) => {
             set_errno(e.0);
