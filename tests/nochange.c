@@ -340,3 +340,29 @@ TEST_TIMEOUT(transfer_writeback_race_gives_no_extra_reference, 60)
 	printf("    note: %u of %u transfers failed with EFAULT\n", faults, N);
 	b1_check_domain();
 }
+
+/*
+ * A SEND that fails after it copied payload into the receiver's pool (a
+ * bad iovec behind a good one) leaves no pool memory behind: the pages
+ * its copy touched go back with the domain's periodic sweep, as pages of
+ * released slices do.
+ */
+TEST(send_failed_after_copy_leaves_no_pool_pages)
+{
+	enum { LEN = 4 << 20 };
+	int a = b1_open(), b = b1_open();
+	uint64_t dest = b1_handle_to(b, 0x100, a);
+	const uint8_t *pool = b1_map(b);
+	uint8_t *buf = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct iovec v[2] = { { buf, LEN }, { b1_bad_ptr(), 1 } };
+	double t0 = mp_now_ms();
+
+	ASSERT_TRUE(buf != MAP_FAILED);
+	memset(buf, 0xa5, LEN);
+	ASSERT_EQ(b1_send(a, 0, &dest, 1, NULL, v, 2, NULL, 0, NULL, 0), -EFAULT);
+	b1_expect_empty(b);
+	while (b1_resident_kib(pool, LEN) > 0 && mp_now_ms() - t0 < 3000)
+		mp_sleep_ms(50);
+	ASSERT_EQ(b1_resident_kib(pool, LEN), 0);
+	b1_check_domain();
+}

@@ -157,9 +157,9 @@ pub fn alloc_slice(tx: &Txn, peer: P<PeerRec>, size: u64) -> Result<P<Region>> {
     table::insert(tx, TAG_SLICE, peer.off(), best_off, slice.off())?;
     let p = tx.rec(peer);
     tx.add(&p.pool_slices, 1);
-    if best_off + size > p.pool_dirty_end.get() {
-        tx.set(&p.pool_dirty_end, best_off + size);
-    }
+    // Even if this transaction is rolled back, the sender may have copied
+    // payload into these pages: they must be swept like any others.
+    tx.raise_unlogged(&p.pool_dirty_end, best_off + size);
     Ok(slice)
 }
 

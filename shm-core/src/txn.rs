@@ -27,7 +27,10 @@
 //!    block taken from a free list, which is committed state and is logged
 //!    before the block is zeroed. Blocks freed by a transaction are only
 //!    returned to the allocator when it commits, so they are never reused
-//!    (and overwritten without logging) before the free is final.
+//!    (and overwritten without logging) before the free is final. The
+//!    one other unlogged write is a hint that only grows and must outlive
+//!    a rollback: how far a pool's pages may be resident
+//!    ([`Txn::raise_unlogged`]).
 //! 4. **Kernel side effects.** Socket operations (readiness tokens, fd
 //!    carriers) cannot be undone. They run at the end of a transaction,
 //!    each preceded by an *intent* entry in the undo log naming the peer.
@@ -406,6 +409,16 @@ impl<'d> Txn<'d> {
     pub(crate) fn note_fresh(&self, _off: u64, _size: u64) {
         #[cfg(debug_assertions)]
         self.fresh.borrow_mut().push((_off, _size));
+    }
+
+    /// Raises `cell` to `v` without logging it (rule 3): for the one hint
+    /// that says how far a pool's pages may be resident. Pages a rolled
+    /// back transaction copied into stay resident, so the hint must not be
+    /// rolled back with it; a value too high only costs a redundant punch.
+    pub(crate) fn raise_unlogged(&self, cell: &Cell<u64>, v: u64) {
+        if cell.get() < v {
+            cell.raw_set(v);
+        }
     }
 
     /// Adds to a counter field.
