@@ -28,6 +28,7 @@ pub(crate) fn class_size(class: usize) -> u64 {
 }
 
 /// Allocates a zeroed block of at least `size` bytes.
+#[inline]
 pub fn alloc(tx: &Txn, size: u64) -> Result<u64> {
     let (class, bsize) = class_of(size);
     if class >= NCLASSES {
@@ -72,6 +73,7 @@ pub fn free(tx: &Txn, off: u64, size: u64) {
 }
 
 /// Returns a block to its free list (called by the commit).
+#[inline]
 pub(crate) fn free_now(tx: &Txn, off: u64, size: u64) {
     let (class, bsize) = class_of(size);
     let hdr = tx.hdr();

@@ -29,16 +29,15 @@
 use crate::domain::Domain;
 use crate::errno::{Errno, Result};
 use crate::layout::*;
-use std::cell::{Cell, RefCell};
 use std::io::Write;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
+use std::cell::RefCell;
 use std::sync::Once;
 
 thread_local! {
-    /// How many [`contain`] calls are active on this thread.
-    static DEPTH: Cell<u32> = const { Cell::new(0) };
-    /// What the panic being handled on this thread said.
+    /// What the panic unwinding on this thread said, for the report (only
+    /// touched when there is a panic).
     static NOTE: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
@@ -56,26 +55,32 @@ pub fn say(line: std::fmt::Arguments<'_>) {
     let _ = std::io::stderr().write_all(&buf);
 }
 
-/// Installs the panic hook once per process: a panic inside [`contain`] is
-/// recorded for the report instead of printed (unless tracing); any other
-/// panic goes to the hook that was there before.
+/// Whether a panic at `file` is one of the engine's (its own sources, not
+/// integration tests), which [`contain`] catches and reports.
+fn engine_source(file: &str) -> bool {
+    file.contains("shm-core/src/") || file.contains("preload/src/")
+}
+
+/// Installs the panic hook once per process: a panic in the engine's code
+/// is recorded for the report instead of printed (unless tracing); any
+/// other panic goes to the hook that was there before. (Deciding by the
+/// panic's source file rather than by a per-thread "inside contain" mark
+/// keeps thread-local storage, which is slow in a shared library, off the
+/// path of every call.) The crate's own unit tests print every panic.
 fn install_hook() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            if DEPTH.try_with(|d| d.get()).unwrap_or(0) == 0 {
+            let Some(l) = info.location().filter(|l| engine_source(l.file())) else {
                 previous(info);
                 return;
-            }
+            };
             let p = info.payload();
             let what = p.downcast_ref::<&str>().copied().or_else(|| p.downcast_ref::<String>().map(|s| s.as_str()));
-            let mut note = what.unwrap_or("panic").to_string();
-            if let Some(l) = info.location() {
-                note.push_str(&format!(" (at {}:{})", l.file(), l.line()));
-            }
+            let note = format!("{} (at {}:{})", what.unwrap_or("panic"), l.file(), l.line());
             let _ = NOTE.try_with(|n| n.try_borrow_mut().map(|mut n| *n = Some(note)));
-            if trace_enabled() {
+            if trace_enabled() || cfg!(test) {
                 previous(info);
             }
         }));
@@ -83,12 +88,10 @@ fn install_hook() {
 }
 
 /// Runs `f`; a panic in it becomes EIO (see the module's rules).
+#[inline]
 pub fn contain<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     install_hook();
-    let _ = DEPTH.try_with(|d| d.set(d.get() + 1));
-    let r = std::panic::catch_unwind(AssertUnwindSafe(f));
-    let _ = DEPTH.try_with(|d| d.set(d.get() - 1));
-    match r {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(_) => {
             // A quarantine took the note if a domain was involved.
@@ -132,6 +135,12 @@ impl Domain {
             w.store(u64::from_le_bytes(word));
         }
         hdr.damaged.store(crate::sys::getpid() as u64);
+    }
+
+    /// Whether the segment is marked damaged (one load).
+    #[inline]
+    pub(crate) fn is_damaged(&self) -> bool {
+        self.seg.at0::<Header>().damaged.load() != 0
     }
 
     /// Whether the segment is marked damaged: by which process, and what it

@@ -243,6 +243,7 @@ impl Segment {
     }
 
     /// The segment offset of an address inside it.
+    #[inline]
     pub(crate) fn off_of(&self, addr: usize) -> u64 {
         let base = self.base as usize;
         assert!(addr >= base && addr < base + self.len, "address outside segment");

@@ -60,12 +60,14 @@ fn find(tx: &Txn, k1: u64, k2: u64) -> Option<usize> {
     panic!("hash table has no empty slot (damaged)");
 }
 
+#[inline]
 pub fn get(tx: &Txn, tag: u64, owner: u64, key: u64) -> Option<u64> {
     let k1 = key1(tag, owner);
     find(tx, k1, key).map(|i| slots(tx)[i * 3 + 2].get())
 }
 
 /// Inserts a key that is not present.
+#[inline]
 pub fn insert(tx: &Txn, tag: u64, owner: u64, key: u64, val: u64) -> Result<()> {
     let hdr = tx.hdr();
     if (hdr.table_used.get() + hdr.table_tombs.get() + 1) * 2 > hdr.table_cap.get() {
@@ -94,6 +96,7 @@ pub fn insert(tx: &Txn, tag: u64, owner: u64, key: u64, val: u64) -> Result<()> 
 }
 
 /// Removes a key; returns its value.
+#[inline]
 pub fn remove(tx: &Txn, tag: u64, owner: u64, key: u64) -> Option<u64> {
     let i = find(tx, key1(tag, owner), key)?;
     let s = slots(tx);

@@ -218,7 +218,7 @@ impl Domain {
         if r != 0 && r != libc::EOWNERDEAD {
             return Err(Errno(if r == libc::EDEADLK { libc::ENOTRECOVERABLE } else { r }));
         }
-        let damaged = self.damage().is_some();
+        let damaged = self.is_damaged();
         if damaged && !inspect {
             // A poisoned log is not replayed, and the segment not touched.
             if r == libc::EOWNERDEAD {
@@ -537,12 +537,14 @@ impl<'d> Txn<'d> {
         let note = crate::fault::take_note().unwrap_or_else(|| "an inconsistency".into());
         let _ = self.undo_entries(0, &mut |_, _| {});
         self.dom.mark_damaged(&note);
+        // Said before the lock goes, so that another thread's refusal does
+        // not speak first.
+        self.dom.report_damage(true);
         self.finished = true;
         // Harmless unless the lock came with EOWNERDEAD and the recovery
         // panicked; then it keeps the mutex usable for the refusals.
         self.dom.mutex().consistent();
         self.dom.unlock();
-        self.dom.report_damage(true);
     }
 
     /// Rolls back a transaction left behind by a dead holder (rule 5).
