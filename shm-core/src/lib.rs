@@ -14,7 +14,11 @@
 //!   `quota`, `peer` — the semantics, one concept each;
 //! * `doorbell` — how bus state becomes kernel-visible readiness of the peer
 //!   fd, and how in-flight fds are kept alive;
-//! * `reaper` — teardown of peers whose last fd is gone.
+//! * `reaper` — teardown of peers whose last fd is gone;
+//! * `fault` — what happens when the engine finds a domain inconsistent
+//!   (EIO, then ENOTRECOVERABLE; no panic leaves the library); `check` —
+//!   the invariant checker ([`Domain::check_invariants`]); `damage` —
+//!   test-only ways to damage a domain.
 
 // `is_multiple_of` needs Rust 1.87; the crate builds with 1.79 (a
 // distribution's toolchain, see .ci/run), so remainders stay spelled out.

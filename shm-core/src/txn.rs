@@ -56,7 +56,11 @@
 //! 7. **Process-local state** (pool mappings, internal sockets) is guarded
 //!    by `sync::LocalMutex`, always taken *after* the domain lock if both
 //!    are needed, and handled by the fork handlers.
-//! 8. **No sleep on the lock without a deadline.** An unlock wakes one
+//! 8. **A panic quarantines.** An inconsistency the engine finds is a
+//!    panic (see `fault`). A transaction it unwinds through rolls back
+//!    what its log allows, marks the domain damaged and releases the lock;
+//!    every later lock of that domain is refused, without recovery.
+//! 9. **No sleep on the lock without a deadline.** An unlock wakes one
 //!    sleeping waiter, and a waiter that is killed after that wake-up but
 //!    before it took the lock (SIGKILL, or `exit` of another thread of its
 //!    process) takes the wake-up with it; if a newcomer took the lock in
@@ -86,7 +90,7 @@ fn heap_debug() -> bool {
 
 /// Pauses spent watching a held lock before sleeping on it.
 const SPIN_ROUNDS: u32 = 200;
-/// Longest single sleep on the lock before trying again (rule 8).
+/// Longest single sleep on the lock before trying again (rule 9).
 const WAIT_SLICE_MS: u64 = 20;
 
 /// Socket side effects of a transaction, named in intent entries.
@@ -273,7 +277,7 @@ impl Domain {
             }
             core::hint::spin_loop();
         }
-        // Rule 8: sleep with a deadline, and retry after it.
+        // Rule 9: sleep with a deadline, and retry after it.
         loop {
             let r = m.lock_until(&sys::realtime_after_ms(WAIT_SLICE_MS));
             if r != libc::ETIMEDOUT {
