@@ -27,14 +27,14 @@ test-rust:
 	cargo test --release --workspace
 
 test-c: build
-	$(MAKE) -s -C tests check
+	$(MAKE) -s -C tests check check-disk
 
 build-debug:
 	cargo build
 
 test-debug: build-debug
 	cargo test --workspace
-	$(MAKE) -s -C tests check SHIM=$(DEBUG_SHIM)
+	$(MAKE) -s -C tests check check-disk SHIM=$(DEBUG_SHIM)
 
 # The fuzz group's long-lived mode (tests/fuzz.c), run for FUZZ_SECONDS.
 fuzz: build

@@ -15,6 +15,10 @@
 //! * `doorbell` — how bus state becomes kernel-visible readiness of the peer
 //!   fd, and how in-flight fds are kept alive;
 //! * `reaper` — teardown of peers whose last fd is gone;
+//! * `trust` — which directories and files a domain may use (owners,
+//!   modes, no symbolic links); `memory` — where a domain's files live
+//!   (memory, whatever file system holds the domain directory) and when
+//!   they go; `sockdir` — the directory named in socket addresses;
 //! * `fault` — what happens when the engine finds a domain inconsistent
 //!   (EIO, then ENOTRECOVERABLE; no panic leaves the library); `check` —
 //!   the invariant checker ([`Domain::check_invariants`]); `damage` —
@@ -35,8 +39,10 @@ mod errno;
 mod fault;
 mod forks;
 mod layout;
+mod memory;
 mod message;
 mod object;
+mod ownmem;
 mod peer;
 mod pool;
 mod queue;
@@ -50,6 +56,7 @@ mod sockdir;
 mod sync;
 pub mod sys;
 mod table;
+mod trust;
 mod txn;
 mod usermem;
 
@@ -61,7 +68,9 @@ pub use sync::LocalMutex;
 pub use errno::{Errno, Result};
 pub use fault::{contain, contain_callback, say, trace_enabled};
 pub use layout::POOL_SIZE;
+pub use ownmem::is_own_memory;
 pub use reaper::watcher_running;
+pub use trust::take_refusal;
 pub use usermem::{range_ok, read_struct, write_struct, AbiPlain, SimMem, UserMem, USER_LIMIT};
 
 use layout::*;
@@ -135,13 +144,8 @@ impl Peer {
         let (dir, name) = (&path[..slash], &path[slash + 1..]);
         let Some(hex) = name.strip_prefix(b"peer.") else { return Ok(None) };
         let Ok(serial) = u64::from_str_radix(std::str::from_utf8(hex).unwrap_or("x"), 16) else { return Ok(None) };
-        use std::os::unix::ffi::OsStrExt;
-        let dir = sockdir::domain_dir_of(dir);
-        let dir = Path::new(std::ffi::OsStr::from_bytes(&dir));
-        if !dir.join("segment").exists() {
-            return Ok(None);
-        }
-        let dom = Domain::attach(dir)?;
+        // Not a domain, or one this process may not use: not a peer.
+        let Ok(dom) = Domain::attach_existing(&sockdir::domain_dir_of(dir)) else { return Ok(None) };
         let rec = match dom.lock() {
             Ok(tx) => {
                 let rec = peer::lookup_serial(&tx, serial);
@@ -350,8 +354,10 @@ impl Peer {
         if prot & libc::PROT_WRITE != 0 {
             return Err(Errno::EPERM);
         }
-        let path = sys::cstr(&self.dom.pool_path(self.serial))?;
-        sys::open(&path, libc::O_RDONLY, 0).map_err(|_| Errno::ESHUTDOWN)
+        match self.dom.open_file(&Domain::pool_name(self.serial), libc::O_RDONLY) {
+            Err(Errno::EPERM) => Err(Errno::EPERM),
+            r => r.map_err(|_| Errno::ESHUTDOWN),
+        }
     }
 
     /// The access mode the peer was opened with.

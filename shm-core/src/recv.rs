@@ -71,6 +71,7 @@ pub fn recv(tx: &Txn, peer: P<PeerRec>, fd: i32, flags: u64, max_offset: u64, ou
         assert!(steps <= tx.list_bound::<Entry>(), "queue of peer {peer:?} longer than the segment can hold (a cycle)");
         let head = tx.rec(peer).q_head.get();
         if head.is_null() {
+            doorbell::discard_strays(tx, peer, fd);
             return Ok(Outcome::Fail(Errno::EAGAIN));
         }
         if stale(tx, peer, head) {

@@ -1,12 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Test runner: forks one child per registered case, gives it a fresh domain,
- * enforces its timeout and reports "ok"/"FAIL" lines plus a summary.
+ * enforces its timeout and reports "ok"/"FAIL"/"skip" lines plus a summary.
  *
  * Usage: <test-binary> [substring-filter...]
  * Environment: BUS1_TEST_TMP (base directory for domains; default /dev/shm
  * when it exists, else $TMPDIR or /tmp), BUS1_TEST_VERBOSE=1. Sets
  * BUS1_TEST_HOOKS=1 (the shim's test-only commands, see bus1-util.h).
+ *
+ * With the base directory on a disk (not a memory file system), a case also
+ * fails if any of its domain directories holds bus data (a segment, pool,
+ * peer socket or vault) after it ended: the bus keeps those in memory,
+ * under /dev/shm, whatever file system holds the domain directory.
  */
 #define _GNU_SOURCE
 #include "harness.h"
@@ -17,11 +22,14 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 
 #define T_MAX_CASES 1024
+/* Exit status of a case that ended with t_skip(). */
+#define T_SKIP_STATUS 77
 
 struct t_case {
 	const char *name;
@@ -99,6 +107,20 @@ void t_fail(const char *file, int line, const char *fmt, ...)
 	_exit(1);
 }
 
+void t_skip(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "    skipped: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	fflush(stdout);
+	fflush(stderr);
+	_exit(T_SKIP_STATUS);
+}
+
 unsigned t_scale(void)
 {
 	static unsigned scale;
@@ -115,6 +137,25 @@ unsigned t_scale(void)
 const char *t_domain(void)
 {
 	return t_cur_domain;
+}
+
+const char *t_memory_dir_of(const char *domain)
+{
+	static char mem[4096];
+	char link[4096];
+	ssize_t n;
+
+	snprintf(link, sizeof(link), "%s/memory", domain);
+	n = readlink(link, mem, sizeof(mem) - 1);
+	if (n < 0)
+		return domain;
+	mem[n] = 0;
+	return mem;
+}
+
+const char *t_memory_dir(void)
+{
+	return t_memory_dir_of(t_cur_domain);
 }
 
 const char *t_new_domain(const char *tag)
@@ -137,9 +178,69 @@ static void t_rm_rf(const char *path)
 	nftw(path, t_rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-/* Removes the case's domain and every extra domain it made (same prefix). */
-static void t_cleanup_domains(const char *domain)
+/* Whether a name in a domain directory is bus data. */
+static int t_is_bus_file(const char *name)
 {
+	return !strcmp(name, "segment") || !strncmp(name, "pool.", 5) ||
+	       !strncmp(name, "peer.", 5) || !strncmp(name, "vault.", 6);
+}
+
+/* Whether `path` lies on a memory file system (tmpfs, ramfs). */
+static int t_on_memory_fs(const char *path)
+{
+	struct statfs sf;
+
+	return statfs(path, &sf) == 0 &&
+	       (sf.f_type == 0x01021994 /* TMPFS_MAGIC */ || sf.f_type == (typeof(sf.f_type))0x858458f6 /* RAMFS_MAGIC */);
+}
+
+/*
+ * Before a domain directory on a disk is removed: fails (returns 1, with a
+ * line saying what) if it holds bus data, and removes the memory directory
+ * its `memory` link names (the case's processes were killed, so nobody
+ * left it normally).
+ */
+static int t_check_disk_domain(const char *path)
+{
+	const char *mem = t_memory_dir_of(path);
+	int bad = 0;
+	DIR *d;
+	struct dirent *e;
+
+	if (t_on_memory_fs(path))
+		return 0;
+	d = opendir(path);
+	while (d && (e = readdir(d))) {
+		if (t_is_bus_file(e->d_name)) {
+			printf("    bus data on a disk file system: %s/%s\n", path, e->d_name);
+			bad = 1;
+		}
+	}
+	if (d)
+		closedir(d);
+	if (mem != path && strncmp(mem, path, strlen(path)) != 0) {
+		char parent[4096];
+		char *slash;
+
+		snprintf(parent, sizeof(parent), "%s", mem);
+		t_rm_rf(mem);
+		slash = strrchr(parent, '/');
+		if (slash) {
+			*slash = 0;
+			rmdir(parent);	/* if that was its last memory directory */
+		}
+	}
+	return bad;
+}
+
+/*
+ * Removes the case's domain and every extra domain it made (same prefix);
+ * returns 1 if a domain directory on a disk held bus data.
+ */
+static int t_cleanup_domains(const char *domain)
+{
+	int bad = 0;
+
 	char dir[4096], prefix[4096];
 	const char *slash = strrchr(domain, '/');
 	DIR *d;
@@ -149,16 +250,18 @@ static void t_cleanup_domains(const char *domain)
 	snprintf(prefix, sizeof(prefix), "%s", slash + 1);
 	d = opendir(dir);
 	if (!d)
-		return;
+		return 0;
 	while ((e = readdir(d))) {
 		if (strncmp(e->d_name, prefix, strlen(prefix)) == 0) {
 			char p[8192];
 
 			snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+			bad |= t_check_disk_domain(p);
 			t_rm_rf(p);
 		}
 	}
 	closedir(d);
+	return bad;
 }
 
 static double t_now(void)
@@ -191,6 +294,7 @@ static const char *t_group(const char *file)
 	return g;
 }
 
+/* Returns 0 (passed), 1 (failed) or 2 (skipped). */
 static int t_run_case(const struct t_case *c, unsigned idx)
 {
 	double start = t_now();
@@ -220,14 +324,22 @@ static int t_run_case(const struct t_case *c, unsigned idx)
 		;
 	/* reap stray helpers of this case */
 	kill(-pid, SIGKILL);
-	t_cleanup_domains(t_cur_domain);
+	int disk_data = t_cleanup_domains(t_cur_domain);
 
 	double dt = t_now() - start;
 	const char *group = t_group(c->file);
 
+	if (disk_data && WIFEXITED(status) && (WEXITSTATUS(status) == 0 || WEXITSTATUS(status) == T_SKIP_STATUS)) {
+		printf("FAIL   %s/%s: bus data left on a disk file system (%.2fs)\n", group, c->name, dt);
+		return 1;
+	}
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
 		printf("ok     %s/%s (%.2fs)\n", group, c->name, dt);
 		return 0;
+	}
+	if (WIFEXITED(status) && WEXITSTATUS(status) == T_SKIP_STATUS) {
+		printf("skip   %s/%s (%.2fs)\n", group, c->name, dt);
+		return 2;
 	}
 	if (WIFSIGNALED(status))
 		printf("FAIL   %s/%s: killed by signal %d%s (%.2fs)\n", group, c->name,
@@ -242,7 +354,7 @@ static int t_run_case(const struct t_case *c, unsigned idx)
 int main(int argc, char **argv)
 {
 	const char *tmp = getenv("BUS1_TEST_TMP");
-	unsigned passed = 0, failed = 0;
+	unsigned passed = 0, failed = 0, skipped = 0;
 	char tmpl[4096];
 	struct stat st;
 
@@ -266,13 +378,14 @@ int main(int argc, char **argv)
 	for (unsigned i = 0; i < t_n_cases; i++) {
 		if (!t_matches(&t_cases[i], argc, argv))
 			continue;
-		if (t_run_case(&t_cases[i], i))
-			failed++;
-		else
-			passed++;
+		switch (t_run_case(&t_cases[i], i)) {
+		case 0: passed++; break;
+		case 1: failed++; break;
+		default: skipped++; break;
+		}
 	}
 	t_rm_rf(t_base);
-	printf("# %s: %u passed, %u failed\n",
-	       t_n_cases ? t_group(t_cases[0].file) : "?", passed, failed);
+	printf("# %s: %u passed, %u failed, %u skipped\n",
+	       t_n_cases ? t_group(t_cases[0].file) : "?", passed, failed, skipped);
 	return failed ? 1 : 0;
 }

@@ -43,8 +43,10 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
 /// closed here, as the last thing the process does, and peers whose last
 /// fd they were are torn down at once. Only when no other application
 /// thread is left: those may use their peers until the process ends.
+/// Then the process leaves its domains: the last process to use a domain
+/// removes its memory (see shm-core's `memory`).
 extern "C" fn close_peers_at_exit() {
-    if !fdtable::any() || !guarded(|| false, only_thread_left) {
+    if !(fdtable::any() || shm_core::Domain::any_attached()) || !guarded(|| false, only_thread_left) {
         return;
     }
     let old = guarded(Vec::new, || fdtable::take_range(0, c_uint::MAX));
@@ -58,6 +60,7 @@ extern "C" fn close_peers_at_exit() {
     for (_, info) in old {
         after_close(Some(info));
     }
+    guarded(|| (), shm_core::Domain::leave_all);
 }
 
 /// Whether the calling thread is the process's only thread besides the

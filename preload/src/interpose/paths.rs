@@ -28,9 +28,12 @@ fn open_device(flags: c_int) -> c_int {
             if crate::config::trace() {
                 // The only ENODEV of an open: the bus cannot be shared.
                 let why = if e == Errno::ENODEV {
-                    " (the domain was made by another version of the shim and is still in use)"
+                    " (the domain was made by another version of the shim and is still in use)".to_string()
+                } else if e == Errno::EPERM {
+                    // A directory or file another user could control.
+                    shm_core::take_refusal().map(|r| format!(" (refused: {r})")).unwrap_or_default()
                 } else {
-                    ""
+                    String::new()
                 };
                 shm_core::say(format_args!("bus1: open in domain {} -> -1 {e}{why}", domain.display()));
             }
