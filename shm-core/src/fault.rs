@@ -24,7 +24,10 @@
 //!    (no process maps it, no peer socket is open) starts it afresh, as it
 //!    does with a domain left by another version of the shim.
 //!
-//! Other domains are not affected: the mark lives in each segment.
+//! Other domains are not affected: the mark lives in each segment. The
+//! one panic that is no damage is [`OutOfLog`] (no memory for the undo
+//! log): its transaction is rolled back exactly and its call fails with
+//! ENOMEM.
 
 use crate::domain::Domain;
 use crate::errno::{Errno, Result};
@@ -39,7 +42,15 @@ thread_local! {
     /// What the panic unwinding on this thread said, for the report (only
     /// touched when there is a panic).
     static NOTE: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// The panic unwinding on this thread is an [`OutOfLog`].
+    static OUT_OF_LOG: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
 }
+
+/// The one panic that is no damage: a transaction found no memory left
+/// for its undo log (a full file system) in the middle of a step it could
+/// not stop otherwise. Every change it made is logged, so it is rolled
+/// back exactly, the domain stays usable, and the call fails with ENOMEM.
+pub(crate) struct OutOfLog;
 
 /// Whether `BUS1_TRACE` asks for traces (set, and neither empty nor "0").
 pub fn trace_enabled() -> bool {
@@ -72,11 +83,15 @@ fn install_hook() {
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
+            let p = info.payload();
+            if p.is::<OutOfLog>() {
+                let _ = OUT_OF_LOG.try_with(|f| f.set(true));
+                return;
+            }
             let Some(l) = info.location().filter(|l| engine_source(l.file())) else {
                 previous(info);
                 return;
             };
-            let p = info.payload();
             let what = p.downcast_ref::<&str>().copied().or_else(|| p.downcast_ref::<String>().map(|s| s.as_str()));
             let note = format!("{} (at {}:{})", what.unwrap_or("panic"), l.file(), l.line());
             let _ = NOTE.try_with(|n| n.try_borrow_mut().map(|mut n| *n = Some(note)));
@@ -93,6 +108,10 @@ pub fn contain<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     install_hook();
     match std::panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
+        Err(payload) if payload.is::<OutOfLog>() => {
+            let _ = take_out_of_log();
+            Err(Errno::ENOMEM)
+        }
         Err(_) => {
             // A quarantine took the note if a domain was involved.
             if let Some(note) = take_note() {
@@ -111,6 +130,11 @@ pub fn contain_callback(f: impl FnOnce()) {
         f();
         Ok(())
     });
+}
+
+/// Whether the panic now unwinding on this thread is an [`OutOfLog`] (once).
+pub(crate) fn take_out_of_log() -> bool {
+    OUT_OF_LOG.try_with(|f| f.replace(false)).unwrap_or(false)
 }
 
 /// What the panic now unwinding on this thread said (once).
@@ -257,6 +281,28 @@ mod tests {
         assert_eq!(b.handle_transfer(bus.p(1).0, 0x500, Some(a)).err(), Some(Errno::EIO));
         let _ = fd;
         expect_quarantined(&bus, "duplicate table key");
+    }
+
+    #[test]
+    fn an_undo_log_out_of_memory_is_enomem_and_no_damage() {
+        let bus = TestBus::new("q-nolog");
+        let d = bus.dom();
+        let clock = d.seg.at0::<Header>().clock.get();
+        let r: Result<()> = contain(|| {
+            let tx = d.lock()?;
+            let (_, a) = bus.p(0);
+            tx.set(&tx.hdr().clock, clock + 100);
+            tx.set(&tx.rec(a.rec).bell_dirty, 0);
+            tx.intent(a.rec, crate::txn::Intent::Removed)?;
+            std::panic::panic_any(OutOfLog)
+        });
+        assert_eq!(r, Err(Errno::ENOMEM));
+        assert!(d.damage().is_none());
+        assert_eq!(d.seg.at0::<Header>().clock.get(), clock, "rolled back");
+        let (_, a) = bus.p(0);
+        assert_eq!(d.seg.rec(a.rec).bell_dirty.get(), 1, "the peer named by an intent is dirty");
+        assert_eq!(d.check_invariants(), Vec::<String>::new());
+        assert_eq!(recv(&bus, 1).map(|m| m.n_bytes), Ok(5));
     }
 
     #[test]

@@ -363,15 +363,18 @@ impl<'d> Txn<'d> {
     /// transaction cannot commit: its next allocation and its commit report
     /// ENOMEM and everything is undone, while the spare takes the entries
     /// it writes until then. A transaction that writes a whole spare's
-    /// worth more before reaching either stops with a panic rather than
-    /// change a field it could not undo.
+    /// worth more before reaching either stops rather than change a field
+    /// it could not undo: it unwinds (see `fault::OutOfLog`), is rolled back
+    /// exactly, and its call fails with ENOMEM.
     #[cold]
     #[inline(never)]
     fn log_nearly_full(&self, n: u64) {
         if self.dom.back_log(n + LOG_SPARE).is_err() && !self.log_failed.replace(true) {
             self.ops.borrow_mut().push(Op::Fail(Errno::ENOMEM));
         }
-        assert!(n < self.dom.log_backed(), "the undo log has no memory left");
+        if n >= self.dom.log_backed() {
+            std::panic::panic_any(crate::fault::OutOfLog);
+        }
     }
 
     /// ENOMEM once the undo log could not grow (the transaction cannot
@@ -553,6 +556,24 @@ impl<'d> Txn<'d> {
         Ok(())
     }
 
+    /// The undo log ran out of memory (`log_nearly_full`): nothing is
+    /// damaged, and every change is in the log. Rolls back without writing
+    /// anything the log would have to take: peers named by intents are
+    /// marked dirty directly (a value that is always safe, rule 4).
+    fn roll_back_out_of_log(&mut self) {
+        let mut dirty = Vec::new();
+        let _ = self.undo_entries(0, &mut |peer, serial| dirty.push((peer, serial)));
+        for (peer, serial) in dirty {
+            if let Some(p) = self.dom.seg.try_rec(peer) {
+                if p.magic.get() == PEER_MAGIC && p.serial.get() == serial {
+                    p.bell_dirty.raw_set(1);
+                }
+            }
+        }
+        self.finished = true;
+        self.dom.unlock();
+    }
+
     /// A panic is unwinding through this transaction (see `fault`): rolls
     /// back what the log allows without trusting anything else, marks the
     /// domain damaged and releases the lock. Never panics itself.
@@ -703,6 +724,8 @@ impl Drop for Txn<'_> {
             if self.inspect_only {
                 self.finished = true;
                 self.dom.unlock();
+            } else if crate::fault::take_out_of_log() {
+                self.roll_back_out_of_log();
             } else {
                 self.quarantine();
             }
