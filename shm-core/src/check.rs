@@ -236,6 +236,21 @@ impl<'t, 'd> Checker<'t, 'd> {
         v
     }
 
+    /// As [`list`](Self::list), for a list linked both ways: also checks
+    /// that each record's `prev` link names the record before it.
+    fn chain<T: 'd>(&mut self, first: u64, next: impl Fn(&'d T) -> u64, prev: impl Fn(&'d T) -> u64, what: &dyn Fn() -> String) -> Vec<u64> {
+        let list = self.list::<T>(first, next, what);
+        let mut before = 0;
+        for &r in &list {
+            let back = prev(self.get::<T>(r).expect("listed"));
+            if back != before {
+                self.bad(format!("{}: {r:#x} links back to {back:#x}, not to {before:#x}", what()));
+            }
+            before = r;
+        }
+        list
+    }
+
     fn expect(&mut self, tag: u64, owner: u64, key: u64, val: u64, what: &dyn Fn() -> String) {
         if let Some(old) = self.expected.insert((tag, owner, key), val) {
             if old != val {
@@ -296,17 +311,11 @@ impl<'t, 'd> Checker<'t, 'd> {
 
     fn peer_list(&mut self) {
         let h = self.tx.hdr();
-        let list = self.list::<PeerRec>(h.peers.get().off(), |p| p.next.get().off(), &|| "peer list".into());
+        let list = self.chain::<PeerRec>(h.peers.get().off(), |p| p.next.get().off(), |p| p.prev.get().off(), &|| "peer list".into());
         if list.len() as u64 != h.n_peers.get() {
             self.bad(format!("header: n_peers is {} but the peer list holds {}", h.n_peers.get(), list.len()));
         }
-        let mut prev = 0;
-        for &p in &list {
-            let Some(pr) = self.get::<PeerRec>(p) else { continue };
-            if pr.prev.get().off() != prev {
-                self.bad(format!("peer {p:#x}: prev link {:#x}, expected {prev:#x}", pr.prev.get().off()));
-            }
-            prev = p;
+        for p in list {
             self.peer(p);
         }
     }
@@ -341,32 +350,22 @@ impl<'t, 'd> Checker<'t, 'd> {
             self.entry(p, seed, false, &name);
         }
         // handles held
-        let hl = self.list::<Handle>(pr.handles.get().off(), |h| h.holder_next.get().off(), &|| format!("{name}: handle list"));
-        let mut prev = 0;
-        for h in hl {
+        let what = || format!("{name}: handle list");
+        for h in self.chain::<Handle>(pr.handles.get().off(), |h| h.holder_next.get().off(), |h| h.holder_prev.get().off(), &what) {
             let hr = self.get::<Handle>(h).expect("listed");
-            if hr.holder_prev.get().off() != prev {
-                self.bad(format!("{name}: handle {h:#x} has holder_prev {:#x}, expected {prev:#x}", hr.holder_prev.get().off()));
-            }
             if hr.holder.get().off() != p {
                 self.bad(format!("{name}: handle {h:#x} in its list is held by {:#x}", hr.holder.get().off()));
             }
-            prev = h;
             self.handles.entry(h).or_default().holder_lists += 1;
             self.nodes.entry(hr.node.get().off()).or_default();
         }
         // nodes owned
-        let nl = self.list::<Node>(pr.nodes.get().off(), |n| n.owner_next.get().off(), &|| format!("{name}: node list"));
-        let mut prev = 0;
-        for n in nl {
+        let what = || format!("{name}: node list");
+        for n in self.chain::<Node>(pr.nodes.get().off(), |n| n.owner_next.get().off(), |n| n.owner_prev.get().off(), &what) {
             let nr = self.get::<Node>(n).expect("listed");
-            if nr.owner_prev.get().off() != prev {
-                self.bad(format!("{name}: node {n:#x} has owner_prev {:#x}, expected {prev:#x}", nr.owner_prev.get().off()));
-            }
             if nr.owner.get().off() != p {
                 self.bad(format!("{name}: node {n:#x} in its list is owned by {:#x}", nr.owner.get().off()));
             }
-            prev = n;
             self.nodes.entry(n).or_default().owner_lists += 1;
         }
         self.pool(p, pr, &name);
@@ -408,13 +407,10 @@ impl<'t, 'd> Checker<'t, 'd> {
     // ------------------------------------------------------------ queues
 
     fn queue(&mut self, p: u64, pr: &'d PeerRec, name: &str) {
-        let list = self.list::<Entry>(pr.q_head.get().off(), |e| e.next.get().off(), &|| format!("{name}: queue"));
-        let (mut prev, mut stamp, mut fd_msgs) = (0, 0, 0);
+        let list = self.chain::<Entry>(pr.q_head.get().off(), |e| e.next.get().off(), |e| e.prev.get().off(), &|| format!("{name}: queue"));
+        let (mut stamp, mut fd_msgs) = (0, 0);
         for &e in &list {
             let er = self.get::<Entry>(e).expect("listed");
-            if er.prev.get().off() != prev {
-                self.bad(format!("{name}: entry {e:#x} has prev {:#x}, expected {prev:#x}", er.prev.get().off()));
-            }
             if er.stamp.get() < stamp {
                 self.bad(format!("{name}: entry {e:#x} has stamp {} after stamp {stamp}", er.stamp.get()));
             }
@@ -422,11 +418,11 @@ impl<'t, 'd> Checker<'t, 'd> {
             if er.kind.get() == ENTRY_DATA && er.n_fds.get() > 0 {
                 fd_msgs += 1;
             }
-            prev = e;
             self.entry(p, e, true, name);
         }
-        if pr.q_tail.get().off() != prev {
-            self.bad(format!("{name}: queue tail {:#x}, but the last entry is {prev:#x}", pr.q_tail.get().off()));
+        let last = list.last().copied().unwrap_or(0);
+        if pr.q_tail.get().off() != last {
+            self.bad(format!("{name}: queue tail {:#x}, but the last entry is {last:#x}", pr.q_tail.get().off()));
         }
         if pr.q_len.get() != list.len() as u64 {
             self.bad(format!("{name}: q_len {} but {} entries queued", pr.q_len.get(), list.len()));
@@ -564,15 +560,13 @@ impl<'t, 'd> Checker<'t, 'd> {
     // -------------------------------------------------------------- pools
 
     fn pool(&mut self, p: u64, pr: &'d PeerRec, name: &str) {
-        let regions = self.list::<Region>(pr.pool_regions.get().off(), |r| r.next.get().off(), &|| format!("{name}: pool regions"));
+        let what = || format!("{name}: pool regions");
+        let regions = self.chain::<Region>(pr.pool_regions.get().off(), |r| r.next.get().off(), |r| r.prev.get().off(), &what);
         let (mut at, mut prev, mut prev_free, mut slices, mut max_end) = (0u64, 0u64, false, 0u64, 0u64);
         let mut free_set = HashSet::new();
         for &r in &regions {
             let Some(rr) = self.visit::<Region>(r, "region", &|| name.to_string()) else { continue };
             let (off, size, free) = (rr.off.get(), rr.size.get(), rr.free.get() == 1);
-            if rr.prev.get().off() != prev {
-                self.bad(format!("{name}: region {r:#x} has prev {:#x}, expected {prev:#x}", rr.prev.get().off()));
-            }
             if off != at || size == 0 {
                 self.bad(format!("{name}: region {r:#x} covers {off:#x}+{size:#x}, expected to start at {at:#x}"));
             }
@@ -609,17 +603,11 @@ impl<'t, 'd> Checker<'t, 'd> {
         if max_end > pr.pool_dirty_end.get() {
             self.bad(format!("{name}: a slice ends at {max_end:#x}, beyond pool_dirty_end {:#x}", pr.pool_dirty_end.get()));
         }
-        let flist = self.list::<Region>(pr.pool_free.get().off(), |r| r.fnext.get().off(), &|| format!("{name}: free regions"));
-        let mut prev = 0;
-        for &r in &flist {
-            let rr = self.get::<Region>(r).expect("listed");
-            if rr.fprev.get().off() != prev {
-                self.bad(format!("{name}: free region {r:#x} has fprev {:#x}, expected {prev:#x}", rr.fprev.get().off()));
-            }
+        let what = || format!("{name}: free regions");
+        for r in self.chain::<Region>(pr.pool_free.get().off(), |r| r.fnext.get().off(), |r| r.fprev.get().off(), &what) {
             if !free_set.remove(&r) {
                 self.bad(format!("{name}: {r:#x} is on the free region list but not a free region of the pool"));
             }
-            prev = r;
         }
         for r in free_set {
             self.bad(format!("{name}: free region {r:#x} is missing from the free region list"));
@@ -647,17 +635,12 @@ impl<'t, 'd> Checker<'t, 'd> {
                     continue;
                 };
                 let nr = self.get::<Node>(n).expect("visited");
-                let list = self.list::<Handle>(nr.handles.get().off(), |h| h.node_next.get().off(), &|| format!("{name}: handle list"));
-                let mut prev = 0;
-                for h in list {
+                let what = || format!("{name}: handle list");
+                for h in self.chain::<Handle>(nr.handles.get().off(), |h| h.node_next.get().off(), |h| h.node_prev.get().off(), &what) {
                     let Some(hr) = self.visit::<Handle>(h, "handle", &|| name.clone()).or_else(|| self.get::<Handle>(h)) else { continue };
                     if hr.node.get().off() != n {
                         self.bad(format!("{name}: handle {h:#x} on its list belongs to node {:#x}", hr.node.get().off()));
                     }
-                    if hr.node_prev.get().off() != prev {
-                        self.bad(format!("{name}: handle {h:#x} has node_prev {:#x}, expected {prev:#x}", hr.node_prev.get().off()));
-                    }
-                    prev = h;
                     self.handles.entry(h).or_default().node_lists += 1;
                     let holder = hr.holder.get().off();
                     if holder != 0 && !self.charges.contains_key(&holder) {
@@ -1079,7 +1062,7 @@ pub(crate) mod tests {
             let e = tx.rec(p[1]).q_head.get();
             tx.set(&tx.rec(e).prev, e);
         });
-        bus.expect_report(&["has prev"]);
+        bus.expect_report(&["queue", "links back to"]);
     }
 
     #[test]
