@@ -242,6 +242,7 @@ mod tests {
         let flags = OpenFlags { access: libc::O_RDWR, cloexec: true, nonblock: true };
         assert_eq!(Peer::open(&bus.dir, flags).err(), Some(Errno::ENOTRECOVERABLE));
         assert_eq!(d.stats().err(), Some(Errno::ENOTRECOVERABLE));
+        assert_eq!(a.pool_fd_for_mmap(libc::O_RDWR, libc::PROT_READ, libc::MAP_SHARED).err(), Some(Errno::ENOTRECOVERABLE));
         let report = d.check_invariants();
         assert!(report[0].contains("marked damaged"), "{report:?}");
         // A fresh domain is unaffected.
@@ -281,6 +282,35 @@ mod tests {
         assert_eq!(b.handle_transfer(bus.p(1).0, 0x500, Some(a)).err(), Some(Errno::EIO));
         let _ = fd;
         expect_quarantined(&bus, "duplicate table key");
+    }
+
+    #[test]
+    fn a_table_without_an_empty_slot_is_eio_not_an_endless_probe() {
+        let bus = TestBus::new("q-table");
+        bus.damage(|tx, _| {
+            let (off, cap) = (tx.hdr().table.get(), tx.hdr().table_cap.get());
+            for slot in tx.domain().seg.cells(off, cap as usize * 3).chunks(3) {
+                if slot[0].get() == 0 {
+                    tx.set(&slot[0], 1);
+                }
+            }
+        });
+        // Looking up an ID that is not there probes every slot.
+        assert_eq!(bus.p(0).1.handle_release(bus.p(0).0, 0x7f3).err(), Some(Errno::EIO));
+        expect_quarantined(&bus, "no empty slot");
+    }
+
+    #[test]
+    fn a_reference_count_beyond_any_quota_is_eio_not_an_endless_loop() {
+        let bus = TestBus::new("q-refs");
+        bus.damage(|tx, p| {
+            let h = tx.rec(p[0]).handles.get();
+            tx.set(&tx.rec(h).user_refs, u64::MAX / 2);
+        });
+        let (fd, a) = bus.p(0);
+        let flush = uapi::bus1_cmd_peer_reset { flags: uapi::BUS1_PEER_RESET_FLAG_FLUSH, peer_flags: u64::MAX, max_slices: u32::MAX, max_handles: u32::MAX, max_inflight_bytes: u32::MAX, max_inflight_fds: u32::MAX };
+        assert_eq!(a.reset(*fd, &flush).err(), Some(Errno::EIO));
+        expect_quarantined(&bus, "more than its user's quota");
     }
 
     #[test]
