@@ -16,8 +16,12 @@ fn class_of(size: u64) -> (usize, u64) {
     ((shift - MIN_SHIFT) as usize, 1u64 << shift)
 }
 
-/// The size of the block that holds `size` bytes.
+/// The size of the block that holds `size` bytes (u64::MAX for a size no
+/// block can hold: a count read from a damaged segment).
 pub(crate) fn block_size(size: u64) -> u64 {
+    if size > SEG_SIZE {
+        return u64::MAX;
+    }
     class_of(size).1
 }
 

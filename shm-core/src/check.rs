@@ -106,6 +106,15 @@ struct Checker<'t, 'd> {
     slice_refs: HashMap<u64, u32>,
 }
 
+/// The slice size of a message (as `pool::slice_size`, rounded as the
+/// pool rounds it), None if the counts are too large for any slice.
+fn slice_size_checked(n_bytes: u64, n_handles: u64, n_fds: u64) -> Option<u64> {
+    if n_bytes > POOL_SIZE || n_handles > POOL_SIZE || n_fds > POOL_SIZE {
+        return None;
+    }
+    Some(pool::slice_size(n_bytes, n_handles, n_fds).div_ceil(8) * 8)
+}
+
 fn tag_name(tag: u64) -> &'static str {
     match tag {
         TAG_PEER => "PEER",
@@ -493,8 +502,8 @@ impl<'t, 'd> Checker<'t, 'd> {
         match self.get::<Region>(s) {
             Some(sr) => {
                 *self.slice_refs.entry(s).or_default() += 1;
-                let want = pool::slice_size(n_bytes, n_handles, n_fds).div_ceil(8) * 8;
-                if sr.size.get() != want {
+                let want = slice_size_checked(n_bytes, n_handles, n_fds);
+                if Some(sr.size.get()) != want {
                     self.bad(format!("{name}: slice of {} bytes for {n_bytes} bytes, {n_handles} handles, {n_fds} fds", sr.size.get()));
                 }
             }
@@ -541,7 +550,8 @@ impl<'t, 'd> Checker<'t, 'd> {
                 self.bad(format!("{name}: charged {c} {label}, expected {}", want[res]));
             }
             if res != RES_SLICES {
-                self.charges.get_mut(&p).expect("peer").res[res] += c;
+                let sum = &mut self.charges.get_mut(&p).expect("peer").res[res];
+                *sum = sum.wrapping_add(c);
             }
         }
         let amounts = [1, n_handles as i64, want[RES_BYTES], n_fds as i64];
@@ -552,7 +562,7 @@ impl<'t, 'd> Checker<'t, 'd> {
             }
             let used = self.share_used.entry(s).or_insert([0; NRES]);
             for (u, a) in used.iter_mut().zip(amounts) {
-                *u += a;
+                *u = u.wrapping_add(a);
             }
         }
     }
@@ -580,7 +590,7 @@ impl<'t, 'd> Checker<'t, 'd> {
                 }
             } else {
                 slices += 1;
-                max_end = off + size;
+                max_end = off.saturating_add(size);
                 self.expect(TAG_SLICE, p, off, r, &|| name.to_string());
                 let refs = self.slice_refs.get(&r).copied().unwrap_or(0);
                 if rr.referenced.get() != refs.min(1) || refs > 1 {
@@ -677,7 +687,7 @@ impl<'t, 'd> Checker<'t, 'd> {
             if inflight != slots {
                 self.bad(format!("{name}: inflight {inflight} but {slots} queued payload entries carry it"));
             }
-            if refs != slots + subjects {
+            if refs != slots.wrapping_add(subjects) {
                 self.bad(format!("{name}: refs {refs} but {} entries point at it", slots + subjects));
             }
             if hr.has_id.get() > 1 {
@@ -694,7 +704,8 @@ impl<'t, 'd> Checker<'t, 'd> {
                         self.expect(TAG_HANDLE_ID, holder, hr.id.get(), h, &|| name.clone());
                     }
                 }
-                self.charges.entry(holder).or_default().res[RES_HANDLES] += user_refs as i64;
+                let sum = &mut self.charges.entry(holder).or_default().res[RES_HANDLES];
+                *sum = sum.wrapping_add(user_refs as i64);
             } else if !is_owner {
                 self.bad(format!("{name}: a remote handle without holder"));
             } else if user_refs > 0 {
@@ -724,8 +735,8 @@ impl<'t, 'd> Checker<'t, 'd> {
             for h in list {
                 let Some(hr) = self.get::<Handle>(h) else { continue };
                 handles += 1;
-                user_refs += hr.user_refs.get();
-                inflight += hr.inflight.get();
+                user_refs = user_refs.wrapping_add(hr.user_refs.get());
+                inflight = inflight.wrapping_add(hr.inflight.get());
                 if h == oh {
                     has_oh = true;
                     owner_handle_refs = hr.user_refs.get();
@@ -770,7 +781,7 @@ impl<'t, 'd> Checker<'t, 'd> {
             if nr.refs.get() != want_refs {
                 self.bad(format!("{name}: refs {} but {handles} handles and {} release entries", nr.refs.get(), releases.len()));
             }
-            let strong = (user_refs + inflight).wrapping_sub((owner_handle_refs > 0) as u64);
+            let strong = user_refs.wrapping_add(inflight).wrapping_sub((owner_handle_refs > 0) as u64);
             if nr.strong.get() != strong {
                 self.bad(format!("{name}: strong count {} but references add up to {strong}", nr.strong.get()));
             }
@@ -789,10 +800,10 @@ impl<'t, 'd> Checker<'t, 'd> {
             let used = by_user.entry(pr.user.get().off()).or_insert([0; NRES]);
             for (res, label) in [(RES_SLICES, "slices"), (RES_HANDLES, "handles"), (RES_BYTES, "bytes"), (RES_FDS, "fds")] {
                 let (max, rem) = (pr.max[res].get(), pr.rem[res].get());
-                if max - rem != c.res[res] {
+                if max.wrapping_sub(rem) != c.res[res] {
                     self.bad(format!("{name}: {label} quota {max} with {rem} left, but {} are charged", c.res[res]));
                 }
-                used[res] += max - rem;
+                used[res] = used[res].wrapping_add(max.wrapping_sub(rem));
             }
         }
         for (u, used) in by_user {
@@ -800,7 +811,7 @@ impl<'t, 'd> Checker<'t, 'd> {
             let uid = ur.uid.get();
             for (res, label) in [(RES_SLICES, "slices"), (RES_HANDLES, "handles"), (RES_BYTES, "bytes"), (RES_FDS, "fds")] {
                 let (max, rem) = (ur.max[res].get(), ur.rem[res].get());
-                if max - rem != used[res] {
+                if max.wrapping_sub(rem) != used[res] {
                     self.bad(format!("user {uid}: {label} quota {max} with {rem} left, but its peers were charged {}", used[res]));
                 }
             }
@@ -1148,6 +1159,40 @@ pub(crate) mod tests {
             tx.set(&tx.rec(p[2]).seed, e);
         });
         bus.expect_report(&["more than once"]);
+    }
+
+    /// Whatever word of the heap is damaged, the checker reports instead
+    /// of failing (a panic of its own would say "cannot check").
+    #[test]
+    fn the_checker_survives_any_damaged_word() {
+        let bus = TestBus::new("anyword");
+        let d = bus.dom();
+        let top = d.seg.at0::<Header>().heap_top.get();
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        let mut reported = 0;
+        for _ in 0..2000 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let off = HEAP_OFF + (rng % (top - HEAP_OFF)) / 8 * 8;
+            let cell = &d.seg.cells(off, 1)[0];
+            let old = cell.get();
+            let new = match rng >> 61 {
+                0 => 0,
+                1 => old.wrapping_add(1),
+                2 => old.wrapping_sub(8),
+                3 => u64::MAX,
+                4 => SEG_SIZE + 8,
+                _ => rng.rotate_left(17),
+            };
+            cell.raw_set(new);
+            let report = d.check_invariants();
+            cell.raw_set(old);
+            assert!(!report.iter().any(|l| l.contains("cannot check")), "at {off:#x}, {old:#x} -> {new:#x}: {report:?}");
+            reported += !report.is_empty() as u32;
+        }
+        assert_eq!(d.check_invariants(), Vec::<String>::new());
+        assert!(reported > 100, "only {reported} of 2000 damaged words were noticed");
     }
 
     #[test]

@@ -259,6 +259,30 @@ mod tests {
         expect_quarantined(&bus, "bad shared offset");
     }
 
+    /// A record pointer into the header (here: the lock word) is a bad
+    /// offset: following it would write the lock and hang every process.
+    #[test]
+    fn a_pointer_into_the_header_is_eio_not_a_hang() {
+        let bus = TestBus::new("q-header");
+        let lock = core::mem::offset_of!(Header, mutex) as u64;
+        bus.damage(|tx, p| tx.set(&tx.rec(p[1]).q_head, P::from_off(lock)));
+        assert_eq!(recv(&bus, 1).err(), Some(Errno::EIO));
+        expect_quarantined(&bus, "bad shared offset");
+    }
+
+    /// A dead holder's undo entry that names the lock or the log itself
+    /// is damage, not something to write.
+    #[test]
+    fn an_undo_entry_naming_the_lock_is_damage() {
+        let bus = TestBus::new("q-loglock");
+        let d = bus.dom();
+        let lock = core::mem::offset_of!(Header, mutex) as u64;
+        d.seg.write_log_entry(LOG_OFF, 0, [lock, 0x1234, 4 << 8]);
+        d.seg.at0::<Header>().log_len.store(1);
+        assert_eq!(recv(&bus, 1).err(), Some(Errno::EIO));
+        expect_quarantined(&bus, "undo log entry 0 is damaged");
+    }
+
     #[test]
     fn a_cycle_is_eio_not_an_endless_walk() {
         let bus = TestBus::new("q-cycle");
@@ -282,6 +306,43 @@ mod tests {
         assert_eq!(b.handle_transfer(bus.p(1).0, 0x500, Some(a)).err(), Some(Errno::EIO));
         let _ = fd;
         expect_quarantined(&bus, "duplicate table key");
+    }
+
+    /// Whatever word of a small bus's heap is damaged, its calls return:
+    /// a value or an errno (EIO for what the engine notices), never an
+    /// abort or an endless loop.
+    #[test]
+    fn calls_return_whatever_word_is_damaged() {
+        let mut rng = 0x5DEE_CE66_D1CE_4E5Bu64;
+        let flush = uapi::bus1_cmd_peer_reset { flags: uapi::BUS1_PEER_RESET_FLAG_FLUSH, peer_flags: u64::MAX, max_slices: u32::MAX, max_handles: u32::MAX, max_inflight_bytes: u32::MAX, max_inflight_fds: u32::MAX };
+        let mut eio = 0;
+        for _ in 0..300 {
+            let bus = TestBus::new("anyword");
+            let d = bus.dom();
+            let top = d.seg.at0::<Header>().heap_top.get();
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let off = HEAP_OFF + (rng % (top - HEAP_OFF)) / 8 * 8;
+            let cell = &d.seg.cells(off, 1)[0];
+            cell.raw_set(match rng >> 62 {
+                0 => 0,
+                1 => u64::MAX / 3,
+                2 => SEG_SIZE + 8,
+                _ => cell.get() ^ (1 << (rng % 64)),
+            });
+            let mut results = Vec::new();
+            for i in 0..3 {
+                results.push(recv(&bus, i).err());
+                let (fd, p) = bus.p(i);
+                results.push(p.handle_transfer(*fd, 0x100 + i as u64 * 0x100, None).err());
+                results.push(p.reset(*fd, &flush).err());
+            }
+            eio += results.contains(&Some(Errno::EIO)) as u32;
+        }
+        // Most words of a small heap are slack (empty table slots, unused
+        // bytes of blocks): only some damage is ever met.
+        assert!(eio > 0, "no damage noticed in 300 buses");
     }
 
     #[test]

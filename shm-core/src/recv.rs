@@ -173,6 +173,7 @@ fn deliver_data(
         }
     }
     let n_fds = r.n_fds.get();
+    assert!(n_fds <= BUS1_FD_MAX, "message {e:?} claims {n_fds} fds");
     let dest = P::<Handle>::from_off(r.subject.get());
     let msg = bus1_msg {
         r#type: BUS1_MSG_DATA,

@@ -11,7 +11,7 @@ use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crate::layout::POOL_SIZE;
+use crate::layout::{HEAP_OFF, LOG_OFF, POOL_SIZE};
 use crate::usermem::UserMem;
 
 /// Plain data that may live in shared memory and be copied bit for bit.
@@ -179,12 +179,13 @@ impl Segment {
         }
     }
 
-    /// The record at `p`, or None if `p` is null, misaligned or runs past
-    /// the segment.
+    /// The record at `p`, or None if `p` is not in the heap (where every
+    /// record lives; the header and the undo log are reached otherwise),
+    /// is misaligned or runs past the segment.
     #[inline]
     pub fn try_rec<T>(&self, p: P<T>) -> Option<&T> {
         let off = p.off();
-        let fits = off != 0
+        let fits = off >= HEAP_OFF
             && off % core::mem::align_of::<T>() as u64 == 0
             && off.checked_add(core::mem::size_of::<T>() as u64).is_some_and(|end| end <= self.len as u64);
         // SAFETY: in bounds and aligned (checked above); records consist of
@@ -212,17 +213,31 @@ impl Segment {
         unsafe { (self.base.add(off as usize) as *mut [u64; 3]).write(words) }
     }
 
-    /// `n` consecutive u64 cells at `off` (undo log, hash table slots,
-    /// handle arrays). Panics like [`rec`](Self::rec) if they leave the
-    /// segment.
+    /// `n` consecutive u64 cells at `off` in the heap (hash table slots,
+    /// handle arrays, free-list links). Panics like [`rec`](Self::rec) if
+    /// they leave it.
     #[track_caller]
     pub(crate) fn cells(&self, off: u64, n: usize) -> &[Cell<u64>] {
         self.try_cells(off, n).unwrap_or_else(|| bad_range(off, n as u64 * 8))
     }
 
-    /// `n` consecutive u64 cells at `off`, or None if they are misaligned
-    /// or leave the segment.
+    /// `n` consecutive u64 cells at `off` in the heap, or None if they are
+    /// misaligned or leave it.
     pub(crate) fn try_cells(&self, off: u64, n: usize) -> Option<&[Cell<u64>]> {
+        if off < HEAP_OFF {
+            return None;
+        }
+        self.any_cells(off, n)
+    }
+
+    /// Entry `n` of the undo log (three cells at `log_off`).
+    pub(crate) fn log_cells(&self, n: u64) -> &[Cell<u64>] {
+        let off = LOG_OFF + n * 24;
+        assert!(off + 24 <= HEAP_OFF, "undo log entry {n} beyond the log");
+        self.any_cells(off, 3).expect("inside the segment")
+    }
+
+    fn any_cells(&self, off: u64, n: usize) -> Option<&[Cell<u64>]> {
         let len = n.checked_mul(8)?;
         if off % 8 != 0 || !self.in_bounds(off, len) {
             return None;

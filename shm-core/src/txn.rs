@@ -106,6 +106,15 @@ pub enum Intent {
     Removed = 2,
 }
 
+/// Whether an undo entry may write at `off`: a field of the header or the
+/// heap, never the lock or the log itself (only a damaged entry names
+/// those).
+fn undoable(off: u64) -> bool {
+    let lock = core::mem::offset_of!(Header, mutex) as u64;
+    let lock_end = lock + core::mem::size_of::<RobustMutex>() as u64;
+    !(lock.saturating_sub(7)..lock_end).contains(&off) && !(LOG_OFF..HEAP_OFF).contains(&off)
+}
+
 /// A walk along a shared list (see [`Txn::walk`]).
 pub(crate) struct Walk<'t, 'd, T, F> {
     tx: &'t Txn<'d>,
@@ -149,8 +158,9 @@ pub struct Txn<'d> {
     ops: RefCell<Vec<Op>>,
     post: RefCell<Vec<Op>>,
     finished: bool,
-    /// Opened on a damaged domain to look at it (`lock_to_inspect`): ends
-    /// without rolling anything back.
+    /// Opened to look at the segment (`lock_to_inspect`), after any
+    /// recovery: ends without rolling anything back, and a panic while
+    /// looking (the checker's own) damages nothing.
     inspect_only: bool,
     /// This transaction's copy of the header's `log_len` (it is the only
     /// writer while it holds the lock), so that logging a write reads no
@@ -236,7 +246,7 @@ impl Domain {
             return Err(Errno::ENOTRECOVERABLE);
         }
         let l = take_lists();
-        let tx = Txn {
+        let mut tx = Txn {
             dom: self,
             frees: RefCell::new(l.frees),
             ops: RefCell::new(l.ops),
@@ -261,6 +271,7 @@ impl Domain {
             // through a transaction): treat it like a dead holder.
             tx.recover();
         }
+        tx.inspect_only = inspect;
         Ok(tx)
     }
 
@@ -544,11 +555,11 @@ impl<'d> Txn<'d> {
         }
         while n > target {
             n -= 1;
-            let e = self.dom.seg.cells(LOG_OFF + n * LOG_ENTRY, 3);
+            let e = self.dom.seg.log_cells(n);
             let (off, old, meta) = (e[0].get(), e[1].get(), e[2].get());
             match meta & 0xff {
                 KIND_INTENT => intent(P::from_off(off), old),
-                KIND_WRITE if self.dom.seg.write_bits(off, ((meta >> 8) & 0xff) as u32, old) => {}
+                KIND_WRITE if undoable(off) && self.dom.seg.write_bits(off, ((meta >> 8) & 0xff) as u32, old) => {}
                 _ => return Err(n),
             }
             self.set_log_len(n);
