@@ -1,8 +1,9 @@
 //! Configuration from the environment (ARCHITECTURE.md decision 7):
-//! `BUS1_DEVICE`, `BUS1_DOMAIN`, `BUS1_TRACE`. Device and domain are read
-//! at every open, so a program (or a test) may change them at run time.
+//! `BUS1_DEVICE`, `BUS1_DOMAIN`, `BUS1_ABI`, `BUS1_TRACE`. Device, domain
+//! and ABI are read at every open, so a program (or a test) may change
+//! them at run time.
 
-use shm_core::sys;
+use shm_core::{sys, AbiMode};
 use std::ffi::CStr;
 use std::path::PathBuf;
 
@@ -21,6 +22,12 @@ pub fn domain() -> PathBuf {
         Some(d) if !d.is_empty() => PathBuf::from(d),
         _ => shm_core::default_dir(),
     }
+}
+
+/// How the ABI of a new peer is chosen: `BUS1_ABI=v1` or `final` fix it,
+/// anything else lets its first calls tell.
+pub fn abi_mode() -> AbiMode {
+    sys::with_env(c"BUS1_ABI", |v| AbiMode::parse(v.map(CStr::to_bytes)))
 }
 
 /// Whether each decoded ioctl is logged to stderr.

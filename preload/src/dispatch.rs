@@ -6,7 +6,7 @@
 use crate::config;
 use crate::fdtable::{self, FdInfo};
 use crate::uaccess::ProcMem;
-use shm_core::{read_struct, write_struct, Errno, Result};
+use shm_core::{read_struct, write_struct, Abi, Errno, Result};
 use uapi::*;
 
 /// ioctls the kernel's VFS answers for every file before the driver sees
@@ -138,12 +138,22 @@ fn dispatch(fd: i32, info: &FdInfo, request: u64, arg: u64) -> Result<i32> {
             let s: bus1_cmd_send = read_struct(&mem, arg)?;
             peer.send(fd, &s, &mem)?;
         }
+        // Each ABI's RECV in its own layout. Decoding the number latches
+        // the peer's ABI, before the argument is even read.
         BUS1_CMD_RECV => {
+            peer.latch_recv(Abi::V1)?;
             let r: bus1_cmd_recv = read_struct(&mem, arg)?;
             // The result is written back before the RECV commits (2.9
             // step 9), so a struct that cannot take it changes nothing.
             let out = |msg: &bus1_msg| write_struct(&mem, arg, &bus1_cmd_recv { msg: *msg, ..r }).is_ok();
             peer.recv_into(fd, r.flags, r.max_offset, &out)?;
+        }
+        final_abi::BUS1_CMD_RECV => {
+            peer.latch_recv(Abi::Final)?;
+            let r: final_abi::bus1_cmd_recv = read_struct(&mem, arg)?;
+            // As for the v1 RECV: written back before the commit.
+            let out = |msg: &final_abi::bus1_msg| write_struct(&mem, arg, &final_abi::bus1_cmd_recv { msg: *msg, ..r }).is_ok();
+            peer.recv_final_into(fd, r.flags, r.max_offset, &out)?;
         }
         _ => return Err(Errno::ENOTTY),
     }

@@ -4,16 +4,20 @@
 //! This crate only translates: it interposes the libc calls that touch the
 //! device or a peer descriptor (`interpose`), copies ioctl arguments in and
 //! out with fault-safe copies (`uaccess`), keeps track of which
-//! descriptors are peers (`fdtable`), shows peer fds in `/proc` as the
-//! module's files (`procfs`) and maps results to errno (`dispatch`). All
-//! bus semantics live in `shm-core`.
+//! descriptors are peers (`fdtable`) and which epoll sets hold them
+//! (`epolls`), shows peer fds in `/proc` as the module's files (`procfs`),
+//! maps results to errno (`dispatch`) and drives the waits of `poll`,
+//! `select` and `epoll` over peers (`wait`). All bus semantics live in
+//! `shm-core`.
 
 #[macro_use]
 mod real;
 mod config;
 mod device;
 mod dispatch;
+mod epolls;
 mod fdtable;
 mod interpose;
 mod procfs;
 mod uaccess;
+mod wait;

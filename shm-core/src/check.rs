@@ -604,8 +604,9 @@ impl<'t, 'd> Checker<'t, 'd> {
             prev = r;
             prev_free = free;
         }
-        if at != POOL_SIZE - 1 {
-            self.bad(format!("{name}: pool regions end at {at:#x}, not at {:#x}", POOL_SIZE - 1));
+        let size = pr.pool_size.get();
+        if at != size.wrapping_sub(1) || (size != POOL_SIZE && size != POOL_SIZE_FINAL) {
+            self.bad(format!("{name}: pool regions end at {at:#x} in a pool of {size:#x} bytes"));
         }
         if slices != pr.pool_slices.get() {
             self.bad(format!("{name}: pool_slices {} but {slices} slices", pr.pool_slices.get()));

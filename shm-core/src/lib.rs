@@ -11,10 +11,16 @@
 //!   crash-recovery rules** every other module follows;
 //! * `layout` — the shared records; `shm` — typed access to them;
 //! * `object` (nodes, handles), `queue`, `message`, `send`, `recv`, `pool`,
-//!   `quota`, `peer` — the semantics, one concept each;
-//! * `doorbell` — how bus state becomes kernel-visible readiness of the peer
-//!   fd, and how in-flight fds are kept alive;
-//! * `reaper` — teardown of peers whose last fd is gone;
+//!   `quota`, `peer` — the semantics, one concept each; `abi` — which of
+//!   bus1's two ABIs (RFC v1, final) a peer speaks and what depends on it;
+//! * `readiness` — what `poll` reports for a peer, read without the lock;
+//!   `waiters` — threads sleeping on peers and how a ring reaches them;
+//!   `epollreg` — peer fds in epoll sets (edge and one-shot state);
+//! * `doorbell` — wake-ups after a commit (the interface the engine
+//!   calls) and what the peer socket holds (the kernel-visible token, the
+//!   vault datagram); `vault` — where in-flight fds are kept;
+//! * `reaper` — teardown of peers whose last fd is gone, and the periodic
+//!   ticks of the watcher thread;
 //! * `trust` — which directories and files a domain may use (owners,
 //!   modes, no symbolic links); `memory` — where a domain's files live
 //!   (memory, whatever file system holds the domain directory) and when
@@ -28,6 +34,7 @@
 // distribution's toolchain, see .ci/run), so remainders stay spelled out.
 #![allow(clippy::manual_is_multiple_of)]
 
+mod abi;
 mod alloc;
 mod check;
 mod crash;
@@ -35,6 +42,7 @@ mod creds;
 mod damage;
 mod doorbell;
 mod domain;
+mod epollreg;
 mod errno;
 mod fault;
 mod forks;
@@ -47,6 +55,7 @@ mod peer;
 mod pool;
 mod queue;
 mod quota;
+mod readiness;
 mod recv;
 mod reaper;
 mod send;
@@ -59,18 +68,24 @@ mod table;
 mod trust;
 mod txn;
 mod usermem;
+mod vault;
+mod waiters;
 
+pub use abi::{Abi, AbiMode};
 pub use crash::arm as arm_crash_point;
 pub use damage::{test_hooks_enabled, DAMAGE_CYCLE, DAMAGE_KEY, DAMAGE_OFFSET};
 pub use creds::invalidate_ids;
 pub use domain::{default_dir, evict_internal_fd, is_internal_fd, Domain};
-pub use sync::LocalMutex;
+pub use sync::{LocalGuard, LocalMutex};
 pub use errno::{Errno, Result};
 pub use fault::{contain, contain_callback, say, trace_enabled};
-pub use layout::POOL_SIZE;
+pub use layout::{POOL_SIZE, POOL_SIZE_FINAL};
+pub use epollreg::{untag as epoll_untag, RegRef, EPOLLET, EPOLLONESHOT};
 pub use ownmem::is_own_memory;
+pub use readiness::Ready;
 pub use reaper::watcher_running;
 pub use trust::take_refusal;
+pub use waiters::{ArmedSet, Sleep, WaitSet};
 pub use usermem::{range_ok, read_struct, write_struct, AbiPlain, SimMem, UserMem, USER_LIMIT};
 
 use layout::*;
@@ -87,6 +102,7 @@ pub struct Peer {
     dom: Arc<Domain>,
     serial: u64,
     rec: P<PeerRec>,
+    bell: u64,
 }
 
 impl std::fmt::Debug for Peer {
@@ -105,12 +121,18 @@ pub struct OpenFlags {
 }
 
 impl Peer {
-    /// Opens a new peer in the domain at `dir` (8.1). Returns the peer fd.
+    /// Opens a new peer in the domain at `dir` (8.1), its ABI chosen by
+    /// its first calls (`AbiMode::Auto`). Returns the peer fd.
     pub fn open(dir: &Path, flags: OpenFlags) -> Result<(i32, Peer)> {
-        contain(|| Self::open_contained(dir, flags))
+        Self::open_as(dir, flags, AbiMode::Auto)
     }
 
-    fn open_contained(dir: &Path, flags: OpenFlags) -> Result<(i32, Peer)> {
+    /// Opens a new peer whose ABI is chosen as `mode` says.
+    pub fn open_as(dir: &Path, flags: OpenFlags, mode: AbiMode) -> Result<(i32, Peer)> {
+        contain(|| Self::open_contained(dir, flags, mode))
+    }
+
+    fn open_contained(dir: &Path, flags: OpenFlags, mode: AbiMode) -> Result<(i32, Peer)> {
         let dom = Domain::attach(dir)?;
         let mut sf = 0;
         if flags.cloexec {
@@ -119,8 +141,9 @@ impl Peer {
         if flags.nonblock {
             sf |= libc::SOCK_NONBLOCK;
         }
-        let (fd, serial, rec) = peer::create(&dom, (flags.access & libc::O_ACCMODE) as u32, sf)?;
-        Ok((fd, Peer { dom, serial, rec }))
+        let (fd, serial, rec) = peer::create(&dom, (flags.access & libc::O_ACCMODE) as u32, sf, mode)?;
+        let bell = dom.seg.rec(rec).bell.get();
+        Ok((fd, Peer { dom, serial, rec, bell }))
     }
 
     /// Recognises a peer fd (inherited, received over a socket, kept across
@@ -146,18 +169,18 @@ impl Peer {
         let Ok(serial) = u64::from_str_radix(std::str::from_utf8(hex).unwrap_or("x"), 16) else { return Ok(None) };
         // Not a domain, or one this process may not use: not a peer.
         let Ok(dom) = Domain::attach_existing(&sockdir::domain_dir_of(dir)) else { return Ok(None) };
-        let rec = match dom.lock() {
+        let found = match dom.lock() {
             Ok(tx) => {
-                let rec = peer::lookup_serial(&tx, serial);
+                let found = peer::lookup_serial(&tx, serial).map(|rec| (rec, tx.rec(rec).bell.get()));
                 tx.abort();
-                rec
+                found
             }
             // A peer of a damaged domain: its record cannot be looked up,
             // and every call on it is refused.
-            Err(Errno::ENOTRECOVERABLE) => Some(P::NULL),
+            Err(Errno::ENOTRECOVERABLE) => Some((P::NULL, 0)),
             Err(e) => return Err(e),
         };
-        Ok(rec.map(|rec| Peer { dom, serial, rec }))
+        Ok(found.map(|(rec, bell)| Peer { dom, serial, rec, bell }))
     }
 
     pub fn domain(&self) -> &Arc<Domain> {
@@ -176,6 +199,72 @@ impl Peer {
         // under the lock.
         let Some(p) = self.dom.seg.try_rec(self.rec) else { return true };
         p.state.load_racy() == PEER_CONNECTED && p.magic.load_racy() == PEER_MAGIC && p.serial.load_racy() == self.serial
+    }
+
+    /// What `poll` reports for the peer now (read without the lock). A
+    /// peer of a damaged domain reports hang-up, so that its waiters wake
+    /// and meet the errno.
+    pub fn readiness(&self) -> Ready {
+        let hup = Ready { hup: true, readable: false, seq: 0 };
+        if self.rec.is_null() {
+            return hup;
+        }
+        contain(|| {
+            self.dom.settle_interrupted();
+            Ok(readiness::peek(&self.dom, self.rec, self.serial, self.bell))
+        })
+        .unwrap_or(hup)
+    }
+
+    /// The peer's bell count now: it moves whenever the peer's readiness
+    /// may have changed (txn rule 9). What a spinning waiter watches: one
+    /// load of a line that only a change of the peer's queue or state
+    /// writes, where [`Peer::readiness`] would also read what a sender
+    /// is writing during its transaction.
+    pub fn bell_seq(&self) -> u64 {
+        contain(|| Ok(readiness::bell_seq(&self.dom, self.bell))).unwrap_or(0)
+    }
+
+    /// Adds the peer to the bells a wait watches.
+    pub fn watch(&self, set: &mut WaitSet) {
+        set.add(&self.dom, self.bell);
+    }
+
+    /// Whether some thread is armed on the peer's bell now.
+    pub fn has_sleepers(&self) -> bool {
+        contain(|| Ok(waiters::has_sleepers(&self.dom, self.bell))).unwrap_or(false)
+    }
+
+    /// Whether a thread may sleep on the peer socket itself for POLLIN (in
+    /// the kernel's poll) instead of arming on its bell: the domain keeps
+    /// kernel tokens exact, and the socket holds nothing while the queue
+    /// is empty (no vault kept for a seed, no late token to take out).
+    pub fn socket_wakes(&self) -> bool {
+        if !doorbell::exact(&self.dom) {
+            return false;
+        }
+        let Some(p) = self.dom.seg.try_rec(self.rec) else { return false };
+        contain(|| {
+            let bell = waiters::bell_rec(&self.dom, self.bell);
+            Ok(p.bell_vault.load_racy() == 0 && p.bell_dirty.load_racy() == 0 && bell.tok_sent.load() == bell.tok_taken.load())
+        })
+        .unwrap_or(false)
+    }
+
+    /// Registers the peer (its fd added to an epoll set) with the
+    /// application's `events` and `data`; the kernel item carries the
+    /// returned registration's tag.
+    pub fn epoll_register(&self, fd: i32, events: u32, data: u64) -> Result<RegRef> {
+        let ino = sys::fstat(fd)?.st_ino;
+        contain(|| {
+            let tx = self.dom.lock()?;
+            let r = if peer::is_live(&tx, self.rec, self.serial) {
+                epollreg::register(&tx, self.rec, ino, events, data, &self.readiness())
+            } else {
+                Err(Errno::ESHUTDOWN)
+            };
+            tx.finish(r)
+        })
     }
 
     /// Runs `f` on the locked, connected peer, settles the caller's socket
@@ -220,6 +309,46 @@ impl Peer {
         Ok(())
     }
 
+    /// A RECV with `abi`'s number was decoded (before its argument is
+    /// read): latches an undetermined peer to `abi`, even if the RECV then
+    /// fails; ENOTTY if the peer is fixed to the other ABI. Lock-free once
+    /// the peer's ABI is settled.
+    pub fn latch_recv(&self, abi: Abi) -> Result<()> {
+        self.latch(abi, abi::Latch::Recv).map(|_| ())
+    }
+
+    /// Latches the peer (see `abi`) in a transaction of its own, so that
+    /// the latch stays whatever the call that caused it does next.
+    /// Returns the ABI the peer speaks afterwards.
+    fn latch(&self, abi: Abi, by: abi::Latch) -> Result<Option<Abi>> {
+        contain(|| self.latch_contained(abi, by))
+    }
+
+    fn latch_contained(&self, abi: Abi, by: abi::Latch) -> Result<Option<Abi>> {
+        let Some(p) = self.dom.seg.try_rec(self.rec) else { return Err(Errno::ENOTRECOVERABLE) };
+        if let Some(r) = abi::latch_hint(p, abi, by) {
+            // Read before the check that the record is still this peer,
+            // connected: then it was this peer when the hint was read.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+            if self.connected_hint() {
+                return r;
+            }
+        }
+        let tx = self.dom.lock()?;
+        let r = self.resolve(&tx).and_then(|p| abi::latch(&tx, p, abi, by));
+        tx.finish(r)
+    }
+
+    /// The ABI the peer speaks; None while it is undetermined.
+    pub fn abi(&self) -> Result<Option<Abi>> {
+        contain(|| {
+            let tx = self.dom.lock()?;
+            let r = self.resolve(&tx).map(|p| abi::state(&tx, p));
+            tx.abort();
+            r
+        })
+    }
+
     /// PEER_QUERY (2.2) after the argument was read and checked.
     pub fn query(&self, flags: u64) -> Result<bus1_cmd_peer_reset> {
         if flags != 0 {
@@ -228,8 +357,10 @@ impl Peer {
         self.op(-1, |tx, p| Ok(peer::query(tx, p)))
     }
 
-    /// PEER_RESET (2.3).
+    /// PEER_RESET (2.3). Peer flags 0 or 1 latch an undetermined peer to
+    /// the v1 ABI first.
     pub fn reset(&self, fd: i32, r: &bus1_cmd_peer_reset) -> Result<()> {
+        self.latch_by_peer_flags(r.peer_flags)?;
         let args = peer::reset_args(
             r.flags,
             r.peer_flags,
@@ -241,6 +372,7 @@ impl Peer {
 
     /// PEER_RESET with the man page's 48-byte layout (1.6).
     pub fn reset_u64(&self, fd: i32, r: &bus1_cmd_peer_reset_u64) -> Result<()> {
+        self.latch_by_peer_flags(r.peer_flags)?;
         let args = peer::reset_args(
             r.flags,
             r.peer_flags,
@@ -248,6 +380,14 @@ impl Peer {
             u64::MAX,
         )?;
         self.op(fd, |tx, p| peer::reset(tx, p, fd, &args))
+    }
+
+    /// The latch of a PEER_RESET: only the v1 ABI has peer flags 0 and 1.
+    fn latch_by_peer_flags(&self, peer_flags: u64) -> Result<()> {
+        if peer_flags <= BUS1_PEER_FLAG_WANT_SECCTX {
+            self.latch(Abi::V1, abi::Latch::Reset)?;
+        }
+        Ok(())
     }
 
     /// HANDLE_RELEASE (2.4).
@@ -310,18 +450,46 @@ impl Peer {
         Err(Errno::ESHUTDOWN)
     }
 
-    /// RECV (2.9) after the struct was read; returns the `msg` part.
+    /// The v1 RECV (2.9) after the struct was read; returns the `msg`
+    /// part. `flags` are the v1 RECV flags.
     pub fn recv(&self, fd: i32, flags: u64, max_offset: u64) -> Result<bus1_msg> {
         self.recv_into(fd, flags, max_offset, &|_| true)
     }
 
-    /// RECV whose result goes to caller memory: `out` writes the `msg` part
-    /// there (false: it cannot, EFAULT) after every other check, under the
-    /// lock and before anything is dequeued or installed, so that a failed
-    /// write changes nothing (2.9 step 9, as the shim should do it).
+    /// The v1 RECV whose result goes to caller memory: `out` writes the
+    /// `msg` part there (false: it cannot, EFAULT) after every other check,
+    /// under the lock and before anything is dequeued or installed, so
+    /// that a failed write changes nothing (2.9 step 9, as the shim should
+    /// do it).
     pub fn recv_into(&self, fd: i32, flags: u64, max_offset: u64, out: &dyn Fn(&bus1_msg) -> bool) -> Result<bus1_msg> {
+        self.latch_recv(Abi::V1)?;
         recv::precheck(flags)?;
-        match self.op(fd, |tx, p| recv::recv(tx, p, fd, flags, max_offset, out))? {
+        self.recv_as(Abi::V1, fd, flags, max_offset, out)
+    }
+
+    /// The final ABI's RECV: `flags` are its flags (SEED 0x1, INSTALL_FDS
+    /// 0x2); the message is reported in its layout.
+    pub fn recv_final(&self, fd: i32, flags: u64, max_offset: u64) -> Result<final_abi::bus1_msg> {
+        self.recv_final_into(fd, flags, max_offset, &|_| true)
+    }
+
+    /// The final RECV whose result goes to caller memory through `out` (see
+    /// [`Peer::recv_into`]).
+    pub fn recv_final_into(&self, fd: i32, flags: u64, max_offset: u64, out: &dyn Fn(&final_abi::bus1_msg) -> bool) -> Result<final_abi::bus1_msg> {
+        self.latch_recv(Abi::Final)?;
+        let flags = abi::final_recv_flags(flags)?;
+        self.recv_as(Abi::Final, fd, flags, max_offset, &|m| out(&abi::final_msg(m))).map(|m| abi::final_msg(&m))
+    }
+
+    /// RECV with v1 flag bits, for a call with `abi`'s number. The latch is
+    /// made again under the lock, where it is authoritative (the lock-free
+    /// one may have read a latch that was then rolled back).
+    fn recv_as(&self, abi: Abi, fd: i32, flags: u64, max_offset: u64, out: &dyn Fn(&bus1_msg) -> bool) -> Result<bus1_msg> {
+        let r = self.op(fd, |tx, p| {
+            abi::latch(tx, p, abi, abi::Latch::Recv)?;
+            recv::recv(tx, p, fd, flags, max_offset, out)
+        })?;
+        match r {
             recv::Outcome::Msg(m) => Ok(m),
             recv::Outcome::Fail(e) => Err(e),
         }
@@ -373,12 +541,81 @@ impl Peer {
     /// Called after this process closed an fd of the peer: if that was the
     /// last one anywhere, the peer is torn down now (8.5).
     pub fn closed(&self) {
-        let _ = contain(|| {
+        contain_callback(|| {
             if !self.dom.peer_socket_alive(self.serial) {
                 reaper::reap(&self.dom, self.serial);
             }
-            Ok(())
         });
+    }
+}
+
+impl Domain {
+    /// Makes every peer socket of the domain keep its kernel-visible token
+    /// exact from now on (what `BUS1_WAKE=exact` does at attach).
+    pub fn keep_tokens_exact(&self) {
+        self.seg.at0::<Header>().wake_exact.store(1);
+    }
+
+    /// The registration an epoll item's data names in this domain (made
+    /// for the peer socket of inode `sock_ino`, if given).
+    pub fn epoll_lookup(&self, data: u64, sock_ino: Option<u64>) -> Option<RegRef> {
+        epollreg::lookup(self, data, sock_ino)
+    }
+
+    /// The domain at `dir` (a configured domain directory) if that
+    /// directory exists.
+    pub fn attach_configured(dir: &Path) -> Option<Arc<Domain>> {
+        if dir.is_dir() {
+            Domain::attach(dir).ok()
+        } else {
+            None
+        }
+    }
+
+    /// The readiness of a registration's peer now (hang-up once the
+    /// domain is found damaged, see [`Peer::readiness`]).
+    pub fn epoll_ready(&self, g: &RegRef) -> Ready {
+        contain(|| {
+            self.settle_interrupted();
+            Ok(readiness::peek(self, P::from_off(g.peer), g.serial, g.bell))
+        })
+        .unwrap_or(Ready { hup: true, readable: false, seq: 0 })
+    }
+
+    /// What an `epoll_wait` reports for `g` now (consuming an edge or a
+    /// one-shot arming, as the kernel's item would).
+    pub fn epoll_take(&self, g: &RegRef) -> Option<(u32, u64)> {
+        contain(|| Ok(epollreg::take_event(self, g, &self.epoll_ready(g)))).unwrap_or(None)
+    }
+
+    /// Whether registration `g` still exists.
+    pub fn epoll_exists(&self, g: &RegRef) -> bool {
+        contain(|| Ok(epollreg::exists(self, g))).unwrap_or(false)
+    }
+
+    /// Whether `g` would report something now.
+    pub fn epoll_pending(&self, g: &RegRef) -> bool {
+        contain(|| Ok(epollreg::would_report(self, g, &self.epoll_ready(g)))).unwrap_or(false)
+    }
+
+    /// EPOLL_CTL_MOD of `g`.
+    pub fn epoll_modify(&self, g: &RegRef, events: u32, data: u64) {
+        contain_callback(|| epollreg::modify(self, g, events, data, &self.epoll_ready(g)))
+    }
+
+    /// EPOLL_CTL_DEL of `g` (or its kernel item is gone).
+    pub fn epoll_unregister(&self, g: &RegRef) {
+        contain_callback(|| {
+            if let Ok(tx) = self.lock() {
+                epollreg::unregister(&tx, g);
+                let _ = tx.commit();
+            }
+        })
+    }
+
+    /// Adds `g`'s peer to the bells a wait watches.
+    pub fn epoll_watch(self: &Arc<Self>, g: &RegRef, set: &mut WaitSet) {
+        set.add(self, g.bell);
     }
 }
 
@@ -419,6 +656,23 @@ impl Domain {
             Ok(r)
         })
         .unwrap_or_else(|e| Err(e.to_string()))
+    }
+
+    /// Waiter slots in use (one per thread that has slept on a peer of
+    /// the domain and not exited).
+    pub fn waiter_slots_in_use(&self) -> u32 {
+        waiters::slots_in_use(self)
+    }
+
+    /// Frees now the waiter slots of dead processes (what the wake-up tick
+    /// does every few ticks); returns how many.
+    pub fn collect_dead_waiters(&self) -> usize {
+        contain(|| Ok(waiters::collect_dead(self))).unwrap_or(0)
+    }
+
+    /// Runs one wake-up tick now (what the watcher does every 40 ms).
+    pub fn wake_tick(&self) {
+        contain_callback(|| doorbell::tick(self));
     }
 
     /// Probes every peer now and tears down the dead ones.

@@ -11,7 +11,7 @@ use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crate::layout::{HEAP_OFF, LOG_OFF, POOL_SIZE};
+use crate::layout::{LOG_OFF, POOL_MAP_LEN, WAKE_OFF};
 use crate::usermem::UserMem;
 
 /// Plain data that may live in shared memory and be copied bit for bit.
@@ -179,13 +179,14 @@ impl Segment {
         }
     }
 
-    /// The record at `p`, or None if `p` is not in the heap (where every
-    /// record lives; the header and the undo log are reached otherwise),
-    /// is misaligned or runs past the segment.
+    /// The record at `p`, or None if `p` does not lie beyond the undo log
+    /// (where every record lives, in the wake-up tables or the heap; the
+    /// header and the log are reached otherwise), is misaligned or runs
+    /// past the segment.
     #[inline]
     pub fn try_rec<T>(&self, p: P<T>) -> Option<&T> {
         let off = p.off();
-        let fits = off >= HEAP_OFF
+        let fits = off >= WAKE_OFF
             && off % core::mem::align_of::<T>() as u64 == 0
             && off.checked_add(core::mem::size_of::<T>() as u64).is_some_and(|end| end <= self.len as u64);
         // SAFETY: in bounds and aligned (checked above); records consist of
@@ -213,18 +214,18 @@ impl Segment {
         unsafe { (self.base.add(off as usize) as *mut [u64; 3]).write(words) }
     }
 
-    /// `n` consecutive u64 cells at `off` in the heap (hash table slots,
-    /// handle arrays, free-list links). Panics like [`rec`](Self::rec) if
-    /// they leave it.
+    /// `n` consecutive u64 cells at `off` beyond the undo log (hash table
+    /// slots, handle arrays, free-list links). Panics like
+    /// [`rec`](Self::rec) if they are not there.
     #[track_caller]
     pub(crate) fn cells(&self, off: u64, n: usize) -> &[Cell<u64>] {
         self.try_cells(off, n).unwrap_or_else(|| bad_range(off, n as u64 * 8))
     }
 
-    /// `n` consecutive u64 cells at `off` in the heap, or None if they are
-    /// misaligned or leave it.
+    /// `n` consecutive u64 cells at `off` beyond the undo log, or None if
+    /// they are misaligned or not there.
     pub(crate) fn try_cells(&self, off: u64, n: usize) -> Option<&[Cell<u64>]> {
-        if off < HEAP_OFF {
+        if off < WAKE_OFF {
             return None;
         }
         self.any_cells(off, n)
@@ -233,7 +234,7 @@ impl Segment {
     /// Entry `n` of the undo log (three cells at `log_off`).
     pub(crate) fn log_cells(&self, n: u64) -> &[Cell<u64>] {
         let off = LOG_OFF + n * 24;
-        assert!(off + 24 <= HEAP_OFF, "undo log entry {n} beyond the log");
+        assert!(off + 24 <= WAKE_OFF, "undo log entry {n} beyond the log");
         self.any_cells(off, 3).expect("inside the segment")
     }
 
@@ -322,7 +323,9 @@ impl Drop for Segment {
 // ------------------------------------------------------------------ pools
 
 /// This process's read-write mapping of one peer's pool file
-/// (`POOL_SIZE` bytes), owned by the domain's per-process cache and
+/// (`POOL_MAP_LEN` bytes, the largest pool: the part beyond a smaller
+/// pool's file is never touched, and becomes usable when the file grows),
+/// owned by the domain's per-process cache and
 /// unmapped when dropped. The cache drops one only under the domain lock
 /// (the peer is gone), so the [`PoolMap`] views handed out inside
 /// transactions never outlive it.
@@ -337,9 +340,9 @@ unsafe impl Send for PoolMapping {}
 impl PoolMapping {
     /// Maps the pool file `fd` shared, readable and writable.
     pub fn map(fd: i32) -> crate::errno::Result<PoolMapping> {
-        let base = crate::sys::mmap_shared(fd, POOL_SIZE as usize, libc::PROT_READ | libc::PROT_WRITE)?;
+        let base = crate::sys::mmap_shared(fd, POOL_MAP_LEN as usize, libc::PROT_READ | libc::PROT_WRITE)?;
         let m = PoolMapping { view: PoolMap { base } };
-        if !crate::ownmem::add(base as usize, POOL_SIZE as usize) {
+        if !crate::ownmem::add(base as usize, POOL_MAP_LEN as usize) {
             return Err(crate::errno::Errno::ENOMEM);
         }
         Ok(m)
@@ -355,7 +358,7 @@ impl Drop for PoolMapping {
         crate::ownmem::remove(self.view.base as usize);
         // SAFETY: the mapping is owned by this value; see the type's comment
         // for why no view is in use any more.
-        unsafe { crate::sys::munmap(self.view.base, POOL_SIZE as usize) }
+        unsafe { crate::sys::munmap(self.view.base, POOL_MAP_LEN as usize) }
     }
 }
 
@@ -372,7 +375,7 @@ pub struct PoolMap {
 impl PoolMap {
     /// The address of `off..off+len`; panics if it leaves the pool.
     fn at(&self, off: u64, len: u64) -> *mut u8 {
-        assert!(off.checked_add(len).is_some_and(|end| end <= POOL_SIZE), "pool range {off:#x}+{len:#x} out of bounds");
+        assert!(off.checked_add(len).is_some_and(|end| end <= POOL_MAP_LEN), "pool range {off:#x}+{len:#x} out of bounds");
         // SAFETY: in bounds of the mapping, just checked.
         unsafe { self.base.add(off as usize) }
     }
@@ -409,7 +412,10 @@ impl PoolMap {
     }
 }
 
-/// An atomic u64 field, for the few values read without the lock.
+/// An atomic u64 field, for the values read and written without the lock
+/// (see the wake-up rules in `txn`). Read-modify-write operations are
+/// sequentially consistent: the wake-up protocol relies on a store by one
+/// party and a later load by the other never both missing each other.
 #[repr(transparent)]
 pub struct Atomic64(AtomicU64);
 
@@ -422,5 +428,42 @@ impl Atomic64 {
     }
     pub fn compare_exchange(&self, old: u64, new: u64) -> bool {
         self.0.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+    pub fn fetch_add(&self, v: u64) -> u64 {
+        self.0.fetch_add(v, Ordering::SeqCst)
+    }
+    pub fn fetch_or(&self, v: u64) -> u64 {
+        self.0.fetch_or(v, Ordering::SeqCst)
+    }
+    pub fn fetch_and(&self, v: u64) -> u64 {
+        self.0.fetch_and(v, Ordering::SeqCst)
+    }
+    pub fn fetch_max(&self, v: u64) -> u64 {
+        self.0.fetch_max(v, Ordering::SeqCst)
+    }
+    /// A load ordered after every earlier store of this thread (the load
+    /// half of the wake-up handshake).
+    pub fn load_seqcst(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// An atomic u32 field; also a futex word (see `sys::futex_wait`).
+#[repr(transparent)]
+pub struct Atomic32(AtomicU32);
+
+impl Atomic32 {
+    pub fn load(&self) -> u32 {
+        self.0.load(Ordering::SeqCst)
+    }
+    pub fn store(&self, v: u32) {
+        self.0.store(v, Ordering::SeqCst)
+    }
+    pub fn fetch_add(&self, v: u32) -> u32 {
+        self.0.fetch_add(v, Ordering::SeqCst)
+    }
+    /// The word itself, for the futex calls.
+    pub fn as_atomic(&self) -> &AtomicU32 {
+        &self.0
     }
 }

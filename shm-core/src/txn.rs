@@ -12,9 +12,11 @@
 //!    ([`Txn::rec`]) or to write a field ([`Txn::set`]). This is the
 //!    single-lock design of SEMANTICS.md 7.9: the global order is the order
 //!    of transactions, and every transaction is atomic. The only lock-free
-//!    accesses are the few atomics named as such in `layout` (the lease of
-//!    the liveness scan), and the racy read of a peer's state used to answer
-//!    ESHUTDOWN early (re-checked under the lock).
+//!    accesses are the atomics named as such in `layout` (the leases of
+//!    the periodic scans, the wake-up records of rule 9), and racy reads of
+//!    a peer's state and queue length: to answer ESHUTDOWN early
+//!    (re-checked under the lock) and to compute readiness for waiters
+//!    (`readiness`).
 //! 2. **Undo log.** Before a field is written, its old value is appended to
 //!    the undo log in the segment, then the log length is published, then
 //!    the field is written. A transaction is committed by setting the log
@@ -31,13 +33,14 @@
 //!    one other unlogged write is a hint that only grows and must outlive
 //!    a rollback: how far a pool's pages may be resident
 //!    ([`Txn::raise_unlogged`]).
-//! 4. **Kernel side effects.** Socket operations (readiness tokens, fd
-//!    carriers) cannot be undone. They run at the end of a transaction,
-//!    each preceded by an *intent* entry in the undo log naming the peer.
-//!    Whoever rolls a transaction back (abort or recovery) marks every peer
-//!    named by an intent as *dirty* and re-rings it if its queue is not
-//!    empty; a dirty peer rebuilds its socket contents on its next
-//!    operation (see `doorbell`). Operations whose effect is only "remove
+//! 4. **Kernel side effects.** Socket operations (fd carriers, vault
+//!    datagrams, draining the caller's own socket) cannot be undone. They
+//!    run at the end of a transaction, each preceded by an *intent* entry in
+//!    the undo log naming the peer. Whoever rolls a transaction back (abort
+//!    or recovery) marks every peer named by an intent as *dirty* and
+//!    re-rings it if its queue is not empty; a dirty peer rebuilds its
+//!    socket contents on its next operation (see `doorbell`). Wake-ups are
+//!    not among them: they follow rule 9. Operations whose effect is only "remove
 //!    something that is no longer referenced" run after the commit point,
 //!    still under the lock; if they never happen, what they would have
 //!    removed is recognised as an orphan later. The fields they write (only
@@ -56,11 +59,7 @@
 //! 7. **Process-local state** (pool mappings, internal sockets) is guarded
 //!    by `sync::LocalMutex`, always taken *after* the domain lock if both
 //!    are needed, and handled by the fork handlers.
-//! 8. **A panic quarantines.** An inconsistency the engine finds is a
-//!    panic (see `fault`). A transaction it unwinds through rolls back
-//!    what its log allows, marks the domain damaged and releases the lock;
-//!    every later lock of that domain is refused, without recovery.
-//! 9. **No sleep on the lock without a deadline.** An unlock wakes one
+//! 8. **No sleep on the lock without a deadline.** An unlock wakes one
 //!    sleeping waiter, and a waiter that is killed after that wake-up but
 //!    before it took the lock (SIGKILL, or `exit` of another thread of its
 //!    process) takes the wake-up with it; if a newcomer took the lock in
@@ -68,8 +67,27 @@
 //!    never woken although the lock is free. Waiters therefore sleep at most
 //!    `WAIT_SLICE_MS` at a time and then look again, so such a loss costs a
 //!    short delay instead of wedging the bus.
+//! 9. **Wake-ups happen after the lock is released, and only for
+//!    sleepers.** A transaction that makes entries visible in a queue (or
+//!    disconnects a peer) notes the peer (`Txn::note_visible`); at commit,
+//!    still under the lock, each note becomes a ticket counted in the peer
+//!    bell's `owed` counter; once the lock is released, the ticket is rung
+//!    (`doorbell::entries_visible`): the bell's `seq` is bumped, and every
+//!    thread armed on the bell is woken. No kernel call made for another
+//!    peer (futex wake, token) happens under the lock. Waiters and wakers
+//!    follow a Dekker handshake on the bell (`waiters`): a waiter publishes
+//!    its slot in the bell's sleeper map, then re-reads the peer's state; a
+//!    waker publishes the change, then reads the sleeper map; both with
+//!    sequentially consistent operations and fences, so one of them always
+//!    sees the other. A process that dies or stops between commit and ring
+//!    leaves `rung < owed`, which the wake-up tick of any process notices
+//!    and makes good a tick later.
+//! 10. **A panic quarantines.** An inconsistency the engine finds is a
+//!    panic (see `fault`). A transaction it unwinds through rolls back
+//!    what its log allows, marks the domain damaged and releases the lock;
+//!    every later lock of that domain is refused, without recovery.
 
-use crate::doorbell::{self, Op};
+use crate::doorbell::{self, Op, Ticket, Visible};
 use crate::domain::Domain;
 use crate::errno::{Errno, Result};
 use crate::layout::*;
@@ -90,7 +108,7 @@ fn heap_debug() -> bool {
 
 /// Pauses spent watching a held lock before sleeping on it.
 const SPIN_ROUNDS: u32 = 200;
-/// Longest single sleep on the lock before trying again (rule 9).
+/// Longest single sleep on the lock before trying again (rule 8).
 const WAIT_SLICE_MS: u64 = 20;
 /// Undo log entries kept in reserve: a transaction whose log could not
 /// grow writes these until it reaches an allocation or its commit.
@@ -112,7 +130,7 @@ pub enum Intent {
 fn undoable(off: u64) -> bool {
     let lock = core::mem::offset_of!(Header, mutex) as u64;
     let lock_end = lock + core::mem::size_of::<RobustMutex>() as u64;
-    !(lock.saturating_sub(7)..lock_end).contains(&off) && !(LOG_OFF..HEAP_OFF).contains(&off)
+    !(lock.saturating_sub(7)..lock_end).contains(&off) && !(LOG_OFF..WAKE_OFF).contains(&off)
 }
 
 /// A walk along a shared list (see [`Txn::walk`]).
@@ -149,6 +167,7 @@ pub struct Savepoint {
     frees: usize,
     ops: usize,
     post: usize,
+    visible: usize,
 }
 
 /// An open transaction: the domain lock is held for its lifetime.
@@ -157,6 +176,9 @@ pub struct Txn<'d> {
     frees: RefCell<Vec<(u64, u64)>>,
     ops: RefCell<Vec<Op>>,
     post: RefCell<Vec<Op>>,
+    /// Peers owed a wake-up once the transaction is over (rule 9).
+    visible: RefCell<Vec<(P<PeerRec>, Visible)>>,
+    tickets: Vec<Ticket>,
     finished: bool,
     /// Opened to look at the segment (`lock_to_inspect`), after any
     /// recovery: ends without rolling anything back, and a panic while
@@ -182,6 +204,8 @@ struct Lists {
     frees: Vec<(u64, u64)>,
     ops: Vec<Op>,
     post: Vec<Op>,
+    visible: Vec<(P<PeerRec>, Visible)>,
+    tickets: Vec<Ticket>,
 }
 
 thread_local! {
@@ -199,6 +223,8 @@ fn return_lists(mut l: Lists) {
     l.frees.clear();
     l.ops.clear();
     l.post.clear();
+    l.visible.clear();
+    l.tickets.clear();
     let _ = LISTS.try_with(|c| c.set(Some(l)));
 }
 
@@ -232,6 +258,12 @@ impl Domain {
 
     fn lock_as(&self, inspect: bool) -> Result<Txn<'_>> {
         let r = self.acquire();
+        self.open_txn(r, inspect)
+    }
+
+    /// Opens the transaction of a lock attempt that returned `r` (for
+    /// `inspect`, see [`lock_to_inspect`](Self::lock_to_inspect)).
+    fn open_txn(&self, r: libc::c_int, inspect: bool) -> Result<Txn<'_>> {
         if r != 0 && r != libc::EOWNERDEAD {
             return Err(Errno(if r == libc::EDEADLK { libc::ENOTRECOVERABLE } else { r }));
         }
@@ -251,6 +283,8 @@ impl Domain {
             frees: RefCell::new(l.frees),
             ops: RefCell::new(l.ops),
             post: RefCell::new(l.post),
+            visible: RefCell::new(l.visible),
+            tickets: l.tickets,
             finished: false,
             inspect_only: damaged,
             log_len: core::cell::Cell::new(self.seg.at0::<Header>().log_len.load()),
@@ -275,6 +309,22 @@ impl Domain {
         Ok(tx)
     }
 
+    /// If a transaction is open and its holder died, rolls it back now
+    /// (without waiting for a live holder): lock-free readers of the
+    /// segment then no longer see what it had half done.
+    pub(crate) fn settle_interrupted(&self) {
+        if self.seg.at0::<Header>().log_len.load() == 0 || self.mutex().held_by_live_owner() {
+            return;
+        }
+        let r = self.mutex().try_lock();
+        if r == libc::EBUSY {
+            return;
+        }
+        if let Ok(tx) = self.open_txn(r, false) {
+            tx.abort();
+        }
+    }
+
     /// Takes the mutex, spinning briefly first: critical sections last about
     /// a microsecond, while sleeping on the futex and being woken costs
     /// several (and two system calls). The spin is bounded and only watches
@@ -291,7 +341,7 @@ impl Domain {
             }
             core::hint::spin_loop();
         }
-        // Rule 9: sleep with a deadline, and retry after it.
+        // Rule 8: sleep with a deadline, and retry after it.
         loop {
             let r = m.lock_until(&sys::realtime_after_ms(WAIT_SLICE_MS));
             if r != libc::ETIMEDOUT {
@@ -493,6 +543,22 @@ impl<'d> Txn<'d> {
         self.post.borrow_mut().push(op);
     }
 
+    /// Records that `peer` is owed `what` once the transaction is over
+    /// (rule 9): the wake-up of its waiters, a kernel token.
+    pub(crate) fn note_visible(&self, peer: P<PeerRec>, what: Visible) {
+        let mut v = self.visible.borrow_mut();
+        // Entries for one peer come in a row (a multicast appends to each
+        // destination in turn); a repeat elsewhere only costs a second
+        // wake-up, while a search would make a multicast quadratic.
+        match v.last_mut() {
+            Some((p, w)) if *p == peer => {
+                w.wake |= what.wake;
+                w.token |= what.token;
+            }
+            _ => v.push((peer, what)),
+        }
+    }
+
     /// Whether an after-commit operation matching `f` is already queued.
     pub(crate) fn has_post(&self, f: impl Fn(&Op) -> bool) -> bool {
         self.post.borrow().iter().any(f)
@@ -505,6 +571,7 @@ impl<'d> Txn<'d> {
             frees: self.frees.borrow().len(),
             ops: self.ops.borrow().len(),
             post: self.post.borrow().len(),
+            visible: self.visible.borrow().len(),
         }
     }
 
@@ -520,20 +587,11 @@ impl<'d> Txn<'d> {
         self.frees.borrow_mut().truncate(sp.frees);
         self.ops.borrow_mut().truncate(sp.ops);
         self.post.borrow_mut().truncate(sp.post);
+        self.visible.borrow_mut().truncate(sp.visible);
         for &(peer, _) in &intents {
             let _ = self.intent(peer, Intent::Added);
         }
         self.handle_intents(&intents);
-    }
-
-    /// Turns the side effects queued so far that match `f` into no-ops
-    /// (a peer's socket was rebuilt to match its queue, so readiness
-    /// tokens queued for it before are stale). Positions stay valid for
-    /// [`rollback_to`](Self::rollback_to).
-    pub(crate) fn cancel_ops(&self, f: impl Fn(&Op) -> bool) {
-        for op in self.ops.borrow_mut().iter_mut().filter(|op| f(op)) {
-            *op = Op::Nop;
-        }
     }
 
     /// Replays undo entries back to `target` and returns the intents met.
@@ -657,6 +715,9 @@ impl<'d> Txn<'d> {
             return Err(Errno::ENOMEM);
         }
         self.check_heap_if_debugging("a commit");
+        // The rings the commit owes are counted before it becomes final
+        // (rule 9): a death from here on leaves them owed, not lost.
+        self.seal_visible();
         crate::crash::point("commit-before");
         self.set_log_len(0);
         crate::crash::point("commit-after");
@@ -672,14 +733,34 @@ impl<'d> Txn<'d> {
         Ok(())
     }
 
-    /// Releases the lock and hands the work lists back for reuse.
+    /// Turns the wake-ups noted so far into tickets (rule 9).
+    fn seal_visible(&mut self) {
+        let mut visible = core::mem::take(self.visible.get_mut());
+        if !visible.is_empty() {
+            let mut tickets = core::mem::take(&mut self.tickets);
+            doorbell::seal(self, &visible, &mut tickets);
+            self.tickets = tickets;
+        }
+        visible.clear();
+        *self.visible.get_mut() = visible;
+    }
+
+    /// Releases the lock, then makes the wake-ups the transaction owes
+    /// (rule 9), and hands the work lists back for reuse.
     fn finish_lock(&mut self) {
+        self.seal_visible();
+        let tickets = core::mem::take(&mut self.tickets);
         self.finished = true;
         self.dom.unlock();
+        if !tickets.is_empty() {
+            doorbell::entries_visible(self.dom, &tickets);
+        }
         return_lists(Lists {
             frees: core::mem::take(self.frees.get_mut()),
             ops: core::mem::take(self.ops.get_mut()),
             post: core::mem::take(self.post.get_mut()),
+            visible: core::mem::take(self.visible.get_mut()),
+            tickets,
         });
     }
 
@@ -698,6 +779,7 @@ impl<'d> Txn<'d> {
         self.frees.borrow_mut().clear();
         self.ops.borrow_mut().clear();
         self.post.borrow_mut().clear();
+        self.visible.borrow_mut().clear();
         if !intents.is_empty() {
             self.handle_intents(&intents);
             self.run_ops_best_effort();

@@ -28,6 +28,22 @@
 /* Default bound for every wait that should finish at once. */
 #define MP_WAIT_MS 5000
 
+/*
+ * Evaluates `expr`, a wait that something will end well within MP_WAIT_MS:
+ * a wait that runs into its timeout still reports what became ready by
+ * then, so a lost wake-up shows only as the time it took.
+ */
+#define MP_WOKEN(expr)							\
+	({								\
+		double w_t0_ = mp_now_ms();				\
+		__typeof__(expr) w_v_ = (expr);				\
+		double w_dt_ = mp_now_ms() - w_t0_;			\
+		if (w_dt_ >= MP_WAIT_MS / 2)				\
+			t_fail(__FILE__, __LINE__,			\
+			       "%s took %.0f ms: lost wake-up", #expr, w_dt_); \
+		w_v_;							\
+	})
+
 /* Opens a peer whose fd survives execve (b1_open() sets O_CLOEXEC). */
 static inline int mp_open_inherit(void)
 {
@@ -66,6 +82,24 @@ static inline pid_t mp_fork(void)
 		t_fail(__FILE__, __LINE__, "fork: %s", strerror(errno));
 	return pid;
 }
+
+/*
+ * Forks a child that waits for a byte on pipe end `rd` (the parent writes
+ * it right before it blocks), sleeps `ms`, runs `body` and exits;
+ * evaluates to the child's pid.
+ */
+#define MP_DELAYED_CHILD(rd, ms, body)					\
+	({								\
+		pid_t d_pid_ = mp_fork();				\
+		if (d_pid_ == 0) {					\
+			char d_c_;					\
+			mp_get((rd), &d_c_, 1);				\
+			mp_sleep_ms(ms);				\
+			body;						\
+			_exit(0);					\
+		}							\
+		d_pid_;							\
+	})
 
 /* Waits for pid and returns its raw wait status. */
 static inline int mp_wait(pid_t pid)
@@ -114,17 +148,18 @@ static inline void mp_reap_killed_at(const char *file, int line, pid_t pid)
 }
 
 /*
- * Forks and execs the T_CHILD entry `name` with the given NULL-terminated
- * argument list. `crash`, if not NULL, is put into BUS1_CRASH_AT of the
- * child only. Descriptors without FD_CLOEXEC are inherited.
+ * Forks and execs the T_CHILD entry `name` of the test binary `exe` with the
+ * given NULL-terminated argument list (mp_spawnv: of this test binary).
+ * `crash`, if not NULL, is put into BUS1_CRASH_AT of the child only.
+ * Descriptors without FD_CLOEXEC are inherited.
  */
-static inline pid_t mp_spawnv(const char *crash, const char *name, const char *const *args)
+static inline pid_t mp_spawn_exe_v(const char *exe, const char *crash, const char *name, const char *const *args)
 {
 	const char *argv[64];
 	int n = 0;
 	pid_t pid;
 
-	argv[n++] = t_self_exe();
+	argv[n++] = exe;
 	argv[n++] = "--child";
 	argv[n++] = name;
 	while (args && *args && n < 63)
@@ -140,6 +175,11 @@ static inline pid_t mp_spawnv(const char *crash, const char *name, const char *c
 		_exit(127);
 	}
 	return pid;
+}
+
+static inline pid_t mp_spawnv(const char *crash, const char *name, const char *const *args)
+{
+	return mp_spawn_exe_v(t_self_exe(), crash, name, args);
 }
 
 /* mp_spawn_crash(crash, name, "arg", ..., NULL): BUS1_CRASH_AT=crash in the child. */

@@ -23,6 +23,19 @@ fn after_close(old: Option<Arc<FdInfo>>) {
     }
 }
 
+/// Forgets `fd` before it is closed: its peer entry (returned) and what
+/// the shim remembers about it.
+fn forget(fd: c_int) -> Option<Arc<FdInfo>> {
+    guarded(
+        || None,
+        || {
+            let old = fdtable::take(fd);
+            fdtable::forget_checked(fd);
+            old
+        },
+    )
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     if shm_core::is_internal_fd(fd) {
@@ -30,8 +43,11 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
         // stay; pretend they were closed.
         return 0;
     }
-    let old = guarded(|| None, || fdtable::take(fd));
+    let old = forget(fd);
     let r = call_real!(crate::real::CLOSE, fn(c_int) -> c_int, fd);
+    if r == 0 {
+        guarded(|| (), || super::epoll::closed(fd));
+    }
     after_close(old);
     r
 }
@@ -78,8 +94,8 @@ static CLOSE_PEERS_AT_EXIT: extern "C" fn() = close_peers_at_exit;
 /// which the interposer above never sees: forget a peer fd here.
 #[no_mangle]
 pub unsafe extern "C" fn fclose(f: *mut libc::FILE) -> c_int {
-    let fd = if f.is_null() || !fdtable::any() { -1 } else { libc::fileno(f) };
-    let old = guarded(|| None, || fdtable::take(fd));
+    let fd = if f.is_null() { -1 } else { libc::fileno(f) };
+    let old = forget(fd);
     let r = call_real!(crate::real::FCLOSE, fn(*mut libc::FILE) -> c_int, f);
     after_close(old);
     r
@@ -89,36 +105,44 @@ pub unsafe extern "C" fn fclose(f: *mut libc::FILE) -> c_int {
 pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
     let r = call_real!(crate::real::DUP, fn(c_int) -> c_int, fd);
     if r >= 0 {
-        guarded(|| (), || copy_entry(fd, r));
+        guarded(|| (), || duplicated(fd, r));
     }
     r
 }
 
-/// `new` is now a duplicate of `old`: it is a peer fd if `old` is one.
-fn copy_entry(old: c_int, new: c_int) {
+/// `new` is now a duplicate of `old`: a peer fd if `old` is one, and in
+/// the same epoll sets' eyes.
+fn duplicated(old: c_int, new: c_int) {
     if let Some(i) = fdtable::get(old) {
         fdtable::set(new, i);
     }
+    crate::epolls::shared(old);
 }
 
 unsafe fn dup_onto(old: c_int, new: c_int, f: impl FnOnce() -> c_int) -> c_int {
-    let replaced = guarded(
-        || None,
-        || {
-            if old != new {
-                keep_errno(|| shm_core::evict_internal_fd(new));
-            }
-            if old != new { fdtable::take(new) } else { None }
-        },
-    );
+    let replaced = if old != new {
+        keep_errno(|| guarded(|| false, || shm_core::evict_internal_fd(new)));
+        forget(new)
+    } else {
+        None
+    };
     let r = f();
+    if r >= 0 && old != new {
+        guarded(
+            || (),
+            || {
+                super::epoll::closed(new);
+                crate::epolls::shared(old);
+            },
+        );
+    }
     if r < 0 {
         if let Some(p) = replaced {
             guarded(|| (), || fdtable::set(new, p));
         }
         return r;
     }
-    guarded(|| (), || copy_entry(old, new));
+    guarded(|| (), || duplicated(old, new));
     after_close(replaced);
     r
 }
@@ -136,7 +160,7 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
 unsafe fn fcntl_common(real: &crate::real::Real, fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     let r = call_real!(real, fn(c_int, c_int, c_ulong) -> c_int, fd, cmd, arg);
     if r >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) {
-        guarded(|| (), || copy_entry(fd, r));
+        guarded(|| (), || duplicated(fd, r));
     }
     if r >= 0 && cmd == libc::F_GETFL {
         return guarded(|| r, || device_file_flags(fd, r));
@@ -191,7 +215,11 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
     if flags as c_uint & libc::CLOSE_RANGE_CLOEXEC != 0 {
         return call_real!(crate::real::CLOSE_RANGE, fn(c_uint, c_uint, c_int) -> c_int, first, last, flags);
     }
-    let old = guarded(Vec::new, || fdtable::take_range(first, last));
+    let old = guarded(Vec::new, || {
+        let old = fdtable::take_range(first, last);
+        fdtable::forget_checked_range(first, last);
+        old
+    });
     let mut lo = first as u64;
     let hi = last as u64;
     let mut internal: Vec<u64> = (0..4096u64).filter(|f| *f >= lo && *f <= hi && shm_core::is_internal_fd(*f as i32)).collect();
@@ -209,6 +237,9 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
         if lo > hi {
             break;
         }
+    }
+    if r == 0 {
+        guarded(|| (), || super::epoll::closed_range(first, last));
     }
     for (_, o) in old {
         after_close(Some(o));

@@ -16,7 +16,7 @@ fn open_device(flags: c_int) -> c_int {
     }
     let of = OpenFlags { access: flags & libc::O_ACCMODE, cloexec: flags & libc::O_CLOEXEC != 0, nonblock: flags & libc::O_NONBLOCK != 0 };
     let domain = crate::config::domain();
-    match Peer::open(&domain, of) {
+    match Peer::open_as(&domain, of, crate::config::abi_mode()) {
         Ok((fd, peer)) => {
             fdtable::set(fd, Arc::new(FdInfo { peer, access: of.access }));
             if crate::config::trace() {
