@@ -67,6 +67,9 @@ static void expect_refused(int a, int b)
 	ASSERT_EQ(b1_release(b, 0xb), -ENOTRECOVERABLE);
 	ASSERT_EQ(b1_reset(b, BUS1_PEER_RESET_FLAG_FLUSH), -ENOTRECOVERABLE);
 	ASSERT_ERRNO(open(b1_device(), O_RDWR | O_CLOEXEC), ENOTRECOVERABLE);
+	/* waiters see hang-up, and so meet the errno */
+	ASSERT_EQ(b1_revents(a, POLLIN) & POLLHUP, POLLHUP);
+	ASSERT_EQ(b1_revents(b, POLLIN | POLLOUT) & POLLHUP, POLLHUP);
 	errno = 0;
 	ASSERT_TRUE(mmap(NULL, 4096, PROT_READ, MAP_SHARED, a, 0) == MAP_FAILED);
 	ASSERT_EQ(errno, ENOTRECOVERABLE);

@@ -206,7 +206,7 @@ impl Peer {
     /// and meet the errno.
     pub fn readiness(&self) -> Ready {
         let hup = Ready { hup: true, readable: false, seq: 0 };
-        if self.rec.is_null() {
+        if self.rec.is_null() || self.dom.is_damaged() {
             return hup;
         }
         contain(|| {
@@ -575,6 +575,9 @@ impl Domain {
     /// The readiness of a registration's peer now (hang-up once the
     /// domain is found damaged, see [`Peer::readiness`]).
     pub fn epoll_ready(&self, g: &RegRef) -> Ready {
+        if self.is_damaged() {
+            return Ready { hup: true, readable: false, seq: 0 };
+        }
         contain(|| {
             self.settle_interrupted();
             Ok(readiness::peek(self, P::from_off(g.peer), g.serial, g.bell))
