@@ -4,11 +4,14 @@
 #               build, then the debug build, whose overflow checks and
 #               debug assertions catch what the release build lets pass)
 #   make bench  run the benchmarks
+#   make fuzz   random calls on one long-lived domain for FUZZ_SECONDS
 
 SHIM := target/release/libbus1_preload.so
 DEBUG_SHIM := $(abspath target/debug/libbus1_preload.so)
 
-.PHONY: build build-debug demo test test-rust test-c test-debug bench clean
+FUZZ_SECONDS ?= 600
+
+.PHONY: build build-debug demo test test-rust test-c test-debug bench fuzz clean
 
 build:
 	cargo build --release
@@ -32,6 +35,11 @@ build-debug:
 test-debug: build-debug
 	cargo test --workspace
 	$(MAKE) -s -C tests check check-disk SHIM=$(DEBUG_SHIM)
+
+# The fuzz group's long-lived mode (tests/fuzz.c), run for FUZZ_SECONDS.
+fuzz: build
+	$(MAKE) -s -C tests all
+	BUS1_FUZZ_SECONDS=$(FUZZ_SECONDS) BUS1_TEST_FILTER=long_lived scripts/run-c-tests $(abspath $(SHIM)) tests/bin/fuzz
 
 bench: build
 	$(MAKE) -s -C bench

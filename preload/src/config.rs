@@ -6,7 +6,6 @@
 use shm_core::{sys, AbiMode};
 use std::ffi::CStr;
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 /// Calls `f` with the device path to intercept, as a C string and without
 /// copying or allocating (every open() of the process asks).
@@ -33,6 +32,5 @@ pub fn abi_mode() -> AbiMode {
 
 /// Whether each decoded ioctl is logged to stderr.
 pub fn trace() -> bool {
-    static T: OnceLock<bool> = OnceLock::new();
-    *T.get_or_init(|| std::env::var_os("BUS1_TRACE").is_some_and(|v| v != "0" && !v.is_empty()))
+    shm_core::trace_enabled()
 }

@@ -43,6 +43,8 @@ pub struct Domain {
     pub(crate) local: LocalMutex<Local>,
     /// Device and inode of the memory directory.
     dev_ino: (u64, u64),
+    /// This process has said that the domain is damaged (`fault`).
+    pub(crate) damage_reported: std::sync::atomic::AtomicBool,
     /// Undo log entries known to be backed by memory (this process's
     /// knowledge; see [`Domain::back_log`]).
     log_backed: AtomicU64,
@@ -445,6 +447,7 @@ impl Domain {
                     owed_seen: Vec::new(),
                 }),
                 dev_ino,
+                damage_reported: std::sync::atomic::AtomicBool::new(false),
                 log_backed: AtomicU64::new(HEAD_RESERVED[1].1 / LOG_ENTRY),
             };
             let hdr: &Header = d.seg.at0();
@@ -459,6 +462,12 @@ impl Domain {
                 if stale_domain_in_use(mem_fd, &d.sock_dir, fd) {
                     return Err(Errno::ENODEV);
                 }
+                d.clear_stale(fd)?;
+                d.initialise()?;
+            } else if hdr.damaged.load() != 0 && !stale_domain_in_use(mem_fd, &d.sock_dir, fd) {
+                // Found damaged (see `fault`) and left by everyone who used
+                // it: start afresh. While it is in use, its calls are
+                // refused with ENOTRECOVERABLE.
                 d.clear_stale(fd)?;
                 d.initialise()?;
             }

@@ -122,7 +122,16 @@ pub struct Header {
     pub regs_used: [Cell<u64>; (MAX_REGS / 64) as usize],
     /// Chunks of the wake-up tables backed by file space, one bit each.
     pub wake_reserved: [Cell<u64>; ((HEAP_OFF - WAKE_OFF) / WAKE_CHUNK).div_ceil(64) as usize],
+    /// Nonzero once the bus found the segment inconsistent: the pid of the
+    /// process that found it. Every later lock is refused (`fault`). Set
+    /// without the undo log, so that no rollback takes it back.
+    pub damaged: Atomic64,
+    /// What was found, as UTF-8 text padded with NULs.
+    pub damage_note: [Atomic64; DAMAGE_NOTE_WORDS],
 }
+
+/// Words of [`Header::damage_note`].
+pub const DAMAGE_NOTE_WORDS: usize = 24;
 
 /// Per-UID accounting (SEMANTICS.md 6.1). Owned by `quota`.
 #[repr(C)]

@@ -19,11 +19,15 @@ use crate::txn::Txn;
 /// The payload handle slots of a message.
 pub fn handle_slots<'a>(tx: &Txn<'a>, e: P<Entry>) -> &'a [Cell<u64>] {
     let r = tx.rec(e);
-    let n = r.n_handles.get() as usize;
+    let n = r.n_handles.get();
     if n == 0 {
         return &[];
     }
-    tx.domain().seg.cells(r.handles.get(), n)
+    // Each entry was charged to its receiver's handle quota, which no
+    // user can raise: more is a damaged count, not a message to allocate
+    // for.
+    assert!(n <= DEFAULT_MAX[RES_HANDLES] as u64, "message {e:?} claims {n} handles");
+    tx.domain().seg.cells(r.handles.get(), n as usize)
 }
 
 /// Allocates the payload slot array of a message.

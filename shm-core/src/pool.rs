@@ -76,10 +76,7 @@ pub fn grow(tx: &Txn, peer: P<PeerRec>, size: u64) -> Result<()> {
     if size <= old {
         return Ok(());
     }
-    let mut tail = p.pool_regions.get();
-    while !tail.is_null() && !tx.rec(tail).next.get().is_null() {
-        tail = tx.rec(tail).next.get();
-    }
+    let tail = tx.walk(p.pool_regions.get(), |r| r.next.get()).last().unwrap_or(P::NULL);
     // The range ends 7 bytes after a multiple of 8, which no slice can
     // fill, so the last region is always free.
     if tail.is_null() || tx.rec(tail).free.get() != 1 {
@@ -148,8 +145,7 @@ pub fn alloc_slice(tx: &Txn, peer: P<PeerRec>, size: u64) -> Result<P<Region>> {
     }
     let mut best = P::<Region>::NULL;
     let (mut best_size, mut best_off) = (u64::MAX, u64::MAX);
-    let mut r = tx.rec(peer).pool_free.get();
-    while !r.is_null() {
+    for r in tx.walk(tx.rec(peer).pool_free.get(), |r| r.fnext.get()) {
         let rr = tx.rec(r);
         let (s, o) = (rr.size.get(), rr.off.get());
         if s >= size && (s < best_size || (s == best_size && o < best_off)) {
@@ -157,7 +153,6 @@ pub fn alloc_slice(tx: &Txn, peer: P<PeerRec>, size: u64) -> Result<P<Region>> {
             best_size = s;
             best_off = o;
         }
-        r = rr.fnext.get();
     }
     if best.is_null() {
         return Err(Errno::EXFULL);
@@ -190,9 +185,9 @@ pub fn alloc_slice(tx: &Txn, peer: P<PeerRec>, size: u64) -> Result<P<Region>> {
     table::insert(tx, TAG_SLICE, peer.off(), best_off, slice.off())?;
     let p = tx.rec(peer);
     tx.add(&p.pool_slices, 1);
-    if best_off + size > p.pool_dirty_end.get() {
-        tx.set(&p.pool_dirty_end, best_off + size);
-    }
+    // Even if this transaction is rolled back, the sender may have copied
+    // payload into these pages: they must be swept like any others.
+    tx.raise_unlogged(&p.pool_dirty_end, best_off + size);
     Ok(slice)
 }
 
@@ -269,11 +264,7 @@ pub(crate) fn execute_sweep(tx: &Txn, peer: P<PeerRec>, serial: u64) {
 
 /// The free regions of `peer`'s pool, in free-list order.
 fn free_regions<'t, 'd>(tx: &'t Txn<'d>, peer: P<PeerRec>) -> impl Iterator<Item = &'d Region> + 't {
-    let first = tx.rec(peer).pool_free.get();
-    core::iter::successors((!first.is_null()).then(|| tx.rec(first)), move |rr| {
-        let next = rr.fnext.get();
-        (!next.is_null()).then(|| tx.rec(next))
-    })
+    tx.walk(tx.rec(peer).pool_free.get(), |r| r.fnext.get()).map(|r| tx.rec(r))
 }
 
 /// The whole pages of free region `rr` from `from` on and below
@@ -353,10 +344,7 @@ fn trim_tail(tx: &Txn, peer: P<PeerRec>, free_from: u64) {
 /// transaction may have undone the free).
 pub(crate) fn execute_trim(tx: &Txn, peer: P<PeerRec>, serial: u64, off: u64, len: u64) {
     let Some(pool) = live_pool(tx, peer, serial) else { return };
-    let mut tail = tx.rec(peer).pool_regions.get();
-    while !tail.is_null() && !tx.rec(tail).next.get().is_null() {
-        tail = tx.rec(tail).next.get();
-    }
+    let tail = tx.walk(tx.rec(peer).pool_regions.get(), |r| r.next.get()).last().unwrap_or(P::NULL);
     if tail.is_null() || tx.rec(tail).free.get() != 1 || tx.rec(tail).off.get() > off {
         return;
     }
@@ -406,15 +394,10 @@ pub fn release(tx: &Txn, peer: P<PeerRec>, off: u64) -> Result<()> {
 
 /// Unpublishes every published slice (flush, 2.3 step 6.4).
 pub fn unpublish_all(tx: &Txn, peer: P<PeerRec>) {
-    let mut published = Vec::new();
-    let mut r = tx.rec(peer).pool_regions.get();
-    while !r.is_null() {
-        let rr = tx.rec(r);
-        if rr.free.get() == 0 && rr.published.get() == 1 {
-            published.push(r);
-        }
-        r = rr.next.get();
-    }
+    let published: Vec<P<Region>> = tx
+        .walk(tx.rec(peer).pool_regions.get(), |r| r.next.get())
+        .filter(|&r| tx.rec(r).free.get() == 0 && tx.rec(r).published.get() == 1)
+        .collect();
     for s in published {
         let off = tx.rec(s).off.get();
         let _ = release(tx, peer, off);
@@ -423,12 +406,9 @@ pub fn unpublish_all(tx: &Txn, peer: P<PeerRec>) {
 
 /// Frees the region records of a pool whose slices are all gone.
 pub fn destroy(tx: &Txn, peer: P<PeerRec>) {
-    let mut r = tx.rec(peer).pool_regions.get();
-    while !r.is_null() {
-        let next = tx.rec(r).next.get();
-        debug_assert_eq!(tx.rec(r).free.get(), 1, "slice left at pool destruction");
+    for r in tx.walk(tx.rec(peer).pool_regions.get(), |r| r.next.get()) {
+        assert_eq!(tx.rec(r).free.get(), 1, "slice left at pool destruction");
         alloc::free(tx, r.off(), REGION);
-        r = next;
     }
     let p = tx.rec(peer);
     tx.set(&p.pool_regions, P::NULL);

@@ -31,6 +31,7 @@ pub fn new_entry(tx: &Txn, kind: u32, peer: P<PeerRec>) -> Result<P<Entry>> {
 }
 
 /// Appends `e` with `stamp` to its peer's queue and rings the peer.
+#[inline]
 pub fn append(tx: &Txn, e: P<Entry>, stamp: u64) {
     let r = tx.rec(e);
     let peer = r.peer.get();
@@ -55,6 +56,7 @@ pub fn append(tx: &Txn, e: P<Entry>, stamp: u64) {
 }
 
 /// Removes `e` from its queue (it stays allocated).
+#[inline]
 pub fn unlink(tx: &Txn, e: P<Entry>) {
     let r = tx.rec(e);
     debug_assert_eq!(r.queued.get(), 1);
@@ -78,6 +80,7 @@ pub fn unlink(tx: &Txn, e: P<Entry>) {
 }
 
 /// Frees an unqueued entry and everything it holds.
+#[inline]
 pub fn free(tx: &Txn, e: P<Entry>) {
     let r = tx.rec(e);
     debug_assert_eq!(r.queued.get(), 0);
@@ -98,11 +101,5 @@ pub fn discard(tx: &Txn, e: P<Entry>) {
 
 /// The entries of a queue, head first.
 pub fn entries(tx: &Txn, peer: P<PeerRec>) -> Vec<P<Entry>> {
-    let mut v = Vec::new();
-    let mut e = tx.rec(peer).q_head.get();
-    while !e.is_null() {
-        v.push(e);
-        e = tx.rec(e).next.get();
-    }
-    v
+    tx.walk(tx.rec(peer).q_head.get(), |e| e.next.get()).collect()
 }

@@ -46,14 +46,11 @@ pub fn user_put(tx: &Txn, u: P<UserRec>) {
 
 /// Frees every share record of a list (its receiver is going away).
 pub fn free_shares(tx: &Txn, head: &crate::shm::Cell<P<ShareRec>>) {
-    let mut s = head.get();
-    while !s.is_null() {
+    for s in tx.walk(head.get(), |r| r.next.get()) {
         let r = tx.rec(s);
-        let next = r.next.get();
         let k1 = r.key1.get();
         table::remove(tx, k1 >> 56, k1 & ((1 << 56) - 1), r.key2.get());
         alloc::free(tx, s.off(), core::mem::size_of::<ShareRec>() as u64);
-        s = next;
     }
     tx.set(head, P::NULL);
 }

@@ -110,23 +110,30 @@ fn watch(gen: u64) {
         ticks += 1;
         for d in Domain::attached() {
             let hdr: &Header = d.seg.at0();
-            if claim(&hdr.bell_lease, doorbell::TICK_MS) {
-                doorbell::tick(&d);
-                if ticks % SLOT_COLLECT_EVERY == 0 {
-                    crate::waiters::collect_dead(&d);
-                }
+            // A damaged domain (see `fault`) ends its part of this round,
+            // not the watcher; it stops doing anything once marked.
+            if d.is_damaged() {
+                continue;
             }
-            if claim(&hdr.scan_lease, SCAN_PERIOD_MS) {
-                scan(&d);
-                sweep_pools(&d);
-                let n = SCANS.fetch_add(1, Ordering::Relaxed);
-                if n % FILE_SWEEP_EVERY == 0 {
-                    sweep_files(&d);
+            crate::fault::contain_callback(|| {
+                if claim(&hdr.bell_lease, doorbell::TICK_MS) {
+                    doorbell::tick(&d);
+                    if ticks % SLOT_COLLECT_EVERY == 0 {
+                        crate::waiters::collect_dead(&d);
+                    }
                 }
-                if n % ORPHAN_SWEEP_EVERY == ORPHAN_SWEEP_EVERY - 1 {
-                    d.sweep_orphans();
+                if claim(&hdr.scan_lease, SCAN_PERIOD_MS) {
+                    scan(&d);
+                    sweep_pools(&d);
+                    let n = SCANS.fetch_add(1, Ordering::Relaxed);
+                    if n % FILE_SWEEP_EVERY == 0 {
+                        sweep_files(&d);
+                    }
+                    if n % ORPHAN_SWEEP_EVERY == ORPHAN_SWEEP_EVERY - 1 {
+                        d.sweep_orphans();
+                    }
                 }
-            }
+            });
         }
     }
 }

@@ -55,16 +55,21 @@ fn stale(tx: &Txn, peer: P<PeerRec>, e: P<Entry>) -> bool {
     nr.destroyed.get() == 1 && nr.destroy_stamp.get() < stamp
 }
 
-pub fn recv(tx: &Txn, peer: P<PeerRec>, fd: i32, flags: u64, max_offset: u64, writable: &dyn Fn() -> bool) -> Result<Outcome> {
+/// RECV from step 3 on; `out` writes the result to the caller's memory
+/// (false: it cannot, EFAULT) before anything is dequeued or installed.
+pub fn recv(tx: &Txn, peer: P<PeerRec>, fd: i32, flags: u64, max_offset: u64, out: &dyn Fn(&bus1_msg) -> bool) -> Result<Outcome> {
     let peek = flags & BUS1_RECV_FLAG_PEEK != 0;
     if flags & BUS1_RECV_FLAG_SEED != 0 {
         let seed = tx.rec(peer).seed.get();
         if seed.is_null() {
             return Ok(Outcome::Fail(Errno::EAGAIN));
         }
-        return deliver_data(tx, peer, fd, seed, flags, max_offset, false, writable);
+        return deliver_data(tx, peer, fd, seed, flags, max_offset, false, out);
     }
+    let mut steps = 0;
     let e = loop {
+        steps += 1;
+        assert!(steps <= tx.list_bound::<Entry>(), "queue of peer {peer:?} longer than the segment can hold (a cycle)");
         let head = tx.rec(peer).q_head.get();
         if head.is_null() {
             doorbell::discard_strays(tx, peer, fd);
@@ -91,7 +96,7 @@ pub fn recv(tx: &Txn, peer: P<PeerRec>, fd: i32, flags: u64, max_offset: u64, wr
             offset: BUS1_OFFSET_INVALID,
             ..Default::default()
         };
-        if !writable() {
+        if !out(&msg) {
             return Ok(Outcome::Fail(Errno::EFAULT));
         }
         if !peek {
@@ -99,7 +104,7 @@ pub fn recv(tx: &Txn, peer: P<PeerRec>, fd: i32, flags: u64, max_offset: u64, wr
         }
         return Ok(Outcome::Msg(msg));
     }
-    deliver_data(tx, peer, fd, e, flags, max_offset, more, writable)
+    deliver_data(tx, peer, fd, e, flags, max_offset, more, out)
 }
 
 fn notification_destination(tx: &Txn, e: P<Entry>) -> u64 {
@@ -136,16 +141,18 @@ fn deliver_data(
     flags: u64,
     max_offset: u64,
     more: bool,
-    writable: &dyn Fn() -> bool,
+    out: &dyn Fn(&bus1_msg) -> bool,
 ) -> Result<Outcome> {
     let peek = flags & BUS1_RECV_FLAG_PEEK != 0;
+    let install_fds = flags & BUS1_RECV_FLAG_INSTALL_FDS != 0;
     let r = tx.rec(e);
     let (off, size) = pool::range(tx, r.slice.get());
     // 6.1
     if max_offset < off + size {
         return Ok(Outcome::Fail(Errno::ERANGE));
     }
-    // 6.2: install handles (IDs assigned here stay even if RECV fails).
+    // 6.2: IDs (assigned here, they stay with their handles even if the
+    // RECV fails below; they enter the ID table with the references).
     let stamp = r.stamp.get();
     let n_bytes = r.n_bytes.get();
     let ids_at = off + n_bytes.div_ceil(8) * 8;
@@ -159,51 +166,15 @@ fn deliver_data(
             nr.destroyed.get() == 0 || nr.destroy_stamp.get() > stamp
         };
         if ok {
-            ids.push(object::ensure_id(tx, h)?);
+            ids.push(object::ensure_id(tx, h));
             valid.push(h);
         } else {
             ids.push(BUS1_HANDLE_INVALID);
             message::drop_slot(tx, e, j);
         }
     }
-    let sp = tx.savepoint();
-    // 6.3: fds
     let n_fds = r.n_fds.get();
-    let mut installed: Vec<i32> = Vec::new();
-    if n_fds > 0 && flags & BUS1_RECV_FLAG_INSTALL_FDS != 0 {
-        match take_fds(tx, peer, fd, r.nonce.get(), n_fds, peek) {
-            Ok(fds) => installed = fds,
-            Err(err) => {
-                tx.rollback_to(sp);
-                return Ok(Outcome::Fail(err));
-            }
-        }
-        // A carrier lost to a crash leaves its slots at -1.
-        installed.resize(n_fds as usize, -1);
-    }
-    // 6.4: PEEK charges the new references; then step 9's EFAULT,
-    // checked last but before anything is published.
-    let charged = if peek { quota::charge(tx, peer, RES_HANDLES, valid.len() as i64) } else { Ok(()) };
-    if let Err(err) = charged.and_then(|_| if writable() { Ok(()) } else { Err(Errno::EFAULT) }) {
-        installed.iter().for_each(|f| sys::close(*f));
-        tx.rollback_to(sp);
-        return Ok(Outcome::Fail(err));
-    }
-    // Write handle IDs and fd numbers into the slice (the bus's own pool
-    // mapping; userspace only has read-only ones).
-    let pool = tx.domain().pool(tx.rec(peer).serial.get())?;
-    let mut bytes: Small<u8, 64> = Small::with_capacity(ids.len() * 8 + installed.len() * 4);
-    ids.iter().for_each(|id| bytes.extend_from_slice(&id.to_ne_bytes()));
-    installed.iter().for_each(|f| bytes.extend_from_slice(&f.to_ne_bytes()));
-    // The slice holds A(n_bytes) + 8·n_handles + A(4·n_fds) bytes, which
-    // covers `bytes`; the bus serialises all writers with the domain lock.
-    pool.write(ids_at, &bytes);
-    crate::crash::point("recv-installed");
-    // 6.5 – 6.6
-    pool::publish(tx, r.slice.get());
-    for &h in &valid {
-        object::ref_add(tx, h);
-    }
+    assert!(n_fds <= BUS1_FD_MAX, "message {e:?} claims {n_fds} fds");
     let dest = P::<Handle>::from_off(r.subject.get());
     let msg = bus1_msg {
         r#type: BUS1_MSG_DATA,
@@ -224,10 +195,71 @@ fn deliver_data(
         n_fds,
         n_secctx: 0,
     };
+    // From here on a failure changes nothing (2.9 step 6.3: "nothing is
+    // installed, the message stays queued"): everything is undone back to
+    // this point, and fds already installed are closed again.
+    let sp = tx.savepoint();
+    let fail = |err: Errno, installed: &[i32]| {
+        installed.iter().for_each(|f| sys::close(*f));
+        tx.rollback_to(sp);
+        Ok(Outcome::Fail(err))
+    };
+    // The fallible bookkeeping of 6.6 goes first, so that nothing can fail
+    // for want of shared memory once fds are installed: the user
+    // references (which enter the IDs into the table) and this process's
+    // view of the pool.
+    for &h in &valid {
+        if let Err(err) = object::ref_add(tx, h) {
+            return fail(err, &[]);
+        }
+    }
+    let pool = match tx.domain().pool(tx.rec(peer).serial.get()) {
+        Ok(pool) => pool,
+        Err(err) => return fail(err, &[]),
+    };
+    // 6.3: fds
+    let mut installed: Vec<i32> = Vec::new();
+    let mut carrier_found = false;
+    if n_fds > 0 && install_fds {
+        match take_fds(tx, peer, fd, r.nonce.get(), n_fds) {
+            Ok(Some(fds)) => {
+                installed = fds;
+                carrier_found = true;
+            }
+            Ok(None) => {}
+            Err(err) => return fail(err, &[]),
+        }
+        // A carrier lost to a crash leaves its slots at -1.
+        installed.resize(n_fds as usize, -1);
+    }
+    // 6.4: PEEK charges the new references; then step 9: the result is
+    // written to the caller now, under the lock, so that a caller whose
+    // memory cannot take it gets EFAULT with nothing changed.
+    if peek {
+        if let Err(err) = quota::charge(tx, peer, RES_HANDLES, valid.len() as i64) {
+            return fail(err, &installed);
+        }
+    }
+    if !out(&msg) {
+        return fail(Errno::EFAULT, &installed);
+    }
+    // Write handle IDs and fd numbers into the slice (the bus's own pool
+    // mapping; userspace only has read-only ones).
+    let mut bytes: Small<u8, 64> = Small::with_capacity(ids.len() * 8 + installed.len() * 4);
+    ids.iter().for_each(|id| bytes.extend_from_slice(&id.to_ne_bytes()));
+    installed.iter().for_each(|f| bytes.extend_from_slice(&f.to_ne_bytes()));
+    // The slice holds A(n_bytes) + 8·n_handles + A(4·n_fds) bytes, which
+    // covers `bytes`; the bus serialises all writers with the domain lock.
+    pool.write(ids_at, &bytes);
+    crate::crash::point("recv-installed");
+    // 6.5
+    pool::publish(tx, r.slice.get());
     // 6.8: the valid entries' quota becomes the new user references'.
     if !peek {
         tx.add_i(&r.charged[RES_HANDLES], -(valid.len() as i64));
-        if n_fds > 0 && flags & BUS1_RECV_FLAG_INSTALL_FDS == 0 {
+        // The carrier goes once the RECV has committed (with INSTALL_FDS
+        // its fds were installed from it, and it was left in the vault).
+        if n_fds > 0 && (!install_fds || carrier_found) {
             tx.push_post(Op::DropCarrier { peer, fd, nonce: r.nonce.get() });
         }
         if e == tx.rec(peer).seed.get() {
@@ -243,18 +275,14 @@ fn deliver_data(
 /// Descriptors the vault needs in this process while fds are taken out.
 const VAULT_FDS: usize = 4;
 
-/// Installs a message's fds from the vault (2.9 step 6.3). Without PEEK the
-/// carrier is removed once the RECV has committed.
-fn take_fds(tx: &Txn, peer: P<PeerRec>, fd: i32, nonce: u64, n_fds: u64, peek: bool) -> Result<Vec<i32>> {
+/// Installs a message's fds from the vault (2.9 step 6.3), leaving the
+/// carrier there; None if it is missing.
+fn take_fds(tx: &Txn, peer: P<PeerRec>, fd: i32, nonce: u64, n_fds: u64) -> Result<Option<Vec<i32>>> {
     // 6.3: fail with EMFILE, message kept, unless all of them fit, plus
     // the vault's own descriptors (three, and one connection) that are
     // open here meanwhile: a carrier read in several parts cannot be put
     // back once a part is truncated.
     sys::check_fd_room(fd, n_fds as usize + VAULT_FDS)?;
-    let Some(v) = doorbell::vault_open(tx, peer, fd)? else { return Ok(Vec::new()) };
-    let found = vault::find_carrier(tx, &v, nonce, Want::Peek)?;
-    if !peek && found.is_some() {
-        tx.push_post(Op::DropCarrier { peer, fd, nonce });
-    }
-    Ok(found.unwrap_or_default())
+    let Some(v) = doorbell::vault_open(tx, peer, fd)? else { return Ok(None) };
+    vault::find_carrier(tx, &v, nonce, Want::Peek)
 }

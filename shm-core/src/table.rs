@@ -20,7 +20,7 @@ fn key1(tag: u64, owner: u64) -> u64 {
     (tag << 56) | owner
 }
 
-fn hash(k1: u64, k2: u64) -> u64 {
+pub(crate) fn hash(k1: u64, k2: u64) -> u64 {
     let mut h = k1.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ k2;
     h ^= h >> 31;
     h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -46,7 +46,7 @@ fn find(tx: &Txn, k1: u64, k2: u64) -> Option<usize> {
         return None;
     }
     let mut i = (hash(k1, k2) as usize) & (cap - 1);
-    loop {
+    for _ in 0..cap {
         let k = s[i * 3].get();
         if k == EMPTY {
             return None;
@@ -56,25 +56,29 @@ fn find(tx: &Txn, k1: u64, k2: u64) -> Option<usize> {
         }
         i = (i + 1) & (cap - 1);
     }
+    // Inserts keep at least half of the slots empty.
+    panic!("hash table has no empty slot (damaged)");
 }
 
+#[inline]
 pub fn get(tx: &Txn, tag: u64, owner: u64, key: u64) -> Option<u64> {
     let k1 = key1(tag, owner);
     find(tx, k1, key).map(|i| slots(tx)[i * 3 + 2].get())
 }
 
 /// Inserts a key that is not present.
+#[inline]
 pub fn insert(tx: &Txn, tag: u64, owner: u64, key: u64, val: u64) -> Result<()> {
     let hdr = tx.hdr();
     if (hdr.table_used.get() + hdr.table_tombs.get() + 1) * 2 > hdr.table_cap.get() {
         rebuild(tx)?;
     }
     let k1 = key1(tag, owner);
-    debug_assert!(find(tx, k1, key).is_none(), "duplicate table key");
+    assert!(find(tx, k1, key).is_none(), "duplicate table key (tag {tag}, owner {owner:#x}, key {key:#x})");
     let s = slots(tx);
     let cap = (s.len() as u64 / SLOT) as usize;
     let mut i = (hash(k1, key) as usize) & (cap - 1);
-    loop {
+    for _ in 0..cap {
         let k = s[i * 3].get();
         if k == EMPTY || k == TOMB {
             if k == TOMB {
@@ -88,9 +92,11 @@ pub fn insert(tx: &Txn, tag: u64, owner: u64, key: u64, val: u64) -> Result<()> 
         }
         i = (i + 1) & (cap - 1);
     }
+    panic!("hash table has no free slot (damaged)");
 }
 
 /// Removes a key; returns its value.
+#[inline]
 pub fn remove(tx: &Txn, tag: u64, owner: u64, key: u64) -> Option<u64> {
     let i = find(tx, key1(tag, owner), key)?;
     let s = slots(tx);
@@ -115,7 +121,10 @@ fn rebuild(tx: &Txn) -> Result<()> {
             continue;
         }
         let mut i = (hash(k, chunk[1].get()) as usize) & (cap as usize - 1);
+        let mut probes = 0;
         while fresh[i * 3].get() != EMPTY {
+            probes += 1;
+            assert!(probes < cap, "more live table entries than counted (damaged)");
             i = (i + 1) & (cap as usize - 1);
         }
         // Fresh block: unlogged initialisation (txn rule 3).

@@ -29,7 +29,10 @@
 //!    block taken from a free list, which is committed state and is logged
 //!    before the block is zeroed. Blocks freed by a transaction are only
 //!    returned to the allocator when it commits, so they are never reused
-//!    (and overwritten without logging) before the free is final.
+//!    (and overwritten without logging) before the free is final. The
+//!    one other unlogged write is a hint that only grows and must outlive
+//!    a rollback: how far a pool's pages may be resident
+//!    ([`Txn::raise_unlogged`]).
 //! 4. **Kernel side effects.** Socket operations (fd carriers, vault
 //!    datagrams, draining the caller's own socket) cannot be undone. They
 //!    run at the end of a transaction, each preceded by an *intent* entry in
@@ -79,6 +82,10 @@
 //!    sees the other. A process that dies or stops between commit and ring
 //!    leaves `rung < owed`, which the wake-up tick of any process notices
 //!    and makes good a tick later.
+//! 10. **A panic quarantines.** An inconsistency the engine finds is a
+//!    panic (see `fault`). A transaction it unwinds through rolls back
+//!    what its log allows, marks the domain damaged and releases the lock;
+//!    every later lock of that domain is refused, without recovery.
 
 use crate::doorbell::{self, Op, Ticket, Visible};
 use crate::domain::Domain;
@@ -117,6 +124,52 @@ pub enum Intent {
     Removed = 2,
 }
 
+/// Whether an undo entry may write at `off`: a field of the header or the
+/// heap, never the lock or the log itself (only a damaged entry names
+/// those).
+fn undoable(off: u64) -> bool {
+    let lock = core::mem::offset_of!(Header, mutex) as u64;
+    let lock_end = lock + core::mem::size_of::<RobustMutex>() as u64;
+    !(lock.saturating_sub(7)..lock_end).contains(&off) && !(LOG_OFF..WAKE_OFF).contains(&off)
+}
+
+/// A walk along a shared list (see [`Txn::walk`]).
+pub(crate) struct Walk<'t, 'd, T, F> {
+    tx: &'t Txn<'d>,
+    cur: P<T>,
+    next: F,
+    steps: u64,
+    bound: u64,
+}
+
+impl<'d, T: 'd, F: Fn(&'d T) -> P<T>> Iterator for Walk<'_, 'd, T, F> {
+    type Item = P<T>;
+
+    fn next(&mut self) -> Option<P<T>> {
+        if self.cur.is_null() {
+            return None;
+        }
+        self.steps += 1;
+        if self.steps > self.bound {
+            let kind = core::any::type_name::<T>().rsplit("::").next().unwrap_or("records");
+            panic!("a list of {kind} records is longer than the segment can hold (a cycle)");
+        }
+        let p = self.cur;
+        self.cur = (self.next)(self.tx.rec(p));
+        Some(p)
+    }
+}
+
+/// A position inside a transaction (see [`Txn::savepoint`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Savepoint {
+    log_len: u64,
+    frees: usize,
+    ops: usize,
+    post: usize,
+    visible: usize,
+}
+
 /// An open transaction: the domain lock is held for its lifetime.
 pub struct Txn<'d> {
     pub(crate) dom: &'d Domain,
@@ -127,6 +180,10 @@ pub struct Txn<'d> {
     visible: RefCell<Vec<(P<PeerRec>, Visible)>>,
     tickets: Vec<Ticket>,
     finished: bool,
+    /// Opened to look at the segment (`lock_to_inspect`), after any
+    /// recovery: ends without rolling anything back, and a panic while
+    /// looking (the checker's own) damages nothing.
+    inspect_only: bool,
     /// This transaction's copy of the header's `log_len` (it is the only
     /// writer while it holds the lock), so that logging a write reads no
     /// shared memory.
@@ -186,16 +243,42 @@ impl Domain {
     }
 
     /// Takes the domain lock and opens a transaction, first rolling back
-    /// the transaction of a holder that died (rule 5).
+    /// the transaction of a holder that died (rule 5). A domain marked
+    /// damaged is refused with ENOTRECOVERABLE (see `fault`).
     pub fn lock(&self) -> Result<Txn<'_>> {
-        let r = self.acquire();
-        self.open_txn(r)
+        self.lock_as(false)
     }
 
-    /// Opens the transaction of a lock attempt that returned `r`.
-    fn open_txn(&self, r: libc::c_int) -> Result<Txn<'_>> {
+    /// Takes the domain lock to look at the segment without changing it,
+    /// even when it is marked damaged: then nothing is rolled back either,
+    /// and the transaction only releases the lock when it ends.
+    pub(crate) fn lock_to_inspect(&self) -> Result<Txn<'_>> {
+        self.lock_as(true)
+    }
+
+    fn lock_as(&self, inspect: bool) -> Result<Txn<'_>> {
+        let r = self.acquire();
+        self.open_txn(r, inspect)
+    }
+
+    /// Opens the transaction of a lock attempt that returned `r` (for
+    /// `inspect`, see [`lock_to_inspect`](Self::lock_to_inspect)).
+    fn open_txn(&self, r: libc::c_int, inspect: bool) -> Result<Txn<'_>> {
+        if r != 0 && r != libc::EOWNERDEAD {
+            return Err(Errno(if r == libc::EDEADLK { libc::ENOTRECOVERABLE } else { r }));
+        }
+        let damaged = self.is_damaged();
+        if damaged && !inspect {
+            // A poisoned log is not replayed, and the segment not touched.
+            if r == libc::EOWNERDEAD {
+                self.mutex().consistent();
+            }
+            self.unlock();
+            self.report_damage(false);
+            return Err(Errno::ENOTRECOVERABLE);
+        }
         let l = take_lists();
-        let tx = Txn {
+        let mut tx = Txn {
             dom: self,
             frees: RefCell::new(l.frees),
             ops: RefCell::new(l.ops),
@@ -203,34 +286,27 @@ impl Domain {
             visible: RefCell::new(l.visible),
             tickets: l.tickets,
             finished: false,
+            inspect_only: damaged,
             log_len: core::cell::Cell::new(self.seg.at0::<Header>().log_len.load()),
             live_receivers: core::cell::Cell::new(false),
             log_failed: core::cell::Cell::new(false),
             #[cfg(debug_assertions)]
             fresh: RefCell::default(),
         };
-        match r {
-            0 => {
-                if tx.log_len.get() != 0 {
-                    // A previous holder in this process aborted without
-                    // cleaning up (cannot happen unless a panic unwound
-                    // through a transaction); treat it like a dead holder.
-                    tx.recover();
-                }
-                Ok(tx)
-            }
-            libc::EOWNERDEAD => {
+        if r == libc::EOWNERDEAD {
+            // EOWNERDEAD transferred ownership to us.
+            if !damaged {
                 tx.recover();
-                // EOWNERDEAD transferred ownership to us.
-                self.mutex().consistent();
-                Ok(tx)
             }
-            e => {
-                let mut tx = tx;
-                tx.finished = true;
-                Err(Errno(if e == libc::EDEADLK { libc::ENOTRECOVERABLE } else { e }))
-            }
+            self.mutex().consistent();
+        } else if tx.log_len.get() != 0 && !damaged {
+            // A previous holder in this process left its log behind
+            // without a quarantine (cannot happen unless a panic unwound
+            // through a transaction): treat it like a dead holder.
+            tx.recover();
         }
+        tx.inspect_only = inspect;
+        Ok(tx)
     }
 
     /// If a transaction is open and its holder died, rolls it back now
@@ -244,7 +320,7 @@ impl Domain {
         if r == libc::EBUSY {
             return;
         }
-        if let Ok(tx) = self.open_txn(r) {
+        if let Ok(tx) = self.open_txn(r, false) {
             tx.abort();
         }
     }
@@ -288,8 +364,24 @@ impl<'d> Txn<'d> {
 
     /// The record at `p`.
     #[inline]
+    #[track_caller]
     pub fn rec<T>(&self, p: P<T>) -> &'d T {
         self.dom.seg.rec(p)
+    }
+
+    /// How many records of type `T` the heap can hold as it stands: more
+    /// than that many steps through a list of them means the list has a
+    /// cycle.
+    pub(crate) fn list_bound<T>(&self) -> u64 {
+        let span = self.hdr().heap_top.get().saturating_sub(HEAP_OFF);
+        span / (core::mem::size_of::<T>() as u64).max(16) + 1
+    }
+
+    /// The records of a shared list, from `first` on through `next`. A
+    /// damaged list (a cycle) ends the walk with a panic, which quarantines
+    /// the domain (see `fault`), instead of running forever.
+    pub(crate) fn walk<'t, T: 'd, F: Fn(&'d T) -> P<T>>(&'t self, first: P<T>, next: F) -> Walk<'t, 'd, T, F> {
+        Walk { tx: self, cur: first, next, steps: 0, bound: self.list_bound::<T>() }
     }
 
     /// Asks the commit to check that every rung receiver still exists.
@@ -332,15 +424,18 @@ impl<'d> Txn<'d> {
     /// transaction cannot commit: its next allocation and its commit report
     /// ENOMEM and everything is undone, while the spare takes the entries
     /// it writes until then. A transaction that writes a whole spare's
-    /// worth more before reaching either stops with a panic rather than
-    /// change a field it could not undo.
+    /// worth more before reaching either stops rather than change a field
+    /// it could not undo: it unwinds (see `fault::OutOfLog`), is rolled back
+    /// exactly, and its call fails with ENOMEM.
     #[cold]
     #[inline(never)]
     fn log_nearly_full(&self, n: u64) {
         if self.dom.back_log(n + LOG_SPARE).is_err() && !self.log_failed.replace(true) {
             self.ops.borrow_mut().push(Op::Fail(Errno::ENOMEM));
         }
-        assert!(n < self.dom.log_backed(), "the undo log has no memory left");
+        if n >= self.dom.log_backed() {
+            std::panic::panic_any(crate::fault::OutOfLog);
+        }
     }
 
     /// ENOMEM once the undo log could not grow (the transaction cannot
@@ -405,6 +500,16 @@ impl<'d> Txn<'d> {
         self.fresh.borrow_mut().push((_off, _size));
     }
 
+    /// Raises `cell` to `v` without logging it (rule 3): for the one hint
+    /// that says how far a pool's pages may be resident. Pages a rolled
+    /// back transaction copied into stay resident, so the hint must not be
+    /// rolled back with it; a value too high only costs a redundant punch.
+    pub(crate) fn raise_unlogged(&self, cell: &Cell<u64>, v: u64) {
+        if cell.get() < v {
+            cell.raw_set(v);
+        }
+    }
+
     /// Adds to a counter field.
     #[inline]
     pub fn add(&self, cell: &Cell<u64>, d: i64) {
@@ -460,37 +565,99 @@ impl<'d> Txn<'d> {
     }
 
     /// A position to roll back to with [`rollback_to`](Self::rollback_to).
-    pub fn savepoint(&self) -> (u64, usize, usize, usize) {
-        (self.log_len.get(), self.frees.borrow().len(), self.ops.borrow().len(), self.visible.borrow().len())
+    pub fn savepoint(&self) -> Savepoint {
+        Savepoint {
+            log_len: self.log_len.get(),
+            frees: self.frees.borrow().len(),
+            ops: self.ops.borrow().len(),
+            post: self.post.borrow().len(),
+            visible: self.visible.borrow().len(),
+        }
     }
 
-    /// Undoes everything done since `sp` (used for per-destination failures
-    /// of SEND_FLAG_CONTINUE). Nothing irreversible has happened since: side
-    /// effects only run at commit.
-    pub fn rollback_to(&self, sp: (u64, usize, usize, usize)) {
-        let intents = self.undo_to(sp.0);
-        debug_assert!(intents.is_empty());
-        self.frees.borrow_mut().truncate(sp.1);
-        self.ops.borrow_mut().truncate(sp.2);
-        self.visible.borrow_mut().truncate(sp.3);
+    /// Undoes everything done since `sp` (per-destination failures of
+    /// SEND_FLAG_CONTINUE, a RECV that fails after its search): logged
+    /// writes, deferred frees, and side effects queued for the commit or
+    /// after it. A socket operation already made since `sp` (a RECV taking
+    /// fds out of the vault) cannot be undone: its intent is logged again,
+    /// so that a later abort or recovery still sees it, and its peer
+    /// becomes dirty, as after an abort (rule 4).
+    pub fn rollback_to(&self, sp: Savepoint) {
+        let intents = self.undo_to(sp.log_len);
+        self.frees.borrow_mut().truncate(sp.frees);
+        self.ops.borrow_mut().truncate(sp.ops);
+        self.post.borrow_mut().truncate(sp.post);
+        self.visible.borrow_mut().truncate(sp.visible);
+        for &(peer, _) in &intents {
+            let _ = self.intent(peer, Intent::Added);
+        }
+        self.handle_intents(&intents);
     }
 
     /// Replays undo entries back to `target` and returns the intents met.
+    /// A damaged entry is a panic (a damaged domain, see `fault`).
     fn undo_to(&self, target: u64) -> Vec<(P<PeerRec>, u64)> {
         let mut intents = Vec::new();
+        if let Err(n) = self.undo_entries(target, &mut |peer, serial| intents.push((peer, serial))) {
+            panic!("undo log entry {n} is damaged");
+        }
+        intents
+    }
+
+    /// Replays undo entries back to `target`, handing intents to `intent`;
+    /// stops at the first damaged entry and returns its position.
+    fn undo_entries(&self, target: u64, intent: &mut dyn FnMut(P<PeerRec>, u64)) -> core::result::Result<(), u64> {
         let mut n = self.log_len.get();
+        if n > LOG_CAP {
+            return Err(n);
+        }
         while n > target {
             n -= 1;
-            let e = self.dom.seg.cells(LOG_OFF + n * LOG_ENTRY, 3);
+            let e = self.dom.seg.log_cells(n);
             let (off, old, meta) = (e[0].get(), e[1].get(), e[2].get());
-            if meta & 0xff == KIND_INTENT {
-                intents.push((P::from_off(off), old));
-            } else {
-                self.dom.seg.write_bits(off, ((meta >> 8) & 0xff) as u32, old);
+            match meta & 0xff {
+                KIND_INTENT => intent(P::from_off(off), old),
+                KIND_WRITE if undoable(off) && self.dom.seg.write_bits(off, ((meta >> 8) & 0xff) as u32, old) => {}
+                _ => return Err(n),
             }
             self.set_log_len(n);
         }
-        intents
+        Ok(())
+    }
+
+    /// The undo log ran out of memory (`log_nearly_full`): nothing is
+    /// damaged, and every change is in the log. Rolls back without writing
+    /// anything the log would have to take: peers named by intents are
+    /// marked dirty directly (a value that is always safe, rule 4).
+    fn roll_back_out_of_log(&mut self) {
+        let mut dirty = Vec::new();
+        let _ = self.undo_entries(0, &mut |peer, serial| dirty.push((peer, serial)));
+        for (peer, serial) in dirty {
+            if let Some(p) = self.dom.seg.try_rec(peer) {
+                if p.magic.get() == PEER_MAGIC && p.serial.get() == serial {
+                    p.bell_dirty.raw_set(1);
+                }
+            }
+        }
+        self.finished = true;
+        self.dom.unlock();
+    }
+
+    /// A panic is unwinding through this transaction (see `fault`): rolls
+    /// back what the log allows without trusting anything else, marks the
+    /// domain damaged and releases the lock. Never panics itself.
+    fn quarantine(&mut self) {
+        let note = crate::fault::take_note().unwrap_or_else(|| "an inconsistency".into());
+        let _ = self.undo_entries(0, &mut |_, _| {});
+        self.dom.mark_damaged(&note);
+        // Said before the lock goes, so that another thread's refusal does
+        // not speak first.
+        self.dom.report_damage(true);
+        self.finished = true;
+        // Harmless unless the lock came with EOWNERDEAD and the recovery
+        // panicked; then it keeps the mutex usable for the refusals.
+        self.dom.mutex().consistent();
+        self.dom.unlock();
     }
 
     /// Rolls back a transaction left behind by a dead holder (rule 5).
@@ -603,6 +770,10 @@ impl<'d> Txn<'d> {
     }
 
     fn abort_inner(&mut self) {
+        if self.inspect_only {
+            self.finish_lock();
+            return;
+        }
         let intents = self.undo_to(0);
         self.check_heap_if_debugging("an abort");
         self.frees.borrow_mut().clear();
@@ -641,7 +812,17 @@ impl<'d> Txn<'d> {
 
 impl Drop for Txn<'_> {
     fn drop(&mut self) {
-        if !self.finished {
+        if self.finished {
+        } else if std::thread::panicking() {
+            if self.inspect_only {
+                self.finished = true;
+                self.dom.unlock();
+            } else if crate::fault::take_out_of_log() {
+                self.roll_back_out_of_log();
+            } else {
+                self.quarantine();
+            }
+        } else {
             self.abort_inner();
         }
     }

@@ -34,6 +34,11 @@ impl Bus {
 
 impl Drop for Bus {
     fn drop(&mut self) {
+        // Whatever the test did, the segment it leaves must be consistent.
+        if !std::thread::panicking() && self.dir.join("segment").exists() {
+            let report = shm_core::Domain::attach(&self.dir).unwrap().check_invariants();
+            assert!(report.is_empty(), "invariants violated:\n{}", report.join("\n"));
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

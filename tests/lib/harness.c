@@ -5,7 +5,8 @@
  *
  * Usage: <test-binary> [substring-filter...]
  * Environment: BUS1_TEST_TMP (base directory for domains; default /dev/shm
- * when it exists, else $TMPDIR or /tmp), BUS1_TEST_VERBOSE=1.
+ * when it exists, else $TMPDIR or /tmp), BUS1_TEST_VERBOSE=1. Sets
+ * BUS1_TEST_HOOKS=1 (the shim's test-only commands, see bus1-util.h).
  *
  * With the base directory on a disk (not a memory file system), a case also
  * fails if any of its domain directories holds bus data (a segment, pool,
@@ -357,6 +358,8 @@ int main(int argc, char **argv)
 	char tmpl[4096];
 	struct stat st;
 
+	/* the shim's test-only commands (bus1-util.h), in every case and child */
+	setenv("BUS1_TEST_HOOKS", "1", 0);
 	if (argc >= 3 && strcmp(argv[1], "--child") == 0)
 		return t_run_child(argc, argv);
 	t_self_exe();

@@ -15,11 +15,11 @@ fn replaces_bus_memory(addr: *mut c_void, len: usize, flags: c_int) -> bool {
 // ------------------------------------------------------------------ mmap
 
 unsafe fn mmap_common(real: &crate::real::Real, addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, off: off_t) -> *mut c_void {
-    if replaces_bus_memory(addr, len, flags) {
+    if guarded(|| false, || replaces_bus_memory(addr, len, flags)) {
         set_errno(libc::EINVAL);
         return libc::MAP_FAILED;
     }
-    let info = if fd >= 0 { fdtable::get(fd) } else { None };
+    let info = guarded(|| None, || if fd >= 0 { fdtable::get(fd) } else { None });
     let info = match info {
         Some(i) => i,
         None => {
@@ -29,7 +29,7 @@ unsafe fn mmap_common(real: &crate::real::Real, addr: *mut c_void, len: usize, p
             if r != libc::MAP_FAILED || fd < 0 || errno() != libc::ENODEV {
                 return r;
             }
-            match keep_errno(|| fdtable::lookup(fd)) {
+            match keep_errno(|| guarded(|| None, || fdtable::lookup(fd))) {
                 Some(i) => i,
                 None => return r,
             }
@@ -39,7 +39,7 @@ unsafe fn mmap_common(real: &crate::real::Real, addr: *mut c_void, len: usize, p
         set_errno(libc::EINVAL);
         return libc::MAP_FAILED;
     }
-    let pfd = match info.peer.pool_fd_for_mmap(info.access, prot, flags) {
+    let pfd = match guarded(|| Err(Errno::EIO), || info.peer.pool_fd_for_mmap(info.access, prot, flags)) {
         Ok(p) => p,
         Err(e) => {
             set_errno(e.0);
@@ -69,7 +69,7 @@ pub unsafe extern "C" fn mmap64(addr: *mut c_void, len: usize, prot: c_int, flag
 /// would unmap memory of the bus's own.
 #[no_mangle]
 pub unsafe extern "C" fn munmap(addr: *mut c_void, len: usize) -> c_int {
-    if shm_core::is_own_memory(addr as u64, len as u64) {
+    if guarded(|| false, || shm_core::is_own_memory(addr as u64, len as u64)) {
         set_errno(libc::EINVAL);
         return -1;
     }

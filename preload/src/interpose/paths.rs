@@ -20,7 +20,7 @@ fn open_device(flags: c_int) -> c_int {
         Ok((fd, peer)) => {
             fdtable::set(fd, Arc::new(FdInfo { peer, access: of.access }));
             if crate::config::trace() {
-                eprintln!("bus1: open -> fd {fd}");
+                shm_core::say(format_args!("bus1: open -> fd {fd}"));
             }
             fd
         }
@@ -35,7 +35,7 @@ fn open_device(flags: c_int) -> c_int {
                 } else {
                     String::new()
                 };
-                eprintln!("bus1: open in domain {} -> -1 {e}{why}", domain.display());
+                shm_core::say(format_args!("bus1: open in domain {} -> -1 {e}{why}", domain.display()));
             }
             fail(e)
         }
@@ -46,7 +46,7 @@ macro_rules! open_fn {
     ($name:ident, $real:ident) => {
         #[no_mangle]
         pub unsafe extern "C" fn $name(path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
-            if let Some(fd) = open_special(libc::AT_FDCWD, path, flags) {
+            if let Some(fd) = guarded(|| None, || open_special(libc::AT_FDCWD, path, flags)) {
                 return fd;
             }
             call_real!(crate::real::$real, fn(*const c_char, c_int, c_uint) -> c_int, path, flags, mode)
@@ -60,7 +60,7 @@ macro_rules! openat_fn {
     ($name:ident, $real:ident) => {
         #[no_mangle]
         pub unsafe extern "C" fn $name(dirfd: c_int, path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
-            if let Some(fd) = open_special(dirfd, path, flags) {
+            if let Some(fd) = guarded(|| None, || open_special(dirfd, path, flags)) {
                 return fd;
             }
             call_real!(crate::real::$real, fn(c_int, *const c_char, c_int, c_uint) -> c_int, dirfd, path, flags, mode)
@@ -74,7 +74,7 @@ macro_rules! open2_fn {
     ($name:ident, $real:ident) => {
         #[no_mangle]
         pub unsafe extern "C" fn $name(path: *const c_char, flags: c_int) -> c_int {
-            if let Some(fd) = open_special(libc::AT_FDCWD, path, flags) {
+            if let Some(fd) = guarded(|| None, || open_special(libc::AT_FDCWD, path, flags)) {
                 return fd;
             }
             call_real!(crate::real::$real, fn(*const c_char, c_int) -> c_int, path, flags)
@@ -88,7 +88,7 @@ macro_rules! openat2_fn {
     ($name:ident, $real:ident) => {
         #[no_mangle]
         pub unsafe extern "C" fn $name(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
-            if let Some(fd) = open_special(dirfd, path, flags) {
+            if let Some(fd) = guarded(|| None, || open_special(dirfd, path, flags)) {
                 return fd;
             }
             call_real!(crate::real::$real, fn(c_int, *const c_char, c_int) -> c_int, dirfd, path, flags)
@@ -238,7 +238,7 @@ macro_rules! fopen_fn {
     ($name:ident, $real:ident) => {
         #[no_mangle]
         pub unsafe extern "C" fn $name(path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
-            if let Some(fd) = fopen_special(path, mode) {
+            if let Some(fd) = guarded(|| None, || fopen_special(path, mode)) {
                 if fd < 0 {
                     return core::ptr::null_mut();
                 }
@@ -278,7 +278,7 @@ unsafe fn readlink_peer(path: *const c_char, buf: *mut c_char, size: usize) -> O
 
 #[no_mangle]
 pub unsafe extern "C" fn readlink(path: *const c_char, buf: *mut c_char, size: usize) -> isize {
-    if let Some(r) = readlink_peer(path, buf, size) {
+    if let Some(r) = guarded(|| None, || readlink_peer(path, buf, size)) {
         return r;
     }
     call_real!(crate::real::READLINK, fn(*const c_char, *mut c_char, usize) -> isize, path, buf, size)
@@ -286,7 +286,7 @@ pub unsafe extern "C" fn readlink(path: *const c_char, buf: *mut c_char, size: u
 
 #[no_mangle]
 pub unsafe extern "C" fn readlinkat(dirfd: c_int, path: *const c_char, buf: *mut c_char, size: usize) -> isize {
-    if let Some(r) = readlink_peer(path, buf, size) {
+    if let Some(r) = guarded(|| None, || readlink_peer(path, buf, size)) {
         return r;
     }
     call_real!(crate::real::READLINKAT, fn(c_int, *const c_char, *mut c_char, usize) -> isize, dirfd, path, buf, size)
@@ -383,7 +383,8 @@ pub unsafe extern "C" fn statx(dirfd: c_int, path: *const c_char, flags: c_int, 
 /// the device node: a peer fd (a socket the shim knows, or recognises, as
 /// a peer) or a path descriptor of the node.
 fn shows_node(fd: c_int, mode: u32, nlink: u64, size: i64) -> bool {
-    (mode & libc::S_IFMT == libc::S_IFSOCK && fdtable::lookup(fd).is_some()) || device::is_path_fd_stat(mode, nlink, size)
+    let peer = || mode & libc::S_IFMT == libc::S_IFSOCK && fdtable::lookup(fd).is_some();
+    guarded(|| false, peer) || device::is_path_fd_stat(mode, nlink, size)
 }
 
 /// `path` is "" with AT_EMPTY_PATH: the call is about the descriptor.
@@ -468,7 +469,7 @@ unsafe fn realpath_or_device(r: *mut c_char, path: *const c_char, resolved: *mut
     if !r.is_null() || errno() != libc::ENOENT || !is_device_path(libc::AT_FDCWD, path) {
         return r;
     }
-    let dev = canonical_device_path();
+    let Some(dev) = guarded(|| None, || Some(canonical_device_path())) else { return r };
     if resolved.is_null() {
         return libc::strdup(dev.as_ptr());
     }
