@@ -8,7 +8,7 @@
 SHIM := target/release/libbus1_preload.so
 DEBUG_SHIM := $(abspath target/debug/libbus1_preload.so)
 
-.PHONY: build build-debug demo test test-rust test-c test-debug bench clean
+.PHONY: build build-debug demo test test-rust test-c test-sh test-debug bench clean
 
 build:
 	cargo build --release
@@ -18,13 +18,18 @@ demo: build
 	@dom=$$(mktemp -d /tmp/bus1-demo.XXXXXX) && \
 	  BUS1_DOMAIN=$$dom scripts/bus1-run demo/bin/demo; s=$$?; rm -rf $$dom; exit $$s
 
-test: build test-rust test-c test-debug
+test: build test-rust test-c test-sh test-debug
 
 test-rust:
 	cargo test --release --workspace
 
 test-c: build
 	$(MAKE) -s -C tests check
+
+# Shell tests of the tools around the shim (tests/sh): the C harness,
+# install, bus1-run, bus1ctl.
+test-sh: build
+	tests/sh/run
 
 build-debug:
 	cargo build

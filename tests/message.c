@@ -386,10 +386,8 @@ TEST(msg_uid_gid_are_real_ids_of_sender)
 	uint64_t h;
 	struct bus1_cmd_recv r;
 
-	if (geteuid() != 0) {
-		printf("    (skipped: needs root)\n");
-		return;
-	}
+	if (geteuid() != 0)
+		t_skip("needs root to take other user IDs");
 	a = b1_open();
 	b = b1_open();
 	h = b1_handle_to(b, 0x100, a);

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Test runner: forks one child per registered case, gives it a fresh domain,
- * enforces its timeout and reports "ok"/"FAIL" lines plus a summary.
+ * enforces its timeout and reports "ok"/"FAIL"/"skip" lines plus a summary
+ * ("N passed, M failed, K skipped").
  *
  * Usage: <test-binary> [substring-filter...]
  * Environment: BUS1_TEST_TMP (base directory for domains; default /dev/shm
@@ -15,12 +16,16 @@
 #include <ftw.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 
 #define T_MAX_CASES 1024
+/* Exit status of a case that called t_skip (the automake convention). */
+#define T_SKIP_STATUS 77
+#define T_REASON_MAX 512
 
 struct t_case {
 	const char *name;
@@ -42,6 +47,8 @@ static unsigned t_n_cases;
 static char t_base[4096];
 static char t_cur_domain[4096];
 static unsigned t_domain_seq;
+/* Shared with the case's process: why it skipped itself. */
+static char *t_skip_reason;
 
 void t_register(const char *name, t_fn fn, const char *file, unsigned timeout_s)
 {
@@ -96,6 +103,20 @@ void t_fail(const char *file, int line, const char *fmt, ...)
 	fputc('\n', stderr);
 	fflush(stderr);
 	_exit(1);
+}
+
+void t_skip(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (t_skip_reason) {
+		va_start(ap, fmt);
+		vsnprintf(t_skip_reason, T_REASON_MAX, fmt, ap);
+		va_end(ap);
+	}
+	fflush(stdout);
+	fflush(stderr);
+	_exit(T_SKIP_STATUS);
 }
 
 unsigned t_scale(void)
@@ -190,7 +211,9 @@ static const char *t_group(const char *file)
 	return g;
 }
 
-static int t_run_case(const struct t_case *c, unsigned idx)
+enum t_outcome { T_PASSED, T_FAILED, T_SKIPPED };
+
+static enum t_outcome t_run_case(const struct t_case *c, unsigned idx)
 {
 	double start = t_now();
 	pid_t pid;
@@ -198,6 +221,7 @@ static int t_run_case(const struct t_case *c, unsigned idx)
 
 	snprintf(t_cur_domain, sizeof(t_cur_domain), "%s/d%u", t_base, idx);
 	t_domain_seq = 0;
+	t_skip_reason[0] = 0;
 	fflush(stdout);
 	fflush(stderr);
 	pid = fork();
@@ -226,7 +250,11 @@ static int t_run_case(const struct t_case *c, unsigned idx)
 
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
 		printf("ok     %s/%s (%.2fs)\n", group, c->name, dt);
-		return 0;
+		return T_PASSED;
+	}
+	if (WIFEXITED(status) && WEXITSTATUS(status) == T_SKIP_STATUS && t_skip_reason[0]) {
+		printf("skip   %s/%s: %.*s (%.2fs)\n", group, c->name, T_REASON_MAX, t_skip_reason, dt);
+		return T_SKIPPED;
 	}
 	if (WIFSIGNALED(status))
 		printf("FAIL   %s/%s: killed by signal %d%s (%.2fs)\n", group, c->name,
@@ -235,13 +263,13 @@ static int t_run_case(const struct t_case *c, unsigned idx)
 	else
 		printf("FAIL   %s/%s: exit status %d (%.2fs)\n", group, c->name,
 		       WEXITSTATUS(status), dt);
-	return 1;
+	return T_FAILED;
 }
 
 int main(int argc, char **argv)
 {
 	const char *tmp = getenv("BUS1_TEST_TMP");
-	unsigned passed = 0, failed = 0;
+	unsigned counts[3] = { 0 };
 	char tmpl[4096];
 	struct stat st;
 
@@ -259,17 +287,21 @@ int main(int argc, char **argv)
 	}
 	snprintf(t_base, sizeof(t_base), "%s", tmpl);
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	t_skip_reason = mmap(NULL, T_REASON_MAX + 1, PROT_READ | PROT_WRITE,
+			     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (t_skip_reason == MAP_FAILED) {
+		perror("mmap");
+		return 2;
+	}
 
 	for (unsigned i = 0; i < t_n_cases; i++) {
 		if (!t_matches(&t_cases[i], argc, argv))
 			continue;
-		if (t_run_case(&t_cases[i], i))
-			failed++;
-		else
-			passed++;
+		counts[t_run_case(&t_cases[i], i)]++;
 	}
 	t_rm_rf(t_base);
-	printf("# %s: %u passed, %u failed\n",
-	       t_n_cases ? t_group(t_cases[0].file) : "?", passed, failed);
-	return failed ? 1 : 0;
+	printf("# %s: %u passed, %u failed, %u skipped\n",
+	       t_n_cases ? t_group(t_cases[0].file) : "?",
+	       counts[T_PASSED], counts[T_FAILED], counts[T_SKIPPED]);
+	return counts[T_FAILED] ? 1 : 0;
 }

@@ -8,6 +8,8 @@
  * see each other's peers, and a crash or hang fails only that case.
  *
  * Assertions print where and why they failed and end the case at once.
+ * A case that cannot run here (it needs root, say) calls t_skip() with the
+ * reason: it is reported as skipped, never as passed.
  */
 #ifndef BUS1_TEST_HARNESS_H
 #define BUS1_TEST_HARNESS_H
@@ -25,6 +27,8 @@ typedef void (*t_fn)(void);
 void t_register(const char *name, t_fn fn, const char *file, unsigned timeout_s);
 void t_fail(const char *file, int line, const char *fmt, ...)
 	__attribute__((noreturn, format(printf, 3, 4)));
+/* Ends the running case as skipped, with the reason why it cannot run. */
+void t_skip(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 
 /* The domain directory of the running case (also in $BUS1_DOMAIN). */
 const char *t_domain(void);
