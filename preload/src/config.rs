@@ -1,11 +1,10 @@
-//! Configuration from the environment (ARCHITECTURE.md decision 7):
-//! `BUS1_DEVICE`, `BUS1_DOMAIN`, `BUS1_TRACE`. Device and domain are read
-//! at every open, so a program (or a test) may change them at run time.
+//! Configuration from the environment: `BUS1_DEVICE` and `BUS1_DOMAIN`
+//! (`BUS1_TRACE` is read by `trace`). Device and domain are read at every
+//! open, so a program (or a test) may change them at run time.
 
 use shm_core::sys;
 use std::ffi::CStr;
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 /// Calls `f` with the device path to intercept, as a C string and without
 /// copying or allocating (every open() of the process asks).
@@ -22,10 +21,4 @@ pub fn domain() -> PathBuf {
         Some(d) if !d.is_empty() => PathBuf::from(d),
         _ => shm_core::default_dir(),
     }
-}
-
-/// Whether each decoded ioctl is logged to stderr.
-pub fn trace() -> bool {
-    static T: OnceLock<bool> = OnceLock::new();
-    *T.get_or_init(|| std::env::var_os("BUS1_TRACE").is_some_and(|v| v != "0" && !v.is_empty()))
 }

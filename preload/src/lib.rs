@@ -5,8 +5,9 @@
 //! device or a peer descriptor (`interpose`), copies ioctl arguments in and
 //! out with fault-safe copies (`uaccess`), keeps track of which
 //! descriptors are peers (`fdtable`), shows peer fds in `/proc` as the
-//! module's files (`procfs`) and maps results to errno (`dispatch`). All
-//! bus semantics live in `shm-core`.
+//! module's files (`procfs`), maps results to errno (`dispatch`) and, with
+//! `BUS1_TRACE`, logs every call it answers (`trace`). All bus semantics
+//! live in `shm-core`.
 
 #[macro_use]
 mod real;
@@ -16,4 +17,5 @@ mod dispatch;
 mod fdtable;
 mod interpose;
 mod procfs;
+mod trace;
 mod uaccess;

@@ -579,6 +579,20 @@ fn internal_fd(fd: i32) -> i32 {
     fd
 }
 
+/// Takes `fd` (opened by the caller for its own long-lived use, such as a
+/// trace file) into the engine's internal descriptors: moved to a high
+/// number and shielded from the application's close/dup2 like the
+/// engine's own. Returns the descriptor to use from then on.
+pub fn adopt_internal_fd(fd: i32) -> i32 {
+    internal_fd(fd)
+}
+
+/// Closes a descriptor taken with [`adopt_internal_fd`].
+pub fn release_internal_fd(fd: i32) {
+    forget_internal(fd);
+    sys::close(fd);
+}
+
 /// Moves an internal descriptor out of the way of `fd` (the application
 /// wants that number, e.g. with dup2). Returns true if `fd` was internal.
 pub fn evict_internal_fd(fd: i32) -> bool {

@@ -48,7 +48,7 @@ mod usermem;
 
 pub use crash::arm as arm_crash_point;
 pub use creds::invalidate_ids;
-pub use domain::{default_dir, evict_internal_fd, is_internal_fd, Domain};
+pub use domain::{adopt_internal_fd, default_dir, evict_internal_fd, is_internal_fd, release_internal_fd, Domain};
 pub use sync::LocalMutex;
 pub use errno::{Errno, Result};
 pub use layout::POOL_SIZE;

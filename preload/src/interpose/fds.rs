@@ -6,11 +6,15 @@ use super::*;
 
 // ------------------------------------------------- closing and duplicating
 
-/// A peer lost one of this process's descriptors: if none is left here,
-/// check whether it was the last one anywhere.
-fn after_close(old: Option<Arc<FdInfo>>) {
+/// A peer lost one of this process's descriptors (`fd`): if none is left
+/// here, check whether it was the last one anywhere.
+fn after_close(fd: c_int, old: Option<Arc<FdInfo>>) {
     if let Some(info) = old {
-        if !fdtable::still_open(&info.peer) {
+        let last = !fdtable::still_open(&info.peer);
+        if crate::trace::on() {
+            keep_errno(|| crate::trace::close(fd, info.peer.serial(), last));
+        }
+        if last {
             keep_errno(|| info.peer.closed());
         }
     }
@@ -25,7 +29,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     }
     let old = fdtable::take(fd);
     let r = call_real!(crate::real::CLOSE, fn(c_int) -> c_int, fd);
-    after_close(old);
+    after_close(fd, old);
     r
 }
 
@@ -48,8 +52,8 @@ extern "C" fn close_peers_at_exit() {
     }
     // As after close_range: a peer with several of these fds is torn
     // down by the first check, and the others find it gone.
-    for (_, info) in old {
-        after_close(Some(info));
+    for (fd, info) in old {
+        after_close(fd as c_int, Some(info));
     }
 }
 
@@ -71,7 +75,7 @@ pub unsafe extern "C" fn fclose(f: *mut libc::FILE) -> c_int {
     let fd = if f.is_null() || !fdtable::any() { -1 } else { libc::fileno(f) };
     let old = fdtable::take(fd);
     let r = call_real!(crate::real::FCLOSE, fn(*mut libc::FILE) -> c_int, f);
-    after_close(old);
+    after_close(fd, old);
     r
 }
 
@@ -101,7 +105,7 @@ unsafe fn dup_onto(old: c_int, new: c_int, f: impl FnOnce() -> c_int) -> c_int {
     if let Some(i) = fdtable::get(old) {
         fdtable::set(new, i);
     }
-    after_close(replaced);
+    after_close(new, replaced);
     r
 }
 
@@ -194,8 +198,8 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
             break;
         }
     }
-    for (_, o) in old {
-        after_close(Some(o));
+    for (fd, o) in old {
+        after_close(fd as c_int, Some(o));
     }
     r
 }
