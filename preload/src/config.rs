@@ -17,8 +17,5 @@ pub fn with_device<R>(f: impl FnOnce(&CStr) -> R) -> R {
 
 /// The domain directory for new peers.
 pub fn domain() -> PathBuf {
-    match std::env::var_os("BUS1_DOMAIN") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => shm_core::default_dir(),
-    }
+    shm_core::configured_dir()
 }

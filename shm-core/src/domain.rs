@@ -86,6 +86,15 @@ pub fn default_dir() -> PathBuf {
     }
 }
 
+/// The domain directory the environment names: `BUS1_DOMAIN` if set and
+/// not empty, else [`default_dir`].
+pub fn configured_dir() -> PathBuf {
+    match std::env::var_os("BUS1_DOMAIN") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => default_dir(),
+    }
+}
+
 /// Creates `dir` (and missing parents) with mode 0700.
 fn mkdir_p(dir: &[u8]) -> Result<()> {
     match sys::mkdir(&cstr(dir)?, 0o700) {
@@ -203,19 +212,25 @@ fn segment_mapped_elsewhere(st: &libc::stat) -> bool {
     false
 }
 
+/// `dir` made absolute, without trailing slashes.
+fn absolute_dir(dir: &Path) -> Result<Vec<u8>> {
+    let abs = if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        std::env::current_dir().map_err(|_| Errno::ENOENT)?.join(dir)
+    };
+    let mut dir_bytes = abs.as_os_str().as_bytes().to_vec();
+    while dir_bytes.len() > 1 && dir_bytes.ends_with(b"/") {
+        dir_bytes.pop();
+    }
+    Ok(dir_bytes)
+}
+
 impl Domain {
     /// Maps the domain in `dir`, creating directory and segment on first
     /// use. Attaching the same directory twice returns the same mapping.
     pub fn attach(dir: &Path) -> Result<Arc<Domain>> {
-        let abs = if dir.is_absolute() {
-            dir.to_path_buf()
-        } else {
-            std::env::current_dir().map_err(|_| Errno::ENOENT)?.join(dir)
-        };
-        let mut dir_bytes = abs.as_os_str().as_bytes().to_vec();
-        while dir_bytes.len() > 1 && dir_bytes.ends_with(b"/") {
-            dir_bytes.pop();
-        }
+        let dir_bytes = absolute_dir(dir)?;
         let reg = registry();
         let mut list = reg.lock();
         if let Some(d) = list.iter().find(|d| d.dir == dir_bytes) {
@@ -232,6 +247,63 @@ impl Domain {
         drop(list);
         crate::reaper::attached(&d);
         Ok(d)
+    }
+
+    /// Maps the domain in `dir` for a tool, creating nothing: ENOENT if
+    /// there is no domain there, ENODEV if its segment is not initialised
+    /// or has another layout version. No watcher thread is started.
+    pub fn open_existing(dir: &Path) -> Result<Arc<Domain>> {
+        let dir_bytes = absolute_dir(dir)?;
+        let mut list = registry().lock();
+        if let Some(d) = list.iter().find(|d| d.dir == dir_bytes) {
+            return Ok(d.clone());
+        }
+        let st = sys::stat(&cstr(&dir_bytes)?)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            return Err(Errno(libc::ENOTDIR));
+        }
+        let dev_ino = (st.st_dev, st.st_ino);
+        if let Some(d) = list.iter().find(|d| d.dev_ino == dev_ino) {
+            return Ok(d.clone());
+        }
+        let segment_path = cstr(&entry_path(&dir_bytes, b"segment"))?;
+        let fd = sys::open(&segment_path, libc::O_RDWR | libc::O_NOFOLLOW, 0)?;
+        let seg = sys::fstat(fd).and_then(|st| {
+            if st.st_mode & libc::S_IFMT != libc::S_IFREG || (st.st_size as u64) < SEG_SIZE {
+                return Err(Errno::ENODEV);
+            }
+            Segment::map(fd, SEG_SIZE as usize)
+        });
+        sys::close(fd);
+        // A long directory's sockets are named through a link (`sockdir`),
+        // renewed here if it went missing, or peers could not be probed.
+        let sock_dir = crate::sockdir::socket_dir(&dir_bytes, dev_ino)?;
+        let d = Domain::new(dir_bytes, sock_dir, segment_path, seg?, dev_ino);
+        let hdr: &Header = d.seg.at0();
+        if hdr.magic.load() != MAGIC || hdr.version.get() != VERSION {
+            return Err(Errno::ENODEV);
+        }
+        let d = Arc::new(d);
+        list.push(d.clone());
+        Ok(d)
+    }
+
+    fn new(dir: Vec<u8>, sock_dir: Vec<u8>, segment_path: CString, seg: Segment, dev_ino: (u64, u64)) -> Domain {
+        Domain {
+            dir,
+            sock_dir,
+            segment_path,
+            seg,
+            local: LocalMutex::new(Local {
+                pools: HashMap::new(),
+                ring_fd: -1,
+                probe_fd: -1,
+                dir_fd: -1,
+                bells: Vec::new(),
+                bell_clock: 0,
+            }),
+            dev_ino,
+        }
     }
 
     /// Every domain mapped into this process.
@@ -252,21 +324,7 @@ impl Domain {
                 sys::ftruncate(fd, SEG_SIZE)?;
             }
             let seg = Segment::map(fd, SEG_SIZE as usize)?;
-            let d = Domain {
-                dir,
-                sock_dir,
-                segment_path: segment_path.clone(),
-                seg,
-                local: LocalMutex::new(Local {
-                    pools: HashMap::new(),
-                    ring_fd: -1,
-                    probe_fd: -1,
-                    dir_fd: -1,
-                    bells: Vec::new(),
-                    bell_clock: 0,
-                }),
-                dev_ino,
-            };
+            let d = Domain::new(dir, sock_dir, segment_path.clone(), seg, dev_ino);
             let hdr: &Header = d.seg.at0();
             if hdr.magic.load() != MAGIC {
                 // A new segment. Files of peers of an earlier one (whose
