@@ -62,8 +62,12 @@ fn opt_hex(v: Option<u64>) -> String {
     v.map_or_else(|| "(no id)".into(), |v| format!("{v:#x}"))
 }
 
-fn serial_name(v: Option<u64>) -> String {
-    v.map_or_else(|| "gone".into(), |v| format!("{v:#x}"))
+/// A node as "owner:id" ("0x2:0x100"), or "(owner gone)".
+fn node_name(owner: Option<u64>, id: Option<u64>) -> String {
+    match owner {
+        Some(o) => format!("{o:#x}:{}", opt_hex(id)),
+        None => "(owner gone)".into(),
+    }
 }
 
 fn quota_text(q: &Quotas) -> String {
@@ -77,7 +81,7 @@ fn handle_text(h: &HandleInfo) -> String {
     if h.owner {
         s.push_str(" (own node");
     } else {
-        let _ = write!(s, " (node {}:{}", serial_name(h.node_owner), opt_hex(h.node_id));
+        let _ = write!(s, " (node {}", node_name(h.node_owner, h.node_id));
     }
     let _ = write!(s, ", {}", plural(h.user_refs, "ref", "refs"));
     if h.inflight > 0 {
@@ -128,13 +132,14 @@ pub fn status_text(s: &Snapshot, seen: &Seen) -> String {
     if !s.nodes.is_empty() {
         o.push_str("\nnodes (owner:id):\n");
         for n in &s.nodes {
-            let _ = write!(o, "  {}:{}  {}  strong {}", serial_name(n.owner), opt_hex(n.id), node_state(n), n.strong);
+            let _ = write!(o, "  {}  {}  strong {}", node_name(n.owner, n.id), node_state(n), n.strong);
+            // Other peers' handles (an owner that is gone holds none).
             let held: Vec<String> = n
                 .holders
                 .iter()
-                .filter(|h| h.0 != n.owner || n.owner.is_none())
-                .map(|&(holder, id, refs, inflight)| {
-                    let mut t = format!("{} as {} ({}", serial_name(holder), opt_hex(id), plural(refs, "ref", "refs"));
+                .filter_map(|&(holder, id, refs, inflight)| Some((holder.filter(|h| Some(*h) != n.owner)?, id, refs, inflight)))
+                .map(|(holder, id, refs, inflight)| {
+                    let mut t = format!("{holder:#x} as {} ({}", opt_hex(id), plural(refs, "ref", "refs"));
                     if inflight > 0 {
                         let _ = write!(t, ", {inflight} queued");
                     }

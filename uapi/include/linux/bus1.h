@@ -13,6 +13,16 @@
 #ifndef _UAPI_LINUX_BUS1_H
 #define _UAPI_LINUX_BUS1_H
 
+/*
+ * Interface versions: this header describes the interface of the module as
+ * first proposed (2016, "RFC v1"). Defining BUS1_ABI_FINAL before including
+ * it selects the module's last interface (2019), which this version of the
+ * implementation does not provide yet.
+ */
+#ifdef BUS1_ABI_FINAL
+#error "BUS1_ABI_FINAL: this version of bus1 provides only the 2016 (RFC v1) interface"
+#endif
+
 #include <linux/ioctl.h>
 #include <linux/types.h>
 
