@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The device node and open() (SEMANTICS.md 1.1, 8.1): stat/access report a
+ * The device node and open() (§1.1, §8.1): stat/access report a
  * world-accessible character device; every open creates a new, independent,
  * fresh peer whatever the access mode and O_NONBLOCK; fd flags behave as for
  * any descriptor.

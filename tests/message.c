@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Messages and the slice layout (SEMANTICS.md 4.1, 4.2, 4.7): where the
+ * Messages and the slice layout (§4.1, §4.2, §4.7): where the
  * payload, the handle IDs and the fd numbers sit in the receiver's pool,
  * slice sizes and alignment, kernel-assigned IDs of received handles
  * (3.3), and the size limits with their exact errnos.

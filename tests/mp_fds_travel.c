@@ -466,7 +466,7 @@ TEST(last_close_by_child_exit)
  * its handle then succeeds with dst_handle = BUS1_HANDLE_INVALID and SEND
  * fails with ESHUTDOWN. The module disconnects synchronously on the last
  * close; the shim cannot see a process exit, and tears such a peer down
- * within a bounded time (ARCHITECTURE decision 5), so the case first waits
+ * within a bounded time (docs/design.md, fixed decision 5), so the case first waits
  * for the notification.
  */
 TEST(transfer_after_owner_exit_is_invalid)
@@ -501,7 +501,7 @@ TEST(transfer_after_owner_exit_is_invalid)
 /*
  * §8.5, §8.6: the owner's process exits holding the last fd while messages
  * are still queued to it (so no SEND needs to wake it); the holder is told
- * within a bounded time (ARCHITECTURE decision 5), and SEND then fails.
+ * within a bounded time (docs/design.md, fixed decision 5), and SEND then fails.
  */
 TEST(owner_exit_with_queued_messages)
 {
@@ -713,7 +713,7 @@ TEST(transfer_bad_received_dst_fd)
  * and a second DISCONNECT gets ESHUTDOWN.
  *
  * §8.2 says "POLLHUP only". Known limit: the peer fd is an AF_UNIX socket
- * and poll is not intercepted (ARCHITECTURE decision 2); such a socket
+ * and poll is not intercepted (docs/design.md, fixed decision 2); such a socket
  * reports POLLHUP only together with POLLIN, so POLLIN is not checked.
  */
 TEST(disconnect_from_other_process)

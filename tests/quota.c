@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Quotas (SEMANTICS.md 6, A.3): defaults, what is charged to whom, the
+ * Quotas (§6, A.3): defaults, what is charged to whom, the
  * plain rule for transfers/PEEK/node creation, the fair-share rule for
  * message charges (slices, handles, in-flight bytes and fds: allowed iff
  * R >= s + 2c on the receiving user and peer), what dequeue gives back,

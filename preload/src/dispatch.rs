@@ -1,5 +1,5 @@
 //! ioctl translation: decode the command, copy the argument in, call the
-//! engine, copy results out (SEMANTICS.md 2.0 dispatcher order: PEER_DISCONNECT
+//! engine, copy results out (docs/reference.md §2.0 dispatcher order: PEER_DISCONNECT
 //! first, then ESHUTDOWN for a disconnected peer, then ENOTTY for unknown
 //! commands, then the argument).
 

@@ -7,7 +7,8 @@
 //! descriptors are peers (`fdtable`), shows peer fds in `/proc` as the
 //! module's files (`procfs`), maps results to errno (`dispatch`) and, with
 //! `BUS1_TRACE`, logs every call it answers (`trace`). All bus semantics
-//! live in `shm-core`.
+//! live in `shm-core`. Section numbers in comments (2.0, §1.1) are those of
+//! `docs/reference.md`.
 
 #[macro_use]
 mod real;

@@ -2,9 +2,11 @@
 //!
 //! This crate is the whole bus: domains (one shared segment per directory),
 //! peers, nodes, handles, queues, pools, transactions, quotas and crash
-//! recovery, as specified by SEMANTICS.md. It is an ordinary library with
-//! a safe API, usable in-process (tests) and across processes; the preload
-//! shim only translates libc calls into calls of [`Peer`].
+//! recovery, behaving as `docs/reference.md` specifies. It is an ordinary
+//! library with a safe API, usable in-process (tests) and across
+//! processes; the preload shim only translates libc calls into calls of
+//! [`Peer`]. Section numbers in comments, such as (2.8) or (2.9 step 6.3),
+//! are those of `docs/reference.md`; `docs/design.md` describes the design.
 //!
 //! Where to look:
 //! * `txn` — the domain lock, the undo log, and **the locking and
@@ -14,7 +16,8 @@
 //!   `quota`, `peer` — the semantics, one concept each;
 //! * `doorbell` — how bus state becomes kernel-visible readiness of the peer
 //!   fd, and how in-flight fds are kept alive;
-//! * `reaper` — teardown of peers whose last fd is gone.
+//! * `reaper` — teardown of peers whose last fd is gone;
+//! * `inspect` — a consistent copy of a domain's state for tools.
 
 // `is_multiple_of` needs Rust 1.87; the crate builds with 1.79 (a
 // distribution's toolchain, see .ci/run), so remainders stay spelled out.

@@ -1,4 +1,4 @@
-//! Pools and slices (SEMANTICS.md section 5).
+//! Pools and slices (docs/reference.md §5).
 //!
 //! Each peer owns a 512 MiB sparse pool file. The allocator state lives in
 //! the segment as a list of regions in address order (slices and free

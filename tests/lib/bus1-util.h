@@ -17,7 +17,7 @@
 
 #include "harness.h"
 
-/* Size of every peer's pool (SEMANTICS.md 5.1). */
+/* Size of every peer's pool (§5.1). */
 #define B1_POOL_SIZE (1ULL << 29)
 
 static inline const char *b1_device(void)

@@ -10,6 +10,9 @@
  * Assertions print where and why they failed and end the case at once.
  * A case that cannot run here (it needs root, say) calls t_skip() with the
  * reason: it is reported as skipped, never as passed.
+ *
+ * Cases cite the behaviour they check by section of docs/reference.md:
+ * "§2.8 step 9.4" is step 9.4 of section 2.8, "A.3" its appendix.
  */
 #ifndef BUS1_TEST_HARNESS_H
 #define BUS1_TEST_HARNESS_H

@@ -3,7 +3,8 @@
 //! Every constant, structure and ioctl number a bus1 client sees, laid out
 //! exactly as in `include/linux/bus1.h`. Sizes and field offsets are checked
 //! at compile time here, and `tests/abi.rs` checks this file against the C
-//! header by compiling a program against it.
+//! header by compiling a program against it. Section numbers in comments
+//! are those of `docs/reference.md`.
 #![no_std]
 // The C names are the interface; keep them.
 #![allow(non_camel_case_types)]
@@ -57,7 +58,7 @@ pub struct bus1_cmd_peer_reset {
 }
 
 /// The man page's 48-byte variant of [`bus1_cmd_peer_reset`] (an extension;
-/// see SEMANTICS.md 1.6).
+/// see docs/reference.md §1.6).
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct bus1_cmd_peer_reset_u64 {
@@ -196,7 +197,7 @@ pub fn command_name(cmd: u32) -> Option<&'static str> {
     COMMANDS.iter().find(|(_, c)| *c == cmd).map(|(n, _)| *n)
 }
 
-// Compile-time layout checks (SEMANTICS.md 1.4 and 1.5).
+// Compile-time layout checks (docs/reference.md §1.4 and 1.5).
 macro_rules! assert_layout {
     ($t:ty, $size:expr, { $($field:ident : $off:expr),* $(,)? }) => {
         const _: () = assert!(size_of::<$t>() == $size);
