@@ -19,8 +19,8 @@
 //! * `reaper` — teardown of peers whose last fd is gone;
 //! * `inspect` — a consistent copy of a domain's state for tools.
 
-// `is_multiple_of` needs Rust 1.87; the crate builds with 1.79 (a
-// distribution's toolchain, see .ci/run), so remainders stay spelled out.
+// `is_multiple_of` needs Rust 1.87; the crate builds with 1.79 (the
+// workspace's rust-version), so remainders stay spelled out.
 #![allow(clippy::manual_is_multiple_of)]
 
 mod alloc;
