@@ -402,28 +402,14 @@ pub fn ioctl_done(mut line: String, request: u64, arg: u64, r: &Result<i32>) {
         match request as u32 {
             BUS1_CMD_PEER_QUERY => {
                 if let Some(q) = read::<bus1_cmd_peer_reset>(arg) {
-                    let _ = write!(
-                        line,
-                        " {{peer_flags {}, max_slices {}, max_handles {}, max_inflight_bytes {}, max_inflight_fds {}}}",
-                        flag_names(q.peer_flags, PEER_FLAGS),
-                        q.max_slices,
-                        q.max_handles,
-                        q.max_inflight_bytes,
-                        q.max_inflight_fds
-                    );
+                    let limits = [q.max_slices, q.max_handles, q.max_inflight_bytes, q.max_inflight_fds].map(u64::from);
+                    line.push_str(&query_result(q.peer_flags, limits));
                 }
             }
             BUS1_CMD_PEER_QUERY_U64 => {
                 if let Some(q) = read::<bus1_cmd_peer_reset_u64>(arg) {
-                    let _ = write!(
-                        line,
-                        " {{peer_flags {}, max_slices {}, max_handles {}, max_inflight_bytes {}, max_inflight_fds {}}}",
-                        flag_names(q.peer_flags, PEER_FLAGS),
-                        q.max_slices,
-                        q.max_handles,
-                        q.max_inflight_bytes,
-                        q.max_inflight_fds
-                    );
+                    let limits = [q.max_slices, q.max_handles, q.max_inflight_bytes, q.max_inflight_fds];
+                    line.push_str(&query_result(q.peer_flags, limits));
                 }
             }
             BUS1_CMD_HANDLE_TRANSFER => {
@@ -451,6 +437,18 @@ pub fn ioctl_done(mut line: String, request: u64, arg: u64, r: &Result<i32>) {
         }
     }
     emit(&line);
+}
+
+/// What PEER_QUERY reported, in either layout.
+fn query_result(peer_flags: u64, limits: [u64; 4]) -> String {
+    format!(
+        " {{peer_flags {}, max_slices {}, max_handles {}, max_inflight_bytes {}, max_inflight_fds {}}}",
+        flag_names(peer_flags, PEER_FLAGS),
+        limits[0],
+        limits[1],
+        limits[2],
+        limits[3]
+    )
 }
 
 /// What RECV reported.
