@@ -112,7 +112,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("bus1ctl: {}: cannot read the domain: {e}", args.domain.display());
+                eprintln!("bus1ctl: {}: cannot read the domain: {}", args.domain.display(), std::io::Error::from_raw_os_error(e.0));
                 ExitCode::from(EXIT_NO_DOMAIN)
             }
         },
@@ -139,6 +139,6 @@ fn why_not_a_domain(e: Errno) -> String {
         Errno::ENOENT => "no bus1 domain here (nothing is created by bus1ctl)".into(),
         Errno::ENODEV => "not a domain of this version of bus1 (uninitialised, or another layout)".into(),
         Errno::EACCES | Errno::EPERM => "permission denied (a domain belongs to the user who made it)".into(),
-        e => format!("cannot open the domain: {e}"),
+        e => format!("cannot open the domain: {}", std::io::Error::from_raw_os_error(e.0)),
     }
 }

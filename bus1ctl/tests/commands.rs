@@ -355,6 +355,14 @@ fn status_creates_and_changes_nothing() {
     assert_eq!(code, 3);
     assert!(!missing.exists());
 
+    // a file is no domain, and the error says why in words
+    let file = Dir(domain_dir("file"));
+    std::fs::write(&file.0, b"").unwrap();
+    let (code, _, err) = bus1ctl(&["status", file.0.to_str().unwrap()]);
+    assert_eq!(code, 3);
+    assert!(err.contains("Not a directory"), "{err}");
+    std::fs::remove_file(&file.0).unwrap();
+
     // an empty directory is no domain either, and stays empty
     let empty = Dir(domain_dir("empty"));
     std::fs::create_dir(&empty.0).unwrap();
