@@ -43,8 +43,15 @@ fn traced_open_failure(path: &CStr, flags: c_int, e: Errno) -> c_int {
     fail(e)
 }
 
+// C declares open(2) variadic (the mode is read only with O_CREAT or
+// O_TMPFILE); Rust cannot define a variadic function on stable. On the
+// Linux targets this builds for, a variadic call passes `mode` in the same
+// register as the third argument of this definition, as every LD_PRELOAD
+// interposer of open relies on. Newer compilers reject the mismatch with
+// the standard library's own declaration unless told it is deliberate.
 macro_rules! open_fn {
     ($name:ident, $real:ident) => {
+        #[allow(unknown_lints, invalid_runtime_symbol_definitions)]
         #[no_mangle]
         pub unsafe extern "C" fn $name(path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
             if let Some(fd) = open_special(libc::AT_FDCWD, path, flags) {
