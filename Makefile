@@ -25,7 +25,7 @@ test-rust:
 	cargo test --release --workspace
 
 test-c: build
-	$(MAKE) -s -C tests check
+	$(MAKE) -s -C tests check check-disk
 
 # Shell tests of the tools around the shim (tests/sh): the C harness,
 # install, bus1-run, bus1ctl.
@@ -37,7 +37,7 @@ build-debug:
 
 test-debug: build-debug
 	cargo test --workspace
-	$(MAKE) -s -C tests check SHIM=$(DEBUG_SHIM)
+	$(MAKE) -s -C tests check check-disk SHIM=$(DEBUG_SHIM)
 
 bench: build
 	$(MAKE) -s -C bench

@@ -676,7 +676,7 @@ static uint64_t segment_word(int index)
 	uint64_t v = 0;
 	int fd;
 
-	snprintf(path, sizeof(path), "%s/segment", t_domain());
+	snprintf(path, sizeof(path), "%s/segment", t_memory_dir());
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	ASSERT_TRUE(fd >= 0);
 	ASSERT_EQ(pread(fd, &v, sizeof(v), index * sizeof(v)), (ssize_t)sizeof(v));
@@ -689,7 +689,7 @@ static void set_segment_version(uint64_t version)
 	char path[4096];
 	int fd;
 
-	snprintf(path, sizeof(path), "%s/segment", t_domain());
+	snprintf(path, sizeof(path), "%s/segment", t_memory_dir());
 	fd = open(path, O_WRONLY | O_CLOEXEC);
 	ASSERT_TRUE(fd >= 0);
 	ASSERT_EQ(pwrite(fd, &version, sizeof(version), sizeof(uint64_t)), (ssize_t)sizeof(version));
@@ -700,7 +700,7 @@ static int domain_has(const char *name)
 {
 	char path[4096];
 
-	snprintf(path, sizeof(path), "%s/%s", t_domain(), name);
+	snprintf(path, sizeof(path), "%s/%s", t_memory_dir(), name);
 	return access(path, F_OK) == 0;
 }
 
@@ -782,11 +782,11 @@ TEST(open_after_segment_removed)
 	int fd;
 
 	leave_dead_domain();
-	snprintf(path, sizeof(path), "%s/peer.txt", t_domain());
+	snprintf(path, sizeof(path), "%s/peer.txt", t_memory_dir());
 	fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
 	ASSERT_TRUE(fd >= 0);
 	close(fd);
-	snprintf(path, sizeof(path), "%s/segment", t_domain());
+	snprintf(path, sizeof(path), "%s/segment", t_memory_dir());
 	ASSERT_OK(unlink(path));
 	three_peers_in_child();
 	three_peers_in_child();
@@ -898,8 +898,8 @@ TEST(long_domain_path)
 	to_a = mp_node(a, 0x100, b);
 	to_b = mp_node(b, 0x200, a);
 	pool = b1_map(a);
-	/* the peer sockets live in the domain directory itself */
-	snprintf(path, sizeof(path), "%s/peer.2", dir);
+	/* the peer sockets live in the domain (its memory directory) itself */
+	snprintf(path, sizeof(path), "%s/peer.2", t_memory_dir_of(dir));
 	ASSERT_OK(stat(path, &st));
 	ASSERT_TRUE(S_ISSOCK(st.st_mode));
 

@@ -125,6 +125,10 @@ fn main() -> ExitCode {
                 peers_torn_down: dom.reap_dead_peers() as u64,
                 files_removed: dom.sweep_files() as u64,
                 pool_bytes_released: dom.sweep_pools(),
+                // No process uses it and no peer socket is open: nothing
+                // can use its memory again (what the last process to
+                // leave normally would have removed).
+                memory_removed: dom.leave(),
             };
             let out = if args.json { report::gc_json(dom.dir(), &gc).render() } else { report::gc_text(dom.dir(), &gc) };
             print!("{out}");
@@ -138,7 +142,13 @@ fn why_not_a_domain(e: Errno) -> String {
     match e {
         Errno::ENOENT => "no bus1 domain here (nothing is created by bus1ctl)".into(),
         Errno::ENODEV => "not a domain of this version of bus1 (uninitialised, or another layout)".into(),
-        Errno::EACCES | Errno::EPERM => "permission denied (a domain belongs to the user who made it)".into(),
+        // A directory or file another user could control (see the trust
+        // boundary in docs/design.md), with the reason.
+        Errno::EPERM => match shm_core::take_refusal() {
+            Some(why) => format!("refused: {why}"),
+            None => "permission denied".into(),
+        },
+        Errno::EACCES => "permission denied (a private domain belongs to the user who made it)".into(),
         e => format!("cannot open the domain: {}", std::io::Error::from_raw_os_error(e.0)),
     }
 }

@@ -102,8 +102,11 @@ fn node_state(n: &NodeInfo) -> &'static str {
 /// `status` for people.
 pub fn status_text(s: &Snapshot, seen: &Seen) -> String {
     let mut o = String::new();
-    let seg = resident(&s.dir.join("segment"));
+    let seg = resident(&s.memory_dir.join("segment"));
     let _ = writeln!(o, "domain {}", s.dir.display());
+    if s.memory_dir != s.dir {
+        let _ = writeln!(o, "  memory {} (the domain's files, in memory)", s.memory_dir.display());
+    }
     let _ = writeln!(
         o,
         "  layout {}, {}, {}, clock {}, next serial {:#x}",
@@ -315,11 +318,12 @@ pub fn status_json(s: &Snapshot, seen: &Seen) -> Json {
         .collect();
     Json::obj(vec![
         ("domain", path_json(&s.dir)),
+        ("memory", path_json(&s.memory_dir)),
         (
             "segment",
             Json::obj(vec![
                 ("version", Json::UInt(s.version)),
-                ("resident_bytes", Json::opt_uint(resident(&s.dir.join("segment")))),
+                ("resident_bytes", Json::opt_uint(resident(&s.memory_dir.join("segment")))),
                 ("heap_bytes", Json::UInt(s.heap_bytes)),
                 ("heap_blocks", Json::UInt(s.heap_blocks)),
                 ("heap_reserved", Json::UInt(s.heap_reserved)),
@@ -340,15 +344,18 @@ pub struct Gc {
     pub peers_torn_down: u64,
     pub files_removed: u64,
     pub pool_bytes_released: u64,
+    /// The domain was unused, and its memory is gone.
+    pub memory_removed: bool,
 }
 
 pub fn gc_text(dir: &Path, g: &Gc) -> String {
     format!(
-        "domain {}: {} torn down, {} removed, {} of pool memory given back\n",
+        "domain {}: {} torn down, {} removed, {} of pool memory given back{}\n",
         dir.display(),
         plural(g.peers_torn_down, "dead peer", "dead peers"),
         plural(g.files_removed, "leftover file", "leftover files"),
-        bytes(g.pool_bytes_released)
+        bytes(g.pool_bytes_released),
+        if g.memory_removed { "; nothing used it any more, so its memory is removed" } else { "" }
     )
 }
 
@@ -358,6 +365,7 @@ pub fn gc_json(dir: &Path, g: &Gc) -> Json {
         ("peers_torn_down", Json::UInt(g.peers_torn_down)),
         ("files_removed", Json::UInt(g.files_removed)),
         ("pool_bytes_released", Json::UInt(g.pool_bytes_released)),
+        ("memory_removed", Json::Bool(g.memory_removed)),
     ])
 }
 

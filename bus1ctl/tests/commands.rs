@@ -360,7 +360,7 @@ fn status_creates_and_changes_nothing() {
     std::fs::write(&file.0, b"").unwrap();
     let (code, _, err) = bus1ctl(&["status", file.0.to_str().unwrap()]);
     assert_eq!(code, 3);
-    assert!(err.contains("Not a directory"), "{err}");
+    assert!(err.contains("refused: ") && err.contains("not a directory"), "{err}");
     std::fs::remove_file(&file.0).unwrap();
 
     // an empty directory is no domain either, and stays empty
@@ -480,14 +480,54 @@ fn gc_cleans_up_after_a_killed_process() {
     let g = parse_json(&out);
     assert_eq!(g.get("peers_torn_down").num(), 2);
     assert_eq!(g.get("files_removed").num(), 2);
-    assert_eq!(dir_names(&dir.0), ["segment"]);
-    let j = status_json(&dir.0);
-    assert!(j.get("peers").arr().is_empty());
-    assert!(j.get("nodes").arr().is_empty());
-    assert!(j.get("users").arr().is_empty());
+    // then nothing used the domain any more: its memory went too
+    assert_eq!(g.get("memory_removed"), &J::Bool(true));
+    assert!(dir_names(&dir.0).is_empty());
+    let (code, _, _) = bus1ctl(&["status", dir.0.to_str().unwrap()]);
+    assert_eq!(code, 3);
+}
 
-    // nothing left to do the second time
-    let (code, out, _) = bus1ctl(&["gc", dir.0.to_str().unwrap()]);
-    assert_eq!(code, 0);
+/// gc of a domain in use tears down its dead peers only.
+#[test]
+fn gc_leaves_a_domain_in_use() {
+    let dir = Dir(domain_dir("gc-used"));
+    let a = P1::open(&dir.0);
+    let b = P1::open(&dir.0);
+    let h = b.transfer(0x100, &a);
+    a.send(h, b"x", &[]);
+    let (code, out, err) = bus1ctl(&["gc", dir.0.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
     assert!(out.contains(": 0 dead peers torn down, 0 leftover files removed, 0 B of pool memory given back\n"), "{out}");
+    assert_eq!(status_json(&dir.0).get("peers").arr().len(), 2);
+    assert_eq!(dir_names(&dir.0), ["peer.1", "peer.2", "pool.1", "pool.2", "segment"]);
+}
+
+/// A domain directory on a disk keeps only a link to its memory: status
+/// names both, and reads the domain through the link.
+#[test]
+fn status_of_a_domain_on_a_disk_names_its_memory() {
+    let base = Path::new("/var/tmp");
+    if !base.is_dir() {
+        return;
+    }
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let dir = Dir(base.join(format!("bus1ctl-test-disk-{}-{t}", std::process::id())));
+    let a = P1::open(&dir.0);
+    let _b = P1::open(&dir.0);
+    let j = status_json(&dir.0);
+    let memory = PathBuf::from(j.get("memory").str());
+    assert_eq!(memory, a.peer.domain().memory_dir());
+    if memory != dir.0 {
+        // (unless /var/tmp is itself a memory file system)
+        assert_eq!(std::fs::read_link(dir.0.join("memory")).unwrap(), memory);
+        assert_eq!(dir_names(&dir.0), ["memory"]);
+        assert!(dir_names(&memory).contains(&"segment".to_string()));
+    }
+    assert_eq!(j.get("peers").arr().len(), 2);
+    assert_eq!(peer(&j, 1).get("socket").str(), memory.join("peer.1").to_str().unwrap());
+    // leave no memory behind on /dev/shm
+    let dom = a.peer.domain().clone();
+    drop((a, _b));
+    assert!(dom.leave());
+    assert!(!memory.join("segment").exists());
 }

@@ -10,6 +10,14 @@
 //! `sigaction`/`signal` calls for these two signals are recorded instead of
 //! replacing the shim's handler (see `interpose`).
 //!
+//! Two more rules make the caller's memory exactly the caller's:
+//! * an address inside memory the bus mapped for itself (the segment, its
+//!   read-write pool mappings, the watcher's stack: shm-core's `ownmem`)
+//!   is EFAULT, read or written;
+//! * a copy into the bus's shared memory that faults there (SIGBUS: the
+//!   memory file system is full) is ENOMEM, not EFAULT: the caller's
+//!   pointers were fine.
+//!
 //! This module is one of the few that contain `unsafe`.
 
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
@@ -17,10 +25,12 @@ use libc::{c_int, c_void, siginfo_t};
 use shm_core::{Errno, UserMem, USER_LIMIT};
 
 // Copies rdx bytes from rsi to rdi; returns in rax how many were not
-// copied. rcx always holds the number of bytes not yet copied, so a fault at
+// copied, and in rdx the address of a SIGBUS that stopped it (else 0).
+// rcx always holds the number of bytes not yet copied, so a fault at
 // any instruction between `bus1_uaccess_copy` and `bus1_uaccess_end` can be
-// resumed at `bus1_uaccess_fixup`, which returns rcx. Short copies (ioctl
-// structs) use a word loop: `rep movsb` has a long start-up time.
+// resumed at `bus1_uaccess_fixup`, which returns rcx (the fault handler
+// has set rdx). Short copies (ioctl structs) use a word loop: `rep movsb`
+// has a long start-up time.
 #[cfg(target_arch = "x86_64")]
 core::arch::global_asm!(
     ".pushsection .text.bus1_uaccess,\"ax\",@progbits",
@@ -49,6 +59,7 @@ core::arch::global_asm!(
     "    jmp 3b",
     "4:  rep movsb",
     "5:  xor eax, eax",
+    "    xor edx, edx",
     "    ret",
     ".globl bus1_uaccess_end",
     ".hidden bus1_uaccess_end",
@@ -62,10 +73,20 @@ core::arch::global_asm!(
     ".popsection",
 );
 
+/// What a copy left undone.
+#[repr(C)]
+struct CopyResult {
+    /// Bytes not copied.
+    left: usize,
+    /// The address of the SIGBUS that stopped the copy, or 0.
+    bus_fault: usize,
+}
+
 #[cfg(target_arch = "x86_64")]
 extern "C" {
-    /// Copies `len` bytes; returns how many were *not* copied.
-    fn bus1_uaccess_copy(dst: *mut u8, src: *const u8, len: usize) -> usize;
+    /// Copies `len` bytes (returned in rax:rdx, as the ABI returns a
+    /// two-word struct).
+    fn bus1_uaccess_copy(dst: *mut u8, src: *const u8, len: usize) -> CopyResult;
     static bus1_uaccess_end: u8;
     static bus1_uaccess_fixup: u8;
 }
@@ -112,6 +133,8 @@ extern "C" fn on_fault(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
         let start = bus1_uaccess_copy as *const () as usize;
         let end = &bus1_uaccess_end as *const u8 as usize;
         if ip >= start && ip < end {
+            let bus_fault = if sig == libc::SIGBUS { (*info).si_addr() as i64 } else { 0 };
+            (*uc).uc_mcontext.gregs[libc::REG_RDX as usize] = bus_fault;
             (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] = &bus1_uaccess_fixup as *const u8 as i64;
             return;
         }
@@ -184,8 +207,9 @@ pub fn install() {
 }
 
 /// Copies between the caller's memory and ours; Err(EFAULT) if any byte
-/// is inaccessible.
-fn copy(dst: *mut u8, src: *const u8, len: usize) -> Result<(), Errno> {
+/// is inaccessible, Err(ENOMEM) if the copy stopped at a SIGBUS inside the
+/// bus's shared destination `shared` (its memory could not be had).
+fn copy(dst: *mut u8, src: *const u8, len: usize, shared: Option<*mut u8>) -> Result<(), Errno> {
     if len == 0 {
         return Ok(());
     }
@@ -194,15 +218,18 @@ fn copy(dst: *mut u8, src: *const u8, len: usize) -> Result<(), Errno> {
     // SAFETY: a fault inside the routine is caught by `on_fault` and turns
     // into a short count; the caller guarantees that the non-user side of
     // the copy is valid.
-    let left = unsafe { bus1_uaccess_copy(dst, src, len) };
+    let r = unsafe { bus1_uaccess_copy(dst, src, len) };
     #[cfg(not(target_arch = "x86_64"))]
-    let left = fallback_copy(dst, src, len);
-    if left == 0 {
-        Ok(())
-    } else {
-        Err(Errno::EFAULT)
+    let r = CopyResult { left: fallback_copy(dst, src, len), bus_fault: 0 };
+    if r.left == 0 {
+        return Ok(());
     }
+    let in_shared = shared.is_some_and(|s| r.bus_fault >= s as usize && r.bus_fault < s as usize + len);
+    Err(if in_shared { Errno::ENOMEM } else { Errno::EFAULT })
 }
+
+/// A page of zeros, the source of [`ProcMem::zero_shared`].
+static ZEROS: [u8; 4096] = [0; 4096];
 
 #[cfg(not(target_arch = "x86_64"))]
 fn fallback_copy(dst: *mut u8, src: *const u8, len: usize) -> usize {
@@ -215,8 +242,11 @@ fn fallback_copy(dst: *mut u8, src: *const u8, len: usize) -> usize {
     if n < 0 { len } else { len - n as usize }
 }
 
+/// Whether `[addr, addr + len)` may be the caller's memory: inside the
+/// user address space, not NULL, and not memory the bus mapped for itself.
 fn user_range(addr: u64, len: usize) -> Result<(), Errno> {
-    if shm_core::range_ok(addr, len as u64) && (len == 0 || addr != 0) {
+    let ok = shm_core::range_ok(addr, len as u64) && (len == 0 || addr != 0 && !shm_core::is_own_memory(addr, len as u64));
+    if ok {
         Ok(())
     } else {
         Err(Errno::EFAULT)
@@ -229,17 +259,29 @@ pub struct ProcMem;
 impl UserMem for ProcMem {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), Errno> {
         user_range(addr, buf.len())?;
-        copy(buf.as_mut_ptr(), addr as *const u8, buf.len())
+        copy(buf.as_mut_ptr(), addr as *const u8, buf.len(), None)
     }
 
     fn write(&self, addr: u64, buf: &[u8]) -> Result<(), Errno> {
         user_range(addr, buf.len())?;
-        copy(addr as *mut u8, buf.as_ptr(), buf.len())
+        copy(addr as *mut u8, buf.as_ptr(), buf.len(), None)
     }
 
     unsafe fn copy_in(&self, dst: *mut u8, addr: u64, len: usize) -> Result<(), Errno> {
         user_range(addr, len)?;
-        copy(dst, addr as *const u8, len)
+        copy(dst, addr as *const u8, len, Some(dst))
+    }
+
+    unsafe fn zero_shared(&self, dst: *mut u8, len: usize) -> Result<(), Errno> {
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(ZEROS.len());
+            // SAFETY: the caller guarantees `dst` is valid for `len` bytes.
+            let at = unsafe { dst.add(done) };
+            copy(at, ZEROS.as_ptr(), n, Some(at))?;
+            done += n;
+        }
+        Ok(())
     }
 }
 

@@ -5,7 +5,6 @@
 
 use crate::errno::{Errno, Result};
 use crate::layout::*;
-use crate::sys;
 use crate::txn::Txn;
 
 const MIN_SHIFT: u32 = 4;
@@ -19,6 +18,7 @@ fn class_of(size: u64) -> (usize, u64) {
 
 /// Allocates a zeroed block of at least `size` bytes.
 pub fn alloc(tx: &Txn, size: u64) -> Result<u64> {
+    tx.log_ok()?;
     let (class, bsize) = class_of(size);
     if class >= NCLASSES {
         return Err(Errno::ENOMEM);
@@ -104,10 +104,7 @@ fn reserve(tx: &Txn, end: u64) -> Result<()> {
         return Ok(());
     }
     let want = end.div_ceil(HEAP_CHUNK) * HEAP_CHUNK;
-    let fd = sys::open(&tx.dom.segment_path, libc::O_RDWR, 0)?;
-    let r = sys::fallocate(fd, 0, have, want - have);
-    sys::close(fd);
-    r.map_err(|_| Errno::ENOMEM)?;
+    tx.dom.reserve(have, want - have)?;
     tx.set(&hdr.heap_reserved, want);
     Ok(())
 }

@@ -1,36 +1,51 @@
 //! A domain: one bus, living in one directory.
 //!
-//! The directory holds the shared segment (`segment`), one socket per peer
-//! (`peer.<serial>`, the peer's fd), one pool file per peer
-//! (`pool.<serial>`) and the fd vaults (`vault.<serial>.<gen>`). Peers opened
-//! with the same directory share a bus; different directories are fully
-//! isolated buses. This module maps the segment into the process (once per
-//! directory), creates it on first use and keeps the process-local state:
-//! pool mappings and the internal sockets used to ring peers and probe
-//! whether they are alive. Socket addresses name the directory through
-//! `sockdir` (a short link when the directory is too long for them).
+//! A domain's files live in its memory directory (`memory`): the domain
+//! directory itself on a memory file system, else a directory of its own on
+//! /dev/shm that the domain directory names. They are the shared segment
+//! (`segment`), one socket per peer (`peer.<serial>`, the peer's fd), one
+//! pool file per peer (`pool.<serial>`) and the fd vaults
+//! (`vault.<serial>.<gen>`). Peers opened with the same directory share a
+//! bus; different directories are fully isolated buses. This module maps
+//! the segment into the process (once per domain), creates it on first use
+//! and keeps the process-local state: the open memory directory, which
+//! every file is opened relative to, pool mappings and the internal
+//! sockets used to ring peers and probe whether they are alive. Socket
+//! addresses name the memory directory through `sockdir` (a short link
+//! when it is too long for them). Which directories and files may be used
+//! at all is `trust`'s business.
 
 use crate::errno::{Errno, Result};
 use crate::layout::*;
+use crate::memory::{self, Garbage, MemDir, ATTACH_BYTE, USER_BYTE};
 use crate::shm::{PoolMap, PoolMapping, Segment};
 use crate::sync::LocalMutex;
-use crate::sys::{self, cstr};
+use crate::sys::{self, cstr, ByteLock};
+use crate::trust::{self, Access, Create};
 use std::collections::HashMap;
-use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// A domain mapped into this process.
 pub struct Domain {
+    /// The domain directory, as it was named.
     pub(crate) dir: Vec<u8>,
+    /// The memory directory, where the domain's files are.
+    mem_dir: Vec<u8>,
+    /// The memory directory is one of its own (removed with the memory).
+    own_mem_dir: bool,
     /// The directory named in the domain's socket addresses (`sockdir`).
     sock_dir: Vec<u8>,
-    pub(crate) segment_path: CString,
+    access: Access,
     pub(crate) seg: Segment,
     pub(crate) local: LocalMutex<Local>,
+    /// Device and inode of the memory directory.
     dev_ino: (u64, u64),
+    /// Undo log entries known to be backed by memory (this process's
+    /// knowledge; see [`Domain::back_log`]).
+    log_backed: AtomicU64,
 }
 
 /// Process-local state of a domain (txn rule 7).
@@ -41,9 +56,13 @@ pub(crate) struct Local {
     ring_fd: i32,
     /// Socket used to test whether a peer socket still exists.
     probe_fd: i32,
-    /// The domain directory, kept open for the watcher's file sweep so that
-    /// the sweep takes no descriptor number from the application.
-    dir_fd: i32,
+    /// The memory directory, which every file of the domain is opened
+    /// relative to. Long-lived, so that no call takes a descriptor number
+    /// from an application working at its limit.
+    mem_fd: i32,
+    /// The segment, open for growing it; its open file description holds
+    /// this process's lock on `memory::USER_BYTE`.
+    seg_fd: i32,
     /// Sockets connected to recently rung peers: (serial, fd, last use).
     /// Ringing through them spares the kernel a path lookup per token.
     bells: Vec<(u64, i32, u64)>,
@@ -62,9 +81,10 @@ thread_local! {
 /// How many connected ring sockets a process keeps per domain.
 const BELL_CACHE: usize = 8;
 
+static REGISTRY: OnceLock<LocalMutex<Vec<Arc<Domain>>>> = OnceLock::new();
+
 fn registry() -> &'static LocalMutex<Vec<Arc<Domain>>> {
-    static R: OnceLock<LocalMutex<Vec<Arc<Domain>>>> = OnceLock::new();
-    R.get_or_init(|| {
+    REGISTRY.get_or_init(|| {
         crate::forks::install();
         LocalMutex::new(Vec::new())
     })
@@ -95,26 +115,6 @@ pub fn configured_dir() -> PathBuf {
     }
 }
 
-/// Creates `dir` (and missing parents) with mode 0700.
-fn mkdir_p(dir: &[u8]) -> Result<()> {
-    match sys::mkdir(&cstr(dir)?, 0o700) {
-        Ok(()) => Ok(()),
-        Err(Errno::EEXIST) => Ok(()),
-        Err(Errno::ENOENT) => {
-            let parent = match dir.iter().rposition(|b| *b == b'/') {
-                Some(0) | None => return Err(Errno::ENOENT),
-                Some(i) => &dir[..i],
-            };
-            mkdir_p(parent)?;
-            match sys::mkdir(&cstr(dir)?, 0o700) {
-                Ok(()) | Err(Errno::EEXIST) => Ok(()),
-                Err(e) => Err(e),
-            }
-        }
-        Err(e) => Err(e),
-    }
-}
-
 /// The path of the entry `name` of directory `dir`.
 fn entry_path(dir: &[u8], name: &[u8]) -> Vec<u8> {
     let mut path = Vec::with_capacity(dir.len() + 1 + name.len());
@@ -122,6 +122,26 @@ fn entry_path(dir: &[u8], name: &[u8]) -> Vec<u8> {
     path.push(b'/');
     path.extend_from_slice(name);
     path
+}
+
+/// Backs the header and the undo log's first chunks of the segment `fd`
+/// with memory ([`HEAD_RESERVED`]).
+fn reserve_head(fd: i32) -> Result<()> {
+    for (off, len) in HEAD_RESERVED {
+        sys::fallocate(fd, 0, off, len).map_err(|_| Errno::ENOMEM)?;
+    }
+    Ok(())
+}
+
+/// `path` made absolute against the working directory, without trailing
+/// slashes.
+fn absolute(dir: &Path) -> Result<Vec<u8>> {
+    let abs = if dir.is_absolute() { dir.to_path_buf() } else { std::env::current_dir().map_err(|_| Errno::ENOENT)?.join(dir) };
+    let mut bytes = abs.as_os_str().as_bytes().to_vec();
+    while bytes.len() > 1 && bytes.ends_with(b"/") {
+        bytes.pop();
+    }
+    Ok(bytes)
 }
 
 /// A per-peer file of a domain directory, named by its entry name.
@@ -158,9 +178,9 @@ pub(crate) fn parse_peer_file(name: &[u8]) -> Option<PeerFile> {
 /// another process maps its segment (`seg_fd`), or one of its peer sockets
 /// is still open somewhere. When that cannot be told (no /proc), it counts
 /// as in use.
-fn stale_domain_in_use(dir: &[u8], sock_dir: &[u8], seg_fd: i32) -> bool {
+fn stale_domain_in_use(mem_fd: i32, sock_dir: &[u8], seg_fd: i32) -> bool {
     let Ok(st) = sys::fstat(seg_fd) else { return true };
-    let Ok(names) = cstr(dir).and_then(|c| sys::dir_names(&c)) else { return true };
+    let Ok(names) = sys::dir_names_at(mem_fd) else { return true };
     for name in names.iter().filter(|n| n.starts_with(b"peer.")) {
         if socket_still_open(&entry_path(sock_dir, name)) {
             return true;
@@ -170,7 +190,7 @@ fn stale_domain_in_use(dir: &[u8], sock_dir: &[u8], seg_fd: i32) -> bool {
 }
 
 /// Whether some socket is bound to `path` (its last fd not yet closed).
-fn socket_still_open(path: &[u8]) -> bool {
+pub(crate) fn socket_still_open(path: &[u8]) -> bool {
     let Ok(addr) = sys::UnixAddr::new(path) else { return true };
     let Ok(fd) = sys::socket(libc::SOCK_DGRAM) else { return true };
     let bound = socket_bound_at(fd, &addr);
@@ -212,98 +232,144 @@ fn segment_mapped_elsewhere(st: &libc::stat) -> bool {
     false
 }
 
-/// `dir` made absolute, without trailing slashes.
-fn absolute_dir(dir: &Path) -> Result<Vec<u8>> {
-    let abs = if dir.is_absolute() {
-        dir.to_path_buf()
-    } else {
-        std::env::current_dir().map_err(|_| Errno::ENOENT)?.join(dir)
-    };
-    let mut dir_bytes = abs.as_os_str().as_bytes().to_vec();
-    while dir_bytes.len() > 1 && dir_bytes.ends_with(b"/") {
-        dir_bytes.pop();
-    }
-    Ok(dir_bytes)
-}
+/// Bytes of undo log backed with memory at a time (see [`Domain::back_log`]).
+pub(crate) const LOG_CHUNK: u64 = 256 << 10;
+/// The header and the undo log's first chunks, backed with memory when a
+/// domain is attached: (offset, length) pairs.
+const HEAD_RESERVED: [(u64, u64); 2] = [
+    (0, (core::mem::size_of::<Header>() as u64).div_ceil(4096) * 4096),
+    (LOG_OFF, 2 * LOG_CHUNK),
+];
 
 impl Domain {
-    /// Maps the domain in `dir`, creating directory and segment on first
-    /// use. Attaching the same directory twice returns the same mapping.
+    /// Maps the domain in `dir`, creating directory, memory and segment on
+    /// first use. Everything is checked first (`trust`): a directory or
+    /// file another user could control refuses the domain with EPERM.
+    /// Attaching the same domain twice returns the same mapping.
     pub fn attach(dir: &Path) -> Result<Arc<Domain>> {
-        let dir_bytes = absolute_dir(dir)?;
+        trust::clear_refusal();
+        let dir_bytes = absolute(dir)?;
+        // Whoever names the default directory gets its rules.
+        let strict = absolute(&default_dir()).is_ok_and(|d| d == dir_bytes);
         let reg = registry();
         let mut list = reg.lock();
         if let Some(d) = list.iter().find(|d| d.dir == dir_bytes) {
             return Ok(d.clone());
         }
-        mkdir_p(&dir_bytes)?;
-        let st = sys::stat(&cstr(&dir_bytes)?)?;
-        let dev_ino = (st.st_dev, st.st_ino);
-        if let Some(d) = list.iter().find(|d| d.dev_ino == dev_ino) {
+        let od = trust::open_domain_dir(&dir_bytes, strict, Create::IfMissing)?;
+        let r = Self::attach_with(&mut list, &dir_bytes, od.access, Create::IfMissing, false, &|| {
+            memory::locate(od.fd, &dir_bytes, od.access)
+        });
+        sys::close(od.fd);
+        drop(list);
+        Self::attached_now(r)
+    }
+
+    /// Maps the existing domain whose memory directory is `mem_dir` (as a
+    /// peer fd's socket address names it), checked as [`Domain::attach`]
+    /// checks. ENOENT if there is no domain there.
+    pub(crate) fn attach_existing(mem_dir: &[u8]) -> Result<Arc<Domain>> {
+        trust::clear_refusal();
+        let reg = registry();
+        let mut list = reg.lock();
+        if let Some(d) = list.iter().find(|d| d.mem_dir == mem_dir || d.dir == mem_dir) {
             return Ok(d.clone());
         }
-        let d = Arc::new(Self::map(dir_bytes, dev_ino)?);
-        list.push(d.clone());
+        let c = cstr(mem_dir)?;
+        let own = memory::memory_dir_access(mem_dir);
+        let fd = sys::open(&c, libc::O_RDONLY | libc::O_DIRECTORY | if own.is_some() { libc::O_NOFOLLOW } else { 0 }, 0)?;
+        let r = (|| {
+            let st = sys::fstat(fd)?;
+            let access = match own {
+                Some(access) => trust::check_bus_dir(&st, access, mem_dir).map(|_| access)?,
+                None => {
+                    let strict = absolute(&default_dir()).is_ok_and(|d| d == mem_dir);
+                    trust::check_domain_dir(fd, &st, mem_dir, !strict)?
+                }
+            };
+            Self::attach_with(&mut list, mem_dir, access, Create::No, false, &|| {
+                Ok(MemDir { fd: sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0)? as i32, path: mem_dir.to_vec(), own: own.is_some() })
+            })
+        })();
+        sys::close(fd);
         drop(list);
-        crate::reaper::attached(&d);
+        Self::attached_now(r)
+    }
+
+    /// Registers a domain just mapped (`r`: the domain, and whether it is
+    /// new to this process).
+    fn attached_now(r: Result<(Arc<Domain>, bool)>) -> Result<Arc<Domain>> {
+        let (d, new) = r?;
+        trust::clear_refusal();
+        if new {
+            crate::reaper::attached(&d);
+            if d.own_mem_dir {
+                memory::sweep_orphans(d.access);
+            }
+        }
         Ok(d)
     }
 
-    /// Maps the domain in `dir` for a tool, creating nothing: ENOENT if
-    /// there is no domain there, ENODEV if its segment is not initialised
-    /// or has another layout version. No watcher thread is started.
+    /// Maps the domain in `dir` for a tool, creating and changing nothing:
+    /// ENOENT if there is no domain there, ENODEV if its segment is not
+    /// initialised or has another layout version; the directories are
+    /// checked as for [`Domain::attach`]. No watcher thread is started, and
+    /// the tool does not count as a user of the domain (see `memory`).
     pub fn open_existing(dir: &Path) -> Result<Arc<Domain>> {
-        let dir_bytes = absolute_dir(dir)?;
+        trust::clear_refusal();
+        let dir_bytes = absolute(dir)?;
+        let strict = absolute(&default_dir()).is_ok_and(|d| d == dir_bytes);
         let mut list = registry().lock();
         if let Some(d) = list.iter().find(|d| d.dir == dir_bytes) {
             return Ok(d.clone());
         }
-        let st = sys::stat(&cstr(&dir_bytes)?)?;
-        if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
-            return Err(Errno(libc::ENOTDIR));
-        }
-        let dev_ino = (st.st_dev, st.st_ino);
-        if let Some(d) = list.iter().find(|d| d.dev_ino == dev_ino) {
-            return Ok(d.clone());
-        }
-        let segment_path = cstr(&entry_path(&dir_bytes, b"segment"))?;
-        let fd = sys::open(&segment_path, libc::O_RDWR | libc::O_NOFOLLOW, 0)?;
-        let seg = sys::fstat(fd).and_then(|st| {
-            if st.st_mode & libc::S_IFMT != libc::S_IFREG || (st.st_size as u64) < SEG_SIZE {
-                return Err(Errno::ENODEV);
-            }
-            Segment::map(fd, SEG_SIZE as usize)
+        let od = trust::open_domain_dir(&dir_bytes, strict, Create::No)?;
+        let r = Self::attach_with(&mut list, &dir_bytes, od.access, Create::No, true, &|| {
+            memory::locate_existing(od.fd, &dir_bytes, od.access)
         });
-        sys::close(fd);
-        // A long directory's sockets are named through a link (`sockdir`),
-        // renewed here if it went missing, or peers could not be probed.
-        let sock_dir = crate::sockdir::socket_dir(&dir_bytes, dev_ino)?;
-        let d = Domain::new(dir_bytes, sock_dir, segment_path, seg?, dev_ino);
-        let hdr: &Header = d.seg.at0();
-        if hdr.magic.load() != MAGIC || hdr.version.get() != VERSION {
-            return Err(Errno::ENODEV);
-        }
-        let d = Arc::new(d);
-        list.push(d.clone());
-        Ok(d)
+        sys::close(od.fd);
+        r.map(|(d, _)| d)
     }
 
-    fn new(dir: Vec<u8>, sock_dir: Vec<u8>, segment_path: CString, seg: Segment, dev_ino: (u64, u64)) -> Domain {
-        Domain {
-            dir,
-            sock_dir,
-            segment_path,
-            seg,
-            local: LocalMutex::new(Local {
-                pools: HashMap::new(),
-                ring_fd: -1,
-                probe_fd: -1,
-                dir_fd: -1,
-                bells: Vec::new(),
-                bell_clock: 0,
-            }),
-            dev_ino,
+    /// Maps the domain whose memory directory `locate` opens, unless it is
+    /// attached already. Retries when the memory was removed meanwhile by
+    /// a process that found it unused.
+    /// `inspect`: for a tool (see [`Domain::open_existing`]).
+    fn attach_with(
+        list: &mut Vec<Arc<Domain>>,
+        dir: &[u8],
+        access: Access,
+        create: Create,
+        inspect: bool,
+        locate: &dyn Fn() -> Result<MemDir>,
+    ) -> Result<(Arc<Domain>, bool)> {
+        for _ in 0..16 {
+            let mem = match locate() {
+                Err(Errno::ESTALE) => continue,
+                r => r?,
+            };
+            let st = match sys::fstat(mem.fd) {
+                Ok(st) => st,
+                Err(e) => {
+                    sys::close(mem.fd);
+                    return Err(e);
+                }
+            };
+            let dev_ino = (st.st_dev, st.st_ino);
+            if let Some(d) = list.iter().find(|d| d.dev_ino == dev_ino) {
+                sys::close(mem.fd);
+                return Ok((d.clone(), false));
+            }
+            match Self::map(dir, mem, dev_ino, access, create, inspect) {
+                Err(Errno::ESTALE) => continue,
+                r => {
+                    let d = Arc::new(r?);
+                    list.push(d.clone());
+                    return Ok((d, true));
+                }
+            }
         }
+        Err(Errno::EAGAIN)
     }
 
     /// Every domain mapped into this process.
@@ -311,21 +377,84 @@ impl Domain {
         registry().lock().clone()
     }
 
-    fn map(dir: Vec<u8>, dev_ino: (u64, u64)) -> Result<Domain> {
-        let sock_dir = crate::sockdir::socket_dir(&dir, dev_ino)?;
-        let mut sp = dir.clone();
-        sp.extend_from_slice(b"/segment");
-        let segment_path = cstr(&sp)?;
-        let fd = sys::open(&segment_path, libc::O_RDWR | libc::O_CREAT, 0o600)?;
+    /// Whether this process has mapped a domain (without setting anything
+    /// up if not).
+    pub fn any_attached() -> bool {
+        REGISTRY.get().is_some_and(|r| !r.lock().is_empty())
+    }
+
+    /// At a normal exit, once this process has closed its peer fds:
+    /// [`Domain::leave`]s every domain it mapped.
+    pub fn leave_all() {
+        let Some(reg) = REGISTRY.get() else { return };
+        let list = reg.lock().clone();
+        for d in list {
+            d.leave();
+        }
+    }
+
+    /// Maps the segment in `mem` (whose descriptor it takes over). ESTALE:
+    /// the memory was removed meanwhile; locate it again. `inspect`: for a
+    /// tool, which initialises nothing (a segment that is not a domain of
+    /// this version is ENODEV) and does not count as a user.
+    fn map(dir: &[u8], mem: MemDir, dev_ino: (u64, u64), access: Access, create: Create, inspect: bool) -> Result<Domain> {
+        // Before anything is made: a links directory that cannot be used
+        // refuses the domain. (The link is renewed under the attach lock
+        // below, where no process that removes the memory can interfere.)
+        if let Err(e) = crate::sockdir::socket_dir(&mem.path, dev_ino) {
+            sys::close(mem.fd);
+            return Err(e);
+        }
+        let fd = match trust::open_file(mem.fd, &mem.path, b"segment", libc::O_RDWR, access, create) {
+            Ok((fd, _)) => fd,
+            Err(e) => {
+                let gone = e == Errno::ENOENT && create != Create::No && sys::fstat(mem.fd).is_ok_and(|st| st.st_nlink == 0);
+                sys::close(mem.fd);
+                return Err(if gone { Errno::ESTALE } else { e });
+            }
+        };
+        let mem_fd = mem.fd;
         let r = (|| {
-            sys::flock(fd, libc::LOCK_EX)?;
+            sys::byte_lock(fd, ATTACH_BYTE, ByteLock::Write, true)?;
+            if !memory::still_current(mem_fd, fd) {
+                return Err(Errno::ESTALE);
+            }
+            let sock_dir = crate::sockdir::socket_dir(&mem.path, dev_ino)?;
             let st = sys::fstat(fd)?;
             if (st.st_size as u64) < SEG_SIZE {
+                if inspect {
+                    return Err(Errno::ENODEV);
+                }
                 sys::ftruncate(fd, SEG_SIZE)?;
             }
+            // The header and the start of the undo log are written without
+            // further ado: back them with memory now (a full file system
+            // is ENOMEM here, not a fault later).
+            reserve_head(fd)?;
             let seg = Segment::map(fd, SEG_SIZE as usize)?;
-            let d = Domain::new(dir, sock_dir, segment_path.clone(), seg, dev_ino);
+            let d = Domain {
+                dir: dir.to_vec(),
+                mem_dir: mem.path.clone(),
+                own_mem_dir: mem.own,
+                sock_dir,
+                access,
+                seg,
+                local: LocalMutex::new(Local {
+                    pools: HashMap::new(),
+                    ring_fd: -1,
+                    probe_fd: -1,
+                    mem_fd,
+                    seg_fd: fd,
+                    bells: Vec::new(),
+                    bell_clock: 0,
+                }),
+                dev_ino,
+                log_backed: AtomicU64::new(HEAD_RESERVED[1].1 / LOG_ENTRY),
+            };
             let hdr: &Header = d.seg.at0();
+            if inspect && (hdr.magic.load() != MAGIC || hdr.version.get() != VERSION) {
+                return Err(Errno::ENODEV);
+            }
             if hdr.magic.load() != MAGIC {
                 // A new segment. Files of peers of an earlier one (whose
                 // segment was removed) would collide with the new serials.
@@ -334,32 +463,46 @@ impl Domain {
             } else if hdr.version.get() != VERSION {
                 // Left by another version of the shim, whose records mean
                 // something else: start afresh once nothing uses it.
-                if stale_domain_in_use(&d.dir, &d.sock_dir, fd) {
+                if stale_domain_in_use(mem_fd, &d.sock_dir, fd) {
                     return Err(Errno::ENODEV);
                 }
                 d.clear_stale(fd)?;
                 d.initialise()?;
             }
+            // This process now uses the domain (see `memory`); the lock
+            // cannot conflict, since only a holder of the attach lock
+            // write-locks this byte.
+            if !inspect {
+                sys::byte_lock(fd, USER_BYTE, ByteLock::Read, false)?;
+            }
+            {
+                let mut l = d.local.lock();
+                l.mem_fd = internal_fd(mem_fd);
+                l.seg_fd = internal_fd(fd);
+                let _ = sys::byte_lock(l.seg_fd, ATTACH_BYTE, ByteLock::Unlock, false);
+            }
             Ok(d)
         })();
-        // The mapping keeps the open file description (and with it the
-        // flock) alive, so the lock must be dropped explicitly.
-        let _ = sys::flock(fd, libc::LOCK_UN);
-        sys::close(fd);
+        if r.is_err() {
+            let _ = sys::byte_lock(fd, ATTACH_BYTE, ByteLock::Unlock, false);
+            sys::close(fd);
+            sys::close(mem_fd);
+        }
         r
     }
 
-    /// Empties a stale domain (under the file lock taken in `map`): removes
-    /// its peers' files and drops the segment's pages, so that it reads as
-    /// zeros.
+    /// Empties a stale domain (under the attach lock taken in `map`):
+    /// removes its peers' files and drops the segment's pages, so that it
+    /// reads as zeros.
     fn clear_stale(&self, seg_fd: i32) -> Result<()> {
         self.remove_peer_files()?;
         sys::ftruncate(seg_fd, 0)?;
-        sys::ftruncate(seg_fd, SEG_SIZE)
+        sys::ftruncate(seg_fd, SEG_SIZE)?;
+        reserve_head(seg_fd)
     }
 
     /// Removes the peer sockets, pools and fd vaults in the directory
-    /// (under the file lock taken in `map`, before a segment is
+    /// (under the attach lock taken in `map`, before a segment is
     /// initialised: no peer of the new segment exists yet).
     fn remove_peer_files(&self) -> Result<()> {
         for (name, _) in self.peer_files()? {
@@ -368,27 +511,76 @@ impl Domain {
         Ok(())
     }
 
-    /// The per-peer files now in the directory, with their names. Read
-    /// through a long-lived internal descriptor: the watcher calls this
-    /// periodically, and a descriptor opened for the occasion could take
-    /// the last free number from an application working at its limit.
+    /// The per-peer files now in the memory directory, with their names.
     pub(crate) fn peer_files(&self) -> Result<Vec<(Vec<u8>, PeerFile)>> {
-        let names = {
-            let mut l = self.local.lock();
-            if l.dir_fd < 0 {
-                l.dir_fd = internal_fd(sys::open(&cstr(&self.dir)?, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC, 0)?);
-            }
-            sys::dir_names_at(l.dir_fd)?
-        };
+        let names = sys::dir_names_at(self.local.lock().mem_fd)?;
         Ok(names.into_iter().filter_map(|n| parse_peer_file(&n).map(|f| (n, f))).collect())
     }
 
-    /// Removes the directory entry `name`.
+    /// Removes the entry `name` of the memory directory.
     pub(crate) fn remove_entry(&self, name: &[u8]) -> Result<()> {
-        sys::unlink(&cstr(&entry_path(&self.dir, name))?)
+        sys::unlinkat(self.local.lock().mem_fd, &cstr(name)?, 0)
     }
 
-    /// Initialises a new segment (under the file lock taken in `map`).
+    /// Opens the existing file `name` of the memory directory, checked
+    /// (`trust::open_file`).
+    pub(crate) fn open_file(&self, name: &[u8], flags: i32) -> Result<i32> {
+        let l = self.local.lock();
+        trust::open_file(l.mem_fd, &self.mem_dir, name, flags, self.access, Create::No).map(|(fd, _)| fd)
+    }
+
+    /// Creates the file `name` in the memory directory (read-write; EEXIST
+    /// if it exists).
+    pub(crate) fn create_file(&self, name: &[u8]) -> Result<i32> {
+        let l = self.local.lock();
+        trust::open_file(l.mem_fd, &self.mem_dir, name, libc::O_RDWR, self.access, Create::Only).map(|(fd, _)| fd)
+    }
+
+    /// Binds the socket `fd` at the domain's socket `name`, with the
+    /// domain's file mode whatever the umask (`trust::bind_socket`).
+    pub(crate) fn bind_socket(&self, fd: i32, name: &[u8]) -> Result<()> {
+        let addr = sys::UnixAddr::new(&entry_path(&self.sock_dir, name))?;
+        let l = self.local.lock();
+        trust::bind_socket(fd, &addr, l.mem_fd, &self.mem_dir, name, self.access)
+    }
+
+    /// Backs `len` bytes of the segment at `off` with memory, so that
+    /// writing them cannot fault: ENOMEM if the file system is full.
+    pub(crate) fn reserve(&self, off: u64, len: u64) -> Result<()> {
+        let l = self.local.lock();
+        sys::fallocate(l.seg_fd, 0, off, len).map_err(|_| Errno::ENOMEM)
+    }
+
+    /// Undo log entries known to be backed with memory.
+    #[inline]
+    pub(crate) fn log_backed(&self) -> u64 {
+        self.log_backed.load(Ordering::Relaxed)
+    }
+
+    /// Backs undo log entries up to `upto` (in whole chunks) with memory
+    /// before they are written: ENOMEM if the file system is full or
+    /// `upto` is beyond the log's capacity (what fits is backed all the
+    /// same).
+    #[cold]
+    pub(crate) fn back_log(&self, upto: u64) -> Result<()> {
+        let have = self.log_backed();
+        if upto < have {
+            return Ok(());
+        }
+        let log_end = LOG_OFF + LOG_CAP * LOG_ENTRY;
+        let start = (LOG_OFF + have * LOG_ENTRY) / 4096 * 4096;
+        let end = (LOG_OFF + (upto + 1).min(LOG_CAP) * LOG_ENTRY).div_ceil(LOG_CHUNK).saturating_mul(LOG_CHUNK).min(log_end);
+        if end > start {
+            self.reserve(start, end - start)?;
+            self.log_backed.fetch_max((end - LOG_OFF) / LOG_ENTRY, Ordering::Relaxed);
+        }
+        if upto >= LOG_CAP {
+            return Err(Errno::ENOMEM);
+        }
+        Ok(())
+    }
+
+    /// Initialises a new segment (under the attach lock taken in `map`).
     fn initialise(&self) -> Result<()> {
         // A crashed initialiser may have left anything in the header.
         self.seg.zero(0, core::mem::size_of::<Header>());
@@ -403,27 +595,77 @@ impl Domain {
         Ok(())
     }
 
+    /// Called at a normal exit of the process, which uses the domain no
+    /// more: if no other process uses it and none of its peer sockets is
+    /// open any more, its memory is removed (`memory::collect`). Returns
+    /// whether it was.
+    ///
+    /// The process gives up its own claim first, so that of several
+    /// processes leaving at once the last to look finds none of the
+    /// others' claims and removes the memory.
+    pub fn leave(&self) -> bool {
+        let l = self.local.lock();
+        let _ = sys::byte_lock(l.seg_fd, USER_BYTE, ByteLock::Unlock, false);
+        let g = Garbage {
+            mem_fd: l.mem_fd,
+            mem_path: &self.mem_dir,
+            sock_dir: &self.sock_dir,
+            own: self.own_mem_dir,
+            seg_fd: l.seg_fd,
+            attached: false,
+        };
+        memory::collect(&g, true)
+    }
+
+    /// Removes the memory left by killed processes next to this domain's
+    /// (see `memory`). Returns how many domains' memory went.
+    pub(crate) fn sweep_orphans(&self) -> usize {
+        if self.own_mem_dir {
+            memory::sweep_orphans(self.access)
+        } else {
+            0
+        }
+    }
+
     /// The directory of this domain.
     pub fn dir(&self) -> &Path {
         Path::new(std::ffi::OsStr::from_bytes(&self.dir))
     }
 
-    pub(crate) fn path_of(&self, name: &str) -> Vec<u8> {
-        entry_path(&self.dir, name.as_bytes())
+    /// The directory the domain's files are in: the domain directory on a
+    /// memory file system, else the directory its `memory` link names.
+    pub fn memory_dir(&self) -> &Path {
+        Path::new(std::ffi::OsStr::from_bytes(&self.mem_dir))
+    }
+
+    /// The name of `serial`'s socket.
+    pub(crate) fn peer_name(serial: u64) -> Vec<u8> {
+        format!("peer.{serial:x}").into_bytes()
+    }
+
+    /// The name of `serial`'s pool file.
+    pub(crate) fn pool_name(serial: u64) -> Vec<u8> {
+        format!("pool.{serial:x}").into_bytes()
+    }
+
+    /// The name of `serial`'s fd vault of generation `gen`.
+    pub(crate) fn vault_name(serial: u64, gen: u64) -> Vec<u8> {
+        format!("vault.{serial:x}.{gen:x}").into_bytes()
     }
 
     /// The address of `serial`'s socket (named through `sock_dir`).
     pub(crate) fn peer_path(&self, serial: u64) -> Vec<u8> {
-        entry_path(&self.sock_dir, format!("peer.{serial:x}").as_bytes())
+        entry_path(&self.sock_dir, &Self::peer_name(serial))
     }
 
+    /// The path of `serial`'s pool file.
     pub(crate) fn pool_path(&self, serial: u64) -> Vec<u8> {
-        self.path_of(&format!("pool.{serial:x}"))
+        entry_path(&self.mem_dir, &Self::pool_name(serial))
     }
 
     /// The address of `serial`'s fd vault of generation `gen`.
     pub(crate) fn vault_path(&self, serial: u64, gen: u64) -> Vec<u8> {
-        entry_path(&self.sock_dir, format!("vault.{serial:x}.{gen:x}").as_bytes())
+        entry_path(&self.sock_dir, &Self::vault_name(serial, gen))
     }
 
     /// This process's read-write view of `serial`'s pool. Mappings are
@@ -455,8 +697,14 @@ impl Domain {
         if let Some(m) = l.pools.get(&serial) {
             return Ok(m.view());
         }
-        let fd = sys::open(&cstr(&self.pool_path(serial))?, libc::O_RDWR, 0)?;
-        let r = PoolMapping::map(fd);
+        let name = Self::pool_name(serial);
+        let (fd, _) = trust::open_file(l.mem_fd, &self.mem_dir, &name, libc::O_RDWR, self.access, Create::No)?;
+        // A pool shorter than the mapping would fault beyond its end.
+        let r = match sys::fstat(fd) {
+            Ok(st) if st.st_size as u64 >= POOL_SIZE => PoolMapping::map(fd),
+            Ok(_) => Err(trust::refuse(&entry_path(&self.mem_dir, &name), "is shorter than a pool")),
+            Err(e) => Err(e),
+        };
         sys::close(fd);
         let m = r?;
         let v = m.view();
@@ -660,7 +908,7 @@ pub fn evict_internal_fd(fd: i32) -> bool {
     for d in Domain::attached() {
         let mut guard = d.local.lock();
         let l = &mut *guard;
-        for slot in [&mut l.ring_fd, &mut l.probe_fd, &mut l.dir_fd] {
+        for slot in [&mut l.ring_fd, &mut l.probe_fd, &mut l.mem_fd, &mut l.seg_fd] {
             if *slot == fd {
                 if let Ok(n) = sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, internal_fd_floor() as libc::c_long) {
                     forget_internal(fd);
@@ -704,6 +952,24 @@ pub(crate) fn unlock_all_local(child: bool) {
         registry().reinit_in_child();
     } else {
         registry().raw_unlock();
+    }
+}
+
+/// In a fork child (after [`unlock_all_local`]): the segment descriptor
+/// the child inherited shares its open file description, and with it the
+/// lock that says "in use", with the parent. The child gets a description
+/// of its own, with a lock of its own, under the same descriptor number,
+/// so that its leaving (`Domain::leave`) never drops the parent's.
+pub(crate) fn own_claims_after_fork() {
+    let Some(reg) = REGISTRY.get() else { return };
+    for d in reg.lock().iter() {
+        let l = d.local.lock();
+        let Ok(fd) = sys::openat(l.mem_fd, c"segment", libc::O_RDWR | libc::O_NOFOLLOW, 0) else { continue };
+        let same = memory::still_current(l.mem_fd, fd);
+        if same && sys::byte_lock(fd, USER_BYTE, ByteLock::Read, false).is_ok() {
+            let _ = sys::dup3_cloexec(fd, l.seg_fd);
+        }
+        sys::close(fd);
     }
 }
 

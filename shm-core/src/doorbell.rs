@@ -60,8 +60,8 @@ pub enum Op {
     /// Punch out the pages of a pool's free regions (after commit, see
     /// `pool::execute_sweep`).
     SweepPool { peer: P<PeerRec>, serial: u64 },
-    /// Remove a file (after commit).
-    Unlink { path: Vec<u8> },
+    /// Remove a file of the domain (after commit).
+    Unlink { name: Vec<u8> },
     /// The transaction cannot commit.
     Fail(Errno),
 }
@@ -107,11 +107,9 @@ pub fn execute(tx: &Txn, op: Op) -> Result<()> {
             crate::pool::execute_sweep(tx, peer, serial);
             Ok(())
         }
-        Op::Unlink { path } => {
+        Op::Unlink { name } => {
             crate::crash::point("post-unlink");
-            if let Ok(c) = sys::cstr(&path) {
-                let _ = sys::unlink(&c);
-            }
+            let _ = dom.remove_entry(&name);
             Ok(())
         }
     }
@@ -133,11 +131,10 @@ pub(crate) fn ring(dom: &Domain, serial: u64) -> bool {
 }
 
 fn new_vault(dom: &Domain, serial: u64, gen: u64, tx_requires_live: bool) -> Result<()> {
-    let path = dom.vault_path(serial, gen);
-    let addr = UnixAddr::new(&path)?;
+    let name = Domain::vault_name(serial, gen);
     let listener = sys::socket(libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK)?;
     let close_all = |fds: &[i32]| fds.iter().for_each(|f| sys::close(*f));
-    if let Err(e) = bind_fresh(listener, &addr, &path).and_then(|_| sys::listen(listener, VAULT_BACKLOG)) {
+    if let Err(e) = bind_fresh(dom, listener, &name).and_then(|_| sys::listen(listener, VAULT_BACKLOG)) {
         close_all(&[listener]);
         return Err(map_resource_err(e));
     }
@@ -168,13 +165,12 @@ fn new_vault(dom: &Domain, serial: u64, gen: u64, tx_requires_live: bool) -> Res
     }
 }
 
-fn bind_fresh(fd: i32, addr: &UnixAddr, path: &[u8]) -> Result<()> {
-    match sys::bind(fd, addr) {
+fn bind_fresh(dom: &Domain, fd: i32, name: &[u8]) -> Result<()> {
+    match dom.bind_socket(fd, name) {
         Err(Errno(libc::EADDRINUSE)) => {
             // A stale file of a generation that was rolled back.
-            let c = sys::cstr(path)?;
-            let _ = sys::unlink(&c);
-            sys::bind(fd, addr)
+            let _ = dom.remove_entry(name);
+            dom.bind_socket(fd, name)
         }
         r => r,
     }
@@ -289,10 +285,28 @@ pub fn after_own_change(tx: &Txn, peer: P<PeerRec>, fd: i32) {
     }
     tx.push_op(Op::Drain { peer, fd, count });
     if p.bell_vault.get() == 1 {
-        tx.push_post(Op::Unlink { path: tx.domain().vault_path(p.serial.get(), p.vault_gen.get()) });
+        tx.push_post(Op::Unlink { name: Domain::vault_name(p.serial.get(), p.vault_gen.get()) });
     }
     tx.set(&p.bell_plain, 0);
     tx.set(&p.bell_vault, 0);
+}
+
+/// RECV found the caller's queue empty: its socket should hold nothing
+/// the mirror does not account for. A datagram someone else sent to the
+/// socket's address would leave it readable for good, so the socket is
+/// emptied (one system call), or rebuilt when it must keep the vault of
+/// the seed.
+pub fn discard_strays(tx: &Txn, peer: P<PeerRec>, fd: i32) {
+    let p = tx.rec(peer);
+    if fd < 0 || p.state.get() != PEER_CONNECTED || p.bell_dirty.get() == 1 {
+        return;
+    }
+    if need_token(tx, peer) {
+        // `after_own_change`, at the end of this call, rebuilds it.
+        tx.set(&p.bell_dirty, 1);
+        return;
+    }
+    tx.push_op(Op::Drain { peer, fd, count: u32::MAX });
 }
 
 /// Rule 4 of `txn`: the socket of `peer` may not match the mirror.
@@ -347,9 +361,7 @@ pub fn resync(tx: &Txn, peer: P<PeerRec>, fd: i32) -> Result<()> {
         }
     }
     if had_vault && p.bell_vault.get() == 0 {
-        if let Ok(c) = sys::cstr(&dom.vault_path(serial, p.vault_gen.get())) {
-            let _ = sys::unlink(&c);
-        }
+        let _ = dom.remove_entry(&Domain::vault_name(serial, p.vault_gen.get()));
     }
     if let Some(fds) = kept {
         fds.iter().for_each(|f| sys::close(*f));

@@ -22,6 +22,10 @@ use std::path::PathBuf;
 pub struct Snapshot {
     /// The domain directory.
     pub dir: PathBuf,
+    /// Where its files are (`segment`, pools, sockets): the domain
+    /// directory itself on a memory file system, else a directory of its
+    /// own in memory.
+    pub memory_dir: PathBuf,
     /// The segment's layout version.
     pub version: u64,
     /// The global transaction counter.
@@ -316,6 +320,7 @@ fn take(tx: &Txn) -> Result<Snapshot> {
 
     Ok(Snapshot {
         dir: dom.dir().to_path_buf(),
+        memory_dir: dom.memory_dir().to_path_buf(),
         version: h.version.get(),
         clock: h.clock.get(),
         next_serial: h.next_serial.get(),

@@ -17,6 +17,10 @@
 //! * `doorbell` — how bus state becomes kernel-visible readiness of the peer
 //!   fd, and how in-flight fds are kept alive;
 //! * `reaper` — teardown of peers whose last fd is gone;
+//! * `trust` — which directories and files a domain may use (owners,
+//!   modes, no symbolic links); `memory` — where a domain's files live
+//!   (memory, whatever file system holds the domain directory) and when
+//!   they go; `sockdir` — the directory named in socket addresses;
 //! * `inspect` — a consistent copy of a domain's state for tools.
 
 // `is_multiple_of` needs Rust 1.87; the crate builds with 1.79 (the
@@ -32,8 +36,10 @@ mod errno;
 mod forks;
 mod inspect;
 mod layout;
+mod memory;
 mod message;
 mod object;
+mod ownmem;
 mod peer;
 mod pool;
 mod queue;
@@ -47,6 +53,7 @@ mod sockdir;
 mod sync;
 pub mod sys;
 mod table;
+mod trust;
 mod txn;
 mod usermem;
 
@@ -57,7 +64,9 @@ pub use sync::LocalMutex;
 pub use errno::{Errno, Result};
 pub use inspect::{HandleInfo, NodeInfo, PeerInfo, PoolInfo, QueueInfo, Quota, Quotas, Snapshot, UserInfo};
 pub use layout::POOL_SIZE;
+pub use ownmem::is_own_memory;
 pub use reaper::watcher_running;
+pub use trust::take_refusal;
 pub use usermem::{range_ok, read_struct, write_struct, AbiPlain, SimMem, UserMem, USER_LIMIT};
 
 use layout::*;
@@ -123,13 +132,8 @@ impl Peer {
         let (dir, name) = (&path[..slash], &path[slash + 1..]);
         let Some(hex) = name.strip_prefix(b"peer.") else { return Ok(None) };
         let Ok(serial) = u64::from_str_radix(std::str::from_utf8(hex).unwrap_or("x"), 16) else { return Ok(None) };
-        use std::os::unix::ffi::OsStrExt;
-        let dir = sockdir::domain_dir_of(dir);
-        let dir = Path::new(std::ffi::OsStr::from_bytes(&dir));
-        if !dir.join("segment").exists() {
-            return Ok(None);
-        }
-        let dom = Domain::attach(dir)?;
+        // Not a domain, or one this process may not use: not a peer.
+        let Ok(dom) = Domain::attach_existing(&sockdir::domain_dir_of(dir)) else { return Ok(None) };
         let tx = dom.lock()?;
         let rec = peer::lookup_serial(&tx, serial);
         tx.abort();
@@ -304,8 +308,10 @@ impl Peer {
         if prot & libc::PROT_WRITE != 0 {
             return Err(Errno::EPERM);
         }
-        let path = sys::cstr(&self.dom.pool_path(self.serial))?;
-        sys::open(&path, libc::O_RDONLY, 0).map_err(|_| Errno::ESHUTDOWN)
+        match self.dom.open_file(&Domain::pool_name(self.serial), libc::O_RDONLY) {
+            Err(Errno::EPERM) => Err(Errno::EPERM),
+            r => r.map_err(|_| Errno::ESHUTDOWN),
+        }
     }
 
     /// The access mode the peer was opened with.

@@ -57,25 +57,22 @@ pub fn create(dom: &Domain, access: u32, sock_flags: i32) -> Result<(i32, u64, P
         tx.commit()?;
         s
     };
-    let pool_path = sys::cstr(&dom.pool_path(serial))?;
-    let sock_path = dom.peer_path(serial);
-    let addr = sys::UnixAddr::new(&sock_path)?;
+    let pool_name = Domain::pool_name(serial);
+    let sock_name = Domain::peer_name(serial);
     let cleanup = |fd: i32| {
         sys::close(fd);
-        let _ = sys::unlink(&pool_path);
-        if let Ok(c) = sys::cstr(&sock_path) {
-            let _ = sys::unlink(&c);
-        }
+        let _ = dom.remove_entry(&pool_name);
+        let _ = dom.remove_entry(&sock_name);
     };
     // The socket is bound before the pool file is made: until the record
     // is committed, a live socket is what tells the file sweep
     // (`reaper::sweep_files`) that the opener is still at work.
     let fd = sys::socket_exact(libc::SOCK_DGRAM | sock_flags)?;
-    if let Err(e) = sys::bind(fd, &addr) {
+    if let Err(e) = dom.bind_socket(fd, &sock_name) {
         cleanup(fd);
         return Err(e);
     }
-    let pool = sys::open(&pool_path, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, 0o600).and_then(|pfd| {
+    let pool = dom.create_file(&pool_name).and_then(|pfd| {
         let r = sys::ftruncate(pfd, POOL_SIZE);
         sys::close(pfd);
         r
@@ -298,15 +295,15 @@ pub fn free_dead(tx: &Txn, peer: P<PeerRec>) -> Result<()> {
     quota::free_shares(tx, &p.shares);
     quota::user_put(tx, p.user.get());
     let dom = tx.domain();
-    tx.push_post(Op::Unlink { path: dom.peer_path(serial) });
-    tx.push_post(Op::Unlink { path: dom.pool_path(serial) });
+    tx.push_post(Op::Unlink { name: Domain::peer_name(serial) });
+    tx.push_post(Op::Unlink { name: Domain::pool_name(serial) });
     if p.vault_gen.get() > 0 {
-        tx.push_post(Op::Unlink { path: dom.vault_path(serial, p.vault_gen.get()) });
+        tx.push_post(Op::Unlink { name: Domain::vault_name(serial, p.vault_gen.get()) });
     }
     // A process killed while its transaction created the next generation
     // leaves that socket file behind when the transaction is rolled back
     // (the next vault would bind over it; a peer going away has none).
-    tx.push_post(Op::Unlink { path: dom.vault_path(serial, p.vault_gen.get() + 1) });
+    tx.push_post(Op::Unlink { name: Domain::vault_name(serial, p.vault_gen.get() + 1) });
     tx.set(&p.magic, 0);
     alloc::free(tx, peer.off(), PEER);
     dom.forget_pool(serial);

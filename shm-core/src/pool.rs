@@ -295,8 +295,7 @@ pub(crate) fn sweep_idle(tx: &Txn, peer: P<PeerRec>) -> u64 {
     if let Some(pool) = tx.domain().mapped_pool(p.serial.get()) {
         return punched_by(&|off, len| pool.punch(off, len).is_ok());
     }
-    let path = tx.domain().pool_path(p.serial.get());
-    let Ok(fd) = crate::sys::cstr(&path).and_then(|c| crate::sys::open(&c, libc::O_RDWR, 0)) else { return 0 };
+    let Ok(fd) = tx.domain().open_file(&crate::domain::Domain::pool_name(p.serial.get()), libc::O_RDWR) else { return 0 };
     let punched = punched_by(&|off, len| {
         crate::sys::fallocate(fd, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, off, len).is_ok()
     });

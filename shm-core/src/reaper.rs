@@ -9,7 +9,9 @@
 //! process has done so recently (a lease in the segment header), so that
 //! holders blocked in `poll` learn of a crashed peer's node destruction
 //! within a bounded time. The same scan gives back the pool pages the
-//! message path leaves resident (`pool::sweep_idle`).
+//! message path leaves resident (`pool::sweep_idle`), now and then removes
+//! files killed processes left in the domain (`sweep_files`), and more
+//! rarely the memory of domains nobody uses any more (`memory`).
 
 use crate::domain::{Domain, PeerFile};
 use crate::layout::*;
@@ -25,6 +27,9 @@ pub const SCAN_PERIOD_MS: u64 = 200;
 /// by this process): such files are rare, and listing a domain of many
 /// peers is not free.
 const FILE_SWEEP_EVERY: u64 = 5;
+/// Memory left by killed processes next to an attached domain's is looked
+/// for every this many scans (made by this process).
+const ORPHAN_SWEEP_EVERY: u64 = 50;
 static SCANS: AtomicU64 = AtomicU64::new(0);
 
 static WATCHER: AtomicBool = AtomicBool::new(false);
@@ -77,6 +82,10 @@ pub fn ensure_watcher() {
 }
 
 fn watch(gen: u64) {
+    // The thread's stack is the bus's, not the application's memory.
+    if let Some((low, len)) = sys::thread_stack() {
+        crate::ownmem::add(low, len);
+    }
     loop {
         sys::sleep_ms(SCAN_PERIOD_MS / 2);
         if FORK_GEN.load(Ordering::Acquire) != gen {
@@ -89,8 +98,12 @@ fn watch(gen: u64) {
             if now.saturating_sub(last) >= SCAN_PERIOD_MS * 1_000_000 && hdr.scan_lease.compare_exchange(last, now) {
                 scan(&d);
                 sweep_pools(&d);
-                if SCANS.fetch_add(1, Ordering::Relaxed) % FILE_SWEEP_EVERY == 0 {
+                let n = SCANS.fetch_add(1, Ordering::Relaxed);
+                if n % FILE_SWEEP_EVERY == 0 {
                     sweep_files(&d);
+                }
+                if n % ORPHAN_SWEEP_EVERY == ORPHAN_SWEEP_EVERY - 1 {
+                    d.sweep_orphans();
                 }
             }
         }

@@ -66,6 +66,7 @@ pub fn recv(tx: &Txn, peer: P<PeerRec>, fd: i32, flags: u64, max_offset: u64, wr
     let e = loop {
         let head = tx.rec(peer).q_head.get();
         if head.is_null() {
+            doorbell::discard_strays(tx, peer, fd);
             return Ok(Outcome::Fail(Errno::EAGAIN));
         }
         if stale(tx, peer, head) {

@@ -123,10 +123,17 @@ fn build(tx: &Txn, receiver: P<PeerRec>, dest: P<Handle>, t: &Template, mem: &dy
     let rp = tx.rec(receiver);
     // The slice was just allocated by this transaction: nobody else writes it.
     let pool = tx.domain().pool(rp.serial.get())?;
-    let mut pos = pool::range(tx, slice).0;
+    let (start, len) = pool::range(tx, slice);
+    let mut pos = start;
     for &(addr, len) in &t.vecs {
         pool.copy_in(pos, mem, addr, len as usize)?;
         pos += len;
+    }
+    // RECV writes handle IDs and fd numbers behind the payload with plain
+    // stores: make sure those pages exist now, while a full file system
+    // is still an ENOMEM of this SEND rather than a fault later.
+    if n_handles + n_fds > 0 {
+        pool.zero(pos, (start + len - pos) as usize, mem)?;
     }
     crate::crash::point("send-copied");
     let e = queue::new_entry(tx, ENTRY_DATA, receiver)?;

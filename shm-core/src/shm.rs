@@ -160,7 +160,11 @@ impl Segment {
     /// is dropped.
     pub fn map(fd: i32, len: usize) -> crate::errno::Result<Segment> {
         let base = crate::sys::mmap_shared(fd, len, libc::PROT_READ | libc::PROT_WRITE)?;
-        Ok(Segment { base, len })
+        let seg = Segment { base, len };
+        if !crate::ownmem::add(base as usize, len) {
+            return Err(crate::errno::Errno::ENOMEM);
+        }
+        Ok(seg)
     }
 
     /// The record at `p`. Panics if it does not lie inside the segment:
@@ -251,6 +255,7 @@ impl Segment {
 
 impl Drop for Segment {
     fn drop(&mut self) {
+        crate::ownmem::remove(self.base as usize);
         // SAFETY: the mapping is owned by this value and no longer borrowed.
         unsafe { crate::sys::munmap(self.base, self.len) }
     }
@@ -275,7 +280,11 @@ impl PoolMapping {
     /// Maps the pool file `fd` shared, readable and writable.
     pub fn map(fd: i32) -> crate::errno::Result<PoolMapping> {
         let base = crate::sys::mmap_shared(fd, POOL_SIZE as usize, libc::PROT_READ | libc::PROT_WRITE)?;
-        Ok(PoolMapping { view: PoolMap { base } })
+        let m = PoolMapping { view: PoolMap { base } };
+        if !crate::ownmem::add(base as usize, POOL_SIZE as usize) {
+            return Err(crate::errno::Errno::ENOMEM);
+        }
+        Ok(m)
     }
 
     pub fn view(&self) -> PoolMap {
@@ -285,6 +294,7 @@ impl PoolMapping {
 
 impl Drop for PoolMapping {
     fn drop(&mut self) {
+        crate::ownmem::remove(self.view.base as usize);
         // SAFETY: the mapping is owned by this value; see the type's comment
         // for why no view is in use any more.
         unsafe { crate::sys::munmap(self.view.base, POOL_SIZE as usize) }
@@ -322,6 +332,14 @@ impl PoolMap {
         let dst = self.at(off, len as u64);
         // SAFETY: `dst` is valid for `len` bytes of writes (checked by `at`).
         unsafe { mem.copy_in(dst, addr, len) }
+    }
+
+    /// Zeroes `off..off+len` through the fault-safe path of `mem`, so that
+    /// its pages exist (ENOMEM if the file system cannot give them).
+    pub fn zero(&self, off: u64, len: usize, mem: &dyn UserMem) -> crate::errno::Result<()> {
+        let dst = self.at(off, len as u64);
+        // SAFETY: `dst` is valid for `len` bytes of writes (checked by `at`).
+        unsafe { mem.zero_shared(dst, len) }
     }
 
     /// Gives the pages of `off..off+len` back to the file system (they

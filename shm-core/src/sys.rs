@@ -149,6 +149,131 @@ pub fn dir_names_at(fd: c_int) -> Result<Vec<Vec<u8>>> {
     r
 }
 
+// ------------------------------------------------ relative to a directory
+
+/// `openat(2)` relative to the directory `dir` (O_CLOEXEC added).
+pub fn openat(dir: c_int, name: &CStr, flags: c_int, mode: u32) -> Result<c_int> {
+    // SAFETY: `name` is a valid NUL-terminated string for the call's duration.
+    retry(|| unsafe { libc::syscall(libc::SYS_openat, dir, name.as_ptr(), flags | libc::O_CLOEXEC, mode) })
+        .map(|fd| fd as c_int)
+}
+
+pub fn mkdirat(dir: c_int, name: &CStr, mode: u32) -> Result<()> {
+    // SAFETY: valid NUL-terminated name.
+    check(unsafe { libc::syscall(libc::SYS_mkdirat, dir, name.as_ptr(), mode) }).map(drop)
+}
+
+/// `unlinkat(2)`; `flags` may be `AT_REMOVEDIR`.
+pub fn unlinkat(dir: c_int, name: &CStr, flags: c_int) -> Result<()> {
+    // SAFETY: valid NUL-terminated name.
+    check(unsafe { libc::syscall(libc::SYS_unlinkat, dir, name.as_ptr(), flags) }).map(drop)
+}
+
+pub fn symlinkat(target: &CStr, dir: c_int, name: &CStr) -> Result<()> {
+    // SAFETY: valid NUL-terminated strings.
+    check(unsafe { libc::syscall(libc::SYS_symlinkat, target.as_ptr(), dir, name.as_ptr()) }).map(drop)
+}
+
+/// The target of the symbolic link `name` in `dir` (never followed).
+pub fn readlinkat(dir: c_int, name: &CStr) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: valid name; the buffer is writable for its whole length.
+    let n = check(unsafe { libc::syscall(libc::SYS_readlinkat, dir, name.as_ptr(), buf.as_mut_ptr(), buf.len()) })?
+        as usize;
+    if n >= buf.len() {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// `stat` of `name` in `dir`, of the link itself if it is a symbolic link.
+pub fn lstatat(dir: c_int, name: &CStr) -> Result<libc::stat> {
+    let mut st = MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: valid name and a writable stat buffer.
+    check(unsafe {
+        libc::syscall(libc::SYS_newfstatat, dir, name.as_ptr(), st.as_mut_ptr(), libc::AT_SYMLINK_NOFOLLOW)
+    })?;
+    // SAFETY: the kernel filled the struct.
+    Ok(unsafe { st.assume_init() })
+}
+
+/// `fchmodat(2)` of `name` in `dir`.
+pub fn fchmodat(dir: c_int, name: &CStr, mode: u32) -> Result<()> {
+    // SAFETY: valid NUL-terminated name.
+    check(unsafe { libc::syscall(libc::SYS_fchmodat, dir, name.as_ptr(), mode) }).map(drop)
+}
+
+/// `renameat2(2)` with `RENAME_NOREPLACE`: fails with EEXIST if `to`
+/// exists.
+pub fn rename_noreplace(dir: c_int, from: &CStr, to: &CStr) -> Result<()> {
+    // SAFETY: valid NUL-terminated names.
+    check(unsafe { libc::syscall(libc::SYS_renameat2, dir, from.as_ptr(), dir, to.as_ptr(), libc::RENAME_NOREPLACE) })
+        .map(drop)
+}
+
+/// Sets the process's umask, returning the old one (tests only: the bus
+/// never depends on the umask).
+pub fn umask(mask: u32) -> u32 {
+    // SAFETY: plain integer argument.
+    unsafe { libc::syscall(libc::SYS_umask, mask) as u32 }
+}
+
+/// `dup3(2)`: makes `new` refer to what `old` refers to (close-on-exec).
+pub fn dup3_cloexec(old: c_int, new: c_int) -> Result<()> {
+    // SAFETY: plain integer arguments.
+    check(unsafe { libc::syscall(libc::SYS_dup3, old, new, libc::O_CLOEXEC) }).map(drop)
+}
+
+pub fn fchown(fd: c_int, uid: u32, gid: u32) -> Result<()> {
+    // SAFETY: plain integer arguments.
+    check(unsafe { libc::syscall(libc::SYS_fchown, fd, uid, gid) }).map(drop)
+}
+
+/// The type of the file system holding `fd` (`statfs.f_type`).
+pub fn fs_type(fd: c_int) -> Result<i64> {
+    let mut st = MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: `st` is a writable buffer of the kernel's struct statfs size.
+    check(unsafe { libc::syscall(libc::SYS_fstatfs, fd, st.as_mut_ptr()) })?;
+    // SAFETY: the kernel filled the struct.
+    let st = unsafe { st.assume_init() };
+    // `f_type` is an i64 on x86-64 but narrower elsewhere.
+    #[allow(clippy::useless_conversion)]
+    Ok(i64::from(st.f_type))
+}
+
+/// A lock on one byte of a file, owned by the open file description
+/// (`F_OFD_SETLK`): it is shared by every descriptor of that description
+/// (`dup`, `fork`) and goes away with the last of them.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ByteLock {
+    Read,
+    Write,
+    Unlock,
+}
+
+/// Takes (or drops) a [`ByteLock`] on byte `at` of `fd`; with `wait`, waits
+/// for a conflicting lock of another description to go, else fails with
+/// EAGAIN.
+pub fn byte_lock(fd: c_int, at: u64, lock: ByteLock, wait: bool) -> Result<()> {
+    // SAFETY: struct flock is plain old data; all-zero is valid.
+    let mut fl: libc::flock = unsafe { zeroed() };
+    fl.l_type = match lock {
+        ByteLock::Read => libc::F_RDLCK,
+        ByteLock::Write => libc::F_WRLCK,
+        ByteLock::Unlock => libc::F_UNLCK,
+    } as i16;
+    fl.l_whence = libc::SEEK_SET as i16;
+    fl.l_start = at as i64;
+    fl.l_len = 1;
+    let cmd = if wait { libc::F_OFD_SETLKW } else { libc::F_OFD_SETLK };
+    // SAFETY: `fl` is a valid struct flock for the duration of the call.
+    match retry(|| unsafe { libc::syscall(libc::SYS_fcntl, fd, cmd, &mut fl as *mut libc::flock) }) {
+        Err(Errno(libc::EACCES)) => Err(Errno::EAGAIN),
+        r => r.map(drop),
+    }
+}
+
 pub fn ftruncate(fd: c_int, len: u64) -> Result<()> {
     // SAFETY: plain integer arguments.
     retry(|| unsafe { libc::syscall(libc::SYS_ftruncate, fd, len as i64) }).map(drop)
@@ -237,6 +362,12 @@ pub fn getuid() -> u32 {
     unsafe { libc::syscall(libc::SYS_getuid) as u32 }
 }
 
+/// The effective user ID: the owner of the files this process creates.
+pub fn geteuid() -> u32 {
+    // SAFETY: no arguments.
+    unsafe { libc::syscall(libc::SYS_geteuid) as u32 }
+}
+
 pub fn getgid() -> u32 {
     // SAFETY: no arguments.
     unsafe { libc::syscall(libc::SYS_getgid) as u32 }
@@ -287,6 +418,25 @@ pub fn with_signals_blocked<R>(f: impl FnOnce() -> R) -> R {
         let r = f();
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
         r
+    }
+}
+
+/// The stack of the calling thread, as (lowest address, length), if the C
+/// library can tell (`pthread_getattr_np`, a libc facility).
+pub fn thread_stack() -> Option<(usize, usize)> {
+    // SAFETY: the attribute object is initialised by pthread_getattr_np
+    // before it is read and destroyed afterwards; the out pointers are
+    // valid locals.
+    unsafe {
+        let mut attr = MaybeUninit::<libc::pthread_attr_t>::uninit();
+        if libc::pthread_getattr_np(libc::pthread_self(), attr.as_mut_ptr()) != 0 {
+            return None;
+        }
+        let mut addr: *mut c_void = core::ptr::null_mut();
+        let mut len: usize = 0;
+        let r = libc::pthread_attr_getstack(attr.as_ptr(), &mut addr, &mut len);
+        libc::pthread_attr_destroy(attr.as_mut_ptr());
+        (r == 0).then_some((addr as usize, len))
     }
 }
 

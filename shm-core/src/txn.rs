@@ -85,6 +85,9 @@ fn heap_debug() -> bool {
 const SPIN_ROUNDS: u32 = 200;
 /// Longest single sleep on the lock before trying again (rule 8).
 const WAIT_SLICE_MS: u64 = 20;
+/// Undo log entries kept in reserve: a transaction whose log could not
+/// grow writes these until it reaches an allocation or its commit.
+pub(crate) const LOG_SPARE: u64 = crate::domain::LOG_CHUNK / LOG_ENTRY;
 
 /// Socket side effects of a transaction, named in intent entries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,6 +113,8 @@ pub struct Txn<'d> {
     /// Set by SEND: a receiver whose socket is gone fails the commit with
     /// [`Errno::PEER_GONE`] instead of being rung silently.
     live_receivers: core::cell::Cell<bool>,
+    /// The undo log could not grow: the transaction cannot commit.
+    log_failed: core::cell::Cell<bool>,
     #[cfg(debug_assertions)]
     fresh: RefCell<Vec<(u64, u64)>>,
 }
@@ -168,6 +173,7 @@ impl Domain {
             finished: false,
             log_len: core::cell::Cell::new(self.seg.at0::<Header>().log_len.load()),
             live_receivers: core::cell::Cell::new(false),
+            log_failed: core::cell::Cell::new(false),
             #[cfg(debug_assertions)]
             fresh: RefCell::default(),
         };
@@ -262,12 +268,41 @@ impl<'d> Txn<'d> {
     #[inline(always)]
     fn log_entry(&self, off: u64, old: u64, meta: u64) -> Result<()> {
         let n = self.log_len.get();
-        if n >= LOG_CAP {
-            return Err(Errno::ENOMEM);
+        // The log's memory is reserved ahead of use, with a spare: no
+        // entry is written where a fault could take the process, and no
+        // field changes without its entry.
+        if n + LOG_SPARE >= self.dom.log_backed() {
+            self.log_nearly_full(n);
         }
         self.dom.seg.write_log_entry(LOG_OFF, n, [off, old, meta]);
         self.set_log_len(n + 1);
         Ok(())
+    }
+
+    /// The log's reserved memory runs out at entry `n`: reserve more. When
+    /// that is impossible (a full file system, or the log's capacity), the
+    /// transaction cannot commit: its next allocation and its commit report
+    /// ENOMEM and everything is undone, while the spare takes the entries
+    /// it writes until then. A transaction that writes a whole spare's
+    /// worth more before reaching either stops with a panic rather than
+    /// change a field it could not undo.
+    #[cold]
+    #[inline(never)]
+    fn log_nearly_full(&self, n: u64) {
+        if self.dom.back_log(n + LOG_SPARE).is_err() && !self.log_failed.replace(true) {
+            self.ops.borrow_mut().push(Op::Fail(Errno::ENOMEM));
+        }
+        assert!(n < self.dom.log_backed(), "the undo log has no memory left");
+    }
+
+    /// ENOMEM once the undo log could not grow (the transaction cannot
+    /// commit): for steps that would only make it longer.
+    pub(crate) fn log_ok(&self) -> Result<()> {
+        if self.log_failed.get() {
+            Err(Errno::ENOMEM)
+        } else {
+            Ok(())
+        }
     }
 
     /// Writes a field, logging its old value first (rule 2).
@@ -282,22 +317,13 @@ impl<'d> Txn<'d> {
     }
 
     /// Logs the old value of the `size`-byte field at `addr` before it is
-    /// written. If the log is full (a single transaction of millions of
-    /// writes), the transaction is made impossible to commit: the caller's
-    /// next fallible step (or commit) reports ENOMEM and everything is
-    /// undone.
+    /// written. If the log cannot grow (a single transaction of millions
+    /// of writes, or a full file system), the transaction is made
+    /// impossible to commit (`log_nearly_full`).
     #[inline(always)]
     fn log_write(&self, addr: usize, old: u64, size: u64) {
         let off = self.dom.seg.off_of(addr);
-        if self.log_entry(off, old, KIND_WRITE | (size << 8)).is_err() {
-            self.log_full();
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn log_full(&self) {
-        self.ops.borrow_mut().push(Op::Fail(Errno::ENOMEM));
+        let _ = self.log_entry(off, old, KIND_WRITE | (size << 8));
     }
 
     /// Logs the current value of a word that unlogged writes are about to

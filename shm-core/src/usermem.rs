@@ -23,11 +23,20 @@ pub trait UserMem {
     /// Copies `buf` to caller address `addr`.
     fn write(&self, addr: u64, buf: &[u8]) -> Result<()>;
     /// Copies `len` bytes from caller address `addr` straight into shared
-    /// memory at `dst`.
+    /// memory at `dst`: EFAULT if the caller's memory cannot be read,
+    /// ENOMEM if the shared memory cannot be had (its file system is
+    /// full), where a plain copy would take a fault.
     ///
     /// # Safety
     /// `dst` must be valid for `len` bytes of writes.
     unsafe fn copy_in(&self, dst: *mut u8, addr: u64, len: usize) -> Result<()>;
+    /// Stores `len` zero bytes at `dst` in shared memory, so that its
+    /// pages exist before the bus writes them without further ado: ENOMEM
+    /// if they cannot be had, as for `copy_in`.
+    ///
+    /// # Safety
+    /// `dst` must be valid for `len` bytes of writes.
+    unsafe fn zero_shared(&self, dst: *mut u8, len: usize) -> Result<()>;
 }
 
 pub fn read_u64(m: &dyn UserMem, addr: u64) -> Result<u64> {
@@ -187,6 +196,12 @@ impl UserMem for SimMem {
         // SAFETY: the caller guarantees `dst` is valid for `len` bytes; the
         // source range was bounds-checked by `locate`.
         unsafe { core::ptr::copy_nonoverlapping(r[i].1[o..].as_ptr(), dst, len) };
+        Ok(())
+    }
+
+    unsafe fn zero_shared(&self, dst: *mut u8, len: usize) -> Result<()> {
+        // SAFETY: the caller guarantees `dst` is valid for `len` bytes.
+        unsafe { core::ptr::write_bytes(dst, 0, len) };
         Ok(())
     }
 }

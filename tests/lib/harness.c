@@ -7,6 +7,11 @@
  * Usage: <test-binary> [substring-filter...]
  * Environment: BUS1_TEST_TMP (base directory for domains; default /dev/shm
  * when it exists, else $TMPDIR or /tmp), BUS1_TEST_VERBOSE=1.
+ *
+ * With the base directory on a disk (not a memory file system), a case also
+ * fails if any of its domain directories holds bus data (a segment, pool,
+ * peer socket or vault) after it ended: the bus keeps those in memory,
+ * under /dev/shm, whatever file system holds the domain directory.
  */
 #define _GNU_SOURCE
 #include "harness.h"
@@ -18,6 +23,7 @@
 #include <stdarg.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -137,6 +143,25 @@ const char *t_domain(void)
 	return t_cur_domain;
 }
 
+const char *t_memory_dir_of(const char *domain)
+{
+	static char mem[4096];
+	char link[4096];
+	ssize_t n;
+
+	snprintf(link, sizeof(link), "%s/memory", domain);
+	n = readlink(link, mem, sizeof(mem) - 1);
+	if (n < 0)
+		return domain;
+	mem[n] = 0;
+	return mem;
+}
+
+const char *t_memory_dir(void)
+{
+	return t_memory_dir_of(t_cur_domain);
+}
+
 const char *t_new_domain(const char *tag)
 {
 	static char path[4096];
@@ -157,9 +182,69 @@ static void t_rm_rf(const char *path)
 	nftw(path, t_rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-/* Removes the case's domain and every extra domain it made (same prefix). */
-static void t_cleanup_domains(const char *domain)
+/* Whether a name in a domain directory is bus data. */
+static int t_is_bus_file(const char *name)
 {
+	return !strcmp(name, "segment") || !strncmp(name, "pool.", 5) ||
+	       !strncmp(name, "peer.", 5) || !strncmp(name, "vault.", 6);
+}
+
+/* Whether `path` lies on a memory file system (tmpfs, ramfs). */
+static int t_on_memory_fs(const char *path)
+{
+	struct statfs sf;
+
+	return statfs(path, &sf) == 0 &&
+	       (sf.f_type == 0x01021994 /* TMPFS_MAGIC */ || sf.f_type == (typeof(sf.f_type))0x858458f6 /* RAMFS_MAGIC */);
+}
+
+/*
+ * Before a domain directory on a disk is removed: fails (returns 1, with a
+ * line saying what) if it holds bus data, and removes the memory directory
+ * its `memory` link names (the case's processes were killed, so nobody
+ * left it normally).
+ */
+static int t_check_disk_domain(const char *path)
+{
+	const char *mem = t_memory_dir_of(path);
+	int bad = 0;
+	DIR *d;
+	struct dirent *e;
+
+	if (t_on_memory_fs(path))
+		return 0;
+	d = opendir(path);
+	while (d && (e = readdir(d))) {
+		if (t_is_bus_file(e->d_name)) {
+			printf("    bus data on a disk file system: %s/%s\n", path, e->d_name);
+			bad = 1;
+		}
+	}
+	if (d)
+		closedir(d);
+	if (mem != path && strncmp(mem, path, strlen(path)) != 0) {
+		char parent[4096];
+		char *slash;
+
+		snprintf(parent, sizeof(parent), "%s", mem);
+		t_rm_rf(mem);
+		slash = strrchr(parent, '/');
+		if (slash) {
+			*slash = 0;
+			rmdir(parent);	/* if that was its last memory directory */
+		}
+	}
+	return bad;
+}
+
+/*
+ * Removes the case's domain and every extra domain it made (same prefix);
+ * returns 1 if a domain directory on a disk held bus data.
+ */
+static int t_cleanup_domains(const char *domain)
+{
+	int bad = 0;
+
 	char dir[4096], prefix[4096];
 	const char *slash = strrchr(domain, '/');
 	DIR *d;
@@ -169,16 +254,18 @@ static void t_cleanup_domains(const char *domain)
 	snprintf(prefix, sizeof(prefix), "%s", slash + 1);
 	d = opendir(dir);
 	if (!d)
-		return;
+		return 0;
 	while ((e = readdir(d))) {
 		if (strncmp(e->d_name, prefix, strlen(prefix)) == 0) {
 			char p[8192];
 
 			snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+			bad |= t_check_disk_domain(p);
 			t_rm_rf(p);
 		}
 	}
 	closedir(d);
+	return bad;
 }
 
 static double t_now(void)
@@ -243,11 +330,15 @@ static enum t_outcome t_run_case(const struct t_case *c, unsigned idx)
 		;
 	/* reap stray helpers of this case */
 	kill(-pid, SIGKILL);
-	t_cleanup_domains(t_cur_domain);
+	int disk_data = t_cleanup_domains(t_cur_domain);
 
 	double dt = t_now() - start;
 	const char *group = t_group(c->file);
 
+	if (disk_data && WIFEXITED(status) && (WEXITSTATUS(status) == 0 || WEXITSTATUS(status) == T_SKIP_STATUS)) {
+		printf("FAIL   %s/%s: bus data left on a disk file system (%.2fs)\n", group, c->name, dt);
+		return T_FAILED;
+	}
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
 		printf("ok     %s/%s (%.2fs)\n", group, c->name, dt);
 		return T_PASSED;

@@ -30,11 +30,22 @@ typedef void (*t_fn)(void);
 void t_register(const char *name, t_fn fn, const char *file, unsigned timeout_s);
 void t_fail(const char *file, int line, const char *fmt, ...)
 	__attribute__((noreturn, format(printf, 3, 4)));
-/* Ends the running case as skipped, with the reason why it cannot run. */
+/*
+ * Ends the case as skipped, with the reason why it cannot run here (it needs
+ * root, say): the runner reports it as such, never as passed.
+ */
 void t_skip(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 
 /* The domain directory of the running case (also in $BUS1_DOMAIN). */
 const char *t_domain(void);
+/*
+ * The directory the bus keeps the running case's domain files in: the
+ * domain directory itself on a memory file system, else the directory its
+ * `memory` link names.
+ */
+const char *t_memory_dir(void);
+/* The same for the domain directory `domain`. */
+const char *t_memory_dir_of(const char *domain);
 /* A fresh, unused domain path (for cases that need a second, isolated bus). */
 const char *t_new_domain(const char *tag);
 

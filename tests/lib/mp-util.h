@@ -563,21 +563,24 @@ static inline rlim_t mp_raise_nofile(void)
 }
 
 /*
- * The files of the domain directory: their names (sorted, one per line,
- * into buf) and the sum of their allocated blocks. Returns the file count.
+ * The files of directory `dir`: their names (sorted, one per line, into buf)
+ * and the sum of their allocated blocks. Returns the file count (0 if the
+ * directory does not exist).
  */
-static inline int mp_domain_files(char *buf, size_t size, unsigned long long *blocks)
+static inline int mp_dir_files(const char *dir, char *buf, size_t size, unsigned long long *blocks)
 {
 	struct dirent **list;
-	int n = scandir(t_domain(), &list, NULL, alphasort);
+	int n = scandir(dir, &list, NULL, alphasort);
 	int count = 0;
 	size_t used = 0;
 
-	if (n < 0)
-		t_fail(__FILE__, __LINE__, "scandir(%s): %s", t_domain(), strerror(errno));
 	if (blocks)
 		*blocks = 0;
 	buf[0] = 0;
+	if (n < 0 && errno == ENOENT)
+		return 0;
+	if (n < 0)
+		t_fail(__FILE__, __LINE__, "scandir(%s): %s", dir, strerror(errno));
 	for (int i = 0; i < n; i++) {
 		const char *nm = list[i]->d_name;
 
@@ -585,7 +588,7 @@ static inline int mp_domain_files(char *buf, size_t size, unsigned long long *bl
 			char path[4096];
 			struct stat st;
 
-			snprintf(path, sizeof(path), "%s/%s", t_domain(), nm);
+			snprintf(path, sizeof(path), "%s/%s", dir, nm);
 			if (blocks && lstat(path, &st) == 0)
 				*blocks += st.st_blocks;
 			used += snprintf(buf + used, used < size ? size - used : 0, "%s\n", nm);
@@ -598,7 +601,16 @@ static inline int mp_domain_files(char *buf, size_t size, unsigned long long *bl
 }
 
 /*
- * Waits up to `ms` until the domain directory lists exactly `want` (as
+ * The files of the domain, in its memory directory (which is removed with
+ * the memory of a domain nobody uses any more), as mp_dir_files() gives them.
+ */
+static inline int mp_domain_files(char *buf, size_t size, unsigned long long *blocks)
+{
+	return mp_dir_files(t_memory_dir(), buf, size, blocks);
+}
+
+/*
+ * Waits up to `ms` until the domain's memory directory lists exactly `want` (as
  * mp_domain_files() prints it); fails the case with both lists otherwise.
  */
 #define mp_expect_domain_files(want, ms) mp_expect_domain_files_at(__FILE__, __LINE__, (want), (ms))
@@ -618,13 +630,13 @@ static inline void mp_expect_domain_files_at(const char *file, int line, const c
 		       strlen(got), got, want);
 }
 
-/* st_blocks of one file of the domain directory (-1 if missing). */
+/* st_blocks of one file of the domain's memory directory (-1 if missing). */
 static inline long long mp_domain_file_blocks(const char *name)
 {
 	char path[4096];
 	struct stat st;
 
-	snprintf(path, sizeof(path), "%s/%s", t_domain(), name);
+	snprintf(path, sizeof(path), "%s/%s", t_memory_dir(), name);
 	if (lstat(path, &st) < 0)
 		return -1;
 	return st.st_blocks;

@@ -40,8 +40,10 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
 /// closed here, as the last thing the process does, and peers whose last
 /// fd they were are torn down at once. Only when no other application
 /// thread is left: those may use their peers until the process ends.
+/// Then the process leaves its domains: the last process to use a domain
+/// removes its memory (see shm-core's `memory`).
 extern "C" fn close_peers_at_exit() {
-    if !fdtable::any() || !only_thread_left() {
+    if !(fdtable::any() || shm_core::Domain::any_attached()) || !only_thread_left() {
         return;
     }
     let old = fdtable::take_range(0, c_uint::MAX);
@@ -55,6 +57,7 @@ extern "C" fn close_peers_at_exit() {
     for (fd, info) in old {
         after_close(fd as c_int, Some(info));
     }
+    shm_core::Domain::leave_all();
 }
 
 /// Whether the calling thread is the process's only thread besides the

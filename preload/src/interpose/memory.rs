@@ -1,11 +1,24 @@
 //! mmap of a peer fd (the receive pool) and munmap.
+//!
+//! The memory the bus maps for itself (shm-core's `ownmem`) can be neither
+//! unmapped nor mapped over (`MAP_FIXED`) by the application: EINVAL.
 #![allow(clippy::missing_safety_doc)]
 
 use super::*;
 
+/// Whether a mapping at `addr` of `len` bytes would replace memory the bus
+/// mapped for itself.
+fn replaces_bus_memory(addr: *mut c_void, len: usize, flags: c_int) -> bool {
+    flags & (libc::MAP_FIXED | libc::MAP_FIXED_NOREPLACE) == libc::MAP_FIXED && shm_core::is_own_memory(addr as u64, len as u64)
+}
+
 // ------------------------------------------------------------------ mmap
 
 unsafe fn mmap_common(real: &crate::real::Real, addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, off: off_t) -> *mut c_void {
+    if replaces_bus_memory(addr, len, flags) {
+        set_errno(libc::EINVAL);
+        return libc::MAP_FAILED;
+    }
     let info = if fd >= 0 { fdtable::get(fd) } else { None };
     let info = match info {
         Some(i) => i,
@@ -61,8 +74,13 @@ pub unsafe extern "C" fn mmap64(addr: *mut c_void, len: usize, prot: c_int, flag
 }
 
 /// munmap(2): pool mappings are ordinary shared file mappings, so unmapping
-/// one needs no bookkeeping; the call goes straight through.
+/// one needs no bookkeeping; the call goes straight through, unless it
+/// would unmap memory of the bus's own.
 #[no_mangle]
 pub unsafe extern "C" fn munmap(addr: *mut c_void, len: usize) -> c_int {
+    if shm_core::is_own_memory(addr as u64, len as u64) {
+        set_errno(libc::EINVAL);
+        return -1;
+    }
     call_real!(crate::real::MUNMAP, fn(*mut c_void, usize) -> c_int, addr, len)
 }

@@ -22,6 +22,8 @@ fn open_device(path: &CStr, flags: c_int) -> c_int {
             Ok((fd, peer)) => (Ok(*fd), format!("peer {:#x}", peer.serial())),
             // The only ENODEV of an open: the bus cannot be shared.
             Err(Errno::ENODEV) => (Err(Errno::ENODEV), "the domain was made by another version of the shim and is still in use".into()),
+            // A directory or file another user could control.
+            Err(Errno::EPERM) => (Err(Errno::EPERM), shm_core::take_refusal().map(|r| format!("refused: {r}")).unwrap_or_default()),
             Err(e) => (Err(*e), String::new()),
         };
         crate::trace::open(path.to_bytes(), flags, Some(&domain), outcome, &note);
