@@ -27,10 +27,12 @@ static void tr_slurp(int fd, char *buf, size_t size)
 }
 
 /*
- * Runs T_CHILD `child` with BUS1_TRACE=`trace` (unset if NULL) and its
- * stdout and stderr captured; returns its pid once it exited with 0.
+ * Runs T_CHILD `child` (with the argument `arg`, if not NULL) with
+ * BUS1_TRACE=`trace` (unset if NULL) and its stdout and stderr captured;
+ * returns its pid once it exited with 0.
  */
-static pid_t tr_run(const char *trace, const char *child, char *out, size_t out_size, char *err, size_t err_size)
+static pid_t tr_run(const char *trace, const char *child, const char *arg,
+		    char *out, size_t out_size, char *err, size_t err_size)
 {
 	int po[2], pe[2];
 	pid_t pid;
@@ -45,7 +47,7 @@ static pid_t tr_run(const char *trace, const char *child, char *out, size_t out_
 			setenv("BUS1_TRACE", trace, 1);
 		else
 			unsetenv("BUS1_TRACE");
-		execl(t_self_exe(), t_self_exe(), "--child", child, (char *)NULL);
+		execl(t_self_exe(), t_self_exe(), "--child", child, arg, (char *)NULL);
 		_exit(127);
 	}
 	close(po[1]);
@@ -171,7 +173,7 @@ TEST(trace_decodes_every_call)
 	char dev_open[256];
 	int a = -1, b = -1, pipe_fd = -1, pid_seen = -1;
 	unsigned long long h = 0, offset = 0, destroyed = 0;
-	pid_t pid = tr_run("1", "traced_calls", out, sizeof(out), err, sizeof(err));
+	pid_t pid = tr_run("1", "traced_calls", NULL, out, sizeof(out), err, sizeof(err));
 
 	ASSERT_EQ(sscanf(out, "a %d\nb %d\npipe %d\nh %llx\n", &a, &b, &pipe_fd, &h), 4);
 	ASSERT_TRUE(strstr(out, "\npid ") != NULL);
@@ -251,7 +253,7 @@ TEST(trace_to_a_file_per_process)
 	ASSERT_OK(mkdir(dir, 0700));
 	ASSERT_OK(chdir(dir));
 	/* relative: resolved against the directory at the first call */
-	pid = tr_run("t.%p.log", "traced_fork", out, sizeof(out), err, sizeof(err));
+	pid = tr_run("t.%p.log", "traced_fork", NULL, out, sizeof(out), err, sizeof(err));
 	ASSERT_EQ(err[0], 0);
 	ASSERT_EQ(sscanf(out, "%d %d %d", &first_fd, &child_fd, &grandchild), 3);
 
@@ -278,6 +280,29 @@ TEST(trace_to_a_file_per_process)
 	TR_HAS(text, "(peer 0x3)\n");
 }
 
+/* Opens the device in the domain argv[0], which must be refused. */
+T_CHILD(refused_open)
+{
+	ASSERT_EQ(argc, 1);
+	ASSERT_OK(setenv("BUS1_DOMAIN", argv[0], 1));
+	ASSERT_ERRNO(open(b1_device(), O_RDWR | O_CLOEXEC), EPERM);
+	return 0;
+}
+
+/* An open refused for a directory others could control says which and why */
+TEST(trace_names_a_refused_directory)
+{
+	static char out[256], err[4096];
+	char dir[4096];
+
+	snprintf(dir, sizeof(dir), "%s.open", t_domain());
+	ASSERT_OK(mkdir(dir, 0700));
+	ASSERT_OK(chmod(dir, 0777));
+	tr_run("1", "refused_open", dir, out, sizeof(out), err, sizeof(err));
+	TR_HAS(err, " domain %s -> -1 EPERM (refused: %s: ", dir, dir);
+	TR_HAS(err, "writable");
+}
+
 /* Makes a few calls, tracing or not. */
 T_CHILD(quiet_calls)
 {
@@ -298,10 +323,10 @@ TEST(trace_off_writes_nothing)
 	const char *off[] = { NULL, "", "0" };
 
 	for (unsigned i = 0; i < 3; i++) {
-		tr_run(off[i], "quiet_calls", out, sizeof(out), err, sizeof(err));
+		tr_run(off[i], "quiet_calls", NULL, out, sizeof(out), err, sizeof(err));
 		ASSERT_EQ(out[0], 0);
 		ASSERT_EQ(err[0], 0);
 	}
-	tr_run("1", "quiet_calls", out, sizeof(out), err, sizeof(err));
+	tr_run("1", "quiet_calls", NULL, out, sizeof(out), err, sizeof(err));
 	TR_HAS(err, " PEER_QUERY {flags 0} -> 0 {");
 }
