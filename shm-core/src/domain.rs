@@ -247,6 +247,20 @@ impl Domain {
     /// file another user could control refuses the domain with EPERM.
     /// Attaching the same domain twice returns the same mapping.
     pub fn attach(dir: &Path) -> Result<Arc<Domain>> {
+        Self::attach_dir(dir, false)
+    }
+
+    /// Maps the domain in `dir` for a tool, creating and changing nothing:
+    /// ENOENT if there is no domain there, ENODEV if its segment is not
+    /// initialised or has another layout version; the directories are
+    /// checked as for [`Domain::attach`]. No watcher thread is started, and
+    /// the tool does not count as a user of the domain (see `memory`).
+    pub fn open_existing(dir: &Path) -> Result<Arc<Domain>> {
+        Self::attach_dir(dir, true)
+    }
+
+    /// [`Domain::attach`], or with `inspect` [`Domain::open_existing`].
+    fn attach_dir(dir: &Path, inspect: bool) -> Result<Arc<Domain>> {
         trust::clear_refusal();
         let dir_bytes = absolute(dir)?;
         // Whoever names the default directory gets its rules.
@@ -256,13 +270,22 @@ impl Domain {
         if let Some(d) = list.iter().find(|d| d.dir == dir_bytes) {
             return Ok(d.clone());
         }
-        let od = trust::open_domain_dir(&dir_bytes, strict, Create::IfMissing)?;
-        let r = Self::attach_with(&mut list, &dir_bytes, od.access, Create::IfMissing, false, &|| {
-            memory::locate(od.fd, &dir_bytes, od.access)
+        let create = if inspect { Create::No } else { Create::IfMissing };
+        let od = trust::open_domain_dir(&dir_bytes, strict, create)?;
+        let r = Self::attach_with(&mut list, &dir_bytes, od.access, create, inspect, &|| {
+            if inspect {
+                memory::locate_existing(od.fd, &dir_bytes, od.access)
+            } else {
+                memory::locate(od.fd, &dir_bytes, od.access)
+            }
         });
         sys::close(od.fd);
         drop(list);
-        Self::attached_now(r)
+        if inspect {
+            r.map(|(d, _)| d)
+        } else {
+            Self::attached_now(r)
+        }
     }
 
     /// Maps the existing domain whose memory directory is `mem_dir` (as a
@@ -308,27 +331,6 @@ impl Domain {
             }
         }
         Ok(d)
-    }
-
-    /// Maps the domain in `dir` for a tool, creating and changing nothing:
-    /// ENOENT if there is no domain there, ENODEV if its segment is not
-    /// initialised or has another layout version; the directories are
-    /// checked as for [`Domain::attach`]. No watcher thread is started, and
-    /// the tool does not count as a user of the domain (see `memory`).
-    pub fn open_existing(dir: &Path) -> Result<Arc<Domain>> {
-        trust::clear_refusal();
-        let dir_bytes = absolute(dir)?;
-        let strict = absolute(&default_dir()).is_ok_and(|d| d == dir_bytes);
-        let mut list = registry().lock();
-        if let Some(d) = list.iter().find(|d| d.dir == dir_bytes) {
-            return Ok(d.clone());
-        }
-        let od = trust::open_domain_dir(&dir_bytes, strict, Create::No)?;
-        let r = Self::attach_with(&mut list, &dir_bytes, od.access, Create::No, true, &|| {
-            memory::locate_existing(od.fd, &dir_bytes, od.access)
-        });
-        sys::close(od.fd);
-        r.map(|(d, _)| d)
     }
 
     /// Maps the domain whose memory directory `locate` opens, unless it is
