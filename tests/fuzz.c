@@ -27,6 +27,7 @@
 #include "harness.h"
 #include "bus1-util.h"
 #include "mp-util.h"
+#include "abi-both.h"
 
 #define NPEERS 4
 #define MAX_IDS 64
@@ -330,6 +331,51 @@ static void fz_recv(struct fz *z, struct fz_peer *p)
 	}
 }
 
+/*
+ * The final ABI's RECV on the same peers (each peer latches to the ABI of
+ * its first RECV; both numbers stay served): its own flag bits, its own
+ * errnos (never EDQUOT), its 72-byte layout, and what it delivers checked
+ * like any other delivery.
+ */
+static void fz_recv_final(struct fz *z, struct fz_peer *p)
+{
+	struct b1_recv_final f = { 0 };
+	struct bus1_cmd_recv r = { 0 };
+	uint64_t flags = fz_chance(z, 90) ? fz_next(z) & 3 : fz_next(z);
+	int bad = fz_chance(z, 3);
+
+	if (!z->own_peers)
+		flags &= ~B1_FINAL_RECV_INSTALL_FDS;
+	f.flags = flags;
+	f.max_offset = fz_chance(z, 85) ? B1_POOL_SIZE : fz_next(z) % B1_POOL_SIZE;
+	if (CALL(z, "RECV (final)", ioctl(fz_fd(z, p), B1_FINAL_CMD_RECV, bad ? fz_ptr(z, sizeof(f), 100) : &f),
+		 EFAULT, EINVAL, EAGAIN, ERANGE, EMFILE) || bad)
+		return;
+	ASSERT_EQ_U64(f.flags, flags);
+	ASSERT_EQ_U64(f.msg.flags & ~B1_FINAL_MSG_CONTINUE, 0);
+	FZT("peer %d recv (final) flags 0x%llx type %llu off 0x%llx n %llu\n", (int)(p - z->p), (unsigned long long)flags,
+	    (unsigned long long)f.msg.type, (unsigned long long)f.msg.offset, (unsigned long long)f.msg.n_bytes);
+	r.flags = flags;
+	r.msg.type = f.msg.type;
+	r.msg.destination = f.msg.destination;
+	r.msg.offset = f.msg.offset;
+	r.msg.n_bytes = f.msg.n_bytes;
+	r.msg.n_handles = f.msg.n_handles;
+	r.msg.n_fds = f.msg.n_fds;
+	switch (f.msg.type) {
+	case BUS1_MSG_DATA:
+		fz_received(z, p, &r, !!(flags & B1_FINAL_RECV_INSTALL_FDS));
+		break;
+	case BUS1_MSG_NODE_DESTROY:
+	case BUS1_MSG_NODE_RELEASE:
+		ASSERT_EQ_U64(f.msg.offset, BUS1_OFFSET_INVALID);
+		ASSERT_EQ(f.msg.n_bytes, 0);
+		break;
+	default:
+		t_fail(__FILE__, __LINE__, "RECV (final): message type %llu", (unsigned long long)f.msg.type);
+	}
+}
+
 static void fz_transfer(struct fz *z, struct fz_peer *p)
 {
 	struct fz_peer *q = fz_peer(z);
@@ -374,7 +420,7 @@ static void fz_destroy(struct fz *z, struct fz_peer *p)
 static const unsigned long fz_known_cmds[] = {
 	BUS1_CMD_PEER_DISCONNECT, BUS1_CMD_PEER_QUERY, BUS1_CMD_PEER_RESET, BUS1_CMD_HANDLE_RELEASE,
 	BUS1_CMD_HANDLE_TRANSFER, BUS1_CMD_NODES_DESTROY, BUS1_CMD_SLICE_RELEASE, BUS1_CMD_SEND,
-	BUS1_CMD_RECV, BUS1_CMD_PEER_QUERY_U64, BUS1_CMD_PEER_RESET_U64,
+	BUS1_CMD_RECV, BUS1_CMD_PEER_QUERY_U64, BUS1_CMD_PEER_RESET_U64, B1_FINAL_CMD_RECV,
 };
 
 /* A bus1-magic ioctl number that names no command. */
@@ -546,8 +592,10 @@ static void fz_run(struct fz *z, unsigned long iters)
 
 		if (op < 35)
 			fz_send(z, p);
-		else if (op < 65)
+		else if (op < 58)
 			fz_recv(z, p);
+		else if (op < 65)
+			fz_recv_final(z, p);
 		else if (op < 75)
 			fz_transfer(z, p);
 		else if (op < 82)

@@ -112,7 +112,7 @@ TEST(mem_disk_domain_keeps_its_data_in_memory)
 	ASSERT_OK(stat(dom, &ds));
 	ASSERT_OK(stat("/dev/shm", &shm));
 	ASSERT_TRUE(mem_mapping_dev(8ULL << 30, "rw-s") == shm.st_dev);
-	ASSERT_TRUE(mem_mapping_dev(B1_POOL_SIZE, "rw-s") == shm.st_dev);
+	ASSERT_TRUE(mem_mapping_dev(B1_SHIM_POOL_MAP, "rw-s") == shm.st_dev);
 	ASSERT_TRUE(mem_mapping_dev(B1_POOL_SIZE, "r--s") == shm.st_dev);
 	ASSERT_TRUE(ds.st_dev != shm.st_dev);
 	mem_rm_rf(disk);

@@ -193,7 +193,7 @@ TEST(sm_shim_pool_mapping)
 	c = b1_open();
 	hc = mp_node(c, 0x100, b);
 	ASSERT_EQ(b1_send_one(b, h, "for a only", 10), 0);
-	shim_pool = sm_mapping(B1_POOL_SIZE, "rw-s");
+	shim_pool = sm_mapping(B1_SHIM_POOL_MAP, "rw-s");
 	ASSERT_TRUE(shim_pool != NULL);
 	/* the message for a, read out of the shim's mapping, does not go to c */
 	ASSERT_EQ(b1_send_one(b, hc, shim_pool, 10), -EFAULT);

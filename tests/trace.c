@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
-#include "bus1-util.h"
+#include "abi-both.h"
 #include "mp-util.h"
 
 /* Reads all of fd into buf (NUL-terminated). */
@@ -157,6 +157,13 @@ T_CHILD(traced_calls)
 	ASSERT_OK(close(fd));
 	ASSERT_EQ(b1_send(a, BUS1_SEND_FLAG_CONTINUE, dests, 2, err, v, 1, NULL, 0, NULL, 0), 0);
 	ASSERT_EQ_U64(err[1], ESHUTDOWN);
+	/* the final ABI's RECV, in its own layout */
+	{
+		struct b1_recv_final rf;
+
+		ASSERT_EQ(b1_recv_final(b, &rf, 0), 0);
+		printf("final %#llx\n", (unsigned long long)rf.msg.offset);
+	}
 	ASSERT_OK(setenv("BUS1_DOMAIN", "/proc/no-such-domain", 1));
 	ASSERT_ERRNO(open(b1_device(), O_RDWR | O_CLOEXEC), ENOENT);
 	fd = open(b1_device(), O_PATH | O_CLOEXEC);
@@ -172,13 +179,14 @@ TEST(trace_decodes_every_call)
 	static char out[4096], err[1 << 16];
 	char dev_open[256];
 	int a = -1, b = -1, pipe_fd = -1, pid_seen = -1;
-	unsigned long long h = 0, offset = 0, destroyed = 0;
+	unsigned long long h = 0, offset = 0, destroyed = 0, final_offset = 0;
 	pid_t pid = tr_run("1", "traced_calls", NULL, out, sizeof(out), err, sizeof(err));
 
 	ASSERT_EQ(sscanf(out, "a %d\nb %d\npipe %d\nh %llx\n", &a, &b, &pipe_fd, &h), 4);
 	ASSERT_TRUE(strstr(out, "\npid ") != NULL);
 	ASSERT_EQ(sscanf(strstr(out, "\npid "), "\npid %d\noffset %llx\n", &pid_seen, &offset), 2);
 	ASSERT_EQ(sscanf(strstr(out, "\ndestroyed "), "\ndestroyed %llx\n", &destroyed), 1);
+	ASSERT_EQ(sscanf(strstr(out, "\nfinal "), "\nfinal %llx\n", &final_offset), 1);
 	ASSERT_TRUE(strstr(out, "\ndone\n") != NULL);
 	ASSERT_EQ(pid_seen, pid);
 	ASSERT_GE(tr_check_prefixes(err, pid), 20);
@@ -204,8 +212,10 @@ TEST(trace_decodes_every_call)
 	TR_HAS(err, ": fd %d peer 0x2 SLICE_RELEASE {offset 0x%llx} -> 0\n", b, offset);
 	TR_HAS(err, ": fd %d peer 0x2 HANDLE_RELEASE {id 0x3} -> -1 ENXIO\n", b);
 	TR_HAS(err, ": fd %d peer 0x1 NODES_DESTROY {flags RELEASE_HANDLES, nodes [0x200]} -> 0\n", a);
-	TR_HAS(err, ": fd %d peer 0x2 RECV {flags 0, max_offset 0x20000000} -> 0 {type NODE_DESTROY, destination %#llx}\n",
+	TR_HAS(err, ": fd %d peer 0x2 RECV {flags 0, max_offset 0x20000000} -> 0 {type NODE_DESTROY, flags 0, destination %#llx}\n",
 	       b, destroyed);
+	TR_HAS(err, ": fd %d peer 0x2 RECV (final) {flags 0, max_offset 0x100000000} -> 0 {type DATA, flags 0, "
+	       "destination 0x100, offset 0x%llx, n_bytes 5, n_handles 0, n_fds 0}\n", b, final_offset);
 	TR_HAS(err, " PEER_DISCONNECT {arg 0x0} -> 0\n");
 	TR_HAS(err, ": fd %d peer 0x1 ioctl 0xdeadbeef arg 0x0 -> -1 ENOTTY\n", a);
 	TR_HAS(err, ": open \"%s\" O_RDWR|O_DIRECTORY -> -1 ENOTDIR\n", b1_device());

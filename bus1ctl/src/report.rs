@@ -3,7 +3,7 @@
 //! is described in docs/man/bus1ctl.1).
 
 use crate::json::Json;
-use shm_core::{HandleInfo, NodeInfo, PeerInfo, Quota, Quotas, Snapshot};
+use shm_core::{Abi, HandleInfo, NodeInfo, PeerInfo, Quota, Quotas, Snapshot};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::os::unix::fs::MetadataExt;
@@ -28,6 +28,21 @@ impl Seen {
 /// are sparse, so their length says nothing).
 fn resident(path: &Path) -> Option<u64> {
     std::fs::metadata(path).ok().map(|m| m.blocks() * 512)
+}
+
+fn abi_name(p: &PeerInfo) -> Option<&'static str> {
+    p.abi.map(|a| match a {
+        Abi::V1 => "v1",
+        Abi::Final => "final",
+    })
+}
+
+/// "abi v1", "abi final (fixed)", "abi undetermined".
+fn abi_text(p: &PeerInfo) -> String {
+    match abi_name(p) {
+        Some(a) => format!("abi {a}{}", if p.abi_fixed { " (fixed)" } else { "" }),
+        None => "abi undetermined".into(),
+    }
 }
 
 fn access_name(a: u32) -> &'static str {
@@ -169,10 +184,11 @@ fn peer_text(o: &mut String, p: &PeerInfo, pids: &[u32], gone: bool) {
     };
     let _ = writeln!(
         o,
-        "peer {:#x}  {}  {}  uid {} gid {}  pids {pids}",
+        "peer {:#x}  {}  {}  {}  uid {} gid {}  pids {pids}",
         p.serial,
         if p.connected { "connected" } else { "disconnected" },
         access_name(p.access),
+        abi_text(p),
         p.uid,
         p.gid
     );
@@ -189,7 +205,8 @@ fn peer_text(o: &mut String, p: &PeerInfo, pids: &[u32], gone: bool) {
     );
     let _ = writeln!(
         o,
-        "  pool     {} ({} published), {} in slices, largest free range {}, {} in memory",
+        "  pool     {}: {} ({} published), {} in slices, largest free range {}, {} in memory",
+        bytes(p.pool.size),
         plural(p.pool.slices, "slice", "slices"),
         p.pool.published,
         bytes(p.pool.used_bytes),
@@ -234,6 +251,8 @@ pub fn status_json(s: &Snapshot, seen: &Seen) -> Json {
                 ("state", Json::str(if p.connected { "connected" } else { "disconnected" })),
                 ("fd_open", Json::Bool(!seen.gone.contains(&p.serial))),
                 ("access", Json::str(access_name(p.access))),
+                ("abi", abi_name(p).map_or(Json::Null, Json::str)),
+                ("abi_fixed", Json::Bool(p.abi_fixed)),
                 ("uid", Json::UInt(p.uid as u64)),
                 ("gid", Json::UInt(p.gid as u64)),
                 ("pids", Json::Arr(seen.pids(p).iter().map(|&pid| Json::UInt(pid as u64)).collect())),
@@ -253,6 +272,7 @@ pub fn status_json(s: &Snapshot, seen: &Seen) -> Json {
                 (
                     "pool",
                     Json::obj(vec![
+                        ("size", Json::UInt(p.pool.size)),
                         ("slices", Json::UInt(p.pool.slices)),
                         ("published", Json::UInt(p.pool.published)),
                         ("used_bytes", Json::UInt(p.pool.used_bytes)),

@@ -3,7 +3,7 @@
 //! `status` reports, that it changes and creates nothing, and what `gc`
 //! cleans up.
 
-use shm_core::{OpenFlags, Peer, SimMem};
+use shm_core::{AbiMode, OpenFlags, Peer, SimMem};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -282,6 +282,10 @@ fn status_lists_peers_queues_pools_quotas_nodes_and_handles() {
 
     let pa = peer(&j, 1);
     assert_eq!(pa.get("state").str(), "connected");
+    // nothing has told which ABI it speaks yet
+    assert_eq!(pa.get("abi"), &J::Null);
+    assert_eq!(pa.get("abi_fixed"), &J::Bool(false));
+    assert_eq!(pa.get("pool").get("size").num(), 1 << 29);
     assert_eq!(pa.get("queue").get("length").num(), 0);
     assert_eq!(pa.get("live_nodes").num(), 1);
     let ha = pa.get("handles").arr();
@@ -318,6 +322,21 @@ fn status_lists_peers_queues_pools_quotas_nodes_and_handles() {
 
     assert_eq!(peer(&j, 3).get("state").str(), "disconnected");
 
+    // a peer whose opener fixed the final ABI has the final pool
+    let (fd, fin) = Peer::open_as(&dir.0, OpenFlags { access: libc::O_RDWR, cloexec: true, nonblock: true }, AbiMode::Final).unwrap();
+    let j = status_json(&dir.0);
+    let pf = peer(&j, 4);
+    assert_eq!(pf.get("abi").str(), "final");
+    assert_eq!(pf.get("abi_fixed"), &J::Bool(true));
+    assert_eq!(pf.get("pool").get("size").num(), 1 << 32);
+    let (_, text, _) = bus1ctl(&["status", dir.0.to_str().unwrap()]);
+    assert!(text.contains("peer 0x4  connected  O_RDWR  abi final (fixed)  uid "), "{text}");
+    assert!(text.contains("  pool     4.0 GiB: 0 slices"), "{text}");
+    // SAFETY: closing our own descriptor.
+    unsafe { libc::close(fd) };
+    fin.closed();
+    let j = status_json(&dir.0);
+
     let nodes = j.get("nodes").arr();
     assert_eq!(nodes.len(), 2);
     let n100 = nodes.iter().find(|n| n.get("id") == &J::Str("0x100".into())).unwrap();
@@ -335,7 +354,10 @@ fn status_lists_peers_queues_pools_quotas_nodes_and_handles() {
     // the text form says the same in words
     let (code, text, _) = bus1ctl(&["status", dir.0.to_str().unwrap()]);
     assert_eq!(code, 0);
-    assert!(text.contains(&format!("peer 0x1  connected  O_RDWR  uid {} gid {}  pids ", unsafe { libc::getuid() }, unsafe { libc::getgid() })), "{text}");
+    assert!(
+        text.contains(&format!("peer 0x1  connected  O_RDWR  abi undetermined  uid {} gid {}  pids ", unsafe { libc::getuid() }, unsafe { libc::getgid() })),
+        "{text}"
+    );
     assert!(text.contains(&format!("{me}")), "{text}");
     assert!(text.contains("  queue    2 entries: 2 data, 0 NODE_DESTROY, 0 NODE_RELEASE; 0 with fds; no seed\n"), "{text}");
     assert!(text.contains("peer 0x3  disconnected"), "{text}");

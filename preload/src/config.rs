@@ -1,8 +1,9 @@
-//! Configuration from the environment: `BUS1_DEVICE` and `BUS1_DOMAIN`
-//! (`BUS1_TRACE` is read by `trace`). Device and domain are read at every
-//! open, so a program (or a test) may change them at run time.
+//! Configuration from the environment: `BUS1_DEVICE`, `BUS1_DOMAIN` and
+//! `BUS1_ABI` (`BUS1_TRACE` is read by `trace`). Device, domain and ABI
+//! are read at every open, so a program (or a test) may change them at
+//! run time.
 
-use shm_core::sys;
+use shm_core::{sys, AbiMode};
 use std::ffi::CStr;
 use std::path::PathBuf;
 
@@ -18,4 +19,10 @@ pub fn with_device<R>(f: impl FnOnce(&CStr) -> R) -> R {
 /// The domain directory for new peers.
 pub fn domain() -> PathBuf {
     shm_core::configured_dir()
+}
+
+/// How the ABI of a new peer is chosen: `BUS1_ABI=v1` or `final` fix it,
+/// anything else lets its first calls tell.
+pub fn abi_mode() -> AbiMode {
+    sys::with_env(c"BUS1_ABI", |v| AbiMode::parse(v.map(CStr::to_bytes)))
 }

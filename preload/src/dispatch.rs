@@ -6,7 +6,7 @@
 use crate::fdtable::{self, FdInfo};
 use crate::trace;
 use crate::uaccess::ProcMem;
-use shm_core::{read_struct, write_struct, AbiPlain, Errno, Result};
+use shm_core::{read_struct, write_struct, Abi, AbiPlain, Errno, Result};
 use uapi::*;
 
 /// ioctls the kernel's VFS answers for every file before the driver sees
@@ -112,10 +112,20 @@ fn dispatch(fd: i32, info: &FdInfo, request: u64, arg: u64) -> Result<i32> {
             let s: bus1_cmd_send = read_struct(&mem, arg)?;
             peer.send(fd, &s, &mem)?;
         }
+        // Each ABI's RECV in its own layout. Decoding the number latches
+        // the peer's ABI, before the argument is even read.
         BUS1_CMD_RECV => {
+            peer.latch_recv(Abi::V1)?;
             let mut r: bus1_cmd_recv = read_struct(&mem, arg)?;
             let read = r;
             r.msg = peer.recv_into(fd, r.flags, r.max_offset, &|| check_writable(&mem, arg, &read).is_ok())?;
+            write_struct(&mem, arg, &r)?;
+        }
+        final_abi::BUS1_CMD_RECV => {
+            peer.latch_recv(Abi::Final)?;
+            let mut r: final_abi::bus1_cmd_recv = read_struct(&mem, arg)?;
+            let read = r;
+            r.msg = peer.recv_final_into(fd, r.flags, r.max_offset, &|| check_writable(&mem, arg, &read).is_ok())?;
             write_struct(&mem, arg, &r)?;
         }
         _ => return Err(Errno::ENOTTY),

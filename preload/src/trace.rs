@@ -203,6 +203,10 @@ const RESET_FLAGS: &[(u64, &str)] =
 const PEER_FLAGS: &[(u64, &str)] = &[(BUS1_PEER_FLAG_WANT_SECCTX, "WANT_SECCTX")];
 const DESTROY_FLAGS: &[(u64, &str)] = &[(BUS1_NODES_DESTROY_FLAG_RELEASE_HANDLES, "RELEASE_HANDLES")];
 const MSG_FLAGS: &[(u64, &str)] = &[(BUS1_MSG_FLAG_HAS_SECCTX, "HAS_SECCTX"), (BUS1_MSG_FLAG_CONTINUE, "CONTINUE")];
+/// The final ABI's RECV and message flags (renumbered).
+const FINAL_RECV_FLAGS: &[(u64, &str)] =
+    &[(final_abi::BUS1_RECV_FLAG_SEED, "SEED"), (final_abi::BUS1_RECV_FLAG_INSTALL_FDS, "INSTALL_FDS")];
+const FINAL_MSG_FLAGS: &[(u64, &str)] = &[(final_abi::BUS1_MSG_FLAG_CONTINUE, "CONTINUE")];
 
 /// Flags of open(2) (the access mode first, by name).
 pub fn open_flags(flags: i32) -> String {
@@ -371,6 +375,8 @@ pub fn ioctl_args(fd: i32, serial: u64, request: u64, arg: u64) -> String {
         }),
         BUS1_CMD_RECV => read::<bus1_cmd_recv>(arg)
             .map(|r| format!("flags {}, max_offset {:#x}", flag_names(r.flags, RECV_FLAGS), r.max_offset)),
+        final_abi::BUS1_CMD_RECV => read::<final_abi::bus1_cmd_recv>(arg)
+            .map(|r| format!("flags {}, max_offset {:#x}", flag_names(r.flags, FINAL_RECV_FLAGS), r.max_offset)),
         _ => Some(format!("arg {arg:#x}")),
     };
     match body {
@@ -423,6 +429,12 @@ pub fn ioctl_done(mut line: String, request: u64, arg: u64, r: &Result<i32>) {
                     line.push_str(&message(&m));
                 }
             }
+            final_abi::BUS1_CMD_RECV => {
+                if let Some(m) = read::<final_abi::bus1_cmd_recv>(arg).map(|r| r.msg) {
+                    line.push(' ');
+                    line.push_str(&final_message(&m));
+                }
+            }
             _ => {}
         }
     }
@@ -437,6 +449,22 @@ pub fn ioctl_done(mut line: String, request: u64, arg: u64, r: &Result<i32>) {
         }
     }
     emit(&line);
+}
+
+/// What the final ABI's RECV reported (nothing about the sender).
+fn final_message(m: &final_abi::bus1_msg) -> String {
+    if m.r#type != BUS1_MSG_DATA {
+        return format!("{{type {}, flags {}, destination {:#x}}}", msg_type(m.r#type), flag_names(m.flags, FINAL_MSG_FLAGS), m.destination);
+    }
+    format!(
+        "{{type DATA, flags {}, destination {:#x}, offset {:#x}, n_bytes {}, n_handles {}, n_fds {}}}",
+        flag_names(m.flags, FINAL_MSG_FLAGS),
+        m.destination,
+        m.offset,
+        m.n_bytes,
+        m.n_handles,
+        m.n_fds
+    )
 }
 
 /// What PEER_QUERY reported, in either layout.
@@ -454,7 +482,7 @@ fn query_result(peer_flags: u64, limits: [u64; 4]) -> String {
 /// What RECV reported.
 fn message(m: &bus1_msg) -> String {
     if m.r#type != BUS1_MSG_DATA {
-        return format!("{{type {}, destination {:#x}}}", msg_type(m.r#type), m.destination);
+        return format!("{{type {}, flags {}, destination {:#x}}}", msg_type(m.r#type), flag_names(m.flags, MSG_FLAGS), m.destination);
     }
     format!(
         "{{type DATA, flags {}, destination {:#x}, uid {}, gid {}, pid {}, tid {}, offset {:#x}, n_bytes {}, n_handles {}, n_fds {}, n_secctx {}}}",

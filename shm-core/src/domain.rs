@@ -531,6 +531,23 @@ impl Domain {
         trust::open_file(l.mem_fd, &self.mem_dir, name, flags, self.access, Create::No).map(|(fd, _)| fd)
     }
 
+    /// Makes `serial`'s pool file at least `size` bytes long (a pool
+    /// growing, see `pool::grow`). A file that is not the bus's (EPERM) or
+    /// no descriptor to open it with (EMFILE) is that error; any other
+    /// failure is ENOMEM: the pool could not grow.
+    pub(crate) fn grow_pool_file(&self, serial: u64, size: u64) -> Result<()> {
+        let fd = self.open_file(&Self::pool_name(serial), libc::O_RDWR).map_err(|e| match e {
+            Errno::EPERM | Errno::EMFILE => e,
+            _ => Errno::ENOMEM,
+        })?;
+        let r = match sys::fstat(fd) {
+            Ok(st) if st.st_size as u64 >= size => Ok(()),
+            _ => sys::ftruncate(fd, size).map_err(|_| Errno::ENOMEM),
+        };
+        sys::close(fd);
+        r
+    }
+
     /// Creates the file `name` in the memory directory (read-write; EEXIST
     /// if it exists).
     pub(crate) fn create_file(&self, name: &[u8]) -> Result<i32> {
@@ -701,7 +718,9 @@ impl Domain {
         }
         let name = Self::pool_name(serial);
         let (fd, _) = trust::open_file(l.mem_fd, &self.mem_dir, &name, libc::O_RDWR, self.access, Create::No)?;
-        // A pool shorter than the mapping would fault beyond its end.
+        // A pool shorter than the smallest one would fault within its
+        // range. (The mapping spans the largest pool; a pool grows only
+        // under the domain lock, file first.)
         let r = match sys::fstat(fd) {
             Ok(st) if st.st_size as u64 >= POOL_SIZE => PoolMapping::map(fd),
             Ok(_) => Err(trust::refuse(&entry_path(&self.mem_dir, &name), "is shorter than a pool")),

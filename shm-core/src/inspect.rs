@@ -85,6 +85,10 @@ pub struct PeerInfo {
     pub gid: u32,
     /// Peer flags (BUS1_PEER_FLAG_*).
     pub flags: u64,
+    /// The ABI it speaks (None while undetermined), and whether its opener
+    /// fixed it (`BUS1_ABI`) rather than its first call latching it.
+    pub abi: Option<crate::Abi>,
+    pub abi_fixed: bool,
     /// The address of the peer's socket (what its fds are bound to).
     pub socket: PathBuf,
     /// The peer's pool file.
@@ -113,6 +117,8 @@ pub struct QueueInfo {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PoolInfo {
+    /// The pool's length (512 MiB, or 4 GiB for a peer of the final ABI).
+    pub size: u64,
     /// Allocated slices, and how many of them RECV handed out (published).
     pub slices: u64,
     pub published: u64,
@@ -238,7 +244,7 @@ fn take(tx: &Txn) -> Result<Snapshot> {
             }
         }
 
-        let mut pool = PoolInfo::default();
+        let mut pool = PoolInfo { size: r.pool_size.get(), ..Default::default() };
         for reg in walk(tx, r.pool_regions.get(), |g: &Region| g.next.get())? {
             let g = tx.rec(reg);
             if g.free.get() == 1 {
@@ -283,6 +289,8 @@ fn take(tx: &Txn) -> Result<Snapshot> {
             uid: r.uid.get(),
             gid: r.gid.get(),
             flags: r.flags.get(),
+            abi: crate::abi::state(tx, p),
+            abi_fixed: crate::abi::fixed(tx, p),
             socket: PathBuf::from(std::ffi::OsString::from_vec(dom.peer_path(serial))),
             pool_file: PathBuf::from(std::ffi::OsString::from_vec(dom.pool_path(serial))),
             queue,

@@ -12,7 +12,7 @@ use crate::sync::RobustMutex;
 /// Segment magic ("bus1-shm").
 pub const MAGIC: u64 = 0x6275_7331_2d73_686d;
 /// Bumped whenever a record layout changes.
-pub const VERSION: u64 = 2;
+pub const VERSION: u64 = 3;
 
 /// Virtual size of the domain segment (a sparse file; only touched pages
 /// use memory).
@@ -42,8 +42,18 @@ pub const NRES: usize = 4;
 /// Module defaults (docs/reference.md §6.1).
 pub const DEFAULT_MAX: [i64; NRES] = [16384, 65536, 16 << 20, 4096];
 
-/// Pool geometry (docs/reference.md §5.1).
+/// Pool geometry: a pool file is 2^29 bytes (512 MiB), of which 2^29 - 1
+/// can be allocated, for a peer that speaks the RFC v1 ABI or has not yet
+/// shown which ABI it speaks ...
 pub const POOL_SIZE: u64 = 1 << 29;
+/// ... and 2^32 bytes (4 GiB) for a peer that speaks the final ABI
+/// (`abi`). A pool only ever grows, from the first to the second.
+pub const POOL_SIZE_FINAL: u64 = 1 << 32;
+/// Length of the bus's own mapping of every pool: the largest pool, so
+/// that a pool that grows needs no new mapping anywhere (only its file
+/// grows; until then the mapping's pages beyond the file are never
+/// touched).
+pub const POOL_MAP_LEN: u64 = POOL_SIZE_FINAL;
 
 /// The header at offset 0. Owned by `txn` (lock, log), `alloc` (heap),
 /// `table` (hash table root) and `domain` (global counters).
@@ -110,7 +120,7 @@ pub const PEER_CONNECTED: u32 = 1;
 pub const PEER_DISCONNECTED: u32 = 2;
 
 /// A peer. Owned by `peer`; queue fields by `queue`, pool fields by `pool`,
-/// bell fields by `doorbell`.
+/// ABI fields by `abi`, bell fields by `doorbell`.
 #[repr(C)]
 pub struct PeerRec {
     /// [`PEER_MAGIC`] while the record is a live peer (cleared when freed),
@@ -142,6 +152,15 @@ pub struct PeerRec {
     /// Fair-share records kept on this peer as a receiver.
     pub shares: Cell<P<ShareRec>>,
 
+    /// Which ABI the peer speaks, and whether that was fixed at open
+    /// (owned by `abi`).
+    pub abi: Cell<u32>,
+    pub abi_mode: Cell<u32>,
+
+    /// Length of the pool ([`POOL_SIZE`] or [`POOL_SIZE_FINAL`]): its
+    /// regions cover `0 .. pool_size - 1`, and its file is at least this
+    /// long.
+    pub pool_size: Cell<u64>,
     pub pool_regions: Cell<P<Region>>,
     pub pool_free: Cell<P<Region>>,
     pub pool_slices: Cell<u64>,

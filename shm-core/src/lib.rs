@@ -13,7 +13,8 @@
 //!   crash-recovery rules** every other module follows;
 //! * `layout` — the shared records; `shm` — typed access to them;
 //! * `object` (nodes, handles), `queue`, `message`, `send`, `recv`, `pool`,
-//!   `quota`, `peer` — the semantics, one concept each;
+//!   `quota`, `peer` — the semantics, one concept each; `abi` — which of
+//!   bus1's two ABIs (RFC v1, final) a peer speaks and what depends on it;
 //! * `doorbell` — how bus state becomes kernel-visible readiness of the peer
 //!   fd, and how in-flight fds are kept alive;
 //! * `reaper` — teardown of peers whose last fd is gone;
@@ -27,6 +28,7 @@
 // workspace's rust-version), so remainders stay spelled out.
 #![allow(clippy::manual_is_multiple_of)]
 
+mod abi;
 mod alloc;
 mod crash;
 mod creds;
@@ -57,13 +59,14 @@ mod trust;
 mod txn;
 mod usermem;
 
+pub use abi::{Abi, AbiMode};
 pub use crash::arm as arm_crash_point;
 pub use creds::invalidate_ids;
 pub use domain::{adopt_internal_fd, configured_dir, default_dir, evict_internal_fd, is_internal_fd, release_internal_fd, Domain};
 pub use sync::LocalMutex;
 pub use errno::{Errno, Result};
 pub use inspect::{HandleInfo, NodeInfo, PeerInfo, PoolInfo, QueueInfo, Quota, Quotas, Snapshot, UserInfo};
-pub use layout::POOL_SIZE;
+pub use layout::{POOL_SIZE, POOL_SIZE_FINAL};
 pub use ownmem::is_own_memory;
 pub use reaper::watcher_running;
 pub use trust::take_refusal;
@@ -101,8 +104,14 @@ pub struct OpenFlags {
 }
 
 impl Peer {
-    /// Opens a new peer in the domain at `dir` (8.1). Returns the peer fd.
+    /// Opens a new peer in the domain at `dir` (8.1), its ABI chosen by
+    /// its first calls (`AbiMode::Auto`). Returns the peer fd.
     pub fn open(dir: &Path, flags: OpenFlags) -> Result<(i32, Peer)> {
+        Self::open_as(dir, flags, AbiMode::Auto)
+    }
+
+    /// Opens a new peer whose ABI is chosen as `mode` says.
+    pub fn open_as(dir: &Path, flags: OpenFlags, mode: AbiMode) -> Result<(i32, Peer)> {
         let dom = Domain::attach(dir)?;
         let mut sf = 0;
         if flags.cloexec {
@@ -111,7 +120,7 @@ impl Peer {
         if flags.nonblock {
             sf |= libc::SOCK_NONBLOCK;
         }
-        let (fd, serial, rec) = peer::create(&dom, (flags.access & libc::O_ACCMODE) as u32, sf)?;
+        let (fd, serial, rec) = peer::create(&dom, (flags.access & libc::O_ACCMODE) as u32, sf, mode)?;
         Ok((fd, Peer { dom, serial, rec }))
     }
 
@@ -193,6 +202,40 @@ impl Peer {
         Ok(())
     }
 
+    /// A RECV with `abi`'s number was decoded (before its argument is
+    /// read): latches an undetermined peer to `abi`, even if the RECV then
+    /// fails; ENOTTY if the peer is fixed to the other ABI. Lock-free once
+    /// the peer's ABI is settled.
+    pub fn latch_recv(&self, abi: Abi) -> Result<()> {
+        self.latch(abi, abi::Latch::Recv).map(|_| ())
+    }
+
+    /// Latches the peer (see `abi`) in a transaction of its own, so that
+    /// the latch stays whatever the call that caused it does next.
+    /// Returns the ABI the peer speaks afterwards.
+    fn latch(&self, abi: Abi, by: abi::Latch) -> Result<Option<Abi>> {
+        let p: &PeerRec = self.dom.seg.rec(self.rec);
+        if let Some(r) = abi::latch_hint(p, abi, by) {
+            // Read before the check that the record is still this peer,
+            // connected: then it was this peer when the hint was read.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+            if self.connected_hint() {
+                return r;
+            }
+        }
+        let tx = self.dom.lock()?;
+        let r = self.resolve(&tx).and_then(|p| abi::latch(&tx, p, abi, by));
+        tx.finish(r)
+    }
+
+    /// The ABI the peer speaks; None while it is undetermined.
+    pub fn abi(&self) -> Result<Option<Abi>> {
+        let tx = self.dom.lock()?;
+        let r = self.resolve(&tx).map(|p| abi::state(&tx, p));
+        tx.abort();
+        r
+    }
+
     /// PEER_QUERY (2.2) after the argument was read and checked.
     pub fn query(&self, flags: u64) -> Result<bus1_cmd_peer_reset> {
         if flags != 0 {
@@ -201,8 +244,10 @@ impl Peer {
         self.op(-1, |tx, p| Ok(peer::query(tx, p)))
     }
 
-    /// PEER_RESET (2.3).
+    /// PEER_RESET (2.3). Peer flags 0 or 1 latch an undetermined peer to
+    /// the v1 ABI first.
     pub fn reset(&self, fd: i32, r: &bus1_cmd_peer_reset) -> Result<()> {
+        self.latch_by_peer_flags(r.peer_flags)?;
         let args = peer::reset_args(
             r.flags,
             r.peer_flags,
@@ -214,6 +259,7 @@ impl Peer {
 
     /// PEER_RESET with the man page's 48-byte layout (1.6).
     pub fn reset_u64(&self, fd: i32, r: &bus1_cmd_peer_reset_u64) -> Result<()> {
+        self.latch_by_peer_flags(r.peer_flags)?;
         let args = peer::reset_args(
             r.flags,
             r.peer_flags,
@@ -221,6 +267,14 @@ impl Peer {
             u64::MAX,
         )?;
         self.op(fd, |tx, p| peer::reset(tx, p, fd, &args))
+    }
+
+    /// The latch of a PEER_RESET: only the v1 ABI has peer flags 0 and 1.
+    fn latch_by_peer_flags(&self, peer_flags: u64) -> Result<()> {
+        if peer_flags <= BUS1_PEER_FLAG_WANT_SECCTX {
+            self.latch(Abi::V1, abi::Latch::Reset)?;
+        }
+        Ok(())
     }
 
     /// HANDLE_RELEASE (2.4).
@@ -274,18 +328,45 @@ impl Peer {
         Err(Errno::ESHUTDOWN)
     }
 
-    /// RECV (2.9) after the struct was read; returns the `msg` part.
+    /// The v1 RECV (2.9) after the struct was read; returns the `msg`
+    /// part. `flags` are the v1 RECV flags.
     pub fn recv(&self, fd: i32, flags: u64, max_offset: u64) -> Result<bus1_msg> {
         self.recv_into(fd, flags, max_offset, &|| true)
     }
 
-    /// RECV whose result goes to caller memory that `writable` probes:
-    /// if it cannot be written, the RECV fails with EFAULT after every
-    /// other check and before anything is dequeued or installed (2.9
+    /// The v1 RECV whose result goes to caller memory that `writable`
+    /// probes: if it cannot be written, the RECV fails with EFAULT after
+    /// every other check and before anything is dequeued or installed (2.9
     /// step 9, as the shim should do it).
     pub fn recv_into(&self, fd: i32, flags: u64, max_offset: u64, writable: &dyn Fn() -> bool) -> Result<bus1_msg> {
+        self.latch_recv(Abi::V1)?;
         recv::precheck(flags)?;
-        match self.op(fd, |tx, p| recv::recv(tx, p, fd, flags, max_offset, writable))? {
+        self.recv_as(Abi::V1, fd, flags, max_offset, writable)
+    }
+
+    /// The final ABI's RECV: `flags` are its flags (SEED 0x1, INSTALL_FDS
+    /// 0x2); the message is reported in its layout.
+    pub fn recv_final(&self, fd: i32, flags: u64, max_offset: u64) -> Result<final_abi::bus1_msg> {
+        self.recv_final_into(fd, flags, max_offset, &|| true)
+    }
+
+    /// The final RECV into caller memory that `writable` probes (see
+    /// [`Peer::recv_into`]).
+    pub fn recv_final_into(&self, fd: i32, flags: u64, max_offset: u64, writable: &dyn Fn() -> bool) -> Result<final_abi::bus1_msg> {
+        self.latch_recv(Abi::Final)?;
+        let flags = abi::final_recv_flags(flags)?;
+        self.recv_as(Abi::Final, fd, flags, max_offset, writable).map(|m| abi::final_msg(&m))
+    }
+
+    /// RECV with v1 flag bits, for a call with `abi`'s number. The latch is
+    /// made again under the lock, where it is authoritative (the lock-free
+    /// one may have read a latch that was then rolled back).
+    fn recv_as(&self, abi: Abi, fd: i32, flags: u64, max_offset: u64, writable: &dyn Fn() -> bool) -> Result<bus1_msg> {
+        let r = self.op(fd, |tx, p| {
+            abi::latch(tx, p, abi, abi::Latch::Recv)?;
+            recv::recv(tx, p, fd, flags, max_offset, writable)
+        })?;
+        match r {
             recv::Outcome::Msg(m) => Ok(m),
             recv::Outcome::Fail(e) => Err(e),
         }

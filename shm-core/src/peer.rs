@@ -3,6 +3,7 @@
 //! and the final teardown when the last fd is gone (docs/reference.md §2.1–2.7,
 //! 8.1–8.6).
 
+use crate::abi::{self, AbiMode};
 use crate::alloc;
 use crate::creds;
 use crate::doorbell::{self, Op};
@@ -48,8 +49,8 @@ pub fn all(tx: &Txn) -> Vec<P<PeerRec>> {
 
 /// Creates a peer (8.1): its socket (returned: the peer fd), its pool file
 /// and its record. `sock_flags` are SOCK_CLOEXEC/SOCK_NONBLOCK as the
-/// opener asked.
-pub fn create(dom: &Domain, access: u32, sock_flags: i32) -> Result<(i32, u64, P<PeerRec>)> {
+/// opener asked; `mode` is how its ABI is chosen (`abi`).
+pub fn create(dom: &Domain, access: u32, sock_flags: i32, mode: AbiMode) -> Result<(i32, u64, P<PeerRec>)> {
     let serial = {
         let tx = dom.lock()?;
         let s = tx.hdr().next_serial.get();
@@ -72,8 +73,9 @@ pub fn create(dom: &Domain, access: u32, sock_flags: i32) -> Result<(i32, u64, P
         cleanup(fd);
         return Err(e);
     }
+    let pool_size = abi::initial_pool_size(mode);
     let pool = dom.create_file(&pool_name).and_then(|pfd| {
-        let r = sys::ftruncate(pfd, POOL_SIZE);
+        let r = sys::ftruncate(pfd, pool_size);
         sys::close(pfd);
         r
     });
@@ -109,7 +111,8 @@ pub fn create(dom: &Domain, access: u32, sock_flags: i32) -> Result<(i32, u64, P
         }
         tx.set(&p.pidns, pidns);
         tx.set(&p.userns, userns);
-        pool::init(&tx, peer)?;
+        abi::init(&tx, peer, mode);
+        pool::init(&tx, peer, pool_size)?;
         let hdr = tx.hdr();
         let head = hdr.peers.get();
         tx.set(&p.next, head);
@@ -130,12 +133,12 @@ pub fn create(dom: &Domain, access: u32, sock_flags: i32) -> Result<(i32, u64, P
     }
 }
 
-/// PEER_QUERY (2.2).
+/// PEER_QUERY (2.2); the peer flags by the peer's ABI.
 pub fn query(tx: &Txn, peer: P<PeerRec>) -> bus1_cmd_peer_reset {
     let p = tx.rec(peer);
     bus1_cmd_peer_reset {
         flags: 0,
-        peer_flags: p.flags.get() & BUS1_PEER_FLAG_WANT_SECCTX,
+        peer_flags: abi::queried_peer_flags(abi::state(tx, peer), p.flags.get()),
         max_slices: p.max[RES_SLICES].get() as u32,
         max_handles: p.max[RES_HANDLES].get() as u32,
         max_inflight_bytes: p.max[RES_BYTES].get() as u32,
@@ -152,13 +155,12 @@ pub struct Reset {
     pub limits: [Option<u32>; NRES],
 }
 
-/// PEER_RESET steps 2–4 (no lock needed). `limits` are the raw fields
-/// widened to u64 and `all_ones` is the "unchanged" value of the layout.
+/// PEER_RESET steps 2 and 4 (no lock needed; step 3, the peer flags,
+/// depends on the peer's ABI and is [`reset`]'s). `limits` are the raw
+/// fields widened to u64 and `all_ones` is the "unchanged" value of the
+/// layout.
 pub fn reset_args(flags: u64, peer_flags: u64, limits: [u64; NRES], all_ones: u64) -> Result<Reset> {
     if flags & !(BUS1_PEER_RESET_FLAG_FLUSH | BUS1_PEER_RESET_FLAG_FLUSH_SEED) != 0 {
-        return Err(Errno::EINVAL);
-    }
-    if peer_flags != u64::MAX && peer_flags & !BUS1_PEER_FLAG_WANT_SECCTX != 0 {
         return Err(Errno::EINVAL);
     }
     let mut out = [None; NRES];
@@ -174,8 +176,11 @@ pub fn reset_args(flags: u64, peer_flags: u64, limits: [u64; NRES], all_ones: u6
     Ok(Reset { flags, peer_flags, limits: out })
 }
 
-/// PEER_RESET step 5 onwards.
+/// PEER_RESET step 3 (the peer flags, by the peer's ABI), then step 5
+/// onwards. (Steps 2 to 4 all fail with EINVAL, so their order is not
+/// observable.)
 pub fn reset(tx: &Txn, peer: P<PeerRec>, fd: i32, r: &Reset) -> Result<()> {
+    abi::check_reset_peer_flags(abi::state(tx, peer), r.peer_flags)?;
     let p = tx.rec(peer);
     if r.peer_flags != u64::MAX {
         tx.set(&p.flags, r.peer_flags);

@@ -1,6 +1,8 @@
 //! Pools and slices (docs/reference.md §5).
 //!
-//! Each peer owns a 512 MiB sparse pool file. The allocator state lives in
+//! Each peer owns a sparse pool file of 512 MiB, or 4 GiB for a peer that
+//! speaks the final ABI (`abi`; a pool grows once from the first to the
+//! second, never back, see [`grow`]). The allocator state lives in
 //! the segment as a list of regions in address order (slices and free
 //! ranges alike) plus a list of the free ones; allocation is best fit with
 //! ties broken by the lowest offset, and freeing merges with free
@@ -50,16 +52,45 @@ const CLEAN_BEYOND_KEEP: u32 = 1;
 /// `Region::clean`: all its whole pages are punched.
 const CLEAN_ALL: u32 = 2;
 
-/// Sets up an empty pool: one free range covering it.
-pub fn init(tx: &Txn, peer: P<PeerRec>) -> Result<()> {
+/// Sets up an empty pool of `size` bytes (its file is that long): one free
+/// range covering all of it but the last byte, which is never handed out.
+pub fn init(tx: &Txn, peer: P<PeerRec>, size: u64) -> Result<()> {
     let r = P::<Region>::from_off(alloc::alloc(tx, REGION)?);
     let rr = tx.rec(r);
     tx.set(&rr.off, 0);
-    tx.set(&rr.size, POOL_SIZE - 1);
+    tx.set(&rr.size, size - 1);
     tx.set(&rr.free, 1);
     let p = tx.rec(peer);
+    tx.set(&p.pool_size, size);
     tx.set(&p.pool_regions, r);
     tx.set(&p.pool_free, r);
+    Ok(())
+}
+
+/// Grows the pool to `size` bytes: its file first (so that no slice can
+/// lie beyond it), then its free tail. Slices, and every mapping of the
+/// pool, stay where they are. A pool never shrinks.
+pub fn grow(tx: &Txn, peer: P<PeerRec>, size: u64) -> Result<()> {
+    let p = tx.rec(peer);
+    let old = p.pool_size.get();
+    if size <= old {
+        return Ok(());
+    }
+    let mut tail = p.pool_regions.get();
+    while !tail.is_null() && !tx.rec(tail).next.get().is_null() {
+        tail = tx.rec(tail).next.get();
+    }
+    // The range ends 7 bytes after a multiple of 8, which no slice can
+    // fill, so the last region is always free.
+    if tail.is_null() || tx.rec(tail).free.get() != 1 {
+        return Err(Errno::ENOTRECOVERABLE);
+    }
+    tx.domain().grow_pool_file(p.serial.get(), size)?;
+    let tr = tx.rec(tail);
+    // The new part has never been written: whatever the region's `clean`
+    // mark says about resident pages stays true.
+    tx.set(&tr.size, tr.size.get() + (size - old));
+    tx.set(&p.pool_size, size);
     Ok(())
 }
 
@@ -112,7 +143,7 @@ pub fn slice_size(n_bytes: u64, n_handles: u64, n_fds: u64) -> u64 {
 /// Allocates a slice of `size` bytes (5.2). The slice starts referenced.
 pub fn alloc_slice(tx: &Txn, peer: P<PeerRec>, size: u64) -> Result<P<Region>> {
     let size = size.div_ceil(8) * 8;
-    if size == 0 || size > POOL_SIZE - 1 {
+    if size == 0 || size > tx.rec(peer).pool_size.get() - 1 {
         return Err(Errno::EMSGSIZE);
     }
     let mut best = P::<Region>::NULL;

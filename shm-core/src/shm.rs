@@ -11,7 +11,7 @@ use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crate::layout::POOL_SIZE;
+use crate::layout::POOL_MAP_LEN;
 use crate::usermem::UserMem;
 
 /// Plain data that may live in shared memory and be copied bit for bit.
@@ -264,7 +264,9 @@ impl Drop for Segment {
 // ------------------------------------------------------------------ pools
 
 /// This process's read-write mapping of one peer's pool file
-/// (`POOL_SIZE` bytes), owned by the domain's per-process cache and
+/// (`POOL_MAP_LEN` bytes, the largest pool: the part beyond a smaller
+/// pool's file is never touched, and becomes usable when the file grows),
+/// owned by the domain's per-process cache and
 /// unmapped when dropped. The cache drops one only under the domain lock
 /// (the peer is gone), so the [`PoolMap`] views handed out inside
 /// transactions never outlive it.
@@ -279,9 +281,9 @@ unsafe impl Send for PoolMapping {}
 impl PoolMapping {
     /// Maps the pool file `fd` shared, readable and writable.
     pub fn map(fd: i32) -> crate::errno::Result<PoolMapping> {
-        let base = crate::sys::mmap_shared(fd, POOL_SIZE as usize, libc::PROT_READ | libc::PROT_WRITE)?;
+        let base = crate::sys::mmap_shared(fd, POOL_MAP_LEN as usize, libc::PROT_READ | libc::PROT_WRITE)?;
         let m = PoolMapping { view: PoolMap { base } };
-        if !crate::ownmem::add(base as usize, POOL_SIZE as usize) {
+        if !crate::ownmem::add(base as usize, POOL_MAP_LEN as usize) {
             return Err(crate::errno::Errno::ENOMEM);
         }
         Ok(m)
@@ -297,7 +299,7 @@ impl Drop for PoolMapping {
         crate::ownmem::remove(self.view.base as usize);
         // SAFETY: the mapping is owned by this value; see the type's comment
         // for why no view is in use any more.
-        unsafe { crate::sys::munmap(self.view.base, POOL_SIZE as usize) }
+        unsafe { crate::sys::munmap(self.view.base, POOL_MAP_LEN as usize) }
     }
 }
 
@@ -314,7 +316,7 @@ pub struct PoolMap {
 impl PoolMap {
     /// The address of `off..off+len`; panics if it leaves the pool.
     fn at(&self, off: u64, len: u64) -> *mut u8 {
-        assert!(off.checked_add(len).is_some_and(|end| end <= POOL_SIZE), "pool range {off:#x}+{len:#x} out of bounds");
+        assert!(off.checked_add(len).is_some_and(|end| end <= POOL_MAP_LEN), "pool range {off:#x}+{len:#x} out of bounds");
         // SAFETY: in bounds of the mapping, just checked.
         unsafe { self.base.add(off as usize) }
     }

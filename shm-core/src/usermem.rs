@@ -82,6 +82,10 @@ unsafe impl AbiPlain for uapi::bus1_cmd_send {}
 unsafe impl AbiPlain for uapi::bus1_msg {}
 // SAFETY: as above.
 unsafe impl AbiPlain for uapi::bus1_cmd_recv {}
+// SAFETY: as above.
+unsafe impl AbiPlain for uapi::final_abi::bus1_msg {}
+// SAFETY: as above.
+unsafe impl AbiPlain for uapi::final_abi::bus1_cmd_recv {}
 
 fn as_bytes<T: AbiPlain>(v: &T) -> &[u8] {
     // SAFETY: T has no padding (AbiPlain), so all its bytes are initialised.

@@ -190,3 +190,24 @@ fn waiter_killed_after_its_wake_up_does_not_strand_the_others() {
     a.send(&[hb], b"after").unwrap();
     assert_eq!(b.recv().unwrap().payload, b"after");
 }
+
+/// A final latch killed after the pool grew is rolled back: the peer is
+/// undetermined again with the small pool (its file may stay longer,
+/// which is harmless), and the next final RECV latches and grows it.
+#[test]
+fn latch_killed_before_commit_is_rolled_back() {
+    let bus = Bus::new("crash-latch");
+    let a = bus.peer();
+    a.send(&[0x100], b"queued").unwrap();
+    let stats = a.peer.domain().stats().unwrap();
+    die_at("latch-grown", || {
+        let _ = a.peer.recv_final(a.fd, 0, shm_core::POOL_SIZE_FINAL);
+    });
+    assert_eq!(a.peer.abi(), Ok(None));
+    let after = a.peer.domain().stats().unwrap();
+    assert_eq!(after.recoveries, stats.recoveries + 1);
+    assert_eq!(after.live_bytes, stats.live_bytes);
+    let m = a.peer.recv_final(a.fd, 0, shm_core::POOL_SIZE_FINAL).unwrap();
+    assert_eq!(m.n_bytes, 6);
+    assert_eq!(a.peer.abi(), Ok(Some(shm_core::Abi::Final)));
+}

@@ -17,8 +17,14 @@
 
 #include "harness.h"
 
-/* Size of every peer's pool (§5.1). */
+/* Size of every peer's pool (§5.1) ... */
 #define B1_POOL_SIZE (1ULL << 29)
+/*
+ * ... but a peer that speaks bus1's final ABI has a 4 GiB pool. The shim's
+ * own read-write mapping of any pool spans that much (the largest pool).
+ */
+#define B1_POOL_SIZE_FINAL (1ULL << 32)
+#define B1_SHIM_POOL_MAP B1_POOL_SIZE_FINAL
 
 static inline const char *b1_device(void)
 {

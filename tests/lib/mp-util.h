@@ -114,17 +114,18 @@ static inline void mp_reap_killed_at(const char *file, int line, pid_t pid)
 }
 
 /*
- * Forks and execs the T_CHILD entry `name` with the given NULL-terminated
- * argument list. `crash`, if not NULL, is put into BUS1_CRASH_AT of the
- * child only. Descriptors without FD_CLOEXEC are inherited.
+ * Forks and execs the T_CHILD entry `name` of the test binary `exe` with the
+ * given NULL-terminated argument list (mp_spawnv: of this test binary).
+ * `crash`, if not NULL, is put into BUS1_CRASH_AT of the child only.
+ * Descriptors without FD_CLOEXEC are inherited.
  */
-static inline pid_t mp_spawnv(const char *crash, const char *name, const char *const *args)
+static inline pid_t mp_spawn_exe_v(const char *exe, const char *crash, const char *name, const char *const *args)
 {
 	const char *argv[64];
 	int n = 0;
 	pid_t pid;
 
-	argv[n++] = t_self_exe();
+	argv[n++] = exe;
 	argv[n++] = "--child";
 	argv[n++] = name;
 	while (args && *args && n < 63)
@@ -140,6 +141,11 @@ static inline pid_t mp_spawnv(const char *crash, const char *name, const char *c
 		_exit(127);
 	}
 	return pid;
+}
+
+static inline pid_t mp_spawnv(const char *crash, const char *name, const char *const *args)
+{
+	return mp_spawn_exe_v(t_self_exe(), crash, name, args);
 }
 
 /* mp_spawn_crash(crash, name, "arg", ..., NULL): BUS1_CRASH_AT=crash in the child. */

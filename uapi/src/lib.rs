@@ -1,15 +1,27 @@
-//! The bus1 binary interface (RFC v1 ABI) and nothing else.
+//! The bus1 binary interface and nothing else.
 //!
 //! Every constant, structure and ioctl number a bus1 client sees, laid out
-//! exactly as in `include/linux/bus1.h`. Sizes and field offsets are checked
-//! at compile time here, and `tests/abi.rs` checks this file against the C
-//! header by compiling a program against it. Section numbers in comments
-//! are those of `docs/reference.md`.
+//! exactly as in `include/linux/bus1.h`. The crate root is the RFC v1 ABI
+//! (the header's default); [`final_abi`] holds what bus1's final (2019)
+//! ABI changed, which the header gives when `BUS1_ABI_FINAL` is defined.
+//! Sizes and field offsets are checked at compile time here, and
+//! `tests/abi.rs` checks both layouts against the C header by compiling a
+//! program against it in each mode. Section numbers in comments are those
+//! of `docs/reference.md`.
 #![no_std]
 // The C names are the interface; keep them.
 #![allow(non_camel_case_types)]
 
-use core::mem::{offset_of, size_of};
+use core::mem::size_of;
+
+/// Checks a struct's size, alignment and field offsets at compile time.
+macro_rules! assert_layout {
+    ($t:ty, $size:expr, { $($field:ident : $off:expr),* $(,)? }) => {
+        const _: () = assert!(core::mem::size_of::<$t>() == $size);
+        const _: () = assert!(core::mem::align_of::<$t>() == 8);
+        $(const _: () = assert!(core::mem::offset_of!($t, $field) == $off);)*
+    };
+}
 
 /// ioctl "type" byte of every bus1 command.
 pub const BUS1_IOCTL_MAGIC: u32 = 0x96;
@@ -57,8 +69,8 @@ pub struct bus1_cmd_peer_reset {
     pub max_inflight_fds: u32,
 }
 
-/// The man page's 48-byte variant of [`bus1_cmd_peer_reset`] (an extension;
-/// see docs/reference.md §1.6).
+/// The man page's 48-byte variant of [`bus1_cmd_peer_reset`] (an extension
+/// of this implementation, accepted under both ABIs).
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct bus1_cmd_peer_reset_u64 {
@@ -192,19 +204,67 @@ pub const COMMANDS: &[(&str, u32)] = &[
     ("BUS1_CMD_PEER_RESET_U64", BUS1_CMD_PEER_RESET_U64),
 ];
 
-/// Name of a command number, if it is one of ours.
+/// Name of a command number, if it is one of ours (the final ABI's RECV
+/// included).
 pub fn command_name(cmd: u32) -> Option<&'static str> {
+    if cmd == final_abi::BUS1_CMD_RECV {
+        return Some("BUS1_CMD_RECV (final)");
+    }
     COMMANDS.iter().find(|(_, c)| *c == cmd).map(|(n, _)| *n)
 }
 
-// Compile-time layout checks (docs/reference.md §1.4 and 1.5).
-macro_rules! assert_layout {
-    ($t:ty, $size:expr, { $($field:ident : $off:expr),* $(,)? }) => {
-        const _: () = assert!(size_of::<$t>() == $size);
-        const _: () = assert!(core::mem::align_of::<$t>() == 8);
-        $(const _: () = assert!(offset_of!($t, $field) == $off);)*
-    };
+/// bus1's final ABI (the bus1 tree's last state, 2019): what differs from
+/// the RFC v1 ABI of the crate root. Everything not here is shared:
+/// every other structure, constant and ioctl number is byte-for-byte the
+/// same in both.
+///
+/// Gone in the final ABI: `BUS1_PEER_FLAG_WANT_SECCTX` (there are no peer
+/// flags; `peer_flags` must be all-ones in PEER_RESET), `BUS1_RECV_FLAG_PEEK`,
+/// `BUS1_MSG_FLAG_HAS_SECCTX`, and the message's `uid`, `gid`, `pid`, `tid`
+/// and `n_secctx`.
+pub mod final_abi {
+    use super::iowr;
+    use core::mem::size_of;
+
+    pub const BUS1_RECV_FLAG_SEED: u64 = 1 << 0;
+    pub const BUS1_RECV_FLAG_INSTALL_FDS: u64 = 1 << 1;
+
+    pub const BUS1_MSG_FLAG_CONTINUE: u64 = 1 << 0;
+
+    /// The message description filled in by the final `RECV`.
+    #[repr(C, align(8))]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct bus1_msg {
+        pub r#type: u64,
+        pub flags: u64,
+        pub destination: u64,
+        pub offset: u64,
+        pub n_bytes: u64,
+        pub n_handles: u64,
+        pub n_fds: u64,
+    }
+
+    /// Argument of the final `RECV` (72 bytes).
+    #[repr(C, align(8))]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct bus1_cmd_recv {
+        pub flags: u64,
+        pub max_offset: u64,
+        pub msg: bus1_msg,
+    }
+
+    /// The final ABI's RECV: the one ioctl number that differs.
+    pub const BUS1_CMD_RECV: u32 = iowr(0x50, size_of::<bus1_cmd_recv>());
+
+    assert_layout!(bus1_msg, 56, {
+        r#type: 0, flags: 8, destination: 16, offset: 24, n_bytes: 32, n_handles: 40, n_fds: 48,
+    });
+    assert_layout!(bus1_cmd_recv, 72, { flags: 0, max_offset: 8, msg: 16 });
+    const _: () = assert!(BUS1_CMD_RECV == 0xC048_9650);
 }
+
+// Compile-time layout checks (the module's header, and the man page's
+// 48-byte reset/query struct).
 
 assert_layout!(bus1_cmd_peer_reset, 32, {
     flags: 0, peer_flags: 8, max_slices: 16, max_handles: 20,

@@ -16,7 +16,7 @@ fn open_device(path: &CStr, flags: c_int) -> c_int {
     }
     let of = OpenFlags { access: flags & libc::O_ACCMODE, cloexec: flags & libc::O_CLOEXEC != 0, nonblock: flags & libc::O_NONBLOCK != 0 };
     let domain = crate::config::domain();
-    let r = Peer::open(&domain, of);
+    let r = Peer::open_as(&domain, of, crate::config::abi_mode());
     if crate::trace::on() {
         let (outcome, note) = match &r {
             Ok((fd, peer)) => (Ok(*fd), format!("peer {:#x}", peer.serial())),

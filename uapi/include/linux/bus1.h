@@ -1,27 +1,29 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * bus1 — binary interface of the bus1 capability message bus (RFC v1 ABI).
+ * bus1 — binary interface of the bus1 capability message bus.
  *
  * This header is the binary contract between C programs and the bus1 device
  * (the userspace implementation in this repository, or the original kernel
  * module: both expose exactly these numbers and layouts). Every structure is
  * 8-byte aligned and has no implicit padding.
  *
+ * It describes two versions of the interface:
+ *
+ *  - by default, the RFC v1 ABI (2016), which the module was posted with;
+ *  - with BUS1_ABI_FINAL defined before the first inclusion, the final ABI
+ *    (the bus1 tree's last state, 2019). It drops RECV's PEEK flag, the
+ *    sender's credentials and security context and the peer flags:
+ *    struct bus1_cmd_recv shrinks to 72 bytes and gets a new ioctl number,
+ *    and the RECV and message flag bits are renumbered. Every other
+ *    structure and number is the same in both.
+ *
+ * One bus serves programs of both kinds at once, talking to each other.
+ *
  * Where the bus1(7) man page uses different names than the module's header,
  * both spellings are provided (see "Man-page spellings" below).
  */
 #ifndef _UAPI_LINUX_BUS1_H
 #define _UAPI_LINUX_BUS1_H
-
-/*
- * Interface versions: this header describes the interface of the module as
- * first proposed (2016, "RFC v1"). Defining BUS1_ABI_FINAL before including
- * it selects the module's last interface (2019), which this version of the
- * implementation does not provide yet.
- */
-#ifdef BUS1_ABI_FINAL
-#error "BUS1_ABI_FINAL: this version of bus1 provides only the 2016 (RFC v1) interface"
-#endif
 
 #include <linux/ioctl.h>
 #include <linux/types.h>
@@ -38,10 +40,12 @@ enum {
 	BUS1_HANDLE_FLAG_REMOTE				= 1ULL <<  1,
 };
 
-/* bus1_cmd_peer_reset.peer_flags */
+#ifndef BUS1_ABI_FINAL
+/* bus1_cmd_peer_reset.peer_flags (the final ABI has none: pass all-ones) */
 enum {
 	BUS1_PEER_FLAG_WANT_SECCTX			= 1ULL <<  0,
 };
+#endif
 
 /* bus1_cmd_peer_reset.flags */
 enum {
@@ -100,11 +104,18 @@ struct bus1_cmd_send {
 } __attribute__((__aligned__(8)));
 
 /* bus1_cmd_recv.flags */
+#ifdef BUS1_ABI_FINAL
+enum {
+	BUS1_RECV_FLAG_SEED				= 1ULL <<  0,
+	BUS1_RECV_FLAG_INSTALL_FDS			= 1ULL <<  1,
+};
+#else
 enum {
 	BUS1_RECV_FLAG_PEEK				= 1ULL <<  0,
 	BUS1_RECV_FLAG_SEED				= 1ULL <<  1,
 	BUS1_RECV_FLAG_INSTALL_FDS			= 1ULL <<  2,
 };
+#endif
 
 /* bus1_cmd_recv.msg.type */
 enum {
@@ -115,11 +126,33 @@ enum {
 };
 
 /* bus1_cmd_recv.msg.flags */
+#ifdef BUS1_ABI_FINAL
+enum {
+	BUS1_MSG_FLAG_CONTINUE				= 1ULL <<  0,
+};
+#else
 enum {
 	BUS1_MSG_FLAG_HAS_SECCTX			= 1ULL <<  0,
 	BUS1_MSG_FLAG_CONTINUE				= 1ULL <<  1,
 };
+#endif
 
+#ifdef BUS1_ABI_FINAL
+/* argument of BUS1_CMD_RECV (72 bytes; msg is 56 bytes at offset 16) */
+struct bus1_cmd_recv {
+	__u64 flags;
+	__u64 max_offset;
+	struct {
+		__u64 type;
+		__u64 flags;
+		__u64 destination;
+		__u64 offset;
+		__u64 n_bytes;
+		__u64 n_handles;
+		__u64 n_fds;
+	} __attribute__((__aligned__(8))) msg;
+} __attribute__((__aligned__(8)));
+#else
 /* argument of BUS1_CMD_RECV (96 bytes; msg is 80 bytes at offset 16) */
 struct bus1_cmd_recv {
 	__u64 flags;
@@ -139,7 +172,13 @@ struct bus1_cmd_recv {
 		__u64 n_secctx;
 	} __attribute__((__aligned__(8))) msg;
 } __attribute__((__aligned__(8)));
+#endif
 
+/*
+ * The numbers follow from the structures: every command is the same in
+ * both ABIs except BUS1_CMD_RECV (0xC0609650 in the RFC v1 ABI, 0xC0489650
+ * in the final one).
+ */
 enum {
 	BUS1_CMD_PEER_DISCONNECT	= _IOWR(BUS1_IOCTL_MAGIC, 0x00,
 						__u64),
