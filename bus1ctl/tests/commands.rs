@@ -547,9 +547,13 @@ fn status_of_a_domain_on_a_disk_names_its_memory() {
     }
     assert_eq!(j.get("peers").arr().len(), 2);
     assert_eq!(peer(&j, 1).get("socket").str(), memory.join("peer.1").to_str().unwrap());
-    // leave no memory behind on /dev/shm
+    // leave no memory behind on /dev/shm (a process another test forks
+    // holds copies of the peer sockets until it execs: look again then)
     let dom = a.peer.domain().clone();
     drop((a, _b));
-    assert!(dom.leave());
+    assert!((0..200).any(|_| dom.leave() || {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        false
+    }));
     assert!(!memory.join("segment").exists());
 }
