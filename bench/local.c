@@ -7,8 +7,9 @@
  * With a burst size B > 1, each side first sends B messages and then
  * receives them: the queue (socket) then goes empty and non-empty once per
  * B messages instead of once per message, which shows the cost of the
- * operations themselves apart from readiness transitions (on bus1, a
- * token sent and drained per transition).
+ * operations themselves apart from readiness transitions (on bus1 only
+ * with BUS1_WAKE=exact, a token sent and drained per transition; by
+ * default a transition costs no system call).
  *
  * Prints the CPU time per operation of each and the ratio bus1/UDS
  * (median of several alternating rounds, since the machines are noisy).

@@ -10,8 +10,16 @@
  * SOCK_SEQPACKET socketpair with poll() + recv() + write().
  *
  * Prints the wall-clock time per round trip of each and the ratio bus1/UDS
- * (median of several alternating rounds, since the machines are noisy).
- * Run under the shim: scripts/bus1-run bench/bin/pingpong [round-trips]
+ * (median of several alternating rounds, since the machines are noisy),
+ * and the CPU time both processes spent per round trip (a waiter that
+ * spins before it sleeps trades CPU time for wake-up latency).
+ *
+ * Paced (a second argument, a pause in microseconds): the parent sleeps
+ * that long before each round trip, so that the echoing child's every
+ * wait outlasts any spin. Then only the CPU time is of interest: it is
+ * what the "bus1", "UDS" and "ratio" lines report, and it shows what a
+ * spin that does not pay off costs.
+ * Run under the shim: scripts/bus1-run bench/bin/pingpong [round-trips [pause-us]]
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -107,6 +115,19 @@ static void uds_recv(void *end, uint8_t *buf)
 		fail("recv size", n, MSG_SIZE);
 }
 
+/* Paced: the parent's sends, each after a pause of pause_ns. */
+static long pause_ns;
+static void (*unpaced_send)(void *end, const uint8_t *buf);
+
+static void paced_send(void *end, const uint8_t *buf)
+{
+	struct timespec ts = { pause_ns / 1000000000L, pause_ns % 1000000000L };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+	unpaced_send(end, buf);
+}
+
 /* The child echoes every message back until it sees SEQ_QUIT. */
 static void echo(const struct hop *h)
 {
@@ -144,10 +165,40 @@ static void bus1_setup(struct bus1_end *parent, struct bus1_end *child)
 		die("mmap pool");
 }
 
+/* CPU time (ns) used so far by this process and by process `other`. */
+static double cpu_both(pid_t other)
+{
+	struct timespec a, b;
+	clockid_t c;
+
+	if (clock_getcpuclockid(other, &c) != 0)
+		die("clock_getcpuclockid");
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &a);
+	clock_gettime(c, &b);
+	return (a.tv_sec + b.tv_sec) * 1e9 + a.tv_nsec + b.tv_nsec;
+}
+
+/* As time_round_trips, and the CPU ns of both ends per round trip. */
+static double timed(const struct hop *h, pid_t echo_pid, long n, uint64_t *seq, double *cpu)
+{
+	struct hop paced = *h;
+	double c0, wall;
+
+	if (pause_ns > 0) {
+		unpaced_send = h->send;
+		paced.send = paced_send;
+	}
+	c0 = cpu_both(echo_pid);
+	wall = time_round_trips(&paced, n, seq);
+
+	*cpu = (cpu_both(echo_pid) - c0) / n;
+	return wall;
+}
+
 int main(int argc, char **argv)
 {
 	long n = argc > 1 ? atol(argv[1]) : 20000;
-	double tb[ROUNDS], tu[ROUNDS], ratio[ROUNDS];
+	double tb[ROUNDS], tu[ROUNDS], ratio[ROUNDS], cb[ROUNDS], cu[ROUNDS];
 	uint64_t bseq = 0, useq = 0;
 	struct bus1_end me, peer;
 	int s[2];
@@ -158,6 +209,7 @@ int main(int argc, char **argv)
 
 	if (n <= 0)
 		n = 1;
+	pause_ns = argc > 2 ? atol(argv[2]) * 1000L : 0;
 	bus1_setup(&me, &peer);
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, s) < 0)
 		die("socketpair");
@@ -190,9 +242,9 @@ int main(int argc, char **argv)
 	time_round_trips(&bus1, n / 10 + 1, &bseq);
 	time_round_trips(&uds, n / 10 + 1, &useq);
 	for (int i = 0; i < ROUNDS; i++) {
-		tb[i] = time_round_trips(&bus1, n, &bseq);
-		tu[i] = time_round_trips(&uds, n, &useq);
-		ratio[i] = tb[i] / tu[i];
+		tb[i] = timed(&bus1, bpid, n, &bseq, &cb[i]);
+		tu[i] = timed(&uds, upid, n, &useq, &cu[i]);
+		ratio[i] = pause_ns > 0 ? cb[i] / cu[i] : tb[i] / tu[i];
 	}
 
 	memset(quit, 0, sizeof(quit));
@@ -205,11 +257,26 @@ int main(int argc, char **argv)
 	qsort(tb, ROUNDS, sizeof(double), cmp_double);
 	qsort(tu, ROUNDS, sizeof(double), cmp_double);
 	qsort(ratio, ROUNDS, sizeof(double), cmp_double);
+	qsort(cb, ROUNDS, sizeof(double), cmp_double);
+	qsort(cu, ROUNDS, sizeof(double), cmp_double);
+	if (pause_ns > 0) {
+		printf("pingpong 1 KiB cross-process, paced: one round trip every %ld us, %ld round trips x %d rounds "
+		       "(CPU time of both processes per round trip, median)\n", pause_ns / 1000, n, ROUNDS);
+		printf("  bus1 poll+RECV+SLICE_RELEASE+SEND : %8.2f us\n", cb[ROUNDS / 2] / 1e3);
+		printf("  UDS  poll+recv+write (SEQPACKET)  : %8.2f us\n", cu[ROUNDS / 2] / 1e3);
+		printf("  ratio bus1/UDS (CPU)              : %8.3f (min %.3f, max %.3f)\n",
+		       ratio[ROUNDS / 2], ratio[0], ratio[ROUNDS - 1]);
+		printf("  wall bus1 per round trip          : %8.2f us\n", tb[ROUNDS / 2] / 1e3);
+		printf("  wall UDS  per round trip          : %8.2f us\n", tu[ROUNDS / 2] / 1e3);
+		return 0;
+	}
 	printf("pingpong 1 KiB cross-process, %ld round trips x %d rounds (wall time per round trip, median)\n",
 	       n, ROUNDS);
 	printf("  bus1 poll+RECV+SLICE_RELEASE+SEND : %8.2f us\n", tb[ROUNDS / 2] / 1e3);
 	printf("  UDS  poll+recv+write (SEQPACKET)  : %8.2f us\n", tu[ROUNDS / 2] / 1e3);
 	printf("  ratio bus1/UDS                    : %8.3f (min %.3f, max %.3f)\n",
 	       ratio[ROUNDS / 2], ratio[0], ratio[ROUNDS - 1]);
+	printf("  cpu bus1 per round trip (both)    : %8.2f us\n", cb[ROUNDS / 2] / 1e3);
+	printf("  cpu UDS  per round trip (both)    : %8.2f us\n", cu[ROUNDS / 2] / 1e3);
 	return 0;
 }

@@ -371,10 +371,10 @@ TEST(cr_send_killed_mid_append)
 	cr_send_crash("send-append");
 }
 
-/* §2.8/§7.9: killed between the commit side effects (wake-ups) of a multicast */
-TEST(cr_send_killed_mid_commit_ops)
+/* §2.8/§7.9: killed between the wake-ups of a committed multicast (after the lock is released) */
+TEST(cr_send_killed_mid_rings)
 {
-	cr_send_crash("commit-op:2");
+	cr_send_crash("ring:2");
 }
 
 /* §2.8/§7.9: killed just before the commit point */

@@ -68,20 +68,6 @@ static short wait_on(int fd, enum mech m, short events, int ms)
 	return 0;
 }
 
-/* A child that waits for "r" on pipe rd, pauses briefly, then runs fn. */
-#define TRIGGER_CHILD(rd, body)						\
-	({								\
-		pid_t t_pid_ = mp_fork();				\
-		if (t_pid_ == 0) {					\
-			char t_c_;					\
-			mp_get((rd), &t_c_, 1);				\
-			mp_sleep_ms(50);				\
-			body;						\
-			_exit(0);					\
-		}							\
-		t_pid_;							\
-	})
-
 /*
  * §8.2: the receiver blocks (mechanism m) on an empty queue; a message sent
  * by another process wakes it and RECV delivers it.
@@ -95,10 +81,10 @@ static void wake_on_message(enum mech m)
 	pid_t pid;
 
 	mp_pipe(ready);
-	pid = TRIGGER_CHILD(ready[0], ASSERT_EQ(b1_send_one(b, h, "wake", 4), 0));
+	pid = MP_DELAYED_CHILD(ready[0], 50, ASSERT_EQ(b1_send_one(b, h, "wake", 4), 0));
 	ASSERT_EQ(wait_on(a, m, POLLIN, 0) & POLLIN, 0);
 	mp_put(ready[1], "r", 1);
-	ASSERT_TRUE(wait_on(a, m, POLLIN, MP_WAIT_MS) & POLLIN);
+	ASSERT_TRUE(MP_WOKEN(wait_on(a, m, POLLIN, MP_WAIT_MS)) & POLLIN);
 	ASSERT_EQ(b1_recv(a, &r, 0), 0);
 	ASSERT_EQ(r.msg.type, BUS1_MSG_DATA);
 	ASSERT_EQ(r.msg.pid, pid);
@@ -157,9 +143,9 @@ static void wake_on_destroy(enum mech m)
 	pid_t pid;
 
 	mp_pipe(ready);
-	pid = TRIGGER_CHILD(ready[0], ASSERT_EQ(b1_destroy_one(o, 0x200), 0));
+	pid = MP_DELAYED_CHILD(ready[0], 50, ASSERT_EQ(b1_destroy_one(o, 0x200), 0));
 	mp_put(ready[1], "r", 1);
-	ASSERT_TRUE(wait_on(a, m, POLLIN, MP_WAIT_MS) & POLLIN);
+	ASSERT_TRUE(MP_WOKEN(wait_on(a, m, POLLIN, MP_WAIT_MS)) & POLLIN);
 	ASSERT_EQ(b1_recv(a, &r, 0), 0);
 	ASSERT_EQ(r.msg.type, BUS1_MSG_NODE_DESTROY);
 	ASSERT_EQ_U64(r.msg.destination, h);
@@ -198,9 +184,9 @@ static void wake_on_release(enum mech m)
 	pid_t pid;
 
 	mp_pipe(ready);
-	pid = TRIGGER_CHILD(ready[0], ASSERT_EQ(b1_release(o, h), 0));
+	pid = MP_DELAYED_CHILD(ready[0], 50, ASSERT_EQ(b1_release(o, h), 0));
 	mp_put(ready[1], "r", 1);
-	ASSERT_TRUE(wait_on(a, m, POLLIN, MP_WAIT_MS) & POLLIN);
+	ASSERT_TRUE(MP_WOKEN(wait_on(a, m, POLLIN, MP_WAIT_MS)) & POLLIN);
 	ASSERT_EQ(b1_recv(a, &r, 0), 0);
 	ASSERT_EQ(r.msg.type, BUS1_MSG_NODE_RELEASE);
 	ASSERT_EQ_U64(r.msg.destination, 0x300);
@@ -227,11 +213,8 @@ TEST(epoll_lt_wakes_on_node_release)
 
 /*
  * §2.1 step 2, §8.2: a process blocked in m on a shared peer wakes with
- * POLLHUP (and without POLLOUT) when another process disconnects it.
- * (POLLIN may come with it, and may wake the waiter a moment before
- * POLLHUP is set: known limit of AF_UNIX peer sockets, see the README and
- * mp_fds_travel/disconnect_from_other_process. Then a wait for nothing
- * but the hang-up must see it.)
+ * POLLHUP alone (no POLLIN before or with it, no POLLOUT) when another
+ * process disconnects it.
  */
 static void wake_on_hup(enum mech m)
 {
@@ -241,20 +224,17 @@ static void wake_on_hup(enum mech m)
 	pid_t pid;
 
 	mp_pipe(ready);
-	pid = TRIGGER_CHILD(ready[0], ASSERT_EQ(b1_disconnect(a), 0));
+	pid = MP_DELAYED_CHILD(ready[0], 50, ASSERT_EQ(b1_disconnect(a), 0));
 	mp_put(ready[1], "r", 1);
-	ev = wait_on(a, m, POLLIN, MP_WAIT_MS);
+	ev = MP_WOKEN(wait_on(a, m, POLLIN, MP_WAIT_MS));
 	if (m == M_SELECT || m == M_PSELECT) {
 		/* select reports a hung-up fd as readable */
 		ASSERT_TRUE(ev & POLLIN);
 	} else {
-		/* POLLIN alone: wait for the hang-up itself (always reported) */
-		if (ev == POLLIN)
-			ev = wait_on(a, m, 0, MP_WAIT_MS);
-		ASSERT_EQ(ev & (POLLHUP | POLLOUT), POLLHUP);
+		ASSERT_EQ(ev, POLLHUP);
 	}
 	mp_reap(pid);
-	ASSERT_TRUE(b1_revents(a, POLLIN | POLLOUT) & POLLHUP);
+	ASSERT_HUP(b1_revents(a, POLLIN | POLLOUT));
 	ASSERT_EQ(b1_disconnect(a), -ESHUTDOWN);
 }
 
@@ -296,17 +276,13 @@ T_CHILD(poll_first_use)
 
 	ASSERT_EQ(b1_revents(fd, POLLIN | POLLOUT), POLLOUT);
 	mp_put(sock, "r", 1);
-	ev = mp_poll_wait(fd, POLLIN, MP_WAIT_MS);
-	ASSERT_TRUE(ev & POLLIN);
+	ev = MP_WOKEN(mp_poll_wait(fd, POLLIN, MP_WAIT_MS));
+	ASSERT_EQ(ev, POLLIN);
 	ASSERT_EQ(b1_recv(fd, &r, 0), 0);
 	ASSERT_EQ(r.msg.type, BUS1_MSG_DATA);
 	mp_put(sock, "r", 1);
-	ev = mp_poll_wait(fd, POLLIN, MP_WAIT_MS);
-	/* POLLIN alone: the known moment before POLLHUP (see wake_on_hup) */
-	if (ev == POLLIN)
-		ev = mp_poll_wait(fd, 0, MP_WAIT_MS);
-	ASSERT_TRUE(ev & POLLHUP);
-	ASSERT_FALSE(ev & POLLOUT);
+	ev = MP_WOKEN(mp_poll_wait(fd, POLLIN, MP_WAIT_MS));
+	ASSERT_HUP(ev);
 	return 0;
 }
 
@@ -367,7 +343,7 @@ TEST(epoll_et_rearms_after_drain)
 
 		ASSERT_EQ(epoll_wait(ep, &ev, 1, 0), 0);
 		mp_put(ready[1], "r", 1);
-		ASSERT_EQ(epoll_wait(ep, &ev, 1, MP_WAIT_MS), 1);
+		ASSERT_EQ(MP_WOKEN(epoll_wait(ep, &ev, 1, MP_WAIT_MS)), 1);
 		ASSERT_TRUE(ev.events & EPOLLIN);
 		ASSERT_EQ(b1_recv(a, &r, 0), 0);
 		memcpy(&v, b1_map(a) + r.msg.offset, sizeof(v));
@@ -564,10 +540,10 @@ static void receive_all(int a, enum mech m, unsigned n_senders, unsigned n_each)
 		sleeps++;
 		__atomic_store_n(receiver_sleeps, sleeps, __ATOMIC_RELEASE);
 		if (m == M_EPOLL_ET) {
-			if (epoll_wait(ep, &ev, 1, MP_WAIT_MS) != 1)
+			if (MP_WOKEN(epoll_wait(ep, &ev, 1, MP_WAIT_MS)) != 1)
 				t_fail(__FILE__, __LINE__, "lost wake-up (epoll ET): %u of %u received",
 				       total, expected);
-		} else if (!(wait_on(a, m, POLLIN, MP_WAIT_MS) & POLLIN)) {
+		} else if (!(MP_WOKEN(wait_on(a, m, POLLIN, MP_WAIT_MS)) & POLLIN)) {
 			t_fail(__FILE__, __LINE__, "lost wake-up: %u of %u received", total, expected);
 		}
 	}
@@ -620,6 +596,25 @@ TEST_TIMEOUT(stress_senders_select, 60)
 	stress(M_SELECT);
 }
 
+/* §8.2, §7.1: the same three with BUS1_WAKE=exact (the peer socket's token kept exact) */
+TEST_TIMEOUT(stress_senders_poll_exact, 60)
+{
+	setenv("BUS1_WAKE", "exact", 1);
+	stress(M_POLL);
+}
+
+TEST_TIMEOUT(stress_senders_epoll_et_exact, 60)
+{
+	setenv("BUS1_WAKE", "exact", 1);
+	stress(M_EPOLL_ET);
+}
+
+TEST_TIMEOUT(stress_senders_select_exact, 60)
+{
+	setenv("BUS1_WAKE", "exact", 1);
+	stress(M_SELECT);
+}
+
 #define PINGPONG_ROUNDS 10000
 
 /* Waits (mechanism m, bounded) until RECV on fd succeeds; returns the u32 payload. */
@@ -630,7 +625,7 @@ static unsigned recv_u32(int fd, const uint8_t *pool, enum mech m)
 	int ret;
 
 	while ((ret = b1_recv(fd, &r, 0)) == -EAGAIN)
-		if (!(wait_on(fd, m, POLLIN, MP_WAIT_MS) & POLLIN))
+		if (!(MP_WOKEN(wait_on(fd, m, POLLIN, MP_WAIT_MS)) & POLLIN))
 			t_fail(__FILE__, __LINE__, "lost wake-up in ping-pong");
 	ASSERT_EQ(ret, 0);
 	ASSERT_EQ(r.msg.n_bytes, sizeof(v));
@@ -685,6 +680,19 @@ TEST_TIMEOUT(pingpong_epoll_et_pselect, 60)
 	pingpong(M_EPOLL_ET, M_PSELECT);
 }
 
+/* §8.2: the two ping-pongs with BUS1_WAKE=exact */
+TEST_TIMEOUT(pingpong_poll_exact, 60)
+{
+	setenv("BUS1_WAKE", "exact", 1);
+	pingpong(M_POLL, M_POLL);
+}
+
+TEST_TIMEOUT(pingpong_epoll_et_pselect_exact, 60)
+{
+	setenv("BUS1_WAKE", "exact", 1);
+	pingpong(M_EPOLL_ET, M_PSELECT);
+}
+
 #define SHARED_RECEIVERS 3
 #define SHARED_SENDERS 2
 #define SHARED_EACH 5000
@@ -699,7 +707,7 @@ struct shared {
  * messages, sleeping in poll between drains; each message is received by
  * exactly one of them, exactly once.
  */
-TEST_TIMEOUT(shared_peer_receivers_exactly_once, 60)
+static void shared_peer_receivers_exactly_once_body(void)
 {
 	int a = b1_open(), b = b1_open();
 	uint64_t h = mp_node(a, 0x100, b);
@@ -762,6 +770,19 @@ TEST_TIMEOUT(shared_peer_receivers_exactly_once, 60)
 	munmap((void *)receiver_sleeps, sizeof(*receiver_sleeps));
 }
 
+/* the case described above, in the default wake-up mode */
+TEST_TIMEOUT(shared_peer_receivers_exactly_once, 60)
+{
+	shared_peer_receivers_exactly_once_body();
+}
+
+/* the same with BUS1_WAKE=exact (three receiving processes share one peer) */
+TEST_TIMEOUT(shared_peer_receivers_exactly_once_exact, 60)
+{
+	setenv("BUS1_WAKE", "exact", 1);
+	shared_peer_receivers_exactly_once_body();
+}
+
 #define NOTIFY_PROCS 3
 #define NOTIFY_EACH 300
 
@@ -782,7 +803,7 @@ static void receive_notifications(int a, enum mech m, uint64_t type, const uint6
 		unsigned i;
 
 		if (ret == -EAGAIN) {
-			if (!(wait_on(a, m, POLLIN, MP_WAIT_MS) & POLLIN))
+			if (!(MP_WOKEN(wait_on(a, m, POLLIN, MP_WAIT_MS)) & POLLIN))
 				t_fail(__FILE__, __LINE__, "lost wake-up: %u of %u notifications", total, n);
 			continue;
 		}
@@ -805,7 +826,7 @@ static void receive_notifications(int a, enum mech m, uint64_t type, const uint6
  * a's nodes concurrently; a, sleeping in level-triggered epoll between
  * drains, gets exactly one NODE_RELEASE per node.
  */
-TEST_TIMEOUT(stress_release_notifications, 60)
+static void stress_release_notifications_body(void)
 {
 	int a = b1_open();
 	static uint64_t nodes[NOTIFY_PROCS * NOTIFY_EACH];
@@ -840,12 +861,25 @@ TEST_TIMEOUT(stress_release_notifications, 60)
 		mp_reap(pids[p]);
 }
 
+/* the case described above, in the default wake-up mode */
+TEST_TIMEOUT(stress_release_notifications, 60)
+{
+	stress_release_notifications_body();
+}
+
+/* the same with BUS1_WAKE=exact (release notifications from three processes) */
+TEST_TIMEOUT(stress_release_notifications_exact, 60)
+{
+	setenv("BUS1_WAKE", "exact", 1);
+	stress_release_notifications_body();
+}
+
 /*
  * §3.8, §8.2: owners in three processes destroy their nodes one by one,
  * concurrently; the holder, sleeping in poll between drains, gets exactly
  * one NODE_DESTROY per handle.
  */
-TEST_TIMEOUT(stress_destroy_notifications, 60)
+static void stress_destroy_notifications_body(void)
 {
 	int a = b1_open();
 	static uint64_t handles[NOTIFY_PROCS * NOTIFY_EACH];
@@ -874,4 +908,17 @@ TEST_TIMEOUT(stress_destroy_notifications, 60)
 	receive_notifications(a, M_POLL, BUS1_MSG_NODE_DESTROY, handles, NOTIFY_PROCS * NOTIFY_EACH);
 	for (unsigned p = 0; p < NOTIFY_PROCS; p++)
 		mp_reap(pids[p]);
+}
+
+/* the case described above, in the default wake-up mode */
+TEST_TIMEOUT(stress_destroy_notifications, 60)
+{
+	stress_destroy_notifications_body();
+}
+
+/* the same with BUS1_WAKE=exact (destroy notifications from three processes) */
+TEST_TIMEOUT(stress_destroy_notifications_exact, 60)
+{
+	setenv("BUS1_WAKE", "exact", 1);
+	stress_destroy_notifications_body();
 }

@@ -8,7 +8,9 @@
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <poll.h>
 #include <regex.h>
+#include <sys/epoll.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
@@ -168,6 +170,19 @@ T_CHILD(traced_calls)
 	ASSERT_ERRNO(open(b1_device(), O_RDWR | O_CLOEXEC), ENOENT);
 	fd = open(b1_device(), O_PATH | O_CLOEXEC);
 	ASSERT_GE(fd, 0);
+	/* waits that involve a peer fd */
+	{
+		struct pollfd pf = { .fd = b, .events = POLLIN };
+		struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 7 };
+		int ep = epoll_create1(EPOLL_CLOEXEC);
+
+		ASSERT_EQ(b1_send_one(a, h, "w", 1), 0);
+		ASSERT_EQ(poll(&pf, 1, 0), 1);
+		ASSERT_GE(ep, 0);
+		ASSERT_OK(epoll_ctl(ep, EPOLL_CTL_ADD, b, &ev));
+		ASSERT_EQ(epoll_wait(ep, &ev, 1, 0), 1);
+		printf("ep %d\n", ep);
+	}
 	ASSERT_OK(close(b));
 	printf("done\n");
 	return 0;
@@ -180,6 +195,7 @@ TEST(trace_decodes_every_call)
 	char dev_open[256];
 	int a = -1, b = -1, pipe_fd = -1, pid_seen = -1;
 	unsigned long long h = 0, offset = 0, destroyed = 0, final_offset = 0;
+	int ep = -1;
 	pid_t pid = tr_run("1", "traced_calls", NULL, out, sizeof(out), err, sizeof(err));
 
 	ASSERT_EQ(sscanf(out, "a %d\nb %d\npipe %d\nh %llx\n", &a, &b, &pipe_fd, &h), 4);
@@ -187,6 +203,7 @@ TEST(trace_decodes_every_call)
 	ASSERT_EQ(sscanf(strstr(out, "\npid "), "\npid %d\noffset %llx\n", &pid_seen, &offset), 2);
 	ASSERT_EQ(sscanf(strstr(out, "\ndestroyed "), "\ndestroyed %llx\n", &destroyed), 1);
 	ASSERT_EQ(sscanf(strstr(out, "\nfinal "), "\nfinal %llx\n", &final_offset), 1);
+	ASSERT_EQ(sscanf(strstr(out, "\nep "), "\nep %d\n", &ep), 1);
 	ASSERT_TRUE(strstr(out, "\ndone\n") != NULL);
 	ASSERT_EQ(pid_seen, pid);
 	ASSERT_GE(tr_check_prefixes(err, pid), 20);
@@ -224,6 +241,8 @@ TEST(trace_decodes_every_call)
 	TR_HAS(err, ": open \"%s\" O_RDWR|O_CLOEXEC domain /proc/no-such-domain -> -1 ENOENT\n", b1_device());
 	TR_HAS(err, ": open \"%s\" O_RDONLY|O_CLOEXEC|O_PATH -> fd ", b1_device());
 	TR_HAS(err, " (a path descriptor, no peer)\n");
+	TR_HAS(err, ": poll [fd %d peer 0x2 IN -> IN] -> 1\n", b);
+	TR_HAS(err, ": epoll_wait epfd %d [peer fds %d] -> 1\n", ep, b);
 	TR_HAS(err, ": fd %d peer 0x2 closed (the last in this process)\n", b);
 	/* the pipe and other descriptors are not the shim's business */
 	ASSERT_TRUE(strstr(err, "E?") == NULL);

@@ -14,6 +14,7 @@
  */
 #define _GNU_SOURCE
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 
 #include "bus1-util.h"
@@ -547,7 +548,20 @@ TEST(tr_new_domain_dir_is_0700)
 	ASSERT_EQ(st.st_mode & 07777, 0700);
 }
 
-/* A datagram someone else puts into a peer socket does not leave the peer readable for good */
+/* What the kernel says of fd (a waiter the shim cannot see: a raw poll(2) system call). */
+static short raw_revents(int fd, short events)
+{
+	struct pollfd p = { .fd = fd, .events = events };
+
+	ASSERT_GE(syscall(SYS_poll, &p, 1, 0), 0);
+	return p.revents;
+}
+
+/*
+ * A datagram someone else puts into a peer socket does not make the peer
+ * readable for waits made through the shim, and does not leave the socket
+ * readable for good for waiters that look at the socket itself.
+ */
 TEST(tr_stray_datagram_does_not_stick)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -569,11 +583,12 @@ TEST(tr_stray_datagram_does_not_stick)
 	c->cmsg_len = CMSG_LEN(sizeof(int));
 	memcpy(CMSG_DATA(c), &devnull, sizeof(int));
 
-	/* on an empty queue: one RECV clears it */
+	/* on an empty queue: the shim's poll sees nothing; one RECV clears the socket */
 	ASSERT_EQ(sendmsg(s, &m, 0), 5);
-	ASSERT_EQ(b1_revents(a, POLLIN) & POLLIN, POLLIN);
-	ASSERT_EQ(b1_recv(a, &r, 0), -EAGAIN);
 	ASSERT_EQ(b1_revents(a, POLLIN) & POLLIN, 0);
+	ASSERT_EQ(raw_revents(a, POLLIN) & POLLIN, POLLIN);
+	ASSERT_EQ(b1_recv(a, &r, 0), -EAGAIN);
+	ASSERT_EQ(raw_revents(a, POLLIN) & POLLIN, 0);
 
 	/* behind a queued message: the message comes, at most one RECV more */
 	ASSERT_EQ(b1_send_one(b, h, "real", 4), 0);
@@ -581,9 +596,10 @@ TEST(tr_stray_datagram_does_not_stick)
 	ASSERT_EQ(b1_recv(a, &r, 0), 0);
 	ASSERT_EQ(memcmp(pool + r.msg.offset, "real", 4), 0);
 	ASSERT_EQ(b1_slice_release(a, r.msg.offset), 0);
-	if (b1_revents(a, POLLIN) & POLLIN)
-		ASSERT_EQ(b1_recv(a, &r, 0), -EAGAIN);
 	ASSERT_EQ(b1_revents(a, POLLIN) & POLLIN, 0);
+	if (raw_revents(a, POLLIN) & POLLIN)
+		ASSERT_EQ(b1_recv(a, &r, 0), -EAGAIN);
+	ASSERT_EQ(raw_revents(a, POLLIN) & POLLIN, 0);
 
 	/* and the bus works as before */
 	ASSERT_EQ(b1_send_one(b, h, "again", 5), 0);
@@ -591,6 +607,7 @@ TEST(tr_stray_datagram_does_not_stick)
 	ASSERT_EQ(b1_recv(a, &r, 0), 0);
 	ASSERT_EQ(r.msg.n_bytes, 5);
 	ASSERT_EQ(b1_revents(a, POLLIN) & POLLIN, 0);
+	ASSERT_EQ(raw_revents(a, POLLIN) & POLLIN, 0);
 }
 
 /* ---------------------------------------------------- a domain shared on purpose */

@@ -3,8 +3,10 @@
 //! Filled when the shim opens a peer, copied by dup/fcntl, emptied by
 //! close, and filled lazily for descriptors the process got otherwise
 //! (fork, exec, SCM_RIGHTS) the first time one is used with a bus1 ioctl,
-//! mmap or as a transfer destination. A counter lets every interposer skip
-//! the lookup entirely in processes without peers.
+//! mmap, a wait or as a transfer destination. A counter lets every
+//! interposer skip the lookup entirely in processes without peers, and a
+//! second lock-free bitmap remembers the descriptors a wait has found not
+//! to be peers, so that each is looked at once until it is closed.
 
 use shm_core::{LocalMutex, Peer};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -25,13 +27,24 @@ static COUNT: AtomicUsize = AtomicUsize::new(0);
 /// never blocks (`OnceLock::get` is an acquire load), and since marks are
 /// only set with the table locked, filling one never waits either.
 const BITS_PER_CHUNK: usize = 1 << 16;
-const CHUNKS: usize = 1 << 10;
+pub(crate) const CHUNKS: usize = 1 << 10;
 type Chunk = [AtomicU64; BITS_PER_CHUNK / 64];
-static MARKS: [OnceLock<Box<Chunk>>; CHUNKS] = [const { OnceLock::new() }; CHUNKS];
+pub(crate) type Marks = [OnceLock<Box<Chunk>>; CHUNKS];
+static MARKS: Marks = [const { OnceLock::new() }; CHUNKS];
+/// Descriptors found not to be peers (lock-free reads; written with the
+/// table locked).
+static NOT_PEERS: Marks = [const { OnceLock::new() }; CHUNKS];
 
 /// Sets or clears the mark of `fd`; called with the table locked.
 fn mark(fd: usize, on: bool) {
-    let Some(slot) = MARKS.get(fd / BITS_PER_CHUNK) else { return };
+    set_bit(&MARKS, fd, on);
+    if on {
+        set_bit(&NOT_PEERS, fd, false);
+    }
+}
+
+pub(crate) fn set_bit(marks: &Marks, fd: usize, on: bool) {
+    let Some(slot) = marks.get(fd / BITS_PER_CHUNK) else { return };
     let chunk = if on {
         slot.get_or_init(|| Box::new([const { AtomicU64::new(0) }; BITS_PER_CHUNK / 64]))
     } else {
@@ -47,16 +60,87 @@ fn mark(fd: usize, on: bool) {
     }
 }
 
-/// Whether `fd` is a peer descriptor this process knows, without locking.
-#[inline]
-pub fn is_peer_fd(fd: i32) -> bool {
-    if fd < 0 || !any() {
+pub(crate) fn bit(marks: &Marks, fd: i32) -> bool {
+    if fd < 0 {
         return false;
     }
     let fd = fd as usize;
-    let Some(chunk) = MARKS.get(fd / BITS_PER_CHUNK).and_then(OnceLock::get) else { return false };
+    let Some(chunk) = marks.get(fd / BITS_PER_CHUNK).and_then(OnceLock::get) else { return false };
     let word = &chunk[(fd % BITS_PER_CHUNK) / 64];
     word.load(Ordering::Acquire) & (1u64 << (fd % 64)) != 0
+}
+
+/// Whether `fd` is a peer descriptor this process knows, without locking.
+#[inline]
+pub fn is_peer_fd(fd: i32) -> bool {
+    any() && bit(&MARKS, fd)
+}
+
+/// Whether `fd` was found not to be a peer since it was last closed.
+#[inline]
+pub fn known_not_peer(fd: i32) -> bool {
+    bit(&NOT_PEERS, fd)
+}
+
+/// Forgets what was found out about `fd` (it was closed or replaced).
+pub fn forget_checked(fd: i32) {
+    if fd >= 0 && known_not_peer(fd) {
+        let _t = table().lock();
+        set_bit(&NOT_PEERS, fd as usize, false);
+    }
+}
+
+/// Forgets what was found out about the descriptors `lo..=hi`.
+pub fn forget_checked_range(lo: u32, hi: u32) {
+    let _t = table().lock();
+    for (c, slot) in NOT_PEERS.iter().enumerate() {
+        let Some(chunk) = slot.get() else { continue };
+        let base = (c * BITS_PER_CHUNK) as u64;
+        if base > hi as u64 || base + BITS_PER_CHUNK as u64 <= lo as u64 {
+            continue;
+        }
+        for (w, word) in chunk.iter().enumerate() {
+            let first = base + w as u64 * 64;
+            if word.load(Ordering::Relaxed) == 0 || first > hi as u64 || first + 64 <= lo as u64 {
+                continue;
+            }
+            let mut keep = 0u64;
+            for b in 0..64 {
+                let fd = first + b;
+                if fd < lo as u64 || fd > hi as u64 {
+                    keep |= 1 << b;
+                }
+            }
+            word.fetch_and(keep, Ordering::Release);
+        }
+    }
+}
+
+/// The peer behind `fd` for a wait or an epoll set: known peers at once,
+/// other descriptors looked at once (a socket's address tells) and
+/// remembered as not being peers until they are closed.
+pub fn classify(fd: i32) -> Option<Arc<FdInfo>> {
+    if fd < 0 || known_not_peer(fd) {
+        return None;
+    }
+    if let Some(e) = get(fd) {
+        return Some(e);
+    }
+    match Peer::identify(fd) {
+        Ok(Some(peer)) => {
+            let access = peer.access().unwrap_or(libc::O_RDWR);
+            let info = Arc::new(FdInfo { peer, access });
+            set(fd, info.clone());
+            Some(info)
+        }
+        Ok(None) => {
+            let _t = table().lock();
+            set_bit(&NOT_PEERS, fd as usize, true);
+            None
+        }
+        // Not open (or not inspectable now): nothing to remember.
+        Err(_) => None,
+    }
 }
 
 fn table() -> &'static LocalMutex<Vec<Option<Arc<FdInfo>>>> {
@@ -84,11 +168,35 @@ pub fn any() -> bool {
     COUNT.load(Ordering::Relaxed) != 0
 }
 
+/// Bumped (with the table locked) by every change of the table: a
+/// thread's cached lookup is good while it has not moved.
+static GEN: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The last lookup this thread made: (fd, generation, entry). Every
+    /// ioctl looks its fd up, so the common case takes no lock.
+    static LAST: std::cell::RefCell<(i32, u64, Option<Arc<FdInfo>>)> = const { std::cell::RefCell::new((-1, 0, None)) };
+}
+
 pub fn get(fd: i32) -> Option<Arc<FdInfo>> {
     if fd < 0 || !any() {
         return None;
     }
-    table().lock().get(fd as usize).cloned().flatten()
+    let gen = GEN.load(Ordering::Acquire);
+    let cached = LAST
+        .try_with(|c| c.try_borrow().ok().and_then(|c| (c.0 == fd && c.1 == gen).then(|| c.2.clone())))
+        .ok()
+        .flatten();
+    if let Some(hit) = cached {
+        return hit;
+    }
+    let e = table().lock().get(fd as usize).cloned().flatten();
+    let _ = LAST.try_with(|c| {
+        if let Ok(mut c) = c.try_borrow_mut() {
+            *c = (fd, gen, e.clone());
+        }
+    });
+    e
 }
 
 pub fn set(fd: i32, info: Arc<FdInfo>) {
@@ -99,6 +207,7 @@ pub fn set(fd: i32, info: Arc<FdInfo>) {
     if t.len() <= fd as usize {
         t.resize(fd as usize + 1, None);
     }
+    GEN.fetch_add(1, Ordering::AcqRel);
     if t[fd as usize].replace(info).is_none() {
         COUNT.fetch_add(1, Ordering::Relaxed);
         mark(fd as usize, true);
@@ -112,6 +221,7 @@ pub fn take(fd: i32) -> Option<Arc<FdInfo>> {
     let mut t = table().lock();
     let e = t.get_mut(fd as usize).and_then(|e| e.take());
     if e.is_some() {
+        GEN.fetch_add(1, Ordering::AcqRel);
         COUNT.fetch_sub(1, Ordering::Relaxed);
         mark(fd as usize, false);
     }
@@ -131,6 +241,7 @@ pub fn take_range(lo: u32, hi: u32) -> Vec<(i32, Arc<FdInfo>)> {
             break;
         }
         if let Some(e) = t[fd].take() {
+            GEN.fetch_add(1, Ordering::AcqRel);
             COUNT.fetch_sub(1, Ordering::Relaxed);
             mark(fd, false);
             out.push((fd as i32, e));

@@ -4,10 +4,12 @@
 //! This crate only translates: it interposes the libc calls that touch the
 //! device or a peer descriptor (`interpose`), copies ioctl arguments in and
 //! out with fault-safe copies (`uaccess`), keeps track of which
-//! descriptors are peers (`fdtable`), shows peer fds in `/proc` as the
-//! module's files (`procfs`), maps results to errno (`dispatch`) and, with
-//! `BUS1_TRACE`, logs every call it answers (`trace`). All bus semantics
-//! live in `shm-core`. Section numbers in comments (2.0, §1.1) are those of
+//! descriptors are peers (`fdtable`) and which epoll sets hold them
+//! (`epolls`), shows peer fds in `/proc` as the module's files (`procfs`),
+//! maps results to errno (`dispatch`), drives the waits of `poll`,
+//! `select` and `epoll` over peers (`wait`) and, with `BUS1_TRACE`, logs
+//! every call it answers (`trace`). All bus semantics live in `shm-core`.
+//! Section numbers in comments (2.0, §1.1) are those of
 //! `docs/reference.md`.
 
 #[macro_use]
@@ -15,8 +17,10 @@ mod real;
 mod config;
 mod device;
 mod dispatch;
+mod epolls;
 mod fdtable;
 mod interpose;
 mod procfs;
 mod trace;
 mod uaccess;
+mod wait;

@@ -116,6 +116,20 @@ real! {
     SETREGID = "setregid";
     SETRESUID = "setresuid";
     SETRESGID = "setresgid";
+    POLL = "poll";
+    PPOLL = "ppoll";
+    POLL_CHK = "__poll_chk";
+    PPOLL_CHK = "__ppoll_chk";
+    SELECT = "select";
+    PSELECT = "pselect";
+    EPOLL_CREATE = "epoll_create";
+    EPOLL_CREATE1 = "epoll_create1";
+    EPOLL_CTL = "epoll_ctl";
+    EPOLL_WAIT = "epoll_wait";
+    EPOLL_PWAIT = "epoll_pwait";
+    EPOLL_PWAIT2 = "epoll_pwait2";
+    SENDMSG = "sendmsg";
+    SENDMMSG = "sendmmsg";
 }
 
 /// The error return of a libc function: -1, MAP_FAILED or SIG_ERR.

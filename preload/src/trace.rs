@@ -12,7 +12,8 @@
 //!
 //! written with one `write`, so lines of several threads or processes
 //! sharing a file never mix. IDs, offsets and pointers are in hex; message
-//! types, flags and errno values by name.
+//! types, flags and errno values by name. Opens, ioctls, mmaps and closes
+//! are traced here; the interposed waits call [`wait`] and [`epoll_wait`].
 //!
 //! With tracing off, a call pays one load of a cached flag ([`on`]).
 
@@ -545,7 +546,6 @@ pub fn close(fd: i32, serial: u64, last: bool) {
 
 /// One descriptor of an interposed wait: what was asked and what came
 /// back (poll-style bits).
-#[allow(dead_code)] // until the wait functions are interposed
 pub struct WaitFd {
     pub fd: i32,
     /// The peer's serial, None for a descriptor that is not a peer.
@@ -571,15 +571,21 @@ fn poll_names(v: i16) -> String {
     flag_names(v as u16 as u64, &names.map(|(b, n)| (b as u16 as u64, n)))
 }
 
-/// An interposed wait (poll, select, epoll_wait and their relatives) that
-/// involved peer fds, after it returned: `call` is the function's name,
-/// `timeout_ms` None for an infinite wait, `r` its return value or errno.
-#[allow(dead_code)] // until the wait functions are interposed
-pub fn wait(call: &str, fds: &[WaitFd], timeout_ms: Option<i64>, r: std::result::Result<i32, i32>) {
-    emit(&wait_line(call, fds, timeout_ms, r));
+fn count_or_errno(r: std::result::Result<usize, i32>) -> String {
+    match r {
+        Ok(n) => n.to_string(),
+        Err(e) => format!("-1 {}", errno_name(e)),
+    }
 }
 
-fn wait_line(call: &str, fds: &[WaitFd], timeout_ms: Option<i64>, r: std::result::Result<i32, i32>) -> String {
+/// An interposed poll-style wait (poll, ppoll, select, pselect) that
+/// involved peer fds, after it returned: `call` is the function's name,
+/// `r` the number of ready descriptors or the errno.
+pub fn wait(call: &str, fds: &[WaitFd], r: std::result::Result<usize, i32>) {
+    emit(&wait_line(call, fds, r));
+}
+
+fn wait_line(call: &str, fds: &[WaitFd], r: std::result::Result<usize, i32>) -> String {
     let mut s = format!("{call} [");
     for (i, w) in fds.iter().enumerate() {
         if i > 0 {
@@ -591,22 +597,15 @@ fn wait_line(call: &str, fds: &[WaitFd], timeout_ms: Option<i64>, r: std::result
         }
         let _ = write!(s, " {} -> {}", poll_names(w.events), poll_names(w.revents));
     }
-    s.push(']');
-    match timeout_ms {
-        Some(ms) => {
-            let _ = write!(s, " timeout {ms} ms");
-        }
-        None => s.push_str(" timeout infinite"),
-    }
-    match r {
-        Ok(n) => {
-            let _ = write!(s, " -> {n}");
-        }
-        Err(e) => {
-            let _ = write!(s, " -> -1 {}", errno_name(e));
-        }
-    }
+    let _ = write!(s, "] -> {}", count_or_errno(r));
     s
+}
+
+/// An interposed epoll wait on the set `epfd`, whose registrations include
+/// the peer fds `peers`, after it returned (`r` as for [`wait`]).
+pub fn epoll_wait(call: &str, epfd: i32, peers: &[i32], r: std::result::Result<usize, i32>) {
+    let list: Vec<String> = peers.iter().map(i32::to_string).collect();
+    emit(&format!("{call} epfd {epfd} [peer fds {}] -> {}", list.join(", "), count_or_errno(r)));
 }
 
 #[cfg(test)]
@@ -647,11 +646,8 @@ mod tests {
             WaitFd { fd: 3, serial: Some(0x1f), events: libc::POLLIN, revents: libc::POLLIN | libc::POLLRDNORM },
             WaitFd { fd: 7, serial: None, events: libc::POLLIN | libc::POLLOUT, revents: 0 },
         ];
-        assert_eq!(
-            wait_line("poll", &fds, Some(100), Ok(1)),
-            "poll [fd 3 peer 0x1f IN -> IN|RDNORM, fd 7 IN|OUT -> 0] timeout 100 ms -> 1"
-        );
-        assert_eq!(wait_line("epoll_wait", &[], None, Err(libc::EINTR)), "epoll_wait [] timeout infinite -> -1 EINTR");
+        assert_eq!(wait_line("poll", &fds, Ok(1)), "poll [fd 3 peer 0x1f IN -> IN|RDNORM, fd 7 IN|OUT -> 0] -> 1");
+        assert_eq!(wait_line("select", &[], Err(libc::EINTR)), "select [] -> -1 EINTR");
     }
 
     #[test]

@@ -109,6 +109,21 @@ fn reserve(tx: &Txn, end: u64) -> Result<()> {
     Ok(())
 }
 
+/// Makes sure the record at `off` of the wake-up tables (which are not
+/// part of the heap) is backed by file space, as `reserve` does for the
+/// heap.
+pub(crate) fn reserve_table(tx: &Txn, off: u64) -> Result<()> {
+    debug_assert!((WAKE_OFF..HEAP_OFF).contains(&off));
+    let chunk = (off - WAKE_OFF) / WAKE_CHUNK;
+    let word = &tx.hdr().wake_reserved[(chunk / 64) as usize];
+    if word.get() & 1 << (chunk % 64) != 0 {
+        return Ok(());
+    }
+    tx.dom.reserve(WAKE_OFF + chunk * WAKE_CHUNK, WAKE_CHUNK)?;
+    tx.set(word, word.get() | 1 << (chunk % 64));
+    Ok(())
+}
+
 
 #[cfg(test)]
 mod tests {

@@ -46,17 +46,23 @@ pub struct Creds {
     pub tid: u32,
 }
 
+/// This process's pid (cached; reset by the fork handler).
+pub(crate) fn pid() -> u32 {
+    let mut pid = PID.load(Ordering::Acquire);
+    if pid == 0 {
+        pid = sys::getpid();
+        PID.store(pid, Ordering::Release);
+    }
+    pid
+}
+
 pub fn current() -> Creds {
     if IDS_VALID.load(Ordering::Acquire) == 0 {
         UID.store(sys::getuid(), Ordering::Release);
         GID.store(sys::getgid(), Ordering::Release);
         IDS_VALID.store(1, Ordering::Release);
     }
-    let mut pid = PID.load(Ordering::Acquire);
-    if pid == 0 {
-        pid = sys::getpid();
-        PID.store(pid, Ordering::Release);
-    }
+    let pid = pid();
     let gen = FORK_GEN.load(Ordering::Acquire);
     let tid = TID.with(|c| {
         let (g, t) = c.get();

@@ -63,10 +63,37 @@ pub(crate) struct Local {
     /// The segment, open for growing it; its open file description holds
     /// this process's lock on `memory::USER_BYTE`.
     seg_fd: i32,
-    /// Sockets connected to recently rung peers: (serial, fd, last use).
-    /// Ringing through them spares the kernel a path lookup per token.
-    bells: Vec<(u64, i32, u64)>,
-    bell_clock: u64,
+    /// Sockets connected to sockets this process rings often (peer
+    /// sockets for tokens, wake sockets of sleeping threads): ringing
+    /// through them spares the kernel a path lookup per ring. The first
+    /// few targets get one; the others are rung through `ring_fd`, so a
+    /// ring never creates a descriptor.
+    bells: Vec<(RingTo, i32)>,
+    /// The wake sockets of this process's threads: (fd, id).
+    wake_socks: Vec<(i32, u64)>,
+    /// Bells with a wake-up or token owed at this process's last wake-up
+    /// tick: (bell, `owed`, `tok_sent`) then (`doorbell::tick`).
+    owed_seen: Vec<(u64, u64, u64)>,
+}
+
+/// Where a ring goes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum RingTo {
+    /// A peer socket (a kernel-visible token).
+    Peer(u64),
+    /// The wake socket of a sleeping thread.
+    Wake(u64),
+}
+
+/// What became of a ring.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Rung {
+    /// Queued (or the target's queue is full, which is readable anyway).
+    Sent,
+    /// The target socket no longer exists or no longer takes datagrams.
+    Gone,
+    /// No descriptor could be had to send it.
+    Failed,
 }
 
 /// Bumped whenever a pool mapping goes away, which invalidates the
@@ -80,6 +107,12 @@ thread_local! {
 
 /// How many connected ring sockets a process keeps per domain.
 const BELL_CACHE: usize = 8;
+
+/// `BUS1_WAKE=exact` in this process's environment.
+fn wants_exact() -> bool {
+    static E: OnceLock<bool> = OnceLock::new();
+    *E.get_or_init(|| std::env::var_os("BUS1_WAKE").is_some_and(|v| v == "exact"))
+}
 
 static REGISTRY: OnceLock<LocalMutex<Vec<Arc<Domain>>>> = OnceLock::new();
 
@@ -153,6 +186,8 @@ pub(crate) enum PeerFile {
     Pool(u64),
     /// `vault.<serial>.<gen>`: one generation of the peer's fd vault.
     Vault(u64, u64),
+    /// `wake.<id>`: the wake socket of a thread that sleeps on peers.
+    Wake(u64),
 }
 
 /// Which per-peer file `name` is (numbers in hex), if it is one.
@@ -168,6 +203,9 @@ pub(crate) fn parse_peer_file(name: &[u8]) -> Option<PeerFile> {
     }
     if let Some(serial) = name.strip_prefix(b"pool.") {
         return hex(serial).map(PeerFile::Pool);
+    }
+    if let Some(id) = name.strip_prefix(b"wake.") {
+        return hex(id).map(PeerFile::Wake);
     }
     let rest = name.strip_prefix(b"vault.")?;
     let dot = rest.iter().position(|b| *b == b'.')?;
@@ -448,7 +486,8 @@ impl Domain {
                     mem_fd,
                     seg_fd: fd,
                     bells: Vec::new(),
-                    bell_clock: 0,
+                    wake_socks: Vec::new(),
+                    owed_seen: Vec::new(),
                 }),
                 dev_ino,
                 log_backed: AtomicU64::new(HEAD_RESERVED[1].1 / LOG_ENTRY),
@@ -483,6 +522,12 @@ impl Domain {
                 l.seg_fd = internal_fd(fd);
                 let _ = sys::byte_lock(l.seg_fd, ATTACH_BYTE, ByteLock::Unlock, false);
             }
+            if wants_exact() {
+                hdr.wake_exact.store(1);
+            }
+            // The ring socket exists from the start: a ring made when the
+            // process has run out of descriptors must still get through.
+            let _ = d.with_ring_fd(|_| ((), false));
             Ok(d)
         })();
         if r.is_err() {
@@ -601,10 +646,14 @@ impl Domain {
 
     /// Initialises a new segment (under the attach lock taken in `map`).
     fn initialise(&self) -> Result<()> {
-        // A crashed initialiser may have left anything in the header.
+        // A crashed initialiser may have left anything in the header (and
+        // in the waiter slots, which are taken without the lock).
         self.seg.zero(0, core::mem::size_of::<Header>());
+        self.reserve(SLOTS_OFF, WAKE_CHUNK)?;
+        self.seg.zero(SLOTS_OFF, WAIT_SLOTS * 64);
         self.init_lock()?;
         let hdr: &Header = self.seg.at0();
+        hdr.wake_reserved[0].raw_set(1);
         hdr.version.raw_set(VERSION);
         hdr.heap_top.raw_set(HEAP_OFF);
         hdr.heap_reserved.raw_set(HEAP_OFF);
@@ -680,6 +729,16 @@ impl Domain {
     /// The path of `serial`'s pool file.
     pub(crate) fn pool_path(&self, serial: u64) -> Vec<u8> {
         entry_path(&self.mem_dir, &Self::pool_name(serial))
+    }
+
+    /// The name of the wake socket `id`.
+    pub(crate) fn wake_name(id: u64) -> Vec<u8> {
+        format!("wake.{id:x}").into_bytes()
+    }
+
+    /// The address of the wake socket `id`.
+    pub(crate) fn wake_path(&self, id: u64) -> Vec<u8> {
+        entry_path(&self.sock_dir, &Self::wake_name(id))
     }
 
     /// The address of `serial`'s fd vault of generation `gen`.
@@ -772,53 +831,122 @@ impl Domain {
         Err(Errno::ENOMEM)
     }
 
-    /// Sends a plain readiness token to `serial`'s socket through a cached
-    /// connected socket. Returns false if the peer socket is gone.
-    pub(crate) fn ring_connected(&self, serial: u64) -> bool {
+    fn ring_path(&self, to: RingTo) -> Vec<u8> {
+        match to {
+            RingTo::Peer(serial) => self.peer_path(serial),
+            RingTo::Wake(id) => self.wake_path(id),
+        }
+    }
+
+    /// Sends a token to `to`.
+    pub(crate) fn ring(&self, to: RingTo) -> Rung {
+        let verdict = |r: Result<()>| match r {
+            // A full queue is readable anyway.
+            Ok(()) | Err(Errno::EAGAIN) | Err(Errno(libc::ENOBUFS)) => Rung::Sent,
+            Err(Errno::ECONNREFUSED) | Err(Errno::ENOENT) | Err(Errno(libc::EPIPE)) => Rung::Gone,
+            Err(_) => Rung::Failed,
+        };
         let mut l = self.local.lock();
-        l.bell_clock += 1;
-        let now = l.bell_clock;
-        let idx = match l.bells.iter().position(|b| b.0 == serial) {
-            Some(i) => i,
-            None => {
-                let Ok(addr) = sys::UnixAddr::new(&self.peer_path(serial)) else { return true };
-                let Ok(fd) = internal_socket(libc::SOCK_DGRAM) else { return true };
-                if sys::connect(fd, &addr).is_err() {
-                    forget_internal(fd);
-                    sys::close(fd);
-                    return false;
-                }
-                if l.bells.len() >= BELL_CACHE {
-                    let (i, _) = l.bells.iter().enumerate().min_by_key(|(_, b)| b.2).unwrap();
+        if let Some(i) = l.bells.iter().position(|b| b.0 == to) {
+            match verdict(sys::send_token(l.bells[i].1)) {
+                Rung::Sent => return Rung::Sent,
+                _ => {
+                    // The target went away (or was replaced): forget it and
+                    // try its address afresh.
                     let old = l.bells.swap_remove(i);
                     forget_internal(old.1);
                     sys::close(old.1);
                 }
-                l.bells.push((serial, fd, now));
-                l.bells.len() - 1
-            }
-        };
-        l.bells[idx].2 = now;
-        match sys::send_token(l.bells[idx].1) {
-            // A full queue is readable anyway.
-            Ok(()) | Err(Errno::EAGAIN) => true,
-            Err(_) => {
-                let old = l.bells.swap_remove(idx);
-                forget_internal(old.1);
-                sys::close(old.1);
-                false
             }
         }
+        let Ok(addr) = sys::UnixAddr::new(&self.ring_path(to)) else { return Rung::Gone };
+        if l.bells.len() < BELL_CACHE {
+            if let Ok(fd) = internal_socket(libc::SOCK_DGRAM) {
+                match sys::connect(fd, &addr) {
+                    Ok(()) => {
+                        l.bells.push((to, fd));
+                        return verdict(sys::send_token(fd));
+                    }
+                    Err(e) => {
+                        forget_internal(fd);
+                        sys::close(fd);
+                        if matches!(e, Errno::ECONNREFUSED | Errno::ENOENT) {
+                            return Rung::Gone;
+                        }
+                    }
+                }
+            }
+        }
+        drop(l);
+        // Through the unconnected ring socket, which needs no new
+        // descriptor (it is made when the domain is attached).
+        self.with_ring_fd(|fd| {
+            let r = verdict(sys::send_msg(fd, Some(&addr), &[], &[]));
+            (r, false)
+        })
+        .unwrap_or(Rung::Failed)
     }
 
     /// Forgets the connected ring socket of a peer that is gone.
     pub(crate) fn forget_bell(&self, serial: u64) {
         let mut l = self.local.lock();
-        if let Some(i) = l.bells.iter().position(|b| b.0 == serial) {
+        if let Some(i) = l.bells.iter().position(|b| b.0 == RingTo::Peer(serial)) {
             let old = l.bells.swap_remove(i);
             forget_internal(old.1);
             sys::close(old.1);
         }
+    }
+
+    /// Makes a wake socket for a thread of this process: (fd, id).
+    pub(crate) fn open_wake_socket(&self) -> Result<(i32, u64)> {
+        let fd = internal_socket(libc::SOCK_DGRAM | libc::SOCK_NONBLOCK)?;
+        for _ in 0..4 {
+            let id = sys::getrandom_u64() | 1 << 63;
+            match self.bind_socket(fd, &Self::wake_name(id)) {
+                Ok(()) => {
+                    self.local.lock().wake_socks.push((fd, id));
+                    return Ok((fd, id));
+                }
+                Err(Errno(libc::EADDRINUSE)) => continue,
+                Err(e) => {
+                    forget_internal(fd);
+                    sys::close(fd);
+                    return Err(e);
+                }
+            }
+        }
+        forget_internal(fd);
+        sys::close(fd);
+        Err(Errno(libc::EADDRINUSE))
+    }
+
+    /// Whether `fd` is still this process's wake socket `id` (the
+    /// application may have made the shim move it, see
+    /// `evict_internal_fd`).
+    pub(crate) fn wake_socket_valid(&self, fd: i32, id: u64) -> bool {
+        self.local.lock().wake_socks.contains(&(fd, id))
+    }
+
+    /// Closes and removes a wake socket of this process.
+    pub(crate) fn close_wake_socket(&self, fd: i32, id: u64) {
+        let mut l = self.local.lock();
+        if let Some(i) = l.wake_socks.iter().position(|w| *w == (fd, id)) {
+            l.wake_socks.swap_remove(i);
+            forget_internal(fd);
+            sys::close(fd);
+        }
+        drop(l);
+        let _ = self.remove_entry(&Self::wake_name(id));
+    }
+
+    /// Empties a wake socket.
+    pub(crate) fn drain_wake_socket(&self, fd: i32) {
+        while sys::discard_datagram(fd).is_ok() {}
+    }
+
+    /// Rings the wake socket `id`; false if no descriptor could be had.
+    pub(crate) fn ring_wake_socket(&self, id: u64) -> bool {
+        self.ring(RingTo::Wake(id)) != Rung::Failed
     }
 
     /// Whether the peer socket of `serial` still exists (some process, or
@@ -831,6 +959,20 @@ impl Domain {
     /// listening socket is still held, in flight in the peer socket).
     pub(crate) fn vault_alive(&self, serial: u64, gen: u64) -> bool {
         self.socket_alive_at(&self.vault_path(serial, gen))
+    }
+
+    /// What this process's previous wake-up tick saw owed (taken).
+    pub(crate) fn take_owed_seen(&self) -> Vec<(u64, u64, u64)> {
+        core::mem::take(&mut self.local.lock().owed_seen)
+    }
+
+    pub(crate) fn put_owed_seen(&self, seen: Vec<(u64, u64, u64)>) {
+        self.local.lock().owed_seen = seen;
+    }
+
+    /// Whether the wake socket `id` still exists.
+    pub(crate) fn wake_alive(&self, id: u64) -> bool {
+        self.socket_alive_at(&self.wake_path(id))
     }
 
     /// Whether a socket is bound at socket address `path`; a doubt counts
@@ -929,6 +1071,7 @@ pub fn evict_internal_fd(fd: i32) -> bool {
     for d in Domain::attached() {
         let mut guard = d.local.lock();
         let l = &mut *guard;
+        let mut gone_wake = None;
         for slot in [&mut l.ring_fd, &mut l.probe_fd, &mut l.mem_fd, &mut l.seg_fd] {
             if *slot == fd {
                 if let Ok(n) = sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, internal_fd_floor() as libc::c_long) {
@@ -946,6 +1089,17 @@ pub fn evict_internal_fd(fd: i32) -> bool {
             l.bells.swap_remove(i);
             forget_internal(fd);
             sys::close(fd);
+        }
+        if let Some(i) = l.wake_socks.iter().position(|w| w.0 == fd) {
+            // Its thread makes a new one the next time it sleeps.
+            let (_, id) = l.wake_socks.swap_remove(i);
+            forget_internal(fd);
+            sys::close(fd);
+            gone_wake = Some(id);
+        }
+        drop(guard);
+        if let Some(id) = gone_wake {
+            let _ = d.remove_entry(&Domain::wake_name(id));
         }
     }
     true
@@ -965,6 +1119,12 @@ pub(crate) fn unlock_all_local(child: bool) {
     for d in registry_snapshot() {
         if child {
             d.local.reinit_in_child();
+            // The wake sockets belong to the parent's threads.
+            let mut l = d.local.lock();
+            for (fd, _) in core::mem::take(&mut l.wake_socks) {
+                forget_internal(fd);
+                sys::close(fd);
+            }
         } else {
             d.local.raw_unlock();
         }

@@ -1,58 +1,78 @@
-//! Readiness and file-descriptor transport through the peer socket.
+//! Wake-ups, kernel-visible readiness and file-descriptor transport
+//! through the peer socket.
+//!
+//! # Wake-ups (what the engine calls)
+//!
+//! Waiting processes learn of a peer's new state from shared memory (see
+//! `readiness` and `waiters`); the kernel is involved only when someone
+//! sleeps. The engine's side of it is one call in two halves:
+//!
+//! * under its lock, when entries become visible in a peer's queue (or the
+//!   peer is disconnected), [`note_visible`] records that the peer is owed
+//!   a ring; at commit, [`seal`] turns each such record into a [`Ticket`]
+//!   and counts it in the peer bell's `owed` counter — the crash-safe record
+//!   of a ring not yet done;
+//! * after releasing every lock, [`entries_visible`] bumps the bell's `seq`
+//!   (the module's wake-up count: edge-triggered epoll reports one edge per
+//!   bump), rings the threads armed on the bell, sends the kernel token when
+//!   one is due, and marks the ticket's ring done (`rung`).
+//!
+//! No kernel call is made for a receiver while a lock is held. A process
+//! that dies (or stops) between commit and ring leaves `rung < owed`; the
+//! wake-up tick of any process (`tick`) rings such a peer one tick later.
+//!
+//! # Kernel-visible readiness
 //!
 //! A peer's fd is an `AF_UNIX` datagram socket bound at `peer.<serial>` in
-//! the domain directory. The kernel reports it readable exactly while its
-//! receive queue holds a datagram, so the bus keeps one there exactly while
-//! the peer's queue is non-empty:
+//! the domain directory; the kernel reports it readable while its receive
+//! queue holds a datagram. Waits made through the shim never look at it,
+//! but waits the shim cannot see (a raw `poll` system call, io_uring) do,
+//! so the bus keeps a *plain token* (an empty datagram) there while the
+//! peer's queue is non-empty:
 //!
-//! * a **plain token** (an empty datagram), sent by whoever makes the queue
-//!   non-empty, drained by the peer itself when its queue becomes empty;
-//! * or a **vault datagram**, which also keeps the peer's *vault* alive
-//!   while messages carrying file descriptors are queued.
+//! * with `BUS1_WAKE=exact` (a flag of the domain) the sender that makes
+//!   the queue non-empty sends it at once, after its commit;
+//! * otherwise the wake-up tick sends it to peers whose queue has been
+//!   non-empty without one, so that such waiters still wake within about
+//!   a tick.
 //!
-//! The vault holds in-flight file descriptors as the kernel's own
-//! `SCM_RIGHTS` references: a listening `SOCK_SEQPACKET` socket bound at
-//! `vault.<serial>.<gen>`, to which each sender connects and sends one
-//! *carrier* (the message's nonce and its fds), plus a datagram socket pair
-//! (the *inbox*) where carriers that must stay queued after being looked at
-//! (PEEK) are parked. The three vault sockets exist only in flight inside
-//! the vault datagram, so they die, releasing every fd, when the peer's
-//! queue empties or the peer goes away. Carriers are matched by nonce;
-//! carriers whose nonce no longer names a message (rolled back, discarded)
-//! are orphans and are dropped when met.
+//! The peer itself removes the token when its queue becomes empty. Tokens
+//! are counted (`tok_sent`, `tok_taken` in the bell): one sent after the
+//! queue was emptied again arrives late and is taken out at the peer's
+//! next operation on an empty queue.
+//!
+//! # File descriptors in flight
+//!
+//! A *vault datagram* in the peer socket keeps the peer's fd vault (see
+//! `vault`) alive while messages carrying file descriptors are queued (or
+//! its seed carries some); it also makes the socket readable. The three
+//! vault sockets exist only in flight inside that datagram, so they die,
+//! releasing every fd, when the peer's queue empties or the peer goes away.
 //!
 //! The segment keeps a mirror of what the socket holds (`bell_*` fields of
-//! the peer), so the common case costs one `sendto` when a queue becomes
-//! non-empty and one `recv` when it becomes empty, and nothing otherwise.
-//! Mirror updates are transactional; the socket operations run at commit
-//! (see the rules in `txn`). A peer whose socket contents are uncertain is
-//! *dirty* and rebuilds them on its next operation.
+//! the peer). Vault and drain operations are transactional side effects
+//! run at commit (see the rules in `txn`). A peer whose socket contents are
+//! uncertain is *dirty* and rebuilds them on its next operation.
 
-use crate::domain::Domain;
+use crate::domain::{Domain, RingTo, Rung};
 use crate::errno::{Errno, Result};
 use crate::layout::*;
 use crate::shm::P;
 use crate::sys::{self, FdMode, UnixAddr};
-use crate::table;
 use crate::txn::{Intent, Txn};
-
-const VAULT_MAGIC: &[u8; 4] = b"B1V\0";
-const CARRIER_MAGIC: &[u8; 4] = b"B1C\0";
-/// SCM_MAX_FD: the kernel's limit of descriptors per datagram.
-const FDS_PER_PART: usize = 253;
-const VAULT_BACKLOG: i32 = 4096;
+use crate::vault::{find_carrier, new_vault, send_carrier, Vault, Want, VAULT_MAGIC};
+use crate::waiters::{self, bell_rec};
 
 /// A deferred socket side effect of a transaction.
 pub enum Op {
-    /// Send a plain token to a peer.
-    Ring { peer: P<PeerRec>, serial: u64 },
     /// Create vault generation `gen` of a peer and put its datagram into
     /// the peer socket.
     NewVault { peer: P<PeerRec>, serial: u64, gen: u64 },
     /// Deliver a message's fds into a peer's vault.
     Carrier { serial: u64, gen: u64, nonce: u64, fds: Vec<i32> },
-    /// Remove `count` datagrams from the caller's own peer socket.
-    Drain { peer: P<PeerRec>, fd: i32, count: u32 },
+    /// Remove `count` datagrams (tokens, and the vault datagram if
+    /// `vault`) from the caller's own peer socket.
+    Drain { peer: P<PeerRec>, fd: i32, count: u32, vault: bool },
     /// Remove a carrier that is no longer needed (after commit).
     DropCarrier { peer: P<PeerRec>, fd: i32, nonce: u64 },
     /// Punch out free pool pages (after commit, see `pool::trim_tail`).
@@ -72,25 +92,20 @@ pub fn execute(tx: &Txn, op: Op) -> Result<()> {
     let dom = tx.domain();
     match op {
         Op::Fail(e) => Err(e),
-        Op::Ring { peer, serial } => {
-            tx.intent(peer, Intent::Added)?;
-            if !ring(dom, serial) && tx.requires_live_receivers() {
-                return Err(Errno::PEER_GONE);
-            }
-            Ok(())
-        }
         Op::NewVault { peer, serial, gen } => {
             tx.intent(peer, Intent::Added)?;
             new_vault(dom, serial, gen, tx.requires_live_receivers())
         }
         Op::Carrier { serial, gen, nonce, fds } => send_carrier(dom, serial, gen, nonce, &fds),
-        Op::Drain { peer, fd, count } => {
+        Op::Drain { peer, fd, count, vault } => {
             tx.intent(peer, Intent::Removed)?;
-            for _ in 0..count {
-                if sys::discard_datagram(fd).is_err() {
-                    break;
-                }
+            let all_sent = all_tokens_sent(tx, peer);
+            let mut removed = 0;
+            while removed < count && sys::discard_datagram(fd).is_ok() {
+                removed += 1;
             }
+            let tokens = removed.saturating_sub(vault as u32);
+            took_tokens(tx, peer, tokens as u64, all_sent.filter(|_| removed < count));
             Ok(())
         }
         Op::DropCarrier { peer, fd, nonce } => {
@@ -115,116 +130,39 @@ pub fn execute(tx: &Txn, op: Op) -> Result<()> {
     }
 }
 
-/// Sends a plain token to `serial`'s socket (a full one is readable
-/// anyway). Returns false if the socket is gone: its last fd was closed.
-pub(crate) fn ring(dom: &Domain, serial: u64) -> bool {
-    if dom.ring_connected(serial) {
-        return true;
-    }
-    let Ok(addr) = UnixAddr::new(&dom.peer_path(serial)) else { return true };
-    dom.with_ring_fd(|fd| match sys::send_msg(fd, Some(&addr), &[], &[]) {
-        Err(Errno::EAGAIN) | Err(Errno(libc::ENOBUFS)) => (true, true),
-        Err(Errno::ECONNREFUSED) | Err(Errno::ENOENT) => (false, false),
-        _ => (true, false),
-    })
-    .unwrap_or(true)
+/// If every token counted as sent into `peer`'s socket has been sent
+/// (none is on its way), that count. Read before the socket is drained: a
+/// token that arrives during the drain must not be settled as lost.
+fn all_tokens_sent(tx: &Txn, peer: P<PeerRec>) -> Option<u64> {
+    let bell = bell_of(tx, peer);
+    let done = bell.tok_done.load_seqcst();
+    let sent = bell.tok_sent.load_seqcst();
+    (done >= sent).then_some(sent)
 }
 
-fn new_vault(dom: &Domain, serial: u64, gen: u64, tx_requires_live: bool) -> Result<()> {
-    let name = Domain::vault_name(serial, gen);
-    let listener = sys::socket(libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK)?;
-    let close_all = |fds: &[i32]| fds.iter().for_each(|f| sys::close(*f));
-    if let Err(e) = bind_fresh(dom, listener, &name).and_then(|_| sys::listen(listener, VAULT_BACKLOG)) {
-        close_all(&[listener]);
-        return Err(map_resource_err(e));
-    }
-    let (rd, wr) = match sys::socketpair(libc::SOCK_DGRAM | libc::SOCK_NONBLOCK) {
-        Ok(p) => p,
-        Err(e) => {
-            close_all(&[listener]);
-            return Err(map_resource_err(e));
+/// Counts `n` plain tokens taken out of `peer`'s socket. `settled`: the
+/// socket ran dry although every token counted up to that number had been
+/// sent before the drain began; those never seen were lost with a sender
+/// whose send failed or that died before sending: the count is settled.
+fn took_tokens(tx: &Txn, peer: P<PeerRec>, n: u64, settled: Option<u64>) {
+    let bell = bell_of(tx, peer);
+    bell.tok_taken.fetch_add(n);
+    if let Some(sent) = settled {
+        if bell.tok_taken.load() < sent {
+            bell.tok_taken.store(sent);
         }
-    };
-    let _ = sys::setsockopt_int(wr, libc::SOL_SOCKET, libc::SO_SNDBUF, 4 << 20);
-    let mut payload = VAULT_MAGIC.to_vec();
-    payload.extend_from_slice(&gen.to_le_bytes());
-    let peer_addr = UnixAddr::new(&dom.peer_path(serial))?;
-    let r = dom.with_ring_fd(|fd| match sys::send_msg(fd, Some(&peer_addr), &payload, &[listener, rd, wr]) {
-        Err(Errno::EAGAIN) => (Err(Errno::EAGAIN), true),
-        r => (r, false),
-    });
-    close_all(&[listener, rd, wr]);
-    match r {
-        Ok(Ok(())) => Ok(()),
-        // The peer socket is gone: the peer is being torn down, and its
-        // messages with it.
-        Ok(Err(Errno::ECONNREFUSED)) | Ok(Err(Errno::ENOENT)) => {
-            if tx_requires_live { Err(Errno::PEER_GONE) } else { Ok(()) }
-        }
-        Ok(Err(e)) | Err(e) => Err(map_resource_err(e)),
     }
 }
 
-fn bind_fresh(dom: &Domain, fd: i32, name: &[u8]) -> Result<()> {
-    match dom.bind_socket(fd, name) {
-        Err(Errno(libc::EADDRINUSE)) => {
-            // A stale file of a generation that was rolled back.
-            let _ = dom.remove_entry(name);
-            dom.bind_socket(fd, name)
-        }
-        r => r,
-    }
+/// Tokens counted as sent into `peer`'s socket and not taken out yet
+/// (some may still be on their way).
+fn tokens_outstanding(tx: &Txn, peer: P<PeerRec>) -> u64 {
+    let bell = bell_of(tx, peer);
+    bell.tok_sent.load_seqcst().saturating_sub(bell.tok_taken.load_seqcst())
 }
 
-/// Kernel resource errors of fd transport, as the bus reports them.
-fn map_resource_err(e: Errno) -> Errno {
-    match e {
-        Errno::EAGAIN | Errno::ETOOMANYREFS => Errno::EDQUOT,
-        Errno::EMFILE | Errno(libc::ENFILE) => Errno::EMFILE,
-        _ => Errno::ENOMEM,
-    }
-}
-
-fn carrier_header(nonce: u64, part: u32, nparts: u32) -> Vec<u8> {
-    let mut h = CARRIER_MAGIC.to_vec();
-    h.extend_from_slice(&nonce.to_le_bytes());
-    h.extend_from_slice(&part.to_le_bytes());
-    h.extend_from_slice(&nparts.to_le_bytes());
-    h
-}
-
-fn parse_carrier(b: &[u8]) -> Option<(u64, u32, u32)> {
-    if b.len() < 20 || &b[..4] != CARRIER_MAGIC {
-        return None;
-    }
-    Some((
-        u64::from_le_bytes(b[4..12].try_into().ok()?),
-        u32::from_le_bytes(b[12..16].try_into().ok()?),
-        u32::from_le_bytes(b[16..20].try_into().ok()?),
-    ))
-}
-
-fn send_carrier(dom: &Domain, serial: u64, gen: u64, nonce: u64, fds: &[i32]) -> Result<()> {
-    let addr = UnixAddr::new(&dom.vault_path(serial, gen))?;
-    let c = sys::socket(libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK).map_err(map_resource_err)?;
-    let r = (|| {
-        match sys::connect(c, &addr) {
-            Ok(()) => {}
-            // The vault died with its peer: nobody will receive this.
-            Err(Errno::ECONNREFUSED) | Err(Errno::ENOENT) => return Ok(()),
-            Err(e) => return Err(map_resource_err(e)),
-        }
-        let parts: Vec<&[i32]> = fds.chunks(FDS_PER_PART).collect();
-        for (i, part) in parts.iter().enumerate() {
-            sys::send_msg(c, None, &carrier_header(nonce, i as u32, parts.len() as u32), part).map_err(|e| match e {
-                Errno::EBADF => Errno::EBADF,
-                e => map_resource_err(e),
-            })?;
-        }
-        Ok(())
-    })();
-    sys::close(c);
-    r
+fn bell_of<'a>(tx: &Txn<'a>, peer: P<PeerRec>) -> &'a BellRec {
+    bell_rec(tx.domain(), tx.rec(peer).bell.get())
 }
 
 // ------------------------------------------------------------ decisions
@@ -241,16 +179,30 @@ fn seed_has_fds(tx: &Txn, peer: P<PeerRec>) -> bool {
     !s.is_null() && tx.rec(s).n_fds.get() > 0
 }
 
-/// An entry was appended to `peer`'s queue.
+/// Whether the domain keeps kernel tokens exact (`BUS1_WAKE=exact`).
+pub(crate) fn exact(dom: &Domain) -> bool {
+    dom.seg.at0::<Header>().wake_exact.load() != 0
+}
+
+/// An entry was appended to `peer`'s queue: its waiters are owed a ring,
+/// and in exact mode a queue that was empty is owed a token.
 pub fn after_enqueue(tx: &Txn, peer: P<PeerRec>) {
     let p = tx.rec(peer);
-    let serial = p.serial.get();
-    if p.bell_dirty.get() == 1 {
-        tx.push_op(Op::Ring { peer, serial });
-    } else if p.bell_plain.get() == 0 && p.bell_vault.get() == 0 {
+    let token = if p.bell_dirty.get() == 1 {
+        true
+    } else if p.bell_plain.get() == 0 && p.bell_vault.get() == 0 && exact(tx.domain()) {
         tx.set(&p.bell_plain, 1);
-        tx.push_op(Op::Ring { peer, serial });
-    }
+        true
+    } else {
+        false
+    };
+    tx.note_visible(peer, Visible { wake: true, token });
+}
+
+/// `peer` was disconnected: its waiters are owed a ring (they see
+/// POLLHUP).
+pub fn after_disconnect(tx: &Txn, peer: P<PeerRec>) {
+    tx.note_visible(peer, Visible { wake: true, token: false });
 }
 
 /// A message with `fds` (identified by `nonce`) is about to be queued to
@@ -268,8 +220,9 @@ pub fn prepare_carrier(tx: &Txn, peer: P<PeerRec>, nonce: u64, fds: &[i32]) {
     tx.push_op(Op::Carrier { serial, gen: p.vault_gen.get(), nonce, fds: fds.to_vec() });
 }
 
-/// The caller changed its own queue (through its own fd `fd`): drain the
-/// socket if the queue became empty.
+/// The caller changed its own queue (through its own fd `fd`): empty the
+/// socket if nothing is queued any more (the vault datagram, the token,
+/// and tokens that arrived after an earlier emptying).
 pub fn after_own_change(tx: &Txn, peer: P<PeerRec>, fd: i32) {
     let p = tx.rec(peer);
     if p.bell_dirty.get() == 1 {
@@ -279,20 +232,21 @@ pub fn after_own_change(tx: &Txn, peer: P<PeerRec>, fd: i32) {
     if need_token(tx, peer) {
         return;
     }
-    let count = p.bell_plain.get() + p.bell_vault.get();
-    if count == 0 {
-        return;
-    }
-    tx.push_op(Op::Drain { peer, fd, count });
-    if p.bell_vault.get() == 1 {
-        tx.push_post(Op::Unlink { name: Domain::vault_name(p.serial.get(), p.vault_gen.get()) });
+    let vault = p.bell_vault.get() == 1;
+    let stale = tokens_outstanding(tx, peer);
+    if stale > 0 || vault {
+        let count = (stale + vault as u64).min(u32::MAX as u64) as u32;
+        tx.push_op(Op::Drain { peer, fd, count, vault });
+        if vault {
+            tx.push_post(Op::Unlink { name: Domain::vault_name(p.serial.get(), p.vault_gen.get()) });
+        }
     }
     tx.set(&p.bell_plain, 0);
     tx.set(&p.bell_vault, 0);
 }
 
 /// RECV found the caller's queue empty: its socket should hold nothing
-/// the mirror does not account for. A datagram someone else sent to the
+/// the counts do not account for. A datagram someone else sent to the
 /// socket's address would leave it readable for good, so the socket is
 /// emptied (one system call), or rebuilt when it must keep the vault of
 /// the seed.
@@ -306,16 +260,17 @@ pub fn discard_strays(tx: &Txn, peer: P<PeerRec>, fd: i32) {
         tx.set(&p.bell_dirty, 1);
         return;
     }
-    tx.push_op(Op::Drain { peer, fd, count: u32::MAX });
+    tx.push_op(Op::Drain { peer, fd, count: u32::MAX, vault: p.bell_vault.get() == 1 });
 }
 
-/// Rule 4 of `txn`: the socket of `peer` may not match the mirror.
+/// Rule 4 of `txn`: the socket of `peer` may not match the mirror. It is
+/// rebuilt at the peer's next operation; until then a token makes it
+/// readable if the queue is not empty.
 pub fn mark_dirty(tx: &Txn, peer: P<PeerRec>) {
     let p = tx.rec(peer);
     tx.set(&p.bell_dirty, 1);
-    if p.state.get() == PEER_CONNECTED && need_token(tx, peer) {
-        tx.push_op(Op::Ring { peer, serial: p.serial.get() });
-    }
+    let token = p.state.get() == PEER_CONNECTED && need_token(tx, peer);
+    tx.note_visible(peer, Visible { wake: true, token });
 }
 
 /// Rebuilds the socket contents of a dirty peer (its own operation, so
@@ -326,7 +281,9 @@ pub fn resync(tx: &Txn, peer: P<PeerRec>, fd: i32) -> Result<()> {
     tx.intent(peer, Intent::Removed)?;
     tx.intent(peer, Intent::Added)?;
     let dom = tx.domain();
+    let all_sent = all_tokens_sent(tx, peer);
     let mut kept: Option<Vec<i32>> = None;
+    let mut tokens = 0;
     let mut buf = [0u8; 32];
     while let Ok((n, _)) = sys::recv_msg(fd, &mut buf, true, FdMode::Discard, 0) {
         let is_current_vault = n >= 12
@@ -342,22 +299,26 @@ pub fn resync(tx: &Txn, peer: P<PeerRec>, fd: i32) -> Result<()> {
             }
         } else if sys::discard_datagram(fd).is_err() {
             break;
+        } else if n == 0 {
+            tokens += 1;
         }
     }
+    took_tokens(tx, peer, tokens, all_sent);
     let serial = p.serial.get();
     let own = UnixAddr::new(&dom.peer_path(serial))?;
     let had_vault = p.bell_vault.get() == 1;
     tx.set(&p.bell_plain, 0);
     tx.set(&p.bell_vault, 0);
+    tx.set(&p.bell_dirty, 0);
     if need_token(tx, peer) {
         if let Some(fds) = &kept {
             let mut payload = VAULT_MAGIC.to_vec();
             payload.extend_from_slice(&p.vault_gen.get().to_le_bytes());
             let _ = dom.with_ring_fd(|rfd| ((), sys::send_msg(rfd, Some(&own), &payload, fds) == Err(Errno::EAGAIN)));
             tx.set(&p.bell_vault, 1);
-        } else {
-            ring(dom, serial);
+        } else if exact(dom) && p.q_len.get() > 0 {
             tx.set(&p.bell_plain, 1);
+            tx.note_visible(peer, Visible { wake: false, token: true });
         }
     }
     if had_vault && p.bell_vault.get() == 0 {
@@ -366,26 +327,179 @@ pub fn resync(tx: &Txn, peer: P<PeerRec>, fd: i32) -> Result<()> {
     if let Some(fds) = kept {
         fds.iter().for_each(|f| sys::close(*f));
     }
-    tx.set(&p.bell_dirty, 0);
     Ok(())
 }
 
-// ---------------------------------------------------------- the vault
+// ------------------------------------------------------------- wake-ups
 
-/// Descriptors of a peer's vault, installed temporarily in this process.
-pub struct Vault {
-    listener: i32,
-    inbox_rd: i32,
-    inbox_wr: i32,
+/// What a transaction owes a peer after it commits.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct Visible {
+    /// Its state changed: bump `seq` and ring the threads armed on it.
+    pub wake: bool,
+    /// Send a plain token into its socket.
+    pub token: bool,
 }
 
-impl Drop for Vault {
-    fn drop(&mut self) {
-        for fd in [self.listener, self.inbox_rd, self.inbox_wr] {
-            sys::close(fd);
+/// A ring owed to one peer by a committed transaction, to be done with
+/// [`entries_visible`] once every lock is released.
+#[derive(Clone, Copy, Debug)]
+pub struct Ticket {
+    bell: u64,
+    serial: u64,
+    /// The bell's `owed` count this wake-up settles (0: none).
+    wake: u64,
+    /// The bell's `tok_sent` count this token settles (0: none).
+    token: u64,
+}
+
+/// Turns what a committing transaction owes into tickets: counts each
+/// wake-up in its bell's `owed` (and each token in `tok_sent`) while the
+/// lock is still held, so that one lost with this process is noticed.
+pub(crate) fn seal(tx: &Txn, owed: &[(P<PeerRec>, Visible)], out: &mut Vec<Ticket>) {
+    for &(peer, what) in owed {
+        let p = tx.rec(peer);
+        if p.magic.get() != PEER_MAGIC {
+            continue;
         }
+        let b = p.bell.get();
+        let bell = bell_rec(tx.domain(), b);
+        let wake = if what.wake { bell.owed.fetch_add(1) + 1 } else { 0 };
+        let token = if what.token { bell.tok_sent.fetch_add(1) + 1 } else { 0 };
+        out.push(Ticket { bell: b, serial: p.serial.get(), wake, token });
     }
 }
+
+/// The second half of a wake-up, made after every lock is released: the
+/// changes the tickets were issued for are visible to anyone who looks.
+///
+/// Bumps each bell's `seq`, then (after one fence for all of them, so that
+/// a multicast pays one, not one per destination) rings every thread armed
+/// on each bell, sends the kernel tokens that are due, and records the
+/// rings as done. A ring that could not be made (no descriptor left for
+/// it) stays owed and is made good by the wake-up tick.
+pub fn entries_visible(dom: &Domain, tickets: &[Ticket]) {
+    for t in tickets.iter().filter(|t| t.wake != 0) {
+        bell_rec(dom, t.bell).seq.fetch_add(1);
+    }
+    // The changes (written before the lock was released) are ordered
+    // before the looks at the sleepers (txn rule 9).
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    for t in tickets {
+        crate::crash::point("ring");
+        ring_ticket(dom, t);
+    }
+}
+
+fn ring_ticket(dom: &Domain, t: &Ticket) {
+    let bell = bell_rec(dom, t.bell);
+    if t.wake != 0 && waiters::ring_sleepers(dom, t.bell) {
+        bell.rung.fetch_max(t.wake);
+    }
+    let mut gone = false;
+    if t.token != 0 {
+        match dom.ring(RingTo::Peer(t.serial)) {
+            Rung::Sent => {
+                bell.tok_done.fetch_max(t.token);
+            }
+            Rung::Gone => gone = true,
+            Rung::Failed => {}
+        }
+    }
+    if gone {
+        // The peer's last fd is gone (its process died): tear it down now
+        // rather than at the next liveness scan.
+        crate::reaper::reap(dom, t.serial);
+    }
+}
+
+/// Takes a free entry of `used` (a bitmap of `n` entries under the lock);
+/// returns its index.
+pub(crate) fn take_index(tx: &Txn, used: &[crate::shm::Cell<u64>]) -> Option<u64> {
+    for (i, w) in used.iter().enumerate() {
+        let v = w.get();
+        if v != u64::MAX {
+            let bit = (!v).trailing_zeros() as u64;
+            tx.set(w, v | 1 << bit);
+            return Some(i as u64 * 64 + bit);
+        }
+    }
+    None
+}
+
+/// Gives entry `i` of `used` back.
+pub(crate) fn put_index(tx: &Txn, used: &[crate::shm::Cell<u64>], i: u64) {
+    let w = &used[(i / 64) as usize];
+    tx.set(w, w.get() & !(1 << (i % 64)));
+}
+
+/// Takes a bell for a new peer (under the lock, before the peer can be
+/// seen): no sleepers, no registrations, no tokens outstanding.
+pub(crate) fn bell_alloc(tx: &Txn) -> Result<u64> {
+    let b = take_index(tx, &tx.hdr().bells_used).ok_or(Errno::ENOMEM)?;
+    crate::alloc::reserve_table(tx, BELLS_OFF + b * 256)?;
+    let dom = tx.domain();
+    let bell = bell_rec(dom, b);
+    waiters::reset_bell_sleepers(dom, b);
+    let sent = bell.tok_sent.load_seqcst();
+    bell.tok_done.fetch_max(sent);
+    bell.tok_taken.store(sent);
+    tx.set(&bell.regs, 0);
+    tx.set(&bell.n_regs, 0);
+    Ok(b)
+}
+
+/// Gives a peer's bell back (its peer is freed).
+pub(crate) fn bell_free(tx: &Txn, b: u64) {
+    put_index(tx, &tx.hdr().bells_used, b);
+}
+
+/// Period of the wake-up tick.
+pub const TICK_MS: u64 = 40;
+
+/// One wake-up tick of the domain (the watcher thread of one process runs
+/// it every [`TICK_MS`]): rings owed since the previous tick (their sender
+/// died, stopped or ran out of descriptors) are made good; in the default
+/// mode, peers whose queue is non-empty without a token get one, so that
+/// waiters the shim cannot see wake up.
+pub(crate) fn tick(dom: &Domain) {
+    let exact = exact(dom);
+    // Rings owed at this process's previous tick and still not done.
+    let before = dom.take_owed_seen();
+    let mut seen = Vec::new();
+    let Ok(tx) = dom.lock() else { return };
+    for peer in crate::peer::all(&tx) {
+        let p = tx.rec(peer);
+        let b = p.bell.get();
+        let bell = bell_rec(dom, b);
+        let (owed, rung) = (bell.owed.load_seqcst(), bell.rung.load_seqcst());
+        let (sent, done) = (bell.tok_sent.load_seqcst(), bell.tok_done.load_seqcst());
+        if rung < owed || done < sent {
+            seen.push((b, owed, sent));
+        }
+        // Late: what was owed at the previous tick is owed still.
+        let late = before.iter().any(|&(x, o, t)| x == b && (rung < o || done < t));
+        if late {
+            mark_dirty(&tx, peer);
+        } else if !exact
+            && p.state.get() == PEER_CONNECTED
+            && p.q_len.get() > 0
+            && p.bell_plain.get() == 0
+            && p.bell_vault.get() == 0
+            && p.bell_dirty.get() == 0
+            && tokens_outstanding(&tx, peer) == 0
+        {
+            tx.set(&p.bell_plain, 1);
+            tx.note_visible(peer, Visible { wake: false, token: true });
+        }
+    }
+    // The tickets are run by the commit, once the lock is released; the
+    // made-good ones settle everything owed before them.
+    let _ = tx.commit();
+    dom.put_owed_seen(seen);
+}
+
+// ------------------------------------------------- the vault datagram
 
 /// Opens the vault of the caller's own peer (None if it has none).
 pub fn vault_open(tx: &Txn, peer: P<PeerRec>, fd: i32) -> Result<Option<Vault>> {
@@ -397,15 +511,29 @@ pub fn vault_open(tx: &Txn, peer: P<PeerRec>, fd: i32) -> Result<Option<Vault>> 
         return Ok(None);
     }
     let mut buf = [0u8; 32];
-    if p.bell_plain.get() == 1 {
-        // The plain token is in front of the vault datagram.
-        tx.intent(peer, Intent::Removed)?;
-        let _ = sys::discard_datagram(fd);
-        tx.set(&p.bell_plain, 0);
+    // Plain tokens may be queued in front of the vault datagram; the vault
+    // keeps the socket readable without them.
+    loop {
+        match sys::recv_msg(fd, &mut buf, true, FdMode::Discard, 0) {
+            Ok((0, _)) => {
+                tx.intent(peer, Intent::Removed)?;
+                if sys::discard_datagram(fd).is_err() {
+                    mark_dirty(tx, peer);
+                    return Ok(None);
+                }
+                took_tokens(tx, peer, 1, None);
+                tx.set(&p.bell_plain, 0);
+            }
+            Ok((n, _)) if n >= 12 && &buf[..4] == VAULT_MAGIC => break,
+            _ => {
+                mark_dirty(tx, peer);
+                return Ok(None);
+            }
+        }
     }
     match sys::recv_msg(fd, &mut buf, true, FdMode::Install, 3) {
         Ok((n, fds)) if fds.len() == 3 && n >= 12 && &buf[..4] == VAULT_MAGIC => {
-            Ok(Some(Vault { listener: fds[0], inbox_rd: fds[1], inbox_wr: fds[2] }))
+            Ok(Some(Vault::from_fds([fds[0], fds[1], fds[2]])))
         }
         Ok((_, fds)) => {
             fds.iter().for_each(|f| sys::close(*f));
@@ -417,142 +545,6 @@ pub fn vault_open(tx: &Txn, peer: P<PeerRec>, fd: i32) -> Result<Option<Vault>> 
             mark_dirty(tx, peer);
             Ok(None)
         }
-    }
-}
-
-/// What to do with a carrier that was found.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Want {
-    /// Install its fds and keep it (PEEK).
-    Peek,
-    /// Remove it without installing anything.
-    Discard,
-}
-
-fn is_orphan(tx: &Txn, nonce: u64) -> bool {
-    table::get(tx, TAG_NONCE, 0, nonce).is_none()
-}
-
-/// Reads all parts of one carrier from `fd` (a vault connection or the
-/// inbox), installing fds unless discarding.
-fn read_parts(fd: i32, install: bool) -> Result<(u64, Vec<i32>)> {
-    let mut buf = [0u8; 32];
-    let mut fds = Vec::new();
-    let mut nonce = 0;
-    let mut part = 0;
-    loop {
-        let mode = if install { FdMode::Install } else { FdMode::Discard };
-        match sys::recv_msg(fd, &mut buf, false, mode, FDS_PER_PART) {
-            Ok((n, got)) => {
-                fds.extend(got);
-                let Some((nc, _, nparts)) = parse_carrier(&buf[..n]) else { break };
-                nonce = nc;
-                part += 1;
-                if part >= nparts {
-                    break;
-                }
-            }
-            Err(e) => {
-                fds.iter().for_each(|f| sys::close(*f));
-                return Err(e);
-            }
-        }
-    }
-    Ok((nonce, fds))
-}
-
-/// Parks a carrier's fds in the inbox (behind everything there).
-fn park(v: &Vault, nonce: u64, fds: &[i32]) -> Result<()> {
-    let parts: Vec<&[i32]> = if fds.is_empty() { vec![&[][..]] } else { fds.chunks(FDS_PER_PART).collect() };
-    for (i, part) in parts.iter().enumerate() {
-        sys::send_msg(v.inbox_wr, None, &carrier_header(nonce, i as u32, parts.len() as u32), part)
-            .map_err(map_resource_err)?;
-    }
-    Ok(())
-}
-
-/// Finds the carrier of `nonce` in the vault and handles it as `want`
-/// says. Returns the installed fds (empty when discarding), or None if the
-/// carrier is missing.
-pub fn find_carrier(tx: &Txn, v: &Vault, nonce: u64, want: Want) -> Result<Option<Vec<i32>>> {
-    let mut buf = [0u8; 32];
-    // The inbox first: parked carriers are older than anything pending on
-    // the listener. Rotate past carriers of other queued messages.
-    let mut rotations = 0;
-    while let Ok((n, _)) = sys::recv_msg(v.inbox_rd, &mut buf, true, FdMode::Discard, 0) {
-        let Some((nc, _, nparts)) = parse_carrier(&buf[..n]) else {
-            let _ = sys::discard_datagram(v.inbox_rd);
-            continue;
-        };
-        if nc == nonce {
-            if want == Want::Peek && nparts == 1 {
-                let (_, fds) = sys::recv_msg(v.inbox_rd, &mut buf, true, FdMode::Install, FDS_PER_PART)
-                    .map_err(map_install_err)?;
-                return Ok(Some(fds));
-            }
-            let (_, fds) = read_parts(v.inbox_rd, want != Want::Discard).map_err(map_install_err)?;
-            if want == Want::Peek {
-                if let Err(e) = park(v, nonce, &fds) {
-                    fds.iter().for_each(|f| sys::close(*f));
-                    return Err(e);
-                }
-            }
-            return Ok(Some(fds));
-        }
-        if is_orphan(tx, nc) {
-            let _ = read_parts(v.inbox_rd, false);
-            continue;
-        }
-        rotations += 1;
-        if rotations > 1024 {
-            break;
-        }
-        let (nc, fds) = read_parts(v.inbox_rd, true).map_err(map_install_err)?;
-        let r = park(v, nc, &fds);
-        fds.iter().for_each(|f| sys::close(*f));
-        r?;
-    }
-    // Then connections pending on the listener, in commit order.
-    loop {
-        let conn = match sys::accept(v.listener) {
-            Ok(c) => c,
-            Err(Errno::EAGAIN) => return Ok(None),
-            Err(e) => return Err(map_install_err(e)),
-        };
-        let r = (|| {
-            let (n, _) = sys::recv_msg(conn, &mut buf, true, FdMode::Discard, 0)?;
-            let Some((nc, _, _)) = parse_carrier(&buf[..n]) else { return Ok(None) };
-            if nc == nonce {
-                let (_, fds) = read_parts(conn, want != Want::Discard)?;
-                if want == Want::Peek {
-                    if let Err(e) = park(v, nonce, &fds) {
-                        fds.iter().for_each(|f| sys::close(*f));
-                        return Err(e);
-                    }
-                }
-                return Ok(Some(Some(fds)));
-            }
-            if is_orphan(tx, nc) {
-                let _ = read_parts(conn, false);
-            } else {
-                let (nc, fds) = read_parts(conn, true)?;
-                let r = park(v, nc, &fds);
-                fds.iter().for_each(|f| sys::close(*f));
-                r?;
-            }
-            Ok(None)
-        })();
-        sys::close(conn);
-        if let Some(found) = r.map_err(map_install_err)? {
-            return Ok(found);
-        }
-    }
-}
-
-fn map_install_err(e: Errno) -> Errno {
-    match e {
-        Errno::EMFILE | Errno(libc::ENFILE) => Errno::EMFILE,
-        e => map_resource_err(e),
     }
 }
 

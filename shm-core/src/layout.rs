@@ -6,13 +6,13 @@
 //! to each other with [`P`] offsets. Which module owns which fields is
 //! noted on each record.
 
-use crate::shm::{Atomic64, Cell, P};
+use crate::shm::{Atomic32, Atomic64, Cell, P};
 use crate::sync::RobustMutex;
 
 /// Segment magic ("bus1-shm").
 pub const MAGIC: u64 = 0x6275_7331_2d73_686d;
 /// Bumped whenever a record layout changes.
-pub const VERSION: u64 = 3;
+pub const VERSION: u64 = 4;
 
 /// Virtual size of the domain segment (a sparse file; only touched pages
 /// use memory).
@@ -23,8 +23,27 @@ pub const LOG_OFF: u64 = 1 << 20;
 pub const LOG_CAP: u64 = 4 << 20;
 /// Size of one undo entry.
 pub const LOG_ENTRY: u64 = 24;
+/// Start of the wake-up tables (`waiters`, `doorbell`, `epollreg`): fixed
+/// arrays, never part of the heap, so that a process still holding an index
+/// into one after the record it named went away touches at worst another
+/// record of the same kind (an extra wake-up), never unrelated memory.
+pub const WAKE_OFF: u64 = LOG_OFF + LOG_CAP * LOG_ENTRY;
+/// Waiter slots: one per thread that sleeps on peers of the domain.
+pub const WAIT_SLOTS: usize = 1024;
+/// Words of a per-peer sleeper map (one bit per waiter slot).
+pub const SLOT_WORDS: usize = WAIT_SLOTS / 64;
+pub const SLOTS_OFF: u64 = WAKE_OFF;
+/// Per-peer wake-up records ("bells"), one per live peer.
+pub const MAX_BELLS: u64 = 1 << 16;
+pub const BELLS_OFF: u64 = SLOTS_OFF + WAIT_SLOTS as u64 * 64;
+/// Registrations of peer fds in epoll sets.
+pub const MAX_REGS: u64 = 1 << 16;
+pub const REGS_OFF: u64 = BELLS_OFF + MAX_BELLS * 256;
+/// The wake-up tables are backed by file space in chunks of this size,
+/// reserved when the first record of a chunk is handed out.
+pub const WAKE_CHUNK: u64 = 64 << 10;
 /// Start of the allocation heap.
-pub const HEAP_OFF: u64 = LOG_OFF + LOG_CAP * LOG_ENTRY;
+pub const HEAP_OFF: u64 = REGS_OFF + MAX_REGS * REG_SIZE;
 /// The heap is reserved (fallocated) in chunks of this size, so a write to
 /// the segment never meets a missing page (SIGBUS on a full tmpfs).
 pub const HEAP_CHUNK: u64 = 1 << 20;
@@ -88,6 +107,21 @@ pub struct Header {
     /// Monotonic time (ns) of the last liveness scan; claimed with CAS so
     /// that one process scans per period.
     pub scan_lease: Atomic64,
+    /// Monotonic time (ns) of the last wake-up tick (late rings, rings owed
+    /// by dead or stopped senders, waiter slots of dead processes), claimed
+    /// like `scan_lease`.
+    pub bell_lease: Atomic64,
+    /// Non-zero once a process attached with `BUS1_WAKE=exact`: from then
+    /// on every sender keeps the kernel-visible token of the peer socket
+    /// exact (see `doorbell`).
+    pub wake_exact: Atomic64,
+    /// Waiter slots in use (`waiters`), one bit each; claimed with CAS.
+    pub slots_used: [Atomic64; SLOT_WORDS],
+    /// Bells and epoll registrations in use, one bit each (under the lock).
+    pub bells_used: [Cell<u64>; (MAX_BELLS / 64) as usize],
+    pub regs_used: [Cell<u64>; (MAX_REGS / 64) as usize],
+    /// Chunks of the wake-up tables backed by file space, one bit each.
+    pub wake_reserved: [Cell<u64>; ((HEAP_OFF - WAKE_OFF) / WAKE_CHUNK).div_ceil(64) as usize],
 }
 
 /// Per-UID accounting (docs/reference.md §6.1). Owned by `quota`.
@@ -179,6 +213,8 @@ pub struct PeerRec {
     /// sweep of its free regions (see `pool`).
     pub pool_freed: Cell<u32>,
     pub vault_gen: Cell<u64>,
+    /// Index of the peer's bell (its wake-up record) in the bell table.
+    pub bell: Cell<u64>,
 
     pub pidns: Cell<u64>,
     pub userns: Cell<u64>,
@@ -229,6 +265,86 @@ pub struct Handle {
     pub holder_next: Cell<P<Handle>>,
     pub holder_prev: Cell<P<Handle>>,
 }
+
+/// A peer's wake-up record, read and written without the domain lock (the
+/// wake-up rules in `txn`). Owned by `doorbell` (counters, tokens) and
+/// `waiters` (the sleeper map).
+#[repr(C, align(64))]
+pub struct BellRec {
+    /// Bumped once per transaction that makes entries visible in the
+    /// queue, and at disconnect, after the change is visible: the module's
+    /// wake-ups, counted (edge-triggered epoll reports one edge per bump).
+    pub seq: Atomic64,
+    /// Wake-ups committed (bumped under the lock at commit) ...
+    pub owed: Atomic64,
+    /// ... and the highest of them made: one is owed while `rung < owed`
+    /// (a later one made covers an earlier one, since it happens after
+    /// both commits).
+    pub rung: Atomic64,
+    /// Plain tokens committed to be sent into the peer socket ...
+    pub tok_sent: Atomic64,
+    /// ... the highest of them sent (as `rung` for `owed`) ...
+    pub tok_done: Atomic64,
+    /// ... and how many were taken out of it again (see `doorbell`).
+    pub tok_taken: Atomic64,
+    /// Bit i set if word i of `sleepers` may be non-zero (only ever set).
+    pub sleep_summary: Atomic64,
+    /// One bit per waiter slot armed on this peer.
+    pub sleepers: [Atomic64; SLOT_WORDS],
+    /// Epoll registrations of the peer, a list through `EpollReg::next`
+    /// (under the lock).
+    pub regs: Cell<u64>,
+    pub n_regs: Cell<u64>,
+}
+
+const _: () = assert!(core::mem::size_of::<BellRec>() <= 256);
+
+/// A waiter slot: one thread of one process that may sleep on peers of the
+/// domain. Owned by `waiters`.
+#[repr(C, align(64))]
+pub struct WaitSlot {
+    /// pid << 32 | the process image's incarnation; 0 while free.
+    pub owner: Atomic64,
+    /// Bumped by every ring; the futex word of a futex sleeper.
+    pub word: Atomic32,
+    /// How a ring reaches the sleeper: `waiters::HOW_*`.
+    pub how: Atomic32,
+    /// The id of the thread's wake socket (`wake.<id>`), 0 if none.
+    pub wake_id: Atomic64,
+}
+
+const _: () = assert!(core::mem::size_of::<WaitSlot>() == 64);
+
+/// A peer fd registered in an epoll set: what the set asked for, and the
+/// edge and one-shot state the kernel would keep in its epoll item. Owned
+/// by `epollreg`.
+#[repr(C, align(128))]
+pub struct EpollReg {
+    /// Bumped at every allocation; tags name (index, generation).
+    pub gen: Atomic64,
+    /// The peer's record, bell index and serial (serial 0: the entry is
+    /// free).
+    pub peer: Atomic64,
+    pub bell: Atomic64,
+    pub serial: Atomic64,
+    /// The inode of the peer socket the item was made for (the kernel
+    /// shows it in the set's fdinfo): how a process that did not build the
+    /// set tells the registration is the one its item names.
+    pub sock_ino: Atomic64,
+    /// The epoll events and flags asked for, and the data to report.
+    pub events: Atomic64,
+    pub data: Atomic64,
+    /// Edge-triggered: the bell's `seq` last consumed.
+    pub seen: Atomic64,
+    /// One-shot: 1 while armed.
+    pub armed: Atomic64,
+    /// Next registration of the same peer (index + 1; under the lock).
+    pub next: Cell<u64>,
+}
+
+/// Size of a registration record in its table.
+pub const REG_SIZE: u64 = 128;
+const _: () = assert!(core::mem::size_of::<EpollReg>() <= REG_SIZE as usize);
 
 pub const ENTRY_DATA: u32 = 1;
 pub const ENTRY_DESTROY: u32 = 2;
@@ -297,3 +413,4 @@ pub const TAG_SHARE_PEER: u64 = 7;
 pub const TAG_NONCE: u64 = 8;
 
 const _: () = assert!(core::mem::size_of::<Header>() <= LOG_OFF as usize);
+const _: () = assert!(HEAP_OFF % WAKE_CHUNK == 0 && WAKE_OFF % WAKE_CHUNK == 0);

@@ -15,9 +15,14 @@
 //! * `object` (nodes, handles), `queue`, `message`, `send`, `recv`, `pool`,
 //!   `quota`, `peer` — the semantics, one concept each; `abi` — which of
 //!   bus1's two ABIs (RFC v1, final) a peer speaks and what depends on it;
-//! * `doorbell` — how bus state becomes kernel-visible readiness of the peer
-//!   fd, and how in-flight fds are kept alive;
-//! * `reaper` — teardown of peers whose last fd is gone;
+//! * `readiness` — what `poll` reports for a peer, read without the lock;
+//!   `waiters` — threads sleeping on peers and how a ring reaches them;
+//!   `epollreg` — peer fds in epoll sets (edge and one-shot state);
+//! * `doorbell` — wake-ups after a commit (the interface the engine
+//!   calls) and what the peer socket holds (the kernel-visible token, the
+//!   vault datagram); `vault` — where in-flight fds are kept;
+//! * `reaper` — teardown of peers whose last fd is gone, and the periodic
+//!   ticks of the watcher thread;
 //! * `trust` — which directories and files a domain may use (owners,
 //!   modes, no symbolic links); `memory` — where a domain's files live
 //!   (memory, whatever file system holds the domain directory) and when
@@ -34,6 +39,7 @@ mod crash;
 mod creds;
 mod doorbell;
 mod domain;
+mod epollreg;
 mod errno;
 mod forks;
 mod inspect;
@@ -46,6 +52,7 @@ mod peer;
 mod pool;
 mod queue;
 mod quota;
+mod readiness;
 mod recv;
 mod reaper;
 mod send;
@@ -58,18 +65,23 @@ mod table;
 mod trust;
 mod txn;
 mod usermem;
+mod vault;
+mod waiters;
 
 pub use abi::{Abi, AbiMode};
 pub use crash::arm as arm_crash_point;
 pub use creds::invalidate_ids;
 pub use domain::{adopt_internal_fd, configured_dir, default_dir, evict_internal_fd, is_internal_fd, release_internal_fd, Domain};
-pub use sync::LocalMutex;
+pub use sync::{LocalGuard, LocalMutex};
 pub use errno::{Errno, Result};
 pub use inspect::{HandleInfo, NodeInfo, PeerInfo, PoolInfo, QueueInfo, Quota, Quotas, Snapshot, UserInfo};
 pub use layout::{POOL_SIZE, POOL_SIZE_FINAL};
+pub use epollreg::{untag as epoll_untag, RegRef, EPOLLET, EPOLLONESHOT};
 pub use ownmem::is_own_memory;
+pub use readiness::Ready;
 pub use reaper::watcher_running;
 pub use trust::take_refusal;
+pub use waiters::{ArmedSet, Sleep, WaitSet};
 pub use usermem::{range_ok, read_struct, write_struct, AbiPlain, SimMem, UserMem, USER_LIMIT};
 
 use layout::*;
@@ -86,6 +98,7 @@ pub struct Peer {
     dom: Arc<Domain>,
     serial: u64,
     rec: P<PeerRec>,
+    bell: u64,
 }
 
 impl std::fmt::Debug for Peer {
@@ -121,7 +134,8 @@ impl Peer {
             sf |= libc::SOCK_NONBLOCK;
         }
         let (fd, serial, rec) = peer::create(&dom, (flags.access & libc::O_ACCMODE) as u32, sf, mode)?;
-        Ok((fd, Peer { dom, serial, rec }))
+        let bell = dom.seg.rec(rec).bell.get();
+        Ok((fd, Peer { dom, serial, rec, bell }))
     }
 
     /// Recognises a peer fd (inherited, received over a socket, kept across
@@ -144,9 +158,9 @@ impl Peer {
         // Not a domain, or one this process may not use: not a peer.
         let Ok(dom) = Domain::attach_existing(&sockdir::domain_dir_of(dir)) else { return Ok(None) };
         let tx = dom.lock()?;
-        let rec = peer::lookup_serial(&tx, serial);
+        let found = peer::lookup_serial(&tx, serial).map(|rec| (rec, tx.rec(rec).bell.get()));
         tx.abort();
-        Ok(rec.map(|rec| Peer { dom, serial, rec }))
+        Ok(found.map(|(rec, bell)| Peer { dom, serial, rec, bell }))
     }
 
     pub fn domain(&self) -> &Arc<Domain> {
@@ -163,6 +177,60 @@ impl Peer {
     pub fn connected_hint(&self) -> bool {
         let p: &PeerRec = self.dom.seg.rec(self.rec);
         p.state.load_racy() == PEER_CONNECTED && p.magic.load_racy() == PEER_MAGIC && p.serial.load_racy() == self.serial
+    }
+
+    /// What `poll` reports for the peer now (read without the lock).
+    pub fn readiness(&self) -> Ready {
+        self.dom.settle_interrupted();
+        readiness::peek(&self.dom, self.rec, self.serial, self.bell)
+    }
+
+    /// The peer's bell count now: it moves whenever the peer's readiness
+    /// may have changed (txn rule 9). What a spinning waiter watches: one
+    /// load of a line that only a change of the peer's queue or state
+    /// writes, where [`Peer::readiness`] would also read what a sender
+    /// is writing during its transaction.
+    pub fn bell_seq(&self) -> u64 {
+        readiness::bell_seq(&self.dom, self.bell)
+    }
+
+    /// Adds the peer to the bells a wait watches.
+    pub fn watch(&self, set: &mut WaitSet) {
+        set.add(&self.dom, self.bell);
+    }
+
+    /// Whether some thread is armed on the peer's bell now.
+    pub fn has_sleepers(&self) -> bool {
+        waiters::has_sleepers(&self.dom, self.bell)
+    }
+
+    /// Whether a thread may sleep on the peer socket itself for POLLIN (in
+    /// the kernel's poll) instead of arming on its bell: the domain keeps
+    /// kernel tokens exact, and the socket holds nothing while the queue
+    /// is empty (no vault kept for a seed, no late token to take out).
+    pub fn socket_wakes(&self) -> bool {
+        if !doorbell::exact(&self.dom) {
+            return false;
+        }
+        let p: &PeerRec = self.dom.seg.rec(self.rec);
+        let bell = waiters::bell_rec(&self.dom, self.bell);
+        p.bell_vault.load_racy() == 0
+            && p.bell_dirty.load_racy() == 0
+            && bell.tok_sent.load() == bell.tok_taken.load()
+    }
+
+    /// Registers the peer (its fd added to an epoll set) with the
+    /// application's `events` and `data`; the kernel item carries the
+    /// returned registration's tag.
+    pub fn epoll_register(&self, fd: i32, events: u32, data: u64) -> Result<RegRef> {
+        let ino = sys::fstat(fd)?.st_ino;
+        let tx = self.dom.lock()?;
+        let r = if peer::is_live(&tx, self.rec, self.serial) {
+            epollreg::register(&tx, self.rec, ino, events, data, &self.readiness())
+        } else {
+            Err(Errno::ESHUTDOWN)
+        };
+        tx.finish(r)
     }
 
     /// Runs `f` on the locked, connected peer, settles the caller's socket
@@ -412,6 +480,70 @@ impl Peer {
     }
 }
 
+impl Domain {
+    /// Makes every peer socket of the domain keep its kernel-visible token
+    /// exact from now on (what `BUS1_WAKE=exact` does at attach).
+    pub fn keep_tokens_exact(&self) {
+        self.seg.at0::<Header>().wake_exact.store(1);
+    }
+
+    /// The registration an epoll item's data names in this domain (made
+    /// for the peer socket of inode `sock_ino`, if given).
+    pub fn epoll_lookup(&self, data: u64, sock_ino: Option<u64>) -> Option<RegRef> {
+        epollreg::lookup(self, data, sock_ino)
+    }
+
+    /// The domain at `dir` (a configured domain directory) if that
+    /// directory exists.
+    pub fn attach_configured(dir: &Path) -> Option<Arc<Domain>> {
+        if dir.is_dir() {
+            Domain::attach(dir).ok()
+        } else {
+            None
+        }
+    }
+
+    /// The readiness of a registration's peer now.
+    pub fn epoll_ready(&self, g: &RegRef) -> Ready {
+        self.settle_interrupted();
+        readiness::peek(self, P::from_off(g.peer), g.serial, g.bell)
+    }
+
+    /// What an `epoll_wait` reports for `g` now (consuming an edge or a
+    /// one-shot arming, as the kernel's item would).
+    pub fn epoll_take(&self, g: &RegRef) -> Option<(u32, u64)> {
+        epollreg::take_event(self, g, &self.epoll_ready(g))
+    }
+
+    /// Whether registration `g` still exists.
+    pub fn epoll_exists(&self, g: &RegRef) -> bool {
+        epollreg::exists(self, g)
+    }
+
+    /// Whether `g` would report something now.
+    pub fn epoll_pending(&self, g: &RegRef) -> bool {
+        epollreg::would_report(self, g, &self.epoll_ready(g))
+    }
+
+    /// EPOLL_CTL_MOD of `g`.
+    pub fn epoll_modify(&self, g: &RegRef, events: u32, data: u64) {
+        epollreg::modify(self, g, events, data, &self.epoll_ready(g))
+    }
+
+    /// EPOLL_CTL_DEL of `g` (or its kernel item is gone).
+    pub fn epoll_unregister(&self, g: &RegRef) {
+        if let Ok(tx) = self.lock() {
+            epollreg::unregister(&tx, g);
+            let _ = tx.commit();
+        }
+    }
+
+    /// Adds `g`'s peer to the bells a wait watches.
+    pub fn epoll_watch(self: &Arc<Self>, g: &RegRef, set: &mut WaitSet) {
+        set.add(self, g.bell);
+    }
+}
+
 /// Statistics of a domain, for leak checks and tools.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -444,6 +576,23 @@ impl Domain {
         let r = alloc::check_free_lists(&tx);
         tx.abort();
         r
+    }
+
+    /// Waiter slots in use (one per thread that has slept on a peer of
+    /// the domain and not exited).
+    pub fn waiter_slots_in_use(&self) -> u32 {
+        waiters::slots_in_use(self)
+    }
+
+    /// Frees now the waiter slots of dead processes (what the wake-up tick
+    /// does every few ticks); returns how many.
+    pub fn collect_dead_waiters(&self) -> usize {
+        waiters::collect_dead(self)
+    }
+
+    /// Runs one wake-up tick now (what the watcher does every 40 ms).
+    pub fn wake_tick(&self) {
+        doorbell::tick(self);
     }
 
     /// Probes every peer now and tears down the dead ones.

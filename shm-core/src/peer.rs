@@ -111,6 +111,7 @@ pub fn create(dom: &Domain, access: u32, sock_flags: i32, mode: AbiMode) -> Resu
         }
         tx.set(&p.pidns, pidns);
         tx.set(&p.userns, userns);
+        tx.set(&p.bell, doorbell::bell_alloc(&tx)?);
         abi::init(&tx, peer, mode);
         pool::init(&tx, peer, pool_size)?;
         let hdr = tx.hdr();
@@ -268,6 +269,7 @@ pub fn disconnect(tx: &Txn, peer: P<PeerRec>, fd: i32) -> Result<()> {
         return Err(Errno::ESHUTDOWN);
     }
     tx.set(&p.state, PEER_DISCONNECTED);
+    doorbell::after_disconnect(tx, peer);
     flush(tx, peer, fd, true)?;
     // The socket is emptied and shut down by `doorbell::hang_up`.
     tx.set(&p.bell_plain, 0);
@@ -309,6 +311,8 @@ pub fn free_dead(tx: &Txn, peer: P<PeerRec>) -> Result<()> {
     // leaves that socket file behind when the transaction is rolled back
     // (the next vault would bind over it; a peer going away has none).
     tx.push_post(Op::Unlink { name: Domain::vault_name(serial, p.vault_gen.get() + 1) });
+    crate::epollreg::drop_all(tx, peer);
+    doorbell::bell_free(tx, p.bell.get());
     tx.set(&p.magic, 0);
     alloc::free(tx, peer.off(), PEER);
     dom.forget_pool(serial);

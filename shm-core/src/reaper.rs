@@ -11,8 +11,12 @@
 //! within a bounded time. The same scan gives back the pool pages the
 //! message path leaves resident (`pool::sweep_idle`), now and then removes
 //! files killed processes left in the domain (`sweep_files`), and more
-//! rarely the memory of domains nobody uses any more (`memory`).
+//! rarely the memory of domains nobody uses any more (`memory`). A shorter
+//! lease runs the wake-up tick (`doorbell::tick`): rings owed by dead or
+//! stopped senders, tokens for waiters the shim cannot see, waiter slots
+//! of dead processes.
 
+use crate::doorbell;
 use crate::domain::{Domain, PeerFile};
 use crate::layout::*;
 use crate::peer;
@@ -31,6 +35,9 @@ const FILE_SWEEP_EVERY: u64 = 5;
 /// for every this many scans (made by this process).
 const ORPHAN_SWEEP_EVERY: u64 = 50;
 static SCANS: AtomicU64 = AtomicU64::new(0);
+
+/// Waiter slots of dead processes are looked for every this many ticks.
+const SLOT_COLLECT_EVERY: u64 = 5;
 
 static WATCHER: AtomicBool = AtomicBool::new(false);
 static FORK_GEN: AtomicU64 = AtomicU64::new(0);
@@ -81,21 +88,35 @@ pub fn ensure_watcher() {
     }
 }
 
+/// Claims a lease of `period_ms` in `lease` (one process per period does
+/// the work it guards).
+fn claim(lease: &crate::shm::Atomic64, period_ms: u64) -> bool {
+    let now = sys::now_ns();
+    let last = lease.load();
+    now.saturating_sub(last) >= period_ms * 1_000_000 && lease.compare_exchange(last, now)
+}
+
 fn watch(gen: u64) {
     // The thread's stack is the bus's, not the application's memory.
     if let Some((low, len)) = sys::thread_stack() {
         crate::ownmem::add(low, len);
     }
+    let mut ticks = 0u64;
     loop {
-        sys::sleep_ms(SCAN_PERIOD_MS / 2);
+        sys::sleep_ms(doorbell::TICK_MS);
         if FORK_GEN.load(Ordering::Acquire) != gen {
             return;
         }
+        ticks += 1;
         for d in Domain::attached() {
             let hdr: &Header = d.seg.at0();
-            let now = sys::now_ns();
-            let last = hdr.scan_lease.load();
-            if now.saturating_sub(last) >= SCAN_PERIOD_MS * 1_000_000 && hdr.scan_lease.compare_exchange(last, now) {
+            if claim(&hdr.bell_lease, doorbell::TICK_MS) {
+                doorbell::tick(&d);
+                if ticks % SLOT_COLLECT_EVERY == 0 {
+                    crate::waiters::collect_dead(&d);
+                }
+            }
+            if claim(&hdr.scan_lease, SCAN_PERIOD_MS) {
                 scan(&d);
                 sweep_pools(&d);
                 let n = SCANS.fetch_add(1, Ordering::Relaxed);
@@ -192,6 +213,7 @@ pub fn sweep_files(dom: &Domain) -> usize {
                 });
                 !current && !dom.vault_alive(s, gen)
             }
+            PeerFile::Wake(id) => !dom.wake_alive(id),
         };
         if stale && dom.remove_entry(&name).is_ok() {
             removed += 1;

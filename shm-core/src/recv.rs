@@ -1,7 +1,8 @@
 //! RECV (docs/reference.md §2.9): choosing the entry to deliver, the discard
 //! rules of 7.7, handle and fd installation, PEEK and seeds.
 
-use crate::doorbell::{self, Op, Want};
+use crate::doorbell::{self, Op};
+use crate::vault::{self, Want};
 use crate::errno::{Errno, Result};
 use crate::layout::*;
 use crate::message;
@@ -251,7 +252,7 @@ fn take_fds(tx: &Txn, peer: P<PeerRec>, fd: i32, nonce: u64, n_fds: u64, peek: b
     // back once a part is truncated.
     sys::check_fd_room(fd, n_fds as usize + VAULT_FDS)?;
     let Some(v) = doorbell::vault_open(tx, peer, fd)? else { return Ok(Vec::new()) };
-    let found = doorbell::find_carrier(tx, &v, nonce, Want::Peek)?;
+    let found = vault::find_carrier(tx, &v, nonce, Want::Peek)?;
     if !peek && found.is_some() {
         tx.push_post(Op::DropCarrier { peer, fd, nonce });
     }

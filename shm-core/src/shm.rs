@@ -353,7 +353,10 @@ impl PoolMap {
     }
 }
 
-/// An atomic u64 field, for the few values read without the lock.
+/// An atomic u64 field, for the values read and written without the lock
+/// (see the wake-up rules in `txn`). Read-modify-write operations are
+/// sequentially consistent: the wake-up protocol relies on a store by one
+/// party and a later load by the other never both missing each other.
 #[repr(transparent)]
 pub struct Atomic64(AtomicU64);
 
@@ -366,5 +369,42 @@ impl Atomic64 {
     }
     pub fn compare_exchange(&self, old: u64, new: u64) -> bool {
         self.0.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+    pub fn fetch_add(&self, v: u64) -> u64 {
+        self.0.fetch_add(v, Ordering::SeqCst)
+    }
+    pub fn fetch_or(&self, v: u64) -> u64 {
+        self.0.fetch_or(v, Ordering::SeqCst)
+    }
+    pub fn fetch_and(&self, v: u64) -> u64 {
+        self.0.fetch_and(v, Ordering::SeqCst)
+    }
+    pub fn fetch_max(&self, v: u64) -> u64 {
+        self.0.fetch_max(v, Ordering::SeqCst)
+    }
+    /// A load ordered after every earlier store of this thread (the load
+    /// half of the wake-up handshake).
+    pub fn load_seqcst(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// An atomic u32 field; also a futex word (see `sys::futex_wait`).
+#[repr(transparent)]
+pub struct Atomic32(AtomicU32);
+
+impl Atomic32 {
+    pub fn load(&self) -> u32 {
+        self.0.load(Ordering::SeqCst)
+    }
+    pub fn store(&self, v: u32) {
+        self.0.store(v, Ordering::SeqCst)
+    }
+    pub fn fetch_add(&self, v: u32) -> u32 {
+        self.0.fetch_add(v, Ordering::SeqCst)
+    }
+    /// The word itself, for the futex calls.
+    pub fn as_atomic(&self) -> &AtomicU32 {
+        &self.0
     }
 }

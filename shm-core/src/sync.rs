@@ -58,6 +58,15 @@ impl RobustMutex {
         word.load(Ordering::Relaxed) == 0
     }
 
+    /// Whether a live thread holds the mutex: the futex word names its
+    /// owner's thread id (the kernel clears it, leaving FUTEX_OWNER_DIED,
+    /// when the owner dies).
+    pub fn held_by_live_owner(&self) -> bool {
+        // SAFETY: as for `looks_free`.
+        let word = unsafe { &*(self.0.get() as *const AtomicI32) };
+        word.load(Ordering::Relaxed) as u32 & libc::FUTEX_TID_MASK != 0
+    }
+
     pub fn try_lock(&self) -> libc::c_int {
         // SAFETY: an initialised mutex in memory that stays mapped.
         unsafe { libc::pthread_mutex_trylock(self.raw()) }

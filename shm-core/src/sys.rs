@@ -389,6 +389,67 @@ pub fn kill_self() {
     unsafe { libc::syscall(libc::SYS_kill, libc::getpid(), libc::SIGKILL) };
 }
 
+/// Whether process `pid` exists (a zombie counts; a process of another
+/// user counts too: only "no such process" says it is gone).
+pub fn process_exists(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks; integer arguments only.
+    let r = unsafe { libc::syscall(libc::SYS_kill, pid as c_int, 0) };
+    !(r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH))
+}
+
+/// How many CPUs the calling thread may run on (1 if that cannot be told).
+pub fn cpus_allowed() -> u32 {
+    let mut set = [0u64; 16];
+    // SAFETY: `set` is a writable buffer of the size passed.
+    let r = unsafe { libc::syscall(libc::SYS_sched_getaffinity, 0, size_of_val(&set), set.as_mut_ptr()) };
+    if r <= 0 {
+        return 1;
+    }
+    let n: u32 = set[..(r as usize / 8).min(set.len())].iter().map(|w| w.count_ones()).sum();
+    n.max(1)
+}
+
+/// How many tasks the whole machine has runnable or running now (the
+/// fourth field of `/proc/loadavg`), and how many CPUs are online; None if
+/// either cannot be read. Raw system calls: no interposed `open`, and a
+/// failure (EMFILE included) only means "not known".
+pub fn runnable_tasks() -> Option<(u32, u32)> {
+    let mut buf = [0u8; 128];
+    // SAFETY: a NUL-terminated path; `buf` is writable for its length; the
+    // fd opened here is closed here.
+    let n = unsafe {
+        let fd = libc::syscall(libc::SYS_openat, libc::AT_FDCWD, c"/proc/loadavg".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) as i32;
+        if fd < 0 {
+            return None;
+        }
+        let n = libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len());
+        libc::syscall(libc::SYS_close, fd);
+        n
+    };
+    let text = core::str::from_utf8(buf.get(..usize::try_from(n).ok()?)?).ok()?;
+    let running = text.split_whitespace().nth(3)?.split('/').next()?.parse().ok()?;
+    // SAFETY: sysconf has no memory effects.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    Some((running, u32::try_from(cpus).ok()?.max(1)))
+}
+
+/// Sleeps while `*word == expected`, at most `timeout` (relative; None:
+/// no limit). Returns early on a wake-up, a change of the word or a
+/// signal; the caller re-checks whatever it waits for in every case.
+pub fn futex_wait(word: &core::sync::atomic::AtomicU32, expected: u32, timeout: Option<&libc::timespec>) {
+    let ts = timeout.map_or(core::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a valid, aligned u32 for the call's duration (a
+    // shared mapping for cross-process words, hence no PRIVATE flag); `ts`
+    // is null or a valid timespec.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, ts, 0usize, 0u32) };
+}
+
+/// Wakes up to `n` sleepers of `word`.
+pub fn futex_wake(word: &core::sync::atomic::AtomicU32, n: i32) {
+    // SAFETY: as for `futex_wait`.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n, 0usize, 0usize, 0u32) };
+}
+
 /// Eight bytes from the kernel's random pool (zero if it has none yet).
 pub fn getrandom_u64() -> u64 {
     let mut seed = [0u8; 8];

@@ -12,9 +12,11 @@
 //!    ([`Txn::rec`]) or to write a field ([`Txn::set`]). This is the
 //!    single-lock design of docs/reference.md §7.9: the global order is the order
 //!    of transactions, and every transaction is atomic. The only lock-free
-//!    accesses are the few atomics named as such in `layout` (the lease of
-//!    the liveness scan), and the racy read of a peer's state used to answer
-//!    ESHUTDOWN early (re-checked under the lock).
+//!    accesses are the atomics named as such in `layout` (the leases of
+//!    the periodic scans, the wake-up records of rule 9), and racy reads of
+//!    a peer's state and queue length: to answer ESHUTDOWN early
+//!    (re-checked under the lock) and to compute readiness for waiters
+//!    (`readiness`).
 //! 2. **Undo log.** Before a field is written, its old value is appended to
 //!    the undo log in the segment, then the log length is published, then
 //!    the field is written. A transaction is committed by setting the log
@@ -28,13 +30,14 @@
 //!    before the block is zeroed. Blocks freed by a transaction are only
 //!    returned to the allocator when it commits, so they are never reused
 //!    (and overwritten without logging) before the free is final.
-//! 4. **Kernel side effects.** Socket operations (readiness tokens, fd
-//!    carriers) cannot be undone. They run at the end of a transaction,
-//!    each preceded by an *intent* entry in the undo log naming the peer.
-//!    Whoever rolls a transaction back (abort or recovery) marks every peer
-//!    named by an intent as *dirty* and re-rings it if its queue is not
-//!    empty; a dirty peer rebuilds its socket contents on its next
-//!    operation (see `doorbell`). Operations whose effect is only "remove
+//! 4. **Kernel side effects.** Socket operations (fd carriers, vault
+//!    datagrams, draining the caller's own socket) cannot be undone. They
+//!    run at the end of a transaction, each preceded by an *intent* entry in
+//!    the undo log naming the peer. Whoever rolls a transaction back (abort
+//!    or recovery) marks every peer named by an intent as *dirty* and
+//!    re-rings it if its queue is not empty; a dirty peer rebuilds its
+//!    socket contents on its next operation (see `doorbell`). Wake-ups are
+//!    not among them: they follow rule 9. Operations whose effect is only "remove
 //!    something that is no longer referenced" run after the commit point,
 //!    still under the lock; if they never happen, what they would have
 //!    removed is recognised as an orphan later. The fields they write (only
@@ -61,8 +64,23 @@
 //!    never woken although the lock is free. Waiters therefore sleep at most
 //!    `WAIT_SLICE_MS` at a time and then look again, so such a loss costs a
 //!    short delay instead of wedging the bus.
+//! 9. **Wake-ups happen after the lock is released, and only for
+//!    sleepers.** A transaction that makes entries visible in a queue (or
+//!    disconnects a peer) notes the peer (`Txn::note_visible`); at commit,
+//!    still under the lock, each note becomes a ticket counted in the peer
+//!    bell's `owed` counter; once the lock is released, the ticket is rung
+//!    (`doorbell::entries_visible`): the bell's `seq` is bumped, and every
+//!    thread armed on the bell is woken. No kernel call made for another
+//!    peer (futex wake, token) happens under the lock. Waiters and wakers
+//!    follow a Dekker handshake on the bell (`waiters`): a waiter publishes
+//!    its slot in the bell's sleeper map, then re-reads the peer's state; a
+//!    waker publishes the change, then reads the sleeper map; both with
+//!    sequentially consistent operations and fences, so one of them always
+//!    sees the other. A process that dies or stops between commit and ring
+//!    leaves `rung < owed`, which the wake-up tick of any process notices
+//!    and makes good a tick later.
 
-use crate::doorbell::{self, Op};
+use crate::doorbell::{self, Op, Ticket, Visible};
 use crate::domain::Domain;
 use crate::errno::{Errno, Result};
 use crate::layout::*;
@@ -105,6 +123,9 @@ pub struct Txn<'d> {
     frees: RefCell<Vec<(u64, u64)>>,
     ops: RefCell<Vec<Op>>,
     post: RefCell<Vec<Op>>,
+    /// Peers owed a wake-up once the transaction is over (rule 9).
+    visible: RefCell<Vec<(P<PeerRec>, Visible)>>,
+    tickets: Vec<Ticket>,
     finished: bool,
     /// This transaction's copy of the header's `log_len` (it is the only
     /// writer while it holds the lock), so that logging a write reads no
@@ -126,6 +147,8 @@ struct Lists {
     frees: Vec<(u64, u64)>,
     ops: Vec<Op>,
     post: Vec<Op>,
+    visible: Vec<(P<PeerRec>, Visible)>,
+    tickets: Vec<Ticket>,
 }
 
 thread_local! {
@@ -143,6 +166,8 @@ fn return_lists(mut l: Lists) {
     l.frees.clear();
     l.ops.clear();
     l.post.clear();
+    l.visible.clear();
+    l.tickets.clear();
     let _ = LISTS.try_with(|c| c.set(Some(l)));
 }
 
@@ -164,12 +189,19 @@ impl Domain {
     /// the transaction of a holder that died (rule 5).
     pub fn lock(&self) -> Result<Txn<'_>> {
         let r = self.acquire();
+        self.open_txn(r)
+    }
+
+    /// Opens the transaction of a lock attempt that returned `r`.
+    fn open_txn(&self, r: libc::c_int) -> Result<Txn<'_>> {
         let l = take_lists();
         let tx = Txn {
             dom: self,
             frees: RefCell::new(l.frees),
             ops: RefCell::new(l.ops),
             post: RefCell::new(l.post),
+            visible: RefCell::new(l.visible),
+            tickets: l.tickets,
             finished: false,
             log_len: core::cell::Cell::new(self.seg.at0::<Header>().log_len.load()),
             live_receivers: core::cell::Cell::new(false),
@@ -198,6 +230,22 @@ impl Domain {
                 tx.finished = true;
                 Err(Errno(if e == libc::EDEADLK { libc::ENOTRECOVERABLE } else { e }))
             }
+        }
+    }
+
+    /// If a transaction is open and its holder died, rolls it back now
+    /// (without waiting for a live holder): lock-free readers of the
+    /// segment then no longer see what it had half done.
+    pub(crate) fn settle_interrupted(&self) {
+        if self.seg.at0::<Header>().log_len.load() == 0 || self.mutex().held_by_live_owner() {
+            return;
+        }
+        let r = self.mutex().try_lock();
+        if r == libc::EBUSY {
+            return;
+        }
+        if let Ok(tx) = self.open_txn(r) {
+            tx.abort();
         }
     }
 
@@ -390,24 +438,41 @@ impl<'d> Txn<'d> {
         self.post.borrow_mut().push(op);
     }
 
+    /// Records that `peer` is owed `what` once the transaction is over
+    /// (rule 9): the wake-up of its waiters, a kernel token.
+    pub(crate) fn note_visible(&self, peer: P<PeerRec>, what: Visible) {
+        let mut v = self.visible.borrow_mut();
+        // Entries for one peer come in a row (a multicast appends to each
+        // destination in turn); a repeat elsewhere only costs a second
+        // wake-up, while a search would make a multicast quadratic.
+        match v.last_mut() {
+            Some((p, w)) if *p == peer => {
+                w.wake |= what.wake;
+                w.token |= what.token;
+            }
+            _ => v.push((peer, what)),
+        }
+    }
+
     /// Whether an after-commit operation matching `f` is already queued.
     pub(crate) fn has_post(&self, f: impl Fn(&Op) -> bool) -> bool {
         self.post.borrow().iter().any(f)
     }
 
     /// A position to roll back to with [`rollback_to`](Self::rollback_to).
-    pub fn savepoint(&self) -> (u64, usize, usize) {
-        (self.log_len.get(), self.frees.borrow().len(), self.ops.borrow().len())
+    pub fn savepoint(&self) -> (u64, usize, usize, usize) {
+        (self.log_len.get(), self.frees.borrow().len(), self.ops.borrow().len(), self.visible.borrow().len())
     }
 
     /// Undoes everything done since `sp` (used for per-destination failures
     /// of SEND_FLAG_CONTINUE). Nothing irreversible has happened since: side
     /// effects only run at commit.
-    pub fn rollback_to(&self, sp: (u64, usize, usize)) {
+    pub fn rollback_to(&self, sp: (u64, usize, usize, usize)) {
         let intents = self.undo_to(sp.0);
         debug_assert!(intents.is_empty());
         self.frees.borrow_mut().truncate(sp.1);
         self.ops.borrow_mut().truncate(sp.2);
+        self.visible.borrow_mut().truncate(sp.3);
     }
 
     /// Replays undo entries back to `target` and returns the intents met.
@@ -483,6 +548,9 @@ impl<'d> Txn<'d> {
             return Err(Errno::ENOMEM);
         }
         self.check_heap_if_debugging("a commit");
+        // The rings the commit owes are counted before it becomes final
+        // (rule 9): a death from here on leaves them owed, not lost.
+        self.seal_visible();
         crate::crash::point("commit-before");
         self.set_log_len(0);
         crate::crash::point("commit-after");
@@ -498,14 +566,34 @@ impl<'d> Txn<'d> {
         Ok(())
     }
 
-    /// Releases the lock and hands the work lists back for reuse.
+    /// Turns the wake-ups noted so far into tickets (rule 9).
+    fn seal_visible(&mut self) {
+        let mut visible = core::mem::take(self.visible.get_mut());
+        if !visible.is_empty() {
+            let mut tickets = core::mem::take(&mut self.tickets);
+            doorbell::seal(self, &visible, &mut tickets);
+            self.tickets = tickets;
+        }
+        visible.clear();
+        *self.visible.get_mut() = visible;
+    }
+
+    /// Releases the lock, then makes the wake-ups the transaction owes
+    /// (rule 9), and hands the work lists back for reuse.
     fn finish_lock(&mut self) {
+        self.seal_visible();
+        let tickets = core::mem::take(&mut self.tickets);
         self.finished = true;
         self.dom.unlock();
+        if !tickets.is_empty() {
+            doorbell::entries_visible(self.dom, &tickets);
+        }
         return_lists(Lists {
             frees: core::mem::take(self.frees.get_mut()),
             ops: core::mem::take(self.ops.get_mut()),
             post: core::mem::take(self.post.get_mut()),
+            visible: core::mem::take(self.visible.get_mut()),
+            tickets,
         });
     }
 
@@ -520,6 +608,7 @@ impl<'d> Txn<'d> {
         self.frees.borrow_mut().clear();
         self.ops.borrow_mut().clear();
         self.post.borrow_mut().clear();
+        self.visible.borrow_mut().clear();
         if !intents.is_empty() {
             self.handle_intents(&intents);
             self.run_ops_best_effort();

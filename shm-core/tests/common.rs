@@ -17,6 +17,15 @@ impl Bus {
         Bus { dir }
     }
 
+    /// A bus that keeps the kernel-visible token of every peer socket
+    /// exact (what `BUS1_WAKE=exact` does).
+    pub fn exact(name: &str) -> Bus {
+        let bus = Bus::new(name);
+        let p = bus.peer();
+        p.peer.domain().keep_tokens_exact();
+        bus
+    }
+
     pub fn peer(&self) -> P1 {
         let (fd, peer) = Peer::open(&self.dir, OpenFlags { access: libc::O_RDWR, cloexec: true, nonblock: true }).unwrap();
         P1 { fd, peer, mem: SimMem::new() }
@@ -131,10 +140,25 @@ impl P1 {
         self.peer.reset(self.fd, &bus1_cmd_peer_reset { flags: 0, peer_flags: u64::MAX, max_slices: slices, max_handles: handles, max_inflight_bytes: bytes, max_inflight_fds: fds })
     }
 
+    /// Whether the peer is readable, as a waiter computes it.
     pub fn readable(&self) -> bool {
+        self.peer.readiness().readable
+    }
+
+    /// Whether the kernel reports the peer socket readable (what a waiter
+    /// the shim cannot see gets).
+    pub fn socket_readable(&self) -> bool {
         let mut p = libc::pollfd { fd: self.fd, events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd.
         unsafe { libc::poll(&mut p, 1, 0) };
+        p.revents & libc::POLLIN != 0
+    }
+
+    /// Whether the peer socket becomes readable within `ms`.
+    pub fn socket_readable_within(&self, ms: i32) -> bool {
+        let mut p = libc::pollfd { fd: self.fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut p, 1, ms) };
         p.revents & libc::POLLIN != 0
     }
 }

@@ -516,12 +516,14 @@ fn scan_sweep_leaves_only_live_slice_pages() {
 }
 
 /// A receiver whose last fd vanished without a teardown (its process
-/// exited) is torn down by the first SEND that notices, which then fails
-/// as a SEND to a disconnected peer does; a multicast with CONTINUE still
-/// reaches the live destinations.
+/// exited) is torn down by whoever notices: with exact tokens, the first
+/// SEND that rings its socket (the SEND itself succeeds: its message is
+/// committed before the ring, and is discarded with the peer). Later SENDs
+/// fail as a SEND to a disconnected peer does; a multicast with CONTINUE
+/// still reaches the live destinations.
 #[test]
 fn send_to_a_peer_whose_fd_vanished_is_eshutdown() {
-    let bus = Bus::new("vanished");
+    let bus = Bus::exact("vanished");
     let a = bus.peer();
     let b = bus.peer();
     let c = bus.peer();
@@ -532,6 +534,7 @@ fn send_to_a_peer_whose_fd_vanished_is_eshutdown() {
     // nothing uses it again.
     unsafe { libc::close(a.fd) };
     std::mem::forget(a);
+    b.send(&[ha], b"x").unwrap();
     assert_eq!(b.send(&[ha], b"x"), Err(Errno::ESHUTDOWN));
     let errors = b.mem.put(&[0u8; 16]);
     b.send_full(BUS1_SEND_FLAG_CONTINUE, &[ha, hc], &[b"y"], &[], &[], errors).unwrap();
@@ -541,6 +544,24 @@ fn send_to_a_peer_whose_fd_vanished_is_eshutdown() {
     assert_eq!(u64::from_ne_bytes(e[8..].try_into().unwrap()), 0);
     assert_eq!(c.recv().unwrap().payload, b"y");
     // b learns that the node behind its handle is gone.
+    let m = b.recv().unwrap();
+    assert_eq!(m.m.r#type, BUS1_MSG_NODE_DESTROY);
+    assert_eq!(m.m.destination, ha);
+}
+
+/// The same without exact tokens: nothing rings the dead peer's socket, so
+/// the liveness scan (the watcher's, here called directly) tears it down.
+#[test]
+fn a_peer_whose_fd_vanished_is_torn_down_by_the_scan() {
+    let bus = Bus::new("vanished-lazy");
+    let a = bus.peer();
+    let b = bus.peer();
+    let ha = a.transfer(0x100, &b).unwrap();
+    // SAFETY: as above.
+    unsafe { libc::close(a.fd) };
+    std::mem::forget(a);
+    assert_eq!(b.peer.domain().reap_dead_peers(), 1);
+    assert_eq!(b.send(&[ha], b"x"), Err(Errno::ESHUTDOWN));
     let m = b.recv().unwrap();
     assert_eq!(m.m.r#type, BUS1_MSG_NODE_DESTROY);
     assert_eq!(m.m.destination, ha);

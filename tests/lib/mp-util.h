@@ -28,6 +28,22 @@
 /* Default bound for every wait that should finish at once. */
 #define MP_WAIT_MS 5000
 
+/*
+ * Evaluates `expr`, a wait that something will end well within MP_WAIT_MS:
+ * a wait that runs into its timeout still reports what became ready by
+ * then, so a lost wake-up shows only as the time it took.
+ */
+#define MP_WOKEN(expr)							\
+	({								\
+		double w_t0_ = mp_now_ms();				\
+		__typeof__(expr) w_v_ = (expr);				\
+		double w_dt_ = mp_now_ms() - w_t0_;			\
+		if (w_dt_ >= MP_WAIT_MS / 2)				\
+			t_fail(__FILE__, __LINE__,			\
+			       "%s took %.0f ms: lost wake-up", #expr, w_dt_); \
+		w_v_;							\
+	})
+
 /* Opens a peer whose fd survives execve (b1_open() sets O_CLOEXEC). */
 static inline int mp_open_inherit(void)
 {
@@ -66,6 +82,24 @@ static inline pid_t mp_fork(void)
 		t_fail(__FILE__, __LINE__, "fork: %s", strerror(errno));
 	return pid;
 }
+
+/*
+ * Forks a child that waits for a byte on pipe end `rd` (the parent writes
+ * it right before it blocks), sleeps `ms`, runs `body` and exits;
+ * evaluates to the child's pid.
+ */
+#define MP_DELAYED_CHILD(rd, ms, body)					\
+	({								\
+		pid_t d_pid_ = mp_fork();				\
+		if (d_pid_ == 0) {					\
+			char d_c_;					\
+			mp_get((rd), &d_c_, 1);				\
+			mp_sleep_ms(ms);				\
+			body;						\
+			_exit(0);					\
+		}							\
+		d_pid_;							\
+	})
 
 /* Waits for pid and returns its raw wait status. */
 static inline int mp_wait(pid_t pid)

@@ -28,7 +28,11 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
         return 0;
     }
     let old = fdtable::take(fd);
+    fdtable::forget_checked(fd);
     let r = call_real!(crate::real::CLOSE, fn(c_int) -> c_int, fd);
+    if r == 0 {
+        super::epoll::closed(fd);
+    }
     after_close(fd, old);
     r
 }
@@ -75,8 +79,9 @@ static CLOSE_PEERS_AT_EXIT: extern "C" fn() = close_peers_at_exit;
 /// which the interposer above never sees: forget a peer fd here.
 #[no_mangle]
 pub unsafe extern "C" fn fclose(f: *mut libc::FILE) -> c_int {
-    let fd = if f.is_null() || !fdtable::any() { -1 } else { libc::fileno(f) };
+    let fd = if f.is_null() { -1 } else { libc::fileno(f) };
     let old = fdtable::take(fd);
+    fdtable::forget_checked(fd);
     let r = call_real!(crate::real::FCLOSE, fn(*mut libc::FILE) -> c_int, f);
     after_close(fd, old);
     r
@@ -89,6 +94,7 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
         if let Some(i) = fdtable::get(fd) {
             fdtable::set(r, i);
         }
+        crate::epolls::shared(fd);
     }
     r
 }
@@ -98,7 +104,14 @@ unsafe fn dup_onto(old: c_int, new: c_int, f: impl FnOnce() -> c_int) -> c_int {
         keep_errno(|| shm_core::evict_internal_fd(new));
     }
     let replaced = if old != new { fdtable::take(new) } else { None };
+    if old != new {
+        fdtable::forget_checked(new);
+    }
     let r = f();
+    if r >= 0 && old != new {
+        super::epoll::closed(new);
+        crate::epolls::shared(old);
+    }
     if r < 0 {
         if let Some(p) = replaced {
             fdtable::set(new, p);
@@ -128,6 +141,7 @@ unsafe fn fcntl_common(real: &crate::real::Real, fd: c_int, cmd: c_int, arg: c_u
         if let Some(i) = fdtable::get(fd) {
             fdtable::set(r, i);
         }
+        crate::epolls::shared(fd);
     }
     if r >= 0 && cmd == libc::F_GETFL {
         return device_file_flags(fd, r);
@@ -183,6 +197,7 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
         return call_real!(crate::real::CLOSE_RANGE, fn(c_uint, c_uint, c_int) -> c_int, first, last, flags);
     }
     let old = fdtable::take_range(first, last);
+    fdtable::forget_checked_range(first, last);
     let mut lo = first as u64;
     let hi = last as u64;
     let mut internal: Vec<u64> = (0..4096u64).filter(|f| *f >= lo && *f <= hi && shm_core::is_internal_fd(*f as i32)).collect();
@@ -200,6 +215,9 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
         if lo > hi {
             break;
         }
+    }
+    if r == 0 {
+        super::epoll::closed_range(first, last);
     }
     for (fd, o) in old {
         after_close(fd as c_int, Some(o));

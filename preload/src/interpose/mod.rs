@@ -5,11 +5,13 @@
 //! C's contract for its arguments.
 #![allow(clippy::missing_safety_doc)]
 
+mod epoll;
 mod fds;
 mod io;
 mod memory;
 mod paths;
 mod signals;
+mod waits;
 
 use crate::device;
 use crate::dispatch;

@@ -1,8 +1,32 @@
 //! Signal dispositions (the fault handler of `uaccess` owns SIGSEGV and
-//! SIGBUS) and identity changes, which invalidate cached credentials.
+//! SIGBUS; which signals the application catches decides how a wait may
+//! sleep, see `wait`) and identity changes, which invalidate cached
+//! credentials.
 #![allow(clippy::missing_safety_doc)]
 
 use super::*;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Signals the application has a handler for, one bit each.
+static CAUGHT: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+fn note_disposition(sig: c_int, handler: libc::sighandler_t) {
+    if !(1..=128).contains(&sig) {
+        return;
+    }
+    let (w, bit) = ((sig - 1) as usize / 64, 1u64 << ((sig - 1) % 64));
+    if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
+        CAUGHT[w].fetch_and(!bit, Ordering::Relaxed);
+    } else {
+        CAUGHT[w].fetch_or(bit, Ordering::Relaxed);
+    }
+}
+
+/// Whether the application catches any signal (SIGSEGV and SIGBUS
+/// aside: they come only from faults of the thread itself).
+pub(crate) fn app_catches_signals() -> bool {
+    CAUGHT.iter().any(|w| w.load(Ordering::Relaxed) != 0)
+}
 
 // ------------------------------------------------------- fault handling
 
@@ -17,7 +41,11 @@ pub unsafe extern "C" fn sigaction(sig: c_int, act: *const libc::sigaction, old:
         }
         return 0;
     }
-    call_real!(crate::real::SIGACTION, fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int, sig, act, old)
+    let r = call_real!(crate::real::SIGACTION, fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int, sig, act, old);
+    if r == 0 && !act.is_null() {
+        note_disposition(sig, (*act).sa_sigaction);
+    }
+    r
 }
 
 type SigHandler = libc::sighandler_t;
@@ -31,7 +59,11 @@ unsafe fn signal_common(real: &crate::real::Real, sig: c_int, handler: SigHandle
         uaccess::set_app_action(sig, &act);
         return old;
     }
-    call_real!(real, fn(c_int, SigHandler) -> SigHandler, sig, handler)
+    let r = call_real!(real, fn(c_int, SigHandler) -> SigHandler, sig, handler);
+    if r != libc::SIG_ERR {
+        note_disposition(sig, handler);
+    }
+    r
 }
 
 #[no_mangle]
