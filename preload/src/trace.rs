@@ -452,22 +452,6 @@ pub fn ioctl_done(mut line: String, request: u64, arg: u64, r: &Result<i32>) {
     emit(&line);
 }
 
-/// What the final ABI's RECV reported (nothing about the sender).
-fn final_message(m: &final_abi::bus1_msg) -> String {
-    if m.r#type != BUS1_MSG_DATA {
-        return format!("{{type {}, flags {}, destination {:#x}}}", msg_type(m.r#type), flag_names(m.flags, FINAL_MSG_FLAGS), m.destination);
-    }
-    format!(
-        "{{type DATA, flags {}, destination {:#x}, offset {:#x}, n_bytes {}, n_handles {}, n_fds {}}}",
-        flag_names(m.flags, FINAL_MSG_FLAGS),
-        m.destination,
-        m.offset,
-        m.n_bytes,
-        m.n_handles,
-        m.n_fds
-    )
-}
-
 /// What PEER_QUERY reported, in either layout.
 fn query_result(peer_flags: u64, limits: [u64; 4]) -> String {
     format!(
@@ -480,25 +464,64 @@ fn query_result(peer_flags: u64, limits: [u64; 4]) -> String {
     )
 }
 
-/// What RECV reported.
-fn message(m: &bus1_msg) -> String {
-    if m.r#type != BUS1_MSG_DATA {
-        return format!("{{type {}, flags {}, destination {:#x}}}", msg_type(m.r#type), flag_names(m.flags, MSG_FLAGS), m.destination);
+/// What a RECV reported, in either layout (the final one has nothing
+/// about the sender).
+struct Reported<'a> {
+    ty: u64,
+    flags: u64,
+    flag_table: &'a [(u64, &'a str)],
+    destination: u64,
+    /// uid, gid, pid and tid, then n_secctx (2016 layout only).
+    sender: Option<([u32; 4], u64)>,
+    offset: u64,
+    n_bytes: u64,
+    n_handles: u64,
+    n_fds: u64,
+}
+
+fn reported(r: Reported) -> String {
+    let mut s = format!("{{type {}, flags {}, destination {:#x}", msg_type(r.ty), flag_names(r.flags, r.flag_table), r.destination);
+    if r.ty == BUS1_MSG_DATA {
+        if let Some(([uid, gid, pid, tid], _)) = r.sender {
+            let _ = write!(s, ", uid {uid}, gid {gid}, pid {pid}, tid {tid}");
+        }
+        let _ = write!(s, ", offset {:#x}, n_bytes {}, n_handles {}, n_fds {}", r.offset, r.n_bytes, r.n_handles, r.n_fds);
+        if let Some((_, n_secctx)) = r.sender {
+            let _ = write!(s, ", n_secctx {n_secctx}");
+        }
     }
-    format!(
-        "{{type DATA, flags {}, destination {:#x}, uid {}, gid {}, pid {}, tid {}, offset {:#x}, n_bytes {}, n_handles {}, n_fds {}, n_secctx {}}}",
-        flag_names(m.flags, MSG_FLAGS),
-        m.destination,
-        m.uid,
-        m.gid,
-        m.pid,
-        m.tid,
-        m.offset,
-        m.n_bytes,
-        m.n_handles,
-        m.n_fds,
-        m.n_secctx
-    )
+    s.push('}');
+    s
+}
+
+/// What the 2016 RECV reported.
+fn message(m: &bus1_msg) -> String {
+    reported(Reported {
+        ty: m.r#type,
+        flags: m.flags,
+        flag_table: MSG_FLAGS,
+        destination: m.destination,
+        sender: Some(([m.uid, m.gid, m.pid, m.tid], m.n_secctx)),
+        offset: m.offset,
+        n_bytes: m.n_bytes,
+        n_handles: m.n_handles,
+        n_fds: m.n_fds,
+    })
+}
+
+/// What the final ABI's RECV reported.
+fn final_message(m: &final_abi::bus1_msg) -> String {
+    reported(Reported {
+        ty: m.r#type,
+        flags: m.flags,
+        flag_table: FINAL_MSG_FLAGS,
+        destination: m.destination,
+        sender: None,
+        offset: m.offset,
+        n_bytes: m.n_bytes,
+        n_handles: m.n_handles,
+        n_fds: m.n_fds,
+    })
 }
 
 // ------------------------------------------------------- other calls
