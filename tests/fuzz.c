@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: MIT
 /*
- * Random ioctls against a small bus (ARCHITECTURE decision 6): every call
+ * Random ioctls against a small bus (docs/design.md, fixed decision 6): every call
  * made from random commands, flags, IDs, offsets, counts and pointers
  * (valid, NULL, unmapped, read-only, running into a guard page) must
- * answer 0 or -1 with an errno SEMANTICS.md lists for that command,
+ * answer 0 or -1 with an errno docs/reference.md lists for that command,
  * never crash the caller or damage the bus. Each run is reproducible
  * from its seed.
  *

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Crashes (§8.5, §8.6, §3.8, §7.9; ARCHITECTURE decisions 4 and 5): a
+ * Crashes (§8.5, §8.6, §3.8, §7.9; docs/design.md, fixed decisions 4 and 5): a
  * process killed with SIGKILL — while idle, or at any point inside the shim
  * (mid-send, mid-multicast, mid-receive, mid-flush) — leaves a bus that
  * works: no wedged lock, every transaction delivered whole to all its
@@ -1076,7 +1076,7 @@ T_CHILD(cr_open)
 }
 
 /*
- * ARCHITECTURE decision 5: an opener killed after it made its peer's socket
+ * docs/design.md, fixed decision 5: an opener killed after it made its peer's socket
  * and pool file but before the peer's record existed leaves two files no
  * record names; the periodic scan of the processes that remain removes
  * them, and the bus goes on.

@@ -1,10 +1,10 @@
 //! ioctl translation: decode the command, copy the argument in, call the
-//! engine, copy results out (SEMANTICS.md 2.0 dispatcher order: PEER_DISCONNECT
+//! engine, copy results out (docs/reference.md §2.0 dispatcher order: PEER_DISCONNECT
 //! first, then ESHUTDOWN for a disconnected peer, then ENOTTY for unknown
 //! commands, then the argument).
 
-use crate::config;
 use crate::fdtable::{self, FdInfo};
+use crate::trace;
 use crate::uaccess::ProcMem;
 use shm_core::{read_struct, write_struct, Abi, Errno, Result};
 use uapi::*;
@@ -18,14 +18,12 @@ pub fn is_generic(request: u64) -> bool {
 
 /// Runs a bus1 ioctl on peer fd `fd`; returns the ioctl's return value.
 pub fn ioctl(fd: i32, info: &FdInfo, request: u64, arg: u64) -> Result<i32> {
-    let r = dispatch(fd, info, request, arg);
-    if config::trace() {
-        let name = command_name(request as u32).unwrap_or("unknown");
-        match &r {
-            Ok(_) => shm_core::say(format_args!("bus1: fd {fd} {name} ({request:#x}) arg {arg:#x} -> 0")),
-            Err(e) => shm_core::say(format_args!("bus1: fd {fd} {name} ({request:#x}) arg {arg:#x} -> -1 {e}")),
-        }
+    if !trace::on() {
+        return dispatch(fd, info, request, arg);
     }
+    let line = trace::ioctl_args(fd, info.peer.serial(), request, arg);
+    let r = dispatch(fd, info, request, arg);
+    trace::ioctl_done(line, request, arg, &r);
     r
 }
 

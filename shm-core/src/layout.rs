@@ -58,7 +58,7 @@ pub const RES_BYTES: usize = 2;
 pub const RES_FDS: usize = 3;
 pub const NRES: usize = 4;
 
-/// Module defaults (SEMANTICS.md 6.1).
+/// Module defaults (docs/reference.md §6.1).
 pub const DEFAULT_MAX: [i64; NRES] = [16384, 65536, 16 << 20, 4096];
 
 /// Pool geometry: a pool file is 2^29 bytes (512 MiB), of which 2^29 - 1
@@ -98,7 +98,7 @@ pub struct Header {
     pub table_used: Cell<u64>,
     pub table_tombs: Cell<u64>,
 
-    /// The global transaction counter `G` (SEMANTICS.md 7.9).
+    /// The global transaction counter `G` (docs/reference.md §7.9).
     pub clock: Cell<u64>,
     pub next_serial: Cell<u64>,
     pub next_nonce: Cell<u64>,
@@ -133,7 +133,7 @@ pub struct Header {
 /// Words of [`Header::damage_note`].
 pub const DAMAGE_NOTE_WORDS: usize = 24;
 
-/// Per-UID accounting (SEMANTICS.md 6.1). Owned by `quota`.
+/// Per-UID accounting (docs/reference.md §6.1). Owned by `quota`.
 #[repr(C)]
 pub struct UserRec {
     pub uid: Cell<u64>,
@@ -146,7 +146,7 @@ pub struct UserRec {
 }
 
 /// What one sending user has charged on one receiving user or peer (the
-/// fair-share rule, SEMANTICS.md A.3). Owned by `quota`.
+/// fair-share rule, docs/reference.md §A.3). Owned by `quota`.
 #[repr(C)]
 pub struct ShareRec {
     pub used: [Cell<i64>; NRES],
@@ -239,7 +239,7 @@ pub struct Node {
     pub destroyed: Cell<u32>,
     pub released: Cell<u32>,
     pub destroy_stamp: Cell<u64>,
-    /// SEMANTICS.md 3.2: user references except the owner's pin, plus one
+    /// docs/reference.md §3.2: user references except the owner's pin, plus one
     /// per payload entry of a queued message carrying the node.
     pub strong: Cell<u64>,
     /// The pending NODE_RELEASE entry, if any.
@@ -264,7 +264,7 @@ pub struct Handle {
     pub _pad: Cell<u32>,
     pub user_refs: Cell<u64>,
     /// Payload entries of staged/queued messages to the holder that carry
-    /// this handle (SEMANTICS.md 3.2 "attached").
+    /// this handle (docs/reference.md §3.2 "attached").
     pub inflight: Cell<u64>,
     /// Queue entries that point at this object (payload, destination,
     /// notification subject), plus one while user_refs > 0.

@@ -2,9 +2,11 @@
 //!
 //! This crate is the whole bus: domains (one shared segment per directory),
 //! peers, nodes, handles, queues, pools, transactions, quotas and crash
-//! recovery, as specified by SEMANTICS.md. It is an ordinary library with
-//! a safe API, usable in-process (tests) and across processes; the preload
-//! shim only translates libc calls into calls of [`Peer`].
+//! recovery, behaving as `docs/reference.md` specifies. It is an ordinary
+//! library with a safe API, usable in-process (tests) and across
+//! processes; the preload shim only translates libc calls into calls of
+//! [`Peer`]. Section numbers in comments, such as (2.8) or (2.9 step 6.3),
+//! are those of `docs/reference.md`; `docs/design.md` describes the design.
 //!
 //! Where to look:
 //! * `txn` — the domain lock, the undo log, and **the locking and
@@ -29,9 +31,10 @@
 //!   (EIO, then ENOTRECOVERABLE; no panic leaves the library); `check` —
 //!   the invariant checker ([`Domain::check_invariants`]); `damage` —
 //!   test-only ways to damage a domain.
+//! * `inspect` — a consistent copy of a domain's state for tools.
 
-// `is_multiple_of` needs Rust 1.87; the crate builds with 1.79 (a
-// distribution's toolchain, see .ci/run), so remainders stay spelled out.
+// `is_multiple_of` needs Rust 1.87; the crate builds with 1.79 (the
+// workspace's rust-version), so remainders stay spelled out.
 #![allow(clippy::manual_is_multiple_of)]
 
 mod abi;
@@ -46,6 +49,7 @@ mod epollreg;
 mod errno;
 mod fault;
 mod forks;
+mod inspect;
 mod layout;
 mod memory;
 mod message;
@@ -75,10 +79,11 @@ pub use abi::{Abi, AbiMode};
 pub use crash::arm as arm_crash_point;
 pub use damage::{test_hooks_enabled, DAMAGE_CYCLE, DAMAGE_KEY, DAMAGE_OFFSET};
 pub use creds::invalidate_ids;
-pub use domain::{default_dir, evict_internal_fd, is_internal_fd, Domain};
+pub use domain::{adopt_internal_fd, configured_dir, default_dir, evict_internal_fd, is_internal_fd, release_internal_fd, Domain};
 pub use sync::{LocalGuard, LocalMutex};
 pub use errno::{Errno, Result};
 pub use fault::{contain, contain_callback, say, trace_enabled};
+pub use inspect::{HandleInfo, NodeInfo, PeerInfo, PoolInfo, QueueInfo, Quota, Quotas, Snapshot, UserInfo};
 pub use layout::{POOL_SIZE, POOL_SIZE_FINAL};
 pub use epollreg::{untag as epoll_untag, RegRef, EPOLLET, EPOLLONESHOT};
 pub use ownmem::is_own_memory;

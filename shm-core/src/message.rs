@@ -4,7 +4,7 @@
 //! message is freed), R's handle of the destination node (null for a
 //! seed), one attached R-side handle per payload entry (null once an entry
 //! was found INVALID at RECV), the nonce of its fd carrier, and the quota
-//! it charged on R: slices and handles (SEMANTICS.md 6.2) plus in-flight
+//! it charged on R: slices and handles (docs/reference.md §6.2) plus in-flight
 //! bytes and fds and the sender's fair shares (A.3).
 
 use crate::alloc;

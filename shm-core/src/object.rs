@@ -1,4 +1,4 @@
-//! Nodes and handles (SEMANTICS.md section 3): on-demand node creation,
+//! Nodes and handles (docs/reference.md §3): on-demand node creation,
 //! handle IDs, coalescing, user references with the owner pin, the strong
 //! count and its release notifications, and destruction transactions.
 //!

@@ -1,6 +1,6 @@
 //! Peers: creation, the small ioctls (QUERY, RESET, HANDLE_RELEASE,
 //! HANDLE_TRANSFER, NODES_DESTROY, SLICE_RELEASE), flushing, disconnection
-//! and the final teardown when the last fd is gone (SEMANTICS.md 2.1–2.7,
+//! and the final teardown when the last fd is gone (docs/reference.md §2.1–2.7,
 //! 8.1–8.6).
 
 use crate::abi::{self, AbiMode};

@@ -1,4 +1,4 @@
-//! Pools and slices (SEMANTICS.md section 5).
+//! Pools and slices (docs/reference.md §5).
 //!
 //! Each peer owns a sparse pool file of 512 MiB, or 4 GiB for a peer that
 //! speaks the final ABI (`abi`; a pool grows once from the first to the

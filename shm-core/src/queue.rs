@@ -1,5 +1,5 @@
 //! Per-peer queues of entries (messages and notifications), ordered by the
-//! global transaction stamp (SEMANTICS.md 7.9: one domain-wide counter,
+//! global transaction stamp (docs/reference.md §7.9: one domain-wide counter,
 //! incremented once per transaction; queues are FIFO in stamp order, and
 //! the entries of one transaction in one queue are adjacent).
 

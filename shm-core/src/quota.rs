@@ -1,4 +1,4 @@
-//! Accounting (SEMANTICS.md section 6).
+//! Accounting (docs/reference.md §6).
 //!
 //! Every resource is tracked twice: per user (real UID of the opener) and
 //! per peer, each with a maximum and a *remaining* counter. The plain rule

@@ -1,5 +1,5 @@
 //! A peer's readiness as the module's `poll` reports it, read from shared
-//! memory without the lock (SEMANTICS.md 8.2): POLLHUP alone once the peer
+//! memory without the lock (docs/reference.md §8.2): POLLHUP alone once the peer
 //! is disconnected; otherwise POLLOUT|POLLWRNORM, plus POLLIN|POLLRDNORM
 //! while its queue holds a message or notification.
 //!

@@ -1,5 +1,5 @@
 //! Cleaning up after peers whose last fd is gone, with no daemon
-//! (ARCHITECTURE.md decision 5).
+//! (docs/design.md, fixed decision 5).
 //!
 //! A peer's socket disappears from the kernel when its last fd is closed
 //! anywhere, including by the death of a process. Whoever notices tears the

@@ -1,4 +1,4 @@
-//! RECV (SEMANTICS.md 2.9): choosing the entry to deliver, the discard
+//! RECV (docs/reference.md §2.9): choosing the entry to deliver, the discard
 //! rules of 7.7, handle and fd installation, PEEK and seeds.
 
 use crate::doorbell::{self, Op};

@@ -1,4 +1,4 @@
-//! SEND (SEMANTICS.md 2.8): building one message per destination and
+//! SEND (docs/reference.md §2.8): building one message per destination and
 //! committing them as one transaction, including the documented CONTINUE
 //! and SEED behaviour (A.1, A.2).
 

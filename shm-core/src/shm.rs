@@ -195,6 +195,13 @@ impl Segment {
         fits.then(|| unsafe { &*(self.base.add(off as usize) as *const T) })
     }
 
+    /// Whether `p` names a record that lies inside the segment (what
+    /// [`rec`](Self::rec) asserts), for walks that must not trust it.
+    pub(crate) fn holds<T>(&self, p: P<T>) -> bool {
+        let off = p.off() as usize;
+        off != 0 && off % core::mem::align_of::<T>() == 0 && off.checked_add(core::mem::size_of::<T>()).is_some_and(|end| end <= self.len)
+    }
+
     /// The header (the record at offset 0).
     #[inline]
     pub fn at0<T>(&self) -> &T {

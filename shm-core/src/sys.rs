@@ -43,6 +43,19 @@ pub fn open(path: &CStr, flags: c_int, mode: u32) -> Result<c_int> {
     .map(|fd| fd as c_int)
 }
 
+/// Writes all of `buf` to `fd` (retrying after EINTR and short writes).
+pub fn write_all(fd: c_int, mut buf: &[u8]) -> Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is valid for reads of its length.
+        let n = retry(|| unsafe { libc::syscall(libc::SYS_write, fd, buf.as_ptr(), buf.len()) })?;
+        if n == 0 {
+            return Err(Errno::EAGAIN);
+        }
+        buf = &buf[n as usize..];
+    }
+    Ok(())
+}
+
 pub fn close(fd: c_int) {
     // SAFETY: closing a descriptor number has no memory-safety preconditions.
     unsafe { libc::syscall(libc::SYS_close, fd) };

@@ -10,7 +10,7 @@
 //!    read or write of shared records happens while it is held, through a
 //!    [`Txn`], which is the only way to obtain a record reference
 //!    ([`Txn::rec`]) or to write a field ([`Txn::set`]). This is the
-//!    single-lock design of SEMANTICS.md 7.9: the global order is the order
+//!    single-lock design of docs/reference.md §7.9: the global order is the order
 //!    of transactions, and every transaction is atomic. The only lock-free
 //!    accesses are the atomics named as such in `layout` (the leases of
 //!    the periodic scans, the wake-up records of rule 9), and racy reads of

@@ -17,7 +17,7 @@
 
 #include "harness.h"
 
-/* Size of every peer's pool (SEMANTICS.md 5.1) ... */
+/* Size of every peer's pool (§5.1) ... */
 #define B1_POOL_SIZE (1ULL << 29)
 /*
  * ... but a peer that speaks bus1's final ABI has a 4 GiB pool. The shim's

@@ -6,20 +6,17 @@ use super::*;
 
 // ------------------------------------------------- closing and duplicating
 
-/// A peer lost one of this process's descriptors: if none is left here,
-/// check whether it was the last one anywhere.
-fn after_close(old: Option<Arc<FdInfo>>) {
+/// A peer lost one of this process's descriptors (`fd`): if none is left
+/// here, check whether it was the last one anywhere.
+fn after_close(fd: c_int, old: Option<Arc<FdInfo>>) {
     if let Some(info) = old {
-        keep_errno(|| {
-            guarded(
-                || (),
-                || {
-                    if !fdtable::still_open(&info.peer) {
-                        info.peer.closed();
-                    }
-                },
-            )
-        });
+        let last = keep_errno(|| guarded(|| false, || !fdtable::still_open(&info.peer)));
+        if crate::trace::on() {
+            keep_errno(|| guarded(|| (), || crate::trace::close(fd, info.peer.serial(), last)));
+        }
+        if last {
+            keep_errno(|| guarded(|| (), || info.peer.closed()));
+        }
     }
 }
 
@@ -48,7 +45,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     if r == 0 {
         guarded(|| (), || super::epoll::closed(fd));
     }
-    after_close(old);
+    after_close(fd, old);
     r
 }
 
@@ -73,8 +70,8 @@ extern "C" fn close_peers_at_exit() {
     }
     // As after close_range: a peer with several of these fds is torn
     // down by the first check, and the others find it gone.
-    for (_, info) in old {
-        after_close(Some(info));
+    for (fd, info) in old {
+        after_close(fd as c_int, Some(info));
     }
     guarded(|| (), shm_core::Domain::leave_all);
 }
@@ -97,7 +94,7 @@ pub unsafe extern "C" fn fclose(f: *mut libc::FILE) -> c_int {
     let fd = if f.is_null() { -1 } else { libc::fileno(f) };
     let old = forget(fd);
     let r = call_real!(crate::real::FCLOSE, fn(*mut libc::FILE) -> c_int, f);
-    after_close(old);
+    after_close(fd, old);
     r
 }
 
@@ -143,7 +140,7 @@ unsafe fn dup_onto(old: c_int, new: c_int, f: impl FnOnce() -> c_int) -> c_int {
         return r;
     }
     guarded(|| (), || duplicated(old, new));
-    after_close(replaced);
+    after_close(new, replaced);
     r
 }
 
@@ -241,8 +238,8 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
     if r == 0 {
         guarded(|| (), || super::epoll::closed_range(first, last));
     }
-    for (_, o) in old {
-        after_close(Some(o));
+    for (fd, o) in old {
+        after_close(fd as c_int, Some(o));
     }
     r
 }

@@ -36,12 +36,14 @@ unsafe fn mmap_common(real: &crate::real::Real, addr: *mut c_void, len: usize, p
         }
     };
     if off & 0xfff != 0 || len == 0 {
+        trace_mmap(fd, &info, len, prot, flags, off, Err(libc::EINVAL));
         set_errno(libc::EINVAL);
         return libc::MAP_FAILED;
     }
     let pfd = match guarded(|| Err(Errno::EIO), || info.peer.pool_fd_for_mmap(info.access, prot, flags)) {
         Ok(p) => p,
         Err(e) => {
+            trace_mmap(fd, &info, len, prot, flags, off, Err(e.0));
             set_errno(e.0);
             return libc::MAP_FAILED;
         }
@@ -51,7 +53,14 @@ unsafe fn mmap_common(real: &crate::real::Real, addr: *mut c_void, len: usize, p
     let flags = (flags & !libc::MAP_PRIVATE) | libc::MAP_SHARED;
     let r = call_real!(real, fn(*mut c_void, usize, c_int, c_int, c_int, off_t) -> *mut c_void, addr, len, prot, flags, pfd, off);
     keep_errno(|| libc::syscall(libc::SYS_close, pfd));
+    trace_mmap(fd, &info, len, prot, flags, off, if r == libc::MAP_FAILED { Err(errno()) } else { Ok(r as usize) });
     r
+}
+
+fn trace_mmap(fd: c_int, info: &FdInfo, len: usize, prot: c_int, flags: c_int, off: off_t, r: Result<usize, c_int>) {
+    if crate::trace::on() {
+        keep_errno(|| crate::trace::mmap(fd, info.peer.serial(), len, prot, flags, off, r));
+    }
 }
 
 #[no_mangle]
