@@ -65,6 +65,24 @@ pub fn watcher_running() -> bool {
     WATCHER.load(Ordering::Acquire)
 }
 
+/// The watcher thread's name.
+const WATCHER_NAME: &str = "bus1-watch";
+
+/// Whether the calling thread is the process's only thread besides
+/// watchers (what decides, at exit, whether peers and domains may be left
+/// now or other threads may still use them). Threads are told apart by
+/// name, so that the watcher of another copy of this library in the
+/// process (the preload shim's, next to a program that links the engine)
+/// counts as a watcher too.
+pub fn only_thread_left() -> bool {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return false };
+    let others = tasks
+        .filter_map(|t| t.ok())
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).map_or(true, |c| c.trim_end() != WATCHER_NAME))
+        .count();
+    others <= 1
+}
+
 /// Starts this process's watcher thread if it is not running.
 pub fn ensure_watcher() {
     static DISABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -79,7 +97,7 @@ pub fn ensure_watcher() {
     // them all around the spawn (the new thread inherits the mask).
     let r = sys::with_signals_blocked(|| {
         std::thread::Builder::new()
-            .name("bus1-watch".into())
+            .name(WATCHER_NAME.into())
             .stack_size(64 << 10)
             .spawn(move || watch(gen))
     });
