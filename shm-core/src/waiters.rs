@@ -434,6 +434,12 @@ impl Listener {
         self.fd
     }
 
+    /// A new descriptor of the wake socket (close-on-exec), the caller's
+    /// to own and close: for a reactor that must own what it watches.
+    pub fn dup_fd(&self) -> crate::errno::Result<i32> {
+        sys::fcntl(self.fd, libc::F_DUPFD_CLOEXEC, 0).map(|fd| fd as i32)
+    }
+
     fn mine(&self) -> bool {
         self.pid == creds::pid()
     }
