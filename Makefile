@@ -35,6 +35,7 @@ test-debug: build-debug
 
 bench: build
 	$(MAKE) -s -C bench
+	cargo build --release -p bus1 --example bench_pingpong
 	scripts/bench
 
 clean:

@@ -279,6 +279,7 @@ impl Engine {
     }
 
     /// The linked-in engine's waiter for async tasks (embedded only).
+    #[cfg(feature = "tokio")]
     pub fn listener(&self) -> Option<Result<shm_core::Listener>> {
         match self {
             Engine::Device(_) => None,
