@@ -197,23 +197,17 @@ impl Engine {
 
     /// RECV with INSTALL_FDS (and SEED if `seed`), in `abi`'s layout.
     pub fn recv(&self, abi: Abi, seed: bool, max_offset: u64) -> Result<Received> {
-        match abi {
+        // (type, CONTINUE, destination, offset, n_bytes, n_handles, n_fds,
+        // sender) whichever layout it came in.
+        let (kind, more, destination, offset, counts, sender) = match abi {
             Abi::V1 => {
                 let flags = BUS1_RECV_FLAG_INSTALL_FDS | if seed { BUS1_RECV_FLAG_SEED } else { 0 };
                 let m = match self {
                     Engine::Device(fd) => sys::recv_v1(fd.as_fd(), flags, max_offset)?,
                     Engine::Embedded(e) => e.peer.recv(self.raw(), flags, max_offset)?,
                 };
-                Ok(Received {
-                    kind: m.r#type,
-                    more: m.flags & BUS1_MSG_FLAG_CONTINUE != 0,
-                    destination: m.destination,
-                    offset: m.offset,
-                    n_bytes: m.n_bytes,
-                    n_handles: m.n_handles,
-                    n_fds: m.n_fds,
-                    sender: (m.r#type == BUS1_MSG_DATA).then_some([m.uid, m.gid, m.pid, m.tid]),
-                })
+                let sender = (m.r#type == BUS1_MSG_DATA).then_some([m.uid, m.gid, m.pid, m.tid]);
+                (m.r#type, m.flags & BUS1_MSG_FLAG_CONTINUE, m.destination, m.offset, [m.n_bytes, m.n_handles, m.n_fds], sender)
             }
             Abi::Final => {
                 use final_abi::{BUS1_MSG_FLAG_CONTINUE, BUS1_RECV_FLAG_INSTALL_FDS, BUS1_RECV_FLAG_SEED};
@@ -222,18 +216,11 @@ impl Engine {
                     Engine::Device(fd) => sys::recv_final(fd.as_fd(), flags, max_offset)?,
                     Engine::Embedded(e) => e.peer.recv_final(self.raw(), flags, max_offset)?,
                 };
-                Ok(Received {
-                    kind: m.r#type,
-                    more: m.flags & BUS1_MSG_FLAG_CONTINUE != 0,
-                    destination: m.destination,
-                    offset: m.offset,
-                    n_bytes: m.n_bytes,
-                    n_handles: m.n_handles,
-                    n_fds: m.n_fds,
-                    sender: None,
-                })
+                (m.r#type, m.flags & BUS1_MSG_FLAG_CONTINUE, m.destination, m.offset, [m.n_bytes, m.n_handles, m.n_fds], None)
             }
-        }
+        };
+        let [n_bytes, n_handles, n_fds] = counts;
+        Ok(Received { kind, more: more != 0, destination, offset, n_bytes, n_handles, n_fds, sender })
     }
 
     /// Sleeps until the peer may be readable or hung up, or `deadline`

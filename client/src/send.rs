@@ -97,7 +97,11 @@ impl<'p, 'a> Send<'p, 'a> {
         self
     }
 
-    fn arrays(&self, flags: u64, errors: Option<&'a mut [u64]>) -> SendArrays<'a> {
+    /// The command's arrays; `errors` may be borrowed for less than 'a.
+    fn arrays<'e>(&self, flags: u64, errors: Option<&'e mut [u64]>) -> SendArrays<'e>
+    where
+        'a: 'e,
+    {
         SendArrays {
             flags,
             destinations: sys::handle_words(self.to),
@@ -135,15 +139,7 @@ impl<'p, 'a> Send<'p, 'a> {
     /// ```
     pub fn send_continue(self) -> Result<Delivery> {
         let mut errors = vec![0u64; self.to.len()];
-        // The error slots are borrowed for the call only.
-        let a = SendArrays {
-            flags: BUS1_SEND_FLAG_CONTINUE,
-            destinations: sys::handle_words(self.to),
-            errors: Some(&mut errors),
-            payload: self.payload,
-            handles: sys::handle_words(self.handles),
-            fds: sys::fd_numbers(self.fds),
-        };
+        let a = self.arrays(BUS1_SEND_FLAG_CONTINUE, Some(&mut errors));
         self.peer.engine.send(a)?;
         Ok(Delivery { errors })
     }
