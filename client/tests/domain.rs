@@ -73,6 +73,37 @@ fn device_and_embedded_peers_in_one_process() {
     });
 }
 
+#[test]
+fn an_embedded_waiter_outlives_the_shims_ticks() {
+    if !under_shim() {
+        return common::run_under_shim("an_embedded_waiter_outlives_the_shims_ticks");
+    }
+    // The shim's watcher frees the waiter slots of dead process images
+    // every few ticks of 40 ms. The engine linked in here is another copy
+    // in the same process: its waiters must not look dead to the shim's.
+    let dev = Peer::open(Backend::device()).unwrap();
+    let emb = Peer::open(Backend::embedded()).unwrap();
+    let to_emb = dev.handle_from(&emb, node(0x100)).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async move {
+        let emb = bus1::AsyncPeer::new(emb).unwrap();
+        for round in 0..3u8 {
+            let sender = std::thread::spawn({
+                let fd = dev.as_fd().try_clone_to_owned().unwrap();
+                move || {
+                    let dev = Peer::from_fd(fd, false, bus1::Abi::V1).unwrap();
+                    // Long enough for several of the shim's collections.
+                    std::thread::sleep(Duration::from_millis(400));
+                    dev.send(&[to_emb], &[IoSlice::new(&[round])]).unwrap();
+                }
+            });
+            let got = tokio::time::timeout(Duration::from_secs(10), emb.recv()).await.expect("the ring reached the waiter");
+            assert_eq!(payload(got.unwrap()), [round]);
+            sender.join().unwrap();
+        }
+    });
+}
+
 /// The Rust program of the three-way test, on the device backend under
 /// the shim, with a peer fd on its standard input (it does nothing when
 /// run otherwise).
