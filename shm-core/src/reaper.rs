@@ -70,17 +70,21 @@ const WATCHER_NAME: &str = "bus1-watch";
 
 /// Whether the calling thread is the process's only thread besides
 /// watchers (what decides, at exit, whether peers and domains may be left
-/// now or other threads may still use them). Threads are told apart by
-/// name, so that the watcher of another copy of this library in the
-/// process (the preload shim's, next to a program that links the engine)
-/// counts as a watcher too.
+/// now or other threads may still use them). Watchers are counted by name,
+/// so that the watcher of another copy of this library in the process (the
+/// preload shim's, next to a program that links the engine) counts as one
+/// too, and at least this copy's own if it runs (a thread takes its name
+/// only once it has started).
 pub fn only_thread_left() -> bool {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return false };
-    let others = tasks
-        .filter_map(|t| t.ok())
-        .filter(|t| std::fs::read_to_string(t.path().join("comm")).map_or(true, |c| c.trim_end() != WATCHER_NAME))
-        .count();
-    others <= 1
+    let (mut total, mut named) = (0, 0);
+    for t in tasks.filter_map(|t| t.ok()) {
+        total += 1;
+        if std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == WATCHER_NAME) {
+            named += 1;
+        }
+    }
+    total <= 1 + named.max(watcher_running() as usize)
 }
 
 /// Starts this process's watcher thread if it is not running.
