@@ -57,6 +57,8 @@
 //! `unsafe` code lives in two modules: `sys` (the device's system calls)
 //! and `pool` (the pool mapping and the views into it).
 
+#![warn(missing_docs)]
+
 mod engine;
 mod error;
 mod id;

@@ -13,16 +13,41 @@ use uapi::BUS1_HANDLE_INVALID;
 /// `more` is the message flag CONTINUE: the next entry in the queue
 /// belongs to the same transaction (a SEND to several of this peer's
 /// nodes, or a destruction of several nodes it holds).
+///
+/// ```
+/// # fn main() -> bus1::Result<()> {
+/// # let scratch = bus1::ScratchDomain::new()?;
+/// let (owner, holder) = (bus1::Peer::open(scratch.backend())?, bus1::Peer::open(scratch.backend())?);
+/// let node = bus1::NodeId::new(0x10).unwrap();
+/// let h = holder.handle_from(&owner, node)?;
+/// holder.release(h)?;
+/// match owner.recv()? {
+///     bus1::Event::NodeRelease { node: n, more } => assert_eq!((n, more), (node, false)),
+///     other => panic!("{other:?}"),
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub enum Event<'p> {
     /// A message (DATA).
     Message(Message<'p>),
     /// NODE_DESTROY: the node behind `handle` was destroyed. The handle
     /// stays the peer's until it releases it.
-    NodeDestroy { handle: HandleId, more: bool },
+    NodeDestroy {
+        /// The peer's handle on the destroyed node.
+        handle: HandleId,
+        /// CONTINUE: more of the same transaction follows.
+        more: bool,
+    },
     /// NODE_RELEASE: nobody but the owner holds a reference of `node` any
     /// more.
-    NodeRelease { node: NodeId, more: bool },
+    NodeRelease {
+        /// The peer's node.
+        node: NodeId,
+        /// CONTINUE: more of the same transaction follows.
+        more: bool,
+    },
 }
 
 /// Who called SEND, as the RFC v1 RECV reports it (in this peer's

@@ -84,12 +84,17 @@ impl Backend {
     }
 }
 
-/// The per-peer limits that PEER_QUERY reports and PEER_RESET sets.
+/// The per-peer limits that PEER_QUERY reports and PEER_RESET sets (see
+/// [`Peer::query`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Limits {
+    /// Slices of the pool the peer's queued and received messages may hold.
     pub max_slices: u32,
+    /// Handle references (held, and carried by queued messages).
     pub max_handles: u32,
+    /// Bytes of queued messages.
     pub max_inflight_bytes: u32,
+    /// File descriptors carried by queued messages.
     pub max_inflight_fds: u32,
 }
 
@@ -126,21 +131,25 @@ impl Reset {
         self
     }
 
+    /// Sets [`Limits::max_slices`].
     pub fn max_slices(mut self, n: u32) -> Reset {
         self.limits[0] = Some(n);
         self
     }
 
+    /// Sets [`Limits::max_handles`].
     pub fn max_handles(mut self, n: u32) -> Reset {
         self.limits[1] = Some(n);
         self
     }
 
+    /// Sets [`Limits::max_inflight_bytes`].
     pub fn max_inflight_bytes(mut self, n: u32) -> Reset {
         self.limits[2] = Some(n);
         self
     }
 
+    /// Sets [`Limits::max_inflight_fds`].
     pub fn max_inflight_fds(mut self, n: u32) -> Reset {
         self.limits[3] = Some(n);
         self
@@ -413,7 +422,26 @@ impl Peer {
     }
 
     /// Waits for the next message or notification and receives it. A
-    /// disconnected peer fails with [`Error::Shutdown`].
+    /// disconnected peer fails with [`Error::Shutdown`]. The wait sleeps
+    /// (the device's `poll`, or the engine's waiter on a futex): no busy
+    /// loop.
+    ///
+    /// ```
+    /// # fn main() -> bus1::Result<()> {
+    /// use std::io::IoSlice;
+    /// # let scratch = bus1::ScratchDomain::new()?;
+    /// let (a, b) = (bus1::Peer::open(scratch.backend())?, bus1::Peer::open(scratch.backend())?);
+    /// let to_a = b.handle_from(&a, bus1::NodeId::new(0x4).unwrap())?;
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| b.send(&[to_a], &[IoSlice::new(b"wake up")]).unwrap());
+    ///     match a.recv().unwrap() {
+    ///         bus1::Event::Message(m) => assert_eq!(m.payload(), b"wake up"),
+    ///         other => panic!("{other:?}"),
+    ///     }
+    /// });
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn recv(&self) -> Result<Event<'_>> {
         self.recv_until(None)
     }
