@@ -49,6 +49,7 @@ fuzz: build
 
 bench: build
 	$(MAKE) -s -C bench
+	cargo build --release -p bus1 --example bench_pingpong
 	scripts/bench
 
 clean:

@@ -1014,8 +1014,7 @@ pub(crate) mod tests {
     impl Drop for TestBus {
         fn drop(&mut self) {
             for (fd, p) in self.peers.drain(..) {
-                // SAFETY: closing our own descriptor.
-                unsafe { libc::close(fd) };
+                crate::sys::close(fd);
                 p.closed();
             }
             let _ = std::fs::remove_dir_all(&self.dir);

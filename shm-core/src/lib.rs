@@ -88,10 +88,10 @@ pub use layout::{POOL_SIZE, POOL_SIZE_FINAL};
 pub use epollreg::{untag as epoll_untag, RegRef, EPOLLET, EPOLLONESHOT};
 pub use ownmem::is_own_memory;
 pub use readiness::Ready;
-pub use reaper::watcher_running;
+pub use reaper::{only_thread_left, watcher_running};
 pub use trust::take_refusal;
-pub use waiters::{ArmedSet, Sleep, WaitSet};
-pub use usermem::{range_ok, read_struct, write_struct, AbiPlain, SimMem, UserMem, USER_LIMIT};
+pub use waiters::{ArmedSet, Listener, ListenerGuard, Sleep, WaitSet};
+pub use usermem::{range_ok, read_struct, write_struct, AbiPlain, SimMem, SliceMem, UserMem, USER_LIMIT};
 
 use layout::*;
 use shm::P;
@@ -254,6 +254,13 @@ impl Peer {
             Ok(p.bell_vault.load_racy() == 0 && p.bell_dirty.load_racy() == 0 && bell.tok_sent.load() == bell.tok_taken.load())
         })
         .unwrap_or(false)
+    }
+
+    /// A waiter for this peer that is not tied to a thread (see
+    /// [`Listener`]): for event loops that wait on the peer from any
+    /// thread. ENOSPC if every waiter slot of the domain is taken.
+    pub fn listener(&self) -> Result<Listener> {
+        Listener::new(&self.dom, self.bell)
     }
 
     /// Registers the peer (its fd added to an epoll set) with the
@@ -455,6 +462,35 @@ impl Peer {
         Err(Errno::ESHUTDOWN)
     }
 
+    /// SEND of a program that links the engine directly: the command's
+    /// arrays are Rust slices (see [`SendSlices`]) instead of addresses in
+    /// the caller's memory; otherwise exactly [`Peer::send`].
+    pub fn send_slices(&self, fd: i32, args: SendSlices<'_>) -> Result<()> {
+        let n_destinations = args.destinations.len() as u64;
+        let mut mem = SliceMem::new();
+        let cmd = bus1_cmd_send {
+            flags: args.flags,
+            ptr_destinations: mem.array(args.destinations),
+            ptr_errors: args.errors.map_or(0, |e| mem.writable_u64s(e)),
+            n_destinations,
+            ptr_vecs: mem.iovecs(args.payload),
+            n_vecs: args.payload.len() as u64,
+            ptr_handles: mem.array(args.handles),
+            n_handles: args.handles.len() as u64,
+            ptr_fds: mem.array(args.fds),
+            n_fds: args.fds.len() as u64,
+        };
+        self.send(fd, &cmd, &mem)
+    }
+
+    /// NODES_DESTROY of a program that links the engine directly: the
+    /// node IDs as a Rust slice.
+    pub fn nodes_destroy_slice(&self, fd: i32, flags: u64, nodes: &[u64]) -> Result<()> {
+        let mut mem = SliceMem::new();
+        let cmd = bus1_cmd_nodes_destroy { flags, ptr_nodes: mem.array(nodes), n_nodes: nodes.len() as u64 };
+        self.nodes_destroy(fd, &cmd, &mem)
+    }
+
     /// The v1 RECV (2.9) after the struct was read; returns the `msg`
     /// part. `flags` are the v1 RECV flags.
     pub fn recv(&self, fd: i32, flags: u64, max_offset: u64) -> Result<bus1_msg> {
@@ -625,6 +661,21 @@ impl Domain {
     pub fn epoll_watch(self: &Arc<Self>, g: &RegRef, set: &mut WaitSet) {
         set.add(self, g.bell);
     }
+}
+
+/// The arguments of [`Peer::send_slices`]: a SEND's arrays as Rust
+/// slices. `errors`, if given, receives one slot per destination with
+/// CONTINUE (a positive errno, or 0 for a delivered destination) and must
+/// be as long as `destinations`.
+#[derive(Default)]
+pub struct SendSlices<'a> {
+    /// `BUS1_SEND_FLAG_*`.
+    pub flags: u64,
+    pub destinations: &'a [u64],
+    pub errors: Option<&'a mut [u64]>,
+    pub payload: &'a [std::io::IoSlice<'a>],
+    pub handles: &'a [u64],
+    pub fds: &'a [i32],
 }
 
 /// Statistics of a domain, for leak checks and tools.

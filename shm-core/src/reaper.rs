@@ -65,6 +65,28 @@ pub fn watcher_running() -> bool {
     WATCHER.load(Ordering::Acquire)
 }
 
+/// The watcher thread's name.
+const WATCHER_NAME: &str = "bus1-watch";
+
+/// Whether the calling thread is the process's only thread besides
+/// watchers (what decides, at exit, whether peers and domains may be left
+/// now or other threads may still use them). Watchers are counted by name,
+/// so that the watcher of another copy of this library in the process (the
+/// preload shim's, next to a program that links the engine) counts as one
+/// too, and at least this copy's own if it runs (a thread takes its name
+/// only once it has started).
+pub fn only_thread_left() -> bool {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return false };
+    let (mut total, mut named) = (0, 0);
+    for t in tasks.filter_map(|t| t.ok()) {
+        total += 1;
+        if std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == WATCHER_NAME) {
+            named += 1;
+        }
+    }
+    total <= 1 + named.max(watcher_running() as usize)
+}
+
 /// Starts this process's watcher thread if it is not running.
 pub fn ensure_watcher() {
     static DISABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -79,7 +101,7 @@ pub fn ensure_watcher() {
     // them all around the spawn (the new thread inherits the mask).
     let r = sys::with_signals_blocked(|| {
         std::thread::Builder::new()
-            .name("bus1-watch".into())
+            .name(WATCHER_NAME.into())
             .stack_size(64 << 10)
             .spawn(move || watch(gen))
     });

@@ -458,6 +458,31 @@ pub fn getrandom_u64() -> u64 {
     u64::from_ne_bytes(seed)
 }
 
+/// A number naming this program image: derived from the 16 random bytes
+/// the kernel gives every image at exec (`AT_RANDOM`), so it is the same
+/// for every copy of this library loaded into the process (the preload
+/// shim's and one linked into the program itself) and new after an exec.
+/// The bytes are mixed down to 32 bits before they are shared, as the C
+/// library derives its stack guard from them. Zero if the kernel gave none.
+pub fn image_number() -> u32 {
+    // SAFETY: getauxval only reads the auxiliary vector.
+    let at = unsafe { libc::getauxval(libc::AT_RANDOM) } as *const u8;
+    if at.is_null() {
+        return 0;
+    }
+    let mut bytes = [0u8; 16];
+    // SAFETY: AT_RANDOM is the address of 16 bytes the kernel put on the
+    // initial stack, readable for the life of the image.
+    unsafe { core::ptr::copy_nonoverlapping(at, bytes.as_mut_ptr(), 16) };
+    // FNV-1a over the 16 bytes: one-way enough that the number says
+    // nothing useful about the guards.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in bytes {
+        h = (h ^ b as u32).wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
 /// The soft RLIMIT_NOFILE (0 if it cannot be read).
 pub fn nofile_limit() -> u64 {
     let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };

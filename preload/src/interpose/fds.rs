@@ -59,7 +59,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
 /// Then the process leaves its domains: the last process to use a domain
 /// removes its memory (see shm-core's `memory`).
 extern "C" fn close_peers_at_exit() {
-    if !(fdtable::any() || shm_core::Domain::any_attached()) || !guarded(|| false, only_thread_left) {
+    if !(fdtable::any() || shm_core::Domain::any_attached()) || !guarded(|| false, shm_core::only_thread_left) {
         return;
     }
     let old = guarded(Vec::new, || fdtable::take_range(0, c_uint::MAX));
@@ -74,13 +74,6 @@ extern "C" fn close_peers_at_exit() {
         after_close(fd as c_int, Some(info));
     }
     guarded(|| (), shm_core::Domain::leave_all);
-}
-
-/// Whether the calling thread is the process's only thread besides the
-/// shim's watcher.
-fn only_thread_left() -> bool {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return false };
-    tasks.count() <= 1 + shm_core::watcher_running() as usize
 }
 
 #[used]
