@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Helpers shared by the benchmarks. Define BENCH_NAME (the
- * program's name, for error messages) before including.
+ * program's name, for error messages) before including. Section numbers
+ * (§8.2) are those of docs/reference.md.
  */
 #ifndef BUS1_BENCH_COMMON_H
 #define BUS1_BENCH_COMMON_H

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The floor of the pingpong benchmark under the peer-fd design
- * (ARCHITECTURE.md decision 2): the same cross-process round trip with
+ * (docs/design.md, fixed decision 2): the same cross-process round trip with
  * every system call a bus1 hop makes and none of the bus's own work.
  *
  * A peer fd is an AF_UNIX datagram socket that is readable exactly while

@@ -4,7 +4,7 @@
  * messages to another through shared memory with designs far leaner than
  * any bus1 engine, on this machine, against UDS in the same run.
  *
- *  - "locked": the leanest design that keeps ARCHITECTURE.md decision 4
+ *  - "locked": the leanest design that keeps docs/design.md, fixed decision 4
  *    (cross-process locks are robust futex mutexes): one queue with its
  *    own process-shared robust mutex, a ring of fixed 1 KiB slots. SEND is
  *    one critical section (take a free slot, copy the payload in, append);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * CONTINUE in both directions:
- *  - BUS1_MSG_FLAG_CONTINUE on received entries (SEMANTICS.md 4.8): set iff
+ *  - BUS1_MSG_FLAG_CONTINUE on received entries (§4.8): set iff
  *    the next entry of the same queue belongs to the same transaction;
  *  - BUS1_SEND_FLAG_CONTINUE with the per-destination errors array (2.8,
  *    A.2): per-destination ESHUTDOWN/EDQUOT/EXFULL do not abort the call,

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * NODES_DESTROY (SEMANTICS.md 2.6, also under its man-page name
+ * NODES_DESTROY (§2.6, also under its man-page name
  * NODE_DESTROY): validation order, all-or-nothing behaviour, NODE_DESTROY
  * notifications (3.8), RELEASE_HANDLES and released nodes (3.10), and what
  * SEND does with destroyed nodes (3.11).

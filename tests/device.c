@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The device node and open() (SEMANTICS.md 1.1, 8.1): stat/access report a
+ * The device node and open() (§1.1, §8.1): stat/access report a
  * world-accessible character device; every open creates a new, independent,
  * fresh peer whatever the access mode and O_NONBLOCK; fd flags behave as for
  * any descriptor.
@@ -920,50 +920,6 @@ TEST(long_domain_path)
 	ASSERT_EQ_U64(r.msg.type, BUS1_MSG_NODE_DESTROY);
 	ASSERT_EQ_U64(r.msg.destination, to_b);
 	ASSERT_ERRNO(stat(path, &st), ENOENT);
-}
-
-/* Makes a few calls for trace_logs_calls_and_failed_opens (stderr is the case's pipe). */
-T_CHILD(traced_calls)
-{
-	struct bus1_cmd_peer_reset q;
-	int fd = b1_open();
-
-	ASSERT_EQ(argc, 0);
-	ASSERT_EQ(b1_query(fd, &q), 0);
-	ASSERT_EQ(b1_ioctl_raw(fd, 0xdeadbeef, 0), -ENOTTY);
-	ASSERT_OK(setenv("BUS1_DOMAIN", "/proc/no-such-domain", 1));
-	ASSERT_ERRNO(open(b1_device(), O_RDWR | O_CLOEXEC), ENOENT);
-	return 0;
-}
-
-/* BUS1_TRACE=1: every decoded ioctl and its result, and every open with its outcome, go to stderr */
-TEST(trace_logs_calls_and_failed_opens)
-{
-	char out[8192];
-	size_t len = 0;
-	ssize_t n;
-	int p[2];
-	pid_t pid;
-
-	mp_pipe(p);
-	pid = mp_fork();
-	if (pid == 0) {
-		dup2(p[1], 2);
-		setenv("BUS1_TRACE", "1", 1);
-		execl(t_self_exe(), t_self_exe(), "--child", "traced_calls", (char *)NULL);
-		_exit(127);
-	}
-	close(p[1]);
-	while (len < sizeof(out) - 1 && (n = read(p[0], out + len, sizeof(out) - 1 - len)) > 0)
-		len += (size_t)n;
-	out[len] = 0;
-	close(p[0]);
-	mp_reap(pid);
-	ASSERT_TRUE(strstr(out, "bus1: open -> fd ") != NULL);
-	ASSERT_TRUE(strstr(out, " BUS1_CMD_PEER_QUERY (0xc0209601) arg 0x") != NULL);
-	ASSERT_TRUE(strstr(out, "-> 0\n") != NULL);
-	ASSERT_TRUE(strstr(out, " unknown (0xdeadbeef) arg 0x0 -> -1 ENOTTY") != NULL);
-	ASSERT_TRUE(strstr(out, "open in domain /proc/no-such-domain -> -1 ENOENT") != NULL);
 }
 
 /* §1.1: the node has no extended attributes (ls -l asks for its label) */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The ioctl dispatcher (SEMANTICS.md 2.0): which numbers are bus1 commands,
+ * The ioctl dispatcher (§2.0): which numbers are bus1 commands,
  * ENOTTY for everything else, ESHUTDOWN on a disconnected peer before any
  * decoding, EFAULT for unreadable arguments, the generic VFS fd ioctls, and
  * ioctls on descriptors that are not bus1 peers passing through untouched.
@@ -325,7 +325,7 @@ TEST(vfs_fionbio)
 	ASSERT_EQ(fcntl(fd, F_GETFL) & O_NONBLOCK, 0);
 }
 
-/* §2.0 / ARCHITECTURE 6: ioctls on a pipe reach the kernel untouched */
+/* §2.0 / docs/design.md, fixed decision 6: ioctls on a pipe reach the kernel untouched */
 TEST(non_bus1_fd_pipe_passthrough)
 {
 	int p[2], n = -1;
@@ -346,7 +346,7 @@ TEST(non_bus1_fd_pipe_passthrough)
 	ASSERT_EQ(n, 3);
 }
 
-/* ARCHITECTURE 6: a socket, /dev/null and a bad fd behave as without the shim */
+/* docs/design.md, fixed decision 6: a socket, /dev/null and a bad fd behave as without the shim */
 TEST(non_bus1_fd_other_passthrough)
 {
 	int sv[2], n = -1, nul;
@@ -365,7 +365,7 @@ TEST(non_bus1_fd_other_passthrough)
 	ASSERT_ERRNO(ioctl(987, BUS1_CMD_PEER_QUERY, zbuf), EBADF);
 }
 
-/* §8.5 / ARCHITECTURE 6: a closed peer's fd number reused by a pipe is a pipe */
+/* §8.5 / docs/design.md, fixed decision 6: a closed peer's fd number reused by a pipe is a pipe */
 TEST(reused_fd_number_passthrough)
 {
 	int fd = b1_open(), p[2], n = -1;

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * File descriptors in messages (SEMANTICS.md 2.8 step 7.3, 2.9 step 6.3,
+ * File descriptors in messages (§2.8 step 7.3, §2.9 step 6.3,
  * 4.4): which fds SEND accepts, installation with INSTALL_FDS (fresh
  * close-on-exec numbers in the slice), n_fds without installation, PEEK,
  * EMFILE, and that every message holds its own file references, which go

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: MIT
 /*
- * Random ioctls against a small bus (ARCHITECTURE decision 6): every call
+ * Random ioctls against a small bus (docs/design.md, fixed decision 6): every call
  * made from random commands, flags, IDs, offsets, counts and pointers
  * (valid, NULL, unmapped, read-only, running into a guard page) must
- * answer 0 or -1 with an errno SEMANTICS.md lists for that command,
+ * answer 0 or -1 with an errno docs/reference.md lists for that command,
  * never crash the caller or damage the bus. Each run is reproducible
  * from its seed.
  *
@@ -15,14 +15,27 @@
  * children with BUS1_DEBUG_HEAP=1, so every transaction also checks the
  * segment heap.
  *
+ * The invariant checker (the shim's test-only B1_TEST_CHECK) runs every
+ * few thousand calls and after every run.
+ *
+ * The long-lived mode runs seed after seed on the same four peers, so the
+ * fds, handles, queued messages and flushes of one seed meet the next, and
+ * checks the invariants and the memory the bus holds between seeds. CI
+ * runs it for a few seconds; `make fuzz FUZZ_SECONDS=...` as long as asked.
+ *
  * To replay a failing seed with every call printed:
- *   FZ_TRACE=1 BUS1_DOMAIN=/tmp/d LD_PRELOAD=.../libbus1_preload.so \
+ *   FZ_TRACE=1 BUS1_DOMAIN=/tmp/d BUS1_TEST_HOOKS=1 LD_PRELOAD=.../libbus1_preload.so \
  *     tests/bin/fuzz --child fuzz_alone <seed> <calls>
+ * and a long-lived run up to its failing seed (both are printed):
+ *     tests/bin/fuzz --child fuzz_long <seconds> <first seed> <last seed>
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #include "harness.h"
 #include "bus1-util.h"
@@ -53,6 +66,7 @@ struct fz {
 	void *bad;		/* PROT_NONE page */
 	void *ro;		/* read-only page */
 	uint8_t *edge;		/* last bytes before a PROT_NONE page */
+	uint8_t *ro_arg;	/* a page made read-only after an argument is put there */
 	/*
 	 * The peers are this process's alone: disconnected ones are replaced,
 	 * and what RECV reports is checked at once. Peers shared with other
@@ -62,6 +76,15 @@ struct fz {
 	 */
 	int own_peers;
 	unsigned long calls, ok, delivered;
+	/* the invariants are checked every this many calls (0: never) */
+	unsigned long check_every;
+	/*
+	 * A process was killed while using the peers: the fds of messages it
+	 * did not receive may be gone (a carrier it held when it died), so an
+	 * fd slot may read -1 (never another number). Counted in lost_fds.
+	 */
+	int fds_may_be_lost;
+	unsigned long lost_fds;
 };
 
 static uint64_t fz_next(struct fz *z)
@@ -121,6 +144,29 @@ static void *fz_ptr(struct fz *z, size_t size, int bad_percent)
 	case 3: return (void *)0xffff800000000000ULL;
 	default: return (void *)(uintptr_t)fz_next(z);
 	}
+}
+
+/*
+ * The `size` bytes at `arg` copied to a page that is then made read-only:
+ * a valid argument whose write-back fails, after everything else the call
+ * does (how a RECV once left an ID behind its handle).
+ */
+static void *fz_ro_copy(struct fz *z, const void *arg, size_t size)
+{
+	ASSERT_OK(mprotect(z->ro_arg, 4096, PROT_READ | PROT_WRITE));
+	memcpy(z->ro_arg, arg, size);
+	ASSERT_OK(mprotect(z->ro_arg, 4096, PROT_READ));
+	return z->ro_arg;
+}
+
+/* The argument pointer of a call: mostly `arg`, sometimes read-only, sometimes bad. */
+static void *fz_arg(struct fz *z, void *arg, size_t size)
+{
+	if (fz_chance(z, 3))
+		return fz_ptr(z, size, 100);
+	if (fz_chance(z, 10))
+		return fz_ro_copy(z, arg, size);
+	return arg;
 }
 
 static int fz_in(int e, const int *allowed)
@@ -202,6 +248,10 @@ static void fz_received(struct fz *z, struct fz_peer *p, const struct bus1_cmd_r
 		for (unsigned i = 0; i < r->msg.n_fds; i++) {
 			int fd = mp_slice_fd(p->pool, r, i);
 
+			if (fd == -1 && z->fds_may_be_lost) {
+				z->lost_fds++;
+				continue;
+			}
 			ASSERT_EQ(fcntl(fd, F_GETFD), FD_CLOEXEC);
 			close(fd);
 		}
@@ -307,12 +357,13 @@ static void fz_recv(struct fz *z, struct fz_peer *p)
 
 	if (!z->own_peers)
 		flags &= ~(uint64_t)BUS1_RECV_FLAG_INSTALL_FDS;
-	int bad = fz_chance(z, 3);
+	void *arg;
 
 	r.flags = flags;
 	r.max_offset = fz_chance(z, 85) ? B1_POOL_SIZE : fz_next(z) % B1_POOL_SIZE;
-	if (CALL(z, "RECV", ioctl(fz_fd(z, p), BUS1_CMD_RECV, bad ? fz_ptr(z, sizeof(r), 100) : &r),
-		 EFAULT, EINVAL, EAGAIN, ERANGE, EMFILE, EDQUOT) || bad)
+	arg = fz_arg(z, &r, sizeof(r));
+	if (CALL(z, "RECV", ioctl(fz_fd(z, p), BUS1_CMD_RECV, arg), EFAULT, EINVAL, EAGAIN, ERANGE, EMFILE, EDQUOT) ||
+	    arg != &r)
 		return;
 	ASSERT_EQ_U64(r.flags, flags);
 	FZT("peer %d recv flags 0x%llx type %llu off 0x%llx n %llu\n", (int)(p - z->p), (unsigned long long)flags,
@@ -380,7 +431,7 @@ static void fz_transfer(struct fz *z, struct fz_peer *p)
 {
 	struct fz_peer *q = fz_peer(z);
 	struct bus1_cmd_handle_transfer t = { 0 };
-	int bad = fz_chance(z, 3);
+	void *arg;
 
 	t.flags = fz_chance(z, 95) ? 0 : fz_next(z);
 	t.src_handle = fz_id(z, p);
@@ -392,9 +443,9 @@ static void fz_transfer(struct fz *z, struct fz_peer *p)
 	default: t.dst_fd = (uint64_t)fz_fd(z, q); break;
 	}
 	t.dst_handle = fz_next(z);
-	if (CALL(z, "HANDLE_TRANSFER",
-		 ioctl(fz_fd(z, p), BUS1_CMD_HANDLE_TRANSFER, bad ? fz_ptr(z, sizeof(t), 100) : &t),
-		 EFAULT, EINVAL, EBADF, EOPNOTSUPP, ENXIO, EDQUOT, ENOMEM) || bad)
+	arg = fz_arg(z, &t, sizeof(t));
+	if (CALL(z, "HANDLE_TRANSFER", ioctl(fz_fd(z, p), BUS1_CMD_HANDLE_TRANSFER, arg),
+		 EFAULT, EINVAL, EBADF, EOPNOTSUPP, ENXIO, EDQUOT, ENOMEM) || arg != &t)
 		return;
 	if (t.src_handle != BUS1_HANDLE_INVALID && !(t.src_handle & 3))
 		fz_remember(p->ids, &p->n_ids, MAX_IDS, t.src_handle, z);
@@ -542,6 +593,8 @@ static void fz_setup(struct fz *z, uint64_t seed, const int *fds)
 	z->bad = b1_bad_ptr();
 	z->ro = b1_ro_page();
 	z->edge = b1_edge(4096);
+	z->ro_arg = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_TRUE(z->ro_arg != MAP_FAILED);
 	/*
 	 * Each peer starts out knowing a node of every other peer (shared
 	 * peers may have lost the node to another process's random calls).
@@ -583,12 +636,25 @@ static void fz_replace(struct fz *z, struct fz_peer *p)
 	}
 }
 
+/* Checks the invariants of the bus through any of the peers. */
+static void fz_check_bus(struct fz *z, const char *when)
+{
+	int n = ioctl(z->p[0].fd, B1_TEST_CHECK, 0);
+
+	if (n != 0)
+		t_fail(__FILE__, __LINE__, "invariant check %s (after call %lu): %s", when, z->calls,
+		       n < 0 ? strerror(errno) : "violations listed above");
+}
+
 /* `iters` random calls; a disconnected peer is replaced by a new one. */
 static void fz_run(struct fz *z, unsigned long iters)
 {
 	for (unsigned long i = 0; i < iters; i++) {
 		struct fz_peer *p = fz_peer(z);
 		unsigned op = fz_below(z, 100);
+
+		if (z->check_every && i % z->check_every == z->check_every - 1)
+			fz_check_bus(z, "during the run");
 
 		if (op < 35)
 			fz_send(z, p);
@@ -656,10 +722,13 @@ T_CHILD(fuzz_alone)
 
 	fz_setup(&z, mp_arg_u64(argv[0]), NULL);
 	z.own_peers = 1;
+	z.check_every = 10000;
 	fz_run(&z, mp_arg_u64(argv[1]));
+	fz_check_bus(&z, "after the run");
 	for (int i = 0; i < NPEERS; i++)
 		if (b1_query(z.p[i].fd, &(struct bus1_cmd_peer_reset){ 0 }) == 0)
 			fz_drain(&z, &z.p[i]);
+	fz_check_bus(&z, "after the drain");
 	fz_report(argv[0], &z);
 	fz_bus_works(NULL);
 	fz_close(&z);
@@ -697,6 +766,7 @@ T_CHILD(fuzz_check_after)
 			fz_drain(&z, &p);
 	}
 	fz_report("drained after the runs", &z);
+	b1_check_fd(fds[0]);
 	fz_bus_works(fds);
 	fz_close(&z);
 	return 0;
@@ -746,4 +816,141 @@ TEST_TIMEOUT(random_ioctls_shared_peers_with_kills, 120)
 	for (int i = 0; i < NPEERS; i++)
 		ASSERT_OK(close(fds[i]));
 	mp_expect_domain_files("segment\n", 2000);	/* the last close tore everything down */
+}
+
+/* ------------------------------------------------- the long-lived domain */
+
+/* Calls per seed of the long-lived mode. */
+#define FZ_SEED_CALLS 5000
+/*
+ * What the bus may hold at any seed boundary, in KiB: the domain's files
+ * (segment and pools) and this process's resident memory. Quotas bound
+ * what a correct bus can hold far below this; more is a leak.
+ */
+#define FZ_MEM_CAP_KIB (512u << 10)
+
+/* KiB of disk (memory) the files of the domain directory hold. */
+static unsigned long long fz_domain_kib(void)
+{
+	const char *dir = getenv("BUS1_DOMAIN");
+	unsigned long long kib = 0;
+	struct dirent *e;
+	DIR *d = opendir(dir);
+
+	ASSERT_TRUE(d != NULL);
+	while ((e = readdir(d))) {
+		char path[4096];
+		struct stat st;
+
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		if (lstat(path, &st) == 0 && S_ISREG(st.st_mode))
+			kib += (unsigned long long)st.st_blocks / 2;
+	}
+	closedir(d);
+	return kib;
+}
+
+/* KiB of this process's resident memory. */
+static unsigned long long fz_resident_kib(void)
+{
+	unsigned long long size = 0, resident = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	ASSERT_TRUE(f != NULL);
+	ASSERT_EQ(fscanf(f, "%llu %llu", &size, &resident), 2);
+	fclose(f);
+	return resident * (unsigned long long)(sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static double fz_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/*
+ * A process making random calls on the same peers, killed after `ms`
+ * milliseconds, in the middle of whatever it is doing.
+ */
+static void fz_intruder(struct fz *z, uint64_t seed, unsigned ms)
+{
+	pid_t pid;
+
+	for (int i = 0; i < NPEERS; i++)
+		mp_keep_fd(z->p[i].fd);
+	pid = mp_spawn("fuzz_shared", mp_str((long long)seed), "1000000", mp_str(z->p[0].fd), mp_str(z->p[1].fd),
+		       mp_str(z->p[2].fd), mp_str(z->p[3].fd), (char *)NULL);
+	mp_sleep_ms(ms);
+	ASSERT_OK(kill(pid, SIGKILL));
+	ASSERT_TRUE(WIFSIGNALED(mp_wait(pid)));
+	z->fds_may_be_lost = 1;
+	for (int i = 0; i < NPEERS; i++)
+		ASSERT_OK(fcntl(z->p[i].fd, F_SETFD, FD_CLOEXEC));
+}
+
+/*
+ * argv: seconds, first seed, last seed (0: as many as fit). Seed after seed
+ * on the same peers; between seeds the invariants are checked and the
+ * memory the bus holds is capped. Every 16th seed another process makes
+ * random calls on the peers too and is killed in the middle of them.
+ */
+T_CHILD(fuzz_long)
+{
+	double until = fz_now() + mp_arg(argv[0]);
+	uint64_t first = mp_arg_u64(argv[1]), last = mp_arg_u64(argv[2]), seed = first;
+	unsigned long long peak_files = 0, peak_rss = 0;
+	struct fz z;
+
+	fz_setup(&z, seed, NULL);
+	z.own_peers = 1;
+	for (;; seed++) {
+		unsigned long long files, rss;
+
+		z.rng = seed * 0x9E3779B97F4A7C15ULL + 1;
+		fz_run(&z, FZ_SEED_CALLS);
+		if (seed % 16 == 15)
+			fz_intruder(&z, seed, 20 + (unsigned)(seed % 50));
+		if (ioctl(z.p[0].fd, B1_TEST_CHECK, 0) != 0)
+			t_fail(__FILE__, __LINE__, "invariants violated after seed %llu (first seed %llu; replay: "
+			       "fuzz_long 100000 %llu %llu)", (unsigned long long)seed, (unsigned long long)first,
+			       (unsigned long long)first, (unsigned long long)seed);
+		files = fz_domain_kib();
+		rss = fz_resident_kib();
+		if (files > FZ_MEM_CAP_KIB || rss > FZ_MEM_CAP_KIB)
+			t_fail(__FILE__, __LINE__, "after seed %llu the bus holds %llu KiB of files and %llu KiB resident",
+			       (unsigned long long)seed, files, rss);
+		peak_files = files > peak_files ? files : peak_files;
+		peak_rss = rss > peak_rss ? rss : peak_rss;
+		if (seed == last || fz_now() >= until)
+			break;
+	}
+	for (int i = 0; i < NPEERS; i++)
+		if (b1_query(z.p[i].fd, &(struct bus1_cmd_peer_reset){ 0 }) == 0)
+			fz_drain(&z, &z.p[i]);
+	b1_check_fd(z.p[0].fd);
+	printf("    note: long-lived domain: seeds %llu..%llu, %lu calls (%lu succeeded), %lu messages checked, "
+	       "no finding; at most %llu KiB of files, %llu KiB resident; %lu fds lost to killed processes\n",
+	       (unsigned long long)first, (unsigned long long)seed, z.calls, z.ok, z.delivered, peak_files, peak_rss,
+	       z.lost_fds);
+	fz_bus_works(NULL);
+	fz_close(&z);
+	return 0;
+}
+
+/*
+ * Many seeds in one long-lived domain (see fuzz_long): BUS1_FUZZ_SECONDS
+ * long (`make fuzz FUZZ_SECONDS=...`), 5 seconds in CI.
+ */
+TEST_TIMEOUT(random_ioctls_long_lived_domain, 60)
+{
+	const char *v = getenv("BUS1_FUZZ_SECONDS");
+	long secs = v ? strtol(v, NULL, 10) : 5;
+
+	if (secs < 1)
+		secs = 1;
+	alarm((unsigned)secs + 120);
+	mp_reap(mp_spawn("fuzz_long", mp_str(secs), mp_str(1000 + (long long)time(NULL) % 100000), "0", (char *)NULL));
+	mp_expect_domain_files("", 2000);	/* the last process to leave took the memory along */
 }

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * HANDLE_RELEASE (SEMANTICS.md 2.4) and the object model it exposes: ID
+ * HANDLE_RELEASE (§2.4) and the object model it exposes: ID
  * kinds and the kernel-ID counter (3.3), on-demand node creation (3.4), user
  * references and the owner pin (3.5), coalescing (3.6), release
  * notifications (3.7) and handles carried in messages (3.9).

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Messages and the slice layout (SEMANTICS.md 4.1, 4.2, 4.7): where the
+ * Messages and the slice layout (§4.1, §4.2, §4.7): where the
  * payload, the handle IDs and the fd numbers sit in the receiver's pool,
  * slice sizes and alignment, kernel-assigned IDs of received handles
  * (3.3), and the size limits with their exact errnos.
@@ -386,10 +386,8 @@ TEST(msg_uid_gid_are_real_ids_of_sender)
 	uint64_t h;
 	struct bus1_cmd_recv r;
 
-	if (geteuid() != 0) {
-		printf("    (skipped: needs root)\n");
-		return;
-	}
+	if (geteuid() != 0)
+		t_skip("needs root to take other user IDs");
 	a = b1_open();
 	b = b1_open();
 	h = b1_handle_to(b, 0x100, a);

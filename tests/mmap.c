@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * mmap of the receive pool (SEMANTICS.md 5.4): read-only only, the generic
+ * mmap of the receive pool (§5.4): read-only only, the generic
  * mmap rules for offset and access mode, ESHUTDOWN after disconnect, mappings
  * at offsets and beyond the pool, and mappings outliving the peer.
  */

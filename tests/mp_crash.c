@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Crashes (§8.5, §8.6, §3.8, §7.9; ARCHITECTURE decisions 4 and 5): a
+ * Crashes (§8.5, §8.6, §3.8, §7.9; docs/design.md, fixed decisions 4 and 5): a
  * process killed with SIGKILL — while idle, or at any point inside the shim
  * (mid-send, mid-multicast, mid-receive, mid-flush) — leaves a bus that
  * works: no wedged lock, every transaction delivered whole to all its
@@ -215,12 +215,14 @@ static void cr_owner_killed(const char *mode)
 TEST_TIMEOUT(cr_owner_killed_holders_in_poll, 30)
 {
 	cr_owner_killed("ioctl");
+	b1_check_domain();
 }
 
 /* §8.6, decision 5: same, but the holders go straight from fork() into poll, without any bus1 call */
 TEST_TIMEOUT(cr_owner_killed_forked_holders_no_call, 30)
 {
 	cr_owner_killed("noioctl");
+	b1_check_domain();
 }
 
 /* -------------------------------------------------- crash points in SEND */
@@ -314,6 +316,7 @@ static void cr_send_crash(const char *point)
 	pid = mp_spawn_crash(point, "cr_multicast", a[0], a[1], a[2], a[3], a[4], NULL);
 	ASSERT_OK(close(b.s));
 	mp_reap_killed(pid);
+	b1_check_fd(b.p);
 
 	for (int i = 0; i < 3; i++) {
 		struct bus1_cmd_recv r;
@@ -365,30 +368,35 @@ static void cr_send_crash(const char *point)
 TEST(cr_send_killed_mid_copy)
 {
 	cr_send_crash("send-copied:2");
+	b1_check_domain();
 }
 
 /* §2.8/§7.9: killed after the first of three entries was appended */
 TEST(cr_send_killed_mid_append)
 {
 	cr_send_crash("send-append");
+	b1_check_domain();
 }
 
 /* §2.8/§7.9: killed between the wake-ups of a committed multicast (after the lock is released) */
 TEST(cr_send_killed_mid_rings)
 {
 	cr_send_crash("ring:2");
+	b1_check_domain();
 }
 
 /* §2.8/§7.9: killed just before the commit point */
 TEST(cr_send_killed_before_commit)
 {
 	cr_send_crash("commit-before");
+	b1_check_domain();
 }
 
 /* §2.8/§7.9: killed just after the commit point */
 TEST(cr_send_killed_after_commit)
 {
 	cr_send_crash("commit-after");
+	b1_check_domain();
 }
 
 /* ------------------------------------------ crash points of the data path */
@@ -561,6 +569,7 @@ TEST(cr_recv_killed_after_install)
 	snprintf(a, sizeof(a), "%d", r);
 	pid = mp_spawn_crash("recv-installed", "cr_recv", a, NULL);
 	mp_reap_killed(pid);
+	b1_check_fd(s);
 
 	ASSERT_EQ(b1_recv(r, &m, 0), 0);
 	ASSERT_EQ(m.msg.type, BUS1_MSG_DATA);
@@ -583,6 +592,7 @@ TEST(cr_recv_killed_after_install)
 	ASSERT_EQ(b1_recv(own, &m, 0), -EAGAIN);
 	ASSERT_EQ(b1_transfer(r, 0x100, s, &id), 0);
 	cr_expect_pool_empty(s, id, r);
+	b1_check_domain();
 }
 
 /* SLICE_RELEASE of argv[1] on an inherited peer fd (the engine kills us inside). */
@@ -663,6 +673,7 @@ TEST(cr_flush_killed_half_way)
 	snprintf(a, sizeof(a), "%d", q);
 	pid = mp_spawn_crash("flush-dropped", "cr_flush", a, NULL);
 	mp_reap_killed(pid);
+	b1_check_fd(h);
 
 	destroyed = mp_poll_wait(h, POLLIN, 300) & POLLIN ? 1 : 0;
 	if (destroyed) {
@@ -691,6 +702,7 @@ TEST(cr_flush_killed_half_way)
 	/* §3.11: the flush dropped the owner's references: released */
 	ASSERT_EQ(b1_send_one(h, hq, "x", 1), -ESHUTDOWN);
 	ASSERT_EQ(b1_recv(q, &m, 0), -EAGAIN);
+	b1_check_domain();
 }
 
 /* -------------------------------------------------- crash in a pool sweep */
@@ -741,6 +753,7 @@ TEST(cr_pool_sweep_killed)
 	snprintf(a, sizeof(a), "%d", r);
 	pid = mp_spawn_crash("sweep-marked", "cr_release_range", a, "16", "24", NULL);
 	mp_reap_killed(pid);
+	b1_check_fd(s);
 
 	/* the release that triggered the sweep committed; the next did not run */
 	for (i = 16; i < 20; i++)
@@ -761,6 +774,7 @@ TEST(cr_pool_sweep_killed)
 		ASSERT_EQ(b1_slice_release(r, (uint64_t)i * CR_SLICE), 0);
 	ASSERT_EQ(b1_slice_release(r, (uint64_t)(CR_SLICES - 1) * CR_SLICE), 0);
 	cr_expect_pool_empty(s, id, r);
+	b1_check_domain();
 }
 
 /* -------------------------------------------------- lock waiters */
@@ -865,6 +879,7 @@ TEST_TIMEOUT(cr_lock_holder_killed_under_contention, 40)
 		ASSERT_EQ(b1_transfer(r, 0x100, s, &id), 0);
 		cr_expect_pool_empty(s, id, r);
 	}
+	b1_check_domain();
 }
 
 /* -------------------------------------------------- random kills */
@@ -1044,6 +1059,7 @@ TEST_TIMEOUT(cr_random_kill_stress, 60)
 			mp_reap_killed(pid[k]);
 			killed++;
 		}
+		b1_check_fd(p);
 		/* all of this round's senders are dead: this drain sees the rest */
 		for (int i = 0; i < 3; i++)
 			data += cr_drain(r[i], pool[i], i, seen, last);
@@ -1056,6 +1072,7 @@ TEST_TIMEOUT(cr_random_kill_stress, 60)
 		cr_expect_pool_empty(p, pid_[i], r[i]);
 	/* every dead sender was torn down: only our peers' files remain */
 	mp_expect_domain_files(before, CR_WAIT_MS);
+	b1_check_domain();
 }
 
 /* -------------------------------------------------- receiver killed */
@@ -1137,6 +1154,7 @@ TEST_TIMEOUT(cr_receiver_killed_mid_stream, 30)
 	}
 	ASSERT_OK(kill(pid, SIGKILL));
 	mp_reap_killed(pid);
+	b1_check_fd(s);
 	last = *lastp;
 	ASSERT_LT(last, N - 1);
 	next = -1;
@@ -1165,6 +1183,7 @@ TEST_TIMEOUT(cr_receiver_killed_mid_stream, 30)
 	ASSERT_EQ(b1_reset(r, BUS1_PEER_RESET_FLAG_FLUSH), 0);
 	ASSERT_EQ(b1_transfer(r, 0x100, s, &id), 0);
 	cr_expect_pool_empty(s, id, r);
+	b1_check_domain();
 }
 
 /* Exec'd entry: sends one message carrying a pipe fd from peer argv[0] to handle argv[1]. */
@@ -1212,11 +1231,13 @@ TEST(cr_send_fd_killed_after_vault_created)
 	mp_keep_fd(s);
 	snprintf(sfd, sizeof(sfd), "%d", s);
 	mp_reap_killed(mp_spawn_crash("commit-op:1", "cr_send_with_fd", sfd, mp_fmt(files, id), NULL));
+	b1_check_fd(r);
 	ASSERT_EQ(b1_recv(r, &m, 0), -EAGAIN);
 	mp_domain_files(files, sizeof(files), NULL);
 	ASSERT_TRUE(strstr(files, "vault.") != NULL);
 	/* the bus still carries fds to r */
 	cr_message_then_close(r, s, id);
+	b1_check_domain();
 }
 
 /* ------------------------------------------- files left by a killed process */
@@ -1230,7 +1251,7 @@ T_CHILD(cr_open)
 }
 
 /*
- * ARCHITECTURE decision 5: an opener killed after it made its peer's socket
+ * docs/design.md, fixed decision 5: an opener killed after it made its peer's socket
  * and pool file but before the peer's record existed leaves two files no
  * record names; the periodic scan of the processes that remain removes
  * them, and the bus goes on.
@@ -1248,6 +1269,7 @@ TEST(cr_open_killed_before_record)
 	s = b1_open();
 	ASSERT_EQ(b1_transfer(r, 0x100, s, &id), 0);
 	cr_message_then_close(r, s, id);
+	b1_check_domain();
 }
 
 /* Opens a peer and closes it (the engine kills us inside the close). */
@@ -1274,6 +1296,7 @@ TEST(cr_close_killed_before_files_removed)
 	mp_expect_domain_files(want, 3 * CR_WAIT_MS);
 	ASSERT_OK(close(r));
 	mp_expect_domain_files("segment\n", 0);
+	b1_check_domain();
 }
 
 /*
@@ -1298,6 +1321,7 @@ TEST(cr_recv_killed_before_vault_unlink)
 	mp_keep_fd(r);
 	snprintf(a, sizeof(a), "%d", r);
 	mp_reap_killed(mp_spawn_crash("post-unlink", "cr_recv", a, NULL));
+	b1_check_fd(r);
 	ASSERT_EQ(b1_recv(r, &m, 0), -EAGAIN);
 	/* a second generation comes and goes */
 	ASSERT_EQ(b1_send(s, 0, &id, 1, NULL, &v, 1, NULL, 0, p, 1), 0);
@@ -1312,4 +1336,5 @@ TEST(cr_recv_killed_before_vault_unlink)
 	ASSERT_OK(close(r));
 	ASSERT_OK(close(s));
 	mp_expect_domain_files("segment\n", 0);
+	b1_check_domain();
 }

@@ -464,7 +464,7 @@ TEST(receiver_disconnect_drops_fds)
 }
 
 /*
- * ARCHITECTURE decision 5, §8.6: a receiver process killed with messages
+ * docs/design.md, fixed decision 5, §8.6: a receiver process killed with messages
  * carrying fds queued: the files are released within a bounded time.
  */
 TEST(receiver_killed_drops_fds)

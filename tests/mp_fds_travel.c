@@ -42,7 +42,7 @@ static void expect_owner_gone(int b, uint64_t h)
 /*
  * The same when the last fd went away behind the C library's back (_exit,
  * execve closing it, a received fd the process never used): the shim tears
- * the peer down within a bounded time (ARCHITECTURE decision 5), so b first
+ * the peer down within a bounded time (docs/design.md, fixed decision 5), so b first
  * waits for the NODE_DESTROY; a SEND made before it may still succeed (the
  * message is dropped with the peer's queue).
  */
@@ -488,7 +488,7 @@ TEST(last_close_by_child_exit)
  * its handle then succeeds with dst_handle = BUS1_HANDLE_INVALID and SEND
  * fails with ESHUTDOWN. The module disconnects synchronously on the last
  * close; the shim cannot see a process exit, and tears such a peer down
- * within a bounded time (ARCHITECTURE decision 5), so the case first waits
+ * within a bounded time (docs/design.md, fixed decision 5), so the case first waits
  * for the notification.
  */
 TEST(transfer_after_owner_exit_is_invalid)
@@ -523,7 +523,7 @@ TEST(transfer_after_owner_exit_is_invalid)
 /*
  * §8.5, §8.6: the owner's process exits holding the last fd while messages
  * are still queued to it (so no SEND needs to wake it); the holder is told
- * within a bounded time (ARCHITECTURE decision 5), and SEND then fails.
+ * within a bounded time (docs/design.md, fixed decision 5), and SEND then fails.
  */
 TEST(owner_exit_with_queued_messages)
 {

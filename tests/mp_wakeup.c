@@ -388,7 +388,7 @@ TEST(epoll_lt_reports_until_drained)
 }
 
 /*
- * ARCHITECTURE decision 5, §8.6: a holder blocked in poll learns within a
+ * docs/design.md, fixed decision 5, §8.6: a holder blocked in poll learns within a
  * bounded time that the owner's process was killed: NODE_DESTROY arrives.
  */
 TEST(poll_wakes_when_owner_killed)

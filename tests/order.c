@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Global ordering as seen from one process (SEMANTICS.md 7, 3.7, 3.8):
+ * Global ordering as seen from one process (§7, §3.7, §3.8):
  * FIFO per queue, identical relative order of multicasts on every common
  * receiver (also with concurrent senders), messages versus NODE_DESTROY,
  * NODE_RELEASE production, withholding and withdrawal, and reset (7.8).

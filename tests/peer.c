@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Peer commands: PEER_DISCONNECT (SEMANTICS.md 2.1), PEER_QUERY (2.2),
+ * Peer commands: PEER_DISCONNECT (§2.1), PEER_QUERY (2.2),
  * PEER_RESET (2.3) with its validation order, limit changes and FLUSH, the
  * man-page 48-byte variants (1.6), and the effects of disconnect and close on
  * the rest of the bus (8.3-8.6).

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Readiness of a peer fd (SEMANTICS.md 8.2): POLLOUT always while connected,
+ * Readiness of a peer fd (§8.2): POLLOUT always while connected,
  * POLLIN iff something is queued, POLLHUP alone once disconnected, through
  * poll, ppoll, select and epoll, including wake-ups of blocked waiters.
  */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The receive pool (SEMANTICS.md 5.1-5.3, 5.5): offsets, best-fit
+ * The receive pool (§5.1-§5.3, §5.5): offsets, best-fit
  * allocation with lowest-offset tie-break and merging of free neighbours,
  * the slice life cycle (referenced/published), SLICE_RELEASE (2.7), and
  * the pool after a flushing reset or a disconnect; EXFULL of a full pool.

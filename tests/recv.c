@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * RECV (SEMANTICS.md 2.9): validation in order, what is reported for data
+ * RECV (§2.9): validation in order, what is reported for data
  * messages and notifications, PEEK, max_offset/ERANGE (4.3), EAGAIN, and
  * that a failing RECV leaves the message queued and writes nothing back.
  */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Seed messages (SEMANTICS.md 4.9, A.1, 2.8 step 8, 2.9 step 4, 2.3):
+ * Seed messages (§4.9, A.1, §2.8 step 8, §2.9 step 4, §2.3):
  * SEND with SEED replaces the caller's single seed, RECV with SEED returns
  * it like a DATA message (consumed unless PEEK), FLUSH_SEED drops it and a
  * FLUSH without FLUSH_SEED spares it and the nodes it references. The RFC v1

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * SEND (SEMANTICS.md 2.8): every validation step in its order with its
+ * SEND (§2.8): every validation step in its order with its
  * errno, unicast and atomic multicast, the kinds of destination, and the
  * guarantee that a failed SEND leaves nothing behind (no message queued
  * anywhere, no slice consumed, no provisional node, no quota charged).

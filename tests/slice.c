@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * SLICE_RELEASE (SEMANTICS.md 2.7) and the slice life cycle it controls
+ * SLICE_RELEASE (§2.7) and the slice life cycle it controls
  * (5.2, 5.3): only the exact start of a published slice is accepted; PEEKed
  * slices stay allocated until their message is dequeued; freed space is
  * reused and the slice quota refunded.

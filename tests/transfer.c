@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * HANDLE_TRANSFER (SEMANTICS.md 2.5): validation order, destination fd
+ * HANDLE_TRANSFER (§2.5): validation order, destination fd
  * decoding, on-demand node creation (3.4), coalescing (3.6), destroyed and
  * released nodes (3.10), quota (6.2) and the write-back.
  */

@@ -1,12 +1,11 @@
-//! Configuration from the environment (ARCHITECTURE.md decision 7):
-//! `BUS1_DEVICE`, `BUS1_DOMAIN`, `BUS1_ABI`, `BUS1_TRACE`. Device, domain
-//! and ABI are read at every open, so a program (or a test) may change
-//! them at run time.
+//! Configuration from the environment: `BUS1_DEVICE`, `BUS1_DOMAIN` and
+//! `BUS1_ABI` (`BUS1_TRACE` is read by `trace`). Device, domain and ABI
+//! are read at every open, so a program (or a test) may change them at
+//! run time.
 
 use shm_core::{sys, AbiMode};
 use std::ffi::CStr;
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 /// Calls `f` with the device path to intercept, as a C string and without
 /// copying or allocating (every open() of the process asks).
@@ -19,20 +18,11 @@ pub fn with_device<R>(f: impl FnOnce(&CStr) -> R) -> R {
 
 /// The domain directory for new peers.
 pub fn domain() -> PathBuf {
-    match std::env::var_os("BUS1_DOMAIN") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => shm_core::default_dir(),
-    }
+    shm_core::configured_dir()
 }
 
 /// How the ABI of a new peer is chosen: `BUS1_ABI=v1` or `final` fix it,
 /// anything else lets its first calls tell.
 pub fn abi_mode() -> AbiMode {
     sys::with_env(c"BUS1_ABI", |v| AbiMode::parse(v.map(CStr::to_bytes)))
-}
-
-/// Whether each decoded ioctl is logged to stderr.
-pub fn trace() -> bool {
-    static T: OnceLock<bool> = OnceLock::new();
-    *T.get_or_init(|| std::env::var_os("BUS1_TRACE").is_some_and(|v| v != "0" && !v.is_empty()))
 }

@@ -148,14 +148,15 @@ fn table() -> &'static LocalMutex<Vec<Option<Arc<FdInfo>>>> {
     let t = T.get_or_init(|| LocalMutex::new(Vec::new()));
     static FORK: Once = Once::new();
     FORK.call_once(|| {
+        // Called by the C library: nothing may unwind out of them.
         extern "C" fn prepare() {
-            table().raw_lock();
+            shm_core::contain_callback(|| table().raw_lock());
         }
         extern "C" fn parent() {
-            table().raw_unlock();
+            shm_core::contain_callback(|| table().raw_unlock());
         }
         extern "C" fn child() {
-            table().reinit_in_child();
+            shm_core::contain_callback(|| table().reinit_in_child());
         }
         shm_core::sys::atfork(prepare, parent, child);
     });

@@ -6,9 +6,11 @@
 //! out with fault-safe copies (`uaccess`), keeps track of which
 //! descriptors are peers (`fdtable`) and which epoll sets hold them
 //! (`epolls`), shows peer fds in `/proc` as the module's files (`procfs`),
-//! maps results to errno (`dispatch`) and drives the waits of `poll`,
-//! `select` and `epoll` over peers (`wait`). All bus semantics live in
-//! `shm-core`.
+//! maps results to errno (`dispatch`), drives the waits of `poll`,
+//! `select` and `epoll` over peers (`wait`) and, with `BUS1_TRACE`, logs
+//! every call it answers (`trace`). All bus semantics live in `shm-core`.
+//! Section numbers in comments (2.0, §1.1) are those of
+//! `docs/reference.md`.
 
 #[macro_use]
 mod real;
@@ -19,5 +21,6 @@ mod epolls;
 mod fdtable;
 mod interpose;
 mod procfs;
+mod trace;
 mod uaccess;
 mod wait;

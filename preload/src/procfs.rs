@@ -1,5 +1,5 @@
 //! What `/proc` shows about this process's peer fds, as for the module's
-//! file (SEMANTICS.md 1.1): `/proc/self/fd/N` links to the device path, and
+//! file (docs/reference.md §1.1): `/proc/self/fd/N` links to the device path, and
 //! `/proc/self/fdinfo/N` reads like the module's, ending in its
 //! `bus1-peer:` line. Only this process's own entries are recognised; the
 //! fd tables of other processes are not ours to see.

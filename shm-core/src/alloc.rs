@@ -17,7 +17,22 @@ fn class_of(size: u64) -> (usize, u64) {
     ((shift - MIN_SHIFT) as usize, 1u64 << shift)
 }
 
+/// The size of the block that holds `size` bytes (u64::MAX for a size no
+/// block can hold: a count read from a damaged segment).
+pub(crate) fn block_size(size: u64) -> u64 {
+    if size > SEG_SIZE {
+        return u64::MAX;
+    }
+    class_of(size).1
+}
+
+/// Size of the blocks on free list `class`.
+pub(crate) fn class_size(class: usize) -> u64 {
+    1u64 << (class as u32 + MIN_SHIFT)
+}
+
 /// Allocates a zeroed block of at least `size` bytes.
+#[inline]
 pub fn alloc(tx: &Txn, size: u64) -> Result<u64> {
     tx.log_ok()?;
     let (class, bsize) = class_of(size);
@@ -63,6 +78,7 @@ pub fn free(tx: &Txn, off: u64, size: u64) {
 }
 
 /// Returns a block to its free list (called by the commit).
+#[inline]
 pub(crate) fn free_now(tx: &Txn, off: u64, size: u64) {
     let (class, bsize) = class_of(size);
     let hdr = tx.hdr();
@@ -196,7 +212,7 @@ pub fn check_free_lists(tx: &Txn) -> core::result::Result<(), String> {
     let hdr = tx.hdr();
     let top = hdr.heap_top.get();
     for class in 0..NCLASSES {
-        let bsize = 1u64 << (class as u32 + MIN_SHIFT);
+        let bsize = class_size(class);
         let mut b = hdr.free_heads[class].get();
         let mut n = 0u64;
         while b != 0 {

@@ -1,4 +1,4 @@
-//! The credentials stamped on messages (SEMANTICS.md 4.6): real uid/gid,
+//! The credentials stamped on messages (docs/reference.md §4.6): real uid/gid,
 //! process and thread ID of the task calling SEND, translated into the
 //! receiver's namespaces.
 //!

@@ -43,6 +43,8 @@ pub struct Domain {
     pub(crate) local: LocalMutex<Local>,
     /// Device and inode of the memory directory.
     dev_ino: (u64, u64),
+    /// This process has said that the domain is damaged (`fault`).
+    pub(crate) damage_reported: std::sync::atomic::AtomicBool,
     /// Undo log entries known to be backed by memory (this process's
     /// knowledge; see [`Domain::back_log`]).
     log_backed: AtomicU64,
@@ -138,6 +140,15 @@ pub fn default_dir() -> PathBuf {
         PathBuf::from(format!("/dev/shm/bus1-{uid}"))
     } else {
         PathBuf::from(format!("/tmp/bus1-{uid}"))
+    }
+}
+
+/// The domain directory the environment names: `BUS1_DOMAIN` if set and
+/// not empty, else [`default_dir`].
+pub fn configured_dir() -> PathBuf {
+    match std::env::var_os("BUS1_DOMAIN") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => default_dir(),
     }
 }
 
@@ -279,6 +290,20 @@ impl Domain {
     /// file another user could control refuses the domain with EPERM.
     /// Attaching the same domain twice returns the same mapping.
     pub fn attach(dir: &Path) -> Result<Arc<Domain>> {
+        Self::attach_dir(dir, false)
+    }
+
+    /// Maps the domain in `dir` for a tool, creating and changing nothing:
+    /// ENOENT if there is no domain there, ENODEV if its segment is not
+    /// initialised or has another layout version; the directories are
+    /// checked as for [`Domain::attach`]. No watcher thread is started, and
+    /// the tool does not count as a user of the domain (see `memory`).
+    pub fn open_existing(dir: &Path) -> Result<Arc<Domain>> {
+        Self::attach_dir(dir, true)
+    }
+
+    /// [`Domain::attach`], or with `inspect` [`Domain::open_existing`].
+    fn attach_dir(dir: &Path, inspect: bool) -> Result<Arc<Domain>> {
         trust::clear_refusal();
         let dir_bytes = absolute(dir)?;
         // Whoever names the default directory gets its rules.
@@ -288,13 +313,22 @@ impl Domain {
         if let Some(d) = list.iter().find(|d| d.dir == dir_bytes) {
             return Ok(d.clone());
         }
-        let od = trust::open_domain_dir(&dir_bytes, strict)?;
-        let r = Self::attach_with(&mut list, &dir_bytes, od.access, Create::IfMissing, &|| {
-            memory::locate(od.fd, &dir_bytes, od.access)
+        let create = if inspect { Create::No } else { Create::IfMissing };
+        let od = trust::open_domain_dir(&dir_bytes, strict, create)?;
+        let r = Self::attach_with(&mut list, &dir_bytes, od.access, create, inspect, &|| {
+            if inspect {
+                memory::locate_existing(od.fd, &dir_bytes, od.access)
+            } else {
+                memory::locate(od.fd, &dir_bytes, od.access)
+            }
         });
         sys::close(od.fd);
         drop(list);
-        Self::attached_now(r)
+        if inspect {
+            r.map(|(d, _)| d)
+        } else {
+            Self::attached_now(r)
+        }
     }
 
     /// Maps the existing domain whose memory directory is `mem_dir` (as a
@@ -319,7 +353,7 @@ impl Domain {
                     trust::check_domain_dir(fd, &st, mem_dir, !strict)?
                 }
             };
-            Self::attach_with(&mut list, mem_dir, access, Create::No, &|| {
+            Self::attach_with(&mut list, mem_dir, access, Create::No, false, &|| {
                 Ok(MemDir { fd: sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0)? as i32, path: mem_dir.to_vec(), own: own.is_some() })
             })
         })();
@@ -345,7 +379,15 @@ impl Domain {
     /// Maps the domain whose memory directory `locate` opens, unless it is
     /// attached already. Retries when the memory was removed meanwhile by
     /// a process that found it unused.
-    fn attach_with(list: &mut Vec<Arc<Domain>>, dir: &[u8], access: Access, create: Create, locate: &dyn Fn() -> Result<MemDir>) -> Result<(Arc<Domain>, bool)> {
+    /// `inspect`: for a tool (see [`Domain::open_existing`]).
+    fn attach_with(
+        list: &mut Vec<Arc<Domain>>,
+        dir: &[u8],
+        access: Access,
+        create: Create,
+        inspect: bool,
+        locate: &dyn Fn() -> Result<MemDir>,
+    ) -> Result<(Arc<Domain>, bool)> {
         for _ in 0..16 {
             let mem = match locate() {
                 Err(Errno::ESTALE) => continue,
@@ -363,7 +405,7 @@ impl Domain {
                 sys::close(mem.fd);
                 return Ok((d.clone(), false));
             }
-            match Self::map(dir, mem, dev_ino, access, create) {
+            match Self::map(dir, mem, dev_ino, access, create, inspect) {
                 Err(Errno::ESTALE) => continue,
                 r => {
                     let d = Arc::new(r?);
@@ -397,8 +439,10 @@ impl Domain {
     }
 
     /// Maps the segment in `mem` (whose descriptor it takes over). ESTALE:
-    /// the memory was removed meanwhile; locate it again.
-    fn map(dir: &[u8], mem: MemDir, dev_ino: (u64, u64), access: Access, create: Create) -> Result<Domain> {
+    /// the memory was removed meanwhile; locate it again. `inspect`: for a
+    /// tool, which initialises nothing (a segment that is not a domain of
+    /// this version is ENODEV) and does not count as a user.
+    fn map(dir: &[u8], mem: MemDir, dev_ino: (u64, u64), access: Access, create: Create, inspect: bool) -> Result<Domain> {
         // Before anything is made: a links directory that cannot be used
         // refuses the domain. (The link is renewed under the attach lock
         // below, where no process that removes the memory can interfere.)
@@ -423,6 +467,9 @@ impl Domain {
             let sock_dir = crate::sockdir::socket_dir(&mem.path, dev_ino)?;
             let st = sys::fstat(fd)?;
             if (st.st_size as u64) < SEG_SIZE {
+                if inspect {
+                    return Err(Errno::ENODEV);
+                }
                 sys::ftruncate(fd, SEG_SIZE)?;
             }
             // The header and the start of the undo log are written without
@@ -448,9 +495,13 @@ impl Domain {
                     owed_seen: Vec::new(),
                 }),
                 dev_ino,
+                damage_reported: std::sync::atomic::AtomicBool::new(false),
                 log_backed: AtomicU64::new(HEAD_RESERVED[1].1 / LOG_ENTRY),
             };
             let hdr: &Header = d.seg.at0();
+            if inspect && (hdr.magic.load() != MAGIC || hdr.version.get() != VERSION) {
+                return Err(Errno::ENODEV);
+            }
             if hdr.magic.load() != MAGIC {
                 // A new segment. Files of peers of an earlier one (whose
                 // segment was removed) would collide with the new serials.
@@ -464,11 +515,19 @@ impl Domain {
                 }
                 d.clear_stale(fd)?;
                 d.initialise()?;
+            } else if hdr.damaged.load() != 0 && !stale_domain_in_use(mem_fd, &d.sock_dir, fd) {
+                // Found damaged (see `fault`) and left by everyone who used
+                // it: start afresh. While it is in use, its calls are
+                // refused with ENOTRECOVERABLE.
+                d.clear_stale(fd)?;
+                d.initialise()?;
             }
             // This process now uses the domain (see `memory`); the lock
             // cannot conflict, since only a holder of the attach lock
             // write-locks this byte.
-            sys::byte_lock(fd, USER_BYTE, ByteLock::Read, false)?;
+            if !inspect {
+                sys::byte_lock(fd, USER_BYTE, ByteLock::Read, false)?;
+            }
             {
                 let mut l = d.local.lock();
                 l.mem_fd = internal_fd(mem_fd);
@@ -678,6 +737,11 @@ impl Domain {
     /// The address of `serial`'s socket (named through `sock_dir`).
     pub(crate) fn peer_path(&self, serial: u64) -> Vec<u8> {
         entry_path(&self.sock_dir, &Self::peer_name(serial))
+    }
+
+    /// The path of `serial`'s pool file.
+    pub(crate) fn pool_path(&self, serial: u64) -> Vec<u8> {
+        entry_path(&self.mem_dir, &Self::pool_name(serial))
     }
 
     /// The name of the wake socket `id`.
@@ -996,6 +1060,20 @@ fn internal_fd(fd: i32) -> i32 {
     };
     remember_internal(fd);
     fd
+}
+
+/// Takes `fd` (opened by the caller for its own long-lived use, such as a
+/// trace file) into the engine's internal descriptors: moved to a high
+/// number and shielded from the application's close/dup2 like the
+/// engine's own. Returns the descriptor to use from then on.
+pub fn adopt_internal_fd(fd: i32) -> i32 {
+    internal_fd(fd)
+}
+
+/// Closes a descriptor taken with [`adopt_internal_fd`].
+pub fn release_internal_fd(fd: i32) {
+    forget_internal(fd);
+    sys::close(fd);
 }
 
 /// Moves an internal descriptor out of the way of `fd` (the application

@@ -28,7 +28,7 @@ pub fn without(state: u32, remove: u32) -> u32 {
 /// rest of its handle charge; once it leaves the queue or stops being a
 /// seed, its fd carrier (removed from the vault after commit through `fd`,
 /// the peer's own socket, when there is one and the caller has not taken
-/// the carrier already: then it passes -1); once it is gone, its nonce.
+/// the carrier already: then it passes -1) and its nonce.
 pub fn release(tx: &Txn, peer: P<PeerRec>, fd: i32, e: P<Msg>, remove: u32) {
     tx.hold(peer);
     let r = tx.rec(e);
@@ -48,12 +48,15 @@ pub fn release(tx: &Txn, peer: P<PeerRec>, fd: i32, e: P<Msg>, remove: u32) {
             quota::refund(tx, peer, RES_HANDLES, rem);
             tx.set(&r.charged[RES_HANDLES], 0);
         }
-        if r.kind.get() == ENTRY_DATA && r.n_fds.get() > 0 && fd >= 0 {
-            tx.push_post(Op::DropCarrier { peer, fd, nonce: r.nonce.get() });
+        if r.kind.get() == ENTRY_DATA && r.n_fds.get() > 0 {
+            if fd >= 0 {
+                tx.push_post(Op::DropCarrier { peer, fd, nonce: r.nonce.get() });
+            }
+            // The nonce names the message only while its carrier may be
+            // wanted: a section that frees the record later (a slice
+            // release) cannot reach the domain's table.
+            table::remove(tx, TAG_NONCE, 0, r.nonce.get());
         }
-    }
-    if new == 0 && r.kind.get() == ENTRY_DATA && r.n_fds.get() > 0 {
-        table::remove(tx, TAG_NONCE, 0, r.nonce.get());
     }
     message::set_state(tx, peer, e, new);
     if old & MS_REFS != 0 && new & MS_REFS == 0 {

@@ -36,6 +36,7 @@ errnos! {
     EPERM = libc::EPERM,
     ENOENT = libc::ENOENT,
     EINTR = libc::EINTR,
+    EIO = libc::EIO,
     ENXIO = libc::ENXIO,
     EBADF = libc::EBADF,
     EAGAIN = libc::EAGAIN,

@@ -7,24 +7,33 @@
 //! of its own on each domain's memory (`memory`). The domain lock is shared
 //! memory and needs nothing: whoever holds it releases it as usual.
 
+use crate::fault::contain_callback;
 use std::sync::Once;
 
+// Called by the C library: nothing may unwind out of them (see `fault`).
+
 extern "C" fn prepare() {
-    crate::domain::lock_all_local();
-    crate::ownmem::lock_for_fork();
+    contain_callback(|| {
+        crate::domain::lock_all_local();
+        crate::ownmem::lock_for_fork();
+    });
 }
 
 extern "C" fn parent() {
-    crate::ownmem::unlock_after_fork(false);
-    crate::domain::unlock_all_local(false);
+    contain_callback(|| {
+        crate::ownmem::unlock_after_fork(false);
+        crate::domain::unlock_all_local(false);
+    });
 }
 
 extern "C" fn child() {
-    crate::ownmem::unlock_after_fork(true);
-    crate::domain::unlock_all_local(true);
-    crate::domain::own_claims_after_fork();
-    crate::creds::after_fork();
-    crate::reaper::after_fork();
+    contain_callback(|| {
+        crate::ownmem::unlock_after_fork(true);
+        crate::domain::unlock_all_local(true);
+        crate::domain::own_claims_after_fork();
+        crate::creds::after_fork();
+        crate::reaper::after_fork();
+    });
 }
 
 /// Registers the handlers once per process.

@@ -66,7 +66,7 @@ pub const RES_BYTES: usize = 2;
 pub const RES_FDS: usize = 3;
 pub const NRES: usize = 4;
 
-/// The module's default limits.
+/// Module defaults (docs/reference.md §6.1).
 pub const DEFAULT_MAX: [i64; NRES] = [16384, 65536, 16 << 20, 4096];
 
 /// Pool geometry: a pool file is 2^29 bytes (512 MiB), of which 2^29 - 1
@@ -99,10 +99,6 @@ pub struct Header {
     /// Recoveries begun and not finished: a recoverer that died (killed,
     /// or aborted by a panic) leaves this raised for the next one.
     pub recovering: Atomic64,
-    /// Non-zero once the domain is quarantined: a recovery failed
-    /// [`RECOVERY_ATTEMPTS`] times, so its state cannot be trusted and every
-    /// later call fails instead of retrying it forever.
-    pub damaged: Atomic64,
     /// Set when a dead lock holder was met: its transaction slot may hold
     /// prepared records too, which the next data-path call of any process
     /// recovers (`slot::reap_if_death_seen`).
@@ -160,7 +156,18 @@ pub struct Header {
     pub regs_used: [Cell<u64>; (MAX_REGS / 64) as usize],
     /// Chunks of the wake-up tables backed by file space, one bit each.
     pub wake_reserved: [Cell<u64>; ((HEAP_OFF - WAKE_OFF) / WAKE_CHUNK).div_ceil(64) as usize],
+    /// Nonzero once the bus found the segment inconsistent, or a recovery
+    /// failed [`RECOVERY_ATTEMPTS`] times (its state cannot be trusted):
+    /// the pid of the process that found it. Every later lock is refused
+    /// (`fault`). Set without the undo log, so that no rollback takes it
+    /// back.
+    pub damaged: Atomic64,
+    /// What was found, as UTF-8 text padded with NULs.
+    pub damage_note: [Atomic64; DAMAGE_NOTE_WORDS],
 }
+
+/// Words of [`Header::damage_note`].
+pub const DAMAGE_NOTE_WORDS: usize = 24;
 
 /// Per-UID accounting. Owned by `quota`. `uid`, `refs` and `max` are
 /// object state; `claimed` is updated with atomics by the peers of the
@@ -344,8 +351,8 @@ pub struct Node {
     pub destroyed: Cell<u32>,
     pub released: Cell<u32>,
     pub destroy_stamp: Cell<u64>,
-    /// User references except the owner's pin, plus one per payload entry
-    /// of a queued message carrying the node.
+    /// docs/reference.md §3.2: user references except the owner's pin, plus
+    /// one per payload entry of a queued message carrying the node.
     pub strong: Cell<u64>,
     /// The pending NODE_RELEASE entry, if any.
     pub release_entry: Cell<P<Msg>>,
@@ -374,7 +381,7 @@ pub struct Handle {
     pub gen: Cell<u64>,
     pub user_refs: Cell<u64>,
     /// Payload entries of staged/queued messages to the holder that carry
-    /// this handle ("attached").
+    /// this handle (docs/reference.md §3.2 "attached").
     pub inflight: Cell<u64>,
     /// Records of the holder that point at this handle (payload slot, DATA
     /// destination, NODE_DESTROY subject).

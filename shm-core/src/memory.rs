@@ -98,14 +98,28 @@ fn parent_name(access: Access) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Opens (making it if needed) the directory that memory directories for
-/// `access` live in, if there is a memory file system to put it on.
-fn open_parent(access: Access) -> Result<Option<(i32, Vec<u8>)>> {
+/// Opens (making it if needed, unless `make` is false) the directory that
+/// memory directories for `access` live in, if there is a memory file
+/// system to put it on.
+fn open_parent(access: Access, make: bool) -> Result<Option<(i32, Vec<u8>)>> {
     let Some((base, base_path)) = memory_base(access) else { return Ok(None) };
     let name = parent_name(access);
-    let r = trust::open_bus_dir(base, &base_path, &name, access);
+    let r = if make { trust::open_bus_dir(base, &base_path, &name, access) } else { open_existing_bus_dir(base, &base_path, &name, access) };
     sys::close(base);
     Ok(Some((r?, join(&base_path, &name))))
+}
+
+/// Opens the existing directory `name` of `parent` and checks it as
+/// [`trust::open_bus_dir`] would (ENOENT if it is missing).
+fn open_existing_bus_dir(parent: i32, parent_path: &[u8], name: &[u8], access: Access) -> Result<i32> {
+    let fd = sys::openat(parent, &cstr(name)?, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)?;
+    match sys::fstat(fd).and_then(|st| trust::check_bus_dir(&st, access, &join(parent_path, name))) {
+        Ok(()) => Ok(fd),
+        Err(e) => {
+            sys::close(fd);
+            Err(e)
+        }
+    }
 }
 
 /// Locates the memory directory of the domain directory `dom_fd` (named
@@ -115,9 +129,9 @@ pub(crate) fn locate(dom_fd: i32, dom_path: &[u8], access: Access) -> Result<Mem
     if is_memory_fs(dom_fd) {
         return in_place();
     }
-    let Some((parent, parent_path)) = open_parent(access)? else { return in_place() };
+    let Some((parent, parent_path)) = open_parent(access, true)? else { return in_place() };
     let r = (|| {
-        let token = memory_token(dom_fd, dom_path, &parent_path, access)?;
+        let token = memory_token(dom_fd, dom_path, &parent_path, access, true)?;
         let fd = trust::open_bus_dir(parent, &parent_path, &token, access)?;
         Ok(MemDir { fd, path: join(&parent_path, &token), own: true })
     })();
@@ -131,9 +145,28 @@ pub(crate) fn locate(dom_fd: i32, dom_path: &[u8], access: Access) -> Result<Mem
     r
 }
 
+/// Locates the memory directory of an existing domain, as [`locate`] does
+/// but making nothing: ENOENT if the domain has none.
+pub(crate) fn locate_existing(dom_fd: i32, dom_path: &[u8], access: Access) -> Result<MemDir> {
+    if is_memory_fs(dom_fd) {
+        return Ok(MemDir { fd: dup(dom_fd)?, path: dom_path.to_vec(), own: false });
+    }
+    let Some((parent, parent_path)) = open_parent(access, false)? else {
+        // Without a memory file system, the memory stays in place.
+        return Ok(MemDir { fd: dup(dom_fd)?, path: dom_path.to_vec(), own: false });
+    };
+    let r = memory_token(dom_fd, dom_path, &parent_path, access, false).and_then(|token| {
+        let fd = open_existing_bus_dir(parent, &parent_path, &token, access)?;
+        Ok(MemDir { fd, path: join(&parent_path, &token), own: true })
+    });
+    sys::close(parent);
+    r
+}
+
 /// The token the `memory` link of the domain directory names (making the
-/// link with a new random token if there is none).
-fn memory_token(dom_fd: i32, dom_path: &[u8], parent_path: &[u8], access: Access) -> Result<Vec<u8>> {
+/// link with a new random token if there is none and `make` is true; else
+/// ENOENT).
+fn memory_token(dom_fd: i32, dom_path: &[u8], parent_path: &[u8], access: Access, make: bool) -> Result<Vec<u8>> {
     let link_path = join(dom_path, b"memory");
     for _ in 0..4 {
         match sys::readlinkat(dom_fd, c"memory") {
@@ -151,6 +184,7 @@ fn memory_token(dom_fd: i32, dom_path: &[u8], parent_path: &[u8], access: Access
                     )),
                 };
             }
+            Err(Errno::ENOENT) if !make => return Err(Errno::ENOENT),
             Err(Errno::ENOENT) => {
                 let token = format!("{:016x}{:08x}", sys::getrandom_u64(), sys::getrandom_u64() as u32).into_bytes();
                 match sys::symlinkat(&cstr(&join(parent_path, &token))?, dom_fd, c"memory") {

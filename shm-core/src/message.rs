@@ -23,11 +23,15 @@ use crate::store::Store;
 /// The payload handle slots of a message.
 pub fn handle_slots<S: Store>(s: &S, e: P<Msg>) -> &[Cell<u64>] {
     let r = s.rec(e);
-    let n = r.n_handles.get() as usize;
+    let n = r.n_handles.get();
     if n == 0 {
         return &[];
     }
-    s.dom().seg.cells(r.handles.get(), n)
+    // Each entry was charged to its receiver's handle quota, which no
+    // user can raise: more is a damaged count, not a message to allocate
+    // for.
+    assert!(n <= DEFAULT_MAX[RES_HANDLES] as u64, "message {e:?} claims {n} handles");
+    s.dom().seg.cells(r.handles.get(), n as usize)
 }
 
 /// The amounts a message counts in its sender's fair share.

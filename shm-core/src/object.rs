@@ -1,4 +1,4 @@
-//! Nodes and handles (the specification's section 3): on-demand node
+//! Nodes and handles (docs/reference.md §3): on-demand node
 //! creation, handle IDs, coalescing, user references with the owner pin,
 //! the strong count and its release notifications, and destruction
 //! transactions. All of it runs under the domain lock, holding the lock of
@@ -121,11 +121,15 @@ pub fn is_owner_handle(tx: &Txn, h: P<Handle>) -> bool {
     tx.rec(node_of(tx, h)).owner_handle.get() == h
 }
 
-/// The handle's ID, assigning a kernel ID (3.3) if it has none.
-pub fn ensure_id(tx: &Txn, h: P<Handle>) -> Result<u64> {
+/// The handle's ID, assigning a kernel ID (3.3) if it has none. The ID
+/// belongs to the handle from now on (a RECV that fails after assigning it
+/// reports the same ID when retried), but it enters the holder's ID table
+/// only with the handle's first user reference ([`ref_add`]): an ID
+/// nobody was told about must not outlive its handle in the table.
+pub fn ensure_id(tx: &Txn, h: P<Handle>) -> u64 {
     let hr = tx.rec(h);
     if hr.has_id.get() == 1 {
-        return Ok(hr.id.get());
+        return hr.id.get();
     }
     let holder = hr.holder.get();
     tx.hold(holder);
@@ -138,12 +142,7 @@ pub fn ensure_id(tx: &Txn, h: P<Handle>) -> Result<u64> {
     }
     tx.set(&hr.id, id);
     tx.set(&hr.has_id, 1);
-    // The ID is usable in calls only while the handle has user references
-    // (it enters the table with the first one, in `ref_add`).
-    if hr.user_refs.get() > 0 {
-        table::id_insert(tx, holder, id, h)?;
-    }
-    Ok(id)
+    id
 }
 
 fn strong_inc(tx: &Txn, node: P<Node>) {
@@ -163,20 +162,24 @@ fn strong_dec(tx: &Txn, node: P<Node>) {
     }
 }
 
-/// +1 user reference (3.5). The caller charges the quota.
-pub fn ref_add(tx: &Txn, h: P<Handle>) {
+/// +1 user reference (3.5). The caller charges the quota and has given the
+/// handle its ID ([`ensure_id`]); the first reference enters the ID into the
+/// holder's table, as [`ref_drop`] of the last one removes it.
+pub fn ref_add(tx: &Txn, h: P<Handle>) -> Result<()> {
     let hr = tx.rec(h);
     tx.hold(hr.holder.get());
     let node = hr.node.get();
     let was = hr.user_refs.get();
-    tx.set(&hr.user_refs, was + 1);
-    if was == 0 && hr.has_id.get() == 1 && table::id_insert(tx, hr.holder.get(), hr.id.get(), h).is_err() {
-        tx.push_op(crate::doorbell::Op::Fail(Errno::ENOMEM));
+    if was == 0 {
+        assert!(hr.has_id.get() == 1, "user reference on handle {h:?} without an ID");
+        table::id_insert(tx, hr.holder.get(), hr.id.get(), h)?;
     }
+    tx.set(&hr.user_refs, was + 1);
     // The owner's last reference is the non-strong pin.
     if !(is_owner_handle(tx, h) && was == 0) {
         strong_inc(tx, node);
     }
+    Ok(())
 }
 
 /// −1 user reference, refunding its handle quota.
@@ -532,27 +535,12 @@ fn withdraw_release(tx: &Txn, node: P<Node>) {
 
 /// Live (not destroyed) nodes owned by `peer`.
 pub fn live_nodes(tx: &Txn, peer: P<PeerRec>) -> Vec<P<Node>> {
-    let mut v = Vec::new();
-    let mut n = tx.rec(peer).nodes.get();
-    while !n.is_null() {
-        let nr = tx.rec(n);
-        if nr.destroyed.get() == 0 {
-            v.push(n);
-        }
-        n = nr.owner_next.get();
-    }
-    v
+    tx.walk(tx.rec(peer).nodes.get(), |n| n.owner_next.get()).filter(|&n| tx.rec(n).destroyed.get() == 0).collect()
 }
 
 /// Handles held by `peer`.
 pub fn held_handles(tx: &Txn, peer: P<PeerRec>) -> Vec<P<Handle>> {
-    let mut v = Vec::new();
-    let mut h = tx.rec(peer).handles.get();
-    while !h.is_null() {
-        v.push(h);
-        h = tx.rec(h).holder_next.get();
-    }
-    v
+    tx.walk(tx.rec(peer).handles.get(), |h| h.holder_next.get()).collect()
 }
 
 /// One destruction transaction (3.8) for `nodes` of `owner`. With
@@ -569,9 +557,8 @@ pub fn destroy_nodes(tx: &Txn, owner: P<PeerRec>, nodes: &[P<Node>], owner_entri
     }
     for &n in nodes {
         let oh = tx.rec(n).owner_handle.get();
-        let mut h = tx.rec(n).handles.get();
         let mut targets = Vec::new();
-        while !h.is_null() {
+        for h in tx.walk(tx.rec(n).handles.get(), |h| h.node_next.get()) {
             let hr = tx.rec(h);
             if h != oh && (hr.user_refs.get() > 0 || hr.inflight.get() > 0) {
                 let holder = hr.holder.get();
@@ -579,7 +566,6 @@ pub fn destroy_nodes(tx: &Txn, owner: P<PeerRec>, nodes: &[P<Node>], owner_entri
                     targets.push((h, holder));
                 }
             }
-            h = hr.node_next.get();
         }
         // The node's list is newest first; notify in attachment order.
         told.extend(targets.into_iter().rev());

@@ -1,6 +1,6 @@
 //! Peers: creation, the small ioctls (QUERY, RESET, HANDLE_RELEASE,
 //! HANDLE_TRANSFER, NODES_DESTROY, SLICE_RELEASE), flushing, disconnection
-//! and the final teardown when the last fd is gone (SEMANTICS.md 2.1–2.7,
+//! and the final teardown when the last fd is gone (docs/reference.md §2.1–2.7,
 //! 8.1–8.6).
 
 use crate::abi::{self, AbiMode};
@@ -33,19 +33,14 @@ pub fn lookup_serial(tx: &Txn, serial: u64) -> Option<P<PeerRec>> {
 /// Whether `rec` (an offset remembered by this process) is still the live
 /// peer `serial`.
 pub fn is_live(tx: &Txn, rec: P<PeerRec>, serial: u64) -> bool {
-    let p = tx.rec(rec);
+    // No record at all: a peer found while its domain was damaged.
+    let Some(p) = tx.domain().seg.try_rec(rec) else { return false };
     p.magic.get() == PEER_MAGIC && p.serial.get() == serial
 }
 
 /// Every peer of the domain.
 pub fn all(tx: &Txn) -> Vec<P<PeerRec>> {
-    let mut v = Vec::new();
-    let mut p = tx.hdr().peers.get();
-    while !p.is_null() {
-        v.push(p);
-        p = tx.rec(p).next.get();
-    }
-    v
+    tx.walk(tx.hdr().peers.get(), |p| p.next.get()).collect()
 }
 
 /// Creates a peer (8.1): its socket (returned: the peer fd), its pool file
@@ -248,6 +243,9 @@ pub fn flush(tx: &Txn, peer: P<PeerRec>, fd: i32, flush_seed: bool) -> Result<()
     // 2. every user reference of every handle
     for h in object::held_handles(tx, peer) {
         let n = tx.rec(h).user_refs.get();
+        // Every user reference costs its user one unit of handle quota.
+        let most = tx.rec(tx.rec(peer).user.get()).max[RES_HANDLES].get();
+        assert!(n <= most as u64, "handle {h:?} has {n} user references, more than its user's quota of {most}");
         for _ in 0..n {
             object::ref_drop(tx, h);
         }
@@ -433,8 +431,8 @@ pub fn handle_transfer(tx: &Txn, src: P<PeerRec>, dst: P<PeerRec>, src_id: u64) 
     if created {
         quota::charge(tx, src, RES_HANDLES, 1)?;
     }
-    let id = object::ensure_id(tx, dh)?;
-    object::ref_add(tx, dh);
+    let id = object::ensure_id(tx, dh);
+    object::ref_add(tx, dh)?;
     Ok(id)
 }
 

@@ -1,4 +1,4 @@
-//! Pools and slices (the specification's section 5): a peer's pool
+//! Pools and slices (docs/reference.md §5): a peer's pool
 //! allocator, part of its message state.
 //!
 //! Each peer owns a sparse pool file of 512 MiB, or 4 GiB for a peer that
@@ -255,9 +255,13 @@ pub fn link_slice<S: Store>(s: &S, peer: P<PeerRec>, left: P<Msg>, r: P<Msg>) {
     set_gap(s, peer, r, gap);
     dir_add(s, peer, r);
     s.add(&p.pool_slices, 1);
+    // Raised without the undo log: even if a transaction placing the
+    // slice is rolled back, its sender may have copied payload into these
+    // pages, and they must be swept like any others (a value too high
+    // only costs a redundant punch).
     let end = end_of(s, r);
     if end > p.pool_dirty_end.get() {
-        s.set(&p.pool_dirty_end, end);
+        p.pool_dirty_end.raw_set(end);
     }
 }
 

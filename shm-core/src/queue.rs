@@ -1,6 +1,5 @@
 //! Per-peer queues of entries (messages and notifications) and their
-//! clocks: the module's ordering protocol (the specification's section on
-//! global ordering), part of a peer's message state.
+//! clocks: the module's ordering protocol (docs/reference.md §7), part of a peer's message state.
 //!
 //! A queue's clock is even and only ever increased, with atomic max, so
 //! that a multicast can sync it without the peer lock. Entries are sorted
@@ -142,9 +141,11 @@ pub fn head<S: Store>(s: &S, peer: P<PeerRec>) -> P<Msg> {
 /// The entries of a queue, head first.
 pub fn entries<S: Store>(s: &S, peer: P<PeerRec>) -> Vec<P<Msg>> {
     s.hold(peer);
+    let bound = crate::txn::list_bound::<Msg>(s.dom());
     let mut v = Vec::new();
     let mut e = s.rec(peer).q_head.get();
     while !e.is_null() {
+        assert!((v.len() as u64) < bound, "queue of peer {peer:?} longer than the segment can hold (a cycle)");
         v.push(e);
         e = s.rec(e).q_next.get();
     }

@@ -1,4 +1,4 @@
-//! Accounting (the specification's section 6 and its fair-share rule).
+//! Accounting (docs/reference.md §6 and its fair-share rule).
 //!
 //! Every resource is limited per user (real UID of the opener) and per
 //! peer. A peer's usage (`used`) and the fair shares of the users sending

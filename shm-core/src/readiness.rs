@@ -1,7 +1,7 @@
 //! A peer's readiness as the module's `poll` reports it, read from shared
-//! memory without the lock: POLLHUP alone once the peer
-//! is disconnected; otherwise POLLOUT|POLLWRNORM, plus POLLIN|POLLRDNORM
-//! while its queue holds a message or notification.
+//! memory without the lock (docs/reference.md §8.2): POLLHUP alone once
+//! the peer is disconnected; otherwise POLLOUT|POLLWRNORM, plus
+//! POLLIN|POLLRDNORM while its queue holds a message or notification.
 //!
 //! The reads are racy by design (txn rule 8): a queue that a transaction
 //! is changing may be seen half-way, which at worst reports POLLIN for an

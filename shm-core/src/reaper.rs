@@ -1,5 +1,5 @@
 //! Cleaning up after peers whose last fd is gone, with no daemon
-//! (ARCHITECTURE.md decision 5).
+//! (docs/design.md, fixed decision 5).
 //!
 //! A peer's socket disappears from the kernel when its last fd is closed
 //! anywhere, including by the death of a process. Whoever notices tears the
@@ -68,6 +68,28 @@ pub fn watcher_running() -> bool {
     WATCHER.load(Ordering::Acquire)
 }
 
+/// The watcher thread's name.
+const WATCHER_NAME: &str = "bus1-watch";
+
+/// Whether the calling thread is the process's only thread besides
+/// watchers (what decides, at exit, whether peers and domains may be left
+/// now or other threads may still use them). Watchers are counted by name,
+/// so that the watcher of another copy of this library in the process (the
+/// preload shim's, next to a program that links the engine) counts as one
+/// too, and at least this copy's own if it runs (a thread takes its name
+/// only once it has started).
+pub fn only_thread_left() -> bool {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return false };
+    let (mut total, mut named) = (0, 0);
+    for t in tasks.filter_map(|t| t.ok()) {
+        total += 1;
+        if std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == WATCHER_NAME) {
+            named += 1;
+        }
+    }
+    total <= 1 + named.max(watcher_running() as usize)
+}
+
 /// Starts this process's watcher thread if it is not running.
 pub fn ensure_watcher() {
     static DISABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -82,7 +104,7 @@ pub fn ensure_watcher() {
     // them all around the spawn (the new thread inherits the mask).
     let r = sys::with_signals_blocked(|| {
         std::thread::Builder::new()
-            .name("bus1-watch".into())
+            .name(WATCHER_NAME.into())
             .stack_size(64 << 10)
             .spawn(move || watch(gen))
     });
@@ -113,23 +135,30 @@ fn watch(gen: u64) {
         ticks += 1;
         for d in Domain::attached() {
             let hdr: &Header = d.seg.at0();
-            if claim(&hdr.bell_lease, doorbell::TICK_MS) {
-                doorbell::tick(&d);
-                if ticks % SLOT_COLLECT_EVERY == 0 {
-                    crate::waiters::collect_dead(&d);
-                }
+            // A damaged domain (see `fault`) ends its part of this round,
+            // not the watcher; it stops doing anything once marked.
+            if d.is_damaged() {
+                continue;
             }
-            if claim(&hdr.scan_lease, SCAN_PERIOD_MS) {
-                scan(&d);
-                sweep_pools(&d);
-                let n = SCANS.fetch_add(1, Ordering::Relaxed);
-                if n % FILE_SWEEP_EVERY == 0 {
-                    sweep_files(&d);
+            crate::fault::contain_callback(|| {
+                if claim(&hdr.bell_lease, doorbell::TICK_MS) {
+                    doorbell::tick(&d);
+                    if ticks % SLOT_COLLECT_EVERY == 0 {
+                        crate::waiters::collect_dead(&d);
+                    }
                 }
-                if n % ORPHAN_SWEEP_EVERY == ORPHAN_SWEEP_EVERY - 1 {
-                    d.sweep_orphans();
+                if claim(&hdr.scan_lease, SCAN_PERIOD_MS) {
+                    scan(&d);
+                    sweep_pools(&d);
+                    let n = SCANS.fetch_add(1, Ordering::Relaxed);
+                    if n % FILE_SWEEP_EVERY == 0 {
+                        sweep_files(&d);
+                    }
+                    if n % ORPHAN_SWEEP_EVERY == ORPHAN_SWEEP_EVERY - 1 {
+                        d.sweep_orphans();
+                    }
                 }
-            }
+            });
         }
     }
 }

@@ -1,4 +1,4 @@
-//! RECV (the specification's 2.9): choosing the entry to deliver, the
+//! RECV (docs/reference.md §2.9): choosing the entry to deliver, the
 //! discard rules of the ordering protocol, handle and fd installation,
 //! PEEK and seeds.
 //!
@@ -6,9 +6,13 @@
 //! heads, drives a transaction whose staged entry is at the head to its
 //! commit (`slot::drive`), and delivers a notification or a message
 //! without handles or fds. A head that carries handles or fds, and every
-//! RECV of a seed, is delivered by a transaction.
+//! RECV of a seed, is delivered by a transaction. Either way the result is
+//! written to the caller (`out`) before anything is dequeued or installed,
+//! so that a caller whose memory cannot take it gets EFAULT with nothing
+//! changed; the data path writes it under the caller's own peer lock, which
+//! only the caller's own queue waits for (txn rule 3).
 
-use crate::doorbell::{self, Op};
+use crate::doorbell;
 use crate::domain::Domain;
 use crate::entry;
 use crate::vault::{self, Want};
@@ -139,7 +143,9 @@ fn data_msg<S: Store>(s: &S, e: P<Msg>, more: bool) -> bus1_msg {
 }
 
 /// RECV of the data path; Err(NEEDS_TXN) hands the call to a transaction.
-pub fn recv_section(dom: &Domain, peer: P<PeerRec>, serial: u64, fd: i32, flags: u64, max_offset: u64, writable: &dyn Fn() -> bool) -> Result<Outcome> {
+/// `out` writes the result to the caller's memory (false: it cannot,
+/// EFAULT) before anything is dequeued.
+pub fn recv_section(dom: &Domain, peer: P<PeerRec>, serial: u64, fd: i32, flags: u64, max_offset: u64, out: &dyn Fn(&bus1_msg) -> bool) -> Result<Outcome> {
     if flags & BUS1_RECV_FLAG_SEED != 0 {
         return Err(Errno::NEEDS_TXN);
     }
@@ -191,10 +197,10 @@ pub fn recv_section(dom: &Domain, peer: P<PeerRec>, serial: u64, fd: i32, flags:
         let more = more_behind(&s, e);
         let r = s.rec(e);
         let msg = if r.kind.get() != ENTRY_DATA {
-            if !writable() {
+            let msg = notification(&s, e, more);
+            if !out(&msg) {
                 return Ok(Outcome::Fail(Errno::EFAULT));
             }
-            let msg = notification(&s, e, more);
             if !peek {
                 message::set_state(&s, peer, e, 0);
             }
@@ -204,10 +210,10 @@ pub fn recv_section(dom: &Domain, peer: P<PeerRec>, serial: u64, fd: i32, flags:
             if max_offset < off + size {
                 return Ok(Outcome::Fail(Errno::ERANGE));
             }
-            if !writable() {
+            let msg = data_msg(&s, e, more);
+            if !out(&msg) {
                 return Ok(Outcome::Fail(Errno::EFAULT));
             }
-            let msg = data_msg(&s, e, more);
             let st = r.state.get();
             let new = if peek { st | MS_PUBLISHED } else { (st & !(MS_QUEUED | MS_INFLIGHT)) | MS_PUBLISHED };
             message::set_state(&s, peer, e, new);
@@ -219,17 +225,22 @@ pub fn recv_section(dom: &Domain, peer: P<PeerRec>, serial: u64, fd: i32, flags:
     }
 }
 
-/// RECV as a transaction (the caller is locked and connected).
-pub fn recv(tx: &Txn, peer: P<PeerRec>, fd: i32, flags: u64, max_offset: u64, writable: &dyn Fn() -> bool) -> Result<Outcome> {
+/// RECV as a transaction (the caller is locked and connected); `out`
+/// writes the result to the caller's memory (false: it cannot, EFAULT)
+/// before anything is dequeued or installed.
+pub fn recv(tx: &Txn, peer: P<PeerRec>, fd: i32, flags: u64, max_offset: u64, out: &dyn Fn(&bus1_msg) -> bool) -> Result<Outcome> {
     tx.hold(peer);
     if flags & BUS1_RECV_FLAG_SEED != 0 {
         let seed = tx.rec(peer).seed.get();
         if seed.is_null() {
             return Ok(Outcome::Fail(Errno::EAGAIN));
         }
-        return deliver_data(tx, peer, fd, seed, flags, max_offset, false, writable);
+        return deliver_data(tx, peer, fd, seed, flags, max_offset, false, out);
     }
+    let mut steps = 0;
     let e = loop {
+        steps += 1;
+        assert!(steps <= tx.list_bound::<Msg>(), "queue of peer {peer:?} longer than the segment can hold (a cycle)");
         let head = queue::head(tx, peer);
         if head.is_null() {
             doorbell::discard_strays(tx, peer, fd);
@@ -250,7 +261,7 @@ pub fn recv(tx: &Txn, peer: P<PeerRec>, fd: i32, flags: u64, max_offset: u64, wr
     let more = more_behind(tx, e);
     if tx.rec(e).kind.get() != ENTRY_DATA {
         let msg = notification(tx, e, more);
-        if !writable() {
+        if !out(&msg) {
             return Ok(Outcome::Fail(Errno::EFAULT));
         }
         if flags & BUS1_RECV_FLAG_PEEK == 0 {
@@ -258,7 +269,7 @@ pub fn recv(tx: &Txn, peer: P<PeerRec>, fd: i32, flags: u64, max_offset: u64, wr
         }
         return Ok(Outcome::Msg(msg));
     }
-    deliver_data(tx, peer, fd, e, flags, max_offset, more, writable)
+    deliver_data(tx, peer, fd, e, flags, max_offset, more, out)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -270,16 +281,18 @@ fn deliver_data(
     flags: u64,
     max_offset: u64,
     more: bool,
-    writable: &dyn Fn() -> bool,
+    out: &dyn Fn(&bus1_msg) -> bool,
 ) -> Result<Outcome> {
     let peek = flags & BUS1_RECV_FLAG_PEEK != 0;
+    let install_fds = flags & BUS1_RECV_FLAG_INSTALL_FDS != 0;
     let r = tx.rec(e);
     let (off, size) = pool::range(tx, e);
     // 6.1
     if max_offset < off + size {
         return Ok(Outcome::Fail(Errno::ERANGE));
     }
-    // 6.2: install handles (IDs assigned here stay even if RECV fails).
+    // 6.2: IDs (assigned here, they stay with their handles even if the
+    // RECV fails below; they enter the ID table with the references).
     let stamp = r.stamp.get();
     let n_bytes = r.n_bytes.get();
     let ids_at = off + n_bytes.div_ceil(8) * 8;
@@ -293,41 +306,66 @@ fn deliver_data(
             nr.destroyed.get() == 0 || nr.destroy_stamp.get() > stamp
         };
         if ok {
-            ids.push(object::ensure_id(tx, h)?);
+            ids.push(object::ensure_id(tx, h));
             valid.push(h);
         } else {
             ids.push(BUS1_HANDLE_INVALID);
             drop_slot(tx, peer, e, slot);
         }
     }
-    let sp = tx.savepoint();
-    // 6.3: fds
     let n_fds = r.n_fds.get() as u64;
-    let mut installed: Vec<i32> = Vec::new();
-    let mut carrier_taken = false;
-    if n_fds > 0 && flags & BUS1_RECV_FLAG_INSTALL_FDS != 0 {
-        match take_fds(tx, peer, fd, r.nonce.get(), n_fds, peek) {
-            Ok(fds) => installed = fds,
-            Err(err) => {
-                tx.rollback_to(sp);
-                return Ok(Outcome::Fail(err));
-            }
+    assert!(n_fds <= BUS1_FD_MAX, "message {e:?} claims {n_fds} fds");
+    let msg = data_msg(tx, e, more);
+    // From here on a failure changes nothing (2.9 step 6.3: "nothing is
+    // installed, the message stays queued"): everything is undone back to
+    // this point, and fds already installed are closed again.
+    let sp = tx.savepoint();
+    let fail = |err: Errno, installed: &[i32]| {
+        installed.iter().for_each(|f| sys::close(*f));
+        tx.rollback_to(sp);
+        Ok(Outcome::Fail(err))
+    };
+    // The fallible bookkeeping of 6.6 goes first, so that nothing can fail
+    // for want of shared memory once fds are installed: the user
+    // references (which enter the IDs into the table) and this process's
+    // view of the pool.
+    for &h in &valid {
+        if let Err(err) = object::ref_add(tx, h) {
+            return fail(err, &[]);
         }
-        carrier_taken = true;
+    }
+    let pool = match tx.domain().pool(tx.rec(peer).serial.get()) {
+        Ok(pool) => pool,
+        Err(err) => return fail(err, &[]),
+    };
+    // 6.3: fds
+    let mut installed: Vec<i32> = Vec::new();
+    let mut carrier_found = false;
+    if n_fds > 0 && install_fds {
+        match take_fds(tx, peer, fd, r.nonce.get(), n_fds) {
+            Ok(Some(fds)) => {
+                installed = fds;
+                carrier_found = true;
+            }
+            Ok(None) => {}
+            Err(err) => return fail(err, &[]),
+        }
         // A carrier lost to a crash leaves its slots at -1.
         installed.resize(n_fds as usize, -1);
     }
-    // 6.4: PEEK charges the new references; then step 9's EFAULT,
-    // checked last but before anything is published.
-    let charged = if peek { quota::charge(tx, peer, RES_HANDLES, valid.len() as i64) } else { Ok(()) };
-    if let Err(err) = charged.and_then(|_| if writable() { Ok(()) } else { Err(Errno::EFAULT) }) {
-        installed.iter().for_each(|f| sys::close(*f));
-        tx.rollback_to(sp);
-        return Ok(Outcome::Fail(err));
+    // 6.4: PEEK charges the new references; then step 9: the result is
+    // written to the caller now, under the lock, so that a caller whose
+    // memory cannot take it gets EFAULT with nothing changed.
+    if peek {
+        if let Err(err) = quota::charge(tx, peer, RES_HANDLES, valid.len() as i64) {
+            return fail(err, &installed);
+        }
+    }
+    if !out(&msg) {
+        return fail(Errno::EFAULT, &installed);
     }
     // Write handle IDs and fd numbers into the slice (the bus's own pool
     // mapping; userspace only has read-only ones).
-    let pool = tx.domain().pool(tx.rec(peer).serial.get())?;
     let mut bytes: Small<u8, 64> = Small::with_capacity(ids.len() * 8 + installed.len() * 4);
     ids.iter().for_each(|id| bytes.extend_from_slice(&id.to_ne_bytes()));
     installed.iter().for_each(|f| bytes.extend_from_slice(&f.to_ne_bytes()));
@@ -335,11 +373,6 @@ fn deliver_data(
     // covers `bytes`; the peer's lock keeps every other writer out.
     pool.write(ids_at, &bytes);
     crate::crash::point("recv-installed");
-    // 6.5 – 6.6
-    for &h in &valid {
-        object::ref_add(tx, h);
-    }
-    let msg = data_msg(tx, e, more);
     // 6.8: the valid entries' quota becomes the new user references'.
     let st = r.state.get();
     if peek {
@@ -350,7 +383,10 @@ fn deliver_data(
             tx.set(&tx.rec(peer).seed, P::NULL);
         }
         message::set_state(tx, peer, e, st | MS_PUBLISHED);
-        entry::release(tx, peer, if carrier_taken { -1 } else { fd }, e, MS_QUEUED | MS_INFLIGHT | MS_SEED);
+        // The carrier goes once the RECV has committed (with INSTALL_FDS its
+        // fds were installed from it, and it was left in the vault).
+        let carrier_fd = if !install_fds || carrier_found { fd } else { -1 };
+        entry::release(tx, peer, carrier_fd, e, MS_QUEUED | MS_INFLIGHT | MS_SEED);
     }
     Ok(Outcome::Msg(msg))
 }
@@ -372,20 +408,16 @@ fn drop_slot(tx: &Txn, peer: P<PeerRec>, e: P<Msg>, slot: &crate::shm::Cell<u64>
 /// Descriptors the vault needs in this process while fds are taken out.
 const VAULT_FDS: usize = 4;
 
-/// Installs a message's fds from the vault (2.9 step 6.3). Without PEEK the
-/// carrier is removed once the RECV has committed.
-fn take_fds(tx: &Txn, peer: P<PeerRec>, fd: i32, nonce: u64, n_fds: u64, peek: bool) -> Result<Vec<i32>> {
+/// Installs a message's fds from the vault (2.9 step 6.3), leaving the
+/// carrier there; None if it is missing.
+fn take_fds(tx: &Txn, peer: P<PeerRec>, fd: i32, nonce: u64, n_fds: u64) -> Result<Option<Vec<i32>>> {
     // 6.3: fail with EMFILE, message kept, unless all of them fit, plus
     // the vault's own descriptors (three, and one connection) that are
     // open here meanwhile: a carrier read in several parts cannot be put
     // back once a part is truncated.
     sys::check_fd_room(fd, n_fds as usize + VAULT_FDS)?;
-    let Some(v) = doorbell::vault_open(tx, peer, fd)? else { return Ok(Vec::new()) };
-    let found = vault::find_carrier(tx, &v, nonce, Want::Peek)?;
-    if !peek && found.is_some() {
-        tx.push_post(Op::DropCarrier { peer, fd, nonce });
-    }
-    Ok(found.unwrap_or_default())
+    let Some(v) = doorbell::vault_open(tx, peer, fd)? else { return Ok(None) };
+    vault::find_carrier(tx, &v, nonce, Want::Peek)
 }
 
 /// SLICE_RELEASE (2.7), in one section of the caller: the slice must

@@ -69,7 +69,8 @@ impl<'d> Section<'d> {
         let p: &PeerRec = dom.seg.rec(peer);
         let mut rebuilt = false;
         loop {
-            if dom.quarantined() {
+            if dom.is_damaged() {
+                dom.report_damage(false);
                 return Err(Errno::ENOTRECOVERABLE);
             }
             match p.lock.acquire() {
@@ -172,6 +173,16 @@ impl Drop for Section<'_> {
     /// Runs the queued work, counts the wake-up the peer is owed (still
     /// under the lock), releases the lock, then rings (rule 8).
     fn drop(&mut self) {
+        let dom = self.raw.dom;
+        if std::thread::panicking() {
+            // An inconsistency was found (txn rule 9): the peer's state
+            // cannot be trusted, and nothing more is done with it.
+            let note = crate::fault::take_note().unwrap_or_else(|| "an inconsistency".into());
+            dom.mark_damaged(&note);
+            dom.report_damage(true);
+            dom.seg.rec(self.peer).lock.unlock();
+            return;
+        }
         let later = core::mem::take(&mut *self.later.borrow_mut());
         for &what in later.iter() {
             crate::pool::run_later(self, what);

@@ -1,4 +1,4 @@
-//! SEND (the specification's 2.8): one message per destination, committed
+//! SEND (docs/reference.md §2.8): one message per destination, committed
 //! as one transaction, including the documented CONTINUE and SEED
 //! behaviour.
 //!

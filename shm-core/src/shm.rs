@@ -11,7 +11,7 @@ use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crate::layout::POOL_MAP_LEN;
+use crate::layout::{LOG_OFF, POOL_MAP_LEN, WAKE_OFF};
 use crate::usermem::UserMem;
 
 /// Plain data that may live in shared memory and be copied bit for bit.
@@ -192,18 +192,52 @@ impl Segment {
     }
 
     /// The record at `p`. Panics if it does not lie inside the segment:
-    /// a corrupt offset must never become a wild access.
+    /// a corrupt offset must never become a wild access (the panic
+    /// quarantines the domain, see `fault`).
     #[inline]
+    #[track_caller]
     pub fn rec<T>(&self, p: P<T>) -> &T {
-        let off = p.off() as usize;
-        assert!(
-            off != 0 && off % core::mem::align_of::<T>() == 0 && off + core::mem::size_of::<T>() <= self.len,
-            "bad shared offset {off:#x}"
-        );
+        match self.try_rec(p) {
+            Some(r) => r,
+            None => bad_offset(p.off()),
+        }
+    }
+
+    /// The record at `p`, or None if `p` does not lie beyond the undo log
+    /// (where every record lives, in the wake-up tables or the heap; the
+    /// header and the log are reached otherwise), is misaligned or runs
+    /// past the segment.
+    #[inline]
+    pub fn try_rec<T>(&self, p: P<T>) -> Option<&T> {
+        let off = p.off();
+        let fits = off >= WAKE_OFF
+            && off % core::mem::align_of::<T>() as u64 == 0
+            && off.checked_add(core::mem::size_of::<T>() as u64).is_some_and(|end| end <= self.len as u64);
         // SAFETY: in bounds and aligned (checked above); records consist of
         // Cells/atomics, which are valid for any bit pattern and are only
         // mutated through interior mutability.
-        unsafe { &*(self.base.add(off) as *const T) }
+        fits.then(|| unsafe { &*(self.base.add(off as usize) as *const T) })
+    }
+
+    /// The record at `off` in the fixed tables between the header and the
+    /// undo log (the transaction slots), or None if it is not inside them
+    /// or is misaligned.
+    #[inline]
+    pub fn try_fixed<T>(&self, off: u64) -> Option<&T> {
+        let fits = off >= core::mem::size_of::<crate::layout::Header>() as u64
+            && off % core::mem::align_of::<T>() as u64 == 0
+            && off.checked_add(core::mem::size_of::<T>() as u64).is_some_and(|end| end <= LOG_OFF && end <= self.len as u64);
+        // SAFETY: in bounds and aligned (checked above); the fixed tables
+        // consist of Cells, atomics and robust mutexes, which are valid for
+        // any bit pattern and only mutated through interior mutability.
+        fits.then(|| unsafe { &*(self.base.add(off as usize) as *const T) })
+    }
+
+    /// Whether `p` names a record that lies inside the segment (what
+    /// [`rec`](Self::rec) asserts), for walks that must not trust it.
+    pub(crate) fn holds<T>(&self, p: P<T>) -> bool {
+        let off = p.off() as usize;
+        off != 0 && off % core::mem::align_of::<T>() == 0 && off.checked_add(core::mem::size_of::<T>()).is_some_and(|end| end <= self.len)
     }
 
     /// The header (the record at offset 0).
@@ -227,30 +261,68 @@ impl Segment {
         unsafe { (self.base.add(off as usize) as *mut [u64; 3]).write(words) }
     }
 
-    /// `n` consecutive u64 cells at `off` (undo log, hash table slots).
+    /// `n` consecutive u64 cells at `off` beyond the undo log (hash table
+    /// slots, handle arrays, free-list links). Panics like
+    /// [`rec`](Self::rec) if they are not there.
+    #[track_caller]
     pub(crate) fn cells(&self, off: u64, n: usize) -> &[Cell<u64>] {
-        let p = self.raw(off, n * 8);
-        assert!(off % 8 == 0);
-        // SAFETY: in bounds and aligned; Cell<u64> is valid for any bits.
-        unsafe { core::slice::from_raw_parts(p as *const Cell<u64>, n) }
+        self.try_cells(off, n).unwrap_or_else(|| bad_range(off, n as u64 * 8))
+    }
+
+    /// `n` consecutive u64 cells at `off` beyond the undo log, or None if
+    /// they are misaligned or not there.
+    pub(crate) fn try_cells(&self, off: u64, n: usize) -> Option<&[Cell<u64>]> {
+        if off < WAKE_OFF {
+            return None;
+        }
+        self.any_cells(off, n)
+    }
+
+    /// Entry `n` of the undo log (three cells at `log_off`).
+    pub(crate) fn log_cells(&self, n: u64) -> &[Cell<u64>] {
+        let off = LOG_OFF + n * 24;
+        assert!(off + 24 <= WAKE_OFF, "undo log entry {n} beyond the log");
+        self.any_cells(off, 3).expect("inside the segment")
+    }
+
+    fn any_cells(&self, off: u64, n: usize) -> Option<&[Cell<u64>]> {
+        let len = n.checked_mul(8)?;
+        if off % 8 != 0 || !self.in_bounds(off, len) {
+            return None;
+        }
+        // SAFETY: in bounds and aligned (checked above); Cell<u64> is valid
+        // for any bits.
+        Some(unsafe { core::slice::from_raw_parts(self.base.add(off as usize) as *const Cell<u64>, n) })
+    }
+
+    fn in_bounds(&self, off: u64, len: usize) -> bool {
+        off.checked_add(len as u64).is_some_and(|end| end <= self.len as u64)
     }
 
     /// Raw address of a segment offset (for bulk zeroing of fresh blocks).
+    #[track_caller]
     pub(crate) fn raw(&self, off: u64, len: usize) -> *mut u8 {
-        assert!(off as usize + len <= self.len, "bad shared range");
+        if !self.in_bounds(off, len) {
+            bad_range(off, len as u64);
+        }
         // SAFETY: in bounds (checked above).
         unsafe { self.base.add(off as usize) }
     }
 
     /// The segment offset of an address inside it.
+    #[inline]
     pub(crate) fn off_of(&self, addr: usize) -> u64 {
         let base = self.base as usize;
         assert!(addr >= base && addr < base + self.len, "address outside segment");
         (addr - base) as u64
     }
 
-    /// Writes `bits` (of `size` bytes) at `off`: the undo path.
-    pub(crate) fn write_bits(&self, off: u64, size: u32, bits: u64) {
+    /// Writes `bits` (of `size` bytes) at `off`: the undo path. False
+    /// (and nothing written) if the range leaves the segment.
+    pub(crate) fn write_bits(&self, off: u64, size: u32, bits: u64) -> bool {
+        if !matches!(size, 1 | 2 | 4 | 8) || !self.in_bounds(off, size as usize) {
+            return false;
+        }
         let p = self.raw(off, size as usize);
         crate::census::touch(p as usize, size as usize);
         // SAFETY: in bounds; recovery holds the domain lock.
@@ -262,6 +334,7 @@ impl Segment {
                 _ => (p as *mut u64).write_unaligned(bits),
             }
         }
+        true
     }
 
     /// Zeroes a range (fresh allocations only).
@@ -272,6 +345,20 @@ impl Segment {
         // running transaction, which nobody else can reach yet.
         unsafe { core::ptr::write_bytes(p, 0, len) }
     }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn bad_offset(off: u64) -> ! {
+    panic!("bad shared offset {off:#x}")
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn bad_range(off: u64, len: u64) -> ! {
+    panic!("bad shared range {off:#x}+{len:#x}")
 }
 
 impl Drop for Segment {

@@ -33,8 +33,8 @@ use crate::store::Store;
 
 /// The slot at index `idx`.
 pub fn slot(dom: &Domain, idx: usize) -> &TxSlot {
-    assert!(idx < NSLOTS);
-    dom.seg.rec(P::from_off(TX_SLOTS_OFF + (idx * core::mem::size_of::<TxSlot>()) as u64))
+    assert!(idx < NSLOTS, "transaction slot {idx} does not exist");
+    dom.seg.try_fixed(TX_SLOTS_OFF + (idx * core::mem::size_of::<TxSlot>()) as u64).expect("the slots lie before the log")
 }
 
 /// Initialises every slot's robust mutex (a new segment, before anyone

@@ -43,6 +43,19 @@ pub fn open(path: &CStr, flags: c_int, mode: u32) -> Result<c_int> {
     .map(|fd| fd as c_int)
 }
 
+/// Writes all of `buf` to `fd` (retrying after EINTR and short writes).
+pub fn write_all(fd: c_int, mut buf: &[u8]) -> Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is valid for reads of its length.
+        let n = retry(|| unsafe { libc::syscall(libc::SYS_write, fd, buf.as_ptr(), buf.len()) })?;
+        if n == 0 {
+            return Err(Errno::EAGAIN);
+        }
+        buf = &buf[n as usize..];
+    }
+    Ok(())
+}
+
 pub fn close(fd: c_int) {
     // SAFETY: closing a descriptor number has no memory-safety preconditions.
     unsafe { libc::syscall(libc::SYS_close, fd) };
@@ -450,6 +463,31 @@ pub fn getrandom_u64() -> u64 {
     // SAFETY: `seed` is a writable 8-byte buffer.
     unsafe { libc::syscall(libc::SYS_getrandom, seed.as_mut_ptr(), 8usize, 0) };
     u64::from_ne_bytes(seed)
+}
+
+/// A number naming this program image: derived from the 16 random bytes
+/// the kernel gives every image at exec (`AT_RANDOM`), so it is the same
+/// for every copy of this library loaded into the process (the preload
+/// shim's and one linked into the program itself) and new after an exec.
+/// The bytes are mixed down to 32 bits before they are shared, as the C
+/// library derives its stack guard from them. Zero if the kernel gave none.
+pub fn image_number() -> u32 {
+    // SAFETY: getauxval only reads the auxiliary vector.
+    let at = unsafe { libc::getauxval(libc::AT_RANDOM) } as *const u8;
+    if at.is_null() {
+        return 0;
+    }
+    let mut bytes = [0u8; 16];
+    // SAFETY: AT_RANDOM is the address of 16 bytes the kernel put on the
+    // initial stack, readable for the life of the image.
+    unsafe { core::ptr::copy_nonoverlapping(at, bytes.as_mut_ptr(), 16) };
+    // FNV-1a over the 16 bytes: one-way enough that the number says
+    // nothing useful about the guards.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in bytes {
+        h = (h ^ b as u32).wrapping_mul(0x0100_0193);
+    }
+    h
 }
 
 /// The soft RLIMIT_NOFILE (0 if it cannot be read).

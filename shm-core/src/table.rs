@@ -45,7 +45,7 @@ fn key1(tag: u64, owner: u64) -> u64 {
     (tag << 56) | owner
 }
 
-fn hash(k1: u64, k2: u64) -> u64 {
+pub(crate) fn hash(k1: u64, k2: u64) -> u64 {
     let mut h = k1.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ k2;
     h ^= h >> 31;
     h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -70,7 +70,7 @@ fn find<S: Store>(s: &S, root: Root, k1: u64, k2: u64) -> Option<usize> {
         return None;
     }
     let mut i = (hash(k1, k2) as usize) & (cap - 1);
-    loop {
+    for _ in 0..cap {
         let k = sl[i * 3].get();
         if k == EMPTY {
             return None;
@@ -80,9 +80,12 @@ fn find<S: Store>(s: &S, root: Root, k1: u64, k2: u64) -> Option<usize> {
         }
         i = (i + 1) & (cap - 1);
     }
+    // Inserts keep at least half of the slots empty.
+    panic!("hash table has no empty slot (damaged)");
 }
 
 /// The value of a key of the domain's table.
+#[inline]
 pub fn get<S: Store>(s: &S, tag: u64, owner: u64, key: u64) -> Option<u64> {
     get_in(s, Root::global(s.dom().hdr()), tag, owner, key)
 }
@@ -158,11 +161,14 @@ fn insert_in(tx: &Txn, root: Root, tag: u64, owner: u64, key: u64, val: u64) -> 
         rebuild(tx, root)?;
     }
     let k1 = key1(tag, owner);
-    debug_assert!(find(tx, root, k1, key).is_none(), "duplicate table key");
+    assert!(find(tx, root, k1, key).is_none(), "duplicate table key (tag {tag}, owner {owner:#x}, key {key:#x})");
     let sl = slots(tx, root);
     let cap = (sl.len() as u64 / SLOT) as usize;
     let mut i = (hash(k1, key) as usize) & (cap - 1);
+    let mut probes = 0;
     while sl[i * 3].get() != EMPTY {
+        probes += 1;
+        assert!(probes < cap, "hash table has no free slot (damaged)");
         i = (i + 1) & (cap - 1);
     }
     tx.set(&sl[i * 3 + 1], key);
@@ -215,7 +221,10 @@ fn rebuild(tx: &Txn, root: Root) -> Result<()> {
             continue;
         }
         let mut i = (hash(k, chunk[1].get()) as usize) & (cap as usize - 1);
+        let mut probes = 0;
         while fresh[i * 3].get() != EMPTY {
+            probes += 1;
+            assert!(probes < cap, "more live table entries than counted (damaged)");
             i = (i + 1) & (cap as usize - 1);
         }
         // Fresh block: unlogged initialisation (txn rule 4).

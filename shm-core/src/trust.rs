@@ -143,16 +143,17 @@ pub(crate) struct OpenDir {
 }
 
 /// Opens the domain directory `path` (absolute), creating it (and missing
-/// parents) mode 0700 on first use, and checks it. `strict`: the default
-/// domain, which must be private and not a symbolic link.
-pub(crate) fn open_domain_dir(path: &[u8], strict: bool) -> Result<OpenDir> {
+/// parents) mode 0700 on first use unless `create` is `Create::No`, and
+/// checks it. `strict`: the default domain, which must be private and not a
+/// symbolic link.
+pub(crate) fn open_domain_dir(path: &[u8], strict: bool, create: Create) -> Result<OpenDir> {
     let c = cstr(path)?;
     let flags = libc::O_RDONLY | libc::O_DIRECTORY | if strict { libc::O_NOFOLLOW } else { 0 };
     let mut created = false;
     let fd = loop {
         match sys::open(&c, flags, 0) {
             Ok(fd) => break fd,
-            Err(Errno::ENOENT) if !created => created = mkdir_p(path)?,
+            Err(Errno::ENOENT) if !created && create != Create::No => created = mkdir_p(path)?,
             Err(Errno(libc::ELOOP)) | Err(Errno(libc::ENOTDIR)) => {
                 let kind = sys::lstat(&c).map(|st| file_type(&st)).unwrap_or(0);
                 return Err(refuse(path, format!("is {}, not a directory", type_name(kind))));

@@ -79,7 +79,9 @@
 //! transaction allocated is not reachable from committed state, so it is
 //! initialised without logging, and memory it frees is reused only after
 //! it commits. Every peer lock it takes is named in the log first, so that
-//! a recoverer knows which ones to take.
+//! a recoverer knows which ones to take. The one other unlogged write is a
+//! hint that only grows and must outlive a rollback: how far a pool's
+//! pages may be resident (`pool`).
 //!
 //! **Sections (`Section`, one peer lock, no `D`).** The data path writes
 //! no undo log. A peer's message state is split into *authoritative*
@@ -182,12 +184,28 @@
 //! may be seen half-way, which at worst reports POLLIN for an entry that
 //! RECV then does not deliver, never the reverse.
 //!
-//! ## 9. Failed recoveries
+//! ## 9. Failed recoveries and damage
 //!
 //! A recoverer raises a counter before it starts and lowers it when done;
 //! one that dies or panics leaves it raised, and after `RECOVERY_ATTEMPTS`
-//! failures the domain is quarantined: every later call fails with
-//! ENOTRECOVERABLE and the event is reported on stderr.
+//! failures the domain is marked damaged. An inconsistency the engine
+//! finds as it goes (an offset outside the segment, a list that does not
+//! end, a duplicate key, a count no quota allows) is a panic (`fault`): a
+//! transaction it unwinds through rolls back what its log allows, a
+//! section releases its peer lock, and either marks the domain damaged
+//! (a mark in the header that nothing undoes). The call fails with EIO;
+//! every later lock of the domain, in any process, is refused with
+//! ENOTRECOVERABLE without touching the segment, and each process says so
+//! once on stderr.
+//!
+//! ## 10. Failed calls
+//!
+//! A call that fails changes nothing: a transaction's error aborts it
+//! (undoing every write), a section's error path puts back what it took
+//! before its commit point, and a step that cannot be undone (installing
+//! fds, writing the result to the caller) comes after everything that can
+//! still fail. Memory and descriptors are checked for before the first
+//! change, not after.
 
 use crate::doorbell::{self, Op, Ticket, Visible};
 use crate::domain::Domain;
@@ -233,12 +251,57 @@ pub(crate) enum Free {
     Record(P<PeerRec>, P<Msg>),
 }
 
+/// Whether an undo entry may write at `off`: a field of the header or the
+/// heap, never the lock or the log itself (only a damaged entry names
+/// those).
+fn undoable(off: u64) -> bool {
+    let lock = core::mem::offset_of!(Header, mutex) as u64;
+    let lock_end = lock + core::mem::size_of::<RobustMutex>() as u64;
+    !(lock.saturating_sub(7)..lock_end).contains(&off) && !(LOG_OFF..WAKE_OFF).contains(&off)
+}
+
+/// How many records of type `T` the heap of `dom` can hold as it stands:
+/// more than that many steps through a list of them means the list has a
+/// cycle.
+pub(crate) fn list_bound<T>(dom: &Domain) -> u64 {
+    let span = dom.hdr().heap_top.load_racy().saturating_sub(HEAP_OFF);
+    span / (core::mem::size_of::<T>() as u64).max(16) + 1
+}
+
+/// A walk along a shared list (see [`Txn::walk`]).
+pub(crate) struct Walk<'t, 'd, T, F> {
+    tx: &'t Txn<'d>,
+    cur: P<T>,
+    next: F,
+    steps: u64,
+    bound: u64,
+}
+
+impl<'d, T: 'd, F: Fn(&'d T) -> P<T>> Iterator for Walk<'_, 'd, T, F> {
+    type Item = P<T>;
+
+    fn next(&mut self) -> Option<P<T>> {
+        if self.cur.is_null() {
+            return None;
+        }
+        self.steps += 1;
+        if self.steps > self.bound {
+            let kind = core::any::type_name::<T>().rsplit("::").next().unwrap_or("records");
+            panic!("a list of {kind} records is longer than the segment can hold (a cycle)");
+        }
+        let p = self.cur;
+        self.cur = (self.next)(self.tx.rec(p));
+        Some(p)
+    }
+}
+
 /// A position in a transaction to roll back to ([`Txn::rollback_to`]).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub struct Savepoint {
-    log: u64,
+    log_len: u64,
     frees: usize,
     ops: usize,
+    post: usize,
     later: usize,
     visible: usize,
 }
@@ -256,6 +319,14 @@ pub struct Txn<'d> {
     visible: RefCell<Vec<(P<PeerRec>, Visible)>>,
     tickets: RefCell<Vec<Ticket>>,
     finished: bool,
+    /// Opened to look at the segment (`lock_to_inspect`), after any
+    /// recovery: ends without rolling anything back, and a panic while
+    /// looking (the checker's own) damages nothing. It writes no field,
+    /// only the log entries naming the peer locks it takes, which it takes
+    /// back when it ends ...
+    inspect_only: bool,
+    /// ... down to the log length it found.
+    inspect_base: u64,
     /// This transaction's copy of the header's `log_len` (it is the only
     /// writer while it holds the lock), so that logging a write reads no
     /// shared memory.
@@ -316,9 +387,13 @@ pub(crate) fn guarded_recovery(dom: &Domain, what: &str, attempts: (u64, &dyn Fn
     set(n + 1);
     crate::crash::point("recovering");
     if let Err(p) = std::panic::catch_unwind(core::panic::AssertUnwindSafe(f)) {
-        let why = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+        // The recovery found the domain damaged (rule 9): this call fails
+        // with EIO, every later one is refused.
+        let why = crate::fault::take_note()
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
         dom.quarantine(&format!("{what} panicked: {}", why.unwrap_or_default()));
-        return Err(Errno::ENOTRECOVERABLE);
+        return Err(Errno::EIO);
     }
     set(0);
     dom.hdr().recoveries.fetch_add(1);
@@ -347,17 +422,40 @@ impl Domain {
     }
 
     /// Takes the domain lock and opens a transaction, first undoing the
-    /// transaction of a holder that died (rule 7).
+    /// transaction of a holder that died (rule 7). A domain marked damaged
+    /// is refused with ENOTRECOVERABLE (rule 9, `fault`).
     pub fn lock(&self) -> Result<Txn<'_>> {
-        if self.quarantined() {
-            return Err(Errno::ENOTRECOVERABLE);
-        }
-        let r = self.mutex().acquire();
-        self.open_txn(r)
+        self.lock_as(false)
     }
 
-    /// Opens the transaction of a lock attempt that returned `r`.
-    fn open_txn(&self, r: libc::c_int) -> Result<Txn<'_>> {
+    /// Takes the domain lock to look at the segment without changing it,
+    /// even when it is marked damaged: then nothing is rolled back either,
+    /// and the transaction only releases the lock when it ends.
+    pub(crate) fn lock_to_inspect(&self) -> Result<Txn<'_>> {
+        self.lock_as(true)
+    }
+
+    fn lock_as(&self, inspect: bool) -> Result<Txn<'_>> {
+        let r = self.mutex().acquire();
+        self.open_txn(r, inspect)
+    }
+
+    /// Opens the transaction of a lock attempt that returned `r` (for
+    /// `inspect`, see [`lock_to_inspect`](Self::lock_to_inspect)).
+    fn open_txn(&self, r: libc::c_int, inspect: bool) -> Result<Txn<'_>> {
+        if r != 0 && r != libc::EOWNERDEAD {
+            return Err(Errno(if r == libc::EDEADLK { libc::ENOTRECOVERABLE } else { r }));
+        }
+        let damaged = self.is_damaged();
+        if damaged && !inspect {
+            // A poisoned log is not replayed, and the segment not touched.
+            if r == libc::EOWNERDEAD {
+                self.mutex().consistent();
+            }
+            self.unlock();
+            self.report_damage(false);
+            return Err(Errno::ENOTRECOVERABLE);
+        }
         let l = take_lists();
         let mut tx = Txn {
             dom: self,
@@ -369,67 +467,55 @@ impl Domain {
             visible: RefCell::new(l.visible),
             tickets: RefCell::new(l.tickets),
             finished: false,
+            inspect_only: damaged,
+            inspect_base: 0,
             log_len: core::cell::Cell::new(self.hdr().log_len.load()),
             live_receivers: core::cell::Cell::new(false),
             log_failed: core::cell::Cell::new(false),
             #[cfg(debug_assertions)]
             fresh: RefCell::default(),
         };
-        match r {
-            0 | libc::EOWNERDEAD => {
-                // A log left by a holder in this process can only come
-                // from a panic that unwound through a transaction; treat
-                // it like a dead holder's.
-                if r == libc::EOWNERDEAD || tx.log_len.get() != 0 {
-                    let hdr = self.hdr();
-                    let set = |n: u64| hdr.recovering.store(n);
-                    let attempts = (hdr.recovering.load(), &set as &dyn Fn(u64));
-                    if let Err(e) = guarded_recovery(self, "undoing a dead lock holder's transaction", attempts, || tx.recover()) {
-                        tx.finished = true;
-                        self.unlock();
-                        return Err(e);
-                    }
-                }
+        if !damaged && (r == libc::EOWNERDEAD || tx.log_len.get() != 0) {
+            // A log left by a holder in this process can only come from a
+            // panic that unwound through a transaction without quarantining
+            // it; treat it like a dead holder's.
+            let hdr = self.hdr();
+            let set = |n: u64| hdr.recovering.store(n);
+            let attempts = (hdr.recovering.load(), &set as &dyn Fn(u64));
+            if let Err(e) = guarded_recovery(self, "undoing a dead lock holder's transaction", attempts, || tx.recover()) {
+                tx.finished = true;
                 if r == libc::EOWNERDEAD {
-                    // EOWNERDEAD transferred ownership to us.
                     self.mutex().consistent();
                 }
-                tx.check_heap_if_debugging("something outside a transaction");
-                Ok(tx)
-            }
-            e => {
-                tx.finished = true;
-                Err(Errno(if e == libc::EDEADLK { libc::ENOTRECOVERABLE } else { e }))
+                self.unlock();
+                return Err(e);
             }
         }
+        if r == libc::EOWNERDEAD {
+            // EOWNERDEAD transferred ownership to us.
+            self.mutex().consistent();
+        }
+        if !damaged {
+            tx.check_heap_if_debugging("something outside a transaction");
+        }
+        tx.inspect_only = inspect;
+        tx.inspect_base = tx.log_len.get();
+        Ok(tx)
     }
 
     /// If a transaction is open and its holder died, rolls it back now
     /// (without waiting for a live holder): lock-free readers of the
     /// segment then no longer see what it had half done.
     pub(crate) fn settle_interrupted(&self) {
-        if self.hdr().log_len.load() == 0 || self.quarantined() || self.mutex().held_by_live_owner() {
+        if self.hdr().log_len.load() == 0 || self.is_damaged() || self.mutex().held_by_live_owner() {
             return;
         }
         let r = self.mutex().try_lock();
         if r == libc::EBUSY {
             return;
         }
-        if let Ok(tx) = self.open_txn(r) {
+        if let Ok(tx) = self.open_txn(r, false) {
             tx.abort();
-        }
-    }
-
-    /// Whether the domain was quarantined (rule 9).
-    pub fn quarantined(&self) -> bool {
-        self.hdr().damaged.load() != 0
-    }
-
-    /// Quarantines the domain: every later call fails with
-    /// ENOTRECOVERABLE. Reported on stderr, since it loses the bus.
-    pub(crate) fn quarantine(&self, why: &str) {
-        if self.hdr().damaged.compare_exchange(0, 1) {
-            eprintln!("bus1: domain {} quarantined: {why}", self.dir().display());
         }
     }
 
@@ -447,8 +533,23 @@ impl<'d> Txn<'d> {
 
     /// The record at `p`.
     #[inline]
+    #[track_caller]
     pub fn rec<T>(&self, p: P<T>) -> &'d T {
         self.dom.seg.rec(p)
+    }
+
+    /// How many records of type `T` the heap can hold as it stands: more
+    /// than that many steps through a list of them means the list has a
+    /// cycle.
+    pub(crate) fn list_bound<T>(&self) -> u64 {
+        list_bound::<T>(self.dom)
+    }
+
+    /// The records of a shared list, from `first` on through `next`. A
+    /// damaged list (a cycle) ends the walk with a panic, which quarantines
+    /// the domain (see `fault`), instead of running forever.
+    pub(crate) fn walk<'t, T: 'd, F: Fn(&'d T) -> P<T>>(&'t self, first: P<T>, next: F) -> Walk<'t, 'd, T, F> {
+        Walk { tx: self, cur: first, next, steps: 0, bound: self.list_bound::<T>() }
     }
 
     /// Asks the commit to check that every rung receiver still exists.
@@ -497,15 +598,18 @@ impl<'d> Txn<'d> {
     /// transaction cannot commit: its next allocation and its commit report
     /// ENOMEM and everything is undone, while the spare takes the entries
     /// it writes until then. A transaction that writes a whole spare's
-    /// worth more before reaching either stops with a panic rather than
-    /// change a field it could not undo.
+    /// worth more before reaching either stops rather than change a field
+    /// it could not undo: it unwinds (see `fault::OutOfLog`), is rolled back
+    /// exactly, and its call fails with ENOMEM.
     #[cold]
     #[inline(never)]
     fn log_nearly_full(&self, n: u64) {
         if self.dom.back_log(n + LOG_SPARE).is_err() && !self.log_failed.replace(true) {
             self.ops.borrow_mut().push(Op::Fail(Errno::ENOMEM));
         }
-        assert!(n < self.dom.log_backed(), "the undo log has no memory left");
+        if n >= self.dom.log_backed() {
+            std::panic::panic_any(crate::fault::OutOfLog);
+        }
     }
 
     /// ENOMEM once the undo log could not grow (the transaction cannot
@@ -680,23 +784,28 @@ impl<'d> Txn<'d> {
     /// A position to roll back to with [`rollback_to`](Self::rollback_to).
     pub fn savepoint(&self) -> Savepoint {
         Savepoint {
-            log: self.log_len.get(),
+            log_len: self.log_len.get(),
             frees: self.frees.borrow().len(),
             ops: self.ops.borrow().len(),
+            post: self.post.borrow().len(),
             later: self.later.borrow().len(),
             visible: self.visible.borrow().len(),
         }
     }
 
-    /// Undoes everything done since `sp` (used for per-destination failures
-    /// of SEND_FLAG_CONTINUE). Nothing irreversible has happened since: side
-    /// effects only run at commit. Peer locks taken since stay held, and
-    /// stay named in the log.
+    /// Undoes everything done since `sp` (per-destination failures of
+    /// SEND_FLAG_CONTINUE, a RECV that fails after its search): logged
+    /// writes, deferred frees, and side effects queued for the commit or
+    /// after it. A socket operation already made since `sp` (a RECV taking
+    /// fds out of the vault) cannot be undone: its intent is logged again,
+    /// so that a later abort or recovery still sees it, and its peer
+    /// becomes dirty, as after an abort (rule 7). Peer locks taken since
+    /// stay held, and stay named in the log.
     pub fn rollback_to(&self, sp: Savepoint) {
-        let intents = self.undo_to(sp.log);
-        debug_assert!(intents.is_empty());
+        let intents = self.undo_to(sp.log_len);
         self.frees.borrow_mut().truncate(sp.frees);
         self.ops.borrow_mut().truncate(sp.ops);
+        self.post.borrow_mut().truncate(sp.post);
         self.later.borrow_mut().truncate(sp.later);
         self.visible.borrow_mut().truncate(sp.visible);
         for &peer in self.held.borrow().iter() {
@@ -704,10 +813,14 @@ impl<'d> Txn<'d> {
                 let _ = self.log_entry(peer.off(), 0, KIND_LOCK);
             }
         }
+        for &(peer, _) in &intents {
+            let _ = self.intent(peer, Intent::Added);
+        }
+        self.handle_intents(&intents);
     }
 
     fn entry(&self, i: u64) -> (u64, u64, u64) {
-        let e = self.dom.seg.cells(LOG_OFF + i * LOG_ENTRY, 3);
+        let e = self.dom.seg.log_cells(i);
         (e[0].get(), e[1].get(), e[2].get())
     }
 
@@ -719,24 +832,88 @@ impl<'d> Txn<'d> {
     }
 
     /// Replays undo entries back to `target` and returns the intents met.
+    /// A damaged entry is a panic (a damaged domain, see `fault`).
     fn undo_to(&self, target: u64) -> Vec<(P<PeerRec>, u64)> {
         let mut intents = Vec::new();
+        if let Err(n) = self.undo_entries(target, &mut |peer, serial| intents.push((peer, serial))) {
+            panic!("undo log entry {n} is damaged");
+        }
+        intents
+    }
+
+    /// Replays undo entries back to `target`, handing intents to `intent`;
+    /// stops at the first damaged entry and returns its position.
+    fn undo_entries(&self, target: u64, intent: &mut dyn FnMut(P<PeerRec>, u64)) -> core::result::Result<(), u64> {
         let mut n = self.log_len.get();
+        if n > LOG_CAP {
+            return Err(n);
+        }
         while n > target {
             n -= 1;
             let (off, old, meta) = self.entry(n);
             match meta & 0xff {
-                KIND_INTENT => intents.push((P::from_off(off), old)),
-                KIND_WRITE => self.dom.seg.write_bits(off, ((meta >> 8) & 0xff) as u32, old),
-                KIND_CLAIM => {
-                    let user = self.rec(P::<UserRec>::from_off(off));
-                    user.claimed[(meta >> 16) as usize & 3].fetch_add((old as i64).wrapping_neg() as u64);
-                }
-                _ => {}
+                KIND_INTENT => intent(P::from_off(off), old),
+                KIND_WRITE if undoable(off) && self.dom.seg.write_bits(off, ((meta >> 8) & 0xff) as u32, old) => {}
+                KIND_LOCK => {}
+                KIND_CLAIM => match self.dom.seg.try_rec(P::<UserRec>::from_off(off)) {
+                    Some(user) => {
+                        user.claimed[(meta >> 16) as usize & 3].fetch_add((old as i64).wrapping_neg() as u64);
+                    }
+                    None => return Err(n),
+                },
+                _ => return Err(n),
             }
             self.set_log_len(n);
         }
-        intents
+        Ok(())
+    }
+
+    /// The undo log ran out of memory (`log_nearly_full`): nothing is
+    /// damaged, and every change is in the log. Rolls back without writing
+    /// anything the log would have to take: peers named by intents are
+    /// marked dirty directly (a value that is always safe, rule 4).
+    fn roll_back_out_of_log(&mut self) {
+        let mut dirty = Vec::new();
+        let _ = self.undo_entries(0, &mut |peer, serial| dirty.push((peer, serial)));
+        for (peer, serial) in dirty {
+            if let Some(p) = self.dom.seg.try_rec(peer) {
+                if p.magic.get() == PEER_MAGIC && p.serial.get() == serial {
+                    p.bell_dirty.raw_set(1);
+                }
+            }
+        }
+        self.finished = true;
+        self.release_held();
+        self.dom.unlock();
+    }
+
+    /// Releases the peer locks the transaction took (on the way out of a
+    /// panic, with nothing else done).
+    fn release_held(&mut self) {
+        for &peer in self.held.get_mut().iter().rev() {
+            if let Some(p) = self.dom.seg.try_rec(peer) {
+                p.lock.unlock();
+            }
+        }
+        self.held.get_mut().clear();
+    }
+
+    /// A panic is unwinding through this transaction (see `fault`): rolls
+    /// back what the log allows without trusting anything else, marks the
+    /// domain damaged and releases the lock. Never panics itself.
+    fn quarantine(&mut self) {
+        let note = crate::fault::take_note().unwrap_or_else(|| "an inconsistency".into());
+        let _ = self.undo_entries(0, &mut |_, _| {});
+        self.dom.mark_damaged(&note);
+        // Said before the lock goes, so that another thread's refusal does
+        // not speak first.
+        self.dom.report_damage(true);
+        self.finished = true;
+        // Harmless unless the lock came with EOWNERDEAD and the recovery
+        // panicked; then it keeps the mutex usable for the refusals.
+        self.dom.mutex().consistent();
+        self.release_held();
+        self.dom.unlock();
     }
 
     /// Takes `peer`'s lock like [`hold`](Self::hold) if it is free now;
@@ -776,17 +953,17 @@ impl<'d> Txn<'d> {
                 peers.push(P::from_off(off));
             }
         }
-        let mut taken = Vec::new();
+        let mut taken = TakenLocks(self.dom, Vec::new());
         let raw = Raw { dom: self.dom };
         for &peer in &peers {
             let p = self.rec(peer);
             let r = p.lock.acquire();
+            taken.1.push((peer, r));
             if r == libc::EOWNERDEAD && p.holder.get() == HELD_SECTION {
                 // The transaction died before it took this lock, and a
                 // section died holding it meanwhile.
                 crate::rebuild::rebuild(&raw, peer);
             }
-            taken.push((peer, r));
         }
         let intents = self.undo_to(0);
         // The dirty marks are not this transaction's to undo: written in
@@ -799,7 +976,7 @@ impl<'d> Txn<'d> {
             }
         }
         doorbell::seal(self, &owed, &mut self.tickets.borrow_mut());
-        for (peer, r) in taken {
+        for (peer, r) in core::mem::take(&mut taken.1) {
             let p = self.rec(peer);
             if r == 0 || r == libc::EOWNERDEAD {
                 p.holder.raw_set(HELD_NONE);
@@ -934,6 +1111,11 @@ impl<'d> Txn<'d> {
     }
 
     fn abort_inner(&mut self) {
+        if self.inspect_only {
+            self.set_log_len(self.inspect_base);
+            self.finish_lock();
+            return;
+        }
         let intents = self.undo_to(0);
         self.check_heap_if_debugging("an abort");
         self.frees.borrow_mut().clear();
@@ -972,6 +1154,23 @@ impl<'d> Txn<'d> {
             Err(e) => {
                 self.abort();
                 Err(e)
+            }
+        }
+    }
+}
+
+/// The peer locks a recovery took: released if it panics (the domain is
+/// then marked damaged, and nobody may be left waiting for them).
+struct TakenLocks<'d>(&'d Domain, Vec<(P<PeerRec>, libc::c_int)>);
+
+impl Drop for TakenLocks<'_> {
+    fn drop(&mut self) {
+        for &(peer, r) in self.1.iter().rev() {
+            if let (Some(p), 0 | libc::EOWNERDEAD) = (self.0.seg.try_rec(peer), r) {
+                if r == libc::EOWNERDEAD {
+                    p.lock.consistent();
+                }
+                p.lock.unlock();
             }
         }
     }
@@ -1027,7 +1226,19 @@ impl Store for Txn<'_> {
 
 impl Drop for Txn<'_> {
     fn drop(&mut self) {
-        if !self.finished {
+        if self.finished {
+        } else if std::thread::panicking() {
+            if self.inspect_only {
+                self.finished = true;
+                self.set_log_len(self.inspect_base);
+                self.release_held();
+                self.dom.unlock();
+            } else if crate::fault::take_out_of_log() {
+                self.roll_back_out_of_log();
+            } else {
+                self.quarantine();
+            }
+        } else {
             self.abort_inner();
         }
     }

@@ -75,6 +75,8 @@ pub unsafe trait AbiPlain: Copy + Default + 'static {}
 // SAFETY: integers, and structs of u64/u32 fields laid out without padding
 // (their sizes and offsets are checked at compile time in `uapi`).
 unsafe impl AbiPlain for u64 {}
+// SAFETY: as above (fd numbers).
+unsafe impl AbiPlain for i32 {}
 // SAFETY: as above.
 unsafe impl AbiPlain for uapi::bus1_cmd_peer_reset {}
 // SAFETY: as above.
@@ -224,6 +226,135 @@ impl UserMem for SimMem {
     }
 }
 
+/// Caller memory made of Rust slices: what a program that links the
+/// engine directly hands it instead of its raw address space. Addresses
+/// are the slices' own; any access outside a slice given to it (or a
+/// write to one given read-only) is EFAULT, so a wrong count in a command
+/// cannot reach other memory.
+#[derive(Default)]
+pub struct SliceMem<'a> {
+    read: Vec<&'a [u8]>,
+    write: std::cell::RefCell<Vec<&'a mut [u8]>>,
+}
+
+/// The bytes of a slice of plain ABI values.
+fn plain_bytes<T: AbiPlain>(v: &[T]) -> &[u8] {
+    // SAFETY: T has no padding and every byte is initialised (AbiPlain);
+    // the view covers exactly the slice and shares its lifetime.
+    unsafe { core::slice::from_raw_parts(v.as_ptr() as *const u8, core::mem::size_of_val(v)) }
+}
+
+impl<'a> SliceMem<'a> {
+    pub fn new() -> SliceMem<'a> {
+        SliceMem::default()
+    }
+
+    /// Makes `bytes` readable; returns its address.
+    pub fn bytes(&mut self, bytes: &'a [u8]) -> u64 {
+        self.read.push(bytes);
+        bytes.as_ptr() as u64
+    }
+
+    /// Makes an array of ABI values (IDs, fd numbers) readable; returns
+    /// its address.
+    pub fn array<T: AbiPlain>(&mut self, v: &'a [T]) -> u64 {
+        self.bytes(plain_bytes(v))
+    }
+
+    /// Makes an array of u64 slots writable (and readable); returns its
+    /// address.
+    pub fn writable_u64s(&mut self, v: &'a mut [u64]) -> u64 {
+        let addr = v.as_ptr() as u64;
+        let len = core::mem::size_of_val(v);
+        // SAFETY: u64 has no padding and any byte pattern is a valid u64,
+        // so the slice may be written as bytes; the view covers exactly the
+        // slice and takes over its exclusive borrow.
+        let bytes = unsafe { core::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, len) };
+        self.write.get_mut().push(bytes);
+        addr
+    }
+
+    /// Makes an `iovec` array and every buffer it names readable; returns
+    /// the array's address.
+    pub fn iovecs(&mut self, v: &'a [std::io::IoSlice<'a>]) -> u64 {
+        for b in v {
+            let b: &'a [u8] = std::ops::Deref::deref(b);
+            self.read.push(b);
+        }
+        // SAFETY: the standard library guarantees that `IoSlice` is ABI
+        // compatible with `struct iovec` on Unix (a pointer and a length,
+        // both initialised, no padding); the view covers exactly the array.
+        let bytes = unsafe { core::slice::from_raw_parts(v.as_ptr() as *const u8, core::mem::size_of_val(v)) };
+        self.bytes(bytes)
+    }
+
+    /// The readable region holding `[addr, addr+len)`: (region, offset).
+    fn find_read(&self, addr: u64, len: usize) -> Result<(&'a [u8], usize)> {
+        self.read
+            .iter()
+            .find_map(|r| within(r, addr, len).map(|o| (*r, o)))
+            .ok_or(Errno::EFAULT)
+    }
+}
+
+/// The offset of `[addr, addr+len)` in `region`, if it lies inside.
+fn within(region: &[u8], addr: u64, len: usize) -> Option<usize> {
+    let start = region.as_ptr() as u64;
+    let off = addr.checked_sub(start)?;
+    (off.checked_add(len as u64)? <= region.len() as u64).then_some(off as usize)
+}
+
+impl UserMem for SliceMem<'_> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        if let Ok((r, o)) = self.find_read(addr, buf.len()) {
+            buf.copy_from_slice(&r[o..o + buf.len()]);
+            return Ok(());
+        }
+        let w = self.write.borrow();
+        let (r, o) = w.iter().find_map(|r| within(r, addr, buf.len()).map(|o| (r, o))).ok_or(Errno::EFAULT)?;
+        buf.copy_from_slice(&r[o..o + buf.len()]);
+        Ok(())
+    }
+
+    fn write(&self, addr: u64, buf: &[u8]) -> Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let mut w = self.write.borrow_mut();
+        let r = w.iter_mut().find(|r| within(r, addr, buf.len()).is_some()).ok_or(Errno::EFAULT)?;
+        let o = within(r, addr, buf.len()).ok_or(Errno::EFAULT)?;
+        r[o..o + buf.len()].copy_from_slice(buf);
+        Ok(())
+    }
+
+    unsafe fn copy_in(&self, dst: *mut u8, addr: u64, len: usize) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        let (r, o) = self.find_read(addr, len)?;
+        // SAFETY: the caller guarantees `dst` is valid for `len` bytes; the
+        // source lies inside a slice this memory was given.
+        unsafe { core::ptr::copy_nonoverlapping(r[o..].as_ptr(), dst, len) };
+        Ok(())
+    }
+
+    unsafe fn zero_shared(&self, dst: *mut u8, len: usize) -> Result<()> {
+        // SAFETY: the caller guarantees `dst` is valid for `len` bytes.
+        unsafe { core::ptr::write_bytes(dst, 0, len) };
+        Ok(())
+    }
+
+    unsafe fn copy_shared(&self, dst: *mut u8, src: &[u8]) -> Result<()> {
+        // SAFETY: the caller guarantees `dst` is valid for `src.len()`
+        // bytes and does not overlap `src`.
+        unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +373,32 @@ mod tests {
         assert_eq!(elem(0x1000, 3, 8), Ok(0x1018));
         assert_eq!(elem(u64::MAX - 4, 1, 8), Err(Errno::EFAULT));
         assert_eq!(elem(0x1000, u64::MAX, 8), Err(Errno::EFAULT));
+    }
+
+    #[test]
+    fn slice_memory_reaches_its_slices_only() {
+        let data = [1u8, 2, 3, 4, 5, 6, 7, 8];
+        let ids = [7u64, 9];
+        let mut errs = [0u64; 2];
+        let bufs = [std::io::IoSlice::new(&data[..4]), std::io::IoSlice::new(&data[4..])];
+        let mut m = SliceMem::new();
+        let a = m.array(&ids[..]);
+        let v = m.iovecs(&bufs);
+        let e = m.writable_u64s(&mut errs);
+        assert_eq!(read_u64(&m, a + 8), Ok(9));
+        assert_eq!(read_u64(&m, a + 12), Err(Errno::EFAULT));
+        assert_eq!(read_u64(&m, v + 8), Ok(4));
+        assert_eq!(m.write(a, &[0]), Err(Errno::EFAULT));
+        assert_eq!(m.write(e + 8, &5u64.to_ne_bytes()), Ok(()));
+        assert_eq!(m.write(e + 12, &5u64.to_ne_bytes()), Err(Errno::EFAULT));
+        let mut out = [0u8; 4];
+        // SAFETY: `out` is writable for 4 bytes.
+        assert_eq!(unsafe { m.copy_in(out.as_mut_ptr(), data.as_ptr() as u64 + 4, 4) }, Ok(()));
+        assert_eq!(out, [5, 6, 7, 8]);
+        // SAFETY: as above. (Across the end of the second buffer.)
+        assert_eq!(unsafe { m.copy_in(out.as_mut_ptr(), data.as_ptr() as u64 + 6, 4) }, Err(Errno::EFAULT));
+        drop(m);
+        assert_eq!(errs, [0, 5]);
     }
 
     #[test]

@@ -35,16 +35,19 @@ pub const HOW_FUTEX: u32 = 1;
 /// A ring also sends a token to the thread's wake socket.
 pub const HOW_SOCKET: u32 = 2;
 
-/// This process image, as slot owners name it: a random number chosen at
-/// the first use (so that a slot left by the image a process had before
-/// `exec` is recognised as dead although the pid is the same).
+/// This process image, as slot owners name it (so that a slot left by the
+/// image a process had before `exec` is recognised as dead although the
+/// pid is the same). Every copy of this library in one process agrees on
+/// it — the preload shim's and one a program links itself — so that
+/// neither takes the other's slots for those of a dead image.
 fn incarnation() -> u32 {
     static INC: AtomicU32 = AtomicU32::new(0);
     let v = INC.load(Ordering::Relaxed);
     if v != 0 {
         return v;
     }
-    let new = (sys::getrandom_u64() as u32).max(1);
+    let image = sys::image_number();
+    let new = if image != 0 { image } else { sys::getrandom_u64() as u32 }.max(1);
     match INC.compare_exchange(0, new, Ordering::Relaxed, Ordering::Relaxed) {
         Ok(_) => new,
         Err(v) => v,
@@ -368,6 +371,144 @@ fn arm(dom: &Arc<Domain>, bells: &[u64], how: Sleep) -> Option<Armed> {
         })
         .ok()
         .flatten()
+}
+
+// --------------------------------------------------------- listeners
+
+/// A waiter that is an object rather than a thread: it owns a waiter slot
+/// and a wake socket of its own, and is rung through that socket, which an
+/// event loop (an async runtime's reactor) can watch like any other fd.
+/// Tasks that wait on one peer from any thread use it in place of the
+/// thread-bound [`WaitSet::arm`]:
+///
+/// 1. [`Listener::arm`] publishes the slot in the peer's sleeper map;
+/// 2. the task looks at the peer again (a RECV, or its readiness) and
+///    waits for [`Listener::fd`] to become readable only if nothing is
+///    there — a sender that commits after the publication rings the
+///    socket, so no wake-up is lost (txn rule 9);
+/// 3. once awake and the peer found empty, [`Listener::drain`] empties the
+///    socket before the task looks again.
+///
+/// Several tasks may be armed at once; the slot stays published while any
+/// of their guards lives. It belongs to the process that made it: in a
+/// forked child it does nothing (the fork handler closed its socket there)
+/// and its drop leaves the parent's slot alone.
+pub struct Listener {
+    dom: Arc<Domain>,
+    bell: u64,
+    slot: u32,
+    fd: i32,
+    id: u64,
+    pid: u32,
+    /// How many guards are alive (the slot is published while non-zero).
+    armed: std::sync::Mutex<u32>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Listener(slot {}, fd {})", self.slot, self.fd)
+    }
+}
+
+impl Listener {
+    /// Takes a slot and makes a wake socket for bell `bell` of `dom`.
+    /// ENOSPC if every waiter slot of the domain is taken.
+    pub(crate) fn new(dom: &Arc<Domain>, bell: u64) -> crate::errno::Result<Listener> {
+        let slot = take_slot(dom, creds::current().tid).ok_or(crate::errno::Errno(libc::ENOSPC))?;
+        let (fd, id) = match dom.open_wake_socket() {
+            Ok(w) => w,
+            Err(e) => {
+                free_slot(dom, slot);
+                return Err(e);
+            }
+        };
+        let rec = slot_rec(dom, slot);
+        rec.wake_id.store(id);
+        rec.how.store(HOW_SOCKET);
+        Ok(Listener { dom: dom.clone(), bell, slot, fd, id, pid: creds::pid(), armed: std::sync::Mutex::new(0) })
+    }
+
+    /// The wake socket: readable after a ring (non-blocking; drain it with
+    /// [`Listener::drain`], never read it otherwise).
+    pub fn fd(&self) -> i32 {
+        self.fd
+    }
+
+    /// A new descriptor of the wake socket (close-on-exec), the caller's
+    /// to own and close: for a reactor that must own what it watches.
+    pub fn dup_fd(&self) -> crate::errno::Result<i32> {
+        sys::fcntl(self.fd, libc::F_DUPFD_CLOEXEC, 0).map(|fd| fd as i32)
+    }
+
+    fn mine(&self) -> bool {
+        self.pid == creds::pid()
+    }
+
+    fn set_published(&self, on: bool) {
+        let (w, bit) = (self.slot as usize / 64, 1u64 << (self.slot % 64));
+        let bell = bell_rec(&self.dom, self.bell);
+        if on {
+            if bell.sleep_summary.load() & 1 << w == 0 {
+                bell.sleep_summary.fetch_or(1 << w);
+            }
+            bell.sleepers[w].fetch_or(bit);
+        } else {
+            bell.sleepers[w].fetch_and(!bit);
+        }
+    }
+
+    /// Publishes the slot in the peer's sleeper map (once for all live
+    /// guards) and orders that before whatever the caller reads next. The
+    /// slot is withdrawn when the last guard is dropped.
+    pub fn arm(&self) -> ListenerGuard<'_> {
+        if self.mine() {
+            let mut n = self.armed.lock().unwrap_or_else(|e| e.into_inner());
+            if *n == 0 {
+                self.set_published(true);
+            }
+            *n += 1;
+        }
+        std::sync::atomic::fence(Ordering::SeqCst);
+        ListenerGuard { l: self }
+    }
+
+    /// Empties the wake socket.
+    pub fn drain(&self) {
+        if self.mine() {
+            self.dom.drain_wake_socket(self.fd);
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if !self.mine() {
+            return;
+        }
+        self.set_published(false);
+        self.dom.close_wake_socket(self.fd, self.id);
+        free_slot(&self.dom, self.slot);
+    }
+}
+
+/// A task armed on a [`Listener`]; dropping it withdraws the slot once no
+/// other guard is alive.
+#[must_use = "the listener is armed only while the guard lives"]
+pub struct ListenerGuard<'l> {
+    l: &'l Listener,
+}
+
+impl Drop for ListenerGuard<'_> {
+    fn drop(&mut self) {
+        if !self.l.mine() {
+            return;
+        }
+        let mut n = self.l.armed.lock().unwrap_or_else(|e| e.into_inner());
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            self.l.set_published(false);
+        }
+    }
 }
 
 /// Rings every thread armed on `bell`. The caller has made its change

@@ -8,13 +8,16 @@ use uapi::*;
 
 pub struct Bus {
     pub dir: PathBuf,
+    /// The test damages the domain on purpose: the check at the end
+    /// expects the damage mark and nothing else.
+    damaged: std::cell::Cell<bool>,
 }
 
 impl Bus {
     pub fn new(name: &str) -> Bus {
         let base = if std::path::Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
         let dir = base.join(format!("bus1-rt-{}-{}-{}", name, std::process::id(), nanos()));
-        Bus { dir }
+        Bus { dir, damaged: std::cell::Cell::new(false) }
     }
 
     /// A bus that keeps the kernel-visible token of every peer socket
@@ -26,6 +29,11 @@ impl Bus {
         bus
     }
 
+    /// Says that the test leaves the domain marked damaged on purpose.
+    pub fn expect_damage(&self) {
+        self.damaged.set(true);
+    }
+
     pub fn peer(&self) -> P1 {
         let (fd, peer) = Peer::open(&self.dir, OpenFlags { access: libc::O_RDWR, cloexec: true, nonblock: true }).unwrap();
         P1 { fd, peer, mem: SimMem::new() }
@@ -34,6 +42,15 @@ impl Bus {
 
 impl Drop for Bus {
     fn drop(&mut self) {
+        // Whatever the test did, the segment it leaves must be consistent.
+        if !std::thread::panicking() && self.dir.join("segment").exists() {
+            let report = shm_core::Domain::attach(&self.dir).unwrap().check_invariants();
+            if self.damaged.get() {
+                assert!(report.len() == 1 && report[0].contains("marked damaged"), "more than the damage mark:\n{}", report.join("\n"));
+            } else {
+                assert!(report.is_empty(), "invariants violated:\n{}", report.join("\n"));
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -236,6 +236,7 @@ fn recovery_that_keeps_failing_quarantines_the_domain() {
         return;
     }
     let bus = Bus::new("crash-quarantine");
+    bus.expect_damage();
     let a = bus.peer();
     let b = bus.peer();
     let hb = b.transfer(0x100, &a).unwrap();

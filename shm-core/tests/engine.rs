@@ -651,3 +651,36 @@ fn file_sweep_removes_only_files_nothing_holds() {
     a.send(&[0x100], b"still here").unwrap();
     assert_eq!(a.recv().unwrap().payload, b"still here");
 }
+
+#[test]
+fn failed_recv_keeps_ids_off_the_table_until_a_reference_exists() {
+    let bus = Bus::new("failedrecv");
+    let a = bus.peer();
+    let b = bus.peer();
+    let dest = a.transfer(0x100, &b).unwrap();
+    b.send_h(&[dest], b"x", &[0x200]).unwrap();
+    // The result cannot be written: nothing is delivered, and the ID the
+    // handle got is not a's yet.
+    let r = a.peer.recv_into(a.fd, 0, shm_core::POOL_SIZE, &|_| false);
+    assert_eq!(r.err(), Some(Errno::EFAULT));
+    assert_eq!(a.release(0xB), Err(Errno::ENXIO));
+    // A retry reports the same ID, which now works.
+    let m = a.recv().unwrap();
+    assert_eq!(m.handles, vec![0xB]);
+    a.release(0xB).unwrap();
+    assert_eq!(a.release(0xB), Err(Errno::ENXIO));
+    // Failed again, then flushed: the handle goes and leaves no table entry.
+    b.send_h(&[dest], b"y", &[0x200]).unwrap();
+    assert_eq!(a.peer.recv_into(a.fd, 0, shm_core::POOL_SIZE, &|_| false).err(), Some(Errno::EFAULT));
+    a.reset(BUS1_PEER_RESET_FLAG_FLUSH).unwrap();
+    assert_eq!(a.release(0x13), Err(Errno::ENXIO));
+    b.reset(BUS1_PEER_RESET_FLAG_FLUSH).unwrap();
+    drop(b);
+    drop(a);
+    // With every peer gone, nothing is left in the table.
+    assert_eq!(bus_stats(&bus).table_entries, 0);
+}
+
+fn bus_stats(bus: &Bus) -> shm_core::Stats {
+    shm_core::Domain::attach(&bus.dir).unwrap().stats().unwrap()
+}

@@ -17,7 +17,7 @@
 
 #include "harness.h"
 
-/* Size of every peer's pool (SEMANTICS.md 5.1) ... */
+/* Size of every peer's pool (§5.1) ... */
 #define B1_POOL_SIZE (1ULL << 29)
 /*
  * ... but a peer that speaks bus1's final ABI has a 4 GiB pool. The shim's
@@ -337,6 +337,49 @@ static inline int b1_limit_fd_room(int room, struct rlimit *old)
 	lim.rlim_cur = low + room;
 	ASSERT_OK(setrlimit(RLIMIT_NOFILE, &lim));
 	return low;
+}
+
+/*
+ * Test-only commands of the shim, answered only with BUS1_TEST_HOOKS=1
+ * (which the runner sets for every case; without it they are unknown
+ * commands, ENOTTY, as for the module). B1_TEST_CHECK checks the
+ * invariants of the fd's domain, prints each violation to stderr and
+ * returns their number; B1_TEST_DAMAGE damages the domain in one of the
+ * ways below, which the shim is known to detect.
+ */
+#define B1_TEST_CHECK _IO(BUS1_IOCTL_MAGIC, 0xf0)
+#define B1_TEST_DAMAGE _IOW(BUS1_IOCTL_MAGIC, 0xf1, __u64)
+#define B1_DAMAGE_OFFSET 1	/* the caller's queue head points outside the segment */
+#define B1_DAMAGE_CYCLE 2	/* the caller's handle list runs in a circle */
+#define B1_DAMAGE_KEY 3		/* the caller's next handle ID is already in its table */
+
+/* Checks the invariants of fd's domain; fails the case on any violation. */
+#define b1_check_fd(fd) b1_check_fd_at(__FILE__, __LINE__, (fd))
+static inline void b1_check_fd_at(const char *file, int line, int fd)
+{
+	int n = ioctl(fd, B1_TEST_CHECK, 0);
+
+	if (n < 0)
+		t_fail(file, line, "invariant check: %s", strerror(errno));
+	if (n > 0)
+		t_fail(file, line, "%d invariant violations (listed above)", n);
+}
+
+/* Checks the invariants of the case's domain through a new peer. */
+#define b1_check_domain() b1_check_domain_at(__FILE__, __LINE__)
+static inline void b1_check_domain_at(const char *file, int line)
+{
+	int fd = open(b1_device(), O_RDWR | O_CLOEXEC | O_NONBLOCK);
+
+	if (fd < 0)
+		t_fail(file, line, "open(%s) for the invariant check: %s", b1_device(), strerror(errno));
+	b1_check_fd_at(file, line, fd);
+	close(fd);
+}
+
+static inline int b1_damage(int fd, uint64_t kind)
+{
+	return b1_ioctl(fd, B1_TEST_DAMAGE, &kind);
 }
 
 #endif /* BUS1_TEST_UTIL_H */

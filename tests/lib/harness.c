@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Test runner: forks one child per registered case, gives it a fresh domain,
- * enforces its timeout and reports "ok"/"FAIL"/"skip" lines plus a summary.
+ * enforces its timeout and reports "ok"/"FAIL"/"skip" lines plus a summary
+ * ("N passed, M failed, K skipped").
  *
  * Usage: <test-binary> [substring-filter...]
  * Environment: BUS1_TEST_TMP (base directory for domains; default /dev/shm
- * when it exists, else $TMPDIR or /tmp), BUS1_TEST_VERBOSE=1.
+ * when it exists, else $TMPDIR or /tmp), BUS1_TEST_VERBOSE=1. Sets
+ * BUS1_TEST_HOOKS=1 (the shim's test-only commands, see bus1-util.h).
  *
  * With the base directory on a disk (not a memory file system), a case also
  * fails if any of its domain directories holds bus data (a segment, pool,
@@ -20,6 +22,7 @@
 #include <ftw.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/time.h>
@@ -27,8 +30,9 @@
 #include <time.h>
 
 #define T_MAX_CASES 1024
-/* Exit status of a case that ended with t_skip(). */
+/* Exit status of a case that called t_skip (the automake convention). */
 #define T_SKIP_STATUS 77
+#define T_REASON_MAX 512
 
 struct t_case {
 	const char *name;
@@ -50,6 +54,8 @@ static unsigned t_n_cases;
 static char t_base[4096];
 static char t_cur_domain[4096];
 static unsigned t_domain_seq;
+/* Shared with the case's process: why it skipped itself. */
+static char *t_skip_reason;
 
 void t_register(const char *name, t_fn fn, const char *file, unsigned timeout_s)
 {
@@ -110,11 +116,11 @@ void t_skip(const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "    skipped: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
+	if (t_skip_reason) {
+		va_start(ap, fmt);
+		vsnprintf(t_skip_reason, T_REASON_MAX, fmt, ap);
+		va_end(ap);
+	}
 	fflush(stdout);
 	fflush(stderr);
 	_exit(T_SKIP_STATUS);
@@ -293,8 +299,9 @@ static const char *t_group(const char *file)
 	return g;
 }
 
-/* Returns 0 (passed), 1 (failed) or 2 (skipped). */
-static int t_run_case(const struct t_case *c, unsigned idx)
+enum t_outcome { T_PASSED, T_FAILED, T_SKIPPED };
+
+static enum t_outcome t_run_case(const struct t_case *c, unsigned idx)
 {
 	double start = t_now();
 	pid_t pid;
@@ -302,6 +309,7 @@ static int t_run_case(const struct t_case *c, unsigned idx)
 
 	snprintf(t_cur_domain, sizeof(t_cur_domain), "%s/d%u", t_base, idx);
 	t_domain_seq = 0;
+	t_skip_reason[0] = 0;
 	fflush(stdout);
 	fflush(stderr);
 	pid = fork();
@@ -330,15 +338,15 @@ static int t_run_case(const struct t_case *c, unsigned idx)
 
 	if (disk_data && WIFEXITED(status) && (WEXITSTATUS(status) == 0 || WEXITSTATUS(status) == T_SKIP_STATUS)) {
 		printf("FAIL   %s/%s: bus data left on a disk file system (%.2fs)\n", group, c->name, dt);
-		return 1;
+		return T_FAILED;
 	}
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
 		printf("ok     %s/%s (%.2fs)\n", group, c->name, dt);
-		return 0;
+		return T_PASSED;
 	}
-	if (WIFEXITED(status) && WEXITSTATUS(status) == T_SKIP_STATUS) {
-		printf("skip   %s/%s (%.2fs)\n", group, c->name, dt);
-		return 2;
+	if (WIFEXITED(status) && WEXITSTATUS(status) == T_SKIP_STATUS && t_skip_reason[0]) {
+		printf("skip   %s/%s: %.*s (%.2fs)\n", group, c->name, T_REASON_MAX, t_skip_reason, dt);
+		return T_SKIPPED;
 	}
 	if (WIFSIGNALED(status))
 		printf("FAIL   %s/%s: killed by signal %d%s (%.2fs)\n", group, c->name,
@@ -347,16 +355,18 @@ static int t_run_case(const struct t_case *c, unsigned idx)
 	else
 		printf("FAIL   %s/%s: exit status %d (%.2fs)\n", group, c->name,
 		       WEXITSTATUS(status), dt);
-	return 1;
+	return T_FAILED;
 }
 
 int main(int argc, char **argv)
 {
 	const char *tmp = getenv("BUS1_TEST_TMP");
-	unsigned passed = 0, failed = 0, skipped = 0;
+	unsigned counts[3] = { 0 };
 	char tmpl[4096];
 	struct stat st;
 
+	/* the shim's test-only commands (bus1-util.h), in every case and child */
+	setenv("BUS1_TEST_HOOKS", "1", 0);
 	if (argc >= 3 && strcmp(argv[1], "--child") == 0)
 		return t_run_child(argc, argv);
 	t_self_exe();
@@ -371,18 +381,21 @@ int main(int argc, char **argv)
 	}
 	snprintf(t_base, sizeof(t_base), "%s", tmpl);
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	t_skip_reason = mmap(NULL, T_REASON_MAX + 1, PROT_READ | PROT_WRITE,
+			     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (t_skip_reason == MAP_FAILED) {
+		perror("mmap");
+		return 2;
+	}
 
 	for (unsigned i = 0; i < t_n_cases; i++) {
 		if (!t_matches(&t_cases[i], argc, argv))
 			continue;
-		switch (t_run_case(&t_cases[i], i)) {
-		case 0: passed++; break;
-		case 1: failed++; break;
-		default: skipped++; break;
-		}
+		counts[t_run_case(&t_cases[i], i)]++;
 	}
 	t_rm_rf(t_base);
 	printf("# %s: %u passed, %u failed, %u skipped\n",
-	       t_n_cases ? t_group(t_cases[0].file) : "?", passed, failed, skipped);
-	return failed ? 1 : 0;
+	       t_n_cases ? t_group(t_cases[0].file) : "?",
+	       counts[T_PASSED], counts[T_FAILED], counts[T_SKIPPED]);
+	return counts[T_FAILED] ? 1 : 0;
 }

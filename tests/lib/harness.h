@@ -8,6 +8,11 @@
  * see each other's peers, and a crash or hang fails only that case.
  *
  * Assertions print where and why they failed and end the case at once.
+ * A case that cannot run here (it needs root, say) calls t_skip() with the
+ * reason: it is reported as skipped, never as passed.
+ *
+ * Cases cite the behaviour they check by section of docs/reference.md:
+ * "§2.8 step 9.4" is step 9.4 of section 2.8, "A.3" its appendix.
  */
 #ifndef BUS1_TEST_HARNESS_H
 #define BUS1_TEST_HARNESS_H
@@ -26,8 +31,8 @@ void t_register(const char *name, t_fn fn, const char *file, unsigned timeout_s)
 void t_fail(const char *file, int line, const char *fmt, ...)
 	__attribute__((noreturn, format(printf, 3, 4)));
 /*
- * Ends the case as skipped (it cannot run here, e.g. it needs root): the
- * runner reports it as such, never as passed.
+ * Ends the case as skipped, with the reason why it cannot run here (it needs
+ * root, say): the runner reports it as such, never as passed.
  */
 void t_skip(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 

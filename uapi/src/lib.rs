@@ -6,7 +6,8 @@
 //! ABI changed, which the header gives when `BUS1_ABI_FINAL` is defined.
 //! Sizes and field offsets are checked at compile time here, and
 //! `tests/abi.rs` checks both layouts against the C header by compiling a
-//! program against it in each mode.
+//! program against it in each mode. Section numbers in comments are those
+//! of `docs/reference.md`.
 #![no_std]
 // The C names are the interface; keep them.
 #![allow(non_camel_case_types)]

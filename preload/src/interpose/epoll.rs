@@ -5,7 +5,7 @@
 //! events and data computed from the bus (see `wait` and `epolls`).
 #![allow(clippy::missing_safety_doc)]
 
-use super::waits::{timespec_ns, trace_wait, write_array, Libc};
+use super::waits::{timespec_ns, write_array, Libc};
 use super::*;
 use crate::epolls::{self, Member, Shadow};
 use crate::uaccess::ProcMem;
@@ -257,7 +257,10 @@ unsafe fn wait_common(
     };
     let mut local = vec![epoll_event { events: 0, u64: 0 }; max as usize];
     let r = wait::epoll(ep, &shadow, &mut local, deadline, mask, &mut Libc, &mut |out| harvest_now(ep, out, &shadow));
-    trace_wait("epoll_wait", shadow.members.len(), &r);
+    if crate::trace::on() {
+        let peers: Vec<i32> = shadow.members.iter().map(|m| m.fd).collect();
+        keep_errno(|| crate::trace::epoll_wait("epoll_wait", ep, &peers, r));
+    }
     match r {
         Ok(n) => match write_array(events as u64, &local[..n]) {
             Ok(()) => n as c_int,

@@ -6,14 +6,31 @@ use super::*;
 
 // ------------------------------------------------- closing and duplicating
 
-/// A peer lost one of this process's descriptors: if none is left here,
-/// check whether it was the last one anywhere.
-fn after_close(old: Option<Arc<FdInfo>>) {
+/// A peer lost one of this process's descriptors (`fd`): if none is left
+/// here, check whether it was the last one anywhere.
+fn after_close(fd: c_int, old: Option<Arc<FdInfo>>) {
     if let Some(info) = old {
-        if !fdtable::still_open(&info.peer) {
-            keep_errno(|| info.peer.closed());
+        let last = keep_errno(|| guarded(|| false, || !fdtable::still_open(&info.peer)));
+        if crate::trace::on() {
+            keep_errno(|| guarded(|| (), || crate::trace::close(fd, info.peer.serial(), last)));
+        }
+        if last {
+            keep_errno(|| guarded(|| (), || info.peer.closed()));
         }
     }
+}
+
+/// Forgets `fd` before it is closed: its peer entry (returned) and what
+/// the shim remembers about it.
+fn forget(fd: c_int) -> Option<Arc<FdInfo>> {
+    guarded(
+        || None,
+        || {
+            let old = fdtable::take(fd);
+            fdtable::forget_checked(fd);
+            old
+        },
+    )
 }
 
 #[no_mangle]
@@ -23,13 +40,12 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
         // stay; pretend they were closed.
         return 0;
     }
-    let old = fdtable::take(fd);
-    fdtable::forget_checked(fd);
+    let old = forget(fd);
     let r = call_real!(crate::real::CLOSE, fn(c_int) -> c_int, fd);
     if r == 0 {
-        super::epoll::closed(fd);
+        guarded(|| (), || super::epoll::closed(fd));
     }
-    after_close(old);
+    after_close(fd, old);
     r
 }
 
@@ -43,10 +59,10 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
 /// Then the process leaves its domains: the last process to use a domain
 /// removes its memory (see shm-core's `memory`).
 extern "C" fn close_peers_at_exit() {
-    if !(fdtable::any() || shm_core::Domain::any_attached()) || !only_thread_left() {
+    if !(fdtable::any() || shm_core::Domain::any_attached()) || !guarded(|| false, shm_core::only_thread_left) {
         return;
     }
-    let old = fdtable::take_range(0, c_uint::MAX);
+    let old = guarded(Vec::new, || fdtable::take_range(0, c_uint::MAX));
     for (fd, _) in &old {
         // SAFETY: closes a descriptor of a process that is exiting; no
         // application code runs after this destructor.
@@ -54,17 +70,10 @@ extern "C" fn close_peers_at_exit() {
     }
     // As after close_range: a peer with several of these fds is torn
     // down by the first check, and the others find it gone.
-    for (_, info) in old {
-        after_close(Some(info));
+    for (fd, info) in old {
+        after_close(fd as c_int, Some(info));
     }
-    shm_core::Domain::leave_all();
-}
-
-/// Whether the calling thread is the process's only thread besides the
-/// shim's watcher.
-fn only_thread_left() -> bool {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return false };
-    tasks.count() <= 1 + shm_core::watcher_running() as usize
+    guarded(|| (), shm_core::Domain::leave_all);
 }
 
 #[used]
@@ -76,10 +85,9 @@ static CLOSE_PEERS_AT_EXIT: extern "C" fn() = close_peers_at_exit;
 #[no_mangle]
 pub unsafe extern "C" fn fclose(f: *mut libc::FILE) -> c_int {
     let fd = if f.is_null() { -1 } else { libc::fileno(f) };
-    let old = fdtable::take(fd);
-    fdtable::forget_checked(fd);
+    let old = forget(fd);
     let r = call_real!(crate::real::FCLOSE, fn(*mut libc::FILE) -> c_int, f);
-    after_close(old);
+    after_close(fd, old);
     r
 }
 
@@ -87,37 +95,45 @@ pub unsafe extern "C" fn fclose(f: *mut libc::FILE) -> c_int {
 pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
     let r = call_real!(crate::real::DUP, fn(c_int) -> c_int, fd);
     if r >= 0 {
-        if let Some(i) = fdtable::get(fd) {
-            fdtable::set(r, i);
-        }
-        crate::epolls::shared(fd);
+        guarded(|| (), || duplicated(fd, r));
     }
     r
 }
 
-unsafe fn dup_onto(old: c_int, new: c_int, f: impl FnOnce() -> c_int) -> c_int {
-    if old != new {
-        keep_errno(|| shm_core::evict_internal_fd(new));
-    }
-    let replaced = if old != new { fdtable::take(new) } else { None };
-    if old != new {
-        fdtable::forget_checked(new);
-    }
-    let r = f();
-    if r >= 0 && old != new {
-        super::epoll::closed(new);
-        crate::epolls::shared(old);
-    }
-    if r < 0 {
-        if let Some(p) = replaced {
-            fdtable::set(new, p);
-        }
-        return r;
-    }
+/// `new` is now a duplicate of `old`: a peer fd if `old` is one, and in
+/// the same epoll sets' eyes.
+fn duplicated(old: c_int, new: c_int) {
     if let Some(i) = fdtable::get(old) {
         fdtable::set(new, i);
     }
-    after_close(replaced);
+    crate::epolls::shared(old);
+}
+
+unsafe fn dup_onto(old: c_int, new: c_int, f: impl FnOnce() -> c_int) -> c_int {
+    let replaced = if old != new {
+        keep_errno(|| guarded(|| false, || shm_core::evict_internal_fd(new)));
+        forget(new)
+    } else {
+        None
+    };
+    let r = f();
+    if r >= 0 && old != new {
+        guarded(
+            || (),
+            || {
+                super::epoll::closed(new);
+                crate::epolls::shared(old);
+            },
+        );
+    }
+    if r < 0 {
+        if let Some(p) = replaced {
+            guarded(|| (), || fdtable::set(new, p));
+        }
+        return r;
+    }
+    guarded(|| (), || duplicated(old, new));
+    after_close(new, replaced);
     r
 }
 
@@ -134,13 +150,10 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
 unsafe fn fcntl_common(real: &crate::real::Real, fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     let r = call_real!(real, fn(c_int, c_int, c_ulong) -> c_int, fd, cmd, arg);
     if r >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) {
-        if let Some(i) = fdtable::get(fd) {
-            fdtable::set(r, i);
-        }
-        crate::epolls::shared(fd);
+        guarded(|| (), || duplicated(fd, r));
     }
     if r >= 0 && cmd == libc::F_GETFL {
-        return device_file_flags(fd, r);
+        return guarded(|| r, || device_file_flags(fd, r));
     }
     r
 }
@@ -192,8 +205,11 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
     if flags as c_uint & libc::CLOSE_RANGE_CLOEXEC != 0 {
         return call_real!(crate::real::CLOSE_RANGE, fn(c_uint, c_uint, c_int) -> c_int, first, last, flags);
     }
-    let old = fdtable::take_range(first, last);
-    fdtable::forget_checked_range(first, last);
+    let old = guarded(Vec::new, || {
+        let old = fdtable::take_range(first, last);
+        fdtable::forget_checked_range(first, last);
+        old
+    });
     let mut lo = first as u64;
     let hi = last as u64;
     let mut internal: Vec<u64> = (0..4096u64).filter(|f| *f >= lo && *f <= hi && shm_core::is_internal_fd(*f as i32)).collect();
@@ -213,10 +229,10 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
         }
     }
     if r == 0 {
-        super::epoll::closed_range(first, last);
+        guarded(|| (), || super::epoll::closed_range(first, last));
     }
-    for (_, o) in old {
-        after_close(Some(o));
+    for (fd, o) in old {
+        after_close(fd as c_int, Some(o));
     }
     r
 }

@@ -13,14 +13,19 @@ pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) ->
     let request = u64::from(request);
     let bus1_cmd = (request >> 8) & 0xff == uapi::BUS1_IOCTL_MAGIC as u64;
     if bus1_cmd || fdtable::any() {
-        let info = if bus1_cmd { fdtable::lookup(fd) } else { fdtable::get(fd) };
-        if let Some(info) = info {
-            if !dispatch::is_generic(request) {
-                return match dispatch::ioctl(fd, &info, request, arg as u64) {
+        let r = guarded(
+            || Some(fail(Errno::EIO)),
+            || {
+                let info = if bus1_cmd { fdtable::lookup(fd) } else { fdtable::get(fd) };
+                let info = info.filter(|_| !dispatch::is_generic(request))?;
+                Some(match dispatch::ioctl(fd, &info, request, arg as u64) {
                     Ok(v) => v,
                     Err(e) => fail(e),
-                };
-            }
+                })
+            },
+        );
+        if let Some(r) = r {
+            return r;
         }
     }
     call_real!(crate::real::IOCTL, fn(c_int, c_ulong, *mut c_void) -> c_int, fd, request as c_ulong, arg)

@@ -15,11 +15,11 @@ fn replaces_bus_memory(addr: *mut c_void, len: usize, flags: c_int) -> bool {
 // ------------------------------------------------------------------ mmap
 
 unsafe fn mmap_common(real: &crate::real::Real, addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, off: off_t) -> *mut c_void {
-    if replaces_bus_memory(addr, len, flags) {
+    if guarded(|| false, || replaces_bus_memory(addr, len, flags)) {
         set_errno(libc::EINVAL);
         return libc::MAP_FAILED;
     }
-    let info = if fd >= 0 { fdtable::get(fd) } else { None };
+    let info = guarded(|| None, || if fd >= 0 { fdtable::get(fd) } else { None });
     let info = match info {
         Some(i) => i,
         None => {
@@ -29,19 +29,21 @@ unsafe fn mmap_common(real: &crate::real::Real, addr: *mut c_void, len: usize, p
             if r != libc::MAP_FAILED || fd < 0 || errno() != libc::ENODEV {
                 return r;
             }
-            match keep_errno(|| fdtable::lookup(fd)) {
+            match keep_errno(|| guarded(|| None, || fdtable::lookup(fd))) {
                 Some(i) => i,
                 None => return r,
             }
         }
     };
     if off & 0xfff != 0 || len == 0 {
+        trace_mmap(fd, &info, len, prot, flags, off, Err(libc::EINVAL));
         set_errno(libc::EINVAL);
         return libc::MAP_FAILED;
     }
-    let pfd = match info.peer.pool_fd_for_mmap(info.access, prot, flags) {
+    let pfd = match guarded(|| Err(Errno::EIO), || info.peer.pool_fd_for_mmap(info.access, prot, flags)) {
         Ok(p) => p,
         Err(e) => {
+            trace_mmap(fd, &info, len, prot, flags, off, Err(e.0));
             set_errno(e.0);
             return libc::MAP_FAILED;
         }
@@ -51,7 +53,14 @@ unsafe fn mmap_common(real: &crate::real::Real, addr: *mut c_void, len: usize, p
     let flags = (flags & !libc::MAP_PRIVATE) | libc::MAP_SHARED;
     let r = call_real!(real, fn(*mut c_void, usize, c_int, c_int, c_int, off_t) -> *mut c_void, addr, len, prot, flags, pfd, off);
     keep_errno(|| libc::syscall(libc::SYS_close, pfd));
+    trace_mmap(fd, &info, len, prot, flags, off, if r == libc::MAP_FAILED { Err(errno()) } else { Ok(r as usize) });
     r
+}
+
+fn trace_mmap(fd: c_int, info: &FdInfo, len: usize, prot: c_int, flags: c_int, off: off_t, r: Result<usize, c_int>) {
+    if crate::trace::on() {
+        keep_errno(|| crate::trace::mmap(fd, info.peer.serial(), len, prot, flags, off, r));
+    }
 }
 
 #[no_mangle]
@@ -69,7 +78,7 @@ pub unsafe extern "C" fn mmap64(addr: *mut c_void, len: usize, prot: c_int, flag
 /// would unmap memory of the bus's own.
 #[no_mangle]
 pub unsafe extern "C" fn munmap(addr: *mut c_void, len: usize) -> c_int {
-    if shm_core::is_own_memory(addr as u64, len as u64) {
+    if guarded(|| false, || shm_core::is_own_memory(addr as u64, len as u64)) {
         set_errno(libc::EINVAL);
         return -1;
     }

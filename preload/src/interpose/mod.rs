@@ -41,6 +41,15 @@ pub(crate) fn keep_errno<T>(f: impl FnOnce() -> T) -> T {
     r
 }
 
+/// Runs the shim's own part of an entry point. Nothing may unwind into
+/// the C caller: a panic in it (an inconsistency the engine found in a
+/// domain, see shm-core's `fault`) gives `fallback()` instead, which is
+/// either a failure with EIO or the path the call takes for anything that
+/// is not bus1's.
+pub(crate) fn guarded<T>(fallback: impl FnOnce() -> T, f: impl FnOnce() -> T) -> T {
+    shm_core::contain(|| Ok(f())).unwrap_or_else(|_| fallback())
+}
+
 pub(crate) fn fail(e: Errno) -> c_int {
     set_errno(e.0);
     -1
@@ -57,5 +66,5 @@ pub(crate) unsafe fn c_path<'a>(path: *const c_char) -> Option<&'a CStr> {
 /// Whether the path argument `path` (relative to `dirfd`) names the bus1
 /// device; false for NULL. The caller passes `path` as for [`c_path`].
 pub(crate) unsafe fn is_device_path(dirfd: c_int, path: *const c_char) -> bool {
-    c_path(path).is_some_and(|p| device::is_device(dirfd, p))
+    guarded(|| false, || c_path(path).is_some_and(|p| device::is_device(dirfd, p)))
 }

@@ -7,46 +7,56 @@ use super::*;
 // ------------------------------------------------------------------ open
 
 /// open(2) of the device: a new peer in the configured domain.
-fn open_device(flags: c_int) -> c_int {
+fn open_device(path: &CStr, flags: c_int) -> c_int {
     if flags & libc::O_EXCL != 0 && flags & libc::O_CREAT != 0 {
-        return fail(Errno::EEXIST);
+        return traced_open_failure(path, flags, Errno::EEXIST);
     }
     if flags & libc::O_DIRECTORY != 0 {
-        return fail(Errno(libc::ENOTDIR));
+        return traced_open_failure(path, flags, Errno(libc::ENOTDIR));
     }
     let of = OpenFlags { access: flags & libc::O_ACCMODE, cloexec: flags & libc::O_CLOEXEC != 0, nonblock: flags & libc::O_NONBLOCK != 0 };
     let domain = crate::config::domain();
-    match Peer::open_as(&domain, of, crate::config::abi_mode()) {
+    let r = Peer::open_as(&domain, of, crate::config::abi_mode());
+    if crate::trace::on() {
+        let (outcome, note) = match &r {
+            Ok((fd, peer)) => (Ok(*fd), format!("peer {:#x}", peer.serial())),
+            // The only ENODEV of an open: the bus cannot be shared.
+            Err(Errno::ENODEV) => (Err(Errno::ENODEV), "the domain was made by another version of the shim and is still in use".into()),
+            // A directory or file another user could control.
+            Err(Errno::EPERM) => (Err(Errno::EPERM), shm_core::take_refusal().map(|r| format!("refused: {r}")).unwrap_or_default()),
+            Err(e) => (Err(*e), String::new()),
+        };
+        crate::trace::open(path.to_bytes(), flags, Some(&domain), outcome, &note);
+    }
+    match r {
         Ok((fd, peer)) => {
             fdtable::set(fd, Arc::new(FdInfo { peer, access: of.access }));
-            if crate::config::trace() {
-                eprintln!("bus1: open -> fd {fd}");
-            }
             fd
         }
-        Err(e) => {
-            if crate::config::trace() {
-                // The only ENODEV of an open: the bus cannot be shared.
-                let why = if e == Errno::ENODEV {
-                    " (the domain was made by another version of the shim and is still in use)".to_string()
-                } else if e == Errno::EPERM {
-                    // A directory or file another user could control.
-                    shm_core::take_refusal().map(|r| format!(" (refused: {r})")).unwrap_or_default()
-                } else {
-                    String::new()
-                };
-                eprintln!("bus1: open in domain {} -> -1 {e}{why}", domain.display());
-            }
-            fail(e)
-        }
+        Err(e) => fail(e),
     }
 }
 
+/// An open of the node refused before any domain is involved.
+fn traced_open_failure(path: &CStr, flags: c_int, e: Errno) -> c_int {
+    if crate::trace::on() {
+        crate::trace::open(path.to_bytes(), flags, None, Err(e), "");
+    }
+    fail(e)
+}
+
+// C declares open(2) variadic (the mode is read only with O_CREAT or
+// O_TMPFILE); Rust cannot define a variadic function on stable. On the
+// Linux targets this builds for, a variadic call passes `mode` in the same
+// register as the third argument of this definition, as every LD_PRELOAD
+// interposer of open relies on. Newer compilers reject the mismatch with
+// the standard library's own declaration unless told it is deliberate.
 macro_rules! open_fn {
     ($name:ident, $real:ident) => {
+        #[allow(unknown_lints, invalid_runtime_symbol_definitions)]
         #[no_mangle]
         pub unsafe extern "C" fn $name(path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
-            if let Some(fd) = open_special(libc::AT_FDCWD, path, flags) {
+            if let Some(fd) = guarded(|| None, || open_special(libc::AT_FDCWD, path, flags)) {
                 return fd;
             }
             call_real!(crate::real::$real, fn(*const c_char, c_int, c_uint) -> c_int, path, flags, mode)
@@ -60,7 +70,7 @@ macro_rules! openat_fn {
     ($name:ident, $real:ident) => {
         #[no_mangle]
         pub unsafe extern "C" fn $name(dirfd: c_int, path: *const c_char, flags: c_int, mode: c_uint) -> c_int {
-            if let Some(fd) = open_special(dirfd, path, flags) {
+            if let Some(fd) = guarded(|| None, || open_special(dirfd, path, flags)) {
                 return fd;
             }
             call_real!(crate::real::$real, fn(c_int, *const c_char, c_int, c_uint) -> c_int, dirfd, path, flags, mode)
@@ -74,7 +84,7 @@ macro_rules! open2_fn {
     ($name:ident, $real:ident) => {
         #[no_mangle]
         pub unsafe extern "C" fn $name(path: *const c_char, flags: c_int) -> c_int {
-            if let Some(fd) = open_special(libc::AT_FDCWD, path, flags) {
+            if let Some(fd) = guarded(|| None, || open_special(libc::AT_FDCWD, path, flags)) {
                 return fd;
             }
             call_real!(crate::real::$real, fn(*const c_char, c_int) -> c_int, path, flags)
@@ -88,7 +98,7 @@ macro_rules! openat2_fn {
     ($name:ident, $real:ident) => {
         #[no_mangle]
         pub unsafe extern "C" fn $name(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
-            if let Some(fd) = open_special(dirfd, path, flags) {
+            if let Some(fd) = guarded(|| None, || open_special(dirfd, path, flags)) {
                 return fd;
             }
             call_real!(crate::real::$real, fn(c_int, *const c_char, c_int) -> c_int, dirfd, path, flags)
@@ -105,20 +115,25 @@ openat2_fn!(__openat64_2, OPENAT64_2);
 unsafe fn open_special(dirfd: c_int, path: *const c_char, flags: c_int) -> Option<c_int> {
     let path = c_path(path)?;
     if device::is_device(dirfd, path) {
-        return Some(open_node(flags));
+        return Some(open_node(path, flags));
     }
     match procfs::entry(path)? {
         procfs::Entry::FdInfo(fd) => open_fdinfo(fd, flags),
-        procfs::Entry::FdLink(fd) => (fdtable::lookup(fd).is_some() || device::is_path_fd(fd)).then(|| open_node(flags)),
+        procfs::Entry::FdLink(fd) => (fdtable::lookup(fd).is_some() || device::is_path_fd(fd)).then(|| open_node(path, flags)),
     }
 }
 
-/// open(2) of the node: a new peer, or with O_PATH a path descriptor.
-fn open_node(flags: c_int) -> c_int {
+/// open(2) of the node (named `path`): a new peer, or with O_PATH a path
+/// descriptor.
+fn open_node(path: &CStr, flags: c_int) -> c_int {
     if flags & libc::O_PATH == 0 {
-        return open_device(flags);
+        return open_device(path, flags);
     }
-    match device::open_path_fd(flags) {
+    let r = device::open_path_fd(flags);
+    if crate::trace::on() {
+        crate::trace::open(path.to_bytes(), flags, None, r.map_err(Errno), "a path descriptor, no peer");
+    }
+    match r {
         Ok(fd) => fd,
         Err(e) => fail(Errno(e)),
     }
@@ -238,7 +253,7 @@ macro_rules! fopen_fn {
     ($name:ident, $real:ident) => {
         #[no_mangle]
         pub unsafe extern "C" fn $name(path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
-            if let Some(fd) = fopen_special(path, mode) {
+            if let Some(fd) = guarded(|| None, || fopen_special(path, mode)) {
                 if fd < 0 {
                     return core::ptr::null_mut();
                 }
@@ -278,7 +293,7 @@ unsafe fn readlink_peer(path: *const c_char, buf: *mut c_char, size: usize) -> O
 
 #[no_mangle]
 pub unsafe extern "C" fn readlink(path: *const c_char, buf: *mut c_char, size: usize) -> isize {
-    if let Some(r) = readlink_peer(path, buf, size) {
+    if let Some(r) = guarded(|| None, || readlink_peer(path, buf, size)) {
         return r;
     }
     call_real!(crate::real::READLINK, fn(*const c_char, *mut c_char, usize) -> isize, path, buf, size)
@@ -286,7 +301,7 @@ pub unsafe extern "C" fn readlink(path: *const c_char, buf: *mut c_char, size: u
 
 #[no_mangle]
 pub unsafe extern "C" fn readlinkat(dirfd: c_int, path: *const c_char, buf: *mut c_char, size: usize) -> isize {
-    if let Some(r) = readlink_peer(path, buf, size) {
+    if let Some(r) = guarded(|| None, || readlink_peer(path, buf, size)) {
         return r;
     }
     call_real!(crate::real::READLINKAT, fn(c_int, *const c_char, *mut c_char, usize) -> isize, dirfd, path, buf, size)
@@ -383,7 +398,8 @@ pub unsafe extern "C" fn statx(dirfd: c_int, path: *const c_char, flags: c_int, 
 /// the device node: a peer fd (a socket the shim knows, or recognises, as
 /// a peer) or a path descriptor of the node.
 fn shows_node(fd: c_int, mode: u32, nlink: u64, size: i64) -> bool {
-    (mode & libc::S_IFMT == libc::S_IFSOCK && fdtable::lookup(fd).is_some()) || device::is_path_fd_stat(mode, nlink, size)
+    let peer = || mode & libc::S_IFMT == libc::S_IFSOCK && fdtable::lookup(fd).is_some();
+    guarded(|| false, peer) || device::is_path_fd_stat(mode, nlink, size)
 }
 
 /// `path` is "" with AT_EMPTY_PATH: the call is about the descriptor.
@@ -468,7 +484,7 @@ unsafe fn realpath_or_device(r: *mut c_char, path: *const c_char, resolved: *mut
     if !r.is_null() || errno() != libc::ENOENT || !is_device_path(libc::AT_FDCWD, path) {
         return r;
     }
-    let dev = canonical_device_path();
+    let Some(dev) = guarded(|| None, || Some(canonical_device_path())) else { return r };
     if resolved.is_null() {
         return libc::strdup(dev.as_ptr());
     }

@@ -88,7 +88,7 @@ macro_rules! setid_fn {
         #[no_mangle]
         pub unsafe extern "C" fn $name($($a: c_uint),*) -> c_int {
             let r = call_real!(crate::real::$real, fn($(setid_fn!(@t $a)),*) -> c_int, $($a),*);
-            shm_core::invalidate_ids();
+            guarded(|| (), shm_core::invalidate_ids);
             r
         }
     };

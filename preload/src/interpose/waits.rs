@@ -143,7 +143,7 @@ unsafe fn run_poll(fds: *mut pollfd, nfds: nfds_t, deadline: Deadline, mask: Opt
     }
     let members: Vec<Member> = local.iter().map(|p| member_of(p.fd)).collect();
     let r = wait::poll(&mut local, &members, deadline, mask, &mut Libc);
-    trace_wait("poll", nfds as usize, &r);
+    trace_wait("poll", &local, &members, &r);
     match r {
         Ok(n) => match write_array(fds as u64, &local) {
             Ok(()) => n as c_int,
@@ -153,13 +153,21 @@ unsafe fn run_poll(fds: *mut pollfd, nfds: nfds_t, deadline: Deadline, mask: Opt
     }
 }
 
-/// The one place where waits are traced (`BUS1_TRACE`).
-pub(super) fn trace_wait(what: &str, n: usize, r: &Result<usize, i32>) {
-    if crate::config::trace() {
-        match r {
-            Ok(k) => eprintln!("bus1: {what} of {n} fds -> {k}"),
-            Err(e) => eprintln!("bus1: {what} of {n} fds -> -1 {}", Errno(*e)),
-        }
+/// The one place where poll-style waits are traced (`BUS1_TRACE`): each
+/// descriptor with what was asked and what came back.
+pub(super) fn trace_wait(what: &str, fds: &[pollfd], members: &[Member], r: &Result<usize, i32>) {
+    if crate::trace::on() {
+        let list: Vec<crate::trace::WaitFd> = fds
+            .iter()
+            .zip(members)
+            .map(|(p, m)| crate::trace::WaitFd {
+                fd: p.fd,
+                serial: if let Member::Peer(info) = m { Some(info.peer.serial()) } else { None },
+                events: p.events,
+                revents: p.revents,
+            })
+            .collect();
+        keep_errno(|| crate::trace::wait(what, &list, *r));
     }
 }
 
@@ -312,7 +320,7 @@ unsafe fn run_select(sets: &FdSets, ptrs: [*mut libc::fd_set; 3], deadline: Dead
         .collect();
     let members: Vec<Member> = local.iter().map(|p| member_of(p.fd)).collect();
     let r = wait::poll(&mut local, &members, deadline, mask, &mut Libc);
-    trace_wait("select", local.len(), &r);
+    trace_wait("select", &local, &members, &r);
     r?;
     if local.iter().any(|p| p.revents & wait::POLLNVAL != 0) {
         return Err(libc::EBADF);
