@@ -252,6 +252,25 @@ static void cr_bus_setup(struct cr_bus *b)
 	ASSERT_EQ(b1_transfer(b->own, 0x300, b->s, &b->hn), 0);
 }
 
+/* The bus works and orders after a dead transaction: a multicast from p reaches all three receivers next. */
+static void cr_bus_goes_on(struct cr_bus *b)
+{
+	static char buf[MP_MSG_MAX];
+	size_t n = mp_msg_build(buf, 2, 1, 7, 500);
+	struct iovec v = { buf, n };
+
+	ASSERT_EQ(b1_send(b->p, 0, b->pid_, 3, NULL, &v, 1, NULL, 0, NULL, 0), 0);
+	for (int i = 0; i < 3; i++) {
+		struct bus1_cmd_recv r;
+		struct mp_msg_hdr h;
+
+		ASSERT_EQ(b1_recv(b->r[i], &r, 0), 0);
+		ASSERT_TRUE(mp_msg_check(b->pool[i] + r.msg.offset, r.msg.n_bytes, &h));
+		ASSERT_EQ(h.sender, 2);
+		ASSERT_EQ(b1_slice_release(b->r[i], r.msg.offset), 0);
+	}
+}
+
 /* Multicasts one checksummed message (sender 1, seq 7) carrying a handle. */
 T_CHILD(cr_multicast)
 {
@@ -332,24 +351,7 @@ static void cr_send_crash(const char *point)
 		t_fail(__FILE__, __LINE__, "torn multicast after a crash at %s: delivered to %d,%d,%d",
 		       point, got[0], got[1], got[2]);
 	printf("    note: crash at %s: transaction %s\n", point, total ? "delivered to all" : "rolled back");
-
-	/* the bus works and orders after the dead transaction */
-	{
-		static char buf[MP_MSG_MAX];
-		size_t n = mp_msg_build(buf, 2, 1, 7, 500);
-		struct iovec v = { buf, n };
-
-		ASSERT_EQ(b1_send(b.p, 0, b.pid_, 3, NULL, &v, 1, NULL, 0, NULL, 0), 0);
-		for (int i = 0; i < 3; i++) {
-			struct bus1_cmd_recv r;
-			struct mp_msg_hdr h;
-
-			ASSERT_EQ(b1_recv(b.r[i], &r, 0), 0);
-			ASSERT_TRUE(mp_msg_check(b.pool[i] + r.msg.offset, r.msg.n_bytes, &h));
-			ASSERT_EQ(h.sender, 2);
-			ASSERT_EQ(b1_slice_release(b.r[i], r.msg.offset), 0);
-		}
-	}
+	cr_bus_goes_on(&b);
 	/* §3.7: the sender is gone and nothing carries 0x300: one release */
 	MP_EXPECT_NOTE(b.own, BUS1_MSG_NODE_RELEASE, 0x300, CR_WAIT_MS);
 	mp_sleep_ms(300);
@@ -395,6 +397,135 @@ TEST(cr_send_killed_after_commit)
 {
 	cr_send_crash("commit-after");
 	b1_check_domain();
+}
+
+/* ------------------------------------------ crash points of the data path */
+
+/*
+ * Sends one checksummed message (sender 1, seq 8) in three vecs, with no
+ * handles and no fds (the data path, outside the domain lock), to the
+ * destinations argv[1..].
+ */
+T_CHILD(cr_plain_send)
+{
+	int fd = atoi(argv[0]), nd = argc - 1;
+	uint64_t dests[3];
+	static char buf[MP_MSG_MAX];
+	struct iovec v[3];
+	size_t n;
+
+	ASSERT_TRUE(nd >= 1 && nd <= 3);
+	for (int i = 0; i < nd; i++)
+		dests[i] = mp_arg_u64(argv[1 + i]);
+	n = mp_msg_build(buf, 1, 8, 8, 3000);
+	v[0] = (struct iovec){ buf, 100 };
+	v[1] = (struct iovec){ buf + 100, 1000 };
+	v[2] = (struct iovec){ buf + 1100, n - 1100 };
+	ASSERT_EQ(b1_send(fd, 0, dests, nd, NULL, v, 3, NULL, 0, NULL, 0), 0);
+	return 3;
+}
+
+/*
+ * Runs a data-path send to the first `nd` receivers in a child that dies
+ * at `point`, then checks: the message is delivered whole at all of them
+ * (`delivered`: a multicast whose entries were staged is finished by the
+ * receivers that meet it) or at none, with no stale readiness; the bus
+ * orders after it; every pool is empty again.
+ */
+static void cr_plain_crash(const char *point, int nd, int delivered)
+{
+	struct cr_bus b;
+	char a[4][32];
+	pid_t pid;
+
+	cr_bus_setup(&b);
+	mp_keep_fd(b.s);
+	snprintf(a[0], sizeof(a[0]), "%d", b.s);
+	for (int i = 0; i < 3; i++)
+		mp_fmt(a[1 + i], b.sid[i]);
+	pid = mp_spawn_crash(point, "cr_plain_send", a[0], a[1], nd > 1 ? a[2] : NULL, nd > 2 ? a[3] : NULL, NULL);
+	ASSERT_OK(close(b.s));
+	mp_reap_killed(pid);
+
+	for (int i = 0; i < nd; i++) {
+		struct bus1_cmd_recv r;
+		struct mp_msg_hdr h;
+
+		if (!delivered) {
+			ASSERT_EQ(b1_recv(b.r[i], &r, 0), -EAGAIN);
+			ASSERT_EQ(b1_revents(b.r[i], POLLIN) & POLLIN, 0);
+			continue;
+		}
+		ASSERT_EQ(mp_recv_wait(b.r[i], &r, 0, CR_WAIT_MS), 0);
+		ASSERT_EQ(r.msg.type, BUS1_MSG_DATA);
+		ASSERT_TRUE(mp_msg_check(b.pool[i] + r.msg.offset, r.msg.n_bytes, &h));
+		ASSERT_EQ(h.sender, 1);
+		ASSERT_EQ(h.seq, 8);
+		ASSERT_EQ(b1_slice_release(b.r[i], r.msg.offset), 0);
+	}
+	cr_bus_goes_on(&b);
+	for (int i = 0; i < 3; i++)
+		cr_expect_pool_empty(b.p, b.pid_[i], b.r[i]);
+}
+
+/* A multicast killed in its own peer's section, while resolving its destinations: nothing happened */
+TEST(cr_plain_killed_resolving)
+{
+	cr_plain_crash("send-resolving", 3, 0);
+}
+
+/* Killed in the second receiver's section, with its record prepared: rolled back, room given back */
+TEST(cr_plain_killed_prepared)
+{
+	cr_plain_crash("send-prepared:2", 3, 0);
+}
+
+/* Killed between two vecs of the copy into the second slice (no lock held) */
+TEST(cr_plain_killed_mid_copy)
+{
+	cr_plain_crash("send-copying:2", 3, 0);
+}
+
+/* Killed with every payload copied, before staging */
+TEST(cr_plain_killed_copied)
+{
+	cr_plain_crash("send-copied:3", 3, 0);
+}
+
+/* Killed in the first receiver's section while staging: the receivers finish the commit */
+TEST(cr_plain_killed_mid_stage)
+{
+	cr_plain_crash("send-append", 3, 1);
+}
+
+/* Killed with every entry staged, before the commit stamp was chosen */
+TEST(cr_plain_killed_staged)
+{
+	cr_plain_crash("send-staged", 3, 1);
+}
+
+/* Killed with the commit stamp chosen, before any entry was re-stamped */
+TEST(cr_plain_killed_sealed)
+{
+	cr_plain_crash("send-sealed", 3, 1);
+}
+
+/* Killed after re-stamping the entries of the second receiver of three */
+TEST(cr_plain_killed_mid_commit)
+{
+	cr_plain_crash("commit-op:2", 3, 1);
+}
+
+/* A unicast killed in the receiver's section before its commit: rolled back */
+TEST(cr_plain_unicast_killed_before_commit)
+{
+	cr_plain_crash("commit-before", 1, 0);
+}
+
+/* A unicast killed right after its commit: delivered */
+TEST(cr_plain_unicast_killed_after_commit)
+{
+	cr_plain_crash("commit-after", 1, 1);
 }
 
 /* -------------------------------------------------- crash inside RECV */
@@ -462,6 +593,50 @@ TEST(cr_recv_killed_after_install)
 	ASSERT_EQ(b1_transfer(r, 0x100, s, &id), 0);
 	cr_expect_pool_empty(s, id, r);
 	b1_check_domain();
+}
+
+/* SLICE_RELEASE of argv[1] on an inherited peer fd (the engine kills us inside). */
+T_CHILD(cr_release)
+{
+	ASSERT_EQ(argc, 2);
+	ASSERT_EQ(b1_slice_release(atoi(argv[0]), mp_arg_u64(argv[1])), 0);
+	return 3;
+}
+
+/*
+ * A data-path RECV killed right after its commit, and a SLICE_RELEASE
+ * likewise: the message is taken (its slice published, as if the process
+ * had died just after the call returned) and the slice is then free; the
+ * queue, the lock and the pool go on.
+ */
+TEST(cr_recv_and_release_killed_after_commit)
+{
+	int r = b1_open(), s = b1_open();
+	const uint8_t *pool = b1_map(r);
+	static char buf[MP_MSG_MAX];
+	struct iovec v = { buf, mp_msg_build(buf, 1, 1, 1, 900) };
+	struct bus1_cmd_recv m;
+	struct mp_msg_hdr h;
+	uint64_t id;
+	char a[16];
+
+	ASSERT_EQ(b1_transfer(r, 0x100, s, &id), 0);
+	ASSERT_EQ(b1_send(s, 0, &id, 1, NULL, &v, 1, NULL, 0, NULL, 0), 0);
+	v.iov_len = mp_msg_build(buf, 1, 2, 1, 900);
+	ASSERT_EQ(b1_send(s, 0, &id, 1, NULL, &v, 1, NULL, 0, NULL, 0), 0);
+	mp_keep_fd(r);
+	snprintf(a, sizeof(a), "%d", r);
+	mp_reap_killed(mp_spawn_crash("recv-committed", "cr_recv", a, NULL));
+
+	/* the first message was taken; its slice (at 0) is published */
+	ASSERT_EQ(b1_recv(r, &m, 0), 0);
+	ASSERT_TRUE(mp_msg_check(pool + m.msg.offset, m.msg.n_bytes, &h));
+	ASSERT_EQ(h.seq, 2);
+	mp_reap_killed(mp_spawn_crash("release-committed", "cr_release", a, "0", NULL));
+	ASSERT_EQ(b1_slice_release(r, 0), -ENXIO);
+	ASSERT_EQ(b1_slice_release(r, m.msg.offset), 0);
+	ASSERT_EQ(b1_recv(r, &m, 0), -EAGAIN);
+	cr_expect_pool_empty(s, id, r);
 }
 
 /* -------------------------------------------------- crash inside a flush */

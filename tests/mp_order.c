@@ -494,3 +494,131 @@ TEST_TIMEOUT(or_causal_chain_through_three_processes, 40)
 	for (int k = 0; k < HOPS; k++)
 		ASSERT_EQ_U64(log->ev[k], OR_EV(k % NP + 1, k));
 }
+
+/*
+ * Stress: four processes multicast to random, overlapping subsets of five
+ * receivers (single destinations included), each in its own process,
+ * 1500 messages each per unit of BUS1_TEST_SCALE. Every receiver gets
+ * exactly the messages addressed to it, each sender's in sending order,
+ * and the union of the receivers' orders fits one total order (no cycle
+ * among their "directly before" relations).
+ */
+#define OS_SENDERS 4
+#define OS_RECEIVERS 5
+
+/* The receivers of sender `k`'s message `q`: a non-empty subset, as a bit mask. */
+static unsigned os_dests(int k, uint64_t q)
+{
+	uint64_t x = (q + 1) * 0x9e3779b97f4a7c15ULL ^ (uint64_t)(k + 1) * 0xbf58476d1ce4e5b9ULL;
+
+	x ^= x >> 31;
+	x *= 0x94d049bb133111ebULL;
+	x ^= x >> 29;
+	return 1 + (unsigned)(x % ((1u << OS_RECEIVERS) - 1));
+}
+
+TEST_TIMEOUT(or_stress_random_overlapping_multicasts, 60)
+{
+	const int64_t n = 1500 * (int64_t)t_scale(), nm = OS_SENDERS * n;
+	int r[OS_RECEIVERS], s[OS_SENDERS];
+	uint64_t d[OS_SENDERS][OS_RECEIVERS];
+	int64_t expect[OS_RECEIVERS] = { 0 };
+	struct or_log *log[OS_RECEIVERS];
+	pid_t rp[OS_RECEIVERS], sp[OS_SENDERS];
+	int64_t *succ, *indeg, *order, n_done = 0, head = 0;
+	int go[2];
+
+	for (int i = 0; i < OS_RECEIVERS; i++)
+		r[i] = b1_open();
+	for (int k = 0; k < OS_SENDERS; k++) {
+		s[k] = b1_open();
+		for (int i = 0; i < OS_RECEIVERS; i++)
+			ASSERT_EQ(b1_transfer(r[i], OR_NODE, s[k], &d[k][i]), 0);
+		for (int64_t q = 0; q < n; q++)
+			for (int i = 0; i < OS_RECEIVERS; i++)
+				expect[i] += os_dests(k, q) >> i & 1;
+	}
+	for (int i = 0; i < OS_RECEIVERS; i++) {
+		log[i] = or_log_new(expect[i]);
+		rp[i] = or_fork_receiver(r[i], log[i], expect[i]);
+	}
+	ASSERT_OK(pipe(go));
+	for (int k = 0; k < OS_SENDERS; k++) {
+		sp[k] = fork();
+		ASSERT_GE(sp[k], 0);
+		if (sp[k] == 0) {
+			or_wait_go(go);
+			for (int64_t q = 0; q < n; q++) {
+				unsigned m = os_dests(k, q);
+				uint64_t dests[OS_RECEIVERS];
+				size_t nd = 0;
+
+				for (int i = 0; i < OS_RECEIVERS; i++)
+					if (m >> i & 1)
+						dests[nd++] = d[k][i];
+				or_send(s[k], dests, nd, k + 1, q);
+				if (q % 32 == 31)
+					sched_yield();
+			}
+			_exit(0);
+		}
+	}
+	or_release_go(go, OS_SENDERS);
+	for (int k = 0; k < OS_SENDERS; k++)
+		mp_reap(sp[k]);
+	for (int i = 0; i < OS_RECEIVERS; i++)
+		mp_reap(rp[i]);
+
+	succ = calloc((size_t)(OS_RECEIVERS * nm), sizeof(*succ));
+	indeg = calloc((size_t)nm, sizeof(*indeg));
+	order = calloc((size_t)nm, sizeof(*order));
+	ASSERT_TRUE(succ && indeg && order);
+	for (int64_t v = 0; v < OS_RECEIVERS * nm; v++)
+		succ[v] = -1;
+	for (int i = 0; i < OS_RECEIVERS; i++) {
+		int64_t last[OS_SENDERS + 1];
+
+		for (int k = 0; k <= OS_SENDERS; k++)
+			last[k] = -1;
+		ASSERT_EQ(log[i]->n, expect[i]);
+		for (int64_t j = 0; j < log[i]->n; j++) {
+			uint64_t e = log[i]->ev[j];
+			uint32_t tag = e >> 32, q = (uint32_t)e;
+
+			/* addressed to this receiver, each sender's in order, once */
+			ASSERT_TRUE(tag >= 1 && tag <= OS_SENDERS && q < n);
+			ASSERT_TRUE(os_dests(tag - 1, q) >> i & 1);
+			ASSERT_GT((int64_t)q, last[tag]);
+			last[tag] = q;
+			if (j > 0) {
+				uint64_t p = log[i]->ev[j - 1];
+				int64_t u = ((p >> 32) - 1) * n + (uint32_t)p, v = (int64_t)(tag - 1) * n + q;
+
+				succ[i * nm + u] = v;
+				indeg[v]++;
+			}
+		}
+	}
+	/* Kahn's algorithm over the union of the logs' "directly before" edges */
+	for (int64_t v = 0; v < nm; v++)
+		if (!indeg[v])
+			order[n_done++] = v;
+	while (head < n_done) {
+		int64_t u = order[head++];
+
+		for (int i = 0; i < OS_RECEIVERS; i++) {
+			int64_t w = succ[i * nm + u];
+
+			if (w >= 0 && --indeg[w] == 0)
+				order[n_done++] = w;
+		}
+	}
+	if (n_done != nm)
+		t_fail(__FILE__, __LINE__, "the receivers' orders form a cycle (%lld of %lld ordered)",
+		       (long long)n_done, (long long)nm);
+	printf("    note: %lld messages, %lld deliveries\n", (long long)nm,
+	       (long long)(expect[0] + expect[1] + expect[2] + expect[3] + expect[4]));
+	free(succ);
+	free(indeg);
+	free(order);
+}

@@ -283,6 +283,10 @@ impl UserMem for ProcMem {
         }
         Ok(())
     }
+
+    unsafe fn copy_shared(&self, dst: *mut u8, src: &[u8]) -> Result<(), Errno> {
+        copy(dst, src.as_ptr(), src.len(), Some(dst))
+    }
 }
 
 const _: () = assert!(USER_LIMIT > 0);

@@ -145,6 +145,8 @@ pub fn latch(tx: &Txn, peer: P<PeerRec>, abi: Abi, by: Latch) -> Result<Option<A
     if let Some(state) = decode(p.abi.get()) {
         return settled(state, fixed(tx, peer), abi, by);
     }
+    // The latch is read under the peer's lock by the data path's RECV.
+    tx.hold(peer);
     if abi == Abi::Final {
         pool::grow(tx, peer, POOL_SIZE_FINAL)?;
     }

@@ -5,7 +5,8 @@
 
 use crate::errno::{Errno, Result};
 use crate::layout::*;
-use crate::txn::Txn;
+use crate::shm::P;
+use crate::txn::{Free, Txn};
 
 const MIN_SHIFT: u32 = 4;
 
@@ -73,7 +74,7 @@ pub fn alloc(tx: &Txn, size: u64) -> Result<u64> {
 
 /// Frees a block at commit.
 pub fn free(tx: &Txn, off: u64, size: u64) {
-    tx.defer_free(off, size);
+    tx.defer_free(Free::Block(off, size));
 }
 
 /// Returns a block to its free list (called by the commit).
@@ -86,6 +87,123 @@ pub(crate) fn free_now(tx: &Txn, off: u64, size: u64) {
     tx.set(&hdr.free_heads[class], off);
     tx.add(&hdr.live_blocks, -1);
     tx.add(&hdr.live_bytes, -(bsize as i64));
+}
+
+const HANDLE: u64 = core::mem::size_of::<Handle>() as u64;
+const PEER: u64 = core::mem::size_of::<PeerRec>() as u64;
+
+/// A block of `size` bytes goes to (`d` = 1) or leaves (-1) a record free
+/// list: it stays allocated but counts as not live.
+fn pooled(tx: &Txn, size: u64, d: i64) {
+    let hdr = tx.hdr();
+    tx.add(&hdr.pooled_blocks, d);
+    tx.add(&hdr.pooled_bytes, d * class_of(size).1 as i64);
+}
+
+/// A handle record: a freed one if there is one (handle memory stays
+/// handle memory, see `Header::free_handles`), else a new block. Its
+/// fields are zero except `gen`, which counts its lives.
+pub fn alloc_handle(tx: &Txn) -> Result<P<Handle>> {
+    let hdr = tx.hdr();
+    let h = hdr.free_handles.get();
+    if h.is_null() {
+        return Ok(P::from_off(alloc(tx, HANDLE)?));
+    }
+    let hr = tx.rec(h);
+    pooled(tx, HANDLE, -1);
+    tx.set(&hdr.free_handles, hr.holder_next.get());
+    // The link is committed state: logged (even when it is null, the
+    // list's end) before the record is reused without logging. The rest
+    // of a free handle record is not reachable; only the data path looks
+    // at it, and it checks `gen`, which keeps its value.
+    tx.preserve(&hr.holder_next);
+    tx.note_fresh(h.off(), HANDLE);
+    let gen = hr.gen.get();
+    tx.dom.seg.zero(h.off(), HANDLE as usize);
+    hr.gen.raw_set(gen);
+    Ok(h)
+}
+
+/// Frees a handle record: dead at once (`live`), back on the free list
+/// with a new life (`gen`) when the transaction commits.
+pub fn free_handle(tx: &Txn, h: P<Handle>) {
+    tx.set(&tx.rec(h).live, 0);
+    tx.defer_free(Free::Handle(h));
+}
+
+/// The commit's half of [`free_handle`].
+pub(crate) fn push_free_handle(tx: &Txn, h: P<Handle>) {
+    let hdr = tx.hdr();
+    let hr = tx.rec(h);
+    tx.set(&hr.gen, hr.gen.get() + 1);
+    tx.set(&hr.holder_next, hdr.free_handles.get());
+    tx.set(&hdr.free_handles, h);
+    pooled(tx, HANDLE, 1);
+}
+
+/// A peer record, zeroed except its lock: a freed one if there is one
+/// (see `Header::free_peers`), else a new block, whose lock the caller
+/// must initialise (the flag says so).
+pub fn alloc_peer(tx: &Txn) -> Result<(P<PeerRec>, bool)> {
+    let hdr = tx.hdr();
+    let p = hdr.free_peers.get();
+    if p.is_null() {
+        return Ok((P::from_off(alloc(tx, PEER)?), true));
+    }
+    let pr = tx.rec(p);
+    pooled(tx, PEER, -1);
+    tx.set(&hdr.free_peers, pr.free_next.get());
+    tx.preserve(&pr.free_next);
+    pr.free_next.raw_set(P::NULL);
+    // A free peer record is not reachable from committed state. Its lock
+    // stays as it is: a process holding a stale offset may take it (and
+    // then finds the record is not its peer); everything else is zeroed.
+    tx.note_fresh(p.off(), PEER);
+    let lock = core::mem::offset_of!(PeerRec, lock) as u64;
+    let lock_end = lock + core::mem::size_of::<crate::sync::RobustMutex>() as u64;
+    let seg = &tx.dom.seg;
+    let free_next = core::mem::offset_of!(PeerRec, free_next) as u64;
+    for (a, b) in [(0, free_next), (free_next + 8, lock), (lock_end, PEER)] {
+        seg.zero(p.off() + a, (b - a) as usize);
+    }
+    Ok((p, false))
+}
+
+/// Frees a peer record whose arena is empty (at commit).
+pub fn free_peer(tx: &Txn, p: P<PeerRec>) {
+    tx.defer_free(Free::Peer(p));
+}
+
+pub(crate) fn push_free_peer(tx: &Txn, p: P<PeerRec>) {
+    let hdr = tx.hdr();
+    tx.set(&tx.rec(p).free_next, hdr.free_peers.get());
+    tx.set(&hdr.free_peers, p);
+    pooled(tx, PEER, 1);
+}
+
+/// An arena chunk for `peer`: a freed one if there is one (see
+/// `Header::free_chunks`), else a new block.
+pub fn alloc_chunk(tx: &Txn) -> Result<P<Chunk>> {
+    let hdr = tx.hdr();
+    let c = hdr.free_chunks.get();
+    if c.is_null() {
+        return Ok(P::from_off(alloc(tx, crate::arena::CHUNK_BYTES)?));
+    }
+    pooled(tx, crate::arena::CHUNK_BYTES, -1);
+    tx.set(&hdr.free_chunks, tx.rec(c).next.get());
+    Ok(c)
+}
+
+/// Gives a chunk back (its records are all free), at commit.
+pub fn free_chunk(tx: &Txn, c: P<Chunk>) {
+    tx.defer_free(Free::Chunk(c));
+}
+
+pub(crate) fn push_free_chunk(tx: &Txn, c: P<Chunk>) {
+    let hdr = tx.hdr();
+    tx.set(&tx.rec(c).next, hdr.free_chunks.get());
+    tx.set(&hdr.free_chunks, c);
+    pooled(tx, crate::arena::CHUNK_BYTES, 1);
 }
 
 /// Checks every free list (alignment, bounds, no cycles); describes the

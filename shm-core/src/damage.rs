@@ -33,7 +33,10 @@ pub(crate) fn inflict(tx: &Txn, peer: P<PeerRec>, kind: u64) -> Result<()> {
     }
     let p = tx.rec(peer);
     match kind {
-        DAMAGE_OFFSET => tx.set(&p.q_head, P::from_off(SEG_SIZE + 8)),
+        DAMAGE_OFFSET => {
+            tx.hold(peer);
+            tx.set(&p.q_head, P::from_off(SEG_SIZE + 8));
+        }
         DAMAGE_CYCLE => {
             let first = p.handles.get();
             if first.is_null() {
@@ -45,7 +48,7 @@ pub(crate) fn inflict(tx: &Txn, peer: P<PeerRec>, kind: u64) -> Result<()> {
         DAMAGE_KEY => {
             let id = ((p.id_counter.get() + 1) << 3) | 3;
             // Any live record will do as the value: the key is the damage.
-            table::insert(tx, TAG_HANDLE_ID, peer.off(), id, peer.off())?;
+            table::id_insert(tx, peer, id, P::from_off(peer.off()))?;
         }
         _ => return Err(Errno::EINVAL),
     }

@@ -18,7 +18,7 @@
 use crate::errno::{Errno, Result};
 use crate::layout::*;
 use crate::memory::{self, Garbage, MemDir, ATTACH_BYTE, USER_BYTE};
-use crate::shm::{PoolMap, PoolMapping, Segment};
+use crate::shm::{PoolMapping, Segment};
 use crate::sync::LocalMutex;
 use crate::sys::{self, cstr, ByteLock};
 use crate::trust::{self, Access, Create};
@@ -53,7 +53,7 @@ pub struct Domain {
 /// Process-local state of a domain (txn rule 7).
 pub(crate) struct Local {
     /// Read-write mappings of peers' pools, by serial.
-    pools: HashMap<u64, PoolMapping>,
+    pools: HashMap<u64, Arc<PoolMapping>>,
     /// Unbound datagram socket that sends readiness tokens.
     ring_fd: i32,
     /// Socket used to test whether a peer socket still exists.
@@ -102,9 +102,11 @@ pub(crate) enum Rung {
 /// per-thread cache of the last pool used.
 static POOL_GEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// (domain, serial, generation, mapping) of the last pool a thread used.
+type LastPool = Option<(usize, u64, u64, Arc<PoolMapping>)>;
+
 thread_local! {
-    /// (domain, serial, generation, view) of the last pool this thread used.
-    static LAST_POOL: core::cell::Cell<(usize, u64, u64, Option<PoolMap>)> = const { core::cell::Cell::new((0, 0, 0, None)) };
+    static LAST_POOL: core::cell::RefCell<LastPool> = const { core::cell::RefCell::new(None) };
 }
 
 /// How many connected ring sockets a process keeps per domain.
@@ -276,9 +278,10 @@ fn segment_mapped_elsewhere(st: &libc::stat) -> bool {
 pub(crate) const LOG_CHUNK: u64 = 256 << 10;
 /// The header and the undo log's first chunks, backed with memory when a
 /// domain is attached: (offset, length) pairs.
-const HEAD_RESERVED: [(u64, u64); 2] = [
+const HEAD_RESERVED: [(u64, u64); 3] = [
     (0, (core::mem::size_of::<Header>() as u64).div_ceil(4096) * 4096),
     (LOG_OFF, 2 * LOG_CHUNK),
+    (TX_SLOTS_OFF, (NSLOTS * core::mem::size_of::<TxSlot>()) as u64),
 ];
 
 impl Domain {
@@ -661,6 +664,7 @@ impl Domain {
         self.reserve(SLOTS_OFF, WAKE_CHUNK)?;
         self.seg.zero(SLOTS_OFF, WAIT_SLOTS * 64);
         self.init_lock()?;
+        crate::slot::init_all(self)?;
         let hdr: &Header = self.seg.at0();
         hdr.wake_reserved[0].raw_set(1);
         hdr.version.raw_set(VERSION);
@@ -755,34 +759,37 @@ impl Domain {
         entry_path(&self.sock_dir, &Self::vault_name(serial, gen))
     }
 
-    /// This process's read-write view of `serial`'s pool. Mappings are
-    /// cached; the caller holds the domain lock, so the peer (and its pool
-    /// file) cannot go away meanwhile.
-    pub(crate) fn pool(&self, serial: u64) -> Result<PoolMap> {
+    /// This process's read-write mapping of `serial`'s pool, shared with
+    /// the cache (a copy made with no lock held keeps it mapped even if the
+    /// peer goes away meanwhile).
+    pub(crate) fn pool(&self, serial: u64) -> Result<Arc<PoolMapping>> {
         let me = self as *const Domain as usize;
         let gen = POOL_GEN.load(Ordering::Acquire);
-        let hit = LAST_POOL.with(|c| match c.get() {
-            (d, s, g, Some(v)) if d == me && s == serial && g == gen => Some(v),
-            _ => None,
-        });
-        if let Some(v) = hit {
-            return Ok(v);
+        let hit = LAST_POOL
+            .try_with(|c| match &*c.borrow() {
+                Some((d, s, g, m)) if *d == me && *s == serial && *g == gen => Some(m.clone()),
+                _ => None,
+            })
+            .ok()
+            .flatten();
+        if let Some(m) = hit {
+            return Ok(m);
         }
-        let v = self.pool_slow(serial)?;
-        LAST_POOL.with(|c| c.set((me, serial, gen, Some(v))));
-        Ok(v)
+        let m = self.pool_slow(serial)?;
+        let _ = LAST_POOL.try_with(|c| *c.borrow_mut() = Some((me, serial, gen, m.clone())));
+        Ok(m)
     }
 
-    /// This process's view of `serial`'s pool, if it has mapped it already
-    /// (nothing is opened or mapped).
-    pub(crate) fn mapped_pool(&self, serial: u64) -> Option<PoolMap> {
-        self.local.lock().pools.get(&serial).map(PoolMapping::view)
+    /// This process's mapping of `serial`'s pool, if it has mapped it
+    /// already (nothing is opened or mapped).
+    pub(crate) fn mapped_pool(&self, serial: u64) -> Option<Arc<PoolMapping>> {
+        self.local.lock().pools.get(&serial).cloned()
     }
 
-    fn pool_slow(&self, serial: u64) -> Result<PoolMap> {
+    fn pool_slow(&self, serial: u64) -> Result<Arc<PoolMapping>> {
         let mut l = self.local.lock();
         if let Some(m) = l.pools.get(&serial) {
-            return Ok(m.view());
+            return Ok(m.clone());
         }
         let name = Self::pool_name(serial);
         let (fd, _) = trust::open_file(l.mem_fd, &self.mem_dir, &name, libc::O_RDWR, self.access, Create::No)?;
@@ -795,20 +802,18 @@ impl Domain {
             Err(e) => Err(e),
         };
         sys::close(fd);
-        let m = r?;
-        let v = m.view();
-        l.pools.insert(serial, m);
-        Ok(v)
+        let m = Arc::new(r?);
+        l.pools.insert(serial, m.clone());
+        Ok(m)
     }
 
-    /// Drops this process's mapping of a pool (the peer is gone). Callers
-    /// hold the domain lock, so no transaction uses a view of it; the
-    /// generation bump empties every thread's cache of it.
+    /// Drops this process's mapping of a pool (the peer is gone); copies
+    /// still in progress keep it until they are done. The generation bump
+    /// empties every thread's cache of it.
     pub(crate) fn forget_pool(&self, serial: u64) {
         let mut l = self.local.lock();
-        if let Some(m) = l.pools.remove(&serial) {
+        if l.pools.remove(&serial).is_some() {
             POOL_GEN.fetch_add(1, Ordering::AcqRel);
-            drop(m);
         }
     }
 

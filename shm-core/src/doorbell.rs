@@ -7,11 +7,12 @@
 //! `readiness` and `waiters`); the kernel is involved only when someone
 //! sleeps. The engine's side of it is one call in two halves:
 //!
-//! * under its lock, when entries become visible in a peer's queue (or the
-//!   peer is disconnected), [`note_visible`] records that the peer is owed
-//!   a ring; at commit, [`seal`] turns each such record into a [`Ticket`]
-//!   and counts it in the peer bell's `owed` counter — the crash-safe record
-//!   of a ring not yet done;
+//! * under its locks, when entries become visible in a peer's queue (or
+//!   the peer is disconnected), a transaction or section notes that the
+//!   peer is owed a ring (`Store::note_visible`, through [`after_enqueue`]
+//!   and friends); at its end, [`seal`] turns each note into a [`Ticket`]
+//!   and counts it in the peer bell's `owed` counter — the crash-safe
+//!   record of a ring not yet done;
 //! * after releasing every lock, [`entries_visible`] bumps the bell's `seq`
 //!   (the module's wake-up count: edge-triggered epoll reports one edge per
 //!   bump), rings the threads armed on the bell, sends the kernel token when
@@ -50,16 +51,20 @@
 //! releasing every fd, when the peer's queue empties or the peer goes away.
 //!
 //! The segment keeps a mirror of what the socket holds (`bell_*` fields of
-//! the peer). Vault and drain operations are transactional side effects
-//! run at commit (see the rules in `txn`). A peer whose socket contents are
-//! uncertain is *dirty* and rebuilds them on its next operation.
+//! the peer, message state under its lock). Vault and drain operations of
+//! a transaction are side effects run at commit; a section (which holds the
+//! peer's own lock and its own socket) drains at once (see the rules in
+//! `txn`). A peer whose socket contents are uncertain is *dirty* and
+//! rebuilds them on its next operation.
 
 use crate::domain::{Domain, RingTo, Rung};
 use crate::errno::{Errno, Result};
 use crate::layout::*;
+use crate::section::Section;
 use crate::shm::P;
+use crate::store::{Intent, Store};
 use crate::sys::{self, FdMode, UnixAddr};
-use crate::txn::{Intent, Txn};
+use crate::txn::Txn;
 use crate::vault::{find_carrier, new_vault, send_carrier, Vault, Want, VAULT_MAGIC};
 use crate::waiters::{self, bell_rec};
 
@@ -75,11 +80,6 @@ pub enum Op {
     Drain { peer: P<PeerRec>, fd: i32, count: u32, vault: bool },
     /// Remove a carrier that is no longer needed (after commit).
     DropCarrier { peer: P<PeerRec>, fd: i32, nonce: u64 },
-    /// Punch out free pool pages (after commit, see `pool::trim_tail`).
-    TrimPool { peer: P<PeerRec>, serial: u64, off: u64, len: u64 },
-    /// Punch out the pages of a pool's free regions (after commit, see
-    /// `pool::execute_sweep`).
-    SweepPool { peer: P<PeerRec>, serial: u64 },
     /// Remove a file of the domain (after commit).
     Unlink { name: Vec<u8> },
     /// The transaction cannot commit.
@@ -99,27 +99,13 @@ pub fn execute(tx: &Txn, op: Op) -> Result<()> {
         Op::Carrier { serial, gen, nonce, fds } => send_carrier(dom, serial, gen, nonce, &fds),
         Op::Drain { peer, fd, count, vault } => {
             tx.intent(peer, Intent::Removed)?;
-            let all_sent = all_tokens_sent(tx, peer);
-            let mut removed = 0;
-            while removed < count && sys::discard_datagram(fd).is_ok() {
-                removed += 1;
-            }
-            let tokens = removed.saturating_sub(vault as u32);
-            took_tokens(tx, peer, tokens as u64, all_sent.filter(|_| removed < count));
+            drain(tx, peer, fd, count, vault);
             Ok(())
         }
         Op::DropCarrier { peer, fd, nonce } => {
             if let Ok(Some(v)) = vault_open(tx, peer, fd) {
                 let _ = find_carrier(tx, &v, nonce, Want::Discard);
             }
-            Ok(())
-        }
-        Op::TrimPool { peer, serial, off, len } => {
-            crate::pool::execute_trim(tx, peer, serial, off, len);
-            Ok(())
-        }
-        Op::SweepPool { peer, serial } => {
-            crate::pool::execute_sweep(tx, peer, serial);
             Ok(())
         }
         Op::Unlink { name } => {
@@ -130,11 +116,23 @@ pub fn execute(tx: &Txn, op: Op) -> Result<()> {
     }
 }
 
+/// Takes up to `count` datagrams (tokens, and the vault datagram first if
+/// `vault`) out of `peer`'s own socket `fd`, and counts the tokens.
+fn drain<S: Store>(s: &S, peer: P<PeerRec>, fd: i32, count: u32, vault: bool) {
+    let all_sent = all_tokens_sent(s, peer);
+    let mut removed = 0;
+    while removed < count && sys::discard_datagram(fd).is_ok() {
+        removed += 1;
+    }
+    let tokens = removed.saturating_sub(vault as u32);
+    took_tokens(s, peer, tokens as u64, all_sent.filter(|_| removed < count));
+}
+
 /// If every token counted as sent into `peer`'s socket has been sent
 /// (none is on its way), that count. Read before the socket is drained: a
 /// token that arrives during the drain must not be settled as lost.
-fn all_tokens_sent(tx: &Txn, peer: P<PeerRec>) -> Option<u64> {
-    let bell = bell_of(tx, peer);
+fn all_tokens_sent<S: Store>(s: &S, peer: P<PeerRec>) -> Option<u64> {
+    let bell = bell_of(s, peer);
     let done = bell.tok_done.load_seqcst();
     let sent = bell.tok_sent.load_seqcst();
     (done >= sent).then_some(sent)
@@ -144,8 +142,8 @@ fn all_tokens_sent(tx: &Txn, peer: P<PeerRec>) -> Option<u64> {
 /// socket ran dry although every token counted up to that number had been
 /// sent before the drain began; those never seen were lost with a sender
 /// whose send failed or that died before sending: the count is settled.
-fn took_tokens(tx: &Txn, peer: P<PeerRec>, n: u64, settled: Option<u64>) {
-    let bell = bell_of(tx, peer);
+fn took_tokens<S: Store>(s: &S, peer: P<PeerRec>, n: u64, settled: Option<u64>) {
+    let bell = bell_of(s, peer);
     bell.tok_taken.fetch_add(n);
     if let Some(sent) = settled {
         if bell.tok_taken.load() < sent {
@@ -156,27 +154,27 @@ fn took_tokens(tx: &Txn, peer: P<PeerRec>, n: u64, settled: Option<u64>) {
 
 /// Tokens counted as sent into `peer`'s socket and not taken out yet
 /// (some may still be on their way).
-fn tokens_outstanding(tx: &Txn, peer: P<PeerRec>) -> u64 {
-    let bell = bell_of(tx, peer);
+fn tokens_outstanding<S: Store>(s: &S, peer: P<PeerRec>) -> u64 {
+    let bell = bell_of(s, peer);
     bell.tok_sent.load_seqcst().saturating_sub(bell.tok_taken.load_seqcst())
 }
 
-fn bell_of<'a>(tx: &Txn<'a>, peer: P<PeerRec>) -> &'a BellRec {
-    bell_rec(tx.domain(), tx.rec(peer).bell.get())
+fn bell_of<S: Store>(s: &S, peer: P<PeerRec>) -> &BellRec {
+    bell_rec(s.dom(), s.rec(peer).bell.get())
 }
 
 // ------------------------------------------------------------ decisions
 
 /// Whether `peer`'s socket must hold a datagram: its queue is non-empty,
 /// or its seed carries fds (which live in the vault).
-fn need_token(tx: &Txn, peer: P<PeerRec>) -> bool {
-    let p = tx.rec(peer);
-    p.q_len.get() > 0 || seed_has_fds(tx, peer)
+fn need_token<S: Store>(s: &S, peer: P<PeerRec>) -> bool {
+    let p = s.rec(peer);
+    p.q_len.get() > 0 || seed_has_fds(s, peer)
 }
 
-fn seed_has_fds(tx: &Txn, peer: P<PeerRec>) -> bool {
-    let s = tx.rec(peer).seed.get();
-    !s.is_null() && tx.rec(s).n_fds.get() > 0
+fn seed_has_fds<S: Store>(s: &S, peer: P<PeerRec>) -> bool {
+    let e = s.rec(peer).seed.get();
+    !e.is_null() && s.rec(e).n_fds.get() > 0
 }
 
 /// Whether the domain keeps kernel tokens exact (`BUS1_WAKE=exact`).
@@ -184,19 +182,22 @@ pub(crate) fn exact(dom: &Domain) -> bool {
     dom.seg.at0::<Header>().wake_exact.load() != 0
 }
 
-/// An entry was appended to `peer`'s queue: its waiters are owed a ring,
-/// and in exact mode a queue that was empty is owed a token.
-pub fn after_enqueue(tx: &Txn, peer: P<PeerRec>) {
-    let p = tx.rec(peer);
+/// Entries were made visible in `peer`'s queue (staged or committed, by a
+/// transaction or a section holding the peer's lock): its waiters are owed
+/// a ring, and in exact mode a queue that was empty is owed a token. Every
+/// place that makes entries visible comes through here.
+pub fn after_enqueue<S: Store>(s: &S, peer: P<PeerRec>) {
+    s.hold(peer);
+    let p = s.rec(peer);
     let token = if p.bell_dirty.get() == 1 {
         true
-    } else if p.bell_plain.get() == 0 && p.bell_vault.get() == 0 && exact(tx.domain()) {
-        tx.set(&p.bell_plain, 1);
+    } else if p.bell_plain.get() == 0 && p.bell_vault.get() == 0 && exact(s.dom()) {
+        s.set(&p.bell_plain, 1);
         true
     } else {
         false
     };
-    tx.note_visible(peer, Visible { wake: true, token });
+    s.note_visible(peer, Visible { wake: true, token });
 }
 
 /// `peer` was disconnected: its waiters are owed a ring (they see
@@ -209,6 +210,7 @@ pub fn after_disconnect(tx: &Txn, peer: P<PeerRec>) {
 /// `peer` (or become its seed): make sure a vault exists and send the
 /// carrier at commit.
 pub fn prepare_carrier(tx: &Txn, peer: P<PeerRec>, nonce: u64, fds: &[i32]) {
+    tx.hold(peer);
     let p = tx.rec(peer);
     let serial = p.serial.get();
     if p.bell_vault.get() == 0 {
@@ -224,25 +226,51 @@ pub fn prepare_carrier(tx: &Txn, peer: P<PeerRec>, nonce: u64, fds: &[i32]) {
 /// socket if nothing is queued any more (the vault datagram, the token,
 /// and tokens that arrived after an earlier emptying).
 pub fn after_own_change(tx: &Txn, peer: P<PeerRec>, fd: i32) {
+    tx.hold(peer);
     let p = tx.rec(peer);
     if p.bell_dirty.get() == 1 {
         let _ = resync(tx, peer, fd);
         return;
     }
-    if need_token(tx, peer) {
-        return;
-    }
-    let vault = p.bell_vault.get() == 1;
-    let stale = tokens_outstanding(tx, peer);
-    if stale > 0 || vault {
-        let count = (stale + vault as u64).min(u32::MAX as u64) as u32;
+    let Some((count, vault)) = drain_plan(tx, peer) else { return };
+    if count > 0 {
         tx.push_op(Op::Drain { peer, fd, count, vault });
         if vault {
             tx.push_post(Op::Unlink { name: Domain::vault_name(p.serial.get(), p.vault_gen.get()) });
         }
     }
-    tx.set(&p.bell_plain, 0);
-    tx.set(&p.bell_vault, 0);
+}
+
+/// What to take out of the caller's own socket once its queue changed:
+/// None if the queue still needs what is there; else how many datagrams
+/// and whether the vault datagram is among them (the mirror is updated).
+fn drain_plan<S: Store>(s: &S, peer: P<PeerRec>) -> Option<(u32, bool)> {
+    if need_token(s, peer) {
+        return None;
+    }
+    let p = s.rec(peer);
+    let vault = p.bell_vault.get() == 1;
+    let stale = tokens_outstanding(s, peer);
+    s.set(&p.bell_plain, 0);
+    s.set(&p.bell_vault, 0);
+    Some(((stale + vault as u64).min(u32::MAX as u64) as u32, vault))
+}
+
+/// The same for a section (the peer's lock is held, and `fd` is its own
+/// socket): drains at once.
+pub fn settle_in_section(s: &Section, peer: P<PeerRec>, fd: i32) {
+    if s.rec(peer).bell_dirty.get() == 1 {
+        let _ = resync(s, peer, fd);
+        return;
+    }
+    let Some((count, vault)) = drain_plan(s, peer) else { return };
+    if count > 0 {
+        drain(s, peer, fd, count, vault);
+        if vault {
+            let p = s.rec(peer);
+            let _ = s.dom().remove_entry(&Domain::vault_name(p.serial.get(), p.vault_gen.get()));
+        }
+    }
 }
 
 /// RECV found the caller's queue empty: its socket should hold nothing
@@ -263,24 +291,53 @@ pub fn discard_strays(tx: &Txn, peer: P<PeerRec>, fd: i32) {
     tx.push_op(Op::Drain { peer, fd, count: u32::MAX, vault: p.bell_vault.get() == 1 });
 }
 
-/// Rule 4 of `txn`: the socket of `peer` may not match the mirror. It is
+/// The same for a section: empties the socket at once, or rebuilds it
+/// when it must keep the vault of the seed.
+pub fn discard_strays_in_section(s: &Section, peer: P<PeerRec>, fd: i32) {
+    let p = s.rec(peer);
+    if fd < 0 || p.state.get() != PEER_CONNECTED {
+        return settle_in_section(s, peer, fd);
+    }
+    if p.bell_dirty.get() == 1 || need_token(s, peer) {
+        s.set(&p.bell_dirty, 1);
+        let _ = resync(s, peer, fd);
+        return;
+    }
+    let vault = p.bell_vault.get() == 1;
+    s.set(&p.bell_plain, 0);
+    s.set(&p.bell_vault, 0);
+    drain(s, peer, fd, u32::MAX, vault);
+    if vault {
+        let _ = s.dom().remove_entry(&Domain::vault_name(p.serial.get(), p.vault_gen.get()));
+    }
+}
+
+/// Rule 7 of `txn`: the socket of `peer` may not match the mirror. It is
 /// rebuilt at the peer's next operation; until then a token makes it
-/// readable if the queue is not empty.
-pub fn mark_dirty(tx: &Txn, peer: P<PeerRec>) {
-    let p = tx.rec(peer);
-    tx.set(&p.bell_dirty, 1);
-    let token = p.state.get() == PEER_CONNECTED && need_token(tx, peer);
-    tx.note_visible(peer, Visible { wake: true, token });
+/// readable if the queue is not empty. Returns what the peer is owed, for
+/// the caller to note.
+pub fn dirty<S: Store>(s: &S, peer: P<PeerRec>) -> Visible {
+    let p = s.rec(peer);
+    s.set(&p.bell_dirty, 1);
+    let token = p.state.get() == PEER_CONNECTED && need_token(s, peer);
+    Visible { wake: true, token }
+}
+
+/// [`dirty`], noted in `s`.
+pub fn mark_dirty<S: Store>(s: &S, peer: P<PeerRec>) {
+    s.hold(peer);
+    let v = dirty(s, peer);
+    s.note_visible(peer, v);
 }
 
 /// Rebuilds the socket contents of a dirty peer (its own operation, so
 /// `fd` is its socket): keeps the current vault if it is there, drops
 /// everything else, and puts back exactly what the queue needs.
-pub fn resync(tx: &Txn, peer: P<PeerRec>, fd: i32) -> Result<()> {
+pub fn resync<S: Store>(tx: &S, peer: P<PeerRec>, fd: i32) -> Result<()> {
     let p = tx.rec(peer);
     tx.intent(peer, Intent::Removed)?;
     tx.intent(peer, Intent::Added)?;
-    let dom = tx.domain();
+    let dom = tx.dom();
     let all_sent = all_tokens_sent(tx, peer);
     let mut kept: Option<Vec<i32>> = None;
     let mut tokens = 0;
@@ -356,14 +413,14 @@ pub struct Ticket {
 /// Turns what a committing transaction owes into tickets: counts each
 /// wake-up in its bell's `owed` (and each token in `tok_sent`) while the
 /// lock is still held, so that one lost with this process is noticed.
-pub(crate) fn seal(tx: &Txn, owed: &[(P<PeerRec>, Visible)], out: &mut Vec<Ticket>) {
+pub(crate) fn seal<S: Store>(s: &S, owed: &[(P<PeerRec>, Visible)], out: &mut Vec<Ticket>) {
     for &(peer, what) in owed {
-        let p = tx.rec(peer);
+        let p = s.rec(peer);
         if p.magic.get() != PEER_MAGIC {
             continue;
         }
         let b = p.bell.get();
-        let bell = bell_rec(tx.domain(), b);
+        let bell = bell_rec(s.dom(), b);
         let wake = if what.wake { bell.owed.fetch_add(1) + 1 } else { 0 };
         let token = if what.token { bell.tok_sent.fetch_add(1) + 1 } else { 0 };
         out.push(Ticket { bell: b, serial: p.serial.get(), wake, token });
@@ -383,7 +440,7 @@ pub fn entries_visible(dom: &Domain, tickets: &[Ticket]) {
         bell_rec(dom, t.bell).seq.fetch_add(1);
     }
     // The changes (written before the lock was released) are ordered
-    // before the looks at the sleepers (txn rule 9).
+    // before the looks at the sleepers (txn rule 8).
     std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
     for t in tickets {
         crate::crash::point("ring");
@@ -479,16 +536,24 @@ pub(crate) fn tick(dom: &Domain) {
         }
         // Late: what was owed at the previous tick is owed still.
         let late = before.iter().any(|&(x, o, t)| x == b && (rung < o || done < t));
+        // A token for a queue that has none; read without the peer's lock
+        // first, then again under it. A peer whose lock is busy (perhaps
+        // held by a stopped process) waits for the next tick.
+        let wants_token = |tx: &Txn| {
+            !exact
+                && p.state.get() == PEER_CONNECTED
+                && p.q_len.get() > 0
+                && p.bell_plain.get() == 0
+                && p.bell_vault.get() == 0
+                && p.bell_dirty.get() == 0
+                && tokens_outstanding(tx, peer) == 0
+        };
+        if !(late || wants_token(&tx)) || !tx.try_hold(peer) {
+            continue;
+        }
         if late {
             mark_dirty(&tx, peer);
-        } else if !exact
-            && p.state.get() == PEER_CONNECTED
-            && p.q_len.get() > 0
-            && p.bell_plain.get() == 0
-            && p.bell_vault.get() == 0
-            && p.bell_dirty.get() == 0
-            && tokens_outstanding(&tx, peer) == 0
-        {
+        } else if wants_token(&tx) {
             tx.set(&p.bell_plain, 1);
             tx.note_visible(peer, Visible { wake: false, token: true });
         }
@@ -503,6 +568,7 @@ pub(crate) fn tick(dom: &Domain) {
 
 /// Opens the vault of the caller's own peer (None if it has none).
 pub fn vault_open(tx: &Txn, peer: P<PeerRec>, fd: i32) -> Result<Option<Vault>> {
+    tx.hold(peer);
     let p = tx.rec(peer);
     if p.bell_dirty.get() == 1 {
         resync(tx, peer, fd)?;

@@ -12,6 +12,11 @@ impl Errno {
     /// reaps it and runs the SEND again, which then sees a disconnected
     /// peer, as it would have had the teardown been synchronous.
     pub const PEER_GONE: Errno = Errno(-1);
+    /// Internal, never returned to callers: the data path met something
+    /// only a transaction under the domain lock may do (a node to create,
+    /// handles or fds to deliver) before it changed anything; the call
+    /// runs again as a transaction.
+    pub const NEEDS_TXN: Errno = Errno(-2);
 }
 
 macro_rules! errnos {

@@ -28,7 +28,8 @@ pub struct Snapshot {
     pub memory_dir: PathBuf,
     /// The segment's layout version.
     pub version: u64,
-    /// The global transaction counter.
+    /// The highest clock of the peers' queues (each queue keeps its own;
+    /// stamps of entries are taken from them).
     pub clock: u64,
     /// The serial the next peer will get.
     pub next_serial: u64,
@@ -186,14 +187,16 @@ fn checked<T>(tx: &Txn, p: P<T>) -> Result<P<T>> {
     }
 }
 
-fn quotas(max: &[crate::shm::Cell<i64>; NRES], rem: &[crate::shm::Cell<i64>; NRES]) -> Quotas {
-    let q = |i: usize| Quota { max: max[i].get(), used: max[i].get() - rem[i].get() };
+fn quotas(max: &[crate::shm::Cell<i64>; NRES], used: [i64; NRES]) -> Quotas {
+    let q = |i: usize| Quota { max: max[i].get(), used: used[i] };
     Quotas { slices: q(RES_SLICES), handles: q(RES_HANDLES), inflight_bytes: q(RES_BYTES), inflight_fds: q(RES_FDS) }
 }
 
 impl Domain {
     /// A consistent copy of the domain's state, taken in one transaction
-    /// that changes nothing; the lock is released when this returns.
+    /// that changes nothing; the lock is released when this returns. The
+    /// message state of a peer whose lock another holder has (a process
+    /// stopped in a section) is read as it stands, without waiting.
     pub fn snapshot(&self) -> Result<Snapshot> {
         let tx = self.lock()?;
         let r = take(&tx);
@@ -220,6 +223,19 @@ fn take(tx: &Txn) -> Result<Snapshot> {
         Ok((r.has_id.get() == 1).then(|| r.id.get()))
     };
 
+    // Per user: its peers' usage (each peer's own, read under its lock
+    // where it is free).
+    let mut user_used: HashMap<u64, [i64; NRES]> = HashMap::new();
+    let mut clock = 0;
+    for &p in &peer_recs {
+        let r = tx.rec(p);
+        let _ = tx.try_hold(p);
+        let u = user_used.entry(checked(tx, r.user.get())?.off()).or_default();
+        for (res, x) in u.iter_mut().enumerate() {
+            *x += r.used[res].load_racy();
+        }
+        clock = clock.max(r.clock.load());
+    }
     let mut users: Vec<UserInfo> = Vec::new();
     let mut peers = Vec::with_capacity(peer_recs.len());
     let mut node_offs: Vec<u64> = Vec::new();
@@ -230,13 +246,13 @@ fn take(tx: &Txn) -> Result<Snapshot> {
         let user = checked(tx, r.user.get())?;
         let u = tx.rec(user);
         if !users.iter().any(|x| x.uid == u.uid.get()) {
-            users.push(UserInfo { uid: u.uid.get(), refs: u.refs.get(), quota: quotas(&u.max, &u.rem) });
+            users.push(UserInfo { uid: u.uid.get(), refs: u.refs.get(), quota: quotas(&u.max, user_used[&user.off()]) });
         }
 
-        let mut queue = QueueInfo { seed: !r.seed.get().is_null(), with_fds: r.q_fd_msgs.get(), ..Default::default() };
-        for e in walk(tx, r.q_head.get(), |e: &Entry| e.next.get())? {
+        let mut queue = QueueInfo { seed: !r.seed.load_racy().is_null(), with_fds: r.q_fd_msgs.load_racy(), ..Default::default() };
+        for e in walk(tx, r.q_head.load_racy(), |e: &Msg| e.q_next.load_racy())? {
             queue.len += 1;
-            match tx.rec(e).kind.get() {
+            match tx.rec(e).kind.load_racy() {
                 ENTRY_DATA => queue.data += 1,
                 ENTRY_DESTROY => queue.node_destroy += 1,
                 ENTRY_RELEASE => queue.node_release += 1,
@@ -245,14 +261,13 @@ fn take(tx: &Txn) -> Result<Snapshot> {
         }
 
         let mut pool = PoolInfo { size: r.pool_size.get(), ..Default::default() };
-        for reg in walk(tx, r.pool_regions.get(), |g: &Region| g.next.get())? {
-            let g = tx.rec(reg);
-            if g.free.get() == 1 {
-                pool.largest_free = pool.largest_free.max(g.size.get());
-            } else {
+        for s in walk(tx, r.sentinel.get(), |m: &Msg| m.a_next.load_racy())? {
+            let m = tx.rec(s);
+            pool.largest_free = pool.largest_free.max(m.gap.load_racy());
+            if m.kind.load_racy() != ENTRY_SENTINEL {
                 pool.slices += 1;
-                pool.used_bytes += g.size.get();
-                pool.published += (g.published.get() == 1) as u64;
+                pool.used_bytes += m.size.load_racy();
+                pool.published += (m.state.load_racy() & MS_PUBLISHED != 0) as u64;
             }
         }
 
@@ -295,7 +310,7 @@ fn take(tx: &Txn) -> Result<Snapshot> {
             pool_file: PathBuf::from(std::ffi::OsString::from_vec(dom.pool_path(serial))),
             queue,
             pool,
-            quota: quotas(&r.max, &r.rem),
+            quota: quotas(&r.max, core::array::from_fn(|i| r.used[i].load_racy())),
             handles,
             live_nodes,
         });
@@ -330,13 +345,13 @@ fn take(tx: &Txn) -> Result<Snapshot> {
         dir: dom.dir().to_path_buf(),
         memory_dir: dom.memory_dir().to_path_buf(),
         version: h.version.get(),
-        clock: h.clock.get(),
+        clock,
         next_serial: h.next_serial.get(),
         heap_bytes: h.live_bytes.get(),
         heap_blocks: h.live_blocks.get(),
         heap_reserved: h.heap_reserved.get() - HEAP_OFF,
         table_entries: h.table_used.get(),
-        recoveries: h.recoveries.get(),
+        recoveries: h.recoveries.load(),
         users,
         peers,
         nodes,

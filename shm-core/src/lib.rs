@@ -39,12 +39,16 @@
 
 mod abi;
 mod alloc;
+mod arena;
+mod capacity;
+pub mod census;
 mod check;
 mod crash;
 mod creds;
 mod damage;
 mod doorbell;
 mod domain;
+mod entry;
 mod epollreg;
 mod errno;
 mod fault;
@@ -60,12 +64,16 @@ mod pool;
 mod queue;
 mod quota;
 mod readiness;
+mod rebuild;
 mod recv;
 mod reaper;
+mod section;
 mod send;
 mod shm;
+mod slot;
 mod small;
 mod sockdir;
+mod store;
 mod sync;
 pub mod sys;
 mod table;
@@ -76,7 +84,7 @@ mod vault;
 mod waiters;
 
 pub use abi::{Abi, AbiMode};
-pub use crash::arm as arm_crash_point;
+pub use crash::{arm as arm_crash_point, arm_park as arm_park_point};
 pub use damage::{test_hooks_enabled, DAMAGE_CYCLE, DAMAGE_KEY, DAMAGE_OFFSET};
 pub use creds::invalidate_ids;
 pub use domain::{adopt_internal_fd, configured_dir, default_dir, evict_internal_fd, is_internal_fd, release_internal_fd, Domain};
@@ -222,7 +230,7 @@ impl Peer {
     }
 
     /// The peer's bell count now: it moves whenever the peer's readiness
-    /// may have changed (txn rule 9). What a spinning waiter watches: one
+    /// may have changed (txn rule 8). What a spinning waiter watches: one
     /// load of a line that only a change of the peer's queue or state
     /// writes, where [`Peer::readiness`] would also read what a sender
     /// is writing during its transaction.
@@ -279,28 +287,21 @@ impl Peer {
         })
     }
 
-    /// Runs `f` on the locked, connected peer, settles the caller's socket
-    /// and commits (or aborts on error). A damaged domain found meanwhile
-    /// is EIO (see `fault`).
+    /// Runs `f` as a transaction on the connected peer, settles the
+    /// caller's socket and commits (or aborts on error). A damaged domain
+    /// found meanwhile is EIO (see `fault`).
     fn op<T>(&self, fd: i32, f: impl FnOnce(&txn::Txn, P<PeerRec>) -> Result<T>) -> Result<T> {
         reaper::ensure_watcher();
         contain(|| {
             let tx = self.dom.lock()?;
-            let r = self.resolve(&tx).and_then(|p| {
+            let r = peer::resolve_connected(&tx, self.rec, self.serial).and_then(|p| {
+                object::collect(&tx, p);
                 let v = f(&tx, p)?;
                 peer::settle_own_socket(&tx, p, fd);
                 Ok(v)
             });
             tx.finish(r)
         })
-    }
-
-    fn resolve(&self, tx: &txn::Txn) -> Result<P<PeerRec>> {
-        if peer::is_live(tx, self.rec, self.serial) && tx.rec(self.rec).state.get() == PEER_CONNECTED {
-            Ok(self.rec)
-        } else {
-            Err(Errno::ESHUTDOWN)
-        }
     }
 
     /// PEER_DISCONNECT (2.1): `arg` is the raw ioctl argument.
@@ -347,7 +348,7 @@ impl Peer {
             }
         }
         let tx = self.dom.lock()?;
-        let r = self.resolve(&tx).and_then(|p| abi::latch(&tx, p, abi, by));
+        let r = peer::resolve_connected(&tx, self.rec, self.serial).and_then(|p| abi::latch(&tx, p, abi, by));
         tx.finish(r)
     }
 
@@ -355,7 +356,7 @@ impl Peer {
     pub fn abi(&self) -> Result<Option<Abi>> {
         contain(|| {
             let tx = self.dom.lock()?;
-            let r = self.resolve(&tx).map(|p| abi::state(&tx, p));
+            let r = peer::resolve_connected(&tx, self.rec, self.serial).map(|p| abi::state(&tx, p));
             tx.abort();
             r
         })
@@ -441,16 +442,24 @@ impl Peer {
         self.op(fd, |tx, p| peer::nodes_destroy(tx, p, cmd, mem))
     }
 
-    /// SLICE_RELEASE (2.7).
+    /// SLICE_RELEASE (2.7): the data path.
     pub fn slice_release(&self, fd: i32, offset: u64) -> Result<()> {
-        self.op(fd, |tx, p| pool::release(tx, p, offset))
+        reaper::ensure_watcher();
+        contain(|| {
+            slot::reap_if_death_seen(&self.dom);
+            recv::slice_release(&self.dom, self.rec, self.serial, fd, offset)
+        })
     }
 
     /// SEND (2.8) after the struct was read.
     pub fn send(&self, fd: i32, cmd: &bus1_cmd_send, mem: &dyn UserMem) -> Result<()> {
-        send::precheck(cmd)?;
+        reaper::ensure_watcher();
         for _ in 0..3 {
-            match self.op(fd, |tx, p| send::send(tx, p, fd, cmd, mem)) {
+            let r = contain(|| {
+                slot::reap_if_death_seen(&self.dom);
+                send::send(&self.dom, self.rec, self.serial, fd, cmd, mem)
+            });
+            match r {
                 // A receiver's last fd went away without a teardown (its
                 // process exited): tear it down now and send again.
                 Err(Errno::PEER_GONE) => {
@@ -522,14 +531,22 @@ impl Peer {
         self.recv_as(Abi::Final, fd, flags, max_offset, &|m| out(&abi::final_msg(m))).map(|m| abi::final_msg(&m))
     }
 
-    /// RECV with v1 flag bits, for a call with `abi`'s number. The latch is
-    /// made again under the lock, where it is authoritative (the lock-free
-    /// one may have read a latch that was then rolled back).
+    /// RECV with v1 flag bits, for a call with `abi`'s number: the data
+    /// path if the peer's ABI is settled (checked again under the peer's
+    /// lock, where it is authoritative: the lock-free latch may have read
+    /// one that was then rolled back), else a transaction that latches it.
     fn recv_as(&self, abi: Abi, fd: i32, flags: u64, max_offset: u64, out: &dyn Fn(&bus1_msg) -> bool) -> Result<bus1_msg> {
-        let r = self.op(fd, |tx, p| {
-            abi::latch(tx, p, abi, abi::Latch::Recv)?;
-            recv::recv(tx, p, fd, flags, max_offset, out)
-        })?;
+        reaper::ensure_watcher();
+        let r = match contain(|| {
+            slot::reap_if_death_seen(&self.dom);
+            recv::recv_section(&self.dom, self.rec, self.serial, fd, flags, max_offset, out)
+        }) {
+            Err(Errno::NEEDS_TXN) => self.op(fd, |tx, p| {
+                abi::latch(tx, p, abi, abi::Latch::Recv)?;
+                recv::recv(tx, p, fd, flags, max_offset, out)
+            })?,
+            r => r?,
+        };
         match r {
             recv::Outcome::Msg(m) => Ok(m),
             recv::Outcome::Fail(e) => Err(e),
@@ -689,17 +706,20 @@ pub struct Stats {
 }
 
 impl Domain {
-    /// Current statistics.
+    /// Current statistics, after finishing what dead senders and the data
+    /// path left for later (so that they count only what is live).
     pub fn stats(&self) -> Result<Stats> {
         contain(|| {
+            slot::reap_dead(self);
+            reaper::tidy(self);
             let tx = self.lock()?;
             let h = tx.hdr();
             let s = Stats {
                 peers: h.n_peers.get(),
-                live_bytes: h.live_bytes.get(),
-                live_blocks: h.live_blocks.get(),
+                live_bytes: h.live_bytes.get() - h.pooled_bytes.get(),
+                live_blocks: h.live_blocks.get() - h.pooled_blocks.get(),
                 table_entries: h.table_used.get(),
-                recoveries: h.recoveries.get(),
+                recoveries: h.recoveries.load(),
             };
             tx.abort();
             Ok(s)

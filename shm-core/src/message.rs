@@ -1,24 +1,28 @@
-//! DATA messages: what a message entry holds and how it lets go of it.
+//! The life of a record (message or notification) in its receiver's
+//! message state.
 //!
-//! A message to peer R holds: a slice in R's pool (referenced until the
-//! message is freed), R's handle of the destination node (null for a
-//! seed), one attached R-side handle per payload entry (null once an entry
-//! was found INVALID at RECV), the nonce of its fd carrier, and the quota
-//! it charged on R: slices and handles (docs/reference.md §6.2) plus in-flight
-//! bytes and fds and the sender's fair shares (A.3).
+//! A DATA message to peer R holds: a slice in R's pool, R's handle of the
+//! destination node (null for a seed), one attached R-side handle per
+//! payload entry (null once an entry was found INVALID at RECV; handled
+//! under the domain lock), the nonce of its fd carrier, and the quota it
+//! charged on R: slices and handles plus in-flight bytes and fds and the
+//! sender's fair share.
+//!
+//! Every change of a record's life is one store of its state word (the
+//! commit point); [`set_state`] makes that store and then brings the
+//! derived state in line with it: queue membership, usage and shares,
+//! the subject's reference count, the pool and the arena.
 
-use crate::alloc;
 use crate::layout::*;
-use crate::object;
 use crate::pool;
-use crate::quota::{self, Shares};
+use crate::queue;
+use crate::quota;
 use crate::shm::{Cell, P};
-use crate::table;
-use crate::txn::Txn;
+use crate::store::Store;
 
 /// The payload handle slots of a message.
-pub fn handle_slots<'a>(tx: &Txn<'a>, e: P<Entry>) -> &'a [Cell<u64>] {
-    let r = tx.rec(e);
+pub fn handle_slots<S: Store>(s: &S, e: P<Msg>) -> &[Cell<u64>] {
+    let r = s.rec(e);
     let n = r.n_handles.get();
     if n == 0 {
         return &[];
@@ -27,128 +31,147 @@ pub fn handle_slots<'a>(tx: &Txn<'a>, e: P<Entry>) -> &'a [Cell<u64>] {
     // user can raise: more is a damaged count, not a message to allocate
     // for.
     assert!(n <= DEFAULT_MAX[RES_HANDLES] as u64, "message {e:?} claims {n} handles");
-    tx.domain().seg.cells(r.handles.get(), n as usize)
+    s.dom().seg.cells(r.handles.get(), n as usize)
 }
 
-/// Allocates the payload slot array of a message.
-pub fn alloc_slots(tx: &Txn, e: P<Entry>, n: u64) -> crate::errno::Result<()> {
-    // Only called while building a message: the entry is fresh.
-    if n > 0 {
-        let off = alloc::alloc(tx, n * 8)?;
-        tx.init(&tx.rec(e).handles, off);
-    }
-    tx.init(&tx.rec(e).n_handles, n);
-    Ok(())
-}
-
-/// The amounts a message counts in its sender's fair shares.
-fn share_amounts(tx: &Txn, e: P<Entry>) -> [i64; NRES] {
-    let r = tx.rec(e);
-    let slice = r.slice.get();
-    let bytes = if slice.is_null() { 0 } else { pool::range(tx, slice).1 as i64 };
+/// The amounts a message counts in its sender's fair share.
+pub fn share_amounts<S: Store>(s: &S, e: P<Msg>, state: u32) -> [i64; NRES] {
+    let r = s.rec(e);
+    let bytes = if state & MS_SLICE != 0 { r.size.get() as i64 } else { 0 };
     [1, r.n_handles.get() as i64, bytes, r.n_fds.get() as i64]
 }
 
-/// Dequeue-time accounting (A.3): in-flight bytes and fds go back to the
-/// receiver, and the message leaves its sender's shares. Idempotent.
-pub fn settle_inflight(tx: &Txn, e: P<Entry>) {
-    let r = tx.rec(e);
-    let peer = r.peer.get();
-    for res in [RES_BYTES, RES_FDS] {
-        let c = r.charged[res].get();
-        if c != 0 {
-            quota::refund(tx, peer, res, c);
-            tx.set(&r.charged[res], 0);
-        }
-    }
-    let sh = Shares { user: r.share_user.get(), peer: r.share_peer.get() };
-    if !sh.user.is_null() || !sh.peer.is_null() {
-        let amounts = share_amounts(tx, e);
-        quota::unshare(tx, sh, amounts);
-        tx.set(&r.share_user, P::NULL);
-        tx.set(&r.share_peer, P::NULL);
+/// The handle a record points at (DATA destination, NODE_DESTROY subject).
+pub fn subject_handle<S: Store>(s: &S, e: P<Msg>) -> P<Handle> {
+    let r = s.rec(e);
+    match r.kind.get() {
+        ENTRY_DATA | ENTRY_DESTROY => P::from_off(r.subject.get()),
+        _ => P::NULL,
     }
 }
 
-/// Drops payload entry `j` (found INVALID at RECV): the handle reference
-/// and its quota go.
-pub fn drop_slot(tx: &Txn, e: P<Entry>, j: usize) {
-    let slots = handle_slots(tx, e);
-    let h = P::<Handle>::from_off(slots[j].get());
-    if h.is_null() {
+/// Initialises the fields of a free record `r` (not yet committed, so
+/// without logging) for an entry of `kind`; everything else is zero.
+pub fn clear<S: Store>(s: &S, r: P<Msg>, kind: u32) {
+    let rr = s.rec(r);
+    for c in [&rr.stamp, &rr.tag, &rr.off, &rr.size, &rr.subject, &rr.n_bytes, &rr.n_handles, &rr.handles, &rr.nonce, &rr.tx] {
+        s.init(c, 0);
+    }
+    for c in &rr.charged {
+        s.init(c, 0);
+    }
+    for c in [&rr.index, &rr.sender_uid, &rr.uid, &rr.gid, &rr.pid, &rr.tid, &rr.n_fds, &rr.gap_clean] {
+        s.init(c, 0);
+    }
+    s.init(&rr.kind, kind);
+}
+
+/// Commits `new` as the state of `e` (a record of `peer`) and updates
+/// the derived state for every bit that went away or came (a slice that
+/// comes is linked by the caller, which knows where it goes). A record
+/// whose state becomes 0 goes back to the arena.
+pub fn set_state<S: Store>(s: &S, peer: P<PeerRec>, e: P<Msg>, new: u32) {
+    s.hold(peer);
+    let r = s.rec(e);
+    let old = r.state.get();
+    s.set(&r.state, new);
+    let gone = old & !new;
+    let came = new & !old;
+    if came & MS_QUEUED != 0 {
+        queue::insert(s, peer, e);
+    }
+    if gone & MS_QUEUED != 0 {
+        queue::unlink(s, peer, e);
+    }
+    if came & MS_PREPARED != 0 {
+        s.add(&s.rec(peer).n_prepared, 1);
+    }
+    if gone & MS_PREPARED != 0 {
+        s.add(&s.rec(peer).n_prepared, -1);
+    }
+    if came & MS_INFLIGHT != 0 {
+        inflight(s, peer, e, new, 1);
+    }
+    if gone & MS_INFLIGHT != 0 {
+        inflight(s, peer, e, old, -1);
+    }
+    let (had_refs, has_refs) = (old & MS_REFS != 0, new & MS_REFS != 0);
+    if has_refs && !had_refs {
+        subject_ref(s, peer, e, 1);
+    }
+    if had_refs && !has_refs {
+        subject_ref(s, peer, e, -1);
+    }
+    if came & MS_LIVE != 0 {
+        quota::account(s, peer, RES_SLICES, r.charged[RES_SLICES].get());
+        quota::account(s, peer, RES_HANDLES, r.charged[RES_HANDLES].get());
+    }
+    if gone & MS_SLICE != 0 {
+        pool::unlink_slice(s, peer, e);
+    }
+    if gone & MS_LIVE != 0 {
+        quota::refund(s, peer, RES_SLICES, r.charged[RES_SLICES].get());
+        quota::refund(s, peer, RES_HANDLES, r.charged[RES_HANDLES].get());
+        s.free_record(peer, e);
+    }
+}
+
+/// In-flight bytes and fds and the sender's share come (`sign` 1, `state`
+/// the new one) or go (`sign` -1, `state` the old one: a message can
+/// leave flight and lose its slice in one change).
+fn inflight<S: Store>(s: &S, peer: P<PeerRec>, e: P<Msg>, state: u32, sign: i64) {
+    let r = s.rec(e);
+    quota::account(s, peer, RES_BYTES, sign * r.charged[RES_BYTES].get());
+    quota::account(s, peer, RES_FDS, sign * r.charged[RES_FDS].get());
+    quota::share_add(s, peer, r.sender_uid.get(), share_amounts(s, e, state), sign);
+}
+
+/// The record starts (1) or stops (-1) pointing at its subject.
+fn subject_ref<S: Store>(s: &S, peer: P<PeerRec>, e: P<Msg>, d: i64) {
+    let r = s.rec(e);
+    if r.kind.get() == ENTRY_RELEASE {
+        let node = s.rec(P::<Node>::from_off(r.subject.get()));
+        if d > 0 {
+            s.set(&node.release_entry, e);
+        } else if node.release_entry.get() == e {
+            s.set(&node.release_entry, P::NULL);
+        }
         return;
     }
-    tx.set(&slots[j], 0);
-    let r = tx.rec(e);
-    tx.add_i(&r.charged[RES_HANDLES], -1);
-    quota::refund(tx, r.peer.get(), RES_HANDLES, 1);
-    object::inflight_drop(tx, h);
+    let h = subject_handle(s, e);
+    if !h.is_null() {
+        handle_ref(s, peer, h, d);
+    }
 }
 
-/// Frees everything a (no longer queued) DATA entry holds.
-pub fn release(tx: &Txn, e: P<Entry>) {
-    settle_inflight(tx, e);
-    let r = tx.rec(e);
-    let peer = r.peer.get();
-    let rem = r.charged[RES_HANDLES].get();
-    if rem != 0 {
-        quota::refund(tx, peer, RES_HANDLES, rem);
-        tx.set(&r.charged[RES_HANDLES], 0);
+/// Changes the record count of one of `peer`'s handles. A handle nothing
+/// refers to any more is left for the next transaction on the peer to
+/// free (`gc_pending`): freeing it changes the object graph.
+pub fn handle_ref<S: Store>(s: &S, peer: P<PeerRec>, h: P<Handle>, d: i64) {
+    let hr = s.rec(h);
+    s.add(&hr.refs, d);
+    if hr.refs.get() == 0 {
+        s.set(&s.rec(peer).gc_pending, 1);
     }
-    let slots = handle_slots(tx, e);
-    for slot in slots {
-        let h = P::<Handle>::from_off(slot.get());
+}
+
+/// The live records of `peer` with their payload handles, for `rebuild`:
+/// each handle's count of the records that point at it.
+pub fn count_handle_refs<S: Store>(s: &S, records: &[P<Msg>]) -> Vec<(P<Handle>, u64)> {
+    let mut counts: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+    for &e in records {
+        if s.rec(e).state.get() & MS_REFS == 0 {
+            continue;
+        }
+        let h = subject_handle(s, e);
         if !h.is_null() {
-            tx.set(slot, 0);
-            object::inflight_drop(tx, h);
+            *counts.entry(h.off()).or_default() += 1;
+        }
+        for slot in handle_slots(s, e) {
+            if slot.get() != 0 {
+                *counts.entry(slot.get()).or_default() += 1;
+            }
         }
     }
-    if !slots.is_empty() {
-        alloc::free(tx, r.handles.get(), r.n_handles.get() * 8);
-    }
-    let slice = r.slice.get();
-    if !slice.is_null() {
-        pool::unreference(tx, peer, slice);
-    }
-    let dest = P::<Handle>::from_off(r.subject.get());
-    if !dest.is_null() {
-        object::handle_unref(tx, dest);
-    }
-    if r.n_fds.get() > 0 {
-        table::remove(tx, TAG_NONCE, 0, r.nonce.get());
-    }
-}
-
-/// A fresh nonce for an fd carrier, registered to `e`.
-///
-/// Nonces must stay unique even when a transaction is rolled back (its
-/// carrier may already sit in the vault as an orphan), so they do not come
-/// from the segment: they are random 64-bit values.
-pub fn assign_nonce(tx: &Txn, e: P<Entry>) -> crate::errno::Result<u64> {
-    let n = loop {
-        let n = random_u64();
-        if n != 0 && table::get(tx, TAG_NONCE, 0, n).is_none() {
-            break n;
-        }
-    };
-    tx.set(&tx.rec(e).nonce, n);
-    table::insert(tx, TAG_NONCE, 0, n, e.off())?;
-    Ok(n)
-}
-
-fn random_u64() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static STATE: AtomicU64 = AtomicU64::new(0);
-    let mut s = STATE.load(Ordering::Relaxed);
-    if s == 0 {
-        s = crate::sys::getrandom_u64() | 1;
-    }
-    // Mixing in the pid keeps a forked child's sequence apart from its
-    // parent's, which shares the same state.
-    s = s.wrapping_add(0x9E37_79B9_7F4A_7C15) ^ ((crate::creds::current().pid as u64) << 17);
-    STATE.store(s, Ordering::Relaxed);
-    let mut z = s;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    counts.into_iter().map(|(h, n)| (P::from_off(h), n)).collect()
 }

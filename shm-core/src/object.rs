@@ -1,16 +1,24 @@
-//! Nodes and handles (docs/reference.md §3): on-demand node creation,
-//! handle IDs, coalescing, user references with the owner pin, the strong
-//! count and its release notifications, and destruction transactions.
+//! Nodes and handles (docs/reference.md §3): on-demand node
+//! creation, handle IDs, coalescing, user references with the owner pin,
+//! the strong count and its release notifications, and destruction
+//! transactions. All of it runs under the domain lock, holding the lock of
+//! every peer whose handles, ID table or queue it touches (rule 2 of
+//! `txn`).
 //!
-//! Lifetimes: a handle object lives while it has user references or is
-//! referenced by a queue entry (`refs`: payload entry, DATA destination,
-//! NODE_DESTROY subject). A node lives while any handle object of it exists
-//! or its NODE_RELEASE entry does (`Node::refs`); the owner's handle goes
-//! last, so `Node::owner_handle` is valid whenever the node is.
+//! Lifetimes: a handle object lives while it has user references or a
+//! record of its holder points at it (`refs`, derived message state of the
+//! holder). A section that drops the last such reference leaves the handle
+//! for [`collect`]. A node lives while any handle object of it exists
+//! (`Node::refs`); the owner's handle goes last, so `Node::owner_handle` is
+//! valid whenever the node is.
 
 use crate::alloc;
+use crate::arena;
+use crate::capacity;
+use crate::doorbell;
 use crate::errno::{Errno, Result};
 use crate::layout::*;
+use crate::message;
 use crate::queue;
 use crate::quota;
 use crate::shm::P;
@@ -18,11 +26,11 @@ use crate::table;
 use crate::txn::Txn;
 
 const NODE: u64 = core::mem::size_of::<Node>() as u64;
-const HANDLE: u64 = core::mem::size_of::<Handle>() as u64;
 
 /// The handle with `id` in `peer`'s ID table.
 pub fn lookup_id(tx: &Txn, peer: P<PeerRec>, id: u64) -> Option<P<Handle>> {
-    table::get(tx, TAG_HANDLE_ID, peer.off(), id).map(P::from_off)
+    tx.hold(peer);
+    table::id_get(tx, peer, id)
 }
 
 /// Resolves an ID named in an ioctl (3.4): the existing handle, ENXIO for
@@ -60,20 +68,22 @@ fn create_node(tx: &Txn, owner: P<PeerRec>, id: u64) -> Result<P<Handle>> {
     tx.set(&p.nodes, n);
     tx.init(&nr.in_owner_list, 1);
     let hr = tx.rec(h);
-    tx.init(&hr.user_refs, 1);
-    tx.init(&hr.id, id);
-    tx.init(&hr.has_id, 1);
-    table::insert(tx, TAG_HANDLE_ID, owner.off(), id, h.off())?;
+    tx.set(&hr.user_refs, 1);
+    tx.set(&hr.id, id);
+    tx.set(&hr.has_id, 1);
+    table::id_insert(tx, owner, id, h)?;
     Ok(h)
 }
 
 /// A new handle object of `holder` for `node`, linked everywhere, with no
 /// user references and no ID.
 fn new_handle(tx: &Txn, holder: P<PeerRec>, node: P<Node>) -> Result<P<Handle>> {
-    let h = P::<Handle>::from_off(alloc::alloc(tx, HANDLE)?);
+    tx.hold(holder);
+    let h = alloc::alloc_handle(tx)?;
     let hr = tx.rec(h);
     tx.init(&hr.holder, holder);
     tx.init(&hr.node, node);
+    tx.set(&hr.live, 1);
     let nr = tx.rec(node);
     let nh = nr.handles.get();
     tx.init(&hr.node_next, nh);
@@ -96,6 +106,7 @@ fn new_handle(tx: &Txn, holder: P<PeerRec>, node: P<Node>) -> Result<P<Handle>> 
 /// `peer`'s handle for `node` (coalescing, 3.6): its existing one (the
 /// owner handle if it owns the node) or a new one.
 pub fn handle_for(tx: &Txn, peer: P<PeerRec>, node: P<Node>) -> Result<P<Handle>> {
+    tx.hold(peer);
     match table::get(tx, TAG_NODE_HANDLE, peer.off(), node.off()) {
         Some(h) => Ok(P::from_off(h)),
         None => new_handle(tx, peer, node),
@@ -121,6 +132,7 @@ pub fn ensure_id(tx: &Txn, h: P<Handle>) -> u64 {
         return hr.id.get();
     }
     let holder = hr.holder.get();
+    tx.hold(holder);
     let p = tx.rec(holder);
     let c = p.id_counter.get() + 1;
     tx.set(&p.id_counter, c);
@@ -155,11 +167,12 @@ fn strong_dec(tx: &Txn, node: P<Node>) {
 /// holder's table, as [`ref_drop`] of the last one removes it.
 pub fn ref_add(tx: &Txn, h: P<Handle>) -> Result<()> {
     let hr = tx.rec(h);
+    tx.hold(hr.holder.get());
     let node = hr.node.get();
     let was = hr.user_refs.get();
     if was == 0 {
         assert!(hr.has_id.get() == 1, "user reference on handle {h:?} without an ID");
-        table::insert(tx, TAG_HANDLE_ID, hr.holder.get().off(), hr.id.get(), h.off())?;
+        table::id_insert(tx, hr.holder.get(), hr.id.get(), h)?;
     }
     tx.set(&hr.user_refs, was + 1);
     // The owner's last reference is the non-strong pin.
@@ -174,13 +187,14 @@ pub fn ref_drop(tx: &Txn, h: P<Handle>) {
     let hr = tx.rec(h);
     let node = hr.node.get();
     let holder = hr.holder.get();
+    tx.hold(holder);
     let now = hr.user_refs.get() - 1;
     tx.set(&hr.user_refs, now);
     quota::refund(tx, holder, RES_HANDLES, 1);
     let owner = is_owner_handle(tx, h);
     if now == 0 {
         if hr.has_id.get() == 1 {
-            table::remove(tx, TAG_HANDLE_ID, holder.off(), hr.id.get());
+            table::id_remove(tx, holder, hr.id.get());
             tx.set(&hr.has_id, 0);
         }
         if owner {
@@ -199,6 +213,9 @@ fn mark_released_if_done(tx: &Txn, node: P<Node>) {
     let nr = tx.rec(node);
     let oh = nr.owner_handle.get();
     if nr.destroyed.get() == 1 && (oh.is_null() || (tx.rec(oh).user_refs.get() == 0 && tx.rec(oh).inflight.get() == 0)) {
+        if !nr.owner.get().is_null() {
+            tx.hold(nr.owner.get());
+        }
         tx.set(&nr.released, 1);
     }
 }
@@ -206,8 +223,9 @@ fn mark_released_if_done(tx: &Txn, node: P<Node>) {
 /// A queued message to the holder now carries this handle (attach).
 pub fn inflight_add(tx: &Txn, h: P<Handle>) {
     let hr = tx.rec(h);
+    let holder = hr.holder.get();
     tx.add(&hr.inflight, 1);
-    tx.add(&hr.refs, 1);
+    message::handle_ref(tx, holder, h, 1);
     strong_inc(tx, hr.node.get());
 }
 
@@ -215,8 +233,9 @@ pub fn inflight_add(tx: &Txn, h: P<Handle>) {
 pub fn inflight_drop(tx: &Txn, h: P<Handle>) {
     let hr = tx.rec(h);
     let node = hr.node.get();
+    let holder = hr.holder.get();
     tx.add(&hr.inflight, -1);
-    tx.add(&hr.refs, -1);
+    message::handle_ref(tx, holder, h, -1);
     if is_owner_handle(tx, h) && hr.user_refs.get() == 0 {
         mark_released_if_done(tx, node);
     }
@@ -224,21 +243,17 @@ pub fn inflight_drop(tx: &Txn, h: P<Handle>) {
     maybe_free(tx, h);
 }
 
-/// An entry points at this handle (DATA destination, NODE_DESTROY subject).
-pub fn handle_ref(tx: &Txn, h: P<Handle>) {
-    tx.add(&tx.rec(h).refs, 1);
-}
-
-/// Drops a reference taken with [`handle_ref`].
-pub fn handle_unref(tx: &Txn, h: P<Handle>) {
-    tx.add(&tx.rec(h).refs, -1);
-    maybe_free(tx, h);
-}
-
 /// Frees a handle that nothing references any more (and its node when the
 /// node has nothing left either).
-fn maybe_free(tx: &Txn, h: P<Handle>) {
+pub fn maybe_free(tx: &Txn, h: P<Handle>) {
     let hr = tx.rec(h);
+    if hr.live.get() == 0 {
+        return;
+    }
+    let holder = hr.holder.get();
+    if !holder.is_null() {
+        tx.hold(holder);
+    }
     if hr.user_refs.get() > 0 || hr.refs.get() > 0 {
         return;
     }
@@ -246,6 +261,9 @@ fn maybe_free(tx: &Txn, h: P<Handle>) {
     let nr = tx.rec(node);
     let owner = nr.owner_handle.get() == h;
     if owner && nr.refs.get() > 1 {
+        return;
+    }
+    if owner && !nr.release_entry.get().is_null() {
         return;
     }
     // unlink from the node's list
@@ -258,14 +276,18 @@ fn maybe_free(tx: &Txn, h: P<Handle>) {
     if !n.is_null() {
         tx.set(&tx.rec(n).node_prev, p);
     }
-    let holder = hr.holder.get();
     if !holder.is_null() {
         unlink_from_holder(tx, holder, h);
         table::remove(tx, TAG_NODE_HANDLE, holder.off(), node.off());
+    } else {
+        unlink_from(tx, &tx.hdr().orphans, h);
     }
-    alloc::free(tx, h.off(), HANDLE);
+    alloc::free_handle(tx, h);
     tx.add(&nr.refs, -1);
     if owner {
+        if !nr.owner.get().is_null() {
+            tx.hold(nr.owner.get());
+        }
         tx.set(&nr.owner_handle, P::NULL);
         unlink_from_owner(tx, node);
     }
@@ -273,10 +295,45 @@ fn maybe_free(tx: &Txn, h: P<Handle>) {
 }
 
 fn unlink_from_holder(tx: &Txn, holder: P<PeerRec>, h: P<Handle>) {
+    unlink_from(tx, &tx.rec(holder).handles, h);
+}
+
+/// Moves `h`, just unlinked from its holder's list, to the orphans.
+fn make_orphan(tx: &Txn, h: P<Handle>) {
+    let hdr = tx.hdr();
+    let hr = tx.rec(h);
+    let head = hdr.orphans.get();
+    tx.set(&hr.holder, P::NULL);
+    tx.set(&hr.holder_next, head);
+    tx.set(&hr.holder_prev, P::NULL);
+    if !head.is_null() {
+        tx.set(&tx.rec(head).holder_prev, h);
+    }
+    tx.set(&hdr.orphans, h);
+}
+
+/// Frees the orphans (handles whose holder was torn down) that nothing
+/// refers to any more: the last record pointing at one went in a
+/// section, which leaves freeing to a transaction.
+pub fn collect_orphans(tx: &Txn) {
+    let mut h = tx.hdr().orphans.get();
+    while !h.is_null() {
+        let next = tx.rec(h).holder_next.get();
+        let hr = tx.rec(h);
+        if hr.refs.get() == 0 && hr.user_refs.get() == 0 {
+            maybe_free(tx, h);
+        }
+        h = next;
+    }
+}
+
+/// Unlinks `h` from the list (by `holder_next`/`holder_prev`) that starts
+/// at `head`.
+fn unlink_from(tx: &Txn, head: &crate::shm::Cell<P<Handle>>, h: P<Handle>) {
     let hr = tx.rec(h);
     let (n, p) = (hr.holder_next.get(), hr.holder_prev.get());
     if p.is_null() {
-        tx.set(&tx.rec(holder).handles, n);
+        tx.set(head, n);
     } else {
         tx.set(&tx.rec(p).holder_next, n);
     }
@@ -305,18 +362,18 @@ fn unlink_from_owner(tx: &Txn, node: P<Node>) {
     tx.set(&nr.in_owner_list, 0);
 }
 
-/// Frees the node when nothing refers to it, or lets the owner handle go
-/// when it is the last thing left.
+/// Frees the node when no handle of it is left, or lets the owner handle
+/// go when it is the last thing left.
 fn node_put(tx: &Txn, node: P<Node>) {
     let nr = tx.rec(node);
     match nr.refs.get() {
         0 => {
             debug_assert!(nr.release_entry.get().is_null());
-            alloc::free(tx, node.off(), NODE);
+                alloc::free(tx, node.off(), NODE);
         }
         1 => {
             let oh = nr.owner_handle.get();
-            if !oh.is_null() && nr.release_entry.get().is_null() {
+            if !oh.is_null() {
                 maybe_free(tx, oh);
             }
         }
@@ -324,45 +381,156 @@ fn node_put(tx: &Txn, node: P<Node>) {
     }
 }
 
-/// Queues NODE_RELEASE on the owner if due (3.7).
+/// Frees the handles of `peer` that sections left unreferenced (rule 5 of
+/// `txn`), if any were.
+pub fn collect(tx: &Txn, peer: P<PeerRec>) {
+    tx.hold(peer);
+    let p = tx.rec(peer);
+    if p.gc_pending.get() == 0 {
+        return;
+    }
+    tx.set(&p.gc_pending, 0);
+    for h in held_handles(tx, peer) {
+        let hr = tx.rec(h);
+        if hr.user_refs.get() == 0 && hr.refs.get() == 0 && hr.live.get() == 1 {
+            maybe_free(tx, h);
+        }
+    }
+}
+
+/// Checks the object graph of every peer (a debugging aid): each listed
+/// handle is live, held by its peer and in its node's list, and each node
+/// counts its handles.
+pub fn check_graph(tx: &Txn) -> core::result::Result<(), String> {
+    let mut free = std::collections::HashSet::new();
+    let mut f = tx.hdr().free_handles.get();
+    while !f.is_null() {
+        if !free.insert(f.off()) {
+            return Err(format!("free handle list loops at {f:?}"));
+        }
+        if tx.rec(f).live.get() != 0 {
+            return Err(format!("live handle {f:?} on the free list"));
+        }
+        f = tx.rec(f).holder_next.get();
+    }
+    let mut prev = P::<Handle>::NULL;
+    let mut o = tx.hdr().orphans.get();
+    while !o.is_null() {
+        let or = tx.rec(o);
+        if free.contains(&o.off()) || or.live.get() != 1 || !or.holder.get().is_null() || or.holder_prev.get() != prev {
+            return Err(format!("orphan {o:?}: live {} holder {:?} prev {:?}", or.live.get(), or.holder.get(), or.holder_prev.get()));
+        }
+        prev = o;
+        o = or.holder_next.get();
+    }
+    for p in crate::peer::all(tx) {
+        for h in held_handles(tx, p) {
+            let hr = tx.rec(h);
+            if free.contains(&h.off()) {
+                return Err(format!("peer {p:?}: listed handle {h:?} is on the free list"));
+            }
+            if hr.live.get() != 1 || hr.holder.get() != p {
+                return Err(format!("peer {p:?}: handle {h:?} live {} holder {:?}", hr.live.get(), hr.holder.get()));
+            }
+            let n = hr.node.get();
+            let nr = tx.rec(n);
+            let mut count = 0;
+            let mut found = false;
+            let mut x = nr.handles.get();
+            while !x.is_null() && count < 100_000 {
+                found |= x == h;
+                count += 1;
+                let xr = tx.rec(x);
+                if xr.live.get() != 1 || xr.node.get() != n {
+                    return Err(format!("node {n:?}: listed handle {x:?} live {} node {:?} gen {}", xr.live.get(), xr.node.get(), xr.gen.get()));
+                }
+                x = xr.node_next.get();
+            }
+            if !found || count != nr.refs.get() {
+                return Err(format!("peer {p:?}: handle {h:?} node {n:?}: in its list {found}, list {count} refs {}", nr.refs.get()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A new record in `peer`'s arena (growing it if needed), for a
+/// transaction to initialise and commit with `message::set_state`.
+pub fn new_record(tx: &Txn, peer: P<PeerRec>, kind: u32) -> Result<P<Msg>> {
+    tx.hold(peer);
+    if arena::peek(tx, peer).is_none() {
+        capacity::grow_arena(tx, peer)?;
+    }
+    let r = arena::peek(tx, peer).ok_or(Errno::ENOMEM)?;
+    arena::taken(tx, peer, r);
+    message::clear(tx, r, kind);
+    Ok(r)
+}
+
+/// A fresh transaction tag for entries committed under the domain lock.
+pub fn next_tag(tx: &Txn) -> u64 {
+    let hdr = tx.hdr();
+    let t = hdr.next_tag.get() + 1;
+    tx.set(&hdr.next_tag, t);
+    (1 << 63) | t
+}
+
+/// The stamp of a transaction under the domain lock that commits entries
+/// to `peers` (held) with `origin`: past every clock involved, which are
+/// all raised to it.
+pub fn commit_stamp(tx: &Txn, origin: P<PeerRec>, peers: &[P<PeerRec>]) -> u64 {
+    let mut t = 0;
+    for &p in peers.iter().chain(core::iter::once(&origin)) {
+        tx.hold(p);
+        t = t.max(tx.rec(p).clock.load());
+    }
+    let c = queue::tick(&tx.rec(origin).clock, t);
+    for &p in peers {
+        queue::sync(&tx.rec(p).clock, c);
+    }
+    c
+}
+
+/// Queues NODE_RELEASE on the owner if due (3.7): committed directly at
+/// the owner's next tick (7.4).
 fn queue_release(tx: &Txn, node: P<Node>) {
     let nr = tx.rec(node);
-    if nr.strong.get() != 0 || nr.destroyed.get() == 1 || nr.released.get() == 1 || !nr.release_entry.get().is_null() {
+    if nr.strong.get() != 0 || nr.destroyed.get() == 1 || nr.released.get() == 1 {
         return;
     }
     let owner = nr.owner.get();
     if owner.is_null() || tx.rec(owner).state.get() != PEER_CONNECTED {
         return;
     }
-    let Ok(e) = queue::new_entry(tx, ENTRY_RELEASE, owner) else {
-        // Out of shared memory: the transaction cannot commit (its log
-        // records the failed state as well); report through the op list.
+    tx.hold(owner);
+    if !nr.release_entry.get().is_null() {
+        return;
+    }
+    let Ok(e) = new_record(tx, owner, ENTRY_RELEASE) else {
+        // Out of shared memory: the transaction cannot commit.
         tx.push_op(crate::doorbell::Op::Fail(Errno::ENOMEM));
         return;
     };
-    tx.set(&tx.rec(e).subject, node.off());
-    tx.set(&nr.release_entry, e);
-    tx.add(&nr.refs, 1);
-    let stamp = queue::next_stamp(tx);
-    queue::append(tx, e, stamp);
+    let er = tx.rec(e);
+    tx.set(&er.subject, node.off());
+    tx.set(&er.stamp, queue::tick(&tx.rec(owner).clock, 0));
+    tx.set(&er.tag, next_tag(tx));
+    message::set_state(tx, owner, e, MS_LIVE | MS_QUEUED);
+    doorbell::after_enqueue(tx, owner);
 }
 
 /// Removes a pending NODE_RELEASE (3.7 "withdrawn").
 fn withdraw_release(tx: &Txn, node: P<Node>) {
-    let e = tx.rec(node).release_entry.get();
-    if !e.is_null() && tx.rec(e).queued.get() == 1 {
-        queue::discard(tx, e);
-    }
-}
-
-/// A NODE_RELEASE entry was freed (dequeued, discarded or withdrawn).
-pub fn release_entry_gone(tx: &Txn, node: P<Node>, e: P<Entry>) {
     let nr = tx.rec(node);
-    if nr.release_entry.get() == e {
-        tx.set(&nr.release_entry, P::NULL);
+    let owner = nr.owner.get();
+    if owner.is_null() {
+        return;
     }
-    tx.add(&nr.refs, -1);
-    node_put(tx, node);
+    tx.hold(owner);
+    let e = nr.release_entry.get();
+    if !e.is_null() && tx.rec(e).state.get() & MS_QUEUED != 0 {
+        message::set_state(tx, owner, e, 0);
+    }
 }
 
 /// Live (not destroyed) nodes owned by `peer`.
@@ -378,19 +546,14 @@ pub fn held_handles(tx: &Txn, peer: P<PeerRec>) -> Vec<P<Handle>> {
 /// One destruction transaction (3.8) for `nodes` of `owner`. With
 /// `owner_entries`, the owner gets a NODE_DESTROY per node (NODES_DESTROY);
 /// a reset or disconnect passes false, since its flush would discard them
-/// before anyone could see them. Returns the transaction's stamp.
+/// before anyone could see them. Every holder told is held, the stamp is
+/// past all their clocks and the owner's, and the entries go in committed.
+/// Returns the transaction's stamp.
 pub fn destroy_nodes(tx: &Txn, owner: P<PeerRec>, nodes: &[P<Node>], owner_entries: bool) -> Result<u64> {
-    let stamp = queue::next_stamp(tx);
-    for &n in nodes {
-        let nr = tx.rec(n);
-        tx.set(&nr.destroyed, 1);
-        tx.set(&nr.destroy_stamp, stamp);
-        withdraw_release(tx, n);
-    }
+    tx.hold(owner);
+    let mut told: Vec<(P<Handle>, P<PeerRec>)> = Vec::new();
     if owner_entries {
-        for &n in nodes {
-            notify_destroy(tx, tx.rec(n).owner_handle.get(), owner, stamp)?;
-        }
+        told.extend(nodes.iter().map(|&n| (tx.rec(n).owner_handle.get(), owner)));
     }
     for &n in nodes {
         let oh = tx.rec(n).owner_handle.get();
@@ -405,19 +568,30 @@ pub fn destroy_nodes(tx: &Txn, owner: P<PeerRec>, nodes: &[P<Node>], owner_entri
             }
         }
         // The node's list is newest first; notify in attachment order.
-        for (h, holder) in targets.into_iter().rev() {
-            notify_destroy(tx, h, holder, stamp)?;
-        }
+        told.extend(targets.into_iter().rev());
+    }
+    let mut peers: Vec<P<PeerRec>> = told.iter().map(|&(_, p)| p).collect();
+    peers.sort_by_key(|p| p.off());
+    peers.dedup();
+    let stamp = commit_stamp(tx, owner, &peers);
+    let tag = next_tag(tx);
+    for &n in nodes {
+        let nr = tx.rec(n);
+        tx.set(&nr.destroyed, 1);
+        tx.set(&nr.destroy_stamp, stamp);
+        withdraw_release(tx, n);
+    }
+    for (i, &(h, holder)) in told.iter().enumerate() {
+        let e = new_record(tx, holder, ENTRY_DESTROY)?;
+        let er = tx.rec(e);
+        tx.set(&er.subject, h.off());
+        tx.set(&er.stamp, stamp);
+        tx.set(&er.tag, tag);
+        tx.set(&er.index, i as u32);
+        message::set_state(tx, holder, e, MS_LIVE | MS_QUEUED);
+        doorbell::after_enqueue(tx, holder);
     }
     Ok(stamp)
-}
-
-fn notify_destroy(tx: &Txn, h: P<Handle>, holder: P<PeerRec>, stamp: u64) -> Result<()> {
-    let e = queue::new_entry(tx, ENTRY_DESTROY, holder)?;
-    tx.set(&tx.rec(e).subject, h.off());
-    handle_ref(tx, h);
-    queue::append(tx, e, stamp);
-    Ok(())
 }
 
 /// Teardown of `peer`: owner handles still kept by remote handles lose
@@ -426,13 +600,21 @@ fn notify_destroy(tx: &Txn, h: P<Handle>, holder: P<PeerRec>, stamp: u64) -> Res
 pub fn orphan_owned(tx: &Txn, peer: P<PeerRec>) {
     for h in held_handles(tx, peer) {
         let node = node_of(tx, h);
-        debug_assert!(is_owner_handle(tx, h), "remote handle left at peer teardown");
+        if !is_owner_handle(tx, h) {
+            // Still pointed at by records of the peer that in-flight
+            // transactions hold: it only loses its holder (and is freed
+            // with the last such record).
+            unlink_from_holder(tx, peer, h);
+            table::remove(tx, TAG_NODE_HANDLE, peer.off(), node.off());
+            make_orphan(tx, h);
+            continue;
+        }
         let nr = tx.rec(node);
         tx.set(&nr.released, 1);
         unlink_from_owner(tx, node);
         unlink_from_holder(tx, peer, h);
         table::remove(tx, TAG_NODE_HANDLE, peer.off(), node.off());
-        tx.set(&tx.rec(h).holder, P::NULL);
+        make_orphan(tx, h);
         tx.set(&nr.owner, P::NULL);
     }
 }

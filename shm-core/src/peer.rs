@@ -5,9 +5,12 @@
 
 use crate::abi::{self, AbiMode};
 use crate::alloc;
+use crate::arena;
+use crate::capacity;
 use crate::creds;
 use crate::doorbell::{self, Op};
 use crate::domain::Domain;
+use crate::entry;
 use crate::errno::{Errno, Result};
 use crate::layout::*;
 use crate::message;
@@ -22,8 +25,6 @@ use crate::txn::Txn;
 use crate::usermem::{elem, read_u64, UserMem};
 use std::collections::HashSet;
 use uapi::*;
-
-const PEER: u64 = core::mem::size_of::<PeerRec>() as u64;
 
 pub fn lookup_serial(tx: &Txn, serial: u64) -> Option<P<PeerRec>> {
     table::get(tx, TAG_PEER, 0, serial).map(P::from_off)
@@ -88,10 +89,18 @@ pub fn create(dom: &Domain, access: u32, sock_flags: i32, mode: AbiMode) -> Resu
         }
     };
     let r = (|| {
-        let peer = P::<PeerRec>::from_off(alloc::alloc(&tx, PEER)?);
+        let (peer, fresh) = alloc::alloc_peer(&tx)?;
         let p = tx.rec(peer);
+        if fresh {
+            // A new record: nobody can reach its lock before the commit.
+            let r = p.lock.init();
+            if r != 0 {
+                return Err(Errno(r));
+            }
+        }
+        tx.hold(peer);
         let uid = sys::getuid();
-        let user = quota::user_get(&tx, uid)?;
+        let user = user_get(&tx, uid)?;
         tx.set(&p.magic, PEER_MAGIC);
         tx.set(&p.state, PEER_CONNECTED);
         tx.set(&p.access, access);
@@ -100,15 +109,18 @@ pub fn create(dom: &Domain, access: u32, sock_flags: i32, mode: AbiMode) -> Resu
         tx.set(&p.gid, sys::getgid());
         tx.set(&p.user, user);
         for i in 0..NRES {
-            let m = tx.rec(user).max[i].get();
-            tx.set(&p.max[i], m);
-            tx.set(&p.rem[i], m);
+            tx.set(&p.max[i], tx.rec(user).max[i].get());
         }
         tx.set(&p.pidns, pidns);
         tx.set(&p.userns, userns);
         tx.set(&p.bell, doorbell::bell_alloc(&tx)?);
         abi::init(&tx, peer, mode);
-        pool::init(&tx, peer, pool_size)?;
+        capacity::dir_top(&tx, peer, pool_size)?;
+        // The first 2 MiB of the pool are where every receiver starts.
+        capacity::dir_leaf(&tx, peer, 0)?;
+        capacity::grow_arena(&tx, peer)?;
+        let sentinel = arena::peek(&tx, peer).ok_or(Errno::ENOMEM)?;
+        pool::init(&tx, peer, sentinel, pool_size);
         let hdr = tx.hdr();
         let head = hdr.peers.get();
         tx.set(&p.next, head);
@@ -176,6 +188,7 @@ pub fn reset_args(flags: u64, peer_flags: u64, limits: [u64; NRES], all_ones: u6
 /// onwards. (Steps 2 to 4 all fail with EINVAL, so their order is not
 /// observable.)
 pub fn reset(tx: &Txn, peer: P<PeerRec>, fd: i32, r: &Reset) -> Result<()> {
+    tx.hold(peer);
     abi::check_reset_peer_flags(abi::state(tx, peer), r.peer_flags)?;
     let p = tx.rec(peer);
     if r.peer_flags != u64::MAX {
@@ -198,11 +211,8 @@ fn drop_seed(tx: &Txn, peer: P<PeerRec>, fd: i32) {
     let p = tx.rec(peer);
     let seed = p.seed.get();
     if !seed.is_null() {
-        if tx.rec(seed).n_fds.get() > 0 && fd >= 0 {
-            tx.push_post(Op::DropCarrier { peer, fd, nonce: tx.rec(seed).nonce.get() });
-        }
         tx.set(&p.seed, P::NULL);
-        queue::free(tx, seed);
+        entry::release(tx, peer, fd, seed, MS_SEED | MS_INFLIGHT);
     }
 }
 
@@ -225,6 +235,7 @@ fn seed_nodes(tx: &Txn, peer: P<PeerRec>) -> HashSet<u64> {
 /// The flush of 2.3 step 6 (also the teardown of a disconnect, with
 /// `flush_seed`). `fd` is the peer's own socket, or -1 if it is gone.
 pub fn flush(tx: &Txn, peer: P<PeerRec>, fd: i32, flush_seed: bool) -> Result<()> {
+    tx.hold(peer);
     let spared = if flush_seed { HashSet::new() } else { seed_nodes(tx, peer) };
     let nodes: Vec<P<Node>> = object::live_nodes(tx, peer).into_iter().filter(|n| !spared.contains(&n.off())).collect();
     // 1. one destruction transaction
@@ -240,19 +251,22 @@ pub fn flush(tx: &Txn, peer: P<PeerRec>, fd: i32, flush_seed: bool) -> Result<()
         }
     }
     crate::crash::point("flush-dropped");
-    // 3. everything queued up to F
+    // 3. everything committed up to F (which is every committed entry);
+    // staged entries stay and are discarded when they commit at or below
+    // F (7.8).
     for e in queue::entries(tx, peer) {
-        if tx.rec(e).stamp.get() <= f {
-            let r = tx.rec(e);
-            if r.kind.get() == ENTRY_DATA && r.n_fds.get() > 0 && fd >= 0 {
-                tx.push_post(Op::DropCarrier { peer, fd, nonce: r.nonce.get() });
-            }
-            queue::discard(tx, e);
+        let r = tx.rec(e);
+        if !queue::staged(tx, e) && r.stamp.get() <= f {
+            entry::release(tx, peer, fd, e, MS_QUEUED | MS_INFLIGHT);
         }
     }
     tx.set(&tx.rec(peer).flush, f);
     // 4. published slices
-    pool::unpublish_all(tx, peer);
+    for e in arena::all(tx, peer) {
+        if tx.rec(e).state.get() & MS_PUBLISHED != 0 {
+            entry::release(tx, peer, fd, e, MS_PUBLISHED);
+        }
+    }
     if flush_seed {
         drop_seed(tx, peer, fd);
     }
@@ -262,6 +276,7 @@ pub fn flush(tx: &Txn, peer: P<PeerRec>, fd: i32, flush_seed: bool) -> Result<()
 /// PEER_DISCONNECT (2.1) and the first half of the last close (8.5):
 /// returns Err(ESHUTDOWN) if someone else disconnected it first.
 pub fn disconnect(tx: &Txn, peer: P<PeerRec>, fd: i32) -> Result<()> {
+    tx.hold(peer);
     let p = tx.rec(peer);
     if p.state.get() != PEER_CONNECTED {
         return Err(Errno::ESHUTDOWN);
@@ -276,29 +291,21 @@ pub fn disconnect(tx: &Txn, peer: P<PeerRec>, fd: i32) -> Result<()> {
     Ok(())
 }
 
-/// Frees a peer whose socket is gone (8.5, 8.6).
+/// Frees a peer whose socket is gone (8.5, 8.6). Records that data-path
+/// transactions still hold in its arena (prepared or staged, never
+/// committed) keep the record as a *dead* peer until they are gone; they
+/// find it dead and drop themselves, and [`collect_dead_one`] finishes it.
 pub fn free_dead(tx: &Txn, peer: P<PeerRec>) -> Result<()> {
+    tx.hold(peer);
     let p = tx.rec(peer);
     if p.state.get() == PEER_CONNECTED {
         disconnect(tx, peer, -1)?;
     }
     let serial = p.serial.get();
     object::orphan_owned(tx, peer);
-    pool::destroy(tx, peer);
-    let hdr = tx.hdr();
-    let (next, prev) = (p.next.get(), p.prev.get());
-    if prev.is_null() {
-        tx.set(&hdr.peers, next);
-    } else {
-        tx.set(&tx.rec(prev).next, next);
-    }
-    if !next.is_null() {
-        tx.set(&tx.rec(next).prev, prev);
-    }
-    tx.add(&hdr.n_peers, -1);
+    object::collect(tx, peer);
+    table::ids_free(tx, peer);
     table::remove(tx, TAG_PEER, 0, serial);
-    quota::free_shares(tx, &p.shares);
-    quota::user_put(tx, p.user.get());
     let dom = tx.domain();
     tx.push_post(Op::Unlink { name: Domain::peer_name(serial) });
     tx.push_post(Op::Unlink { name: Domain::pool_name(serial) });
@@ -312,10 +319,85 @@ pub fn free_dead(tx: &Txn, peer: P<PeerRec>) -> Result<()> {
     crate::epollreg::drop_all(tx, peer);
     doorbell::bell_free(tx, p.bell.get());
     tx.set(&p.magic, 0);
-    alloc::free(tx, peer.off(), PEER);
+    tx.set(&p.state, PEER_DEAD);
     dom.forget_pool(serial);
     dom.forget_bell(serial);
+    finish_dead(tx, peer);
     Ok(())
+}
+
+/// Frees the record of a dead peer once nothing is left in its arena but
+/// the pool's sentinel.
+fn finish_dead(tx: &Txn, peer: P<PeerRec>) -> bool {
+    let p = tx.rec(peer);
+    let live = arena::all(tx, peer).into_iter().filter(|&r| tx.rec(r).state.get() != 0).count();
+    if live > 1 {
+        return false;
+    }
+    let hdr = tx.hdr();
+    let (next, prev) = (p.next.get(), p.prev.get());
+    if prev.is_null() {
+        tx.set(&hdr.peers, next);
+    } else {
+        tx.set(&tx.rec(prev).next, next);
+    }
+    if !next.is_null() {
+        tx.set(&tx.rec(next).prev, prev);
+    }
+    tx.add(&hdr.n_peers, -1);
+    for res in 0..NRES {
+        let resv = p.resv[res].get();
+        if resv != 0 {
+            tx.set(&p.resv[res], 0);
+            tx.claim(p.user.get(), res, -resv);
+        }
+    }
+    user_put(tx, p.user.get());
+    capacity::drop_dir(tx, peer);
+    capacity::drop_shares(tx, peer);
+    capacity::drop_arena(tx, peer);
+    tx.set(&p.sentinel, P::NULL);
+    alloc::free_peer(tx, peer);
+    true
+}
+
+/// Frees `peer` if it is dead and its last in-flight records are gone,
+/// with the handles those records kept (their last reference dropped in
+/// a section, which leaves them to a transaction).
+pub fn collect_dead_one(tx: &Txn, peer: P<PeerRec>) -> bool {
+    if tx.rec(peer).state.get() != PEER_DEAD {
+        return false;
+    }
+    object::collect_orphans(tx);
+    finish_dead(tx, peer)
+}
+
+/// The user record of `uid`, created on first use; takes a reference.
+pub fn user_get(tx: &Txn, uid: u32) -> Result<P<UserRec>> {
+    if let Some(u) = table::get(tx, TAG_USER, 0, uid as u64) {
+        let u = P::<UserRec>::from_off(u);
+        tx.add(&tx.rec(u).refs, 1);
+        return Ok(u);
+    }
+    let u = P::<UserRec>::from_off(alloc::alloc(tx, core::mem::size_of::<UserRec>() as u64)?);
+    let r = tx.rec(u);
+    tx.set(&r.uid, uid as u64);
+    tx.set(&r.refs, 1);
+    for (i, &max) in DEFAULT_MAX.iter().enumerate() {
+        tx.set(&r.max[i], max);
+    }
+    table::insert(tx, TAG_USER, 0, uid as u64, u.off())?;
+    Ok(u)
+}
+
+/// Drops a reference; the record (and its counters) go with the last one.
+pub fn user_put(tx: &Txn, u: P<UserRec>) {
+    let r = tx.rec(u);
+    tx.add(&r.refs, -1);
+    if r.refs.get() == 0 {
+        table::remove(tx, TAG_USER, 0, r.uid.get());
+        alloc::free(tx, u.off(), core::mem::size_of::<UserRec>() as u64);
+    }
 }
 
 /// HANDLE_RELEASE (2.4).
@@ -396,5 +478,14 @@ pub fn nodes_destroy(tx: &Txn, peer: P<PeerRec>, cmd: &bus1_cmd_nodes_destroy, m
 pub fn settle_own_socket(tx: &Txn, peer: P<PeerRec>, fd: i32) {
     if fd >= 0 && tx.rec(peer).state.get() == PEER_CONNECTED {
         doorbell::after_own_change(tx, peer, fd);
+    }
+}
+
+/// The caller `rec` if it is still the live, connected peer `serial`.
+pub fn resolve_connected(tx: &Txn, rec: P<PeerRec>, serial: u64) -> Result<P<PeerRec>> {
+    if is_live(tx, rec, serial) && tx.rec(rec).state.get() == PEER_CONNECTED {
+        Ok(rec)
+    } else {
+        Err(Errno::ESHUTDOWN)
     }
 }

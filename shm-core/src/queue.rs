@@ -1,105 +1,168 @@
-//! Per-peer queues of entries (messages and notifications), ordered by the
-//! global transaction stamp (docs/reference.md §7.9: one domain-wide counter,
-//! incremented once per transaction; queues are FIFO in stamp order, and
-//! the entries of one transaction in one queue are adjacent).
+//! Per-peer queues of entries (messages and notifications) and their
+//! clocks: the module's ordering protocol (docs/reference.md §7), part of a peer's message state.
+//!
+//! A queue's clock is even and only ever increased, with atomic max, so
+//! that a multicast can sync it without the peer lock. Entries are sorted
+//! by (stamp, tag, index): the stamp is odd while an entry is *staged* and
+//! even once it is *committed*, the tag names its transaction (the same on
+//! every queue), the index keeps a transaction's entries for one queue in
+//! destination order. The queue is readable while its head is committed.
+//! Membership is authoritative ([`MS_QUEUED`] in the record's state); the
+//! links, the length and the tail are derived.
 
-use crate::alloc;
-use crate::doorbell;
-use crate::errno::Result;
 use crate::layout::*;
-use crate::message;
-use crate::object;
-use crate::shm::P;
-use crate::txn::Txn;
+use crate::shm::{Atomic64, P};
+use crate::store::Store;
 
-pub const ENTRY_SIZE: u64 = core::mem::size_of::<Entry>() as u64;
-
-/// Starts a new transaction: returns its stamp.
-pub fn next_stamp(tx: &Txn) -> u64 {
-    let c = tx.hdr().clock.get() + 1;
-    tx.set(&tx.hdr().clock, c);
-    c
-}
-
-/// A new, unqueued entry of `kind` for `peer`'s queue.
-pub fn new_entry(tx: &Txn, kind: u32, peer: P<PeerRec>) -> Result<P<Entry>> {
-    let e = P::<Entry>::from_off(alloc::alloc(tx, ENTRY_SIZE)?);
-    let r = tx.rec(e);
-    tx.init(&r.kind, kind);
-    tx.init(&r.peer, peer);
-    Ok(e)
-}
-
-/// Appends `e` with `stamp` to its peer's queue and rings the peer.
+/// The order key of an entry.
 #[inline]
-pub fn append(tx: &Txn, e: P<Entry>, stamp: u64) {
-    let r = tx.rec(e);
-    let peer = r.peer.get();
-    let p = tx.rec(peer);
-    tx.set(&r.stamp, stamp);
-    tx.set(&r.queued, 1);
-    let tail = p.q_tail.get();
-    tx.set(&r.prev, tail);
-    tx.set(&r.next, P::NULL);
-    if tail.is_null() {
-        tx.set(&p.q_head, e);
+pub fn key<S: Store>(s: &S, r: P<Msg>) -> (u64, u64, u32) {
+    let rr = s.rec(r);
+    (rr.stamp.get(), rr.tag.get(), rr.index.get())
+}
+
+/// Whether an entry is staged (its transaction has not committed yet).
+#[inline]
+pub fn staged<S: Store>(s: &S, r: P<Msg>) -> bool {
+    s.rec(r).stamp.get() % 2 == 1
+}
+
+/// Raises a clock to at least `t` (t even).
+#[inline]
+pub fn sync(clock: &Atomic64, t: u64) {
+    clock.fetch_max(t);
+}
+
+/// Advances a clock past `at_least` and its current value; returns the new
+/// (even) value, which nobody else gets from this clock.
+#[inline]
+pub fn tick(clock: &Atomic64, at_least: u64) -> u64 {
+    loop {
+        let cur = clock.load();
+        let next = cur.max(at_least) + 2;
+        if clock.compare_exchange(cur, next) {
+            return next;
+        }
+    }
+}
+
+/// Links a record whose membership was just committed, at its place.
+/// New entries belong at or near the tail, so the search starts there.
+pub fn insert<S: Store>(s: &S, peer: P<PeerRec>, r: P<Msg>) {
+    s.hold(peer);
+    let p = s.rec(peer);
+    let k = key(s, r);
+    let mut after = p.q_tail.get();
+    while !after.is_null() && key(s, after) > k {
+        after = s.rec(after).q_prev.get();
+    }
+    link_after(s, peer, after, r);
+    s.add(&p.q_len, 1);
+    if has_fds(s, r) {
+        s.add(&p.q_fd_msgs, 1);
+    }
+}
+
+fn has_fds<S: Store>(s: &S, r: P<Msg>) -> bool {
+    let rr = s.rec(r);
+    rr.kind.get() == ENTRY_DATA && rr.n_fds.get() > 0
+}
+
+/// Links `r` right after `after` (null: at the head).
+fn link_after<S: Store>(s: &S, peer: P<PeerRec>, after: P<Msg>, r: P<Msg>) {
+    let p = s.rec(peer);
+    let rr = s.rec(r);
+    let next = if after.is_null() { p.q_head.get() } else { s.rec(after).q_next.get() };
+    s.set(&rr.q_prev, after);
+    s.set(&rr.q_next, next);
+    if after.is_null() {
+        s.set(&p.q_head, r);
     } else {
-        debug_assert!(tx.rec(tail).stamp.get() <= stamp, "queue out of stamp order");
-        tx.set(&tx.rec(tail).next, e);
+        s.set(&s.rec(after).q_next, r);
     }
-    tx.set(&p.q_tail, e);
-    tx.add(&p.q_len, 1);
-    if r.kind.get() == ENTRY_DATA && r.n_fds.get() > 0 {
-        tx.add(&p.q_fd_msgs, 1);
+    if next.is_null() {
+        s.set(&p.q_tail, r);
+    } else {
+        s.set(&s.rec(next).q_prev, r);
     }
-    doorbell::after_enqueue(tx, peer);
 }
 
-/// Removes `e` from its queue (it stays allocated).
-#[inline]
-pub fn unlink(tx: &Txn, e: P<Entry>) {
-    let r = tx.rec(e);
-    debug_assert_eq!(r.queued.get(), 1);
-    let p = tx.rec(r.peer.get());
-    let (n, pr) = (r.next.get(), r.prev.get());
+/// Unlinks a record whose membership was just withdrawn.
+pub fn unlink<S: Store>(s: &S, peer: P<PeerRec>, r: P<Msg>) {
+    s.hold(peer);
+    detach(s, peer, r);
+    let p = s.rec(peer);
+    s.add(&p.q_len, -1);
+    if has_fds(s, r) {
+        s.add(&p.q_fd_msgs, -1);
+    }
+}
+
+fn detach<S: Store>(s: &S, peer: P<PeerRec>, r: P<Msg>) {
+    let p = s.rec(peer);
+    let rr = s.rec(r);
+    let (n, pr) = (rr.q_next.get(), rr.q_prev.get());
     if pr.is_null() {
-        tx.set(&p.q_head, n);
+        s.set(&p.q_head, n);
     } else {
-        tx.set(&tx.rec(pr).next, n);
+        s.set(&s.rec(pr).q_next, n);
     }
     if n.is_null() {
-        tx.set(&p.q_tail, pr);
+        s.set(&p.q_tail, pr);
     } else {
-        tx.set(&tx.rec(n).prev, pr);
-    }
-    tx.set(&r.queued, 0);
-    tx.add(&p.q_len, -1);
-    if r.kind.get() == ENTRY_DATA && r.n_fds.get() > 0 {
-        tx.add(&p.q_fd_msgs, -1);
+        s.set(&s.rec(n).q_prev, pr);
     }
 }
 
-/// Frees an unqueued entry and everything it holds.
+/// Moves a queued record to its place after its key grew (a commit).
+pub fn reposition<S: Store>(s: &S, peer: P<PeerRec>, r: P<Msg>) {
+    s.hold(peer);
+    let k = key(s, r);
+    let mut after = s.rec(r).q_prev.get();
+    let mut next = s.rec(r).q_next.get();
+    if next.is_null() || key(s, next) > k {
+        return;
+    }
+    detach(s, peer, r);
+    while !next.is_null() && key(s, next) < k {
+        after = next;
+        next = s.rec(next).q_next.get();
+    }
+    link_after(s, peer, after, r);
+}
+
+/// The head entry.
 #[inline]
-pub fn free(tx: &Txn, e: P<Entry>) {
-    let r = tx.rec(e);
-    debug_assert_eq!(r.queued.get(), 0);
-    match r.kind.get() {
-        ENTRY_DATA => message::release(tx, e),
-        ENTRY_DESTROY => object::handle_unref(tx, P::from_off(r.subject.get())),
-        ENTRY_RELEASE => object::release_entry_gone(tx, P::from_off(r.subject.get()), e),
-        _ => unreachable!("bad entry kind"),
-    }
-    alloc::free(tx, e.off(), ENTRY_SIZE);
-}
-
-/// Unlinks and frees (discarding a queued entry).
-pub fn discard(tx: &Txn, e: P<Entry>) {
-    unlink(tx, e);
-    free(tx, e);
+pub fn head<S: Store>(s: &S, peer: P<PeerRec>) -> P<Msg> {
+    s.hold(peer);
+    s.rec(peer).q_head.get()
 }
 
 /// The entries of a queue, head first.
-pub fn entries(tx: &Txn, peer: P<PeerRec>) -> Vec<P<Entry>> {
-    tx.walk(tx.rec(peer).q_head.get(), |e| e.next.get()).collect()
+pub fn entries<S: Store>(s: &S, peer: P<PeerRec>) -> Vec<P<Msg>> {
+    s.hold(peer);
+    let bound = crate::txn::list_bound::<Msg>(s.dom());
+    let mut v = Vec::new();
+    let mut e = s.rec(peer).q_head.get();
+    while !e.is_null() {
+        assert!((v.len() as u64) < bound, "queue of peer {peer:?} longer than the segment can hold (a cycle)");
+        v.push(e);
+        e = s.rec(e).q_next.get();
+    }
+    v
+}
+
+/// Recomputes the queue from its members (`rebuild`).
+pub fn rebuild<S: Store>(s: &S, peer: P<PeerRec>, mut members: Vec<P<Msg>>) {
+    let p = s.rec(peer);
+    members.sort_by_key(|&r| key(s, r));
+    s.set(&p.q_head, P::NULL);
+    s.set(&p.q_tail, P::NULL);
+    let mut after = P::NULL;
+    for &r in &members {
+        link_after(s, peer, after, r);
+        after = r;
+    }
+    s.set(&p.q_len, members.len() as u64);
+    s.set(&p.q_fd_msgs, members.iter().filter(|&&r| has_fds(s, r)).count() as u64);
 }

@@ -1,155 +1,266 @@
-//! Accounting (docs/reference.md §6).
+//! Accounting (docs/reference.md §6 and its fair-share rule).
 //!
-//! Every resource is tracked twice: per user (real UID of the opener) and
-//! per peer, each with a maximum and a *remaining* counter. The plain rule
-//! (6.2) charges both counters or fails with EDQUOT. Message transactions
-//! use the fair-share rule of A.3 on top, which also tracks how much each
-//! sending user has charged on each receiving user and peer, so that one
-//! flooding sender leaves room for the others.
+//! Every resource is limited per user (real UID of the opener) and per
+//! peer. A peer's usage (`used`) and the fair shares of the users sending
+//! to it (`shares`) are derived message state of the peer: they sum the
+//! charges of its records and the user references of its handles, and
+//! `rebuild` recomputes them.
+//!
+//! A user's usage is the sum of its peers' usages. So that a message does
+//! not write a record shared by every peer of its user, each peer keeps a
+//! *reservation* (`resv`, authoritative) of at least its usage, and the
+//! user record only sums the reservations (`claimed`, an atomic that moves
+//! once per [`STEP`] of usage). `claimed` is raised before a reservation
+//! grows and lowered after it shrinks, so it never falls below the true
+//! usage; a process killed in between leaves it too high, which only makes
+//! the next checks exact instead of quick. The step is small enough that
+//! all the reservations of a user's peers together stay within a quarter
+//! of its limit, and a peer keeps one step when its usage drops to zero,
+//! so that a receiver that keeps up does not move `claimed` at all. A check passes quickly when
+//! what is left unclaimed (plus the caller's own slack) settles it; near
+//! the limit it sums the usage and shares of the user's peers instead,
+//! reading them without their locks, as the module read its atomic
+//! counters: exact for one caller, and a concurrent charge is seen before
+//! or after, never half.
 
-use crate::alloc;
 use crate::errno::{Errno, Result};
 use crate::layout::*;
 use crate::shm::P;
-use crate::table;
-use crate::txn::Txn;
+use crate::store::Store;
 
-/// The user record of `uid`, created on first use; takes a reference.
-pub fn user_get(tx: &Txn, uid: u32) -> Result<P<UserRec>> {
-    if let Some(u) = table::get(tx, TAG_USER, 0, uid as u64) {
-        let u = P::<UserRec>::from_off(u);
-        tx.add(&tx.rec(u).refs, 1);
-        return Ok(u);
-    }
-    let u = P::<UserRec>::from_off(alloc::alloc(tx, core::mem::size_of::<UserRec>() as u64)?);
-    let r = tx.rec(u);
-    tx.set(&r.uid, uid as u64);
-    tx.set(&r.refs, 1);
-    for (i, &max) in DEFAULT_MAX.iter().enumerate() {
-        tx.set(&r.max[i], max);
-        tx.set(&r.rem[i], max);
-    }
-    table::insert(tx, TAG_USER, 0, uid as u64, u.off())?;
-    Ok(u)
+/// How far `peer`'s reservation runs ahead of its usage: a 64th of its
+/// user's limit, less when the user has many peers (its record counts
+/// them), so that their reservations together stay within a quarter of
+/// the limit.
+fn step<S: Store>(s: &S, peer: P<PeerRec>, res: usize) -> i64 {
+    let u = s.rec(s.rec(peer).user.get());
+    let max = u.max[res].load_racy();
+    let peers = u.refs.load_racy().max(1) as i64;
+    (max / 64).min(max / (4 * peers)).max(1)
 }
 
-/// Drops a reference; the record (and its counters) go with the last one.
-pub fn user_put(tx: &Txn, u: P<UserRec>) {
-    let r = tx.rec(u);
-    tx.add(&r.refs, -1);
-    if r.refs.get() == 0 {
-        free_shares(tx, &r.shares);
-        table::remove(tx, TAG_USER, 0, r.uid.get());
-        alloc::free(tx, u.off(), core::mem::size_of::<UserRec>() as u64);
+/// What is left of `peer`'s limit.
+#[inline]
+pub fn remaining<S: Store>(s: &S, peer: P<PeerRec>, res: usize) -> i64 {
+    let p = s.rec(peer);
+    p.max[res].get() - p.used[res].get()
+}
+
+/// The share of sending user `uid` on `peer`, if it has one.
+pub fn share_of<S: Store>(s: &S, peer: P<PeerRec>, uid: u32) -> Option<&Share> {
+    shares(s, peer).find(|sh| sh.uid.get() == uid as u64 + 1)
+}
+
+/// Every share slot of `peer`, used or not: the inline ones, then those of
+/// the share blocks.
+fn shares<S: Store>(s: &S, peer: P<PeerRec>) -> impl Iterator<Item = &Share> {
+    let p = s.rec(peer);
+    let first = Some(p.share_blocks.get()).filter(|b| !b.is_null());
+    let blocks = core::iter::successors(first, move |&b| Some(s.rec(b).next.get()).filter(|n| !n.is_null()));
+    p.shares.iter().chain(blocks.flat_map(move |b| s.rec(b).shares.iter()))
+}
+
+/// Whether `peer` has a share slot for `uid` (or a free one).
+pub fn share_ready<S: Store>(s: &S, peer: P<PeerRec>, uid: u32) -> bool {
+    shares(s, peer).any(|sh| sh.uid.get() == uid as u64 + 1 || sh.uid.get() == 0)
+}
+
+/// Adds `sign` × `amounts` to the share of `uid` on `peer`, taking a free
+/// slot for a new sender and freeing one that drops to nothing. The slot
+/// must exist ([`share_ready`]).
+pub fn share_add<S: Store>(s: &S, peer: P<PeerRec>, uid: u32, amounts: [i64; NRES], sign: i64) {
+    let sh = match share_of(s, peer, uid) {
+        Some(sh) => sh,
+        None => {
+            let sh = shares(s, peer).find(|sh| sh.uid.get() == 0).expect("share slot missing");
+            s.set(&sh.uid, uid as u64 + 1);
+            sh
+        }
+    };
+    for (i, a) in amounts.iter().enumerate() {
+        s.add_i(&sh.used[i], sign * a);
+    }
+    if sh.used.iter().all(|u| u.get() == 0) {
+        s.set(&sh.uid, 0);
     }
 }
 
-/// Frees every share record of a list (its receiver is going away).
-pub fn free_shares(tx: &Txn, head: &crate::shm::Cell<P<ShareRec>>) {
-    for s in tx.walk(head.get(), |r| r.next.get()) {
-        let r = tx.rec(s);
-        let k1 = r.key1.get();
-        table::remove(tx, k1 >> 56, k1 & ((1 << 56) - 1), r.key2.get());
-        alloc::free(tx, s.off(), core::mem::size_of::<ShareRec>() as u64);
+/// The peers of user `u` in the domain, read without the domain lock
+/// (records are never freed; a peer added or removed meanwhile may be
+/// missed, as a concurrent one would be).
+fn peers_of_user<S: Store>(s: &S, u: P<UserRec>) -> Vec<P<PeerRec>> {
+    let hdr: &Header = s.dom().seg.at0();
+    let bound = hdr.n_peers.load_racy() + 64;
+    let mut v = Vec::new();
+    let mut p = hdr.peers.load_racy();
+    let mut steps = 0;
+    while !p.is_null() && steps < bound {
+        let pr = s.rec(p);
+        if pr.magic.load_racy() == PEER_MAGIC && pr.user.load_racy() == u {
+            v.push(p);
+        }
+        p = pr.next.load_racy();
+        steps += 1;
     }
-    tx.set(head, P::NULL);
+    v
 }
 
-/// Plain charge of `c` units (6.2): user counter first, then the peer's.
-pub fn charge(tx: &Txn, peer: P<PeerRec>, res: usize, c: i64) -> Result<()> {
+/// The user-wide half of a check: `c` units for `peer`'s user, plainly
+/// (what is left must cover them) or, for a message of sending user
+/// `fair`, under the fair-share rule (what is left must stay at least the
+/// sender's share on all of the user's peers after the charge).
+fn user_allows<S: Store>(s: &S, peer: P<PeerRec>, res: usize, c: i64, fair: Option<u32>) -> bool {
+    let p = s.rec(peer);
+    let ur = s.rec(p.user.get());
+    let max = ur.max[res].get();
+    let slack = (p.resv[res].get() - p.used[res].get()).max(0);
+    // A lower bound of what is left: the unclaimed part plus our slack.
+    let left_at_least = max - ur.claimed[res].load() as i64 + slack;
+    let quick = match fair {
+        None => left_at_least >= c,
+        // A sender's share is part of the usage, so what is left covers
+        // share + 2c whenever it is at least half the limit plus c.
+        Some(_) => 2 * left_at_least >= max + 2 * c,
+    };
+    if quick {
+        return true;
+    }
+    let mut used = 0;
+    let mut share = 0;
+    for q in peers_of_user(s, p.user.get()) {
+        let qr = s.rec(q);
+        if q == peer {
+            used += qr.used[res].get();
+        } else {
+            used += qr.used[res].load_racy();
+        }
+        if let Some(uid) = fair {
+            share += shares(s, q).filter(|sh| sh.uid.load_racy() == uid as u64 + 1).map(|sh| sh.used[res].load_racy()).sum::<i64>();
+        }
+    }
+    let left = max - used;
+    match fair {
+        None => left >= c,
+        Some(_) => left >= share + 2 * c,
+    }
+}
+
+/// The plain rule (6.2): the user first, then the peer; EDQUOT with
+/// nothing changed if either has less than `c` left.
+pub fn check_plain<S: Store>(s: &S, peer: P<PeerRec>, res: usize, c: i64) -> Result<()> {
+    s.hold(peer);
     if c == 0 {
         return Ok(());
     }
-    let p = tx.rec(peer);
-    let u = tx.rec(p.user.get());
-    if u.rem[res].get() < c || p.rem[res].get() < c {
+    if !user_allows(s, peer, res, c, None) || remaining(s, peer, res) < c {
         return Err(Errno::EDQUOT);
     }
-    tx.add_i(&u.rem[res], -c);
-    tx.add_i(&p.rem[res], -c);
     Ok(())
 }
 
-/// Gives back `c` units charged with [`charge`] or [`charge_fair`].
-pub fn refund(tx: &Txn, peer: P<PeerRec>, res: usize, c: i64) {
+/// The fair-share rule for a message of sending user `uid`: on both the
+/// receiving user and the receiving peer, what is left must stay at least
+/// the sender's share after the charge (`R >= s + 2c`).
+pub fn check_fair<S: Store>(s: &S, peer: P<PeerRec>, res: usize, c: i64, uid: u32) -> Result<()> {
+    s.hold(peer);
+    if c == 0 {
+        return Ok(());
+    }
+    let share = share_of(s, peer, uid).map_or(0, |sh| sh.used[res].get());
+    if !user_allows(s, peer, res, c, Some(uid)) || remaining(s, peer, res) < share + 2 * c {
+        return Err(Errno::EDQUOT);
+    }
+    Ok(())
+}
+
+/// Makes `peer`'s reservation cover a usage of `new_used`: the user's
+/// claim grows first, then the reservation (authoritative).
+pub fn reserve<S: Store>(s: &S, peer: P<PeerRec>, res: usize, new_used: i64) {
+    let p = s.rec(peer);
+    let resv = p.resv[res].get();
+    if new_used <= resv {
+        return;
+    }
+    let want = new_used + step(s, peer, res);
+    s.claim(p.user.get(), res, want - resv);
+    s.set(&p.resv[res], want);
+}
+
+/// Shrinks a reservation that runs more than two steps ahead of the usage
+/// to one step ahead: the reservation first, then the user's claim. (All
+/// of it goes back when the peer's record is freed.)
+fn unreserve<S: Store>(s: &S, peer: P<PeerRec>, res: usize) {
+    let p = s.rec(peer);
+    let (resv, used) = (p.resv[res].get(), p.used[res].get().max(0));
+    let step = step(s, peer, res);
+    let want = used + step;
+    if resv - used <= 2 * step {
+        return;
+    }
+    s.set(&p.resv[res], want);
+    s.claim(p.user.get(), res, want - resv);
+}
+
+/// Counts `c` units used by `peer` (after the checks passed; negative to
+/// give them back).
+pub fn account<S: Store>(s: &S, peer: P<PeerRec>, res: usize, c: i64) {
+    s.hold(peer);
     if c == 0 {
         return;
     }
-    let p = tx.rec(peer);
-    tx.add_i(&tx.rec(p.user.get()).rem[res], c);
-    tx.add_i(&p.rem[res], c);
-}
-
-/// The share record of `sender_uid` on a receiving user or peer, kept on
-/// the receiver's list `head`.
-fn share(tx: &Txn, tag: u64, owner: u64, sender_uid: u32, head: &crate::shm::Cell<P<ShareRec>>) -> Result<P<ShareRec>> {
-    if let Some(s) = table::get(tx, tag, owner, sender_uid as u64) {
-        return Ok(P::from_off(s));
+    let p = s.rec(peer);
+    let now = p.used[res].get() + c;
+    if c > 0 {
+        reserve(s, peer, res, now);
     }
-    let s = P::<ShareRec>::from_off(alloc::alloc(tx, core::mem::size_of::<ShareRec>() as u64)?);
-    let r = tx.rec(s);
-    tx.set(&r.key1, tag << 56 | owner);
-    tx.set(&r.key2, sender_uid as u64);
-    tx.set(&r.next, head.get());
-    tx.set(head, s);
-    table::insert(tx, tag, owner, sender_uid as u64, s.off())?;
-    Ok(s)
-}
-
-/// The pair of share records one message charges.
-#[derive(Clone, Copy)]
-pub struct Shares {
-    pub user: P<ShareRec>,
-    pub peer: P<ShareRec>,
-}
-
-/// Finds or creates the share records of `sender_uid` on `receiver`.
-pub fn shares(tx: &Txn, receiver: P<PeerRec>, sender_uid: u32) -> Result<Shares> {
-    let user = tx.rec(receiver).user.get();
-    Ok(Shares {
-        user: share(tx, TAG_SHARE_USER, user.off(), sender_uid, &tx.rec(user).shares)?,
-        peer: share(tx, TAG_SHARE_PEER, receiver.off(), sender_uid, &tx.rec(receiver).shares)?,
-    })
-}
-
-/// Fair-share charge (A.3): allowed iff, on both the receiving user and
-/// the receiving peer, the remainder stays at least the sender's total
-/// share after the charge (`R >= s + 2c`).
-pub fn charge_fair(tx: &Txn, receiver: P<PeerRec>, res: usize, c: i64, sh: Shares) -> Result<()> {
-    if c == 0 {
-        return Ok(());
+    s.set(&p.used[res], now);
+    if c < 0 {
+        unreserve(s, peer, res);
     }
-    let p = tx.rec(receiver);
-    let u = tx.rec(p.user.get());
-    let (su, sp) = (tx.rec(sh.user), tx.rec(sh.peer));
-    if u.rem[res].get() < su.used[res].get() + 2 * c || p.rem[res].get() < sp.used[res].get() + 2 * c {
-        return Err(Errno::EDQUOT);
-    }
-    tx.add_i(&u.rem[res], -c);
-    tx.add_i(&p.rem[res], -c);
-    tx.add_i(&su.used[res], c);
-    tx.add_i(&sp.used[res], c);
+}
+
+/// Plain charge: [`check_plain`], then [`account`].
+pub fn charge<S: Store>(s: &S, peer: P<PeerRec>, res: usize, c: i64) -> Result<()> {
+    check_plain(s, peer, res, c)?;
+    account(s, peer, res, c);
     Ok(())
 }
 
-/// Removes a dequeued message's amounts from the sender's shares.
-pub fn unshare(tx: &Txn, sh: Shares, amounts: [i64; NRES]) {
-    for s in [sh.user, sh.peer] {
-        if s.is_null() {
-            continue;
+/// Gives back `c` units.
+pub fn refund<S: Store>(s: &S, peer: P<PeerRec>, res: usize, c: i64) {
+    account(s, peer, res, -c);
+}
+
+/// Recomputes usage and shares (`rebuild`): `handle_refs` is the number of
+/// user references of the peer's handles, `records` its live records.
+pub fn rebuild<S: Store>(s: &S, peer: P<PeerRec>, handle_refs: i64, records: &[P<Msg>]) {
+    let p = s.rec(peer);
+    let mut used = [0i64; NRES];
+    used[RES_HANDLES] = handle_refs;
+    for sh in shares(s, peer) {
+        s.set(&sh.uid, 0);
+        sh.used.iter().for_each(|u| s.set(u, 0));
+    }
+    for &r in records {
+        let rr = s.rec(r);
+        let st = rr.state.get();
+        used[RES_SLICES] += rr.charged[RES_SLICES].get();
+        used[RES_HANDLES] += rr.charged[RES_HANDLES].get();
+        if st & MS_INFLIGHT != 0 {
+            used[RES_BYTES] += rr.charged[RES_BYTES].get();
+            used[RES_FDS] += rr.charged[RES_FDS].get();
+            share_add(s, peer, rr.sender_uid.get(), crate::message::share_amounts(s, r, st), 1);
         }
-        let r = tx.rec(s);
-        for (i, a) in amounts.iter().enumerate() {
-            tx.add_i(&r.used[i], -a);
-        }
+    }
+    for (res, &u) in used.iter().enumerate() {
+        s.set(&p.used[res], u);
+        reserve(s, peer, res, u);
     }
 }
 
-/// PEER_RESET of one limit (2.3 step 5): the remaining counter moves by
-/// the change of the maximum (and may become negative).
-pub fn set_peer_max(tx: &Txn, peer: P<PeerRec>, res: usize, new_max: i64) {
-    let p = tx.rec(peer);
-    let old = p.max[res].get();
-    tx.set(&p.max[res], new_max);
-    tx.add_i(&p.rem[res], new_max - old);
+/// PEER_RESET of one limit (2.3 step 5): what is left moves with the
+/// maximum (and may become negative).
+pub fn set_peer_max<S: Store>(s: &S, peer: P<PeerRec>, res: usize, new_max: i64) {
+    s.hold(peer);
+    s.set(&s.rec(peer).max[res], new_max);
 }

@@ -1,15 +1,15 @@
 //! A peer's readiness as the module's `poll` reports it, read from shared
-//! memory without the lock (docs/reference.md §8.2): POLLHUP alone once the peer
-//! is disconnected; otherwise POLLOUT|POLLWRNORM, plus POLLIN|POLLRDNORM
-//! while its queue holds a message or notification.
+//! memory without the lock (docs/reference.md §8.2): POLLHUP alone once
+//! the peer is disconnected; otherwise POLLOUT|POLLWRNORM, plus
+//! POLLIN|POLLRDNORM while its queue holds a message or notification.
 //!
-//! The reads are racy by design (txn rule 1): a queue that a transaction
+//! The reads are racy by design (txn rule 8): a queue that a transaction
 //! is changing may be seen half-way, which at worst reports POLLIN for an
 //! entry that RECV then does not deliver — allowed, as for a head RECV
 //! discards. What must never happen, POLLIN missing while RECV would
 //! deliver, cannot: the state is read after the bell's `seq`, and every
 //! change is visible before `seq` is bumped and sleepers are rung (txn
-//! rule 9).
+//! rule 8).
 
 use crate::domain::Domain;
 use crate::layout::*;

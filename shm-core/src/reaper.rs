@@ -20,6 +20,9 @@ use crate::doorbell;
 use crate::domain::{Domain, PeerFile};
 use crate::layout::*;
 use crate::peer;
+use crate::section::Section;
+use crate::shm::P;
+use crate::store::Store;
 use crate::sys;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -163,8 +166,12 @@ fn watch(gen: u64) {
 /// Probes every peer of `dom` and tears down those whose socket is gone.
 /// Returns how many were torn down.
 pub fn scan(dom: &Domain) -> usize {
+    // Data-path transactions whose sender died, and what sections left
+    // for transactions to finish.
+    crate::slot::reap_dead(dom);
+    tidy(dom);
     let Ok(tx) = dom.lock() else { return 0 };
-    let serials: Vec<u64> = peer::all(&tx).iter().map(|p| tx.rec(*p).serial.get()).collect();
+    let serials: Vec<u64> = peer::all(&tx).iter().filter(|p| tx.rec(**p).magic.get() == PEER_MAGIC).map(|p| tx.rec(*p).serial.get()).collect();
     tx.abort();
     let mut n = 0;
     for s in serials {
@@ -186,25 +193,54 @@ pub fn scan(dom: &Domain) -> usize {
     n
 }
 
+/// Finishes what sections leave to transactions: handles and nodes
+/// nothing refers to any more (`object::collect`), and dead peers whose
+/// last in-flight records are gone. One short transaction per peer, so
+/// that a domain of many peers is not held up (each transaction keeps the
+/// locks of the peers it touches).
+pub fn tidy(dom: &Domain) {
+    let Ok(tx) = dom.lock() else { return };
+    let todo: Vec<(P<PeerRec>, bool)> = peer::all(&tx)
+        .into_iter()
+        .filter_map(|p| {
+            let pr = tx.rec(p);
+            let live = pr.magic.get() == PEER_MAGIC;
+            (pr.state.get() == PEER_DEAD || (live && pr.gc_pending.load_racy() != 0)).then_some((p, live))
+        })
+        .collect();
+    tx.abort();
+    for (p, live) in todo {
+        let Ok(tx) = dom.lock() else { return };
+        if live {
+            crate::object::collect(&tx, p);
+        } else {
+            peer::collect_dead_one(&tx, p);
+        }
+        let _ = tx.commit();
+    }
+}
+
 /// Gives back the pages of every pool of `dom` that hold no live slice.
 /// Returns the number of bytes punched.
 ///
-/// Each pool with something to give back is swept in a transaction of its
-/// own: punching costs system calls, and a domain of a thousand pools that
-/// just went idle must not stall every other call for the whole sweep.
+/// Each pool is swept under its own peer's lock alone: punching costs
+/// system calls, and a domain of a thousand pools that just went idle must
+/// not stall every other call for the whole sweep.
 pub fn sweep_pools(dom: &Domain) -> u64 {
     let Ok(tx) = dom.lock() else { return 0 };
-    let serials: Vec<u64> = peer::all(&tx)
+    let peers: Vec<(P<PeerRec>, u64)> = peer::all(&tx)
         .into_iter()
-        .filter(|p| crate::pool::has_unswept(&tx, *p))
-        .map(|p| tx.rec(p).serial.get())
+        .filter(|&p| tx.rec(p).magic.get() == PEER_MAGIC)
+        .map(|p| (p, tx.rec(p).serial.get()))
         .collect();
     tx.abort();
     let mut punched = 0;
-    for serial in serials {
-        let Ok(tx) = dom.lock() else { break };
-        let r = peer::lookup_serial(&tx, serial).map_or(0, |p| crate::pool::sweep_idle(&tx, p));
-        punched += tx.finish(Ok(r)).unwrap_or(0);
+    for (p, serial) in peers {
+        let Ok(s) = Section::lock(dom, p) else { break };
+        let pr = s.rec(p);
+        if pr.magic.get() == PEER_MAGIC && pr.serial.get() == serial && crate::pool::has_unswept(&s, p) {
+            punched += crate::pool::sweep_idle(&s, p);
+        }
     }
     punched
 }

@@ -1,9 +1,25 @@
-//! SEND (docs/reference.md §2.8): building one message per destination and
-//! committing them as one transaction, including the documented CONTINUE
-//! and SEED behaviour (A.1, A.2).
+//! SEND (docs/reference.md §2.8): one message per destination, committed
+//! as one transaction, including the documented CONTINUE and SEED
+//! behaviour.
+//!
+//! Everything the call reads from the caller's memory (the vectors, the
+//! IDs, the fd numbers, the payload of a transaction, whether `ptr_errors`
+//! can be written) is read first, with no lock held; where a read faults,
+//! the EFAULT is reported at the step the specification puts it, after any
+//! earlier error. Then one of two paths runs:
+//!
+//! * the **data path** — no handles, no fds, no seed, every destination an
+//!   existing handle — takes no domain lock: it resolves the destinations
+//!   under the caller's lock, prepares each message under its receiver's
+//!   lock (quota, slice, record), copies the payload into the slice with no
+//!   lock held, and commits through its transaction slot (`slot`);
+//! * every other SEND is one transaction under the domain lock, which
+//!   copies the payload into the slices from the copy read beforehand.
 
+use crate::capacity::{self, Need};
 use crate::creds;
 use crate::doorbell;
+use crate::domain::Domain;
 use crate::errno::{Errno, Result};
 use crate::layout::*;
 use crate::message;
@@ -11,17 +27,25 @@ use crate::object;
 use crate::pool;
 use crate::queue;
 use crate::quota;
+use crate::section::Section;
 use crate::shm::P;
+use crate::slot::{self, Slot};
+use crate::small::Small;
+use crate::store::Store;
 use crate::sys;
+use crate::table;
 use crate::txn::Txn;
 use crate::usermem::{elem, range_ok, read_i32, read_u64, UserMem};
-use crate::small::Small;
 use std::collections::HashSet;
 use uapi::*;
 
 /// Largest total payload (2.8 step 7.1).
 const MAX_PAYLOAD: u64 = 0x7FFF_F000;
 const MAX_VECS: u64 = 1024;
+/// A payload larger than this can never be charged (the fair share of the
+/// user's 16 MiB of in-flight bytes is at most half of it), so a
+/// transaction does not read it beforehand.
+const MAX_CHARGEABLE: u64 = DEFAULT_MAX[RES_BYTES] as u64;
 
 /// Checks that need no lock (2.8 steps 2 and 3).
 pub fn precheck(cmd: &bus1_cmd_send) -> Result<()> {
@@ -34,36 +58,48 @@ pub fn precheck(cmd: &bus1_cmd_send) -> Result<()> {
     Ok(())
 }
 
-/// The message template of a SEND (2.8 step 7).
-struct Template {
-    vecs: Small<(u64, u64), 8>,
-    n_bytes: u64,
-    handles: Small<P<Handle>, 8>,
+/// An array of the caller's memory, read up to its first fault.
+struct Ids {
+    ids: Small<u64, 8>,
+    /// Index of the element that could not be read, if any.
+    fault: Option<usize>,
+}
+
+impl Ids {
+    fn read(mem: &dyn UserMem, base: u64, n: u64) -> Ids {
+        let mut ids = Small::with_capacity(n.min(1 << 16) as usize);
+        for i in 0..n {
+            match elem(base, i, 8).and_then(|a| read_u64(mem, a)) {
+                Ok(id) => ids.push(id),
+                Err(_) => return Ids { ids, fault: Some(i as usize) },
+            }
+        }
+        Ids { ids, fault: None }
+    }
+
+    /// Element `i`, or the EFAULT of reading it (step 9.1 / 7.2).
+    fn get(&self, i: usize) -> Result<u64> {
+        if self.fault == Some(i) {
+            return Err(Errno::EFAULT);
+        }
+        Ok(self.ids[i])
+    }
+}
+
+/// Everything a SEND reads from the caller's memory, read with no lock.
+struct Args {
+    /// Step 7.1's outcome: the vectors and their total, or its error.
+    vecs: Result<(Small<(u64, u64), 8>, u64)>,
+    handles: Ids,
+    /// The fds, and step 7.3's first error (its index).
     fds: Small<i32, 8>,
-    creds: creds::Creds,
-    sender_uid: u32,
+    fd_error: Option<(usize, Errno)>,
+    dests: Ids,
+    /// Whether `ptr_errors` can be written (checked without changing it).
+    errors_writable: bool,
 }
 
-/// An fd accepted as message payload (2.8 step 7.3).
-fn check_fd(fd: i32) -> Result<()> {
-    if fd < 0 {
-        return Err(Errno::EBADF);
-    }
-    let fl = sys::fcntl(fd, libc::F_GETFL, 0).map_err(|_| Errno::EBADF)?;
-    if fl as i32 & libc::O_PATH != 0 {
-        return Ok(());
-    }
-    let st = sys::fstat(fd).map_err(|_| Errno::EBADF)?;
-    if st.st_mode & libc::S_IFMT == libc::S_IFSOCK
-        && sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).ok() == Some(libc::AF_UNIX)
-    {
-        return Err(Errno::EOPNOTSUPP);
-    }
-    Ok(())
-}
-
-fn template(tx: &Txn, caller: P<PeerRec>, cmd: &bus1_cmd_send, mem: &dyn UserMem, provisional: &mut i64) -> Result<Template> {
-    // 7.1 vecs
+fn read_vecs(cmd: &bus1_cmd_send, mem: &dyn UserMem) -> Result<(Small<(u64, u64), 8>, u64)> {
     let mut vecs = Small::with_capacity(cmd.n_vecs as usize);
     let mut total = 0u64;
     if cmd.n_vecs > 0 {
@@ -85,80 +121,517 @@ fn template(tx: &Txn, caller: P<PeerRec>, cmd: &bus1_cmd_send, mem: &dyn UserMem
             vecs.push((base, len));
         }
     }
+    Ok((vecs, total))
+}
+
+/// An fd accepted as message payload (2.8 step 7.3).
+fn check_fd(fd: i32) -> Result<()> {
+    if fd < 0 {
+        return Err(Errno::EBADF);
+    }
+    let fl = sys::fcntl(fd, libc::F_GETFL, 0).map_err(|_| Errno::EBADF)?;
+    if fl as i32 & libc::O_PATH != 0 {
+        return Ok(());
+    }
+    let st = sys::fstat(fd).map_err(|_| Errno::EBADF)?;
+    if st.st_mode & libc::S_IFMT == libc::S_IFSOCK
+        && sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).ok() == Some(libc::AF_UNIX)
+    {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    Ok(())
+}
+
+impl Args {
+    fn read(cmd: &bus1_cmd_send, mem: &dyn UserMem) -> Args {
+        let mut fds = Small::with_capacity(cmd.n_fds as usize);
+        let mut fd_error = None;
+        for i in 0..cmd.n_fds {
+            match elem(cmd.ptr_fds, i, 4).and_then(|a| read_i32(mem, a)).and_then(|fd| check_fd(fd).map(|_| fd)) {
+                Ok(fd) => fds.push(fd),
+                Err(e) => {
+                    fd_error = Some((i as usize, e));
+                    break;
+                }
+            }
+        }
+        let cont = cmd.flags & BUS1_SEND_FLAG_CONTINUE != 0;
+        let errors_writable = !(cont && cmd.ptr_errors != 0 && cmd.n_destinations > 0) || {
+            let mut b = vec![0u8; cmd.n_destinations.min(1 << 28) as usize * 8];
+            mem.read(cmd.ptr_errors, &mut b).and_then(|_| mem.write(cmd.ptr_errors, &b)).is_ok()
+        };
+        Args {
+            vecs: read_vecs(cmd, mem),
+            handles: Ids::read(mem, cmd.ptr_handles, cmd.n_handles),
+            fds,
+            fd_error,
+            dests: Ids::read(mem, cmd.ptr_destinations, cmd.n_destinations),
+            errors_writable,
+        }
+    }
+
+    fn simple(&self, cmd: &bus1_cmd_send) -> bool {
+        cmd.n_handles == 0 && cmd.n_fds == 0 && cmd.flags & BUS1_SEND_FLAG_SEED == 0
+    }
+}
+
+/// The credentials stamped on a message to `receiver`, translated into its
+/// namespaces (4.6).
+fn stamp_creds<S: Store>(s: &S, r: P<Msg>, receiver: P<PeerRec>, c: &creds::Creds) {
+    let rp = s.rec(receiver);
+    let rr = s.rec(r);
+    let (pidns, userns) = creds::namespaces();
+    let same_pidns = pidns == rp.pidns.get();
+    let same_userns = userns == rp.userns.get();
+    s.init(&rr.uid, if same_userns { c.uid } else { creds::OVERFLOW_ID });
+    s.init(&rr.gid, if same_userns { c.gid } else { creds::OVERFLOW_ID });
+    s.init(&rr.pid, if same_pidns { c.pid } else { 0 });
+    s.init(&rr.tid, if same_pidns { c.tid } else { 0 });
+}
+
+/// SEND: the caller is the peer `caller` (serial `serial`), `fd` its own
+/// peer fd.
+pub fn send(dom: &Domain, caller: P<PeerRec>, serial: u64, fd: i32, cmd: &bus1_cmd_send, mem: &dyn UserMem) -> Result<()> {
+    precheck(cmd)?;
+    let args = Args::read(cmd, mem);
+    if args.simple(cmd) {
+        match data::send(dom, caller, serial, cmd, &args, mem) {
+            Err(Errno::NEEDS_TXN) => {}
+            r => return r,
+        }
+    }
+    // A transaction: the payload is read now, with no lock held.
+    let payload = match &args.vecs {
+        Ok((vecs, total)) if *total <= MAX_CHARGEABLE && cmd.n_destinations + (cmd.flags & BUS1_SEND_FLAG_SEED != 0) as u64 > 0 => {
+            Some(read_payload(vecs, *total, mem))
+        }
+        _ => None,
+    };
+    let errors = Small::<u64, 8>::filled(0, if cmd.flags & BUS1_SEND_FLAG_CONTINUE != 0 { cmd.n_destinations.min(1 << 28) as usize } else { 0 });
+    let errors = core::cell::RefCell::new(errors);
+    let tx = dom.lock()?;
+    let r = crate::peer::resolve_connected(&tx, caller, serial).and_then(|p| {
+        object::collect(&tx, p);
+        txn_send(&tx, p, fd, cmd, &args, payload.as_ref(), mem, &mut errors.borrow_mut())?;
+        crate::peer::settle_own_socket(&tx, p, fd);
+        Ok(())
+    });
+    tx.finish(r)?;
+    write_errors(cmd, mem, &errors.borrow());
+    Ok(())
+}
+
+/// Writes the per-destination results of a CONTINUE send once it is
+/// committed (writability was checked before, in step order).
+fn write_errors(cmd: &bus1_cmd_send, mem: &dyn UserMem, errors: &[u64]) {
+    if cmd.flags & BUS1_SEND_FLAG_CONTINUE != 0 && cmd.ptr_errors != 0 && cmd.n_destinations > 0 {
+        let bytes: Vec<u8> = errors.iter().flat_map(|e| e.to_ne_bytes()).collect();
+        let _ = mem.write(cmd.ptr_errors, &bytes);
+    }
+}
+
+/// The payload, copied out of the caller's memory: the bytes, and whether
+/// reading them faulted (then the first copy into a slice fails).
+struct Payload {
+    bytes: Vec<u8>,
+    fault: bool,
+}
+
+fn read_payload(vecs: &[(u64, u64)], total: u64, mem: &dyn UserMem) -> Payload {
+    let mut bytes = vec![0u8; total as usize];
+    let mut pos = 0usize;
+    for &(addr, len) in vecs {
+        if mem.read(addr, &mut bytes[pos..pos + len as usize]).is_err() {
+            return Payload { bytes, fault: true };
+        }
+        pos += len as usize;
+    }
+    Payload { bytes, fault: false }
+}
+
+// ------------------------------------------------------------ data path
+
+mod data {
+    use super::*;
+
+    /// Where a destination ID led, looked up under the caller's lock.
+    #[derive(Clone, Copy, Default)]
+    enum Dest {
+        /// The caller's handle `h`, of a node whose owner handle is `oh`
+        /// (generation `gen`) held by `owner` (serial `serial`).
+        Found { h: P<Handle>, oh: P<Handle>, gen: u64, owner: P<PeerRec>, serial: u64, released: bool },
+        /// No such ID, and not one that would create a node: ENXIO.
+        #[default]
+        Unknown,
+    }
+
+    /// What one destination's preparation came to.
+    enum Prep {
+        Done(P<Msg>),
+        Fail(Errno),
+        Room(Need),
+    }
+
+    pub(super) fn send(dom: &Domain, caller: P<PeerRec>, serial: u64, cmd: &bus1_cmd_send, args: &Args, mem: &dyn UserMem) -> Result<()> {
+        let cont = cmd.flags & BUS1_SEND_FLAG_CONTINUE != 0;
+        // Steps 5 and 6, then 7.1, then the destinations' resolution.
+        let dests = {
+            let s = Section::lock(dom, caller)?;
+            let p = s.rec(caller);
+            if p.magic.get() != PEER_MAGIC || p.serial.get() != serial || p.state.get() != PEER_CONNECTED {
+                return Err(Errno::ESHUTDOWN);
+            }
+            if cmd.n_destinations > s.rec(p.user.get()).max[RES_HANDLES].get() as u64 {
+                return Err(Errno::EINVAL);
+            }
+            let _ = args.vecs.as_ref().map_err(|e| *e)?;
+            let n = args.dests.fault.unwrap_or(args.dests.ids.len());
+            let mut v: Small<Dest, 8> = Small::with_capacity(n);
+            for &id in &args.dests.ids[..n] {
+                match table::id_get(&s, caller, id) {
+                    Some(h) => {
+                        let node = s.rec(s.rec(h).node.get());
+                        let oh = node.owner_handle.load_racy();
+                        let owner = node.owner.load_racy();
+                        v.push(Dest::Found {
+                            h,
+                            oh,
+                            gen: if oh.is_null() { 0 } else { s.rec(oh).gen.load_racy() },
+                            owner,
+                            serial: if owner.is_null() { 0 } else { s.rec(owner).serial.load_racy() },
+                            released: node.released.load_racy() != 0,
+                        });
+                    }
+                    // A new node would be created: that is a transaction.
+                    None if id & (BUS1_HANDLE_FLAG_MANAGED | BUS1_HANDLE_FLAG_REMOTE) == 0 => return Err(Errno::NEEDS_TXN),
+                    None => v.push(Dest::Unknown),
+                }
+            }
+            crate::crash::point("send-resolving");
+            v
+        };
+        let (vecs, total) = args.vecs.as_ref().map_err(|e| *e)?;
+        let slot = Slot::claim(dom, caller, serial)?;
+        let creds = creds::current();
+        let uid = dom.seg.rec(caller).uid.get();
+        let mut errors: Small<u64, 8> = Small::filled(0, if cont { cmd.n_destinations as usize } else { 0 });
+        let mut used: Small<u64, 16> = Small::with_capacity(0);
+        let mut used_set = HashSet::new();
+        for i in 0..cmd.n_destinations as usize {
+            args.dests.get(i)?;
+            let Dest::Found { h, oh, gen, owner, serial: oserial, released } = dests[i] else {
+                return Err(Errno::ENXIO);
+            };
+            let first = if cmd.n_destinations <= 16 {
+                !used.contains(&h.off()) && {
+                    used.push(h.off());
+                    true
+                }
+            } else {
+                used_set.insert(h.off())
+            };
+            if !first {
+                return Err(Errno::ENOTUNIQ);
+            }
+            let own = owner == caller;
+            let r = if !own && (owner.is_null() || released) {
+                Prep::Fail(Errno::ESHUTDOWN)
+            } else {
+                prepare_until_done(dom, &slot, owner, if own { serial } else { oserial }, oh, gen, i, *total, &creds, uid)
+            };
+            let r = match r {
+                Prep::Done(r) => r,
+                Prep::Fail(e) if cont && matches!(e, Errno::ESHUTDOWN | Errno::EDQUOT | Errno::EXFULL) => {
+                    errors[i] = e.0 as u64;
+                    continue;
+                }
+                Prep::Fail(e) => return Err(e),
+                Prep::Room(_) => unreachable!(),
+            };
+            // 9.8: the payload, straight from the caller's memory into the
+            // slice, which nobody else can see yet; no lock is held.
+            let (off, _) = pool::range(&crate::section::Raw { dom }, r);
+            let pool = match dom.pool(dom.seg.rec(owner).serial.load_racy()) {
+                Ok(p) => p,
+                // The receiver went away and took its pool file: the
+                // message goes nowhere, as if sent just before.
+                Err(Errno::ENOENT) => continue,
+                Err(e) => return Err(e),
+            };
+            let mut pos = off;
+            for (k, &(addr, len)) in vecs.iter().enumerate() {
+                pool.copy_in(pos, mem, addr, len as usize)?;
+                pos += len;
+                if k == 0 && vecs.len() > 1 {
+                    crate::crash::point("send-copying");
+                }
+            }
+            crate::crash::point("send-copied");
+        }
+        if !args.errors_writable {
+            return Err(Errno::EFAULT);
+        }
+        commit(dom, caller, slot)?;
+        write_errors(cmd, mem, &errors);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn prepare_until_done(
+        dom: &Domain,
+        slot: &Slot,
+        receiver: P<PeerRec>,
+        serial: u64,
+        oh: P<Handle>,
+        gen: u64,
+        index: usize,
+        n_bytes: u64,
+        creds: &creds::Creds,
+        uid: u32,
+    ) -> Prep {
+        let mut reaped = false;
+        loop {
+            match prepare(dom, slot, receiver, serial, oh, gen, index, n_bytes, creds, uid) {
+                Prep::Room(need) => {
+                    if let Err(e) = capacity::provide(dom, receiver, serial, need) {
+                        return Prep::Fail(e);
+                    }
+                }
+                // A dead sender's prepared records may hold what is
+                // missing: recover dead slots once, then look again.
+                Prep::Fail(Errno::EDQUOT | Errno::EXFULL) if !reaped && slot::reap_dead(dom) > 0 => reaped = true,
+                r => return r,
+            }
+        }
+    }
+
+    /// Steps 9.4 to 9.7 for one destination, in one section of the
+    /// receiver: the record is committed *prepared* (charged, its slice
+    /// allocated, listed in the slot) but in no queue.
+    #[allow(clippy::too_many_arguments)]
+    fn prepare(
+        dom: &Domain,
+        slot: &Slot,
+        receiver: P<PeerRec>,
+        serial: u64,
+        oh: P<Handle>,
+        gen: u64,
+        index: usize,
+        n_bytes: u64,
+        creds: &creds::Creds,
+        uid: u32,
+    ) -> Prep {
+        let s = match Section::lock(dom, receiver) {
+            Ok(s) => s,
+            Err(e) => return Prep::Fail(e),
+        };
+        let p = s.rec(receiver);
+        // 9.4: still connected, and still holding the node.
+        if p.magic.get() != PEER_MAGIC || p.serial.get() != serial || p.state.get() != PEER_CONNECTED {
+            return Prep::Fail(Errno::ESHUTDOWN);
+        }
+        let ohr = s.rec(oh);
+        if ohr.gen.get() != gen || ohr.holder.get() != receiver || s.rec(ohr.node.get()).released.get() != 0 {
+            return Prep::Fail(Errno::ESHUTDOWN);
+        }
+        let mut need = Need::default();
+        if crate::arena::peek(&s, receiver).is_none() {
+            need.records = 1;
+        }
+        if !quota::share_ready(&s, receiver, uid) {
+            need.share = true;
+        }
+        if slot.capacity() <= slot.len() {
+            need.slot = Some((slot.idx, slot.len() + 1));
+        }
+        if need != Need::default() {
+            return Prep::Room(need);
+        }
+        // 9.5 - 9.7 and the in-flight limits (after the pool's own
+        // checks, so that an oversized message still reports EMSGSIZE).
+        if let Err(e) = quota::check_fair(&s, receiver, RES_SLICES, 1, uid) {
+            return Prep::Fail(e);
+        }
+        let size = match pool::rounded(&s, receiver, pool::slice_size(n_bytes, 0, 0)) {
+            Ok(size) => size,
+            Err(e) => return Prep::Fail(e),
+        };
+        let left = match pool::find_gap(&s, receiver, size) {
+            Ok(l) => l,
+            Err(e) => return Prep::Fail(e),
+        };
+        let off = pool::gap_start(&s, left);
+        if !pool::dir_ready(&s, receiver, off) {
+            return Prep::Room(Need { leaf_for: Some(off), ..Need::default() });
+        }
+        if let Err(e) = quota::check_fair(&s, receiver, RES_BYTES, size as i64, uid) {
+            return Prep::Fail(e);
+        }
+        // The reservations first (authoritative), then the record.
+        quota::reserve(&s, receiver, RES_SLICES, p.used[RES_SLICES].get() + 1);
+        quota::reserve(&s, receiver, RES_BYTES, p.used[RES_BYTES].get() + size as i64);
+        let r = crate::arena::peek(&s, receiver).expect("checked");
+        message::clear(&s, r, ENTRY_DATA);
+        let rr = s.rec(r);
+        s.init(&rr.subject, oh.off());
+        s.init(&rr.off, off);
+        s.init(&rr.size, size);
+        s.init(&rr.n_bytes, n_bytes);
+        s.init(&rr.charged[RES_SLICES], 1);
+        s.init(&rr.charged[RES_BYTES], size as i64);
+        s.init(&rr.sender_uid, uid);
+        s.init(&rr.tx, slot.tag());
+        s.init(&rr.index, index as u32);
+        stamp_creds(&s, r, receiver, creds);
+        slot.push(r);
+        message::set_state(&s, receiver, r, MS_LIVE | MS_SLICE | MS_INFLIGHT | MS_PREPARED);
+        crate::crash::point("send-prepared");
+        crate::arena::taken(&s, receiver, r);
+        pool::link_slice(&s, receiver, left, r);
+        Prep::Done(r)
+    }
+
+    /// Step 11 through the slot: a unicast in one section of its
+    /// receiver, a multicast in the four steps of `slot`.
+    fn commit(dom: &Domain, caller: P<PeerRec>, slot: Slot) -> Result<()> {
+        let recs = slot.records();
+        let origin = &dom.seg.rec(caller).clock;
+        match recs.len() {
+            0 => {
+                // A transaction with no entries still ticks the clock.
+                queue::tick(origin, 0);
+                slot.set_phase(TX_DONE);
+                Ok(())
+            }
+            1 => {
+                let r = recs[0];
+                let c = unicast(dom, origin, slot.tag(), r);
+                slot.set_phase(TX_DONE);
+                queue::sync(origin, c?);
+                Ok(())
+            }
+            _ => {
+                slot.sort(|r| (dom.seg.rec(r).peer.get().off(), dom.seg.rec(r).index.get()));
+                slot.set_phase(TX_STAGING);
+                slot::drive(dom, slot.tag());
+                Ok(())
+            }
+        }
+    }
+
+    /// Commits one prepared record in one section of its receiver: the
+    /// receiver's clock synced to the sender's and ticked, the record
+    /// committed at that stamp. Returns the stamp (0 if the receiver went
+    /// away and the message with it).
+    fn unicast(dom: &Domain, origin: &crate::shm::Atomic64, tag: u64, r: P<Msg>) -> Result<u64> {
+        let peer = dom.seg.rec(r).peer.get();
+        let s = Section::lock(dom, peer)?;
+        let p = s.rec(peer);
+        if p.magic.get() != PEER_MAGIC || p.state.get() != PEER_CONNECTED {
+            message::set_state(&s, peer, r, 0);
+            return Ok(0);
+        }
+        crate::crash::point("commit-before");
+        let c = queue::tick(&p.clock, origin.load());
+        let rr = s.rec(r);
+        s.set(&rr.stamp, c);
+        s.set(&rr.tag, tag);
+        message::set_state(&s, peer, r, (rr.state.get() & !MS_PREPARED) | MS_QUEUED);
+        doorbell::after_enqueue(&s, peer);
+        crate::crash::point("commit-after");
+        Ok(c)
+    }
+}
+
+// ---------------------------------------------------------- transaction
+
+/// The message template of a transaction SEND (2.8 step 7).
+struct Template<'a> {
+    n_bytes: u64,
+    handles: Small<P<Handle>, 8>,
+    fds: &'a [i32],
+    creds: creds::Creds,
+    sender_uid: u32,
+    payload: Option<&'a Payload>,
+    mem: &'a dyn UserMem,
+}
+
+fn template<'a>(tx: &Txn, caller: P<PeerRec>, args: &'a Args, payload: Option<&'a Payload>, mem: &'a dyn UserMem, provisional: &mut i64) -> Result<Template<'a>> {
+    // 7.1 vecs
+    let (_, total) = args.vecs.as_ref().map_err(|e| *e)?;
     // 7.2 handles
-    let mut handles = Small::with_capacity(cmd.n_handles.min(1 << 16) as usize);
-    for i in 0..cmd.n_handles {
-        let id = read_u64(mem, elem(cmd.ptr_handles, i, 8)?)?;
+    let mut handles = Small::with_capacity(args.handles.ids.len());
+    let n = args.handles.fault.map_or(args.handles.ids.len(), |f| f + 1);
+    for i in 0..n {
+        let id = args.handles.get(i)?;
         let (h, created) = object::import(tx, caller, id)?;
         *provisional += created as i64;
         handles.push(h);
     }
     // 7.3 fds
-    let mut fds = Small::with_capacity(cmd.n_fds as usize);
-    for i in 0..cmd.n_fds {
-        let fd = read_i32(mem, elem(cmd.ptr_fds, i, 4)?)?;
-        check_fd(fd)?;
-        fds.push(fd);
+    if let Some((_, e)) = args.fd_error {
+        return Err(e);
     }
     let c = creds::current();
-    Ok(Template { vecs, n_bytes: total, handles, fds, creds: c, sender_uid: tx.rec(caller).uid.get() })
+    Ok(Template { n_bytes: *total, handles, fds: &args.fds, creds: c, sender_uid: tx.rec(caller).uid.get(), payload, mem })
 }
 
-/// Builds the message of one destination (2.8 step 9.4 onwards). `dest`
-/// is the receiver's handle of the destination node (null for a seed).
-fn build(tx: &Txn, receiver: P<PeerRec>, dest: P<Handle>, t: &Template, mem: &dyn UserMem) -> Result<P<Entry>> {
+/// Builds the message of one destination under the domain lock (2.8 step
+/// 9.4 onwards): committed as a live record holding its slice and charges,
+/// not yet queued. `dest` is the receiver's handle of the destination node
+/// (null for a seed).
+fn build(tx: &Txn, receiver: P<PeerRec>, dest: P<Handle>, t: &Template) -> Result<P<Msg>> {
+    tx.hold(receiver);
     let n_handles = t.handles.len() as u64;
     let n_fds = t.fds.len() as u64;
-    let sh = quota::shares(tx, receiver, t.sender_uid)?;
-    quota::charge_fair(tx, receiver, RES_SLICES, 1, sh)?;
-    quota::charge_fair(tx, receiver, RES_HANDLES, n_handles as i64, sh)?;
-    let size = pool::slice_size(t.n_bytes, n_handles, n_fds);
-    let slice = pool::alloc_slice(tx, receiver, size)?;
-    // [documented] in-flight limits, after the pool's own checks so that
-    // an oversized message still reports EMSGSIZE.
-    let size = pool::range(tx, slice).1;
-    quota::charge_fair(tx, receiver, RES_BYTES, size as i64, sh)?;
-    quota::charge_fair(tx, receiver, RES_FDS, n_fds as i64, sh)?;
-    // Payload, straight from the sender's memory into the receiver's pool.
-    let rp = tx.rec(receiver);
-    // The slice was just allocated by this transaction: nobody else writes it.
-    let pool = tx.domain().pool(rp.serial.get())?;
-    let (start, len) = pool::range(tx, slice);
-    let mut pos = start;
-    for &(addr, len) in &t.vecs {
-        pool.copy_in(pos, mem, addr, len as usize)?;
-        pos += len;
+    let uid = t.sender_uid;
+    if !quota::share_ready(tx, receiver, uid) {
+        capacity::share_block(tx, receiver)?;
     }
+    quota::check_fair(tx, receiver, RES_SLICES, 1, uid)?;
+    quota::check_fair(tx, receiver, RES_HANDLES, n_handles as i64, uid)?;
+    let size = pool::rounded(tx, receiver, pool::slice_size(t.n_bytes, n_handles, n_fds))?;
+    let left = pool::find_gap(tx, receiver, size)?;
+    let off = pool::gap_start(tx, left);
+    quota::check_fair(tx, receiver, RES_BYTES, size as i64, uid)?;
+    quota::check_fair(tx, receiver, RES_FDS, n_fds as i64, uid)?;
+    capacity::dir_leaf(tx, receiver, off)?;
+    // The payload, from the copy read before the lock was taken.
+    let rp = tx.rec(receiver);
+    let pool = tx.domain().pool(rp.serial.get())?;
+    let payload = t.payload.expect("a chargeable payload was read");
+    if payload.fault {
+        return Err(Errno::EFAULT);
+    }
+    pool.copy_shared(off, &payload.bytes, t.mem)?;
     // RECV writes handle IDs and fd numbers behind the payload with plain
     // stores: make sure those pages exist now, while a full file system
     // is still an ENOMEM of this SEND rather than a fault later.
+    let pos = off + payload.bytes.len() as u64;
     if n_handles + n_fds > 0 {
-        pool.zero(pos, (start + len - pos) as usize, mem)?;
+        pool.zero(pos, (off + size - pos) as usize, t.mem)?;
     }
     crate::crash::point("send-copied");
-    let e = queue::new_entry(tx, ENTRY_DATA, receiver)?;
+    let e = object::new_record(tx, receiver, ENTRY_DATA)?;
     let r = tx.rec(e);
-    if !dest.is_null() {
-        tx.init(&r.subject, dest.off());
-        object::handle_ref(tx, dest);
+    Store::init(tx, &r.subject, dest.off());
+    stamp_creds(tx, e, receiver, &t.creds);
+    Store::init(tx, &r.off, off);
+    Store::init(tx, &r.size, size);
+    Store::init(tx, &r.n_bytes, t.n_bytes);
+    Store::init(tx, &r.n_fds, n_fds as u32);
+    Store::init(tx, &r.charged[RES_SLICES], 1);
+    Store::init(tx, &r.charged[RES_HANDLES], n_handles as i64);
+    Store::init(tx, &r.charged[RES_BYTES], size as i64);
+    Store::init(tx, &r.charged[RES_FDS], n_fds as i64);
+    Store::init(tx, &r.sender_uid, uid);
+    if n_handles > 0 {
+        let block = crate::alloc::alloc(tx, n_handles * 8)?;
+        Store::init(tx, &r.handles, block);
+        Store::init(tx, &r.n_handles, n_handles);
     }
-    let (pidns, userns) = creds::namespaces();
-    let same_pidns = pidns == rp.pidns.get();
-    let same_userns = userns == rp.userns.get();
-    tx.init(&r.uid, if same_userns { t.creds.uid } else { creds::OVERFLOW_ID });
-    tx.init(&r.gid, if same_userns { t.creds.gid } else { creds::OVERFLOW_ID });
-    tx.init(&r.pid, if same_pidns { t.creds.pid } else { 0 });
-    tx.init(&r.tid, if same_pidns { t.creds.tid } else { 0 });
-    tx.init(&r.slice, slice);
-    tx.init(&r.n_bytes, t.n_bytes);
-    tx.init(&r.n_fds, n_fds);
-    tx.init(&r.charged[RES_SLICES], 1);
-    tx.init(&r.charged[RES_HANDLES], n_handles as i64);
-    tx.init(&r.charged[RES_BYTES], size as i64);
-    tx.init(&r.charged[RES_FDS], n_fds as i64);
-    tx.init(&r.share_user, sh.user);
-    tx.init(&r.share_peer, sh.peer);
-    message::alloc_slots(tx, e, n_handles)?;
+    message::set_state(tx, receiver, e, MS_LIVE | MS_SLICE | MS_INFLIGHT);
+    pool::link_slice(tx, receiver, left, e);
     let slots = message::handle_slots(tx, e);
     for (j, &h) in t.handles.iter().enumerate() {
         let rh = object::handle_for(tx, receiver, object::node_of(tx, h))?;
@@ -166,10 +639,44 @@ fn build(tx: &Txn, receiver: P<PeerRec>, dest: P<Handle>, t: &Template, mem: &dy
         object::inflight_add(tx, rh);
     }
     if n_fds > 0 {
-        let nonce = message::assign_nonce(tx, e)?;
-        doorbell::prepare_carrier(tx, receiver, nonce, &t.fds);
+        let nonce = assign_nonce(tx, e)?;
+        doorbell::prepare_carrier(tx, receiver, nonce, t.fds);
     }
     Ok(e)
+}
+
+/// A fresh nonce for an fd carrier, registered to `e`.
+///
+/// Nonces must stay unique even when a transaction is rolled back (its
+/// carrier may already sit in the vault as an orphan), so they do not come
+/// from the segment: they are random 64-bit values.
+fn assign_nonce(tx: &Txn, e: P<Msg>) -> Result<u64> {
+    let n = loop {
+        let n = random_u64();
+        if n != 0 && table::get(tx, TAG_NONCE, 0, n).is_none() {
+            break n;
+        }
+    };
+    tx.set(&tx.rec(e).nonce, n);
+    table::insert(tx, TAG_NONCE, 0, n, e.off())?;
+    Ok(n)
+}
+
+fn random_u64() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static STATE: AtomicU64 = AtomicU64::new(0);
+    let mut s = STATE.load(Ordering::Relaxed);
+    if s == 0 {
+        s = crate::sys::getrandom_u64() | 1;
+    }
+    // Mixing in the pid keeps a forked child's sequence apart from its
+    // parent's, which shares the same state.
+    s = s.wrapping_add(0x9E37_79B9_7F4A_7C15) ^ ((crate::creds::current().pid as u64) << 17);
+    STATE.store(s, Ordering::Relaxed);
+    let mut z = s;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// The receiving peer for destination handle `h` (2.8 step 9.4).
@@ -185,22 +692,23 @@ fn receiver_of(tx: &Txn, caller: P<PeerRec>, h: P<Handle>) -> Result<P<PeerRec>>
     Ok(owner)
 }
 
-/// SEND from step 6 on (the caller is locked and connected); `fd` is the
-/// caller's own peer fd.
-pub fn send(tx: &Txn, caller: P<PeerRec>, fd: i32, cmd: &bus1_cmd_send, mem: &dyn UserMem) -> Result<()> {
+/// SEND as a transaction from step 6 on (the caller is locked and
+/// connected); `fd` is the caller's own peer fd.
+#[allow(clippy::too_many_arguments)]
+fn txn_send(tx: &Txn, caller: P<PeerRec>, fd: i32, cmd: &bus1_cmd_send, args: &Args, payload: Option<&Payload>, mem: &dyn UserMem, errors: &mut [u64]) -> Result<()> {
     let user = tx.rec(tx.rec(caller).user.get());
     if cmd.n_destinations > user.max[RES_HANDLES].get() as u64 {
         return Err(Errno::EINVAL);
     }
     tx.require_live_receivers();
     let mut provisional = 0i64;
-    let t = template(tx, caller, cmd, mem, &mut provisional)?;
+    let t = template(tx, caller, args, payload, mem, &mut provisional)?;
     let cont = cmd.flags & BUS1_SEND_FLAG_CONTINUE != 0;
     if cmd.flags & BUS1_SEND_FLAG_SEED != 0 {
         if cont || cmd.n_destinations != 0 {
             return Err(Errno::EINVAL);
         }
-        return set_seed(tx, caller, fd, &t, mem, provisional);
+        return set_seed(tx, caller, fd, &t, provisional);
     }
     // Destinations already used (ENOTUNIQ); a set only for long lists.
     let mut used_small: Small<u64, 16> = Small::with_capacity(0);
@@ -215,10 +723,9 @@ pub fn send(tx: &Txn, caller: P<PeerRec>, fd: i32, cmd: &bus1_cmd_send, mem: &dy
             used_set.insert(h)
         }
     };
-    let mut entries: Small<P<Entry>, 8> = Small::with_capacity(cmd.n_destinations.min(1 << 16) as usize);
-    let mut errors: Small<u64, 8> = Small::filled(0, if cont { cmd.n_destinations as usize } else { 0 });
-    for i in 0..cmd.n_destinations {
-        let id = read_u64(mem, elem(cmd.ptr_destinations, i, 8)?)?;
+    let mut entries: Small<P<Msg>, 8> = Small::with_capacity(cmd.n_destinations.min(1 << 16) as usize);
+    for i in 0..cmd.n_destinations as usize {
+        let id = args.dests.get(i)?;
         let (h, created) = object::import(tx, caller, id)?;
         provisional += created as i64;
         if !first_use(h.off()) {
@@ -227,26 +734,36 @@ pub fn send(tx: &Txn, caller: P<PeerRec>, fd: i32, cmd: &bus1_cmd_send, mem: &dy
         let sp = tx.savepoint();
         let r = receiver_of(tx, caller, h).and_then(|rcv| {
             let dest = tx.rec(object::node_of(tx, h)).owner_handle.get();
-            build(tx, rcv, dest, &t, mem)
+            build(tx, rcv, dest, &t)
         });
         match r {
             Ok(e) => entries.push(e),
             Err(e) if cont && matches!(e, Errno::ESHUTDOWN | Errno::EDQUOT | Errno::EXFULL) => {
                 tx.rollback_to(sp);
-                errors[i as usize] = e.0 as u64;
+                if let Some(slot) = errors.get_mut(i) {
+                    *slot = e.0 as u64;
+                }
             }
             Err(e) => return Err(e),
         }
     }
     quota::charge(tx, caller, RES_HANDLES, provisional)?;
-    if cont && cmd.ptr_errors != 0 && cmd.n_destinations > 0 {
-        let bytes: Vec<u8> = errors.iter().flat_map(|e| e.to_ne_bytes()).collect();
-        mem.write(cmd.ptr_errors, &bytes)?;
+    if !args.errors_writable {
+        return Err(Errno::EFAULT);
     }
-    // Commit: one stamp for the whole transaction, destination order kept.
-    let stamp = queue::next_stamp(tx);
+    // Commit: one stamp past every receiver's clock and the caller's,
+    // destination order kept within each queue.
+    let receivers: Vec<P<PeerRec>> = entries.iter().map(|&e| tx.rec(e).peer.get()).collect();
+    let stamp = object::commit_stamp(tx, caller, &receivers);
+    let tag = object::next_tag(tx);
     for (i, &e) in entries.iter().enumerate() {
-        queue::append(tx, e, stamp);
+        let r = tx.rec(e);
+        tx.set(&r.stamp, stamp);
+        tx.set(&r.tag, tag);
+        tx.set(&r.index, i as u32);
+        let peer = r.peer.get();
+        message::set_state(tx, peer, e, r.state.get() | MS_QUEUED);
+        doorbell::after_enqueue(tx, peer);
         if i == 0 {
             crate::crash::point("send-append");
         }
@@ -254,22 +771,19 @@ pub fn send(tx: &Txn, caller: P<PeerRec>, fd: i32, cmd: &bus1_cmd_send, mem: &dy
     Ok(())
 }
 
-/// SEND with SEED (A.1): replace the caller's seed.
-fn set_seed(tx: &Txn, caller: P<PeerRec>, fd: i32, t: &Template, mem: &dyn UserMem, provisional: i64) -> Result<()> {
-    let e = build(tx, caller, P::NULL, t, mem)?;
+/// SEND with SEED: replace the caller's seed.
+fn set_seed(tx: &Txn, caller: P<PeerRec>, fd: i32, t: &Template, provisional: i64) -> Result<()> {
+    let e = build(tx, caller, P::NULL, t)?;
     quota::charge(tx, caller, RES_HANDLES, provisional)?;
     // Its payload handles are judged like a message's, by this stamp.
-    tx.set(&tx.rec(e).stamp, queue::next_stamp(tx));
+    tx.set(&tx.rec(e).stamp, object::commit_stamp(tx, caller, &[]));
+    let r = tx.rec(e);
+    message::set_state(tx, caller, e, r.state.get() | MS_SEED);
     let p = tx.rec(caller);
     let old = p.seed.get();
     tx.set(&p.seed, e);
     if !old.is_null() {
-        let o = tx.rec(old);
-        if o.n_fds.get() > 0 {
-            // Its files must not wait in the vault for a later RECV.
-            tx.push_post(doorbell::Op::DropCarrier { peer: caller, fd, nonce: o.nonce.get() });
-        }
-        queue::free(tx, old);
+        crate::entry::release(tx, caller, fd, old, MS_SEED | MS_INFLIGHT);
     }
     Ok(())
 }

@@ -42,6 +42,7 @@ pub struct Cell<T: Pod>(UnsafeCell<T>);
 impl<T: Pod> Cell<T> {
     #[inline]
     pub fn get(&self) -> T {
+        crate::census::touch(self.addr(), core::mem::size_of::<T>());
         // SAFETY: the cell lives in mapped memory for as long as `self` is
         // borrowed, and every bit pattern is a valid `T` (Pod).
         unsafe { self.0.get().read() }
@@ -51,6 +52,7 @@ impl<T: Pod> Cell<T> {
     /// recovery path may call this.
     #[inline]
     pub(crate) fn raw_set(&self, v: T) {
+        crate::census::touch(self.addr(), core::mem::size_of::<T>());
         // SAFETY: writes happen only under the domain lock (or during
         // recovery, which also holds it), so no other thread or process
         // accesses the cell concurrently.
@@ -69,9 +71,20 @@ impl Cell<u32> {
     /// callers use it only as a hint and re-check under the lock.
     #[inline]
     pub fn load_racy(&self) -> u32 {
+        crate::census::touch(self.addr(), 4);
         // SAFETY: the cell is 4-byte aligned memory that stays mapped; an
         // atomic load of it never tears, whatever a writer does meanwhile.
         unsafe { AtomicU32::from_ptr(self.0.get()).load(Ordering::Relaxed) }
+    }
+}
+
+impl Cell<i64> {
+    /// Reads the field without its lock (see `Cell<u32>`).
+    #[inline]
+    pub fn load_racy(&self) -> i64 {
+        crate::census::touch(self.addr(), 8);
+        // SAFETY: the cell is 8-byte aligned memory that stays mapped.
+        unsafe { AtomicU64::from_ptr(self.0.get() as *mut u64).load(Ordering::Relaxed) as i64 }
     }
 }
 
@@ -79,8 +92,19 @@ impl Cell<u64> {
     /// Reads the field without the domain lock (a hint, see `Cell<u32>`).
     #[inline]
     pub fn load_racy(&self) -> u64 {
+        crate::census::touch(self.addr(), 8);
         // SAFETY: the cell is 8-byte aligned memory that stays mapped.
         unsafe { AtomicU64::from_ptr(self.0.get()).load(Ordering::Relaxed) }
+    }
+}
+
+impl<T: 'static> Cell<P<T>> {
+    /// Reads the field without its lock (see `Cell<u32>`).
+    #[inline]
+    pub fn load_racy(&self) -> P<T> {
+        crate::census::touch(self.addr(), 8);
+        // SAFETY: the cell is 8-byte aligned memory that stays mapped.
+        P::from_off(unsafe { AtomicU64::from_ptr(self.0.get() as *mut u64).load(Ordering::Relaxed) })
     }
 }
 
@@ -195,6 +219,20 @@ impl Segment {
         fits.then(|| unsafe { &*(self.base.add(off as usize) as *const T) })
     }
 
+    /// The record at `off` in the fixed tables between the header and the
+    /// undo log (the transaction slots), or None if it is not inside them
+    /// or is misaligned.
+    #[inline]
+    pub fn try_fixed<T>(&self, off: u64) -> Option<&T> {
+        let fits = off >= core::mem::size_of::<crate::layout::Header>() as u64
+            && off % core::mem::align_of::<T>() as u64 == 0
+            && off.checked_add(core::mem::size_of::<T>() as u64).is_some_and(|end| end <= LOG_OFF && end <= self.len as u64);
+        // SAFETY: in bounds and aligned (checked above); the fixed tables
+        // consist of Cells, atomics and robust mutexes, which are valid for
+        // any bit pattern and only mutated through interior mutability.
+        fits.then(|| unsafe { &*(self.base.add(off as usize) as *const T) })
+    }
+
     /// Whether `p` names a record that lies inside the segment (what
     /// [`rec`](Self::rec) asserts), for walks that must not trust it.
     pub(crate) fn holds<T>(&self, p: P<T>) -> bool {
@@ -215,6 +253,8 @@ impl Segment {
     pub(crate) fn write_log_entry(&self, log_off: u64, n: u64, words: [u64; 3]) {
         let off = log_off + n * 24;
         assert!(off + 24 <= self.len as u64);
+        crate::census::touch(self.base as usize + off as usize, 24);
+        crate::census::undo_entry();
         // SAFETY: in bounds (checked) and 8-byte aligned (log_off and the
         // entry size are multiples of 8); the log is only written by the
         // lock holder.
@@ -284,6 +324,7 @@ impl Segment {
             return false;
         }
         let p = self.raw(off, size as usize);
+        crate::census::touch(p as usize, size as usize);
         // SAFETY: in bounds; recovery holds the domain lock.
         unsafe {
             match size {
@@ -299,6 +340,7 @@ impl Segment {
     /// Zeroes a range (fresh allocations only).
     pub(crate) fn zero(&self, off: u64, len: usize) {
         let p = self.raw(off, len);
+        crate::census::touch(p as usize, len);
         // SAFETY: in bounds; the range belongs to a block allocated by the
         // running transaction, which nobody else can reach yet.
         unsafe { core::ptr::write_bytes(p, 0, len) }
@@ -332,54 +374,35 @@ impl Drop for Segment {
 /// This process's read-write mapping of one peer's pool file
 /// (`POOL_MAP_LEN` bytes, the largest pool: the part beyond a smaller
 /// pool's file is never touched, and becomes usable when the file grows),
-/// owned by the domain's per-process cache and
-/// unmapped when dropped. The cache drops one only under the domain lock
-/// (the peer is gone), so the [`PoolMap`] views handed out inside
-/// transactions never outlive it.
+/// unmapped when dropped. The domain's per-process cache shares it (`Arc`)
+/// with the copies in progress, so a copy made with no lock held keeps it
+/// mapped even if the peer goes away. Every range is checked against the
+/// mapping's length; that the range belongs to the caller (a slice it
+/// allocated, pages no live slice uses, inside the pool's current size)
+/// is the pool allocator's business.
 pub struct PoolMapping {
-    view: PoolMap,
+    base: *mut u8,
 }
 
-// SAFETY: a plain memory range; writes through it are serialised by the
-// domain lock.
+// SAFETY: a plain memory range. Writers write only ranges the pool
+// allocator gave them (a slice not yet visible, or free pages under the
+// peer's lock).
 unsafe impl Send for PoolMapping {}
+// SAFETY: as above.
+unsafe impl Sync for PoolMapping {}
 
 impl PoolMapping {
     /// Maps the pool file `fd` shared, readable and writable.
     pub fn map(fd: i32) -> crate::errno::Result<PoolMapping> {
         let base = crate::sys::mmap_shared(fd, POOL_MAP_LEN as usize, libc::PROT_READ | libc::PROT_WRITE)?;
-        let m = PoolMapping { view: PoolMap { base } };
         if !crate::ownmem::add(base as usize, POOL_MAP_LEN as usize) {
+            // SAFETY: the mapping was just made and nobody uses it.
+            unsafe { crate::sys::munmap(base, POOL_MAP_LEN as usize) };
             return Err(crate::errno::Errno::ENOMEM);
         }
-        Ok(m)
+        Ok(PoolMapping { base })
     }
 
-    pub fn view(&self) -> PoolMap {
-        self.view
-    }
-}
-
-impl Drop for PoolMapping {
-    fn drop(&mut self) {
-        crate::ownmem::remove(self.view.base as usize);
-        // SAFETY: the mapping is owned by this value; see the type's comment
-        // for why no view is in use any more.
-        unsafe { crate::sys::munmap(self.view.base, POOL_MAP_LEN as usize) }
-    }
-}
-
-/// A view of a [`PoolMapping`]: slice payloads, handle IDs and fd numbers
-/// are written through it, and freed pages punched out. Every range is
-/// checked against the pool's size; that the range belongs to the caller
-/// (a slice its transaction allocated, pages no live slice uses) is the
-/// pool allocator's business.
-#[derive(Clone, Copy)]
-pub struct PoolMap {
-    base: *mut u8,
-}
-
-impl PoolMap {
     /// The address of `off..off+len`; panics if it leaves the pool.
     fn at(&self, off: u64, len: u64) -> *mut u8 {
         assert!(off.checked_add(len).is_some_and(|end| end <= POOL_MAP_LEN), "pool range {off:#x}+{len:#x} out of bounds");
@@ -402,6 +425,15 @@ impl PoolMap {
         unsafe { mem.copy_in(dst, addr, len) }
     }
 
+    /// Copies `bytes` (our own memory) to `off` through the fault-safe
+    /// path of `mem` (ENOMEM if the file system cannot give the pages).
+    pub fn copy_shared(&self, off: u64, bytes: &[u8], mem: &dyn UserMem) -> crate::errno::Result<()> {
+        let dst = self.at(off, bytes.len() as u64);
+        // SAFETY: `dst` is valid for `bytes.len()` bytes of writes (checked
+        // by `at`), and a mapping of a file never overlaps `bytes`.
+        unsafe { mem.copy_shared(dst, bytes) }
+    }
+
     /// Zeroes `off..off+len` through the fault-safe path of `mem`, so that
     /// its pages exist (ENOMEM if the file system cannot give them).
     pub fn zero(&self, off: u64, len: usize, mem: &dyn UserMem) -> crate::errno::Result<()> {
@@ -419,38 +451,59 @@ impl PoolMap {
     }
 }
 
+impl Drop for PoolMapping {
+    fn drop(&mut self) {
+        crate::ownmem::remove(self.base as usize);
+        // SAFETY: the mapping is owned by this value, and the last Arc
+        // holding it is gone, so nobody uses it.
+        unsafe { crate::sys::munmap(self.base, POOL_MAP_LEN as usize) }
+    }
+}
+
 /// An atomic u64 field, for the values read and written without the lock
-/// (see the wake-up rules in `txn`). Read-modify-write operations are
-/// sequentially consistent: the wake-up protocol relies on a store by one
-/// party and a later load by the other never both missing each other.
+/// (see the locking and wake-up rules in `txn`). Read-modify-write
+/// operations are sequentially consistent: the wake-up protocol relies on a
+/// store by one party and a later load by the other never both missing
+/// each other.
 #[repr(transparent)]
 pub struct Atomic64(AtomicU64);
 
 impl Atomic64 {
     pub fn load(&self) -> u64 {
+        crate::census::touch(self as *const Self as usize, 8);
         self.0.load(Ordering::Acquire)
     }
     pub fn store(&self, v: u64) {
+        crate::census::touch(self as *const Self as usize, 8);
         self.0.store(v, Ordering::Release)
     }
     pub fn compare_exchange(&self, old: u64, new: u64) -> bool {
+        crate::census::touch(self as *const Self as usize, 8);
         self.0.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
+    /// Adds `v` (wrapping: a negative delta cast to u64 subtracts);
+    /// returns the previous value.
     pub fn fetch_add(&self, v: u64) -> u64 {
+        crate::census::touch(self as *const Self as usize, 8);
         self.0.fetch_add(v, Ordering::SeqCst)
     }
     pub fn fetch_or(&self, v: u64) -> u64 {
+        crate::census::touch(self as *const Self as usize, 8);
         self.0.fetch_or(v, Ordering::SeqCst)
     }
     pub fn fetch_and(&self, v: u64) -> u64 {
+        crate::census::touch(self as *const Self as usize, 8);
         self.0.fetch_and(v, Ordering::SeqCst)
     }
+    /// Raises the value to at least `v`; returns the previous value.
     pub fn fetch_max(&self, v: u64) -> u64 {
+        crate::census::touch(self as *const Self as usize, 8);
         self.0.fetch_max(v, Ordering::SeqCst)
     }
     /// A load ordered after every earlier store of this thread (the load
     /// half of the wake-up handshake).
     pub fn load_seqcst(&self) -> u64 {
+        crate::census::touch(self as *const Self as usize, 8);
         self.0.load(Ordering::SeqCst)
     }
 }

@@ -52,6 +52,7 @@ impl RobustMutex {
     /// Whether the mutex looks free right now (a hint for spinning): the
     /// first word of glibc's mutex is the futex word, zero while free.
     pub fn looks_free(&self) -> bool {
+        crate::census::touch(self.0.get() as usize, 40);
         // SAFETY: the first 4 bytes of the mutex, which other threads and
         // processes only update atomically.
         let word = unsafe { &*(self.0.get() as *const AtomicI32) };
@@ -68,14 +69,55 @@ impl RobustMutex {
     }
 
     pub fn try_lock(&self) -> libc::c_int {
+        crate::census::touch(self.0.get() as usize, 40);
         // SAFETY: an initialised mutex in memory that stays mapped.
         unsafe { libc::pthread_mutex_trylock(self.raw()) }
     }
 
-    /// Waits for the mutex until the CLOCK_REALTIME `deadline`.
-    pub fn lock_until(&self, deadline: &libc::timespec) -> libc::c_int {
-        // SAFETY: as for `try_lock`; `deadline` is a valid timespec.
-        unsafe { libc::pthread_mutex_timedlock(self.raw(), deadline) }
+    /// Waits for the mutex at most `ms` milliseconds. The deadline is on
+    /// CLOCK_MONOTONIC (`pthread_mutex_clocklock`), so that a change of the
+    /// wall clock neither wakes waiters early nor strands them; a C
+    /// library without that call gets the same wait on CLOCK_REALTIME.
+    pub fn lock_for_ms(&self, ms: u64) -> libc::c_int {
+        crate::census::touch(self.0.get() as usize, 40);
+        match clocklock() {
+            Some(f) => {
+                let deadline = crate::sys::deadline_after_ms(libc::CLOCK_MONOTONIC, ms);
+                // SAFETY: as for `try_lock`; `f` is glibc's
+                // pthread_mutex_clocklock, `deadline` a valid timespec.
+                unsafe { f(self.raw(), libc::CLOCK_MONOTONIC, &deadline) }
+            }
+            None => {
+                let deadline = crate::sys::deadline_after_ms(libc::CLOCK_REALTIME, ms);
+                // SAFETY: as for `try_lock`; `deadline` is a valid timespec.
+                unsafe { libc::pthread_mutex_timedlock(self.raw(), &deadline) }
+            }
+        }
+    }
+
+    /// Takes the mutex, spinning briefly first: critical sections last well
+    /// under a microsecond, while sleeping on the futex and being woken
+    /// costs several (and two system calls). The spin is bounded and only
+    /// watches the lock word, so a holder that is descheduled or dead costs
+    /// at most [`SPIN_ROUNDS`] pauses before the blocking (and robust) path,
+    /// which sleeps at most [`WAIT_SLICE_MS`] at a time (rule 3 of `txn`).
+    /// Returns 0, `EOWNERDEAD` or another pthread error.
+    pub fn acquire(&self) -> libc::c_int {
+        for _ in 0..SPIN_ROUNDS {
+            if self.looks_free() {
+                let r = self.try_lock();
+                if r != libc::EBUSY {
+                    return r;
+                }
+            }
+            core::hint::spin_loop();
+        }
+        loop {
+            let r = self.lock_for_ms(WAIT_SLICE_MS);
+            if r != libc::ETIMEDOUT {
+                return r;
+            }
+        }
     }
 
     /// Marks the state repaired after `EOWNERDEAD`.
@@ -86,9 +128,30 @@ impl RobustMutex {
 
     /// Releases the mutex the calling thread holds.
     pub fn unlock(&self) {
+        crate::census::touch(self.0.get() as usize, 40);
         // SAFETY: as for `try_lock`; the caller owns the mutex.
         unsafe { libc::pthread_mutex_unlock(self.raw()) };
     }
+}
+
+/// Pauses spent watching a held lock before sleeping on it.
+pub const SPIN_ROUNDS: u32 = 200;
+/// Longest single sleep on a lock before looking again.
+pub const WAIT_SLICE_MS: u64 = 20;
+
+type ClockLock = unsafe extern "C" fn(*mut libc::pthread_mutex_t, libc::clockid_t, *const libc::timespec) -> libc::c_int;
+
+/// `pthread_mutex_clocklock` (glibc 2.30 and later), looked up once.
+fn clocklock() -> Option<ClockLock> {
+    static F: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let addr = *F.get_or_init(|| {
+        // SAFETY: dlsym with a NUL-terminated name; RTLD_DEFAULT searches
+        // the global scope, which holds the C library.
+        unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"pthread_mutex_clocklock".as_ptr()) as usize }
+    });
+    // SAFETY: a non-null address from dlsym is the function of that name,
+    // whose C signature ClockLock spells out.
+    (addr != 0).then(|| unsafe { core::mem::transmute::<usize, ClockLock>(addr) })
 }
 
 pub struct LocalMutex<T> {

@@ -389,6 +389,13 @@ pub fn kill_self() {
     unsafe { libc::syscall(libc::SYS_kill, libc::getpid(), libc::SIGKILL) };
 }
 
+/// Stops the calling process with SIGSTOP until someone sends SIGCONT
+/// (the freeze hook of the isolation tests).
+pub fn stop_self() {
+    // SAFETY: integer arguments only.
+    unsafe { libc::syscall(libc::SYS_kill, libc::getpid(), libc::SIGSTOP) };
+}
+
 /// Whether process `pid` exists (a zombie counts; a process of another
 /// user counts too: only "no such process" says it is gone).
 pub fn process_exists(pid: u32) -> bool {
@@ -540,10 +547,10 @@ pub fn sleep_ms(ms: u64) {
     unsafe { libc::syscall(libc::SYS_nanosleep, &ts as *const libc::timespec, 0usize) };
 }
 
-/// The CLOCK_REALTIME time `ms` milliseconds from now, as the deadline of
-/// a timed wait.
-pub fn realtime_after_ms(ms: u64) -> libc::timespec {
-    let mut ts = clock_now(libc::CLOCK_REALTIME);
+/// The time `ms` milliseconds from now on `clock`, as the deadline of a
+/// timed wait.
+pub fn deadline_after_ms(clock: libc::clockid_t, ms: u64) -> libc::timespec {
+    let mut ts = clock_now(clock);
     let ns = ts.tv_nsec as u64 + ms * 1_000_000;
     ts.tv_sec += (ns / 1_000_000_000) as libc::time_t;
     ts.tv_nsec = (ns % 1_000_000_000) as libc::c_long;

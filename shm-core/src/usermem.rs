@@ -37,6 +37,13 @@ pub trait UserMem {
     /// # Safety
     /// `dst` must be valid for `len` bytes of writes.
     unsafe fn zero_shared(&self, dst: *mut u8, len: usize) -> Result<()>;
+    /// Copies `src` (the bus's own memory) into shared memory at `dst`:
+    /// ENOMEM if the shared memory cannot be had, as for `copy_in`.
+    ///
+    /// # Safety
+    /// `dst` must be valid for `src.len()` bytes of writes and not overlap
+    /// `src`.
+    unsafe fn copy_shared(&self, dst: *mut u8, src: &[u8]) -> Result<()>;
 }
 
 pub fn read_u64(m: &dyn UserMem, addr: u64) -> Result<u64> {
@@ -210,6 +217,13 @@ impl UserMem for SimMem {
         unsafe { core::ptr::write_bytes(dst, 0, len) };
         Ok(())
     }
+
+    unsafe fn copy_shared(&self, dst: *mut u8, src: &[u8]) -> Result<()> {
+        // SAFETY: the caller guarantees `dst` is valid for `src.len()`
+        // bytes and does not overlap `src`.
+        unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
+        Ok(())
+    }
 }
 
 /// Caller memory made of Rust slices: what a program that links the
@@ -330,6 +344,13 @@ impl UserMem for SliceMem<'_> {
     unsafe fn zero_shared(&self, dst: *mut u8, len: usize) -> Result<()> {
         // SAFETY: the caller guarantees `dst` is valid for `len` bytes.
         unsafe { core::ptr::write_bytes(dst, 0, len) };
+        Ok(())
+    }
+
+    unsafe fn copy_shared(&self, dst: *mut u8, src: &[u8]) -> Result<()> {
+        // SAFETY: the caller guarantees `dst` is valid for `src.len()`
+        // bytes and does not overlap `src`.
+        unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
         Ok(())
     }
 }

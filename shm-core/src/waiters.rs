@@ -11,7 +11,7 @@
 //! the slot says it sleeps, on the word as a futex or on the thread's wake
 //! socket. Both sides use sequentially consistent operations, so at least
 //! one of them sees the other: no wake-up is lost, and nobody is rung when
-//! nobody sleeps (txn rule 9).
+//! nobody sleeps (txn rule 8).
 //!
 //! A thread whose wait ends abnormally (killed, or left by `longjmp` from a
 //! signal handler) leaves its bits set: they cost extra rings, never a
@@ -291,7 +291,7 @@ impl WaitSet {
         for (dom, bells) in &self.groups {
             armed.push(arm(dom, bells, how)?);
         }
-        // Published before the caller looks at the peers (txn rule 9).
+        // Published before the caller looks at the peers (txn rule 8).
         std::sync::atomic::fence(Ordering::SeqCst);
         Some(ArmedSet { armed })
     }

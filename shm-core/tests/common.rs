@@ -8,13 +8,16 @@ use uapi::*;
 
 pub struct Bus {
     pub dir: PathBuf,
+    /// The test damages the domain on purpose: the check at the end
+    /// expects the damage mark and nothing else.
+    damaged: std::cell::Cell<bool>,
 }
 
 impl Bus {
     pub fn new(name: &str) -> Bus {
         let base = if std::path::Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
         let dir = base.join(format!("bus1-rt-{}-{}-{}", name, std::process::id(), nanos()));
-        Bus { dir }
+        Bus { dir, damaged: std::cell::Cell::new(false) }
     }
 
     /// A bus that keeps the kernel-visible token of every peer socket
@@ -24,6 +27,11 @@ impl Bus {
         let p = bus.peer();
         p.peer.domain().keep_tokens_exact();
         bus
+    }
+
+    /// Says that the test leaves the domain marked damaged on purpose.
+    pub fn expect_damage(&self) {
+        self.damaged.set(true);
     }
 
     pub fn peer(&self) -> P1 {
@@ -37,7 +45,11 @@ impl Drop for Bus {
         // Whatever the test did, the segment it leaves must be consistent.
         if !std::thread::panicking() && self.dir.join("segment").exists() {
             let report = shm_core::Domain::attach(&self.dir).unwrap().check_invariants();
-            assert!(report.is_empty(), "invariants violated:\n{}", report.join("\n"));
+            if self.damaged.get() {
+                assert!(report.len() == 1 && report[0].contains("marked damaged"), "more than the damage mark:\n{}", report.join("\n"));
+            } else {
+                assert!(report.is_empty(), "invariants violated:\n{}", report.join("\n"));
+            }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }

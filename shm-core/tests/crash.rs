@@ -7,15 +7,40 @@ use common::*;
 use shm_core::Errno;
 use uapi::*;
 
+/// Whether this is the process to run test `name` in: one of its own,
+/// started here (the test binary again, running only `name`), with no
+/// watcher thread, so that nothing recovers in the background what the
+/// test means to recover itself. Returns false in the test's own process
+/// once that one has passed.
+fn alone(name: &str) -> bool {
+    const ROLE: &str = "BUS1_RT_ALONE";
+    if std::env::var(ROLE).is_ok_and(|v| v == name) {
+        return true;
+    }
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--quiet", "--test-threads=1"])
+        .env(ROLE, name)
+        .env("BUS1_NO_WATCHER", "1")
+        .status()
+        .unwrap();
+    assert!(status.success(), "{name} failed in its own process: {status}");
+    false
+}
+
 /// Runs `f` in a child process that dies at crash point `point`; returns
 /// once the child is gone (it must have been killed by SIGKILL).
 fn die_at(point: &str, f: impl FnOnce()) {
+    die_at_n(point, 1, f)
+}
+
+/// [`die_at`] the `n`-th time the child gets to `point`.
+fn die_at_n(point: &str, n: i64, f: impl FnOnce()) {
     // SAFETY: the child only runs `f` and exits; it shares nothing with
     // the test harness threads that it could corrupt.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0);
     if pid == 0 {
-        shm_core::arm_crash_point(point, 1);
+        shm_core::arm_crash_point(point, n);
         f();
         // SAFETY: leaving the child without running the parent's atexit.
         unsafe { libc::_exit(3) };
@@ -200,6 +225,34 @@ fn waiter_killed_after_its_wake_up_does_not_strand_the_others() {
     assert_eq!(b.recv().unwrap().payload, b"after");
 }
 
+/// txn rule 9: a recovery that keeps failing (here: its recoverer killed
+/// in the middle, three times) is not retried forever by every later
+/// locker; the domain is quarantined and every call fails cleanly.
+#[test]
+fn recovery_that_keeps_failing_quarantines_the_domain() {
+    // Counted recoveries must be this test's own: no watcher may recover
+    // anything meanwhile.
+    if !alone("recovery_that_keeps_failing_quarantines_the_domain") {
+        return;
+    }
+    let bus = Bus::new("crash-quarantine");
+    bus.expect_damage();
+    let a = bus.peer();
+    let b = bus.peer();
+    let hb = b.transfer(0x100, &a).unwrap();
+    die_at("commit-before", || {
+        let _ = a.send(&[hb], b"lost");
+    });
+    for _ in 0..3 {
+        die_at("recovering", || {
+            let _ = a.send(&[hb], b"never");
+        });
+    }
+    assert_eq!(a.send(&[hb], b"refused"), Err(Errno::ENOTRECOVERABLE));
+    assert_eq!(b.recv().err(), Some(Errno::ENOTRECOVERABLE));
+    assert!(a.peer.domain().stats().is_err());
+}
+
 /// A final latch killed after the pool grew is rolled back: the peer is
 /// undetermined again with the small pool (its file may stay longer,
 /// which is harmless), and the next final RECV latches and grows it.
@@ -219,4 +272,216 @@ fn latch_killed_before_commit_is_rolled_back() {
     let m = a.peer.recv_final(a.fd, 0, shm_core::POOL_SIZE_FINAL).unwrap();
     assert_eq!(m.n_bytes, 6);
     assert_eq!(a.peer.abi(), Ok(Some(shm_core::Abi::Final)));
+}
+
+/// Receives one message at each of `rs`: Some(payload) (its slice
+/// released) or None for EAGAIN.
+fn take_each(rs: &[P1]) -> Vec<Option<Vec<u8>>> {
+    rs.iter()
+        .map(|x| match x.recv() {
+            Ok(m) => {
+                x.slice_release(m.m.offset).unwrap();
+                Some(m.payload)
+            }
+            Err(e) => {
+                assert_eq!(e, Errno::EAGAIN);
+                None
+            }
+        })
+        .collect()
+}
+
+/// After a dead sender: every receiver's queue goes on in order, and its
+/// pool is empty again (the next message lands at offset 0).
+fn queues_go_on(a: &P1, rs: &[P1], ids: &[u64], what: &str) {
+    a.send(ids, b"next").unwrap();
+    for x in rs {
+        let m = x.recv().unwrap();
+        assert_eq!(m.payload, b"next", "{what}");
+        assert_eq!(m.m.offset, 0, "{what}: a slice leaked");
+        x.slice_release(m.m.offset).unwrap();
+        assert_eq!(x.recv().err(), Some(Errno::EAGAIN), "{what}");
+    }
+}
+
+/// The data path (no handles, no fds): a multicast to three receivers
+/// whose sender is killed at any of its points is delivered whole or not
+/// at all. Before its entries are staged it is undone (its prepared
+/// records are invisible, and given back by whoever needs them or looks);
+/// from the first staged entry on, the first receiver that meets one
+/// finishes the commit, so no queue waits for the dead sender.
+#[test]
+fn data_path_multicast_killed_at_each_point_is_all_or_nothing() {
+    let points = [
+        ("send-resolving", 1, false),
+        ("send-prepared", 2, false),
+        ("send-copying", 2, false),
+        ("send-copied", 3, false),
+        ("send-append", 1, true),
+        ("send-staged", 1, true),
+        ("send-sealed", 1, true),
+        ("commit-op", 2, true),
+    ];
+    for (point, n, delivered) in points {
+        let what = format!("{point}:{n}");
+        let bus = Bus::new("crash-data-mc");
+        let a = bus.peer();
+        let rs: Vec<P1> = (0..3).map(|_| bus.peer()).collect();
+        let ids: Vec<u64> = rs.iter().map(|x| x.transfer(0x100, &a).unwrap()).collect();
+        // warm up (records, shares), so that the heap is what it will be
+        a.send(&ids, b"warm").unwrap();
+        assert!(take_each(&rs).iter().all(|m| m.as_deref() == Some(&b"warm"[..])));
+        let stats = a.peer.domain().stats().unwrap();
+        die_at_n(point, n, || {
+            let _ = a.send_full(0, &ids, &[b"two ", b"halves"], &[], &[], 0);
+        });
+        let got = take_each(&rs);
+        let want = if delivered { Some(b"two halves".to_vec()) } else { None };
+        assert!(got.iter().all(|m| *m == want), "{what}: {got:?}");
+        queues_go_on(&a, &rs, &ids, &what);
+        let after = a.peer.domain().stats().unwrap();
+        assert_eq!(after.live_bytes, stats.live_bytes, "{what}: leaked");
+    }
+}
+
+/// The same for a unicast, whose commit is one section of the receiver.
+#[test]
+fn data_path_unicast_killed_at_each_point_is_all_or_nothing() {
+    let points = [
+        ("send-prepared", false),
+        ("send-copied", false),
+        ("commit-before", false),
+        ("commit-after", true),
+    ];
+    for (point, delivered) in points {
+        let bus = Bus::new("crash-data-uc");
+        let a = bus.peer();
+        let rs = vec![bus.peer()];
+        let ids = vec![rs[0].transfer(0x100, &a).unwrap()];
+        a.send(&ids, b"warm").unwrap();
+        take_each(&rs);
+        let stats = a.peer.domain().stats().unwrap();
+        die_at(point, || {
+            let _ = a.send(&ids, b"one");
+        });
+        let got = take_each(&rs);
+        assert_eq!(got[0].is_some(), delivered, "{point}");
+        queues_go_on(&a, &rs, &ids, point);
+        assert_eq!(a.peer.domain().stats().unwrap().live_bytes, stats.live_bytes, "{point}: leaked");
+    }
+}
+
+/// A dead sender's prepared record holds the receiver's quota: the next
+/// sender that finds the quota exhausted takes it back and succeeds.
+#[test]
+fn dead_senders_prepared_room_is_taken_back_by_the_next_sender() {
+    let bus = Bus::new("crash-data-room");
+    let a = bus.peer();
+    let c = bus.peer();
+    let r = bus.peer();
+    let ha = r.transfer(0x100, &a).unwrap();
+    let hc = r.transfer(0x100, &c).unwrap();
+    r.limits(2, u32::MAX, u32::MAX, u32::MAX).unwrap();
+    // the limit lets one message of this user in, not two
+    c.send(&[hc], b"one").unwrap();
+    assert_eq!(c.send(&[hc], b"two"), Err(Errno::EDQUOT));
+    let m = r.recv().unwrap();
+    r.slice_release(m.m.offset).unwrap();
+    die_at("send-copied", || {
+        let _ = a.send(&[ha], b"held");
+    });
+    c.send(&[hc], b"got through").unwrap();
+    assert_eq!(r.recv().unwrap().payload, b"got through");
+}
+
+/// A RECV of the data path killed after its commit: the message is taken
+/// (its slice published, as if the process had died right after the call
+/// returned); the queue and the lock go on.
+#[test]
+fn data_path_recv_killed_after_commit() {
+    let bus = Bus::new("crash-data-recv");
+    let a = bus.peer();
+    let b = bus.peer();
+    let hb = b.transfer(0x100, &a).unwrap();
+    a.send(&[hb], b"first").unwrap();
+    a.send(&[hb], b"second").unwrap();
+    die_at("recv-committed", || {
+        let _ = b.recv();
+    });
+    let m = b.recv().unwrap();
+    assert_eq!(m.payload, b"second");
+    // the first one's slice is published at 0 and can be released
+    b.slice_release(0).unwrap();
+    b.slice_release(m.m.offset).unwrap();
+    assert_eq!(b.recv().err(), Some(Errno::EAGAIN));
+    queues_go_on(&a, &[b], &[hb], "recv-committed");
+}
+
+/// A SLICE_RELEASE killed after its commit: the slice is free.
+#[test]
+fn data_path_slice_release_killed_after_commit() {
+    let bus = Bus::new("crash-data-release");
+    let a = bus.peer();
+    let b = bus.peer();
+    let hb = b.transfer(0x100, &a).unwrap();
+    a.send(&[hb], b"first").unwrap();
+    let m = b.recv().unwrap();
+    die_at("release-committed", || {
+        let _ = b.slice_release(m.m.offset);
+    });
+    assert_eq!(b.slice_release(m.m.offset), Err(Errno::ENXIO));
+    queues_go_on(&a, &[b], &[hb], "release-committed");
+}
+
+/// A receiver torn down while a sender (stopped, then killed) had a record
+/// prepared for it stays a zombie until that record is gone; then
+/// everything of it goes, its own handle of the node the record was
+/// addressed to included.
+#[test]
+fn zombie_receiver_of_a_dead_sender_leaves_nothing_behind() {
+    let bus = Bus::new("crash-zombie");
+    let a = bus.peer();
+    let mut gone = Vec::new();
+    for crash in [false, true] {
+        let b = bus.peer();
+        let hb = b.transfer(0x100, &a).unwrap();
+        a.send(&[hb], b"warm").unwrap();
+        let m = b.recv().unwrap();
+        b.slice_release(m.m.offset).unwrap();
+        let before = a.peer.domain().stats().unwrap().live_bytes;
+        let pid = if crash {
+            // SAFETY: the child only uses the bus, then stops or exits.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                // b's last fd is the parent's
+                // SAFETY: closing the child's copy of a descriptor.
+                unsafe { libc::close(b.fd) };
+                shm_core::arm_park_point("send-copied", 1);
+                let _ = a.send(&[hb], b"in flight");
+                // SAFETY: leaving the child.
+                unsafe { libc::_exit(0) };
+            }
+            let mut st = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(pid, &mut st, libc::WUNTRACED) };
+            assert!(libc::WIFSTOPPED(st));
+            pid
+        } else {
+            0
+        };
+        drop(b);
+        if crash {
+            // SAFETY: killing and reaping our own stopped child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+        }
+        let m = a.recv().unwrap_or_else(|e| panic!("crash {crash}: {e:?}"));
+        assert_eq!((m.m.r#type, m.m.destination), (BUS1_MSG_NODE_DESTROY, hb));
+        a.release(hb).unwrap();
+        let after = a.peer.domain().stats().unwrap().live_bytes;
+        gone.push(before - after);
+    }
+    assert_eq!(gone[0], gone[1], "the zombie left something behind");
 }

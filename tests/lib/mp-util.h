@@ -149,11 +149,13 @@ static inline void mp_reap_killed_at(const char *file, int line, pid_t pid)
 
 /*
  * Forks and execs the T_CHILD entry `name` of the test binary `exe` with the
- * given NULL-terminated argument list (mp_spawnv: of this test binary).
- * `crash`, if not NULL, is put into BUS1_CRASH_AT of the child only.
- * Descriptors without FD_CLOEXEC are inherited.
+ * given NULL-terminated argument list, with `value` (if not NULL) in the
+ * environment variable `var` of the child only (BUS1_CRASH_AT or
+ * BUS1_PARK_AT; the other one is unset). Descriptors without FD_CLOEXEC
+ * are inherited.
  */
-static inline pid_t mp_spawn_exe_v(const char *exe, const char *crash, const char *name, const char *const *args)
+static inline pid_t mp_spawn_env_v(const char *exe, const char *var, const char *value, const char *name,
+				   const char *const *args)
 {
 	const char *argv[64];
 	int n = 0;
@@ -167,14 +169,23 @@ static inline pid_t mp_spawn_exe_v(const char *exe, const char *crash, const cha
 	argv[n] = NULL;
 	pid = mp_fork();
 	if (pid == 0) {
-		if (crash)
-			setenv("BUS1_CRASH_AT", crash, 1);
-		else
-			unsetenv("BUS1_CRASH_AT");
+		unsetenv("BUS1_CRASH_AT");
+		unsetenv("BUS1_PARK_AT");
+		if (value)
+			setenv(var, value, 1);
 		execv(argv[0], (char **)argv);
 		_exit(127);
 	}
 	return pid;
+}
+
+/*
+ * mp_spawn_env_v with `crash`, if not NULL, in BUS1_CRASH_AT (mp_spawnv: of
+ * this test binary).
+ */
+static inline pid_t mp_spawn_exe_v(const char *exe, const char *crash, const char *name, const char *const *args)
+{
+	return mp_spawn_env_v(exe, "BUS1_CRASH_AT", crash, name, args);
 }
 
 static inline pid_t mp_spawnv(const char *crash, const char *name, const char *const *args)
