@@ -173,10 +173,19 @@ pub fn any() -> bool {
 /// thread's cached lookup is good while it has not moved.
 static GEN: AtomicU64 = AtomicU64::new(0);
 
+/// Entries of a thread's lookup cache, chosen by the fd's low bits: a
+/// thread that alternates between a few peer fds (a sender and a
+/// receiver, a request and a reply peer) keeps hitting.
+const CACHED_FDS: usize = 4;
+
+/// One remembered lookup: (fd, generation, entry).
+type CachedLookup = (i32, u64, Option<Arc<FdInfo>>);
+
 thread_local! {
-    /// The last lookup this thread made: (fd, generation, entry). Every
-    /// ioctl looks its fd up, so the common case takes no lock.
-    static LAST: std::cell::RefCell<(i32, u64, Option<Arc<FdInfo>>)> = const { std::cell::RefCell::new((-1, 0, None)) };
+    /// The last lookups this thread made. Every ioctl looks its fd up, so
+    /// the common case takes no lock.
+    static LAST: std::cell::RefCell<[CachedLookup; CACHED_FDS]> =
+        const { std::cell::RefCell::new([(-1, 0, None), (-1, 0, None), (-1, 0, None), (-1, 0, None)]) };
 }
 
 pub fn get(fd: i32) -> Option<Arc<FdInfo>> {
@@ -184,8 +193,9 @@ pub fn get(fd: i32) -> Option<Arc<FdInfo>> {
         return None;
     }
     let gen = GEN.load(Ordering::Acquire);
+    let slot = fd as usize % CACHED_FDS;
     let cached = LAST
-        .try_with(|c| c.try_borrow().ok().and_then(|c| (c.0 == fd && c.1 == gen).then(|| c.2.clone())))
+        .try_with(|c| c.try_borrow().ok().and_then(|c| (c[slot].0 == fd && c[slot].1 == gen).then(|| c[slot].2.clone())))
         .ok()
         .flatten();
     if let Some(hit) = cached {
@@ -194,7 +204,7 @@ pub fn get(fd: i32) -> Option<Arc<FdInfo>> {
     let e = table().lock().get(fd as usize).cloned().flatten();
     let _ = LAST.try_with(|c| {
         if let Ok(mut c) = c.try_borrow_mut() {
-            *c = (fd, gen, e.clone());
+            c[slot] = (fd, gen, e.clone());
         }
     });
     e

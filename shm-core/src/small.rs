@@ -25,15 +25,22 @@ impl<T: Copy + Default, const N: usize> Small<T, N> {
 
     /// `n` copies of `v`.
     pub(crate) fn filled(v: T, n: usize) -> Self {
-        let mut s = Self::with_capacity(n);
-        for _ in 0..n {
-            s.push(v);
+        if n <= N {
+            Small::Inline([v; N], n)
+        } else {
+            Small::Heap(vec![v; n])
         }
-        s
     }
 
     pub(crate) fn extend_from_slice(&mut self, vs: &[T]) {
-        vs.iter().for_each(|&v| self.push(v));
+        match self {
+            Small::Inline(a, n) if *n + vs.len() <= N => {
+                a[*n..*n + vs.len()].copy_from_slice(vs);
+                *n += vs.len();
+            }
+            Small::Heap(h) => h.extend_from_slice(vs),
+            _ => vs.iter().for_each(|&v| self.push(v)),
+        }
     }
 
     pub(crate) fn push(&mut self, v: T) {
@@ -95,5 +102,18 @@ mod tests {
         let f: Small<u8, 4> = Small::filled(7, 3);
         assert_eq!(&*f, &[7, 7, 7]);
         assert!(matches!(f, Small::Inline(..)));
+        let g: Small<u8, 4> = Small::filled(9, 6);
+        assert_eq!(&*g, &[9; 6]);
+    }
+
+    #[test]
+    fn extends_inline_across_and_on_the_heap() {
+        let mut s: Small<u32, 4> = Small::with_capacity(0);
+        s.extend_from_slice(&[1, 2]);
+        assert!(matches!(s, Small::Inline(..)));
+        s.extend_from_slice(&[3, 4, 5]);
+        assert!(matches!(s, Small::Heap(_)));
+        s.extend_from_slice(&[6]);
+        assert_eq!(&*s, &[1, 2, 3, 4, 5, 6]);
     }
 }
