@@ -172,11 +172,9 @@ pub fn share_block(tx: &Txn, peer: P<PeerRec>) -> Result<()> {
 /// Frees the share storage of a torn-down peer.
 pub fn drop_shares(tx: &Txn, peer: P<PeerRec>) {
     let p = tx.rec(peer);
-    let mut b = p.share_blocks.get();
-    while !b.is_null() {
-        let next = tx.rec(b).next.get();
+    let blocks: Vec<P<ShareBlock>> = tx.walk(p.share_blocks.get(), |b| b.next.get()).collect();
+    for b in blocks {
         alloc::free(tx, b.off(), core::mem::size_of::<ShareBlock>() as u64);
-        b = next;
     }
     tx.set(&p.share_blocks, P::NULL);
 }

@@ -1062,7 +1062,7 @@ pub(crate) mod tests {
         pub dir: std::path::PathBuf,
         peers: Vec<(i32, Peer)>,
         /// a's handles of b's and c's nodes.
-        to: [u64; 2],
+        pub to: [u64; 2],
     }
 
     impl TestBus {

@@ -303,6 +303,42 @@ mod tests {
         expect_quarantined(&bus, "longer than the segment can hold");
     }
 
+    /// The walks of a peer's own message state (its record chunks, its
+    /// senders' share blocks) are bounded like the domain's lists.
+    #[test]
+    fn a_cycle_of_record_chunks_is_eio() {
+        let bus = TestBus::new("q-chunks");
+        bus.damage(|tx, p| {
+            let c = tx.rec(p[1]).chunks.get();
+            tx.set(&tx.rec(c).next, c);
+        });
+        let (fd, b) = bus.p(1);
+        let flush = uapi::bus1_cmd_peer_reset { flags: uapi::BUS1_PEER_RESET_FLAG_FLUSH, peer_flags: u64::MAX, max_slices: u32::MAX, max_handles: u32::MAX, max_inflight_bytes: u32::MAX, max_inflight_fds: u32::MAX };
+        assert_eq!(b.reset(*fd, &flush).err(), Some(Errno::EIO));
+        expect_quarantined(&bus, "record chunks");
+    }
+
+    #[test]
+    fn a_cycle_of_share_blocks_is_eio() {
+        let bus = TestBus::new("q-shares");
+        bus.damage(|tx, p| {
+            crate::capacity::share_block(tx, p[1]).unwrap();
+            let b = tx.rec(p[1]).share_blocks.get();
+            tx.set(&tx.rec(b).next, b);
+            // Every inline slot taken by another user: the sender's share
+            // is looked for in the blocks.
+            for (i, sh) in tx.rec(p[1]).shares.iter().enumerate() {
+                tx.set(&sh.uid, 0xdead_0000 + i as u64 + 1);
+            }
+        });
+        let (fd, a) = bus.p(0);
+        let bufs = [std::io::IoSlice::new(b"x")];
+        let dests = [bus.to[0]];
+        let args = crate::SendSlices { flags: 0, destinations: &dests, errors: None, payload: &bufs, handles: &[], fds: &[] };
+        assert_eq!(a.send_slices(*fd, args).err(), Some(Errno::EIO));
+        expect_quarantined(&bus, "share blocks");
+    }
+
     #[test]
     fn a_duplicate_key_is_eio() {
         let bus = TestBus::new("q-dup");

@@ -141,7 +141,7 @@ pub fn head<S: Store>(s: &S, peer: P<PeerRec>) -> P<Msg> {
 /// The entries of a queue, head first.
 pub fn entries<S: Store>(s: &S, peer: P<PeerRec>) -> Vec<P<Msg>> {
     s.hold(peer);
-    let bound = crate::txn::list_bound::<Msg>(s.dom());
+    let bound = crate::store::list_bound::<Msg>(s.dom());
     let mut v = Vec::new();
     let mut e = s.rec(peer).q_head.get();
     while !e.is_null() {

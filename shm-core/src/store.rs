@@ -9,6 +9,15 @@ use crate::domain::Domain;
 use crate::layout::*;
 use crate::shm::{Cell, Pod, P};
 
+/// How many records of type `T` the heap of `dom` can hold as it stands:
+/// more than that many steps through a list of them means the list has a
+/// cycle (a damaged domain), which a walk reports with a panic that `fault`
+/// turns into EIO, instead of running forever.
+pub(crate) fn list_bound<T>(dom: &Domain) -> u64 {
+    let span = dom.hdr().heap_top.load_racy().saturating_sub(HEAP_OFF);
+    span / (core::mem::size_of::<T>() as u64).max(16) + 1
+}
+
 /// Work a store does after its changes are final: punching pool pages
 /// that no slice uses any more. A transaction runs it after its commit
 /// point (an abort may bring the slices back); a section before it lets

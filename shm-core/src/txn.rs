@@ -260,13 +260,7 @@ fn undoable(off: u64) -> bool {
     !(lock.saturating_sub(7)..lock_end).contains(&off) && !(LOG_OFF..WAKE_OFF).contains(&off)
 }
 
-/// How many records of type `T` the heap of `dom` can hold as it stands:
-/// more than that many steps through a list of them means the list has a
-/// cycle.
-pub(crate) fn list_bound<T>(dom: &Domain) -> u64 {
-    let span = dom.hdr().heap_top.load_racy().saturating_sub(HEAP_OFF);
-    span / (core::mem::size_of::<T>() as u64).max(16) + 1
-}
+pub(crate) use crate::store::list_bound;
 
 /// A walk along a shared list (see [`Txn::walk`]).
 pub(crate) struct Walk<'t, 'd, T, F> {
