@@ -42,8 +42,9 @@ thread_local! {
     /// What the panic unwinding on this thread said, for the report (only
     /// touched when there is a panic).
     static NOTE: RefCell<Option<String>> = const { RefCell::new(None) };
-    /// The panic unwinding on this thread is an [`OutOfLog`].
-    static OUT_OF_LOG: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+    /// The panic unwinding on this thread is an [`OutOfLog`] or a
+    /// [`PeerBusy`]: the transaction it leaves is rolled back exactly.
+    static ROLL_BACK: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
 }
 
 /// The one panic that is no damage: a transaction found no memory left
@@ -51,6 +52,11 @@ thread_local! {
 /// not stop otherwise. Every change it made is logged, so it is rolled
 /// back exactly, the domain stays usable, and the call fails with ENOMEM.
 pub(crate) struct OutOfLog;
+
+/// The other panic that is no damage: a background transaction (see
+/// `Txn::never_wait`) met a peer lock another holder has. It is rolled
+/// back exactly, and its call fails with EAGAIN.
+pub(crate) struct PeerBusy;
 
 /// Whether `BUS1_TRACE` asks for traces (set, and neither empty nor "0").
 pub fn trace_enabled() -> bool {
@@ -84,8 +90,8 @@ fn install_hook() {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             let p = info.payload();
-            if p.is::<OutOfLog>() {
-                let _ = OUT_OF_LOG.try_with(|f| f.set(true));
+            if p.is::<OutOfLog>() || p.is::<PeerBusy>() {
+                let _ = ROLL_BACK.try_with(|f| f.set(true));
                 return;
             }
             let Some(l) = info.location().filter(|l| engine_source(l.file())) else {
@@ -109,8 +115,12 @@ pub fn contain<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     match std::panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(payload) if payload.is::<OutOfLog>() => {
-            let _ = take_out_of_log();
+            let _ = take_roll_back();
             Err(Errno::ENOMEM)
+        }
+        Err(payload) if payload.is::<PeerBusy>() => {
+            let _ = take_roll_back();
+            Err(Errno::EAGAIN)
         }
         Err(_) => {
             // A quarantine took the note if a domain was involved.
@@ -132,9 +142,10 @@ pub fn contain_callback(f: impl FnOnce()) {
     });
 }
 
-/// Whether the panic now unwinding on this thread is an [`OutOfLog`] (once).
-pub(crate) fn take_out_of_log() -> bool {
-    OUT_OF_LOG.try_with(|f| f.replace(false)).unwrap_or(false)
+/// Whether the panic now unwinding on this thread asks for an exact
+/// rollback, an [`OutOfLog`] or a [`PeerBusy`] (once).
+pub(crate) fn take_roll_back() -> bool {
+    ROLL_BACK.try_with(|f| f.replace(false)).unwrap_or(false)
 }
 
 /// What the panic now unwinding on this thread said (once).
@@ -337,6 +348,35 @@ mod tests {
         let args = crate::SendSlices { flags: 0, destinations: &dests, errors: None, payload: &bufs, handles: &[], fds: &[] };
         assert_eq!(a.send_slices(*fd, args).err(), Some(Errno::EIO));
         expect_quarantined(&bus, "share blocks");
+    }
+
+    /// Background work under the domain lock never waits for a peer lock
+    /// another holder has (a stopped process): it is rolled back, EAGAIN,
+    /// and the domain goes on.
+    #[test]
+    fn a_never_waiting_transaction_meets_a_busy_peer_with_eagain() {
+        let bus = TestBus::new("q-busy");
+        let d = bus.dom();
+        let x = bus.p(1).1.rec;
+        let before = d.check_invariants();
+        assert!(before.is_empty(), "{before:?}");
+        let section = crate::section::Section::lock(&d, x).unwrap();
+        let r = contain(|| {
+            let tx = d.lock()?;
+            tx.never_wait();
+            tx.set(&tx.rec(x).gc_pending, 7);
+            tx.hold(x);
+            unreachable!("the lock is busy");
+        });
+        assert_eq!(r, Err::<(), _>(Errno::EAGAIN));
+        drop(section);
+        assert!(d.damage().is_none());
+        // rolled back exactly, and the domain lock is free again
+        let tx = d.lock().unwrap();
+        assert_eq!(tx.rec(x).gc_pending.get(), 0);
+        tx.abort();
+        assert_eq!(d.check_invariants(), Vec::<String>::new());
+        assert_eq!(recv(&bus, 1).map(|m| m.n_bytes), Ok(5));
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! of dead processes.
 
 use crate::doorbell;
+use crate::errno::Errno;
 use crate::domain::{Domain, PeerFile};
 use crate::layout::*;
 use crate::peer;
@@ -210,13 +211,22 @@ pub fn tidy(dom: &Domain) {
         .collect();
     tx.abort();
     for (p, live) in todo {
-        let Ok(tx) = dom.lock() else { return };
-        if live {
-            crate::object::collect(&tx, p);
-        } else {
-            peer::collect_dead_one(&tx, p);
+        // A peer whose lock a stopped process holds is left for a later
+        // round (EAGAIN), rather than waited for under the domain lock.
+        let r = crate::fault::contain(|| {
+            let tx = dom.lock()?;
+            tx.never_wait();
+            if live {
+                crate::object::collect(&tx, p);
+            } else {
+                peer::collect_dead_one(&tx, p);
+            }
+            let _ = tx.commit();
+            Ok(())
+        });
+        if r.is_err_and(|e| e != Errno::EAGAIN) {
+            return;
         }
-        let _ = tx.commit();
     }
 }
 

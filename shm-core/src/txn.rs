@@ -53,6 +53,12 @@
 //! one). No cycle can form: the only thread that waits while holding a peer
 //! lock is a `D` holder, and `D` holders are serialised by `D`. A
 //! transaction slot is owned by its sender alone; others only try-lock it.
+//! A `D` holder waiting for `P` waits for whoever is inside `P`'s section,
+//! who may be a stopped process: work nobody is waiting for (the watcher's
+//! tidying, the wake-up tick) therefore only tries peer locks
+//! (`Txn::never_wait`, `Txn::try_hold`) and leaves a busy peer for a later
+//! round, so that a stopped process never stops the domain's transactions
+//! through it.
 //!
 //! ## 3. What may happen under a lock
 //!
@@ -328,6 +334,9 @@ pub struct Txn<'d> {
     /// Set by SEND: a receiver whose socket is gone fails the commit with
     /// [`Errno::PEER_GONE`] instead of being rung silently.
     live_receivers: core::cell::Cell<bool>,
+    /// Background work (see [`Txn::never_wait`]): a peer lock another holder
+    /// has ends the transaction instead of being waited for.
+    never_wait: core::cell::Cell<bool>,
     /// The undo log could not grow: the transaction cannot commit.
     log_failed: core::cell::Cell<bool>,
     #[cfg(debug_assertions)]
@@ -465,6 +474,7 @@ impl Domain {
             inspect_base: 0,
             log_len: core::cell::Cell::new(self.hdr().log_len.load()),
             live_receivers: core::cell::Cell::new(false),
+            never_wait: core::cell::Cell::new(false),
             log_failed: core::cell::Cell::new(false),
             #[cfg(debug_assertions)]
             fresh: RefCell::default(),
@@ -695,6 +705,14 @@ impl<'d> Txn<'d> {
         if self.held.borrow().contains(&peer) {
             return;
         }
+        if self.never_wait.get() {
+            if !self.try_hold(peer) {
+                // Rolled back exactly, like a transaction out of log
+                // memory; the work is left for a later round.
+                std::panic::panic_any(crate::fault::PeerBusy);
+            }
+            return;
+        }
         let _ = self.log_entry(peer.off(), 0, KIND_LOCK);
         let r = self.rec(peer).lock.acquire();
         self.held_lock(peer, r);
@@ -908,6 +926,15 @@ impl<'d> Txn<'d> {
         self.dom.mutex().consistent();
         self.release_held();
         self.dom.unlock();
+    }
+
+    /// Marks a transaction of background work (the watcher's tidying): it
+    /// holds the domain lock, so waiting there for a peer lock whose holder
+    /// is stopped (SIGSTOP, a debugger) would stop every transaction of the
+    /// domain. Instead, meeting such a lock rolls the transaction back
+    /// (`fault::PeerBusy`) and its work waits for a later round.
+    pub(crate) fn never_wait(&self) {
+        self.never_wait.set(true);
     }
 
     /// Takes `peer`'s lock like [`hold`](Self::hold) if it is free now;
@@ -1227,7 +1254,7 @@ impl Drop for Txn<'_> {
                 self.set_log_len(self.inspect_base);
                 self.release_held();
                 self.dom.unlock();
-            } else if crate::fault::take_out_of_log() {
+            } else if crate::fault::take_roll_back() {
                 self.roll_back_out_of_log();
             } else {
                 self.quarantine();
