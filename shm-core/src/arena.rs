@@ -10,7 +10,7 @@
 
 use crate::layout::*;
 use crate::shm::P;
-use crate::store::{list_bound, Store};
+use crate::store::{walk, Store};
 
 /// Size of a record.
 pub const REC: u64 = core::mem::size_of::<Msg>() as u64;
@@ -56,15 +56,5 @@ pub fn records_of(c: P<Chunk>) -> impl Iterator<Item = P<Msg>> {
 
 /// Every record of `peer`'s arena, in use or not.
 pub fn all<S: Store>(s: &S, peer: P<PeerRec>) -> Vec<P<Msg>> {
-    let bound = list_bound::<Chunk>(s.dom());
-    let mut v = Vec::new();
-    let mut c = s.rec(peer).chunks.get();
-    let mut chunks = 0;
-    while !c.is_null() {
-        chunks += 1;
-        assert!(chunks <= bound, "record chunks of peer {peer:?} longer than the segment can hold (a cycle)");
-        v.extend(records_of(c));
-        c = s.rec(c).next.get();
-    }
-    v
+    walk(s, s.rec(peer).chunks.get(), |c| c.next.get()).flat_map(records_of).collect()
 }

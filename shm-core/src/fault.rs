@@ -326,7 +326,7 @@ mod tests {
         let (fd, b) = bus.p(1);
         let flush = uapi::bus1_cmd_peer_reset { flags: uapi::BUS1_PEER_RESET_FLAG_FLUSH, peer_flags: u64::MAX, max_slices: u32::MAX, max_handles: u32::MAX, max_inflight_bytes: u32::MAX, max_inflight_fds: u32::MAX };
         assert_eq!(b.reset(*fd, &flush).err(), Some(Errno::EIO));
-        expect_quarantined(&bus, "record chunks");
+        expect_quarantined(&bus, "a list of Chunk records is longer than the segment can hold");
     }
 
     #[test]
@@ -347,7 +347,7 @@ mod tests {
         let dests = [bus.to[0]];
         let args = crate::SendSlices { flags: 0, destinations: &dests, errors: None, payload: &bufs, handles: &[], fds: &[] };
         assert_eq!(a.send_slices(*fd, args).err(), Some(Errno::EIO));
-        expect_quarantined(&bus, "share blocks");
+        expect_quarantined(&bus, "a list of ShareBlock records is longer than the segment can hold");
     }
 
     /// Background work under the domain lock never waits for a peer lock

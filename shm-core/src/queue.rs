@@ -141,15 +141,7 @@ pub fn head<S: Store>(s: &S, peer: P<PeerRec>) -> P<Msg> {
 /// The entries of a queue, head first.
 pub fn entries<S: Store>(s: &S, peer: P<PeerRec>) -> Vec<P<Msg>> {
     s.hold(peer);
-    let bound = crate::store::list_bound::<Msg>(s.dom());
-    let mut v = Vec::new();
-    let mut e = s.rec(peer).q_head.get();
-    while !e.is_null() {
-        assert!((v.len() as u64) < bound, "queue of peer {peer:?} longer than the segment can hold (a cycle)");
-        v.push(e);
-        e = s.rec(e).q_next.get();
-    }
-    v
+    crate::store::walk(s, s.rec(peer).q_head.get(), |e| e.q_next.get()).collect()
 }
 
 /// Recomputes the queue from its members (`rebuild`).

@@ -26,7 +26,7 @@
 use crate::errno::{Errno, Result};
 use crate::layout::*;
 use crate::shm::P;
-use crate::store::{list_bound, Store};
+use crate::store::{walk, Store};
 
 /// How far `peer`'s reservation runs ahead of its usage: a 64th of its
 /// user's limit, less when the user has many peers (its record counts
@@ -55,13 +55,7 @@ pub fn share_of<S: Store>(s: &S, peer: P<PeerRec>, uid: u32) -> Option<&Share> {
 /// the share blocks.
 fn shares<S: Store>(s: &S, peer: P<PeerRec>) -> impl Iterator<Item = &Share> {
     let p = s.rec(peer);
-    let first = Some(p.share_blocks.get()).filter(|b| !b.is_null());
-    let bound = list_bound::<ShareBlock>(s.dom());
-    let mut steps = 0;
-    let blocks = core::iter::successors(first, move |&b| Some(s.rec(b).next.get()).filter(|n| !n.is_null())).inspect(move |_| {
-        steps += 1;
-        assert!(steps <= bound, "share blocks of peer {peer:?} longer than the segment can hold (a cycle)");
-    });
+    let blocks = walk(s, p.share_blocks.get(), |b| b.next.get());
     p.shares.iter().chain(blocks.flat_map(move |b| s.rec(b).shares.iter()))
 }
 

@@ -18,6 +18,41 @@ pub(crate) fn list_bound<T>(dom: &Domain) -> u64 {
     span / (core::mem::size_of::<T>() as u64).max(16) + 1
 }
 
+/// The records of a shared list, from `first` on through `next`, read
+/// through any store. A damaged list (a cycle) ends the walk with a panic,
+/// which `fault` turns into EIO and a quarantine, instead of running
+/// forever.
+pub(crate) fn walk<S: Store, T, F: Fn(&T) -> P<T>>(s: &S, first: P<T>, next: F) -> Walk<'_, S, T, F> {
+    Walk { s, cur: first, next, steps: 0, bound: list_bound::<T>(s.dom()) }
+}
+
+/// A walk along a shared list (see [`walk`]).
+pub(crate) struct Walk<'s, S, T, F> {
+    s: &'s S,
+    cur: P<T>,
+    next: F,
+    steps: u64,
+    bound: u64,
+}
+
+impl<S: Store, T, F: Fn(&T) -> P<T>> Iterator for Walk<'_, S, T, F> {
+    type Item = P<T>;
+
+    fn next(&mut self) -> Option<P<T>> {
+        if self.cur.is_null() {
+            return None;
+        }
+        self.steps += 1;
+        if self.steps > self.bound {
+            let kind = core::any::type_name::<T>().rsplit("::").next().unwrap_or("records");
+            panic!("a list of {kind} records is longer than the segment can hold (a cycle)");
+        }
+        let p = self.cur;
+        self.cur = (self.next)(self.s.rec(p));
+        Some(p)
+    }
+}
+
 /// Work a store does after its changes are final: punching pool pages
 /// that no slice uses any more. A transaction runs it after its commit
 /// point (an abort may bring the slices back); a section before it lets

@@ -266,35 +266,6 @@ fn undoable(off: u64) -> bool {
     !(lock.saturating_sub(7)..lock_end).contains(&off) && !(LOG_OFF..WAKE_OFF).contains(&off)
 }
 
-pub(crate) use crate::store::list_bound;
-
-/// A walk along a shared list (see [`Txn::walk`]).
-pub(crate) struct Walk<'t, 'd, T, F> {
-    tx: &'t Txn<'d>,
-    cur: P<T>,
-    next: F,
-    steps: u64,
-    bound: u64,
-}
-
-impl<'d, T: 'd, F: Fn(&'d T) -> P<T>> Iterator for Walk<'_, 'd, T, F> {
-    type Item = P<T>;
-
-    fn next(&mut self) -> Option<P<T>> {
-        if self.cur.is_null() {
-            return None;
-        }
-        self.steps += 1;
-        if self.steps > self.bound {
-            let kind = core::any::type_name::<T>().rsplit("::").next().unwrap_or("records");
-            panic!("a list of {kind} records is longer than the segment can hold (a cycle)");
-        }
-        let p = self.cur;
-        self.cur = (self.next)(self.tx.rec(p));
-        Some(p)
-    }
-}
-
 /// A position in a transaction to roll back to ([`Txn::rollback_to`]).
 #[derive(Clone, Copy, Debug)]
 pub struct Savepoint {
@@ -546,14 +517,14 @@ impl<'d> Txn<'d> {
     /// than that many steps through a list of them means the list has a
     /// cycle.
     pub(crate) fn list_bound<T>(&self) -> u64 {
-        list_bound::<T>(self.dom)
+        crate::store::list_bound::<T>(self.dom)
     }
 
     /// The records of a shared list, from `first` on through `next`. A
     /// damaged list (a cycle) ends the walk with a panic, which quarantines
     /// the domain (see `fault`), instead of running forever.
-    pub(crate) fn walk<'t, T: 'd, F: Fn(&'d T) -> P<T>>(&'t self, first: P<T>, next: F) -> Walk<'t, 'd, T, F> {
-        Walk { tx: self, cur: first, next, steps: 0, bound: self.list_bound::<T>() }
+    pub(crate) fn walk<T, F: Fn(&T) -> P<T>>(&self, first: P<T>, next: F) -> crate::store::Walk<'_, Self, T, F> {
+        crate::store::walk(self, first, next)
     }
 
     /// Asks the commit to check that every rung receiver still exists.
