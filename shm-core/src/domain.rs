@@ -99,14 +99,32 @@ pub(crate) enum Rung {
 }
 
 /// Bumped whenever a pool mapping goes away, which invalidates the
-/// per-thread cache of the last pool used.
+/// per-thread caches of pools.
 static POOL_GEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// (domain, serial, generation, mapping) of the last pool a thread used.
-type LastPool = Option<(usize, u64, u64, Arc<PoolMapping>)>;
+/// Entries of a thread's pool cache: a multicast goes to many pools in a
+/// row, and each miss costs the process's pool table and its lock.
+const POOL_CACHE: usize = 64;
+
+/// A thread's recently used pool mappings, direct-mapped by serial, all
+/// of one generation of [`POOL_GEN`] (emptied when it moves on, so that a
+/// mapping that went away is not kept alive here).
+struct PoolCache {
+    gen: u64,
+    slots: [Option<(usize, u64, Arc<PoolMapping>)>; POOL_CACHE],
+}
+
+/// A domain that goes away (a tool's, a test's) empties the caches too: a
+/// later domain may be allocated at its address and use its serials.
+impl Drop for Domain {
+    fn drop(&mut self) {
+        POOL_GEN.fetch_add(1, Ordering::AcqRel);
+    }
+}
 
 thread_local! {
-    static LAST_POOL: core::cell::RefCell<LastPool> = const { core::cell::RefCell::new(None) };
+    static POOL_CACHE_OF_THREAD: core::cell::RefCell<PoolCache> =
+        const { core::cell::RefCell::new(PoolCache { gen: 0, slots: [const { None }; POOL_CACHE] }) };
 }
 
 /// How many connected ring sockets a process keeps per domain.
@@ -765,10 +783,17 @@ impl Domain {
     pub(crate) fn pool(&self, serial: u64) -> Result<Arc<PoolMapping>> {
         let me = self as *const Domain as usize;
         let gen = POOL_GEN.load(Ordering::Acquire);
-        let hit = LAST_POOL
-            .try_with(|c| match &*c.borrow() {
-                Some((d, s, g, m)) if *d == me && *s == serial && *g == gen => Some(m.clone()),
-                _ => None,
+        let at = serial as usize % POOL_CACHE;
+        let hit = POOL_CACHE_OF_THREAD
+            .try_with(|c| {
+                let mut c = c.try_borrow_mut().ok()?;
+                if c.gen != gen {
+                    *c = PoolCache { gen, slots: [const { None }; POOL_CACHE] };
+                }
+                match &c.slots[at] {
+                    Some((d, s, m)) if *d == me && *s == serial => Some(m.clone()),
+                    _ => None,
+                }
             })
             .ok()
             .flatten();
@@ -776,7 +801,13 @@ impl Domain {
             return Ok(m);
         }
         let m = self.pool_slow(serial)?;
-        let _ = LAST_POOL.try_with(|c| *c.borrow_mut() = Some((me, serial, gen, m.clone())));
+        let _ = POOL_CACHE_OF_THREAD.try_with(|c| {
+            if let Ok(mut c) = c.try_borrow_mut() {
+                if c.gen == gen {
+                    c.slots[at] = Some((me, serial, m.clone()));
+                }
+            }
+        });
         Ok(m)
     }
 

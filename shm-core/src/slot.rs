@@ -29,6 +29,7 @@ use crate::message;
 use crate::queue;
 use crate::section::Section;
 use crate::shm::{Cell, P};
+use crate::small::Small;
 use crate::store::Store;
 
 /// The slot at index `idx`.
@@ -227,7 +228,8 @@ fn for_each_receiver(dom: &Domain, recs: &[P<Msg>], mut f: impl FnMut(&Section, 
         if let Ok(s) = Section::lock(dom, peer) {
             // The run was read without the lock: keep only records that
             // are (still) this receiver's.
-            let run: Vec<P<Msg>> = recs[i..j].iter().copied().filter(|&r| s.rec(r).peer.get() == peer).collect();
+            let mut run: Small<P<Msg>, 4> = Small::with_capacity(j - i);
+            recs[i..j].iter().filter(|&&r| s.rec(r).peer.get() == peer).for_each(|&r| run.push(r));
             f(&s, &run);
         }
         i = j;
@@ -307,7 +309,8 @@ fn stage(dom: &Domain, ts: &TxSlot, tag: u64, recs: &[P<Msg>]) {
     for_each_receiver(dom, recs, |s, run| {
         let peer = s.peer();
         let p = s.rec(peer);
-        let todo: Vec<P<Msg>> = run.iter().copied().filter(|&r| mine(s, r, tag, MS_PREPARED)).collect();
+        let mut todo: Small<P<Msg>, 4> = Small::with_capacity(run.len());
+        run.iter().filter(|&&r| mine(s, r, tag, MS_PREPARED)).for_each(|&r| todo.push(r));
         if todo.is_empty() {
             return;
         }
@@ -317,7 +320,7 @@ fn stage(dom: &Domain, ts: &TxSlot, tag: u64, recs: &[P<Msg>]) {
         }
         queue::sync(&p.clock, ts.seen.load());
         let stamp = p.clock.load() + 1;
-        for r in todo {
+        for &r in &todo {
             let rr = s.rec(r);
             s.set(&rr.stamp, stamp);
             s.set(&rr.tag, tag);

@@ -64,7 +64,7 @@
 //!
 //! Nothing under a shared lock copies from or to the caller's memory (the
 //! payload is copied into a slice that is not yet visible, with no lock
-//! held), waits for another process, or makes a system call that can
+//! held, or first into the process's own memory), waits for another process, or makes a system call that can
 //! block: socket calls use non-blocking sockets. No kernel call made for
 //! another peer (a futex wake, a token) happens under a lock (8). Waiters
 //! never sleep on a lock without a deadline: an unlock wakes one sleeper,
@@ -109,7 +109,10 @@
 //! caller's peer lock, then per destination takes the receiver's lock to
 //! charge quota and allocate a slice and a record (state *prepared*, owned
 //! by its transaction slot), copies the payload with no lock held, and
-//! commits (6). RECV and SLICE_RELEASE take the caller's own lock once.
+//! commits (6). A *direct unicast* (one destination, at most a page of
+//! payload) reads the payload into the process's own memory first and
+//! then does all of that in one section of the receiver, without a slot:
+//! a crash inside leaves only what `rebuild` recomputes. RECV and SLICE_RELEASE take the caller's own lock once.
 //! Everything else — handle bookkeeping, transfers, destruction, resets,
 //! teardown, messages carrying handles or fds, seeds, and whatever a data
 //! path call finds that needs the object graph — runs as a transaction.

@@ -344,7 +344,9 @@ fn data_path_multicast_killed_at_each_point_is_all_or_nothing() {
     }
 }
 
-/// The same for a unicast, whose commit is one section of the receiver.
+/// The same for a unicast, whose commit is one section of the receiver:
+/// a small one (read first, then prepared and committed in one section)
+/// and one too large for that (prepared, copied with no lock, committed).
 #[test]
 fn data_path_unicast_killed_at_each_point_is_all_or_nothing() {
     let points = [
@@ -353,7 +355,8 @@ fn data_path_unicast_killed_at_each_point_is_all_or_nothing() {
         ("commit-before", false),
         ("commit-after", true),
     ];
-    for (point, delivered) in points {
+    let large = vec![7u8; 5000];
+    for ((point, delivered), payload) in points.iter().flat_map(|p| [(*p, &b"one"[..]), (*p, &large[..])]) {
         let bus = Bus::new("crash-data-uc");
         let a = bus.peer();
         let rs = vec![bus.peer()];
@@ -362,12 +365,16 @@ fn data_path_unicast_killed_at_each_point_is_all_or_nothing() {
         take_each(&rs);
         let stats = a.peer.domain().stats().unwrap();
         die_at(point, || {
-            let _ = a.send(&ids, b"one");
+            let _ = a.send(&ids, payload);
         });
+        let what = format!("{point} ({} bytes)", payload.len());
         let got = take_each(&rs);
-        assert_eq!(got[0].is_some(), delivered, "{point}");
-        queues_go_on(&a, &rs, &ids, point);
-        assert_eq!(a.peer.domain().stats().unwrap().live_bytes, stats.live_bytes, "{point}: leaked");
+        assert_eq!(got[0].is_some(), delivered, "{what}");
+        if delivered {
+            assert_eq!(got[0].as_deref(), Some(payload), "{what}");
+        }
+        queues_go_on(&a, &rs, &ids, &what);
+        assert_eq!(a.peer.domain().stats().unwrap().live_bytes, stats.live_bytes, "{what}: leaked");
     }
 }
 
@@ -387,8 +394,9 @@ fn dead_senders_prepared_room_is_taken_back_by_the_next_sender() {
     assert_eq!(c.send(&[hc], b"two"), Err(Errno::EDQUOT));
     let m = r.recv().unwrap();
     r.slice_release(m.m.offset).unwrap();
+    // too large for a direct unicast: its record is prepared before the copy
     die_at("send-copied", || {
-        let _ = a.send(&[ha], b"held");
+        let _ = a.send(&[ha], &[0u8; 5000]);
     });
     c.send(&[hc], b"got through").unwrap();
     assert_eq!(r.recv().unwrap().payload, b"got through");
