@@ -607,15 +607,22 @@ fn receivers_torn_down_under_a_dead_data_path_sender() {
         ("commit-before", 1, false, false),
         ("commit-after", 1, false, false),
     ];
+    // A unicast too large for the direct path (prepared in its slot,
+    // copied, committed) at every point, and a small one (prepared and
+    // committed in one section) at the points it has.
+    let large = vec![7u8; 5000];
+    let points = points.iter().map(|&(point, n, multicast, lock_free)| (point, n, multicast, lock_free, !multicast)).chain(
+        [("send-prepared", 1), ("commit-before", 1), ("commit-after", 1)].into_iter().map(|(point, n)| (point, n, false, false, false)),
+    );
     let actions = [Meanwhile::DestroyAndRelease, Meanwhile::Flush, Meanwhile::Disconnect, Meanwhile::Close];
-    for (point, n, multicast, lock_free) in points {
+    for (point, n, multicast, lock_free, is_large) in points {
         for caught in [Caught::Killed, Caught::Stopped] {
             if caught == Caught::Stopped && !lock_free {
                 // The receivers would wait for the stopped sender's lock.
                 continue;
             }
             for meanwhile in actions {
-                let what = format!("{point}:{n} {} {caught:?} {meanwhile:?}", if multicast { "multicast" } else { "unicast" });
+                let what = format!("{point}:{n} {} {caught:?} {meanwhile:?}", if multicast { "multicast" } else if is_large { "large unicast" } else { "small unicast" });
                 let bus = Bus::new("crash-data-teardown");
                 let a = bus.peer();
                 let dom = a.peer.domain().clone();
@@ -637,7 +644,7 @@ fn receivers_torn_down_under_a_dead_data_path_sender() {
                 };
                 let baseline = baseline.unwrap();
                 let send = || {
-                    let _ = a.send_full(0, &ids, &[b"two ", b"halves"], &[], &[], 0);
+                    let _ = if is_large { a.send(&ids, &large) } else { a.send_full(0, &ids, &[b"two ", b"halves"], &[], &[], 0) };
                 };
                 let stopped = match caught {
                     Caught::Killed => {
