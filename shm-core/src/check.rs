@@ -20,7 +20,10 @@
 //! size), the arena's free list, the prepared count, usage, reservations
 //! and fair shares, handle reference counts and pending releases. A peer
 //! whose lock another holder has (a process stopped in a section) is
-//! checked for its object state only.
+//! checked for its object state only. A torn-down peer kept for records
+//! that dead or stopped senders still hold in its arena points at
+//! orphaned handles, whose reference counts are then checked against
+//! those records.
 //!
 //! It reads the segment only through checked accessors, so it never
 //! panics or loops on a damaged segment, and writes nothing but the log
@@ -73,6 +76,8 @@ struct HandleSeen {
     holder_lists: u32,
     node_lists: u32,
     orphan_lists: u32,
+    /// Records of torn-down peers that point at it (an orphan).
+    records: u64,
 }
 
 #[derive(Default)]
@@ -577,9 +582,16 @@ impl<'t, 'd> Checker<'t, 'd> {
         let handles: Vec<u64> = self.handles.keys().copied().collect();
         for h in handles {
             let seen = &self.handles[&h];
-            let (holders, orphans) = (seen.holder_lists, seen.orphan_lists);
+            let (holders, orphans, records) = (seen.holder_lists, seen.orphan_lists, seen.records);
             if holders + orphans != 1 {
                 self.bad(format!("handle {h:#x}: on {holders} holder lists and {orphans} orphan lists"));
+            }
+            // Records of torn-down peers are counted only when every
+            // peer's message state was checked.
+            if orphans > 0 && !self.partial {
+                if let Some(hr) = self.get::<Handle>(h).filter(|hr| hr.refs.get() != records) {
+                    self.bad(format!("orphaned handle {h:#x}: refs {} but {records} records of torn-down peers point at it", hr.refs.get()));
+                }
             }
         }
     }
@@ -1034,7 +1046,17 @@ impl<'c, 't, 'd> MessageState<'c, 't, 'd> {
                 self.c.bad(format!("{name}: handle {h:#x} has refs {} but {want} records point at it", hr.refs.get()));
             }
         }
+        // A torn-down peer kept for the records that transactions of dead
+        // or stopped senders still hold in its arena: its handles were
+        // orphaned, and those records point at the orphans until they go.
+        let dead = self.pr.state.get() == PEER_DEAD;
         for (h, n) in refs {
+            if dead {
+                if let Some(seen) = self.c.handles.get_mut(&h).filter(|seen| seen.orphan_lists > 0) {
+                    seen.records += n;
+                    continue;
+                }
+            }
             self.c.bad(format!("{name}: {n} records point at handle {h:#x}, which peer {p:#x} does not hold"));
         }
         let owned = self.c.list::<Node>(self.pr.nodes.get().off(), |n| n.owner_next.get().off(), &|| format!("{name}: node list"));
@@ -1214,6 +1236,23 @@ pub(crate) mod tests {
             tx.set(&tx.rec(p[2]).resv[RES_BYTES], 0);
         });
         bus.expect_report(&["usage", "reservation"]);
+    }
+
+    #[test]
+    fn an_orphan_that_records_do_not_account_for() {
+        let mut bus = TestBus::new("orphan");
+        // b goes away while a still holds a handle of b's node: b's own
+        // handle of it is orphaned, with no record pointing at it
+        let (fd, p) = bus.peers.remove(1);
+        crate::sys::close(fd);
+        p.closed();
+        assert_eq!(bus.dom().check_invariants(), Vec::<String>::new());
+        bus.damage(|tx, _| {
+            let orphan = tx.hdr().orphans.get();
+            assert!(!orphan.is_null(), "no orphan");
+            tx.add(&tx.rec(orphan).refs, 1);
+        });
+        bus.expect_report(&["orphaned handle", "records of torn-down peers"]);
     }
 
     #[test]

@@ -449,6 +449,12 @@ pub fn init<S: Store>(s: &S, peer: P<PeerRec>, r: P<Msg>, size: u64) {
     s.set(&rr.peer, peer);
     s.set(&rr.off, 0);
     s.set(&rr.size, 0);
+    // A record of a reused arena chunk keeps the charges of its last
+    // message; the sentinel charges nothing (usage and `rebuild` sum the
+    // charges of every live record).
+    for c in &rr.charged {
+        s.set(c, 0);
+    }
     s.set(&rr.state, MS_LIVE | MS_SLICE);
     crate::arena::taken(s, peer, r);
     s.set(&p.sentinel, r);

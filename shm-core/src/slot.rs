@@ -363,13 +363,22 @@ fn sealed(ts: &TxSlot, gen: u64) -> Option<u64> {
     (c & 1 == 0 && ts.state.load() >> 8 == gen).then_some(c)
 }
 
-/// Step 4: every staged record is re-keyed to the commit stamp.
+/// Step 4: every staged record is re-keyed to the commit stamp. A
+/// receiver that disconnected since its record was staged (its flush
+/// left the record, which had not committed) can never take it: it is
+/// dropped, as staging drops it, rather than committed into a queue that
+/// nobody reads and the peer's teardown does not flush again.
 fn commit(dom: &Domain, c: u64, tag: u64, recs: &[P<Msg>]) {
     for_each_receiver(dom, recs, |s, run| {
         let peer = s.peer();
+        let live = receiving(s, peer);
         let mut any = false;
         for &r in run {
             if mine(s, r, tag, MS_QUEUED) && queue::staged(s, r) {
+                if !live {
+                    message::set_state(s, peer, r, 0);
+                    continue;
+                }
                 s.set(&s.rec(r).stamp, c);
                 queue::reposition(s, peer, r);
                 any = true;

@@ -447,6 +447,12 @@ fn data_path_slice_release_killed_after_commit() {
 /// addressed to included.
 #[test]
 fn zombie_receiver_of_a_dead_sender_leaves_nothing_behind() {
+    // The receiver's close must be the last of its socket: a child another
+    // test forks meanwhile would hold a copy of its fd, and the teardown
+    // (with its NODE_DESTROY) would wait for that child's death.
+    if !alone("zombie_receiver_of_a_dead_sender_leaves_nothing_behind") {
+        return;
+    }
     let bus = Bus::new("crash-zombie");
     let a = bus.peer();
     let mut gone = Vec::new();
@@ -492,4 +498,195 @@ fn zombie_receiver_of_a_dead_sender_leaves_nothing_behind() {
         gone.push(before - after);
     }
     assert_eq!(gone[0], gone[1], "the zombie left something behind");
+}
+
+/// What the receivers of a data-path SEND do while its sender is dead (or
+/// stopped) in the middle of it, before anyone finished or undid it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Meanwhile {
+    /// NODES_DESTROY of the node the message is addressed to, then
+    /// HANDLE_RELEASE of the receiver's own handle of it.
+    DestroyAndRelease,
+    /// PEER_RESET with FLUSH.
+    Flush,
+    /// PEER_DISCONNECT (the last close follows later).
+    Disconnect,
+    /// The last close of a connected peer (its teardown).
+    Close,
+}
+
+/// How the sender is caught in the middle of its SEND.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Caught {
+    /// Killed at the point; the receivers act afterwards.
+    Killed,
+    /// Stopped at the point while the receivers act, then killed.
+    Stopped,
+}
+
+fn consistent(bus: &Bus, what: &str) {
+    let report = shm_core::Domain::attach(&bus.dir).unwrap().check_invariants();
+    assert!(report.is_empty(), "{what}: invariants violated:\n{}", report.join("\n"));
+}
+
+/// A child that runs `f` and stops (SIGSTOP) at `point`; returns its pid
+/// once it is stopped. It closes `fds` first, so that the parent's close of
+/// them is their last.
+fn stopped_at(point: &str, n: i64, fds: &[i32], f: impl FnOnce()) -> i32 {
+    // SAFETY: the child only uses the bus, then stops or exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        for &fd in fds {
+            // SAFETY: closing the child's copy of a descriptor.
+            unsafe { libc::close(fd) };
+        }
+        shm_core::arm_park_point(point, n);
+        f();
+        // SAFETY: leaving the child without running the parent's atexit.
+        unsafe { libc::_exit(3) };
+    }
+    let mut st = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut st, libc::WUNTRACED) };
+    assert!(libc::WIFSTOPPED(st), "child did not stop at {point}: status {st:#x}");
+    pid
+}
+
+fn kill_stopped(pid: i32) {
+    // SAFETY: killing and reaping our own stopped child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+}
+
+/// Takes the sender's notifications of the receivers' nodes and lets go
+/// of its handles of them (which keep the nodes until then).
+fn drain_notifications(a: &P1, what: &str) {
+    loop {
+        match a.recv() {
+            Ok(m) => {
+                assert_eq!(m.m.r#type, BUS1_MSG_NODE_DESTROY, "{what}");
+                a.release(m.m.destination).unwrap();
+            }
+            Err(e) => {
+                assert_eq!(e, Errno::EAGAIN, "{what}");
+                return;
+            }
+        }
+    }
+}
+
+/// A data-path SEND (multicast to three receivers, or unicast) whose
+/// sender dies at each of its points while its receivers destroy the
+/// node, flush, disconnect or go away: right after the death, after what
+/// the receivers do, and after the recovery the watcher would run, the
+/// bus is consistent; once the receivers are closed, nothing of them is
+/// left, and the sender goes on.
+#[test]
+fn receivers_torn_down_under_a_dead_data_path_sender() {
+    // Nothing may recover the dead sender's transaction in the background
+    // before the receivers act: no watcher, and no other test's forks
+    // holding copies of the receivers' fds.
+    if !alone("receivers_torn_down_under_a_dead_data_path_sender") {
+        return;
+    }
+    // (point, which time, multicast, whether no lock is held there)
+    let points = [
+        ("send-resolving", 1, true, false),
+        ("send-prepared", 2, true, false),
+        ("send-copying", 2, true, true),
+        ("send-copied", 3, true, true),
+        ("send-append", 1, true, false),
+        ("send-staged", 1, true, true),
+        ("send-sealed", 1, true, true),
+        ("commit-op", 2, true, false),
+        ("send-prepared", 1, false, false),
+        ("send-copied", 1, false, true),
+        ("commit-before", 1, false, false),
+        ("commit-after", 1, false, false),
+    ];
+    // A unicast too large for the direct path (prepared in its slot,
+    // copied, committed) at every point, and a small one (prepared and
+    // committed in one section) at the points it has.
+    let large = vec![7u8; 5000];
+    let points = points.iter().map(|&(point, n, multicast, lock_free)| (point, n, multicast, lock_free, !multicast)).chain(
+        [("send-prepared", 1), ("commit-before", 1), ("commit-after", 1)].into_iter().map(|(point, n)| (point, n, false, false, false)),
+    );
+    let actions = [Meanwhile::DestroyAndRelease, Meanwhile::Flush, Meanwhile::Disconnect, Meanwhile::Close];
+    for (point, n, multicast, lock_free, is_large) in points {
+        for caught in [Caught::Killed, Caught::Stopped] {
+            if caught == Caught::Stopped && !lock_free {
+                // The receivers would wait for the stopped sender's lock.
+                continue;
+            }
+            for meanwhile in actions {
+                let what = format!("{point}:{n} {} {caught:?} {meanwhile:?}", if multicast { "multicast" } else if is_large { "large unicast" } else { "small unicast" });
+                let bus = Bus::new("crash-data-teardown");
+                let a = bus.peer();
+                let dom = a.peer.domain().clone();
+                let k = if multicast { 3 } else { 1 };
+                // A round with no crash first, so that the sender's own
+                // memory (its arena, ID table, shares) is what it will be.
+                let mut baseline = None;
+                let (mut rs, ids) = loop {
+                    let rs: Vec<P1> = (0..k).map(|_| bus.peer()).collect();
+                    let ids: Vec<u64> = rs.iter().map(|x| x.transfer(0x100, &a).unwrap()).collect();
+                    a.send(&ids, b"warm").unwrap();
+                    assert!(take_each(&rs).iter().all(|m| m.as_deref() == Some(&b"warm"[..])), "{what}");
+                    if baseline.is_some() {
+                        break (rs, ids);
+                    }
+                    drop(rs);
+                    drain_notifications(&a, &what);
+                    baseline = Some(dom.stats().unwrap());
+                };
+                let baseline = baseline.unwrap();
+                let send = || {
+                    let _ = if is_large { a.send(&ids, &large) } else { a.send_full(0, &ids, &[b"two ", b"halves"], &[], &[], 0) };
+                };
+                let stopped = match caught {
+                    Caught::Killed => {
+                        die_at_n(point, n, send);
+                        consistent(&bus, &format!("{what}: after the kill"));
+                        None
+                    }
+                    Caught::Stopped => Some(stopped_at(point, n, &rs.iter().map(|x| x.fd).collect::<Vec<_>>(), send)),
+                };
+                match meanwhile {
+                    Meanwhile::DestroyAndRelease => {
+                        for x in &rs {
+                            x.destroy(&[0x100], 0).unwrap();
+                            x.release(0x100).unwrap();
+                        }
+                    }
+                    Meanwhile::Flush => rs.iter().for_each(|x| x.reset(BUS1_PEER_RESET_FLAG_FLUSH).unwrap()),
+                    Meanwhile::Disconnect => rs.iter().for_each(|x| x.peer.disconnect(x.fd, 0).unwrap()),
+                    Meanwhile::Close => rs.clear(),
+                }
+                consistent(&bus, &format!("{what}: after the receivers acted"));
+                if let Some(pid) = stopped {
+                    kill_stopped(pid);
+                    consistent(&bus, &format!("{what}: after the kill"));
+                }
+                // What the watcher does: dead senders' slots, then what
+                // transactions are left to finish, then dead peers.
+                dom.reap_dead_peers();
+                dom.stats().unwrap();
+                consistent(&bus, &format!("{what}: after the recovery"));
+                rs.clear();
+                let after = dom.stats().unwrap();
+                consistent(&bus, &format!("{what}: after the receivers' close"));
+                drain_notifications(&a, &what);
+                let after_release = dom.stats().unwrap();
+                assert_eq!((after_release.peers, after_release.live_bytes), (baseline.peers, baseline.live_bytes), "{what}: the receivers left something behind (before the sender let go: {after:?})");
+                // and the sender goes on
+                let c = bus.peer();
+                let hc = c.transfer(0x100, &a).unwrap();
+                a.send(&[hc], b"next").unwrap();
+                assert_eq!(c.recv().unwrap().payload, b"next", "{what}");
+            }
+        }
+    }
 }

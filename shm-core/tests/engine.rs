@@ -684,3 +684,31 @@ fn failed_recv_keeps_ids_off_the_table_until_a_reference_exists() {
 fn bus_stats(bus: &Bus) -> shm_core::Stats {
     shm_core::Domain::attach(&bus.dir).unwrap().stats().unwrap()
 }
+
+/// A peer's arena chunks go back to the heap with it and are reused by
+/// later peers, their records as they were. A new peer's pool sentinel
+/// taken from such a chunk (whose first record last held a message)
+/// charges nothing: the peer's usage and its records add up.
+#[test]
+fn a_sentinel_in_a_reused_arena_chunk_charges_nothing() {
+    let bus = Bus::new("reused-chunk");
+    let a = bus.peer();
+    let dom = a.peer.domain().clone();
+    for round in 0..3 {
+        let b = bus.peer();
+        let hb = b.transfer(0x100, &a).unwrap();
+        // more messages than one chunk holds: b's arena grows by chunks
+        // whose first record holds a message
+        for i in 0..40u32 {
+            a.send(&[hb], &i.to_ne_bytes()).unwrap();
+        }
+        drop(b);
+        a.recv().unwrap();
+        a.release(hb).unwrap();
+        // new peers take b's chunks, one each
+        let fresh: Vec<P1> = (0..4).map(|_| bus.peer()).collect();
+        let report = dom.check_invariants();
+        assert!(report.is_empty(), "round {round}:\n{}", report.join("\n"));
+        drop(fresh);
+    }
+}
