@@ -104,14 +104,22 @@ static POOL_GEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::ne
 
 /// Entries of a thread's pool cache: a multicast goes to many pools in a
 /// row, and each miss costs the process's pool table and its lock.
-const POOL_CACHE: usize = 64;
+const POOL_CACHE: usize = 1024;
 
 /// A thread's recently used pool mappings, direct-mapped by serial, all
 /// of one generation of [`POOL_GEN`] (emptied when it moves on, so that a
-/// mapping that went away is not kept alive here).
+/// mapping that went away is not kept alive here). On the heap, and only
+/// for threads that send: every thread of the host program has the
+/// shim's thread-local storage.
 struct PoolCache {
     gen: u64,
-    slots: [Option<(usize, u64, Arc<PoolMapping>)>; POOL_CACHE],
+    slots: Vec<Option<(usize, u64, Arc<PoolMapping>)>>,
+}
+
+impl PoolCache {
+    fn empty(gen: u64) -> Self {
+        PoolCache { gen, slots: (0..POOL_CACHE).map(|_| None).collect() }
+    }
 }
 
 /// A domain that goes away (a tool's, a test's) empties the caches too: a
@@ -123,8 +131,7 @@ impl Drop for Domain {
 }
 
 thread_local! {
-    static POOL_CACHE_OF_THREAD: core::cell::RefCell<PoolCache> =
-        const { core::cell::RefCell::new(PoolCache { gen: 0, slots: [const { None }; POOL_CACHE] }) };
+    static POOL_CACHE_OF_THREAD: core::cell::RefCell<Option<PoolCache>> = const { core::cell::RefCell::new(None) };
 }
 
 /// How many connected ring sockets a process keeps per domain.
@@ -787,8 +794,9 @@ impl Domain {
         let hit = POOL_CACHE_OF_THREAD
             .try_with(|c| {
                 let mut c = c.try_borrow_mut().ok()?;
+                let c = c.get_or_insert_with(|| PoolCache::empty(gen));
                 if c.gen != gen {
-                    *c = PoolCache { gen, slots: [const { None }; POOL_CACHE] };
+                    *c = PoolCache::empty(gen);
                 }
                 match &c.slots[at] {
                     Some((d, s, m)) if *d == me && *s == serial => Some(m.clone()),
@@ -803,7 +811,7 @@ impl Domain {
         let m = self.pool_slow(serial)?;
         let _ = POOL_CACHE_OF_THREAD.try_with(|c| {
             if let Ok(mut c) = c.try_borrow_mut() {
-                if c.gen == gen {
+                if let Some(c) = c.as_mut().filter(|c| c.gen == gen) {
                     c.slots[at] = Some((me, serial, m.clone()));
                 }
             }
