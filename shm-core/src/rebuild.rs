@@ -46,8 +46,16 @@ pub fn rebuild<S: Store>(s: &S, peer: P<PeerRec>) {
         s.set(&hr.refs, 0);
         h = hr.holder_next.get();
     }
+    // A handle the peer no longer holds (an orphan of its teardown, kept
+    // for records a dead sender left) was not zeroed above; only this
+    // peer's records point at it, so their count is its whole count.
     for (h, n) in message::count_handle_refs(s, &live) {
-        s.add(&s.rec(h).refs, n as i64);
+        let hr = s.rec(h);
+        if hr.holder.get() == peer {
+            s.add(&hr.refs, n as i64);
+        } else {
+            s.set(&hr.refs, n);
+        }
     }
     // pending releases of the peer's nodes
     let mut n = p.nodes.get();

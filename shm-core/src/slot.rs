@@ -249,6 +249,7 @@ fn roll_back_records(dom: &Domain, idx: usize, gen: u64) {
     for_each_receiver(dom, &recs, |s, run| {
         for &r in run {
             if mine(s, r, tag, MS_PREPARED) {
+                crate::crash::point("rollback-record");
                 message::set_state(s, s.peer(), r, 0);
             }
         }

@@ -690,3 +690,52 @@ fn receivers_torn_down_under_a_dead_data_path_sender() {
         }
     }
 }
+
+/// A torn-down receiver whose only records are a dead sender's prepared
+/// one (pointing at the receiver's orphaned handle), and a recoverer that
+/// dies inside the receiver's section while rolling that record back: the
+/// next recoverer rebuilds the receiver and counts the orphan's references
+/// from the records alone, so the orphan and the peer are freed once the
+/// record is gone.
+#[test]
+fn recoverer_dies_rolling_back_a_torn_down_receivers_record() {
+    if !alone("recoverer_dies_rolling_back_a_torn_down_receivers_record") {
+        return;
+    }
+    let bus = Bus::new("crash-rebuild-orphan");
+    let a = bus.peer();
+    let dom = a.peer.domain().clone();
+    // a round with no crash first, so that the sender's own memory (its
+    // arena, ID table, shares) is what it will be
+    let warm = |a: &P1| {
+        let rs = vec![bus.peer()];
+        let ids = vec![rs[0].transfer(0x100, a).unwrap()];
+        a.send(&ids, b"warm").unwrap();
+        take_each(&rs);
+        (rs, ids)
+    };
+    drop(warm(&a));
+    drain_notifications(&a, "rebuild-orphan warm-up");
+    let baseline = dom.stats().unwrap();
+    let (mut rs, ids) = warm(&a);
+    // too large for a direct unicast: prepared in its slot, then the sender dies
+    die_at("send-prepared", || {
+        let _ = a.send(&ids, &[7u8; 5000]);
+    });
+    rs.clear();
+    consistent(&bus, "after the receiver's close");
+    // the first recoverer dies inside the receiver's section
+    die_at("rollback-record", || {
+        let _ = dom.stats();
+    });
+    dom.stats().unwrap();
+    consistent(&bus, "after the second recovery");
+    dom.reap_dead_peers();
+    drain_notifications(&a, "rebuild-orphan");
+    let after = dom.stats().unwrap();
+    assert_eq!((after.peers, after.live_bytes), (baseline.peers, baseline.live_bytes), "the receiver was left behind: {after:?}");
+    let c = bus.peer();
+    let hc = c.transfer(0x100, &a).unwrap();
+    a.send(&[hc], b"next").unwrap();
+    assert_eq!(c.recv().unwrap().payload, b"next");
+}
