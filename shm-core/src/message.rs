@@ -74,6 +74,11 @@ pub fn set_state<S: Store>(s: &S, peer: P<PeerRec>, e: P<Msg>, new: u32) {
     s.hold(peer);
     let r = s.rec(e);
     let old = r.state.get();
+    // The state word is a section's commit point: what it publishes (the
+    // record's fields, written with plain stores) must be in memory
+    // before it, in the order the program gives, should the process die
+    // right after; the compiler may not sink those stores past it.
+    core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
     s.set(&r.state, new);
     let gone = old & !new;
     let came = new & !old;

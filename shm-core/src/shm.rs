@@ -53,9 +53,11 @@ impl<T: Pod> Cell<T> {
     #[inline]
     pub(crate) fn raw_set(&self, v: T) {
         crate::census::touch(self.addr(), core::mem::size_of::<T>());
-        // SAFETY: writes happen only under the domain lock (or during
-        // recovery, which also holds it), so no other thread or process
-        // accesses the cell concurrently.
+        // SAFETY: a cell is written only by the holder of the lock that
+        // guards it (the domain lock, or its peer's lock for message
+        // state; recovery holds them too), so no other thread or process
+        // writes it concurrently; lock-free readers read it racily on
+        // purpose (`load_racy`).
         unsafe { self.0.get().write(v) }
     }
 

@@ -97,7 +97,8 @@
 //! usage counters and shares, handle reference counts, the readiness
 //! mirror. A section changes the authoritative state with a single store
 //! (its commit point) made after everything that store publishes is
-//! written, and then updates the derived fields. Any crash therefore leaves
+//! written (a record's state word, with a compiler fence before it, since
+//! the fields are plain stores), and then updates the derived fields. Any crash therefore leaves
 //! authoritative state that is whole, and derived state that `rebuild`
 //! recomputes from it.
 //!
