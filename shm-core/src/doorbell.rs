@@ -414,17 +414,21 @@ pub struct Ticket {
 /// wake-up in its bell's `owed` (and each token in `tok_sent`) while the
 /// lock is still held, so that one lost with this process is noticed.
 pub(crate) fn seal<S: Store>(s: &S, owed: &[(P<PeerRec>, Visible)], out: &mut Vec<Ticket>) {
-    for &(peer, what) in owed {
-        let p = s.rec(peer);
-        if p.magic.get() != PEER_MAGIC {
-            continue;
-        }
-        let b = p.bell.get();
-        let bell = bell_rec(s.dom(), b);
-        let wake = if what.wake { bell.owed.fetch_add(1) + 1 } else { 0 };
-        let token = if what.token { bell.tok_sent.fetch_add(1) + 1 } else { 0 };
-        out.push(Ticket { bell: b, serial: p.serial.get(), wake, token });
+    out.extend(owed.iter().filter_map(|&(peer, what)| ticket(s, peer, what)));
+}
+
+/// The ticket of one peer's wake-up, counted in its bell (none if the
+/// record is no peer any more).
+pub(crate) fn ticket<S: Store>(s: &S, peer: P<PeerRec>, what: Visible) -> Option<Ticket> {
+    let p = s.rec(peer);
+    if p.magic.get() != PEER_MAGIC {
+        return None;
     }
+    let b = p.bell.get();
+    let bell = bell_rec(s.dom(), b);
+    let wake = if what.wake { bell.owed.fetch_add(1) + 1 } else { 0 };
+    let token = if what.token { bell.tok_sent.fetch_add(1) + 1 } else { 0 };
+    Some(Ticket { bell: b, serial: p.serial.get(), wake, token })
 }
 
 /// The second half of a wake-up, made after every lock is released: the

@@ -187,13 +187,11 @@ impl Drop for Section<'_> {
         for &what in later.iter() {
             crate::pool::run_later(self, what);
         }
-        let mut tickets = Vec::new();
-        if let Some(v) = self.owed.take() {
-            crate::doorbell::seal(self, &[(self.peer, v)], &mut tickets);
-        }
+        // One peer, so at most one ticket: no list on the heap.
+        let ticket = self.owed.take().and_then(|v| crate::doorbell::ticket(self, self.peer, v));
         self.raw.dom.seg.rec(self.peer).lock.unlock();
-        if !tickets.is_empty() {
-            crate::doorbell::entries_visible(self.raw.dom, &tickets);
+        if let Some(t) = ticket {
+            crate::doorbell::entries_visible(self.raw.dom, core::slice::from_ref(&t));
         }
     }
 }
