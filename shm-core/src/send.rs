@@ -241,14 +241,22 @@ struct Payload {
 
 fn read_payload(vecs: &[(u64, u64)], total: u64, mem: &dyn UserMem) -> Payload {
     let mut bytes = vec![0u8; total as usize];
+    let fault = read_payload_into(vecs, &mut bytes, mem, || {}).is_err();
+    Payload { bytes, fault }
+}
+
+/// Reads the payload `vecs` point at into `buf` (exactly their total
+/// long), up to the first fault; `between` runs between two vectors.
+fn read_payload_into(vecs: &[(u64, u64)], buf: &mut [u8], mem: &dyn UserMem, mut between: impl FnMut()) -> Result<()> {
     let mut pos = 0usize;
-    for &(addr, len) in vecs {
-        if mem.read(addr, &mut bytes[pos..pos + len as usize]).is_err() {
-            return Payload { bytes, fault: true };
+    for (k, &(addr, len)) in vecs.iter().enumerate() {
+        if k > 0 {
+            between();
         }
+        mem.read(addr, &mut buf[pos..pos + len as usize])?;
         pos += len as usize;
     }
-    Payload { bytes, fault: false }
+    Ok(())
 }
 
 // ------------------------------------------------------------ data path
@@ -265,6 +273,23 @@ mod data {
         /// No such ID, and not one that would create a node: ENXIO.
         #[default]
         Unknown,
+    }
+
+    impl Dest {
+        /// Where a message to this destination goes, as the `index`-th of
+        /// the call: None if it cannot be delivered (ESHUTDOWN: the node's
+        /// owner is gone or released it, unless the caller sends to its
+        /// own node) or the ID is unknown.
+        fn target(&self, caller: P<PeerRec>, caller_serial: u64, index: usize, n_bytes: u64) -> Option<Target> {
+            let Dest::Found { oh, gen, owner, serial, released, .. } = *self else {
+                return None;
+            };
+            let own = owner == caller;
+            if !own && (owner.is_null() || released) {
+                return None;
+            }
+            Some(Target { receiver: owner, serial: if own { caller_serial } else { serial }, oh, gen, index, n_bytes })
+        }
     }
 
     /// What one destination's preparation came to.
@@ -325,7 +350,7 @@ mod data {
         let mut used_set = HashSet::new();
         for i in 0..cmd.n_destinations as usize {
             args.dests.get(i)?;
-            let Dest::Found { h, oh, gen, owner, serial: oserial, released } = dests[i] else {
+            let Dest::Found { h, .. } = dests[i] else {
                 return Err(Errno::ENXIO);
             };
             let first = if cmd.n_destinations <= 16 {
@@ -339,14 +364,8 @@ mod data {
             if !first {
                 return Err(Errno::ENOTUNIQ);
             }
-            let own = owner == caller;
-            let r = if !own && (owner.is_null() || released) {
-                Prep::Fail(Errno::ESHUTDOWN)
-            } else {
-                let target = Target { receiver: owner, serial: if own { serial } else { oserial }, oh, gen, index: i, n_bytes: *total };
-                prepare_until_done(dom, &Commit::Slot(&slot), &target, &creds, uid)
-            };
-            let r = match r {
+            let target = dests[i].target(caller, serial, i, *total);
+            let r = match target.map_or(Prep::Fail(Errno::ESHUTDOWN), |t| prepare_until_done(dom, &Commit::Slot(&slot), &t, &creds, uid)) {
                 Prep::Done(r, _) => r,
                 Prep::Fail(e) if cont && matches!(e, Errno::ESHUTDOWN | Errno::EDQUOT | Errno::EXFULL) => {
                     errors[i] = e.0 as u64;
@@ -358,7 +377,8 @@ mod data {
             // 9.8: the payload, straight from the caller's memory into the
             // slice, which nobody else can see yet; no lock is held.
             let (off, _) = pool::range(&crate::section::Raw { dom }, r);
-            let pool = match dom.pool(dom.seg.rec(owner).serial.load_racy()) {
+            let receiver = dom.seg.rec(r).peer.load_racy();
+            let pool = match dom.pool(dom.seg.rec(receiver).serial.load_racy()) {
                 Ok(p) => p,
                 // The receiver went away and took its pool file: the
                 // message goes nowhere, as if sent just before.
@@ -447,30 +467,21 @@ mod data {
         if cmd.n_destinations != 1 || total > DIRECT_MAX || !args.errors_writable || args.dests.get(0).is_err() {
             return None;
         }
-        let Dest::Found { oh, gen, owner, serial: oserial, released, .. } = dests[0] else {
-            return None;
-        };
-        let own = owner == caller;
-        if !own && (owner.is_null() || released) {
-            return None;
-        }
-        let rserial = if own { serial } else { oserial };
-        let pool = dom.pool(rserial).ok()?;
+        let target = dests[0].target(caller, serial, 0, total)?;
+        let pool = dom.pool(target.serial).ok()?;
         let origin = &dom.seg.rec(caller).clock;
         DIRECT_BUF
             .try_with(|buf| {
                 let mut buf = buf.try_borrow_mut().ok()?;
                 buf.resize(total as usize, 0);
-                let mut pos = 0;
-                for (k, &(addr, len)) in vecs.iter().enumerate() {
-                    mem.read(addr, &mut buf[pos..pos + len as usize]).ok()?;
-                    pos += len as usize;
-                    if k == 0 && vecs.len() > 1 {
+                let mut first = true;
+                read_payload_into(vecs, &mut buf, mem, || {
+                    if core::mem::take(&mut first) {
                         crate::crash::point("send-copying");
                     }
-                }
+                })
+                .ok()?;
                 crate::crash::point("send-copied");
-                let target = Target { receiver: owner, serial: rserial, oh, gen, index: 0, n_bytes: total };
                 let how = Commit::Direct { bytes: &buf, pool: &pool, origin, mem };
                 let Prep::Done(_, stamp) = prepare(dom, &how, &target, creds, uid) else {
                     return None;
