@@ -64,8 +64,9 @@
 //!
 //! Nothing under a shared lock copies from or to the caller's memory (the
 //! payload is copied into a slice that is not yet visible, with no lock
-//! held, or first into the process's own memory), waits for another process, or makes a system call that can
-//! block: socket calls use non-blocking sockets. No kernel call made for
+//! held, or first into the process's own memory), waits for another
+//! process, or makes a system call that can block: socket calls use
+//! non-blocking sockets. No kernel call made for
 //! another peer (a futex wake, a token) happens under a lock (8). Waiters
 //! never sleep on a lock without a deadline: an unlock wakes one sleeper,
 //! and a sleeper killed between that wake-up and taking the lock would
@@ -98,9 +99,9 @@
 //! mirror. A section changes the authoritative state with a single store
 //! (its commit point) made after everything that store publishes is
 //! written (a record's state word, with a compiler fence before it, since
-//! the fields are plain stores), and then updates the derived fields. Any crash therefore leaves
-//! authoritative state that is whole, and derived state that `rebuild`
-//! recomputes from it.
+//! the fields are plain stores), and then updates the derived fields. Any
+//! crash therefore leaves authoritative state that is whole, and derived
+//! state that `rebuild` recomputes from it.
 //!
 //! ## 5. The data path and the rest
 //!
@@ -113,7 +114,8 @@
 //! commits (6). A *direct unicast* (one destination, at most a page of
 //! payload) reads the payload into the process's own memory first and
 //! then does all of that in one section of the receiver, without a slot:
-//! a crash inside leaves only what `rebuild` recomputes. RECV and SLICE_RELEASE take the caller's own lock once.
+//! a crash inside leaves only what `rebuild` recomputes. RECV and
+//! SLICE_RELEASE take the caller's own lock once.
 //! Everything else — handle bookkeeping, transfers, destruction, resets,
 //! teardown, messages carrying handles or fds, seeds, and whatever a data
 //! path call finds that needs the object graph — runs as a transaction.
