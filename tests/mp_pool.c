@@ -598,9 +598,11 @@ TEST(multicast_into_two_processes)
  * is used only for pages that hold live slices"). The message path keeps
  * the first MiB of a pool resident once touched and gives the rest back in
  * batches: at most 256 KiB of freed slices and a free tail under 256 KiB
- * stay resident until the domain's periodic scan (every 200 ms) gives back
- * every page without a live slice (README, "Pool memory"). So right after
- * a release, only bounds hold; after a scan, the exact figure.
+ * stay resident (more while the queue still holds messages; these cases
+ * release with the queue empty) until the domain's periodic scan (every
+ * 200 ms, for a pool no message came to since its previous round) gives
+ * back every page without a live slice (README, "Pool memory"). So right
+ * after a release, only bounds hold; after a scan, the exact figure.
  */
 #define BIG (64u << 10)
 #define N_BIG 64

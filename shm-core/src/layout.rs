@@ -294,7 +294,12 @@ pub struct PeerRec {
     /// A section left a handle or node unreferenced: the next transaction
     /// on this peer frees it (`gc`).
     pub gc_pending: Cell<u32>,
-    pub _pad_l: Cell<u32>,
+    /// The low half of the queue's clock when the periodic scan last
+    /// looked at the pool: a clock that moved since means messages came,
+    /// and the scan leaves the pool's free pages for its next round (a
+    /// stale value costs one round's delay or a redundant punch; kept
+    /// across rebuilds).
+    pub swept_at: Cell<u32>,
 
     /// (A) The queue's clock: even, only increased (atomic max).
     pub clock: Atomic64,

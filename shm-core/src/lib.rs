@@ -760,9 +760,16 @@ impl Domain {
     }
 
     /// Gives back now every pool page that holds no live slice (what the
-    /// watcher's periodic scan does); returns the bytes punched.
+    /// watcher's periodic scan does for pools no message came to since
+    /// its previous round); returns the bytes punched.
     pub fn sweep_pools(&self) -> u64 {
-        contain(|| Ok(reaper::sweep_pools(self))).unwrap_or(0)
+        contain(|| Ok(reaper::sweep_pools(self, reaper::Sweep::All))).unwrap_or(0)
+    }
+
+    /// The periodic scan's sweep: like [`Domain::sweep_pools`], but only
+    /// for pools no message came to since the previous call.
+    pub fn sweep_idle_pools(&self) -> u64 {
+        contain(|| Ok(reaper::sweep_pools(self, reaper::Sweep::Idle))).unwrap_or(0)
     }
 
     /// Removes now the per-peer files that no peer needs any more (what the

@@ -25,10 +25,15 @@
 //! which a receiver that keeps up reuses all the time: a free tail is
 //! punched once it reaches 256 KiB, and every 256 KiB of slices freed
 //! beyond the first MiB trigger a *sweep* that punches the whole pages of
-//! every gap not yet punched (`Msg::gap_clean`). The rest — the first MiB,
-//! a small tail, what was freed since the last sweep — is given back by
-//! the domain's periodic scan (`sweep_idle`), so that a pool that stays as
-//! it is holds pages only where live slices are.
+//! every gap not yet punched (`Msg::gap_clean`). Neither happens while
+//! the queue still holds messages: room freed in a backlog is what the
+//! next sends take (punching it would make them fault the pages back in,
+//! under the receiver's lock), so it waits for the first release after
+//! the queue empties. The rest — the first MiB, a small tail, what was
+//! freed since the last sweep — is given back by the domain's periodic
+//! scan (`sweep_idle`) once no message came to the pool for a whole scan
+//! period, so that a pool that stays as it is holds pages only where live
+//! slices are.
 
 use crate::errno::{Errno, Result};
 use crate::layout::*;
@@ -293,16 +298,25 @@ pub fn unlink_slice<S: Store>(s: &S, peer: P<PeerRec>, r: P<Msg>) {
     }
 }
 
+/// Whether `peer`'s queue still holds messages: its receiver is working
+/// through a backlog whose freed room the next sends will take again, so
+/// punching it now would only make them fault the pages back in (and a
+/// punch under the peer lock stalls those senders).
+fn backlog<S: Store>(s: &S, peer: P<PeerRec>) -> bool {
+    s.rec(peer).q_len.get() > 0
+}
+
 /// Counts a freed slice towards the next sweep, and asks for the sweep
-/// (once per transaction) when enough has been freed.
+/// (once per transaction) when enough has been freed and the queue is
+/// empty.
 fn count_freed<S: Store>(s: &S, peer: P<PeerRec>, off: u64, size: u64) {
-    if off + size <= TRIM_KEEP {
-        return;
-    }
     let p = s.rec(peer);
-    let freed = (p.pool_freed.get() as u64 + size).min(u32::MAX as u64) as u32;
-    if freed < SWEEP_AFTER {
-        s.set(&p.pool_freed, freed);
+    let counted = if off + size <= TRIM_KEEP { 0 } else { size };
+    let freed = (p.pool_freed.get() as u64 + counted).min(u32::MAX as u64) as u32;
+    if freed < SWEEP_AFTER || backlog(s, peer) {
+        if freed != p.pool_freed.get() {
+            s.set(&p.pool_freed, freed);
+        }
         return;
     }
     s.set(&p.pool_freed, 0);
@@ -316,6 +330,11 @@ fn count_freed<S: Store>(s: &S, peer: P<PeerRec>, off: u64, size: u64) {
 /// resident pages beyond the kept start, punch them out once the change
 /// is final, so a burst does not pin memory once its slices are gone.
 fn trim_tail<S: Store>(s: &S, peer: P<PeerRec>, free_from: u64) {
+    if backlog(s, peer) {
+        // Counted by `count_freed`: the sweep once the queue is empty
+        // covers the tail too.
+        return;
+    }
     let p = s.rec(peer);
     let start = (free_from.div_ceil(PAGE) * PAGE).max(TRIM_KEEP);
     let end = p.pool_dirty_end.get().div_ceil(PAGE) * PAGE;
@@ -386,6 +405,19 @@ fn whole_pages<S: Store>(s: &S, r: P<Msg>, from: u64, dirty_end: u64) -> Option<
 /// since it last grew.
 pub(crate) fn has_unswept<S: Store>(s: &S, peer: P<PeerRec>) -> bool {
     gaps(s, peer).into_iter().any(|r| s.rec(r).gap_clean.get() != CLEAN_ALL)
+}
+
+/// Whether messages came to `peer` since the last call (by the periodic
+/// scan, under the peer's lock): such a pool is in use, and its free
+/// pages are about to be taken again.
+pub(crate) fn busy_since_last_look<S: Store>(s: &S, peer: P<PeerRec>) -> bool {
+    let p = s.rec(peer);
+    let now = p.clock.load() as u32;
+    let busy = p.swept_at.get() != now;
+    if busy {
+        s.set(&p.swept_at, now);
+    }
+    busy
 }
 
 /// Gives back every page of `peer`'s pool that no live slice uses, the

@@ -150,7 +150,7 @@ fn watch(gen: u64) {
                 }
                 if claim(&hdr.scan_lease, SCAN_PERIOD_MS) {
                     scan(&d);
-                    sweep_pools(&d);
+                    sweep_pools(&d, Sweep::Idle);
                     let n = SCANS.fetch_add(1, Ordering::Relaxed);
                     if n % FILE_SWEEP_EVERY == 0 {
                         sweep_files(&d);
@@ -230,13 +230,25 @@ pub fn tidy(dom: &Domain) {
     }
 }
 
-/// Gives back the pages of every pool of `dom` that hold no live slice.
-/// Returns the number of bytes punched.
+/// Which pools [`sweep_pools`] gives pages back from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Sweep {
+    /// Every pool.
+    All,
+    /// The periodic scan's rule: pools to which no message came since the
+    /// previous scan. A pool in use would only fault its free pages back
+    /// in (its first MiB on every message after each scan); once it stays
+    /// as it is for a scan period, the next scan gives them back.
+    Idle,
+}
+
+/// Gives back the pages of the pools of `dom` (`which`) that hold no live
+/// slice. Returns the number of bytes punched.
 ///
 /// Each pool is swept under its own peer's lock alone: punching costs
 /// system calls, and a domain of a thousand pools that just went idle must
 /// not stall every other call for the whole sweep.
-pub fn sweep_pools(dom: &Domain) -> u64 {
+pub fn sweep_pools(dom: &Domain, which: Sweep) -> u64 {
     let Ok(tx) = dom.lock() else { return 0 };
     let peers: Vec<(P<PeerRec>, u64)> = peer::all(&tx)
         .into_iter()
@@ -248,7 +260,11 @@ pub fn sweep_pools(dom: &Domain) -> u64 {
     for (p, serial) in peers {
         let Ok(s) = Section::lock(dom, p) else { break };
         let pr = s.rec(p);
-        if pr.magic.get() == PEER_MAGIC && pr.serial.get() == serial && crate::pool::has_unswept(&s, p) {
+        if pr.magic.get() != PEER_MAGIC || pr.serial.get() != serial {
+            continue;
+        }
+        let busy = crate::pool::busy_since_last_look(&s, p);
+        if (which == Sweep::All || !busy) && crate::pool::has_unswept(&s, p) {
             punched += crate::pool::sweep_idle(&s, p);
         }
     }

@@ -187,3 +187,24 @@ impl Drop for P1 {
         self.peer.closed();
     }
 }
+
+/// Whether this is the process to run test `name` in: one of its own,
+/// started here (the test binary again, running only `name`), with no
+/// watcher thread, so that nothing recovers in the background what the
+/// test means to recover itself. Returns false in the test's own process
+/// once that one has passed.
+#[allow(dead_code)]
+pub fn alone(name: &str) -> bool {
+    const ROLE: &str = "BUS1_RT_ALONE";
+    if std::env::var(ROLE).is_ok_and(|v| v == name) {
+        return true;
+    }
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--quiet", "--test-threads=1"])
+        .env(ROLE, name)
+        .env("BUS1_NO_WATCHER", "1")
+        .status()
+        .unwrap();
+    assert!(status.success(), "{name} failed in its own process: {status}");
+    false
+}

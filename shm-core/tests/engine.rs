@@ -473,6 +473,80 @@ fn freed_pages_between_live_slices_are_returned() {
     assert!(resident() <= KEEP + SLACK);
 }
 
+/// Room freed while the queue still holds messages stays resident: the
+/// next sends take it again. Once the queue is empty, the next release
+/// gives back what was freed beyond the first MiB meanwhile.
+#[test]
+fn freed_room_of_a_backlog_is_returned_once_the_queue_is_empty() {
+    // Without a watcher, whose scan could give the room back meanwhile.
+    if !alone("freed_room_of_a_backlog_is_returned_once_the_queue_is_empty") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    const BIG: usize = 64 << 10;
+    const KEEP: u64 = 1 << 20;
+    const SLACK: u64 = 256 << 10;
+    let bus = Bus::new("backlog");
+    let a = bus.peer();
+    let pool_path = bus.dir.join(format!("pool.{}", a.peer.serial()));
+    let resident = || std::fs::metadata(&pool_path).unwrap().blocks() * 512;
+    for i in 0..80u8 {
+        a.send(&[0x100], &vec![i; BIG]).unwrap();
+    }
+    assert_eq!(resident(), 80 * BIG as u64);
+    // 64 taken and released, 16 still queued behind them.
+    for i in 0..64u8 {
+        let m = a.recv().unwrap();
+        assert!(m.payload.iter().all(|&b| b == i));
+        a.slice_release(m.m.offset).unwrap();
+    }
+    assert_eq!(resident(), 80 * BIG as u64, "a backlog's freed room was punched");
+    let mut last = Vec::new();
+    for i in 64..80u8 {
+        let m = a.recv().unwrap();
+        assert!(m.payload.iter().all(|&b| b == i));
+        last.push(m.m.offset);
+    }
+    // The queue is empty now: the first release sweeps.
+    a.slice_release(last[0]).unwrap();
+    let live = 15 * BIG as u64;
+    assert!(resident() <= KEEP + live + SLACK, "{} bytes resident", resident());
+    for off in &last[1..] {
+        a.slice_release(*off).unwrap();
+    }
+    assert!(resident() <= KEEP + SLACK, "{} bytes resident", resident());
+}
+
+/// The periodic scan leaves a pool that messages came to since its
+/// previous round as it is, and gives its free pages back at the first
+/// round that finds it unchanged.
+#[test]
+fn periodic_sweep_waits_for_a_pool_to_stay_idle() {
+    // Without a watcher, whose own rounds would interleave with these.
+    if !alone("periodic_sweep_waits_for_a_pool_to_stay_idle") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    const BIG: usize = 16 << 10;
+    let bus = Bus::new("idle2");
+    let a = bus.peer();
+    let pool_path = bus.dir.join(format!("pool.{}", a.peer.serial()));
+    let resident = || std::fs::metadata(&pool_path).unwrap().blocks() * 512;
+    let d = a.peer.domain().clone();
+    for round in 0..3u8 {
+        a.send(&[0x100], &vec![round; BIG]).unwrap();
+        let m = a.recv().unwrap();
+        a.slice_release(m.m.offset).unwrap();
+        // Inside the first MiB: the message path keeps the pages.
+        assert_eq!(resident(), BIG as u64);
+        assert_eq!(d.sweep_idle_pools(), 0, "round {round}: a busy pool was swept");
+        assert_eq!(resident(), BIG as u64);
+    }
+    assert_eq!(d.sweep_idle_pools(), BIG as u64);
+    assert_eq!(resident(), 0);
+    assert_eq!(d.sweep_idle_pools(), 0);
+}
+
 /// The periodic scan's sweep leaves exactly the pages of live slices
 /// resident, the pool's first MiB and its free tail included, and the live
 /// slices keep their data; once they are released too, nothing is left.
