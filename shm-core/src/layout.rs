@@ -12,7 +12,7 @@ use crate::sync::RobustMutex;
 /// Segment magic ("bus1-shm").
 pub const MAGIC: u64 = 0x6275_7331_2d73_686d;
 /// Bumped whenever a record layout changes.
-pub const VERSION: u64 = 6;
+pub const VERSION: u64 = 7;
 
 /// Virtual size of the domain segment (a sparse file; only touched pages
 /// use memory).
@@ -395,6 +395,10 @@ pub struct Handle {
     pub node_prev: Cell<P<Handle>>,
     pub holder_next: Cell<P<Handle>>,
     pub holder_prev: Cell<P<Handle>>,
+    /// An orphan's holder before its teardown (whose records alone can
+    /// point at it), so that its count can be taken again from them
+    /// (`object::recount_orphans`).
+    pub former_holder: Cell<P<PeerRec>>,
 }
 
 /// A peer's wake-up record, read and written without the domain lock (the

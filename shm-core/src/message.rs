@@ -154,6 +154,9 @@ fn subject_ref<S: Store>(s: &S, peer: P<PeerRec>, e: P<Msg>, d: i64) {
 /// free (`gc_pending`): freeing it changes the object graph.
 pub fn handle_ref<S: Store>(s: &S, peer: P<PeerRec>, h: P<Handle>, d: i64) {
     let hr = s.rec(h);
+    if d < 0 && hr.holder.get().is_null() {
+        crate::crash::point("orphan-unref");
+    }
     s.add(&hr.refs, d);
     if hr.refs.get() == 0 {
         s.set(&s.rec(peer).gc_pending, 1);

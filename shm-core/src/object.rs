@@ -298,12 +298,13 @@ fn unlink_from_holder(tx: &Txn, holder: P<PeerRec>, h: P<Handle>) {
     unlink_from(tx, &tx.rec(holder).handles, h);
 }
 
-/// Moves `h`, just unlinked from its holder's list, to the orphans.
-fn make_orphan(tx: &Txn, h: P<Handle>) {
+/// Moves `h`, just unlinked from the list of `holder`, to the orphans.
+fn make_orphan(tx: &Txn, h: P<Handle>, holder: P<PeerRec>) {
     let hdr = tx.hdr();
     let hr = tx.rec(h);
     let head = hdr.orphans.get();
     tx.set(&hr.holder, P::NULL);
+    tx.set(&hr.former_holder, holder);
     tx.set(&hr.holder_next, head);
     tx.set(&hr.holder_prev, P::NULL);
     if !head.is_null() {
@@ -324,6 +325,35 @@ pub fn collect_orphans(tx: &Txn) {
             maybe_free(tx, h);
         }
         h = next;
+    }
+}
+
+/// Takes the reference counts of the orphans of torn-down `peer` again
+/// from its records, after a rebuild of its message state (which marks
+/// the peer `gc_pending`). The rebuild counts the orphans its records
+/// point at, but cannot see one that a recoverer killed between a
+/// record's state store and the orphan's count update left with a count
+/// and no records: only this walk of the orphans (under the domain lock)
+/// finds it, so that it is freed.
+pub fn recount_orphans(tx: &Txn, peer: P<PeerRec>) {
+    tx.hold(peer);
+    let p = tx.rec(peer);
+    if p.gc_pending.get() == 0 {
+        return;
+    }
+    tx.set(&p.gc_pending, 0);
+    let live: Vec<P<Msg>> = crate::arena::all(tx, peer).into_iter().filter(|&r| tx.rec(r).state.get() != 0).collect();
+    let counts: std::collections::HashMap<u64, u64> = crate::message::count_handle_refs(tx, &live).into_iter().map(|(h, n)| (h.off(), n)).collect();
+    let mut h = tx.hdr().orphans.get();
+    while !h.is_null() {
+        let hr = tx.rec(h);
+        if hr.former_holder.get() == peer {
+            let n = counts.get(&h.off()).copied().unwrap_or(0);
+            if hr.refs.get() != n {
+                tx.set(&hr.refs, n);
+            }
+        }
+        h = hr.holder_next.get();
     }
 }
 
@@ -606,7 +636,7 @@ pub fn orphan_owned(tx: &Txn, peer: P<PeerRec>) {
             // with the last such record).
             unlink_from_holder(tx, peer, h);
             table::remove(tx, TAG_NODE_HANDLE, peer.off(), node.off());
-            make_orphan(tx, h);
+            make_orphan(tx, h, peer);
             continue;
         }
         let nr = tx.rec(node);
@@ -614,7 +644,7 @@ pub fn orphan_owned(tx: &Txn, peer: P<PeerRec>) {
         unlink_from_owner(tx, node);
         unlink_from_holder(tx, peer, h);
         table::remove(tx, TAG_NODE_HANDLE, peer.off(), node.off());
-        make_orphan(tx, h);
+        make_orphan(tx, h, peer);
         tx.set(&nr.owner, P::NULL);
     }
 }

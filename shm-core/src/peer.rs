@@ -368,6 +368,7 @@ pub fn collect_dead_one(tx: &Txn, peer: P<PeerRec>) -> bool {
     if tx.rec(peer).state.get() != PEER_DEAD {
         return false;
     }
+    object::recount_orphans(tx, peer);
     object::collect_orphans(tx);
     finish_dead(tx, peer)
 }
