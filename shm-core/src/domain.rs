@@ -122,6 +122,15 @@ impl PoolCache {
     }
 }
 
+impl Domain {
+    /// What a per-thread cache keys this domain by: its address and the
+    /// generation of [`POOL_GEN`], which moves on when a domain goes away
+    /// (a later one may be allocated at its address) or a pool does.
+    pub(crate) fn cache_key(&self) -> (usize, u64) {
+        (self as *const Domain as usize, POOL_GEN.load(Ordering::Acquire))
+    }
+}
+
 /// A domain that goes away (a tool's, a test's) empties the caches too: a
 /// later domain may be allocated at its address and use its serials.
 impl Drop for Domain {

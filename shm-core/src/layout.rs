@@ -258,6 +258,11 @@ pub struct PeerRec {
     pub ids: Cell<u64>,
     pub ids_cap: Cell<u64>,
     pub ids_used: Cell<u64>,
+    /// (A) Bumped whenever an ID leaves the table, before the change is
+    /// committed (never rolled back: a bump too many only costs a lookup
+    /// under the lock): a thread's cached resolution of a SEND
+    /// destination holds while it stays the same (`send`).
+    pub id_removals: Atomic64,
     pub seed: Cell<P<Msg>>,
     pub pidns: Cell<u64>,
     pub userns: Cell<u64>,

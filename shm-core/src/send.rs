@@ -300,15 +300,78 @@ mod data {
         Room(Need),
     }
 
+    /// A destination resolved under the caller's lock, kept by the thread
+    /// for its next unicasts to the same ID.
+    #[derive(Clone, Copy)]
+    struct Resolved {
+        domain: (usize, u64),
+        caller: P<PeerRec>,
+        serial: u64,
+        id: u64,
+        /// The caller's `id_removals` at the resolution.
+        removals: u64,
+        dest: Dest,
+    }
+
+    /// Entries of a thread's cache of resolved destinations (direct-mapped
+    /// by ID).
+    const RESOLVED: usize = 16;
+
+    thread_local! {
+        static RESOLVED_OF_THREAD: core::cell::Cell<[Option<Resolved>; RESOLVED]> = const { core::cell::Cell::new([None; RESOLVED]) };
+    }
+
+    /// Where the single destination of a unicast leads, from the thread's
+    /// cache, if it can be known without the caller's lock: the caller is
+    /// still the connected peer `serial` (steps 5 and 6) and no ID left its
+    /// table since the resolution was made (an ID names one handle for
+    /// life, and whether the handle's node can still take the message is
+    /// checked again under the receiver's lock). A change made meanwhile
+    /// by a call still in progress is one this SEND may precede.
+    fn resolved(dom: &Domain, caller: P<PeerRec>, serial: u64, args: &Args) -> Option<Dest> {
+        let p = dom.seg.rec(caller);
+        if p.magic.load_racy() != PEER_MAGIC || p.serial.load_racy() != serial || p.state.load_racy() != PEER_CONNECTED {
+            return None;
+        }
+        // Step 7.1 with its one destination.
+        if dom.seg.try_rec(p.user.load_racy())?.max[RES_HANDLES].load_racy() < 1 {
+            return None;
+        }
+        let id = args.dests.get(0).ok()?;
+        let removals = p.id_removals.load();
+        let e = RESOLVED_OF_THREAD.with(|c| c.get()[id as usize % RESOLVED])?;
+        let hit = e.domain == dom.cache_key() && e.caller == caller && e.serial == serial && e.id == id && e.removals == removals;
+        hit.then_some(e.dest)
+    }
+
+    fn remember(dom: &Domain, caller: P<PeerRec>, serial: u64, id: u64, removals: u64, dest: Dest) {
+        let e = Resolved { domain: dom.cache_key(), caller, serial, id, removals, dest };
+        RESOLVED_OF_THREAD.with(|c| {
+            let mut all = c.get();
+            all[id as usize % RESOLVED] = Some(e);
+            c.set(all);
+        });
+    }
+
     pub(super) fn send(dom: &Domain, caller: P<PeerRec>, serial: u64, cmd: &bus1_cmd_send, args: &Args, mem: &dyn UserMem) -> Result<()> {
         let cont = cmd.flags & BUS1_SEND_FLAG_CONTINUE != 0;
+        if cmd.n_destinations == 1 {
+            if let (Some(dest), Ok((vecs, total))) = (resolved(dom, caller, serial, args), args.vecs.as_ref()) {
+                let creds = creds::current();
+                let uid = dom.seg.rec(caller).uid.get();
+                if let Some(done) = direct(dom, caller, serial, cmd, args, &[dest], vecs, *total, &creds, uid, mem) {
+                    return done;
+                }
+            }
+        }
         // Steps 5 and 6, then 7.1, then the destinations' resolution.
-        let dests = {
+        let (dests, removals) = {
             let s = Section::lock(dom, caller)?;
             let p = s.rec(caller);
             if p.magic.get() != PEER_MAGIC || p.serial.get() != serial || p.state.get() != PEER_CONNECTED {
                 return Err(Errno::ESHUTDOWN);
             }
+            let removals = p.id_removals.load();
             if cmd.n_destinations > s.rec(p.user.get()).max[RES_HANDLES].get() as u64 {
                 return Err(Errno::EINVAL);
             }
@@ -336,8 +399,11 @@ mod data {
                 }
             }
             crate::crash::point("send-resolving");
-            v
+            (v, removals)
         };
+        if let (1, Some(Dest::Found { .. })) = (cmd.n_destinations, dests.first()) {
+            remember(dom, caller, serial, args.dests.ids[0], removals, dests[0]);
+        }
         let (vecs, total) = args.vecs.as_ref().map_err(|e| *e)?;
         let creds = creds::current();
         let uid = dom.seg.rec(caller).uid.get();

@@ -119,6 +119,7 @@ pub fn id_insert(tx: &Txn, peer: P<PeerRec>, id: u64, h: P<Handle>) -> Result<()
 /// Removes `id` from `peer`'s ID table.
 pub fn id_remove(tx: &Txn, peer: P<PeerRec>, id: u64) {
     tx.hold(peer);
+    tx.rec(peer).id_removals.fetch_add(1);
     remove_in(tx, Root::ids(tx.rec(peer)), TAG_ID, 0, id);
 }
 
@@ -147,6 +148,7 @@ pub fn check_ids(tx: &Txn) -> core::result::Result<(), String> {
 
 /// Frees `peer`'s ID table (the peer is going away; it must be empty).
 pub fn ids_free(tx: &Txn, peer: P<PeerRec>) {
+    tx.rec(peer).id_removals.fetch_add(1);
     let root = Root::ids(tx.rec(peer));
     if root.cap.get() != 0 {
         alloc::free(tx, root.base.get(), root.cap.get() * SLOT * 8);

@@ -786,3 +786,64 @@ fn a_sentinel_in_a_reused_arena_chunk_charges_nothing() {
         drop(fresh);
     }
 }
+
+/// A thread that sent to a destination before keeps where it led (no
+/// lock of its own peer on the next unicasts), and that never outlives a
+/// change to it: the handle released (here, from another thread), the
+/// node destroyed (the SEND succeeds and delivers nothing), the caller
+/// disconnected all give what a thread that never sent there gets.
+#[test]
+fn unicasts_to_a_known_destination_see_every_change_to_it() {
+    let bus = Bus::new("resolved");
+    let a = bus.peer();
+    let b = bus.peer();
+    // from a thread that never sent anywhere
+    let cold = |p: &P1, id: u64| {
+        let (peer, fd) = (&p.peer, p.fd);
+        std::thread::scope(|t| {
+            t.spawn(move || {
+                let payload = [std::io::IoSlice::new(b"cold")];
+                peer.send_slices(fd, shm_core::SendSlices { flags: 0, destinations: &[id], errors: None, payload: &payload, handles: &[], fds: &[] })
+            })
+            .join()
+            .unwrap()
+        })
+    };
+    // released from another thread
+    let hb = a.transfer(0x100, &b).unwrap();
+    for _ in 0..3 {
+        b.send(&[hb], b"warm").unwrap();
+    }
+    std::thread::scope(|t| t.spawn(|| b.peer.handle_release(b.fd, hb)).join().unwrap()).unwrap();
+    assert_eq!(b.send(&[hb], b"after release"), Err(Errno::ENXIO));
+    assert_eq!(cold(&b, hb), Err(Errno::ENXIO));
+    assert_eq!(data_payloads(&a), vec![b"warm".to_vec(); 3]);
+    // the node destroyed by its owner
+    let hb = a.transfer(0x200, &b).unwrap();
+    b.send(&[hb], b"warm").unwrap();
+    assert_eq!(data_payloads(&a), vec![b"warm".to_vec()]);
+    a.destroy(&[0x200], 0).unwrap();
+    let warm = b.send(&[hb], b"after destroy");
+    assert_eq!(warm, cold(&b, hb));
+    assert!(data_payloads(&a).is_empty());
+    // the caller disconnected
+    let hb = a.transfer(0x300, &b).unwrap();
+    b.send(&[hb], b"warm").unwrap();
+    assert_eq!(data_payloads(&a), vec![b"warm".to_vec()]);
+    b.peer.disconnect(b.fd, 0).unwrap();
+    assert_eq!(b.send(&[hb], b"after disconnect"), Err(Errno::ESHUTDOWN));
+    assert_eq!(cold(&b, hb), Err(Errno::ESHUTDOWN));
+    assert!(data_payloads(&a).is_empty());
+}
+
+/// The payloads of the data messages in `p`'s queue, which is emptied
+/// (notifications are skipped).
+fn data_payloads(p: &P1) -> Vec<Vec<u8>> {
+    let mut v = Vec::new();
+    while let Ok(m) = p.recv() {
+        if m.m.r#type == BUS1_MSG_DATA {
+            v.push(m.payload);
+        }
+    }
+    v
+}
