@@ -39,6 +39,57 @@ use crate::table;
 use crate::txn::Txn;
 use crate::usermem::{elem, range_ok, read_i32, read_u64, UserMem};
 use std::collections::HashSet;
+
+/// The destinations of one SEND already used (ENOTUNIQ), by handle
+/// offset: a short list for a few, a set sized up front for many.
+struct Used {
+    few: Small<u64, 16>,
+    many: Option<HashSet<u64, core::hash::BuildHasherDefault<OffsetHasher>>>,
+}
+
+impl Used {
+    fn new(n_destinations: u64) -> Used {
+        let many = (n_destinations > 16).then(|| HashSet::with_capacity_and_hasher(n_destinations.min(1 << 16) as usize, Default::default()));
+        Used { few: Small::with_capacity(0), many }
+    }
+
+    /// Whether `h` is used for the first time (it is now).
+    fn first(&mut self, h: u64) -> bool {
+        match &mut self.many {
+            Some(set) => set.insert(h),
+            None => {
+                !self.few.contains(&h) && {
+                    self.few.push(h);
+                    true
+                }
+            }
+        }
+    }
+}
+
+/// Hashes a handle's segment offset: offsets are distinct, so a multiply
+/// spreads them well enough, and a keyed hash would cost more than the
+/// rest of a destination's check.
+#[derive(Default)]
+struct OffsetHasher(u64);
+
+impl core::hash::Hasher for OffsetHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+
+    fn write_u64(&mut self, x: u64) {
+        let h = (self.0 ^ x).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        // The table indexes by the low bits, and offsets are aligned.
+        self.0 = h ^ (h >> 32);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 use uapi::*;
 
 /// Largest total payload (2.8 step 7.1).
@@ -412,22 +463,13 @@ mod data {
         }
         let slot = Slot::claim(dom, caller, serial)?;
         let mut errors: Small<u64, 8> = Small::filled(0, if cont { cmd.n_destinations as usize } else { 0 });
-        let mut used: Small<u64, 16> = Small::with_capacity(0);
-        let mut used_set = HashSet::new();
+        let mut used = super::Used::new(cmd.n_destinations);
         for i in 0..cmd.n_destinations as usize {
             args.dests.get(i)?;
             let Dest::Found { h, .. } = dests[i] else {
                 return Err(Errno::ENXIO);
             };
-            let first = if cmd.n_destinations <= 16 {
-                !used.contains(&h.off()) && {
-                    used.push(h.off());
-                    true
-                }
-            } else {
-                used_set.insert(h.off())
-            };
-            if !first {
+            if !used.first(h.off()) {
                 return Err(Errno::ENOTUNIQ);
             }
             let target = dests[i].target(caller, serial, i, *total);
@@ -899,25 +941,13 @@ fn txn_send(tx: &Txn, caller: P<PeerRec>, fd: i32, cmd: &bus1_cmd_send, args: &A
         }
         return set_seed(tx, caller, fd, &t, provisional);
     }
-    // Destinations already used (ENOTUNIQ); a set only for long lists.
-    let mut used_small: Small<u64, 16> = Small::with_capacity(0);
-    let mut used_set = HashSet::new();
-    let mut first_use = |h: u64| {
-        if cmd.n_destinations <= 16 {
-            !used_small.contains(&h) && {
-                used_small.push(h);
-                true
-            }
-        } else {
-            used_set.insert(h)
-        }
-    };
+    let mut used = Used::new(cmd.n_destinations);
     let mut entries: Small<P<Msg>, 8> = Small::with_capacity(cmd.n_destinations.min(1 << 16) as usize);
     for i in 0..cmd.n_destinations as usize {
         let id = args.dests.get(i)?;
         let (h, created) = object::import(tx, caller, id)?;
         provisional += created as i64;
-        if !first_use(h.off()) {
+        if !used.first(h.off()) {
             return Err(Errno::ENOTUNIQ);
         }
         let sp = tx.savepoint();

@@ -114,8 +114,14 @@
 //! commits (6). A *direct unicast* (one destination, at most a page of
 //! payload) reads the payload into the process's own memory first and
 //! then does all of that in one section of the receiver, without a slot:
-//! a crash inside leaves only what `rebuild` recomputes. RECV and
-//! SLICE_RELEASE take the caller's own lock once.
+//! a crash inside leaves only what `rebuild` recomputes. A thread keeps
+//! the destinations it resolved for unicasts: while the caller's
+//! `id_removals` (bumped by every removal from its ID table, before that
+//! transaction commits) stays the same, the next unicast to the same ID
+//! reads the caller's state without its lock and skips that section (an
+//! ID names one handle for life; the node is checked under the
+//! receiver's lock). RECV and SLICE_RELEASE take the caller's own lock
+//! once.
 //! Everything else — handle bookkeeping, transfers, destruction, resets,
 //! teardown, messages carrying handles or fds, seeds, and whatever a data
 //! path call finds that needs the object graph — runs as a transaction.

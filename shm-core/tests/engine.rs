@@ -128,6 +128,31 @@ fn destroy_notifies_owner_and_holders_in_order() {
     assert_eq!(b.send(&[h1], b"x"), Err(Errno::ESHUTDOWN));
 }
 
+/// Long destination lists (more than 16, where duplicates are found by a
+/// set) on both paths: a duplicate anywhere is ENOTUNIQ and delivers
+/// nothing, distinct ones all get the message.
+#[test]
+fn long_destination_lists_find_duplicates() {
+    let bus = Bus::new("long-dests");
+    let a = bus.peer();
+    let rs: Vec<P1> = (0..40).map(|_| bus.peer()).collect();
+    let ids: Vec<u64> = rs.iter().map(|r| r.transfer(0x100, &a).unwrap()).collect();
+    let own = 0x200; // a node of a's own, attached as a handle: the transaction path
+    for (k, with_handle) in [(17usize, false), (39, false), (17, true), (39, true)] {
+        let mut dests = ids[..k].to_vec();
+        dests.push(ids[k / 2]);
+        let handles: &[u64] = if with_handle { &[own] } else { &[] };
+        assert_eq!(a.send_h(&dests, b"dup", handles), Err(Errno::ENOTUNIQ), "{k} {with_handle}");
+        assert!(rs.iter().all(|r| r.recv().err() == Some(Errno::EAGAIN)), "{k} {with_handle}: delivered");
+        dests.pop();
+        a.send_h(&dests, b"ok", handles).unwrap();
+        for r in &rs[..k] {
+            assert_eq!(r.recv().unwrap().payload, b"ok", "{k} {with_handle}");
+        }
+        assert!(rs.iter().all(|r| r.recv().err() == Some(Errno::EAGAIN)));
+    }
+}
+
 #[test]
 fn failed_multicast_delivers_nothing() {
     let bus = Bus::new("atomic");
