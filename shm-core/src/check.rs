@@ -454,10 +454,10 @@ impl<'t, 'd> Checker<'t, 'd> {
         // storage of the message state (allocated under the domain lock)
         let chunks = self.list::<Chunk>(pr.chunks.get().off(), |c| c.next.get().off(), &|| format!("{name}: arena"));
         for &c in &chunks {
-            if self.visit_block(c, alloc::block_size(arena::CHUNK_BYTES), "arena chunk", &what).is_some() {
-                if self.get::<Chunk>(c).is_some_and(|cr| cr.peer.get().off() != p) {
-                    self.bad(format!("{name}: arena chunk {c:#x} belongs to another peer"));
-                }
+            if self.visit_block(c, alloc::block_size(arena::CHUNK_BYTES), "arena chunk", &what).is_some()
+                && self.get::<Chunk>(c).is_some_and(|cr| cr.peer.get().off() != p)
+            {
+                self.bad(format!("{name}: arena chunk {c:#x} belongs to another peer"));
             }
         }
         if chunks.len() as u64 != pr.n_chunks.get() {
@@ -919,7 +919,7 @@ impl<'c, 't, 'd> MessageState<'c, 't, 'd> {
         let mut binned = HashSet::new();
         for b in 0..NBINS {
             let list = self.c.chain::<Msg>(pr.bins[b].get().off(), |r| r.g_next.get().off(), |r| r.g_prev.get().off(), &|| format!("{name}: bin {b}"));
-            if (pr.bin_mask.get() >> b & 1 == 1) != !list.is_empty() {
+            if (pr.bin_mask.get() >> b & 1 == 1) == list.is_empty() {
                 self.c.bad(format!("{name}: bin mask {:#x} disagrees with bin {b}", pr.bin_mask.get()));
             }
             for r in list {
@@ -970,12 +970,12 @@ impl<'c, 't, 'd> MessageState<'c, 't, 'd> {
                 }
             }
         }
-        for res in 0..NRES {
-            if pr.used[res].get() != used[res] {
-                self.c.bad(format!("{name}: usage {} of resource {res}, but its records and handles add up to {}", pr.used[res].get(), used[res]));
+        for (res, &want) in used.iter().enumerate() {
+            if pr.used[res].get() != want {
+                self.c.bad(format!("{name}: usage {} of resource {res}, but its records and handles add up to {want}", pr.used[res].get()));
             }
-            if pr.resv[res].get() < used[res] {
-                self.c.bad(format!("{name}: reservation {} of resource {res} below its usage {}", pr.resv[res].get(), used[res]));
+            if pr.resv[res].get() < want {
+                self.c.bad(format!("{name}: reservation {} of resource {res} below its usage {want}", pr.resv[res].get()));
             }
         }
         let mut kept: Vec<&'d Share> = pr.shares.iter().collect();
