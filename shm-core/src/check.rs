@@ -412,6 +412,10 @@ impl<'t, 'd> Checker<'t, 'd> {
                 self.bad(format!("{name}: bell {b} is not a bell in use"));
             }
         }
+        let pending = pr.rel_tail.load().wrapping_sub(pr.rel_head.get());
+        if pending > RELEASE_RING as u64 {
+            self.bad(format!("{name}: release ring holds {pending} entries, more than {RELEASE_RING}"));
+        }
         let size = pr.pool_size.get();
         if size != POOL_SIZE && size != POOL_SIZE_FINAL {
             self.bad(format!("{name}: pool size {size:#x} is neither of the two ABIs' sizes"));

@@ -159,6 +159,21 @@ fn tokens_outstanding<S: Store>(s: &S, peer: P<PeerRec>) -> u64 {
     bell.tok_sent.load_seqcst().saturating_sub(bell.tok_taken.load_seqcst())
 }
 
+/// Whether `peer`'s socket looks as if a release would owe it nothing
+/// (`settle_in_section` would do nothing): not dirty, no vault datagram, no
+/// token sent and not taken. Read without the lock, for a release that
+/// does not take it (`release`); a token sent meanwhile is for a message
+/// queued meanwhile, which a release does not drain either.
+pub fn settled_racy(dom: &Domain, peer: P<PeerRec>) -> bool {
+    let Some(p) = dom.seg.try_rec(peer) else { return false };
+    let bell = p.bell.load_racy();
+    if p.bell_dirty.load_racy() != 0 || p.bell_vault.load_racy() != 0 || bell >= MAX_BELLS {
+        return false;
+    }
+    let b = crate::waiters::bell_rec(dom, bell);
+    b.tok_sent.load_seqcst() == b.tok_taken.load_seqcst()
+}
+
 fn bell_of<S: Store>(s: &S, peer: P<PeerRec>) -> &BellRec {
     bell_rec(s.dom(), s.rec(peer).bell.get())
 }

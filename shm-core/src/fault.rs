@@ -438,17 +438,20 @@ mod tests {
         assert!(eio > 0, "no damage noticed in 60 buses");
     }
 
-    /// The words of the peers' records (their locks excepted: a damaged
+    /// The words of the peers' records (their two locks excepted: a damaged
     /// lock word is a wedge no check can see) and of their queued records.
     fn words_in_use(bus: &TestBus) -> Vec<u64> {
         let d = bus.dom();
         let tx = d.lock().unwrap();
         let lock = core::mem::offset_of!(PeerRec, lock) as u64;
         let lock_end = lock + core::mem::size_of::<crate::sync::RobustMutex>() as u64;
+        let rel = core::mem::offset_of!(PeerRec, rel_lock) as u64;
+        let rel_end = rel + core::mem::size_of::<crate::sync::RobustMutex>() as u64;
         let mut v = Vec::new();
         for i in 0..3 {
             let p = bus.p(i).1.rec;
-            v.extend((0..core::mem::size_of::<PeerRec>() as u64 / 8).map(|w| w * 8).filter(|w| !(lock..lock_end).contains(w)).map(|w| p.off() + w));
+            let words = (0..core::mem::size_of::<PeerRec>() as u64 / 8).map(|w| w * 8);
+            v.extend(words.filter(|w| !(lock..lock_end).contains(w) && !(rel..rel_end).contains(w)).map(|w| p.off() + w));
             for e in crate::queue::entries(&tx, p) {
                 v.extend((0..core::mem::size_of::<Msg>() as u64 / 8).map(|w| e.off() + w * 8));
             }

@@ -12,7 +12,7 @@ use crate::sync::RobustMutex;
 /// Segment magic ("bus1-shm").
 pub const MAGIC: u64 = 0x6275_7331_2d73_686d;
 /// Bumped whenever a record layout changes.
-pub const VERSION: u64 = 7;
+pub const VERSION: u64 = 8;
 
 /// Virtual size of the domain segment (a sparse file; only touched pages
 /// use memory).
@@ -305,6 +305,21 @@ pub struct PeerRec {
     /// stale value costs one round's delay or a redundant punch; kept
     /// across rebuilds).
     pub swept_at: Cell<u32>,
+    /// The release ring (`release`): SLICE_RELEASE calls that did not take
+    /// the peer lock append to `rel_entries`, and every holder of the peer
+    /// lock applies them when it takes it. Entries applied so far (message
+    /// state of the peer, written under its lock) ...
+    pub rel_head: Cell<u64>,
+    /// (A) ... and appended so far (by the holder of `rel_lock`). Next to
+    /// the lock's bookkeeping, which every section writes anyway.
+    pub rel_tail: Atomic64,
+    /// (A) Releases in progress through the ring (raised and lowered under
+    /// `rel_lock`) ...
+    pub rel_ring_busy: Atomic64,
+    /// (A) ... and the locked way without `rel_lock` (under the peer
+    /// lock): each side looks at the other's count after raising its own,
+    /// and backs off if it is not zero (`release`).
+    pub rel_locked_busy: Atomic64,
 
     /// (A) The queue's clock: even, only increased (atomic max).
     pub clock: Atomic64,
@@ -350,7 +365,18 @@ pub struct PeerRec {
     /// (A) This peer's reservation in its user's `claimed`.
     pub resv: [Cell<i64>; NRES],
     pub shares: [Share; INLINE_SHARES],
+
+    /// Serialises the SLICE_RELEASE calls of the peer (`release`); never
+    /// taken while holding a peer lock (the lock order in `txn`).
+    pub rel_lock: RobustMutex,
+    /// (A) The release ring: [`RELEASE_RING`] pairs of (record, its
+    /// incarnation `Msg::gen`).
+    pub rel_entries: [[Atomic64; 2]; RELEASE_RING],
 }
+
+/// Entries of a peer's release ring: releases not yet applied. A full ring
+/// sends SLICE_RELEASE the locked way.
+pub const RELEASE_RING: usize = 32;
 
 /// A node. Owned by `object`. Object state, except `release_entry`,
 /// which is derived message state of the owner.
@@ -562,7 +588,11 @@ pub struct Msg {
     /// The tag of the transaction that built it.
     pub tx: Cell<u64>,
     pub free_next: Cell<P<Msg>>,
-    pub _pad: Cell<u64>,
+    /// The record's incarnation: bumped each time it is taken from its
+    /// arena's free list (never reset), so that a release waiting in the
+    /// ring applies to the message it was validated against and no later
+    /// one.
+    pub gen: Cell<u64>,
 }
 
 /// Records per arena chunk (the first slot holds the chunk header): a

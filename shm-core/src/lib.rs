@@ -67,6 +67,7 @@ mod readiness;
 mod rebuild;
 mod recv;
 mod reaper;
+mod release;
 mod section;
 mod send;
 mod shm;

@@ -51,7 +51,8 @@ pub fn subject_handle<S: Store>(s: &S, e: P<Msg>) -> P<Handle> {
 }
 
 /// Initialises the fields of a free record `r` (not yet committed, so
-/// without logging) for an entry of `kind`; everything else is zero.
+/// without logging) for an entry of `kind`; everything else is zero, and
+/// its incarnation `gen` moves on.
 pub fn clear<S: Store>(s: &S, r: P<Msg>, kind: u32) {
     let rr = s.rec(r);
     for c in [&rr.stamp, &rr.tag, &rr.off, &rr.size, &rr.subject, &rr.n_bytes, &rr.n_handles, &rr.handles, &rr.nonce, &rr.tx] {
@@ -64,6 +65,9 @@ pub fn clear<S: Store>(s: &S, r: P<Msg>, kind: u32) {
         s.init(c, 0);
     }
     s.init(&rr.kind, kind);
+    // A new incarnation, before anything commits it: a release still
+    // waiting for the old one finds it changed (`release`).
+    s.init(&rr.gen, rr.gen.get().wrapping_add(1));
 }
 
 /// Commits `new` as the state of `e` (a record of `peer`) and updates

@@ -97,8 +97,15 @@ pub fn create(dom: &Domain, access: u32, sock_flags: i32, mode: AbiMode) -> Resu
             if r != 0 {
                 return Err(Errno(r));
             }
+            let r = p.rel_lock.init();
+            if r != 0 {
+                return Err(Errno(r));
+            }
+            p.rel_tail.store(0);
+            p.rel_head.raw_set(0);
         }
         tx.hold(peer);
+        crate::release::reset(&tx, peer);
         let uid = sys::getuid();
         let user = user_get(&tx, uid)?;
         tx.set(&p.magic, PEER_MAGIC);

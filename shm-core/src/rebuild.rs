@@ -21,6 +21,9 @@ use crate::store::Store;
 pub fn rebuild<S: Store>(s: &S, peer: P<PeerRec>) {
     s.hold(peer);
     let p = s.rec(peer);
+    // A locked SLICE_RELEASE counts itself only while it holds this lock,
+    // so the dead holder's count is the only one there (`release`).
+    p.rel_locked_busy.store(0);
     let all = arena::all(s, peer);
     let live: Vec<P<Msg>> = all.iter().copied().filter(|&r| s.rec(r).state.get() != 0).collect();
     // the arena

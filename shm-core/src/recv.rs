@@ -423,18 +423,23 @@ fn take_fds(tx: &Txn, peer: P<PeerRec>, fd: i32, nonce: u64, n_fds: u64) -> Resu
 /// SLICE_RELEASE (2.7), in one section of the caller: the slice must
 /// start exactly at `off` and be published.
 pub fn slice_release(dom: &Domain, peer: P<PeerRec>, serial: u64, fd: i32, off: u64) -> Result<()> {
-    let s = Section::lock(dom, peer)?;
-    let p = s.rec(peer);
-    if p.magic.get() != PEER_MAGIC || p.serial.get() != serial || p.state.get() != PEER_CONNECTED {
-        return Err(Errno::ESHUTDOWN);
+    if let Some(done) = crate::release::defer(dom, peer, serial, off) {
+        return done;
     }
-    let r = pool::lookup(&s, peer, off).ok_or(Errno::ENXIO)?;
-    let st = s.rec(r).state.get();
-    if st & MS_PUBLISHED == 0 {
-        return Err(Errno::ENXIO);
-    }
-    message::set_state(&s, peer, r, entry::without(st, MS_PUBLISHED));
-    crate::crash::point("release-committed");
-    doorbell::settle_in_section(&s, peer, fd);
-    Ok(())
+    // The locked way, excluded from releases through the ring.
+    crate::release::locked(dom, peer, |s| {
+        let p = s.rec(peer);
+        if p.magic.get() != PEER_MAGIC || p.serial.get() != serial || p.state.get() != PEER_CONNECTED {
+            return Err(Errno::ESHUTDOWN);
+        }
+        let r = pool::lookup(s, peer, off).ok_or(Errno::ENXIO)?;
+        let st = s.rec(r).state.get();
+        if st & MS_PUBLISHED == 0 {
+            return Err(Errno::ENXIO);
+        }
+        message::set_state(s, peer, r, entry::without(st, MS_PUBLISHED));
+        crate::crash::point("release-committed");
+        doorbell::settle_in_section(s, peer, fd);
+        Ok(())
+    })
 }

@@ -112,6 +112,8 @@ impl<'d> Section<'d> {
                 // Whatever the dead holder owed the peer is owed still.
                 crate::doorbell::mark_dirty(&s, peer);
             }
+            // Rule 11: releases made without the lock come first.
+            crate::release::apply(&s, peer);
             return Ok(s);
         }
     }

@@ -32,6 +32,9 @@
 //!   SEND of the data path while it runs. The sender holds the slot's
 //!   mutex for the whole SEND, so `EOWNERDEAD` on it tells whoever meets
 //!   the transaction later that its sender died.
+//! * **A release lock `R`** (one per peer, in its record) serialises that
+//!   peer's SLICE_RELEASE calls and guards the *producer* end of its
+//!   release ring (11); it guards nothing a sender or RECV reads.
 //! * Process-local state (pool mappings, internal sockets) is guarded by
 //!   `sync::LocalMutex`, taken after any shared lock and handled by the
 //!   fork handlers.
@@ -40,10 +43,10 @@
 //!
 //! ```text
 //!        D ───────────> P, P', P'' ...   (any number, in any order)
-//!        │                  ▲
-//!        │                  │  one at a time
-//!        ▼                  │
-//!   LocalMutex <──── T ─────┘
+//!        │                  ▲   ▲
+//!        │                  │   │  one at a time
+//!        ▼                  │   │
+//!   LocalMutex <──── T ─────┘   R   (the peer's own, before its P)
 //! ```
 //!
 //! A thread holding `D` may take any peer locks, in any order, and keeps
@@ -53,6 +56,9 @@
 //! one). No cycle can form: the only thread that waits while holding a peer
 //! lock is a `D` holder, and `D` holders are serialised by `D`. A
 //! transaction slot is owned by its sender alone; others only try-lock it.
+//! `R` is taken only by SLICE_RELEASE, with no other lock held, and before
+//! the same peer's `P` when the release goes the locked way; nobody holding
+//! a `P` or `D` waits for an `R`.
 //! A `D` holder waiting for `P` waits for whoever is inside `P`'s section,
 //! who may be a stopped process: work nobody is waiting for (the watcher's
 //! tidying, the wake-up tick) therefore only tries peer locks
@@ -120,7 +126,9 @@
 //! transaction commits) stays the same, the next unicast to the same ID
 //! reads the caller's state without its lock and skips that section (an
 //! ID names one handle for life; the node is checked under the
-//! receiver's lock). RECV and SLICE_RELEASE take the caller's own lock
+//! receiver's lock). RECV takes the caller's own lock once;
+//! SLICE_RELEASE takes only the caller's `R` and appends to its release
+//! ring (11), or, when it must, takes `R` and then the caller's own lock
 //! once.
 //! Everything else — handle bookkeeping, transfers, destruction, resets,
 //! teardown, messages carrying handles or fds, seeds, and whatever a data
@@ -224,6 +232,22 @@
 //! fds, writing the result to the caller) comes after everything that can
 //! still fail. Memory and descriptors are checked for before the first
 //! change, not after.
+//!
+//! ## 11. Releases without the peer lock
+//!
+//! A SLICE_RELEASE that owes the peer's socket nothing validates the slice
+//! without `P` and appends (record, incarnation) to the peer's release
+//! ring under `R`; the store of the ring's tail is its commit point (see
+//! `release`). **Every holder of a peer lock, section or transaction,
+//! applies that peer's ring as soon as it has the lock**, before it reads
+//! anything else of the peer's message state, so no holder ever sees pool
+//! space, quota or slice state that a completed release has not changed.
+//! Applying is message state like any other: a section's crash leaves it
+//! to `rebuild` and the next holder, who applies the same entries again
+//! (each one checks that its incarnation still has the published bit); a
+//! transaction logs it and the next holder applies again what an abort
+//! undid. A releaser stopped under `R` holds up only releases of its own
+//! peer.
 
 use crate::doorbell::{self, Op, Ticket, Visible};
 use crate::domain::Domain;
@@ -733,6 +757,13 @@ impl<'d> Txn<'d> {
             // if this transaction aborts.
             let owed = [(peer, doorbell::dirty(&Raw { dom: self.dom }, peer))];
             doorbell::seal(self, &owed, &mut self.tickets.borrow_mut());
+        }
+        // Rule 11: releases made without the lock come first (logged like
+        // any change: undone with the transaction, and applied again by
+        // the next holder). An inspection writes nothing and sees them
+        // waiting.
+        if !self.inspect_only {
+            crate::release::apply(self, peer);
         }
     }
 

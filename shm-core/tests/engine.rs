@@ -872,3 +872,40 @@ fn data_payloads(p: &P1) -> Vec<Vec<u8>> {
     }
     v
 }
+
+/// While the queue holds messages, SLICE_RELEASE goes through the release
+/// ring without the peer lock: it reports what the locked call reports, and
+/// the room it frees is the sender's at its next message.
+#[test]
+fn releases_behind_a_backlog_free_room_for_the_next_send() {
+    let bus = Bus::new("ring-release");
+    let a = bus.peer();
+    let b = bus.peer();
+    let hb = b.transfer(0x100, &a).unwrap();
+    for p in [&b"first"[..], b"second", b"third"] {
+        a.send(&[hb], p).unwrap();
+    }
+    let first = b.recv().unwrap();
+    assert_eq!(b.slice_release(first.m.offset + 8), Err(Errno::ENXIO), "not a slice's start");
+    b.slice_release(first.m.offset).unwrap();
+    assert_eq!(b.slice_release(first.m.offset), Err(Errno::ENXIO), "released twice");
+    a.send(&[hb], b"fourth").unwrap();
+    let mut got = Vec::new();
+    while let Ok(m) = b.recv() {
+        got.push((m.payload.clone(), m.m.offset));
+        b.slice_release(m.m.offset).unwrap();
+        assert_eq!(b.slice_release(m.m.offset), Err(Errno::ENXIO), "released twice");
+    }
+    let payloads: Vec<&[u8]> = got.iter().map(|(p, _)| p.as_slice()).collect();
+    assert_eq!(payloads, [&b"second"[..], b"third", b"fourth"]);
+    assert_eq!(got[2].1, first.m.offset, "the released room was not reused");
+    // a peer's own reset applies and forgets everything
+    a.send(&[hb], b"fifth").unwrap();
+    a.send(&[hb], b"sixth").unwrap();
+    let fifth = b.recv().unwrap();
+    b.slice_release(fifth.m.offset).unwrap();
+    let sixth = b.recv().unwrap();
+    assert_eq!(sixth.payload, b"sixth");
+    b.slice_release(sixth.m.offset).unwrap();
+    assert_eq!(b.recv().err(), Some(Errno::EAGAIN));
+}

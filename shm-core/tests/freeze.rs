@@ -120,6 +120,9 @@ enum Op {
     Recv,
     /// A SLICE_RELEASE at X.
     Release,
+    /// A SLICE_RELEASE at X while its queue holds a message: through the
+    /// release ring, under X's release lock only.
+    ReleaseBacklog,
     /// A SEND that carries a handle (a transaction) to X.
     Transaction,
 }
@@ -193,17 +196,28 @@ fn case(point: &str, n: i64, op: Op) {
             w.f.send(&[w.fx], FROZEN).unwrap();
             published = w.x.recv().unwrap().m.offset;
         }
+        Op::ReleaseBacklog => {
+            w.f.send(&[w.fx], FROZEN).unwrap();
+            w.f.send(&[w.fx], FROZEN).unwrap();
+            published = w.x.recv().unwrap().m.offset;
+        }
         _ => {}
     }
     let pid = park_at(point, n, || match op {
         Op::Multicast { overlap } => w.f.send_full(0, &dests(overlap), &[b"frozen ", b"message"], &[], &[], 0).is_ok(),
         Op::Unicast => w.f.send(&[w.fx], FROZEN).is_ok(),
         Op::Recv => w.x.recv().is_ok_and(|m| m.payload == FROZEN),
-        Op::Release => w.x.slice_release(published).is_ok(),
+        Op::Release | Op::ReleaseBacklog => w.x.slice_release(published).is_ok(),
         Op::Transaction => w.f.send_h(&[w.fx], FROZEN, &[0x300]).is_ok(),
     });
     let mut met = 0;
-    while_frozen(pid, &what, || met = traffic(&w, matches!(op, Op::Transaction)));
+    while_frozen(pid, &what, || {
+        met = traffic(&w, matches!(op, Op::Transaction));
+        if matches!(op, Op::ReleaseBacklog) {
+            // X's own senders do not wait for its release lock either.
+            w.f.send(&[w.fx], b"during").unwrap();
+        }
+    });
     thaw(pid, &what);
     // the frozen operation took effect exactly once
     match op {
@@ -219,6 +233,17 @@ fn case(point: &str, n: i64, op: Op) {
         }
         Op::Recv => assert_eq!(w.x.recv().err(), Some(Errno::EAGAIN), "{what}"),
         Op::Release => assert_eq!(w.x.slice_release(published), Err(Errno::ENXIO), "{what}"),
+        Op::ReleaseBacklog => {
+            assert_eq!(w.x.slice_release(published), Err(Errno::ENXIO), "{what}");
+            expect(&w.x, FROZEN, b"");
+            expect(&w.x, b"during", b"");
+            // the frozen release's room was given back: the next message
+            // lands where the released one was
+            w.f.send(&[w.fx], b"again").unwrap();
+            let m = w.x.recv().unwrap();
+            assert_eq!((m.payload.as_slice(), m.m.offset), (&b"again"[..], published), "{what}");
+            w.x.slice_release(m.m.offset).unwrap();
+        }
     }
     for (name, p) in [("X", &w.x), ("Y", &w.y), ("D", &w.d), ("E", &w.e), ("C", &w.c)] {
         if let Ok(m) = p.recv() {
@@ -253,6 +278,7 @@ fn sender_frozen_inside_a_receivers_section() {
 fn receiver_frozen_inside_recv_or_slice_release() {
     case("recv-committed", 1, Op::Recv);
     case("release-committed", 1, Op::Release);
+    case("release-committed", 1, Op::ReleaseBacklog);
 }
 
 /// A SEND that carries handles is a transaction under the domain lock: a
