@@ -155,17 +155,25 @@ pub fn alloc_peer(tx: &Txn) -> Result<(P<PeerRec>, bool)> {
     tx.set(&hdr.free_peers, pr.free_next.get());
     tx.preserve(&pr.free_next);
     pr.free_next.raw_set(P::NULL);
-    // A free peer record is not reachable from committed state. Its lock
-    // stays as it is: a process holding a stale offset may take it (and
-    // then finds the record is not its peer); everything else is zeroed.
+    // A free peer record is not reachable from committed state. Its two
+    // locks stay as they are (initialised robust mutexes, which zeroing
+    // would turn into plain ones that a dead holder wedges): a process
+    // holding a stale offset may take them (and then finds the record is
+    // not its peer); everything else is zeroed.
     tx.note_fresh(p.off(), PEER);
+    let mutex = core::mem::size_of::<crate::sync::RobustMutex>() as u64;
     let lock = core::mem::offset_of!(PeerRec, lock) as u64;
-    let lock_end = lock + core::mem::size_of::<crate::sync::RobustMutex>() as u64;
-    let seg = &tx.dom.seg;
+    let rel_lock = core::mem::offset_of!(PeerRec, rel_lock) as u64;
     let free_next = core::mem::offset_of!(PeerRec, free_next) as u64;
-    for (a, b) in [(0, free_next), (free_next + 8, lock), (lock_end, PEER)] {
-        seg.zero(p.off() + a, (b - a) as usize);
+    let kept = [(free_next, 8), (lock, mutex), (rel_lock, mutex)];
+    debug_assert!(kept.windows(2).all(|w| w[0].0 + w[0].1 <= w[1].0), "kept fields out of order");
+    let seg = &tx.dom.seg;
+    let mut at = 0;
+    for (start, len) in kept {
+        seg.zero(p.off() + at, (start - at) as usize);
+        at = start + len;
     }
+    seg.zero(p.off() + at, (PEER - at) as usize);
     Ok((p, false))
 }
 
