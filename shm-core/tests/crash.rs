@@ -448,6 +448,28 @@ fn data_path_slice_release_killed_after_commit() {
     queues_go_on(&a, &[b], &[hb], "release-committed");
 }
 
+/// Two peers, A sending to B, with two messages queued at B and the first
+/// received (its slice published): B's next SLICE_RELEASE of it goes
+/// through the release ring.
+fn backlog_of_two(bus: &Bus) -> (P1, P1, u64, Msg) {
+    let a = bus.peer();
+    let b = bus.peer();
+    let hb = b.transfer(0x100, &a).unwrap();
+    a.send(&[hb], b"first").unwrap();
+    a.send(&[hb], b"second").unwrap();
+    let m = b.recv().unwrap();
+    (a, b, hb, m)
+}
+
+/// B receives the second message and releases it; then the queues go on.
+fn second_then_on(a: &P1, b: P1, hb: u64, what: &str) {
+    let second = b.recv().unwrap();
+    assert_eq!(second.payload, b"second", "{what}");
+    b.slice_release(second.m.offset).unwrap();
+    assert_eq!(b.recv().err(), Some(Errno::EAGAIN), "{what}");
+    queues_go_on(a, &[b], &[hb], what);
+}
+
 /// A SLICE_RELEASE through the release ring (the queue holds a message)
 /// killed after its commit, holding the release lock: the lock is
 /// recovered, the release stands (a second one is ENXIO) and is applied
@@ -455,20 +477,12 @@ fn data_path_slice_release_killed_after_commit() {
 #[test]
 fn ring_release_killed_after_commit_stands() {
     let bus = Bus::new("crash-ring-release");
-    let a = bus.peer();
-    let b = bus.peer();
-    let hb = b.transfer(0x100, &a).unwrap();
-    a.send(&[hb], b"first").unwrap();
-    a.send(&[hb], b"second").unwrap();
-    let m = b.recv().unwrap();
+    let (a, b, hb, m) = backlog_of_two(&bus);
     die_at("release-committed", || {
         let _ = b.slice_release(m.m.offset);
     });
     assert_eq!(b.slice_release(m.m.offset), Err(Errno::ENXIO));
-    let second = b.recv().unwrap();
-    assert_eq!(second.payload, b"second");
-    b.slice_release(second.m.offset).unwrap();
-    queues_go_on(&a, &[b], &[hb], "release-committed (ring)");
+    second_then_on(&a, b, hb, "release-committed (ring)");
 }
 
 /// A peer record taken over from a peer that went away keeps its release
@@ -476,15 +490,10 @@ fn ring_release_killed_after_commit_stands() {
 #[test]
 fn ring_release_on_a_reused_peer_record_survives_a_killed_holder() {
     let bus = Bus::new("crash-ring-reused");
-    let a = bus.peer();
     for _ in 0..3 {
-        // a peer that comes and goes leaves its record to the next one
-        drop(bus.peer());
-        let b = bus.peer();
-        let hb = b.transfer(0x100, &a).unwrap();
-        a.send(&[hb], b"first").unwrap();
-        a.send(&[hb], b"second").unwrap();
-        let m = b.recv().unwrap();
+        // peers that come and go leave their records to the next ones
+        drop((bus.peer(), bus.peer()));
+        let (a, b, hb, m) = backlog_of_two(&bus);
         die_at("release-committed", || {
             let _ = b.slice_release(m.m.offset);
         });
@@ -496,9 +505,7 @@ fn ring_release_on_a_reused_peer_record_survives_a_killed_holder() {
             "SLICE_RELEASE wedged on a dead holder's release lock, or was not ENXIO"
         );
         assert_eq!(b.slice_release(off), Err(Errno::ENXIO));
-        let second = b.recv().unwrap();
-        b.slice_release(second.m.offset).unwrap();
-        queues_go_on(&a, &[b], &[hb], "release-committed (reused record)");
+        second_then_on(&a, b, hb, "release-committed (reused record)");
     }
 }
 
@@ -512,12 +519,7 @@ fn ring_release_applier_killed_midway() {
         return;
     }
     let bus = Bus::new("crash-ring-apply");
-    let a = bus.peer();
-    let b = bus.peer();
-    let hb = b.transfer(0x100, &a).unwrap();
-    a.send(&[hb], b"first").unwrap();
-    a.send(&[hb], b"second").unwrap();
-    let m = b.recv().unwrap();
+    let (a, b, hb, m) = backlog_of_two(&bus);
     b.slice_release(m.m.offset).unwrap();
     // queued, not applied yet: releasing it again is ENXIO all the same
     assert_eq!(b.slice_release(m.m.offset), Err(Errno::ENXIO));
@@ -525,12 +527,8 @@ fn ring_release_applier_killed_midway() {
         let _ = a.send(&[hb], b"lost or not");
     });
     assert_eq!(b.slice_release(m.m.offset), Err(Errno::ENXIO));
-    let second = b.recv().unwrap();
-    assert_eq!(second.payload, b"second");
-    b.slice_release(second.m.offset).unwrap();
-    // the killed SEND had not committed its message
-    assert_eq!(b.recv().err(), Some(Errno::EAGAIN));
-    queues_go_on(&a, &[b], &[hb], "release-applied");
+    // the killed SEND had not committed its message: only "second" is there
+    second_then_on(&a, b, hb, "release-applied");
 }
 
 /// A receiver torn down while a sender (stopped, then killed) had a record
