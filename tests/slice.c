@@ -190,6 +190,41 @@ TEST(slice_unreleased_keeps_quota)
 	ASSERT_EQ(b1_send_one(b, h, "r", 1), 0);
 }
 
+/*
+ * §2.7 with a message still queued (such a release skips the peer lock and
+ * waits in a ring for the lock's next holder): the same errnos, and the
+ * slice and its quota are the very next SEND's.
+ */
+TEST(slice_release_behind_backlog)
+{
+	int a = b1_open(), b = b1_open();
+	uint64_t h = b1_share(a, 0x100, b);
+	int n = 0;
+
+	/* as many 8-byte messages as b's share of a's slices allows */
+	ASSERT_EQ(b1_set_slices(a, 8), 0);
+	while (n < 8 && b1_send_one(b, h, "aaaaaaaa", 8) == 0)
+		n++;
+	ASSERT_TRUE(n >= 2);
+	ASSERT_EQ(b1_send_one(b, h, "cccccccc", 8), -EDQUOT);
+	ASSERT_EQ_U64(recv_offset(a, 0, 8), 0);
+	ASSERT_EQ(b1_slice_release(a, 4), -ENXIO);
+	ASSERT_EQ(b1_slice_release(a, 8), -ENXIO);	/* queued, not published */
+	ASSERT_EQ(b1_slice_release(a, 0), 0);
+	ASSERT_EQ(b1_slice_release(a, 0), -ENXIO);
+	/* the released slice's quota and room go to the next message */
+	ASSERT_EQ(b1_send_one(b, h, "cccccccc", 8), 0);
+	for (int i = 1; i < n; i++) {
+		ASSERT_EQ_U64(recv_offset(a, 0, 8), 8 * (uint64_t)i);
+		ASSERT_EQ(b1_slice_release(a, 8 * (uint64_t)i), 0);
+		ASSERT_EQ(b1_slice_release(a, 8 * (uint64_t)i), -ENXIO);
+	}
+	ASSERT_EQ_U64(recv_offset(a, 0, 8), 0);
+	ASSERT_EQ(b1_slice_release(a, 0), 0);
+	ASSERT_EQ(b1_slice_release(a, 0), -ENXIO);
+	ASSERT_EQ(b1_recv(a, &(struct bus1_cmd_recv){ 0 }, 0), -EAGAIN);
+}
+
 /* §2.7: SLICE_RELEASE on a disconnected peer → ESHUTDOWN */
 TEST(slice_release_disconnected)
 {
