@@ -101,11 +101,10 @@ pub fn create(dom: &Domain, access: u32, sock_flags: i32, mode: AbiMode) -> Resu
             if r != 0 {
                 return Err(Errno(r));
             }
-            p.rel_tail.store(0);
-            p.rel_head.raw_set(0);
         }
+        // Fresh or reused, the record comes zeroed but for its locks
+        // (`alloc`): its release ring is empty.
         tx.hold(peer);
-        crate::release::reset(&tx, peer);
         let uid = sys::getuid();
         let user = user_get(&tx, uid)?;
         tx.set(&p.magic, PEER_MAGIC);

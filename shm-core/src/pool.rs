@@ -237,6 +237,42 @@ pub fn lookup<S: Store>(s: &S, peer: P<PeerRec>, off: u64) -> Option<P<Msg>> {
     None
 }
 
+/// [`lookup`] without the peer's lock, for a release that does not take it
+/// (`release`): every step is bounds-checked and gives up (None) on
+/// anything a change made under the walk could show, and what it finds is
+/// only a candidate its caller validates.
+pub fn lookup_racy(dom: &crate::domain::Domain, peer: P<PeerRec>, off: u64) -> Option<P<Msg>> {
+    let seg = &dom.seg;
+    let p: &PeerRec = seg.try_rec(peer)?;
+    if off >= p.pool_size.load_racy() {
+        return None;
+    }
+    let top = p.dir.load_racy();
+    if top == 0 {
+        return None;
+    }
+    let page = off / PAGE;
+    let leaf = seg.try_cells(top + (page / DIR_LEAF as u64) * 8, 1)?[0].load_racy();
+    if leaf == 0 {
+        return None;
+    }
+    let mut r = P::<Msg>::from_off(seg.try_cells(leaf + (page % DIR_LEAF as u64) * 8, 1)?[0].load_racy());
+    // A page holds at most PAGE / 8 slices (the smallest is 8 bytes); a
+    // longer walk is a list being changed under it.
+    for _ in 0..PAGE / 8 {
+        let rr: &Msg = seg.try_rec(r)?;
+        let o = rr.off.load_racy();
+        if o == off {
+            return (rr.kind.load_racy() != ENTRY_SENTINEL).then_some(r);
+        }
+        if o > off || o / PAGE != page {
+            return None;
+        }
+        r = rr.a_next.load_racy();
+    }
+    None
+}
+
 /// Links a slice record whose range was just committed into `left`'s gap
 /// (derived state only: address order, gaps, bins, directory, counts).
 pub fn link_slice<S: Store>(s: &S, peer: P<PeerRec>, left: P<Msg>, r: P<Msg>) {

@@ -55,13 +55,6 @@ use crate::section::Section;
 use crate::shm::P;
 use crate::store::Store;
 
-/// Byte size of a pool page, the unit of the slice directory.
-const PAGE: u64 = 4096;
-
-/// Most slices a walk of one page's address list may meet (the smallest
-/// slice is 8 bytes); more is a list being changed under the walk.
-const MOST_PER_PAGE: usize = (PAGE / 8) as usize;
-
 /// The peer's `rel_lock`, held.
 pub struct ReleaseLock<'d> {
     rec: &'d PeerRec,
@@ -118,7 +111,7 @@ pub fn defer(dom: &Domain, peer: P<PeerRec>, serial: u64, off: u64) -> Option<Re
 
 /// The ring release proper (`rel_lock` held, counted in `rel_ring_busy`).
 fn through_ring(dom: &Domain, p: &PeerRec, peer: P<PeerRec>, off: u64) -> Option<Result<()>> {
-    let r = find(dom, peer, off)?;
+    let r = crate::pool::lookup_racy(dom, peer, off)?;
     let rr: &Msg = dom.seg.try_rec(r)?;
     let gen = rr.gen.load_racy();
     fence(Ordering::SeqCst);
@@ -127,20 +120,17 @@ fn through_ring(dom: &Domain, p: &PeerRec, peer: P<PeerRec>, off: u64) -> Option
     if tail.wrapping_sub(head) >= RELEASE_RING as u64 {
         return None;
     }
-    if (head..tail).any(|i| entry(p, i).map(|e| e[0].load()) == Some(r.off()) && entry(p, i).map(|e| e[1].load()) == Some(gen)) {
+    if (head..tail).any(|i| entry(p, i)[0].load() == r.off() && entry(p, i)[1].load() == gen) {
         // Released already, not yet applied.
         return Some(Err(Errno::ENXIO));
     }
     fence(Ordering::SeqCst);
-    let published = rr.peer.load_racy() == peer
-        && rr.off.load_racy() == off
-        && rr.kind.load_racy() != ENTRY_SENTINEL
-        && rr.state.load_racy() & MS_PUBLISHED != 0;
+    let published = rr.peer.load_racy() == peer && rr.off.load_racy() == off && rr.state.load_racy() & MS_PUBLISHED != 0;
     fence(Ordering::SeqCst);
     if !published || rr.gen.load_racy() != gen {
         return None;
     }
-    let e = entry(p, tail)?;
+    let e = entry(p, tail);
     e[0].store(r.off());
     e[1].store(gen);
     p.rel_tail.store(tail.wrapping_add(1));
@@ -168,41 +158,8 @@ pub fn locked(dom: &Domain, peer: P<PeerRec>, release: impl Fn(&Section) -> Resu
 }
 
 /// Entry `i` (a running count) of the ring.
-fn entry(p: &PeerRec, i: u64) -> Option<&[crate::shm::Atomic64; 2]> {
-    p.rel_entries.get((i % RELEASE_RING as u64) as usize)
-}
-
-/// The record of the slice at `off` in `peer`'s pool, looked up without
-/// the lock: every step is bounds-checked, and what it finds is only a
-/// candidate that `defer` validates.
-fn find(dom: &Domain, peer: P<PeerRec>, off: u64) -> Option<P<Msg>> {
-    let seg = &dom.seg;
-    let p: &PeerRec = seg.try_rec(peer)?;
-    if off >= p.pool_size.load_racy() {
-        return None;
-    }
-    let top = p.dir.load_racy();
-    if top == 0 {
-        return None;
-    }
-    let page = off / PAGE;
-    let leaf = seg.try_cells(top + (page / DIR_LEAF as u64) * 8, 1)?[0].load_racy();
-    if leaf == 0 {
-        return None;
-    }
-    let mut r = P::<Msg>::from_off(seg.try_cells(leaf + (page % DIR_LEAF as u64) * 8, 1)?[0].load_racy());
-    for _ in 0..MOST_PER_PAGE {
-        let rr: &Msg = seg.try_rec(r)?;
-        let o = rr.off.load_racy();
-        if o == off {
-            return Some(r);
-        }
-        if o > off || o / PAGE != page {
-            return None;
-        }
-        r = rr.a_next.load_racy();
-    }
-    None
+fn entry(p: &PeerRec, i: u64) -> &[crate::shm::Atomic64; 2] {
+    &p.rel_entries[(i % RELEASE_RING as u64) as usize]
 }
 
 /// Applies the releases waiting in `peer`'s ring (its lock just taken by
@@ -218,10 +175,10 @@ pub fn apply<S: Store>(s: &S, peer: P<PeerRec>) {
     let pending = tail.wrapping_sub(head);
     assert!(pending <= RELEASE_RING as u64, "the release ring of peer {peer:?} holds {pending} entries");
     for i in 0..pending {
-        let e = &p.rel_entries[(head.wrapping_add(i) % RELEASE_RING as u64) as usize];
+        let e = entry(p, head.wrapping_add(i));
         let (r, gen) = (P::<Msg>::from_off(e[0].load()), e[1].load());
-        // An entry left by an earlier peer in this record names records
-        // that are not this peer's (or no longer the same incarnation).
+        // A stale entry (its record reused since, by this peer or another)
+        // names another incarnation.
         let Some(rr) = s.dom().seg.try_rec(r) else { continue };
         if rr.peer.get() != peer || rr.gen.get() != gen {
             continue;
@@ -236,11 +193,4 @@ pub fn apply<S: Store>(s: &S, peer: P<PeerRec>) {
     // them too.
     fence(Ordering::SeqCst);
     s.set(&p.rel_head, tail);
-}
-
-/// Drops whatever a former peer of the record `peer` left in its ring (a
-/// new peer, before anyone can reach it).
-pub fn reset<S: Store>(s: &S, peer: P<PeerRec>) {
-    let p = s.rec(peer);
-    s.set(&p.rel_head, p.rel_tail.load());
 }

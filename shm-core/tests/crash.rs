@@ -15,16 +15,11 @@ fn die_at(point: &str, f: impl FnOnce()) {
 
 /// [`die_at`] the `n`-th time the child gets to `point`.
 fn die_at_n(point: &str, n: i64, f: impl FnOnce()) {
-    // SAFETY: the child only runs `f` and exits; it shares nothing with
-    // the test harness threads that it could corrupt.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0);
-    if pid == 0 {
+    let pid = in_child(|| {
         shm_core::arm_crash_point(point, n);
         f();
-        // SAFETY: leaving the child without running the parent's atexit.
-        unsafe { libc::_exit(3) };
-    }
+        3
+    });
     let mut st = 0;
     // SAFETY: waiting for our own child.
     unsafe { libc::waitpid(pid, &mut st, 0) };
@@ -34,14 +29,7 @@ fn die_at_n(point: &str, n: i64, f: impl FnOnce()) {
 /// Whether `f`, run in a child process, returns true within `secs`
 /// seconds (a child still running then is killed).
 fn finishes_within(secs: u64, f: impl FnOnce() -> bool) -> bool {
-    // SAFETY: as in `die_at_n`.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0);
-    if pid == 0 {
-        let ok = f();
-        // SAFETY: leaving the child without running the parent's atexit.
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-    }
+    let pid = in_child(|| if f() { 0 } else { 1 });
     let mut st = 0;
     for _ in 0..secs * 100 {
         // SAFETY: polling our own child.
@@ -56,6 +44,20 @@ fn finishes_within(secs: u64, f: impl FnOnce() -> bool) -> bool {
         libc::waitpid(pid, &mut st, 0);
     }
     false
+}
+
+/// Forks a child that runs `f` and exits with the status it returns.
+fn in_child(f: impl FnOnce() -> i32) -> libc::pid_t {
+    // SAFETY: the child only runs `f` and exits; it shares nothing with
+    // the test harness threads that it could corrupt.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let status = f();
+        // SAFETY: leaving the child without running the parent's atexit.
+        unsafe { libc::_exit(status) };
+    }
+    pid
 }
 
 #[test]
