@@ -541,6 +541,42 @@ TEST(send_multicast_atomic_efault_payload)
 	ASSERT_EQ(recv_data(b, "good", 4).msg.offset, 0);
 }
 
+/*
+ * §2.8 step 9.8 at every size the payload copy treats differently (blocks
+ * of 64 bytes, words, bytes, long copies from 2 KiB), for one destination
+ * and for two: the payload arrives exactly; a payload whose last byte lies
+ * on an unreadable page is EFAULT with nothing delivered and no room kept.
+ */
+TEST(send_payload_copy_sizes)
+{
+	static const size_t sizes[] = { 1, 7, 8, 9, 63, 64, 65, 127, 128, 200,
+					1024, 1031, 1032, 2047, 2048, 2049, 4096 };
+	int s = b1_open(), a = b1_open(), b = b1_open();
+	int fd[2] = { a, b };
+	uint64_t d[2] = { b1_handle_to(a, 0x100, s), b1_handle_to(b, 0x100, s) };
+
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		size_t n = sizes[i];
+		uint8_t *edge = b1_edge(n);
+		struct iovec good = { edge, n }, bad = { edge + 1, n };
+
+		for (size_t k = 0; k < n; k++)
+			edge[k] = (uint8_t)(k * 31 + n);
+		for (int dests = 1; dests <= 2; dests++) {
+			ASSERT_EQ(b1_send(s, 0, d, dests, NULL, &bad, 1, NULL, 0, NULL, 0), -EFAULT);
+			assert_empty(a);
+			assert_empty(b);
+			ASSERT_EQ(b1_send(s, 0, d, dests, NULL, &good, 1, NULL, 0, NULL, 0), 0);
+			for (int j = 0; j < dests; j++) {
+				struct bus1_cmd_recv r = recv_data(fd[j], edge, n);
+
+				ASSERT_EQ(r.msg.offset, 0);
+				ASSERT_EQ(b1_slice_release(fd[j], r.msg.offset), 0);
+			}
+		}
+	}
+}
+
 /* §2.0 / §8.3: SEND on a disconnected peer → ESHUTDOWN before any check */
 TEST(send_on_disconnected_peer)
 {
