@@ -1,7 +1,10 @@
 //! Prints what SEND, RECV and SLICE_RELEASE of one 1 KiB message touch in
 //! the domain segment: distinct cache lines and undo entries, averaged
 //! over many messages (unicast; and a multicast to 16 peers, per
-//! destination). Run with:
+//! destination), and how many lines of a unicast's SEND the receiver's
+//! RECV and SLICE_RELEASE touch too, one side writing them: the lines that
+//! move between the CPUs with each message when a sender and its receiver
+//! run side by side. Run with:
 //!   cargo run --release -p bus1-shm-core --features census --example census
 use shm_core::{census, OpenFlags, Peer, SimMem};
 use uapi::*;
@@ -30,7 +33,7 @@ struct Sum {
 }
 
 impl Sum {
-    fn add(&mut self, c: census::Census) {
+    fn add(&mut self, c: &census::Census) {
         self.lines += c.lines;
         self.undo += c.undo;
     }
@@ -39,11 +42,12 @@ impl Sum {
     }
 }
 
-fn measure<T>(sum: &mut Sum, f: impl FnOnce() -> T) -> T {
+fn measure<T>(sum: &mut Sum, f: impl FnOnce() -> T) -> (T, census::Census) {
     census::start();
     let v = f();
-    sum.add(census::stop());
-    v
+    let c = census::stop();
+    sum.add(&c);
+    (v, c)
 }
 
 fn main() {
@@ -64,26 +68,32 @@ fn main() {
     let (one, many) = (cmd(1), cmd(FANOUT));
     let (mut send, mut recv, mut release) = (Sum::default(), Sum::default(), Sum::default());
     let (mut msend, mut mrecv) = (Sum::default(), Sum::default());
+    let mut moved_lines = 0;
     let b = &rcv[0];
     for round in 0..2 {
         // the first round warms up (pool mappings, tables, free lists)
         let keep = round == 1;
         let (mut s, mut r, mut l) = (Sum::default(), Sum::default(), Sum::default());
+        let mut moved = 0;
         for _ in 0..N {
-            measure(&mut s, || a.peer.send(a.fd, &one, &mem)).expect("send");
-            let m = measure(&mut r, || b.peer.recv(b.fd, 0, shm_core::POOL_SIZE)).expect("recv");
-            measure(&mut l, || b.peer.slice_release(b.fd, m.offset)).expect("release");
+            let (sent, cs) = measure(&mut s, || a.peer.send(a.fd, &one, &mem));
+            sent.expect("send");
+            let (m, cr) = measure(&mut r, || b.peer.recv(b.fd, 0, shm_core::POOL_SIZE));
+            let m = m.expect("recv");
+            let (released, cl) = measure(&mut l, || b.peer.slice_release(b.fd, m.offset));
+            released.expect("release");
+            moved += cs.moved_with(&cr.joined(&cl));
         }
         let (mut ms, mut mr) = (Sum::default(), Sum::default());
         for _ in 0..N / 10 {
-            measure(&mut ms, || a.peer.send(a.fd, &many, &mem)).expect("multicast");
+            measure(&mut ms, || a.peer.send(a.fd, &many, &mem)).0.expect("multicast");
             for r in &rcv {
-                let m = measure(&mut mr, || r.peer.recv(r.fd, 0, shm_core::POOL_SIZE)).expect("recv");
+                let m = measure(&mut mr, || r.peer.recv(r.fd, 0, shm_core::POOL_SIZE)).0.expect("recv");
                 r.peer.slice_release(r.fd, m.offset).expect("release");
             }
         }
         if keep {
-            (send, recv, release, msend, mrecv) = (s, r, l, ms, mr);
+            (send, recv, release, msend, mrecv, moved_lines) = (s, r, l, ms, mr, moved);
         }
     }
     println!("segment cache lines and undo entries per message (1 KiB, averages of {N}):");
@@ -92,6 +102,11 @@ fn main() {
     release.print("SLICE_RELEASE", N);
     msend.print(&format!("SEND to {FANOUT}, per destination"), N / 10 * FANOUT as u64);
     mrecv.print(&format!("RECV after a SEND to {FANOUT}"), N / 10 * FANOUT as u64);
+    println!(
+        "  {:<34} {:6.1} lines (of the SEND's, also touched by RECV or SLICE_RELEASE, one side writing)",
+        "moved between sender and receiver",
+        moved_lines as f64 / N as f64
+    );
     drop(rcv);
     let _ = std::fs::remove_dir_all(&dir);
 }

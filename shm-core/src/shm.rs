@@ -52,7 +52,7 @@ impl<T: Pod> Cell<T> {
     /// recovery path may call this.
     #[inline]
     pub(crate) fn raw_set(&self, v: T) {
-        crate::census::touch(self.addr(), core::mem::size_of::<T>());
+        crate::census::write(self.addr(), core::mem::size_of::<T>());
         // SAFETY: a cell is written only by the holder of the lock that
         // guards it (the domain lock, or its peer's lock for message
         // state; recovery holds them too), so no other thread or process
@@ -255,7 +255,7 @@ impl Segment {
     pub(crate) fn write_log_entry(&self, log_off: u64, n: u64, words: [u64; 3]) {
         let off = log_off + n * 24;
         assert!(off + 24 <= self.len as u64);
-        crate::census::touch(self.base as usize + off as usize, 24);
+        crate::census::write(self.base as usize + off as usize, 24);
         crate::census::undo_entry();
         // SAFETY: in bounds (checked) and 8-byte aligned (log_off and the
         // entry size are multiples of 8); the log is only written by the
@@ -326,7 +326,7 @@ impl Segment {
             return false;
         }
         let p = self.raw(off, size as usize);
-        crate::census::touch(p as usize, size as usize);
+        crate::census::write(p as usize, size as usize);
         // SAFETY: in bounds; recovery holds the domain lock.
         unsafe {
             match size {
@@ -342,7 +342,7 @@ impl Segment {
     /// Zeroes a range (fresh allocations only).
     pub(crate) fn zero(&self, off: u64, len: usize) {
         let p = self.raw(off, len);
-        crate::census::touch(p as usize, len);
+        crate::census::write(p as usize, len);
         // SAFETY: in bounds; the range belongs to a block allocated by the
         // running transaction, which nobody else can reach yet.
         unsafe { core::ptr::write_bytes(p, 0, len) }
@@ -476,30 +476,30 @@ impl Atomic64 {
         self.0.load(Ordering::Acquire)
     }
     pub fn store(&self, v: u64) {
-        crate::census::touch(self as *const Self as usize, 8);
+        crate::census::write(self as *const Self as usize, 8);
         self.0.store(v, Ordering::Release)
     }
     pub fn compare_exchange(&self, old: u64, new: u64) -> bool {
-        crate::census::touch(self as *const Self as usize, 8);
+        crate::census::write(self as *const Self as usize, 8);
         self.0.compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
     /// Adds `v` (wrapping: a negative delta cast to u64 subtracts);
     /// returns the previous value.
     pub fn fetch_add(&self, v: u64) -> u64 {
-        crate::census::touch(self as *const Self as usize, 8);
+        crate::census::write(self as *const Self as usize, 8);
         self.0.fetch_add(v, Ordering::SeqCst)
     }
     pub fn fetch_or(&self, v: u64) -> u64 {
-        crate::census::touch(self as *const Self as usize, 8);
+        crate::census::write(self as *const Self as usize, 8);
         self.0.fetch_or(v, Ordering::SeqCst)
     }
     pub fn fetch_and(&self, v: u64) -> u64 {
-        crate::census::touch(self as *const Self as usize, 8);
+        crate::census::write(self as *const Self as usize, 8);
         self.0.fetch_and(v, Ordering::SeqCst)
     }
     /// Raises the value to at least `v`; returns the previous value.
     pub fn fetch_max(&self, v: u64) -> u64 {
-        crate::census::touch(self as *const Self as usize, 8);
+        crate::census::write(self as *const Self as usize, 8);
         self.0.fetch_max(v, Ordering::SeqCst)
     }
     /// A load ordered after every earlier store of this thread (the load

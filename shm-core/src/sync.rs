@@ -69,7 +69,7 @@ impl RobustMutex {
     }
 
     pub fn try_lock(&self) -> libc::c_int {
-        crate::census::touch(self.0.get() as usize, 40);
+        crate::census::write(self.0.get() as usize, 40);
         // SAFETY: an initialised mutex in memory that stays mapped.
         unsafe { libc::pthread_mutex_trylock(self.raw()) }
     }
@@ -79,7 +79,7 @@ impl RobustMutex {
     /// wall clock neither wakes waiters early nor strands them; a C
     /// library without that call gets the same wait on CLOCK_REALTIME.
     pub fn lock_for_ms(&self, ms: u64) -> libc::c_int {
-        crate::census::touch(self.0.get() as usize, 40);
+        crate::census::write(self.0.get() as usize, 40);
         match clocklock() {
             Some(f) => {
                 let deadline = crate::sys::deadline_after_ms(libc::CLOCK_MONOTONIC, ms);
@@ -128,7 +128,7 @@ impl RobustMutex {
 
     /// Releases the mutex the calling thread holds.
     pub fn unlock(&self) {
-        crate::census::touch(self.0.get() as usize, 40);
+        crate::census::write(self.0.get() as usize, 40);
         // SAFETY: as for `try_lock`; the caller owns the mutex.
         unsafe { libc::pthread_mutex_unlock(self.raw()) };
     }
