@@ -165,8 +165,9 @@ pub fn alloc_peer(tx: &Txn) -> Result<(P<PeerRec>, bool)> {
     let lock = core::mem::offset_of!(PeerRec, lock) as u64;
     let rel_lock = core::mem::offset_of!(PeerRec, rel_lock) as u64;
     let free_next = core::mem::offset_of!(PeerRec, free_next) as u64;
-    let kept = [(free_next, 8), (lock, mutex), (rel_lock, mutex)];
-    debug_assert!(kept.windows(2).all(|w| w[0].0 + w[0].1 <= w[1].0), "kept fields out of order");
+    let mut kept = [(free_next, 8), (lock, mutex), (rel_lock, mutex)];
+    kept.sort_unstable();
+    debug_assert!(kept.windows(2).all(|w| w[0].0 + w[0].1 <= w[1].0), "kept fields overlap");
     let seg = &tx.dom.seg;
     let mut at = 0;
     for (start, len) in kept {

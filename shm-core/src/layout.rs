@@ -12,7 +12,7 @@ use crate::sync::RobustMutex;
 /// Segment magic ("bus1-shm").
 pub const MAGIC: u64 = 0x6275_7331_2d73_686d;
 /// Bumped whenever a record layout changes.
-pub const VERSION: u64 = 8;
+pub const VERSION: u64 = 9;
 
 /// Virtual size of the domain segment (a sparse file; only touched pages
 /// use memory).
@@ -232,65 +232,73 @@ pub const DIR_LEAF_SPAN: u64 = DIR_LEAF as u64 * 4096;
 /// A peer. Peer records are never given back to the heap (see
 /// [`Header::free_peers`]).
 ///
-/// The first group is object state: written by transactions that also hold
-/// the peer's lock, readable under either lock. The rest is message state
-/// under the peer's lock (`lock`): authoritative fields are marked (A),
-/// everything else is derived and recomputed by `rebuild` after a section
-/// died.
+/// Fields marked (O) are object state: written by transactions that also
+/// hold the peer's lock, readable under either lock. The others are
+/// message state under the peer's lock (`lock`): authoritative fields are
+/// marked (A), everything else is derived and recomputed by `rebuild`
+/// after a section died.
+///
+/// The order is by cache line, for the data path, where a sender and the
+/// receiver take turns on the record from two CPUs: the fields a SEND,
+/// RECV or SLICE_RELEASE only reads (set at open or by rare transactions)
+/// fill the first three lines, the lock has a line of its own, and the
+/// fields every message writes are packed into the four lines after it,
+/// so that a message moves as few lines between the CPUs as possible.
+/// Everything else comes after them.
 #[repr(C, align(64))]
 pub struct PeerRec {
-    /// [`PEER_MAGIC`] while the record is a live peer (cleared at
+    // ---- read on the data path, rarely written (lines 0 to 2)
+    /// (O) [`PEER_MAGIC`] while the record is a live peer (cleared at
     /// teardown), so that a process can check a cached record offset.
     pub magic: Cell<u64>,
+    /// (O)
     pub state: Cell<u32>,
-    /// O_ACCMODE of the open() that created it.
+    /// (O) O_ACCMODE of the open() that created it.
     pub access: Cell<u32>,
+    /// (O)
     pub serial: Cell<u64>,
-    pub uid: Cell<u32>,
-    pub gid: Cell<u32>,
+    /// (O)
     pub user: Cell<P<UserRec>>,
-    pub flags: Cell<u64>,
+    /// (O)
     pub max: [Cell<i64>; NRES],
-    pub id_counter: Cell<u64>,
-    pub handles: Cell<P<Handle>>,
-    pub nodes: Cell<P<Node>>,
-    /// The ID table: handle ID → handle (`ids`).
-    pub ids: Cell<u64>,
-    pub ids_cap: Cell<u64>,
-    pub ids_used: Cell<u64>,
-    /// (A) Bumped whenever an ID leaves the table, before the change is
+
+    /// (O)
+    pub uid: Cell<u32>,
+    /// (O)
+    pub gid: Cell<u32>,
+    /// (O) Which ABI the peer speaks, and whether that was fixed at open
+    /// (owned by `abi`; the latch writes it holding the peer's lock too).
+    pub abi: Cell<u32>,
+    /// (O)
+    pub abi_mode: Cell<u32>,
+    /// (O)
+    pub pidns: Cell<u64>,
+    /// (O)
+    pub userns: Cell<u64>,
+    /// (O)
+    pub seed: Cell<P<Msg>>,
+    /// (O) Index of the peer's bell (its wake-up record) in the bell table.
+    pub bell: Cell<u64>,
+    /// (O) The slice directory's top level and the overflow blocks of
+    /// shares (allocated under the domain lock).
+    pub dir: Cell<u64>,
+    /// (O)
+    pub share_blocks: Cell<P<ShareBlock>>,
+
+    /// (O) The pool's first record: a slice of size 0 at offset 0 whose
+    /// gap is the free space before the first real slice.
+    pub sentinel: Cell<P<Msg>>,
+    /// (A) Length of the pool ([`POOL_SIZE`] or [`POOL_SIZE_FINAL`]):
+    /// slices lie in `0 .. pool_size - 1`, and its file is at least this
+    /// long (a transaction grows the file first, then this).
+    pub pool_size: Cell<u64>,
+    /// (O)(A) Bumped whenever an ID leaves the table, before the change is
     /// committed (never rolled back: a bump too many only costs a lookup
     /// under the lock): a thread's cached resolution of a SEND
     /// destination holds while it stays the same (`send`).
     pub id_removals: Atomic64,
-    pub seed: Cell<P<Msg>>,
-    pub pidns: Cell<u64>,
-    pub userns: Cell<u64>,
-    pub next: Cell<P<PeerRec>>,
-    pub prev: Cell<P<PeerRec>>,
-    pub free_next: Cell<P<PeerRec>>,
-    pub vault_gen: Cell<u64>,
-    /// Index of the peer's bell (its wake-up record) in the bell table.
-    pub bell: Cell<u64>,
-    /// Which ABI the peer speaks, and whether that was fixed at open
-    /// (owned by `abi`; the latch writes it holding the peer's lock too).
-    pub abi: Cell<u32>,
-    pub abi_mode: Cell<u32>,
-    /// The arena's chunks and the slice directory's top level (allocated
-    /// under the domain lock).
-    pub chunks: Cell<P<Chunk>>,
-    pub n_chunks: Cell<u64>,
-    pub dir: Cell<u64>,
-    pub share_blocks: Cell<P<ShareBlock>>,
-    /// The pool's first record: a slice of size 0 at offset 0 whose gap is
-    /// the free space before the first real slice.
-    pub sentinel: Cell<P<Msg>>,
-
-    /// The peer lock.
-    pub lock: RobustMutex,
-    /// [`HELD_SECTION`] or [`HELD_TXN`]: what kind of holder took the lock
-    /// last (written right after taking it).
-    pub holder: Cell<u64>,
+    /// (A) Stamp of the last flushing reset.
+    pub flush: Cell<u64>,
     /// Set when a transaction died holding the lock: nobody may touch the
     /// message state until the domain lock's recovery has undone it.
     pub await_txn: Cell<u32>,
@@ -305,6 +313,19 @@ pub struct PeerRec {
     /// stale value costs one round's delay or a redundant punch; kept
     /// across rebuilds).
     pub swept_at: Cell<u32>,
+    /// (O) The arena's chunks (allocated under the domain lock).
+    pub chunks: Cell<P<Chunk>>,
+    /// (O)
+    pub n_chunks: Cell<u64>,
+
+    // ---- the peer lock (line 3)
+    /// The peer lock.
+    pub lock: RobustMutex,
+
+    // ---- written by every message (lines 4 to 7)
+    /// [`HELD_SECTION`] or [`HELD_TXN`]: what kind of holder took the lock
+    /// last (written right after taking it).
+    pub holder: Cell<u64>,
     /// The release ring (`release`): SLICE_RELEASE calls that did not take
     /// the peer lock append to `rel_entries`, and every holder of the peer
     /// lock applies them when it takes it. Entries applied so far (message
@@ -320,13 +341,11 @@ pub struct PeerRec {
     /// lock): each side looks at the other's count after raising its own,
     /// and backs off if it is not zero (`release`).
     pub rel_locked_busy: Atomic64,
-
     /// (A) The queue's clock: even, only increased (atomic max).
     pub clock: Atomic64,
-    /// (A) Stamp of the last flushing reset.
-    pub flush: Cell<u64>,
     pub q_head: Cell<P<Msg>>,
     pub q_tail: Cell<P<Msg>>,
+
     pub q_len: Cell<u64>,
     /// Records prepared by transaction slots, not queued yet.
     pub n_prepared: Cell<u64>,
@@ -342,29 +361,50 @@ pub struct PeerRec {
     /// Bytes of slices beyond the pool's kept start freed since the last
     /// sweep of its free space (see `pool`).
     pub pool_freed: Cell<u32>,
-
-    /// (A) Length of the pool ([`POOL_SIZE`] or [`POOL_SIZE_FINAL`]):
-    /// slices lie in `0 .. pool_size - 1`, and its file is at least this
-    /// long (a transaction grows the file first, then this).
-    pub pool_size: Cell<u64>,
-    /// Free-space bins: gaps (the free space after a slice) by size class.
-    pub bins: [Cell<P<Msg>>; NBINS],
+    /// Which free-space bins (`bins`) are not empty.
     pub bin_mask: Cell<u64>,
     /// The slice with the highest offset (its gap is the free tail).
     pub pool_last: Cell<P<Msg>>,
     pub pool_slices: Cell<u64>,
+
+    /// Usage per resource (6.2's "max minus remaining").
+    pub used: [Cell<i64>; NRES],
+    /// (A) This peer's reservation in its user's `claimed`.
+    pub resv: [Cell<i64>; NRES],
+
     /// End of the part of the pool that may have resident pages: the
     /// highest slice end since the pool's tail was last trimmed. A hint
     /// kept across rebuilds (a wrong value costs a redundant punch).
     pub pool_dirty_end: Cell<u64>,
     pub free_recs: Cell<P<Msg>>,
     pub n_free_recs: Cell<u64>,
-
-    /// Usage per resource (6.2's "max minus remaining").
-    pub used: [Cell<i64>; NRES],
-    /// (A) This peer's reservation in its user's `claimed`.
-    pub resv: [Cell<i64>; NRES],
     pub shares: [Share; INLINE_SHARES],
+
+    // ---- the rest
+    /// Free-space bins: gaps (the free space after a slice) by size class.
+    pub bins: [Cell<P<Msg>>; NBINS],
+    /// (O)
+    pub flags: Cell<u64>,
+    /// (O)
+    pub id_counter: Cell<u64>,
+    /// (O)
+    pub handles: Cell<P<Handle>>,
+    /// (O)
+    pub nodes: Cell<P<Node>>,
+    /// (O) The ID table: handle ID → handle (`ids`).
+    pub ids: Cell<u64>,
+    /// (O)
+    pub ids_cap: Cell<u64>,
+    /// (O)
+    pub ids_used: Cell<u64>,
+    /// (O)
+    pub next: Cell<P<PeerRec>>,
+    /// (O)
+    pub prev: Cell<P<PeerRec>>,
+    /// (O)
+    pub free_next: Cell<P<PeerRec>>,
+    /// (O)
+    pub vault_gen: Cell<u64>,
 
     /// Serialises the SLICE_RELEASE calls of the peer (`release`); never
     /// taken while holding a peer lock (the lock order in `txn`).
@@ -373,6 +413,11 @@ pub struct PeerRec {
     /// incarnation `Msg::gen`).
     pub rel_entries: [[Atomic64; 2]; RELEASE_RING],
 }
+
+// The lines of the data path, as laid out above.
+const _: () = assert!(core::mem::offset_of!(PeerRec, lock) == 3 * 64);
+const _: () = assert!(core::mem::offset_of!(PeerRec, holder) == 4 * 64);
+const _: () = assert!(core::mem::offset_of!(PeerRec, shares) + core::mem::size_of::<Share>() == 8 * 64);
 
 /// Entries of a peer's release ring: releases not yet applied. A full ring
 /// sends SLICE_RELEASE the locked way.

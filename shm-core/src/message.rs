@@ -162,7 +162,10 @@ pub fn handle_ref<S: Store>(s: &S, peer: P<PeerRec>, h: P<Handle>, d: i64) {
         crate::crash::point("orphan-unref");
     }
     s.add(&hr.refs, d);
-    if hr.refs.get() == 0 {
+    // Stored only when it changes: the mark shares a cache line with what
+    // a SEND to the peer reads, and a message's release often takes its
+    // handle's count to 0.
+    if hr.refs.get() == 0 && s.rec(peer).gc_pending.get() == 0 {
         s.set(&s.rec(peer).gc_pending, 1);
     }
 }
