@@ -12,7 +12,7 @@ use crate::sync::RobustMutex;
 /// Segment magic ("bus1-shm").
 pub const MAGIC: u64 = 0x6275_7331_2d73_686d;
 /// Bumped whenever a record layout changes.
-pub const VERSION: u64 = 9;
+pub const VERSION: u64 = 10;
 
 /// Virtual size of the domain segment (a sparse file; only touched pages
 /// use memory).
@@ -482,6 +482,7 @@ pub struct Handle {
 /// `waiters` (the sleeper map).
 #[repr(C, align(64))]
 pub struct BellRec {
+    // ---- the senders' line: written by every wake-up owed
     /// Bumped once per transaction that makes entries visible in the
     /// queue, and at disconnect, after the change is visible: the module's
     /// wake-ups, counted (edge-triggered epoll reports one edge per bump).
@@ -492,23 +493,29 @@ pub struct BellRec {
     /// (a later one made covers an earlier one, since it happens after
     /// both commits).
     pub rung: Atomic64,
+    /// Bit i set if word i of `sleepers` may be non-zero (only ever set).
+    pub sleep_summary: Atomic64,
+    /// Epoll registrations of the peer, a list through `EpollReg::next`
+    /// (under the lock).
+    pub regs: Cell<u64>,
+    pub n_regs: Cell<u64>,
+    /// Keeps the token counters off the line above: the receiver reads
+    /// them at every RECV, and the senders write that line at every SEND.
+    pub _pad: [Cell<u64>; 2],
+
+    // ---- the tokens' line: written only when a token goes in or out
     /// Plain tokens committed to be sent into the peer socket ...
     pub tok_sent: Atomic64,
     /// ... the highest of them sent (as `rung` for `owed`) ...
     pub tok_done: Atomic64,
     /// ... and how many were taken out of it again (see `doorbell`).
     pub tok_taken: Atomic64,
-    /// Bit i set if word i of `sleepers` may be non-zero (only ever set).
-    pub sleep_summary: Atomic64,
     /// One bit per waiter slot armed on this peer.
     pub sleepers: [Atomic64; SLOT_WORDS],
-    /// Epoll registrations of the peer, a list through `EpollReg::next`
-    /// (under the lock).
-    pub regs: Cell<u64>,
-    pub n_regs: Cell<u64>,
 }
 
 const _: () = assert!(core::mem::size_of::<BellRec>() <= 256);
+const _: () = assert!(core::mem::offset_of!(BellRec, tok_sent) == 64);
 
 /// A waiter slot: one thread of one process that may sleep on peers of the
 /// domain. Owned by `waiters`.
