@@ -5,7 +5,9 @@
  * guarantee that a failed SEND leaves nothing behind (no message queued
  * anywhere, no slice consumed, no provisional node, no quota charged).
  */
+#include <stdio.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 
 #include "bus1-util.h"
 
@@ -575,6 +577,38 @@ TEST(send_payload_copy_sizes)
 			}
 		}
 	}
+}
+
+/*
+ * A sender that cannot map a receiver's pool (its address space limited
+ * with RLIMIT_AS) gets ENOMEM, for a unicast and for a multicast, and the
+ * failed SENDs leave nothing behind: once the limit is lifted, the same
+ * SEND delivers into both pools' first slices.
+ */
+TEST(send_without_address_space_for_the_pool)
+{
+	int s = b1_open(), a = b1_open(), b = b1_open();
+	uint64_t d[2] = { b1_handle_to(a, 0x100, s), b1_handle_to(b, 0x100, s) };
+	struct iovec v = { "x", 1 };
+	struct rlimit old, tight;
+	unsigned long pages = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	ASSERT_NE(f, NULL);
+	ASSERT_EQ(fscanf(f, "%lu", &pages), 1);
+	fclose(f);
+	ASSERT_OK(getrlimit(RLIMIT_AS, &old));
+	tight = old;
+	tight.rlim_cur = pages * 4096 + (256UL << 20);
+	ASSERT_OK(setrlimit(RLIMIT_AS, &tight));
+	ASSERT_EQ(b1_send(s, 0, d, 1, NULL, &v, 1, NULL, 0, NULL, 0), -ENOMEM);
+	ASSERT_EQ(b1_send(s, 0, d, 2, NULL, &v, 1, NULL, 0, NULL, 0), -ENOMEM);
+	assert_empty(a);
+	assert_empty(b);
+	ASSERT_OK(setrlimit(RLIMIT_AS, &old));
+	ASSERT_EQ(b1_send(s, 0, d, 2, NULL, &v, 1, NULL, 0, NULL, 0), 0);
+	ASSERT_EQ(recv_data(a, "x", 1).msg.offset, 0);
+	ASSERT_EQ(recv_data(b, "x", 1).msg.offset, 0);
 }
 
 /* §2.0 / §8.3: SEND on a disconnected peer → ESHUTDOWN before any check */

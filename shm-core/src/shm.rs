@@ -394,9 +394,15 @@ unsafe impl Send for PoolMapping {}
 unsafe impl Sync for PoolMapping {}
 
 impl PoolMapping {
-    /// Maps the pool file `fd` shared, readable and writable.
+    /// Maps the pool file `fd` shared, readable and writable. A mapping
+    /// refused for want of address space is ENOMEM, whatever the refusal
+    /// said (the kernel says ENOMEM; valgrind, whose address space holds
+    /// a few dozen pools, EINVAL, which would blame the caller's input).
     pub fn map(fd: i32) -> crate::errno::Result<PoolMapping> {
-        let base = crate::sys::mmap_shared(fd, POOL_MAP_LEN as usize, libc::PROT_READ | libc::PROT_WRITE)?;
+        let base = crate::sys::mmap_shared(fd, POOL_MAP_LEN as usize, libc::PROT_READ | libc::PROT_WRITE).map_err(|e| match e {
+            crate::errno::Errno::EINVAL => crate::errno::Errno::ENOMEM,
+            e => e,
+        })?;
         if !crate::ownmem::add(base as usize, POOL_MAP_LEN as usize) {
             // SAFETY: the mapping was just made and nobody uses it.
             unsafe { crate::sys::munmap(base, POOL_MAP_LEN as usize) };
