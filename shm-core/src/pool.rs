@@ -342,6 +342,14 @@ fn backlog<S: Store>(s: &S, peer: P<PeerRec>) -> bool {
     s.rec(peer).q_len.get() > 0
 }
 
+/// Whether releasing the slice at `off` (of `size` bytes) of the peer
+/// `p` may give pages back (a trim of the free tail or a sweep), judged
+/// without the lock: not if the slice lies in the first MiB, which is
+/// never punched on the message path, and no page beyond it is resident.
+pub(crate) fn release_may_give_back_racy(p: &PeerRec, off: u64, size: u64) -> bool {
+    off.saturating_add(size) > TRIM_KEEP || p.pool_dirty_end.load_racy() > TRIM_KEEP
+}
+
 /// Counts a freed slice towards the next sweep, and asks for the sweep
 /// (once per transaction) when enough has been freed and the queue is
 /// empty.

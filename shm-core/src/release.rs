@@ -2,14 +2,22 @@
 //!
 //! The peer lock is the one every sender to the peer takes, so a release
 //! under it makes a stream's three sections per message (the sender's,
-//! RECV's, SLICE_RELEASE's) take turns on one lock. Instead, while the
-//! peer's queue holds messages (senders are busy on its lock then), a
-//! release that needs nothing else (no token owed to the peer's socket) is
-//! validated without that lock and *appended* to the peer's release ring;
-//! every holder of the peer lock applies the ring's entries when it takes
-//! the lock, before it looks at anything else (rule 11 of `txn`). Nobody
-//! can therefore see pool space, quota or a slice's state that a returned
-//! release has not yet changed.
+//! RECV's, SLICE_RELEASE's) take turns on one lock. Instead, a release
+//! that needs nothing else (no token owed to the peer's socket, and no
+//! pool pages to give back: see below) is validated without that lock and
+//! *appended* to the peer's release ring; every holder of the peer lock
+//! applies the ring's entries when it takes the lock, before it looks at
+//! anything else (rule 11 of `txn`). Nobody can therefore see pool space,
+//! quota or a slice's state that a returned release has not yet changed.
+//!
+//! * Page work: while the queue holds messages, a release gives no pages
+//!   back (the next sends take the room again, `pool`), so any release may
+//!   use the ring then. With the queue empty, only a release that cannot
+//!   owe any does — its slice lies in the pool's first MiB, which is never
+//!   punched on the message path, and no page beyond it is resident — so
+//!   that a release that gives pages back has done so when it returns. A
+//!   receiver that keeps up with its senders (its queue empty at most
+//!   releases) thus releases through the ring too.
 //!
 //! * Releasers are serialised by the peer's own robust `rel_lock`, which
 //!   nobody holding a peer lock ever takes. A releaser stopped while
@@ -96,23 +104,26 @@ pub fn defer(dom: &Domain, peer: P<PeerRec>, serial: u64, off: u64) -> Option<Re
     if p.magic.load_racy() != PEER_MAGIC || p.serial.load_racy() != serial || p.state.load_racy() != PEER_CONNECTED {
         return None;
     }
-    // With its queue empty, the peer's senders are not busy on its lock,
-    // and the release that empties a pool's backlog sweeps its free room
-    // (`pool`): that one goes the locked way.
-    if p.q_len.load_racy() == 0 || !crate::doorbell::settled_racy(dom, peer) {
+    if !crate::doorbell::settled_racy(dom, peer) {
         return None;
     }
+    let backlog = p.q_len.load_racy() != 0;
     let _held = ReleaseLock::take(dom, peer)?;
     p.rel_ring_busy.fetch_add(1);
-    let r = if p.rel_locked_busy.load_seqcst() == 0 { through_ring(dom, p, peer, off) } else { None };
+    let r = if p.rel_locked_busy.load_seqcst() == 0 { through_ring(dom, p, peer, off, backlog) } else { None };
     p.rel_ring_busy.fetch_add(u64::MAX);
     r
 }
 
 /// The ring release proper (`rel_lock` held, counted in `rel_ring_busy`).
-fn through_ring(dom: &Domain, p: &PeerRec, peer: P<PeerRec>, off: u64) -> Option<Result<()>> {
+/// Without a `backlog` in the queue, a release that may owe the pool page
+/// work goes the locked way, which does that work before it returns.
+fn through_ring(dom: &Domain, p: &PeerRec, peer: P<PeerRec>, off: u64, backlog: bool) -> Option<Result<()>> {
     let r = crate::pool::lookup_racy(dom, peer, off)?;
     let rr: &Msg = dom.seg.try_rec(r)?;
+    if !backlog && crate::pool::release_may_give_back_racy(p, off, rr.size.load_racy()) {
+        return None;
+    }
     let gen = rr.gen.load_racy();
     fence(Ordering::SeqCst);
     let head = p.rel_head.load_racy();

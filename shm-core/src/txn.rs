@@ -235,8 +235,8 @@
 //!
 //! ## 11. Releases without the peer lock
 //!
-//! A SLICE_RELEASE that owes the peer's socket nothing validates the slice
-//! without `P` and appends (record, incarnation) to the peer's release
+//! A SLICE_RELEASE that owes the peer's socket nothing, and the pool no
+//! pages to give back, validates the slice without `P` and appends (record, incarnation) to the peer's release
 //! ring under `R`; the store of the ring's tail is its commit point (see
 //! `release`). **Every holder of a peer lock, section or transaction,
 //! applies that peer's ring as soon as it has the lock**, before it reads

@@ -487,6 +487,26 @@ fn ring_release_killed_after_commit_stands() {
     second_then_on(&a, b, hb, "release-committed (ring)");
 }
 
+/// The same with the queue empty: a receiver that keeps up releases
+/// through the ring too (its slice lies in the pool's first MiB, so the
+/// release owes no pages back). Killed after the commit, the release
+/// stands, and the next message takes its room.
+#[test]
+fn ring_release_with_an_empty_queue_killed_after_commit_stands() {
+    let bus = Bus::new("crash-ring-release-empty");
+    let a = bus.peer();
+    let b = bus.peer();
+    let hb = b.transfer(0x100, &a).unwrap();
+    a.send(&[hb], b"only").unwrap();
+    let m = b.recv().unwrap();
+    assert_eq!(b.recv().err(), Some(Errno::EAGAIN));
+    die_at("release-committed", || {
+        let _ = b.slice_release(m.m.offset);
+    });
+    assert_eq!(b.slice_release(m.m.offset), Err(Errno::ENXIO));
+    queues_go_on(&a, &[b], &[hb], "release-committed (ring, empty queue)");
+}
+
 /// A peer record taken over from a peer that went away keeps its release
 /// lock a robust mutex: a releaser killed holding it wedges nobody.
 #[test]
