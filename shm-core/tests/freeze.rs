@@ -124,6 +124,10 @@ enum Op {
     /// A SLICE_RELEASE at X while its queue holds a message: through the
     /// release ring, under X's release lock only.
     ReleaseBacklog,
+    /// A SLICE_RELEASE at X, queue empty, of a slice beyond the pool's
+    /// first MiB (its release may owe pages back): the locked way, under
+    /// X's peer lock.
+    ReleaseLocked,
     /// A SEND that carries a handle (a transaction) to X.
     Transaction,
 }
@@ -191,6 +195,7 @@ fn case(point: &str, n: i64, op: Op) {
     expect(&w.d, b"warm", b"");
     expect(&w.e, b"warm", b"");
     let mut published = 0;
+    let mut filler = 0;
     match op {
         Op::Recv => w.f.send(&[w.fx], FROZEN).unwrap(),
         Op::Release => {
@@ -202,13 +207,20 @@ fn case(point: &str, n: i64, op: Op) {
             w.f.send(&[w.fx], FROZEN).unwrap();
             published = w.x.recv().unwrap().m.offset;
         }
+        Op::ReleaseLocked => {
+            w.f.send(&[w.fx], &vec![0u8; 1 << 20]).unwrap();
+            w.f.send(&[w.fx], FROZEN).unwrap();
+            filler = w.x.recv().unwrap().m.offset;
+            published = w.x.recv().unwrap().m.offset;
+            assert!(published >= 1 << 20, "{what}: the slice lies in the first MiB");
+        }
         _ => {}
     }
     let pid = park_at(point, n, || match op {
         Op::Multicast { overlap } => w.f.send_full(0, &dests(overlap), &[b"frozen ", b"message"], &[], &[], 0).is_ok(),
         Op::Unicast => w.f.send(&[w.fx], FROZEN).is_ok(),
         Op::Recv => w.x.recv().is_ok_and(|m| m.payload == FROZEN),
-        Op::Release | Op::ReleaseBacklog => w.x.slice_release(published).is_ok(),
+        Op::Release | Op::ReleaseBacklog | Op::ReleaseLocked => w.x.slice_release(published).is_ok(),
         Op::Transaction => w.f.send_h(&[w.fx], FROZEN, &[0x300]).is_ok(),
     });
     let mut met = 0;
@@ -246,6 +258,17 @@ fn case(point: &str, n: i64, op: Op) {
             assert_eq!((m.payload.as_slice(), m.m.offset), (&b"again"[..], published), "{what}");
             w.x.slice_release(m.m.offset).unwrap();
         }
+        Op::ReleaseLocked => {
+            assert_eq!(w.x.slice_release(published), Err(Errno::ENXIO), "{what}");
+            w.x.slice_release(filler).unwrap();
+            // both rooms were given back: a message spanning them lands at
+            // the pool's start
+            let long = vec![7u8; published as usize + FROZEN.len()];
+            w.f.send(&[w.fx], &long).unwrap();
+            let m = w.x.recv().unwrap();
+            assert_eq!((m.payload.len(), m.m.offset), (long.len(), filler), "{what}");
+            w.x.slice_release(m.m.offset).unwrap();
+        }
     }
     for (name, p) in [("X", &w.x), ("Y", &w.y), ("D", &w.d), ("E", &w.e), ("C", &w.c)] {
         if let Ok(m) = p.recv() {
@@ -281,6 +304,7 @@ fn receiver_frozen_inside_recv_or_slice_release() {
     case("recv-committed", 1, Op::Recv);
     case("release-committed", 1, Op::Release);
     case("release-committed", 1, Op::ReleaseBacklog);
+    case("release-committed", 1, Op::ReleaseLocked);
 }
 
 /// A SEND that carries handles is a transaction under the domain lock: a
