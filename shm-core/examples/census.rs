@@ -34,7 +34,7 @@ struct Sum {
 
 impl Sum {
     fn add(&mut self, c: &census::Census) {
-        self.lines += c.lines;
+        self.lines += c.lines();
         self.undo += c.undo;
     }
     fn print(&self, what: &str, per: u64) {

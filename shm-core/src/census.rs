@@ -38,16 +38,14 @@ mod imp {
     }
 
     pub fn stop() -> super::Census {
-        let lines = LINES.with(|l| l.borrow_mut().take()).unwrap_or_default();
-        super::Census { lines: lines.len() as u64, undo: UNDO.with(|u| u.get()), touched: lines }
+        let touched = LINES.with(|l| l.borrow_mut().take()).unwrap_or_default();
+        super::Census { undo: UNDO.with(|u| u.get()), touched }
     }
 }
 
 /// What one measured stretch touched.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Census {
-    /// Distinct segment cache lines read or written.
-    pub lines: u64,
     /// Undo entries written.
     pub undo: u64,
     /// The lines (address / 64), each with whether it was written.
@@ -55,6 +53,11 @@ pub struct Census {
 }
 
 impl Census {
+    /// Distinct segment cache lines read or written.
+    pub fn lines(&self) -> u64 {
+        self.touched.len() as u64
+    }
+
     /// The lines this stretch and `other` both touch and at least one of
     /// them writes: the lines that move between two CPUs when the two
     /// stretches run there in turn (a sender's SEND and the receiver's
@@ -68,7 +71,6 @@ impl Census {
         for (&line, &w) in &other.touched {
             *self.touched.entry(line).or_insert(false) |= w;
         }
-        self.lines = self.touched.len() as u64;
         self.undo += other.undo;
         self
     }

@@ -347,7 +347,13 @@ fn backlog<S: Store>(s: &S, peer: P<PeerRec>) -> bool {
 /// without the lock: not if the slice lies in the first MiB, which is
 /// never punched on the message path, and no page beyond it is resident.
 pub(crate) fn release_may_give_back_racy(p: &PeerRec, off: u64, size: u64) -> bool {
-    off.saturating_add(size) > TRIM_KEEP || p.pool_dirty_end.load_racy() > TRIM_KEEP
+    ends_beyond_kept_start(off, size) || p.pool_dirty_end.load_racy() > TRIM_KEEP
+}
+
+/// Whether the slice at `off` (of `size` bytes) reaches beyond the pool's
+/// kept first MiB: only such slices count towards a sweep.
+fn ends_beyond_kept_start(off: u64, size: u64) -> bool {
+    off.saturating_add(size) > TRIM_KEEP
 }
 
 /// Counts a freed slice towards the next sweep, and asks for the sweep
@@ -355,7 +361,7 @@ pub(crate) fn release_may_give_back_racy(p: &PeerRec, off: u64, size: u64) -> bo
 /// empty.
 fn count_freed<S: Store>(s: &S, peer: P<PeerRec>, off: u64, size: u64) {
     let p = s.rec(peer);
-    let counted = if off + size <= TRIM_KEEP { 0 } else { size };
+    let counted = if ends_beyond_kept_start(off, size) { size } else { 0 };
     let freed = (p.pool_freed.get() as u64 + counted).min(u32::MAX as u64) as u32;
     if freed < SWEEP_AFTER || backlog(s, peer) {
         if freed != p.pool_freed.get() {
