@@ -48,20 +48,30 @@ pub fn remaining<S: Store>(s: &S, peer: P<PeerRec>, res: usize) -> i64 {
 
 /// The share of sending user `uid` on `peer`, if it has one.
 pub fn share_of<S: Store>(s: &S, peer: P<PeerRec>, uid: u32) -> Option<&Share> {
-    shares(s, peer).find(|sh| sh.uid.get() == uid as u64 + 1)
+    let key = uid as u64 + 1;
+    // Most peers hear from one or two users: their shares are inline, and
+    // every message looks its sender's up several times.
+    if let Some(sh) = s.rec(peer).shares.iter().find(|sh| sh.uid.get() == key) {
+        return Some(sh);
+    }
+    block_shares(s, peer).find(|sh| sh.uid.get() == key)
 }
 
 /// Every share slot of `peer`, used or not: the inline ones, then those of
 /// the share blocks.
 fn shares<S: Store>(s: &S, peer: P<PeerRec>) -> impl Iterator<Item = &Share> {
-    let p = s.rec(peer);
-    let blocks = walk(s, p.share_blocks.get(), |b| b.next.get());
-    p.shares.iter().chain(blocks.flat_map(move |b| s.rec(b).shares.iter()))
+    s.rec(peer).shares.iter().chain(block_shares(s, peer))
+}
+
+/// The share slots of `peer`'s share blocks.
+fn block_shares<S: Store>(s: &S, peer: P<PeerRec>) -> impl Iterator<Item = &Share> {
+    walk(s, s.rec(peer).share_blocks.get(), |b| b.next.get()).flat_map(move |b| s.rec(b).shares.iter())
 }
 
 /// Whether `peer` has a share slot for `uid` (or a free one).
 pub fn share_ready<S: Store>(s: &S, peer: P<PeerRec>, uid: u32) -> bool {
-    shares(s, peer).any(|sh| sh.uid.get() == uid as u64 + 1 || sh.uid.get() == 0)
+    let fits = |sh: &Share| sh.uid.get() == uid as u64 + 1 || sh.uid.get() == 0;
+    s.rec(peer).shares.iter().any(fits) || block_shares(s, peer).any(fits)
 }
 
 /// Adds `sign` × `amounts` to the share of `uid` on `peer`, taking a free

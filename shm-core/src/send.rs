@@ -119,15 +119,43 @@ struct Ids {
 }
 
 impl Ids {
+    /// Elements read with one copy: a multicast's destinations cost one
+    /// guarded copy per chunk, not one per ID.
+    const CHUNK: u64 = 64;
+
     fn read(mem: &dyn UserMem, base: u64, n: u64) -> Ids {
         let mut ids = Small::with_capacity(n.min(1 << 16) as usize);
-        for i in 0..n {
-            match elem(base, i, 8).and_then(|a| read_u64(mem, a)) {
-                Ok(id) => ids.push(id),
-                Err(_) => return Ids { ids, fault: Some(i as usize) },
+        let mut i = 0;
+        while i < n {
+            let k = (n - i).min(Self::CHUNK);
+            if k > 1 && Self::read_chunk(mem, base, i, k, &mut ids) {
+                i += k;
+                continue;
             }
+            // One element, or some element of the chunk faults: the first
+            // that does is found one by one.
+            for j in i..i + k {
+                match elem(base, j, 8).and_then(|a| read_u64(mem, a)) {
+                    Ok(id) => ids.push(id),
+                    Err(_) => return Ids { ids, fault: Some(j as usize) },
+                }
+            }
+            i += k;
         }
         Ids { ids, fault: None }
+    }
+
+    /// Appends elements `i..i + k` (`k` at most a chunk) if they can be
+    /// read with one copy; false (nothing appended) if not.
+    #[inline(never)]
+    fn read_chunk(mem: &dyn UserMem, base: u64, i: u64, k: u64, ids: &mut Small<u64, 8>) -> bool {
+        let mut raw = [0u8; Self::CHUNK as usize * 8];
+        let chunk = &mut raw[..k as usize * 8];
+        if elem(base, i, 8).and_then(|a| mem.read(a, chunk)).is_err() {
+            return false;
+        }
+        chunk.chunks(8).for_each(|b| ids.push(u64::from_ne_bytes(b.try_into().unwrap())));
+        true
     }
 
     /// Element `i`, or the EFAULT of reading it (step 9.1 / 7.2).
@@ -369,7 +397,8 @@ mod data {
     const RESOLVED: usize = 16;
 
     thread_local! {
-        static RESOLVED_OF_THREAD: core::cell::Cell<[Option<Resolved>; RESOLVED]> = const { core::cell::Cell::new([None; RESOLVED]) };
+        // One cell per entry: a look-up copies out one entry, not all.
+        static RESOLVED_OF_THREAD: [core::cell::Cell<Option<Resolved>>; RESOLVED] = const { [const { core::cell::Cell::new(None) }; RESOLVED] };
     }
 
     /// Where the single destination of a unicast leads, from the thread's
@@ -390,18 +419,14 @@ mod data {
         }
         let id = args.dests.get(0).ok()?;
         let removals = p.id_removals.load();
-        let e = RESOLVED_OF_THREAD.with(|c| c.get()[id as usize % RESOLVED])?;
+        let e = RESOLVED_OF_THREAD.with(|c| c[id as usize % RESOLVED].get())?;
         let hit = e.domain == dom.cache_key() && e.caller == caller && e.serial == serial && e.id == id && e.removals == removals;
         hit.then_some(e.dest)
     }
 
     fn remember(dom: &Domain, caller: P<PeerRec>, serial: u64, id: u64, removals: u64, dest: Dest) {
         let e = Resolved { domain: dom.cache_key(), caller, serial, id, removals, dest };
-        RESOLVED_OF_THREAD.with(|c| {
-            let mut all = c.get();
-            all[id as usize % RESOLVED] = Some(e);
-            c.set(all);
-        });
+        RESOLVED_OF_THREAD.with(|c| c[id as usize % RESOLVED].set(Some(e)));
     }
 
     pub(super) fn send(dom: &Domain, caller: P<PeerRec>, serial: u64, cmd: &bus1_cmd_send, args: &Args, mem: &dyn UserMem) -> Result<()> {
