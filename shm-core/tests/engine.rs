@@ -619,9 +619,13 @@ fn scan_sweep_leaves_only_live_slice_pages() {
 /// SEND that rings its socket (the SEND itself succeeds: its message is
 /// committed before the ring, and is discarded with the peer). Later SENDs
 /// fail as a SEND to a disconnected peer does; a multicast with CONTINUE
-/// still reaches the live destinations.
+/// still reaches the live destinations. (In a process of its own: the
+/// watcher thread's scan would otherwise race the SEND to the teardown.)
 #[test]
 fn send_to_a_peer_whose_fd_vanished_is_eshutdown() {
+    if !alone("send_to_a_peer_whose_fd_vanished_is_eshutdown") {
+        return;
+    }
     let bus = Bus::exact("vanished");
     let a = bus.peer();
     let b = bus.peer();
@@ -652,6 +656,10 @@ fn send_to_a_peer_whose_fd_vanished_is_eshutdown() {
 /// the liveness scan (the watcher's, here called directly) tears it down.
 #[test]
 fn a_peer_whose_fd_vanished_is_torn_down_by_the_scan() {
+    // Alone: the watcher's own scan must not find the peer first.
+    if !alone("a_peer_whose_fd_vanished_is_torn_down_by_the_scan") {
+        return;
+    }
     let bus = Bus::new("vanished-lazy");
     let a = bus.peer();
     let b = bus.peer();
