@@ -215,3 +215,74 @@ TEST_TIMEOUT(pool_final_receives_beyond_512mib, 120)
 	ASSERT_EQ_U64(r.msg.offset, end);
 	ASSERT_MEMEQ((const void *)(map + end), "tail", 4);
 }
+
+/*
+ * Sends "first" to handle argv[1] on the inherited peer fd argv[0] (which
+ * maps the receiver's pool in this process, at its size then), reports
+ * the result on fd argv[3], waits for a byte on fd argv[2], sends "late"
+ * and reports that result too.
+ */
+T_CHILD(send_first_and_late)
+{
+	int fd = mp_arg(argv[0]), go = mp_arg(argv[2]), out = mp_arg(argv[3]);
+	uint64_t dest = mp_arg_u64(argv[1]);
+	int32_t r;
+	char c;
+
+	r = b1_send_one(fd, dest, "first", 5);
+	mp_put(out, &r, sizeof(r));
+	mp_read_full(go, &c, 1);
+	r = b1_send_one(fd, dest, "late", 4);
+	mp_put(out, &r, sizeof(r));
+	return 0;
+}
+
+/*
+ * A sender mapped the receiver's pool while it was 512 MiB; the pool then
+ * grew and filled past 512 MiB. The sender's next small message (which
+ * would go in one section, straight into the mapping it has) lands beyond
+ * its old mapping: it is delivered there, intact.
+ * (The chunks' end is 8-aligned: CHUNK is.)
+ */
+TEST_TIMEOUT(pool_small_send_beyond_an_old_mapping, 120)
+{
+	int a = b1_open(), b = mp_open_inherit(), go[2], res[2];
+	uint64_t h = b1_handle_to(a, 0x100, b), end = 0;
+	const volatile uint8_t *map = map_4g(a);
+	uint8_t *buf = calloc(1, CHUNK);
+	struct bus1_cmd_recv r;
+	int32_t sent;
+	pid_t pid;
+	char c = 1;
+
+	ASSERT_TRUE(buf != NULL);
+	mp_pipe(go);
+	mp_pipe(res);
+	pid = mp_spawn("send_first_and_late", mp_str(b), mp_hex(h), mp_str(go[0]), mp_str(res[1]), (char *)NULL);
+	mp_get(res[0], &sent, sizeof(sent));
+	ASSERT_EQ(sent, 0);
+	ASSERT_EQ(recv_4g(a, &r), 0);			/* "first": latches, grows */
+	ASSERT_EQ(r.msg.offset, 0);
+	/* this process fills the grown pool past 512 MiB, keeping every slice */
+	while (end <= B1_POOL_SIZE) {
+		ASSERT_EQ(b1_send_one(b, h, buf, CHUNK), 0);
+		ASSERT_EQ(recv_4g(a, &r), 0);
+		end = r.msg.offset + r.msg.n_bytes;
+	}
+	/* a small slice of its own there, so that the page directory
+	 * reaches the next one already */
+	ASSERT_EQ(b1_send_one(b, h, "x", 1), 0);
+	ASSERT_EQ(recv_4g(a, &r), 0);
+	ASSERT_EQ_U64(r.msg.offset, end);
+	end += 8;
+	mp_put(go[1], &c, 1);
+	mp_get(res[0], &sent, sizeof(sent));
+	ASSERT_EQ(sent, 0);
+	ASSERT_EQ(recv_4g(a, &r), 0);
+	ASSERT_EQ_U64(r.msg.offset, end);
+	ASSERT_EQ(r.msg.n_bytes, 4);
+	ASSERT_MEMEQ((const void *)(map + end), "late", 4);
+	ASSERT_MEMEQ((const void *)map, "first", 5);
+	mp_reap(pid);
+	free(buf);
+}

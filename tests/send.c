@@ -611,6 +611,42 @@ TEST(send_without_address_space_for_the_pool)
 	ASSERT_EQ(recv_data(b, "x", 1).msg.offset, 0);
 }
 
+/*
+ * A sender maps only as much of a receiver's pool as the pool has: with
+ * its address space limited to what six 512 MiB pools need, a process
+ * sends to six receivers, one by one and in one multicast.
+ */
+TEST(send_to_six_pools_in_a_limited_address_space)
+{
+	enum { N = 6 };
+	int s = b1_open(), rcv[N];
+	uint64_t d[N];
+	struct iovec v = { "x", 1 };
+	struct rlimit old, tight;
+	unsigned long pages = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	for (int i = 0; i < N; i++) {
+		rcv[i] = b1_open();
+		d[i] = b1_handle_to(rcv[i], 0x100, s);
+	}
+	ASSERT_NE(f, NULL);
+	ASSERT_EQ(fscanf(f, "%lu", &pages), 1);
+	fclose(f);
+	ASSERT_OK(getrlimit(RLIMIT_AS, &old));
+	tight = old;
+	tight.rlim_cur = pages * 4096 + N * B1_POOL_SIZE + (256UL << 20);
+	ASSERT_OK(setrlimit(RLIMIT_AS, &tight));
+	for (int i = 0; i < N; i++)
+		ASSERT_EQ(b1_send(s, 0, &d[i], 1, NULL, &v, 1, NULL, 0, NULL, 0), 0);
+	ASSERT_EQ(b1_send(s, 0, d, N, NULL, &v, 1, NULL, 0, NULL, 0), 0);
+	ASSERT_OK(setrlimit(RLIMIT_AS, &old));
+	for (int i = 0; i < N; i++) {
+		ASSERT_EQ(recv_data(rcv[i], "x", 1).msg.offset, 0);
+		ASSERT_EQ(recv_data(rcv[i], "x", 1).msg.offset, 8);
+	}
+}
+
 /* §2.0 / §8.3: SEND on a disconnected peer → ESHUTDOWN before any check */
 TEST(send_on_disconnected_peer)
 {

@@ -834,24 +834,46 @@ impl Domain {
         self.local.lock().pools.get(&serial).cloned()
     }
 
+    /// This process's mapping of `serial`'s pool, covering at least its
+    /// first `end` bytes: the cached one, or, if the pool grew since that
+    /// was made, a new one of the grown pool. Every write at an offset the
+    /// allocator chose goes through here (or checks `covers` first).
+    pub(crate) fn pool_for(&self, serial: u64, end: u64) -> Result<Arc<PoolMapping>> {
+        let m = self.pool(serial)?;
+        if m.covers(0, end) {
+            return Ok(m);
+        }
+        self.pool_slow_for(serial, end)
+    }
+
     fn pool_slow(&self, serial: u64) -> Result<Arc<PoolMapping>> {
+        self.pool_slow_for(serial, 0)
+    }
+
+    fn pool_slow_for(&self, serial: u64, end: u64) -> Result<Arc<PoolMapping>> {
         let mut l = self.local.lock();
-        if let Some(m) = l.pools.get(&serial) {
+        if let Some(m) = l.pools.get(&serial).filter(|m| m.covers(0, end)) {
             return Ok(m.clone());
         }
         let name = Self::pool_name(serial);
         let (fd, _) = trust::open_file(l.mem_fd, &self.mem_dir, &name, libc::O_RDWR, self.access, Create::No)?;
         // A pool shorter than the smallest one would fault within its
-        // range. (The mapping spans the largest pool; a pool grows only
-        // under the domain lock, file first.)
+        // range. A pool grows only under the domain lock, file first, so
+        // an offset the allocator handed out lies inside the file by the
+        // time anyone maps it for a write there.
         let r = match sys::fstat(fd) {
-            Ok(st) if st.st_size as u64 >= POOL_SIZE => PoolMapping::map(fd),
-            Ok(_) => Err(trust::refuse(&entry_path(&self.mem_dir, &name), "is shorter than a pool")),
+            Ok(st) if (st.st_size as u64) < POOL_SIZE => Err(trust::refuse(&entry_path(&self.mem_dir, &name), "is shorter than a pool")),
+            Ok(st) if (st.st_size as u64) < end => Err(trust::refuse(&entry_path(&self.mem_dir, &name), "is shorter than its peer's pool")),
+            Ok(st) => PoolMapping::map(fd, if st.st_size as u64 >= POOL_MAP_LEN { POOL_MAP_LEN } else { POOL_SIZE }),
             Err(e) => Err(e),
         };
         sys::close(fd);
         let m = Arc::new(r?);
-        l.pools.insert(serial, m.clone());
+        if l.pools.insert(serial, m.clone()).is_some() {
+            // The shorter mapping leaves every thread's cache; copies in
+            // progress keep it until they are done.
+            POOL_GEN.fetch_add(1, Ordering::AcqRel);
+        }
         Ok(m)
     }
 

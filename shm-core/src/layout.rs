@@ -76,10 +76,9 @@ pub const POOL_SIZE: u64 = 1 << 29;
 /// ... and 2^32 bytes (4 GiB) for a peer that speaks the final ABI
 /// (`abi`). A pool only ever grows, from the first to the second.
 pub const POOL_SIZE_FINAL: u64 = 1 << 32;
-/// Length of the bus's own mapping of every pool: the largest pool, so
-/// that a pool that grows needs no new mapping anywhere (only its file
-/// grows; until then the mapping's pages beyond the file are never
-/// touched).
+/// The longest of the bus's own mappings of a pool: the largest pool. A
+/// mapping is as long as its pool's file was when it was made
+/// (`shm::PoolMapping`).
 pub const POOL_MAP_LEN: u64 = POOL_SIZE_FINAL;
 
 /// The header at offset 0. Owned by `txn` (lock, log, recovery), `alloc`

@@ -401,7 +401,7 @@ fn trim_tail<S: Store>(s: &S, peer: P<PeerRec>, free_from: u64) {
 pub fn run_later<S: Store>(s: &S, what: Later) {
     match what {
         Later::Trim { peer, serial, off, len } => {
-            let Some(pool) = live_pool(s, peer, serial) else { return };
+            let Some(pool) = live_pool(s, peer, serial, off + len) else { return };
             let last = s.rec(peer).pool_last.get();
             if last.is_null() || end_of(s, last) > off {
                 return;
@@ -411,8 +411,8 @@ pub fn run_later<S: Store>(s: &S, what: Later) {
             let _ = pool.punch(off, len);
         }
         Later::Sweep { peer, serial } => {
-            let Some(pool) = live_pool(s, peer, serial) else { return };
             let dirty_end = s.rec(peer).pool_dirty_end.get().div_ceil(PAGE) * PAGE;
+            let Some(pool) = live_pool(s, peer, serial, dirty_end) else { return };
             for r in gaps(s, peer).into_iter().filter(|&r| s.rec(r).gap_clean.get() == DIRTY) {
                 if let Some((start, len)) = whole_pages(s, r, TRIM_KEEP, dirty_end) {
                     // Free space; the peer lock keeps anyone from
@@ -499,7 +499,7 @@ pub(crate) fn sweep_idle<S: Store>(s: &S, peer: P<PeerRec>) -> u64 {
     // Through this process's mapping when it has one: a descriptor opened
     // for the occasion could take the last free number from an application
     // working at its limit.
-    if let Some(pool) = s.dom().mapped_pool(p.serial.get()) {
+    if let Some(pool) = s.dom().mapped_pool(p.serial.get()).filter(|m| holes.iter().all(|&(off, len)| m.covers(off, len))) {
         return punched_by(&|off, len| pool.punch(off, len).is_ok());
     }
     let Ok(fd) = s.dom().open_file(&crate::domain::Domain::pool_name(p.serial.get()), libc::O_RDWR) else { return 0 };
@@ -510,14 +510,14 @@ pub(crate) fn sweep_idle<S: Store>(s: &S, peer: P<PeerRec>) -> u64 {
     punched
 }
 
-/// The pool mapping of `peer` for a punch, if the record is still the live
-/// peer `serial`.
-fn live_pool<S: Store>(s: &S, peer: P<PeerRec>, serial: u64) -> Option<std::sync::Arc<crate::shm::PoolMapping>> {
+/// The pool mapping of `peer` for a punch below `end`, if the record is
+/// still the live peer `serial`.
+fn live_pool<S: Store>(s: &S, peer: P<PeerRec>, serial: u64, end: u64) -> Option<std::sync::Arc<crate::shm::PoolMapping>> {
     let p = s.rec(peer);
     if p.magic.get() != PEER_MAGIC || p.serial.get() != serial {
         return None;
     }
-    s.dom().pool(serial).ok()
+    s.dom().pool_for(serial, end).ok()
 }
 
 /// Puts the pool's sentinel `r` (a free record of `peer`) in place: an

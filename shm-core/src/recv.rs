@@ -334,7 +334,7 @@ fn deliver_data(
             return fail(err, &[]);
         }
     }
-    let pool = match tx.domain().pool(tx.rec(peer).serial.get()) {
+    let pool = match tx.domain().pool_for(tx.rec(peer).serial.get(), r.off.get() + r.size.get()) {
         Ok(pool) => pool,
         Err(err) => return fail(err, &[]),
     };

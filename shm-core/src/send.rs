@@ -511,7 +511,7 @@ mod data {
             // slice, which nobody else can see yet; no lock is held.
             let (off, _) = pool::range(&crate::section::Raw { dom }, r);
             let receiver = dom.seg.rec(r).peer.load_racy();
-            let pool = match dom.pool(dom.seg.rec(receiver).serial.load_racy()) {
+            let pool = match dom.pool_for(dom.seg.rec(receiver).serial.load_racy(), off + *total) {
                 Ok(p) => p,
                 // The receiver went away and took its pool file: the
                 // message goes nowhere, as if sent just before.
@@ -699,6 +699,11 @@ mod data {
             return Prep::Fail(e);
         }
         if let Commit::Direct { bytes, pool, mem, .. } = how {
+            // A pool that grew beyond this process's mapping of it: the
+            // slot path maps it again, with no lock held.
+            if !pool.covers(off, bytes.len() as u64) {
+                return Prep::Fail(Errno::ENOMEM);
+            }
             // Into free pool space, which nobody reads: a failure here
             // leaves nothing to undo.
             if let Err(e) = pool.copy_shared(off, bytes, *mem) {
@@ -854,7 +859,7 @@ fn build(tx: &Txn, receiver: P<PeerRec>, dest: P<Handle>, t: &Template) -> Resul
     capacity::dir_leaf(tx, receiver, off)?;
     // The payload, from the copy read before the lock was taken.
     let rp = tx.rec(receiver);
-    let pool = tx.domain().pool(rp.serial.get())?;
+    let pool = tx.domain().pool_for(rp.serial.get(), off + size)?;
     let payload = t.payload.expect("a chargeable payload was read");
     if payload.fault {
         return Err(Errno::EFAULT);

@@ -373,17 +373,20 @@ impl Drop for Segment {
 
 // ------------------------------------------------------------------ pools
 
-/// This process's read-write mapping of one peer's pool file
-/// (`POOL_MAP_LEN` bytes, the largest pool: the part beyond a smaller
-/// pool's file is never touched, and becomes usable when the file grows),
-/// unmapped when dropped. The domain's per-process cache shares it (`Arc`)
-/// with the copies in progress, so a copy made with no lock held keeps it
-/// mapped even if the peer goes away. Every range is checked against the
-/// mapping's length; that the range belongs to the caller (a slice it
-/// allocated, pages no live slice uses, inside the pool's current size)
-/// is the pool allocator's business.
+/// This process's read-write mapping of one peer's pool file, as long as
+/// the file was when it was mapped (`POOL_SIZE` or `POOL_MAP_LEN`: a
+/// process that writes to many pools of the first size then reserves an
+/// eighth of the address space it would for the largest), unmapped when
+/// dropped. A pool that grew is mapped again, longer, by the first use
+/// beyond the old mapping (`Domain::pool_for`). The domain's per-process
+/// cache shares it (`Arc`) with the copies in progress, so a copy made
+/// with no lock held keeps it mapped even if the peer goes away. Every
+/// range is checked against the mapping's length; that the range belongs
+/// to the caller (a slice it allocated, pages no live slice uses, inside
+/// the pool's current size) is the pool allocator's business.
 pub struct PoolMapping {
     base: *mut u8,
+    len: u64,
 }
 
 // SAFETY: a plain memory range. Writers write only ranges the pool
@@ -398,22 +401,30 @@ impl PoolMapping {
     /// refused for want of address space is ENOMEM, whatever the refusal
     /// said (the kernel says ENOMEM; valgrind, whose address space holds
     /// a few dozen pools, EINVAL, which would blame the caller's input).
-    pub fn map(fd: i32) -> crate::errno::Result<PoolMapping> {
-        let base = crate::sys::mmap_shared(fd, POOL_MAP_LEN as usize, libc::PROT_READ | libc::PROT_WRITE).map_err(|e| match e {
+    pub fn map(fd: i32, len: u64) -> crate::errno::Result<PoolMapping> {
+        assert!(len <= POOL_MAP_LEN);
+        let base = crate::sys::mmap_shared(fd, len as usize, libc::PROT_READ | libc::PROT_WRITE).map_err(|e| match e {
             crate::errno::Errno::EINVAL => crate::errno::Errno::ENOMEM,
             e => e,
         })?;
-        if !crate::ownmem::add(base as usize, POOL_MAP_LEN as usize) {
+        if !crate::ownmem::add(base as usize, len as usize) {
             // SAFETY: the mapping was just made and nobody uses it.
-            unsafe { crate::sys::munmap(base, POOL_MAP_LEN as usize) };
+            unsafe { crate::sys::munmap(base, len as usize) };
             return Err(crate::errno::Errno::ENOMEM);
         }
-        Ok(PoolMapping { base })
+        Ok(PoolMapping { base, len })
     }
 
-    /// The address of `off..off+len`; panics if it leaves the pool.
+    /// Whether `off..off+len` lies inside the mapping.
+    #[inline]
+    pub fn covers(&self, off: u64, len: u64) -> bool {
+        off.checked_add(len).is_some_and(|end| end <= self.len)
+    }
+
+    /// The address of `off..off+len`; panics if it leaves the mapping
+    /// (callers map a grown pool again first: `Domain::pool_for`).
     fn at(&self, off: u64, len: u64) -> *mut u8 {
-        assert!(off.checked_add(len).is_some_and(|end| end <= POOL_MAP_LEN), "pool range {off:#x}+{len:#x} out of bounds");
+        assert!(self.covers(off, len), "pool range {off:#x}+{len:#x} beyond a mapping of {:#x}", self.len);
         // SAFETY: in bounds of the mapping, just checked.
         unsafe { self.base.add(off as usize) }
     }
@@ -464,7 +475,7 @@ impl Drop for PoolMapping {
         crate::ownmem::remove(self.base as usize);
         // SAFETY: the mapping is owned by this value, and the last Arc
         // holding it is gone, so nobody uses it.
-        unsafe { crate::sys::munmap(self.base, POOL_MAP_LEN as usize) }
+        unsafe { crate::sys::munmap(self.base, self.len as usize) }
     }
 }
 

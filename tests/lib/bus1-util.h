@@ -19,12 +19,13 @@
 
 /* Size of every peer's pool (§5.1) ... */
 #define B1_POOL_SIZE (1ULL << 29)
-/*
- * ... but a peer that speaks bus1's final ABI has a 4 GiB pool. The shim's
- * own read-write mapping of any pool spans that much (the largest pool).
- */
+/* ... but a peer that speaks bus1's final ABI has a 4 GiB pool. */
 #define B1_POOL_SIZE_FINAL (1ULL << 32)
-#define B1_SHIM_POOL_MAP B1_POOL_SIZE_FINAL
+/*
+ * The shim's own read-write mapping of a pool is as long as the pool: that
+ * of a v1 (or undetermined) peer, 512 MiB.
+ */
+#define B1_SHIM_POOL_MAP B1_POOL_SIZE
 
 static inline const char *b1_device(void)
 {
