@@ -314,8 +314,17 @@ pub fn poll(fds: &mut [libc::pollfd], members: &[Member], deadline: Deadline, ma
                 }
                 // Watch the bells' counts, not the queues: the spin then
                 // reads no line a sender writes until it is done.
-                let seqs: Vec<u64> = members.iter().map(bell_seq).collect();
-                let paid_off = spin(budget, deadline, || members.iter().zip(&seqs).any(|(m, s)| bell_seq(m) != *s));
+                // (On the stack for the usual few members.)
+                let mut inline = [0u64; 16];
+                let heap: Vec<u64>;
+                let seqs: &[u64] = if members.len() <= inline.len() {
+                    inline.iter_mut().zip(members).for_each(|(s, m)| *s = bell_seq(m));
+                    &inline[..members.len()]
+                } else {
+                    heap = members.iter().map(bell_seq).collect();
+                    &heap
+                };
+                let paid_off = spin(budget, deadline, || members.iter().zip(seqs).any(|(m, s)| bell_seq(m) != *s));
                 spin_result(budget, paid_off);
                 if paid_off {
                     continue;

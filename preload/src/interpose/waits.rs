@@ -135,22 +135,58 @@ pub(super) fn timespec_ns(ts: &timespec) -> Option<u64> {
     Some((ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64))
 }
 
-/// A poll-style wait on the caller's `fds` that involves the bus.
-unsafe fn run_poll(fds: *mut pollfd, nfds: nfds_t, deadline: Deadline, mask: Option<&sigset_t>) -> c_int {
-    let mut local = vec![pollfd { fd: -1, events: 0, revents: 0 }; nfds as usize];
-    if let Err(e) = read_array(fds as u64, &mut local) {
-        return fail(e);
-    }
-    let members: Vec<Member> = local.iter().map(|p| member_of(p.fd)).collect();
-    let r = wait::poll(&mut local, &members, deadline, mask, &mut Libc);
-    trace_wait("poll", &local, &members, &r);
+/// A poll-style wait on the caller's `fds` that involves the bus, its
+/// array read into `local` and classified into `members`.
+unsafe fn run_poll(fds: *mut pollfd, local: &mut [pollfd], members: &[Member], deadline: Deadline, mask: Option<&sigset_t>) -> c_int {
+    let r = wait::poll(local, members, deadline, mask, &mut Libc);
+    trace_wait("poll", local, members, &r);
     match r {
-        Ok(n) => match write_array(fds as u64, &local) {
+        Ok(n) => match write_array(fds as u64, local) {
             Ok(()) => n as c_int,
             Err(e) => fail(e),
         },
         Err(e) => fail(Errno(e)),
     }
+}
+
+/// A poll-style wait: the caller's array is read and classified once (on
+/// the stack for up to [`CHUNK`] entries: the usual wait costs no heap);
+/// `args` reads the timeout and mask once the wait is known to be the
+/// bus's. None: the C library's call must run as it is (no peer fd, an
+/// unreadable array or arguments, more fds than the kernel takes).
+unsafe fn poll_bus(fds: *mut pollfd, nfds: nfds_t, args: impl FnOnce() -> Option<(Deadline, Option<sigset_t>)>) -> Option<c_int> {
+    if nfds == 0 || nfds > 1 << 20 {
+        return None;
+    }
+    let n = nfds as usize;
+    if n <= CHUNK {
+        let mut local = [pollfd { fd: -1, events: 0, revents: 0 }; CHUNK];
+        let local = &mut local[..n];
+        read_array(fds as u64, local).ok()?;
+        let mut members: [Member; CHUNK] = [const { Member::Skip }; CHUNK];
+        let mut bus = false;
+        for (m, p) in members.iter_mut().zip(local.iter()) {
+            *m = member_of(p.fd);
+            bus |= !matches!(m, Member::Skip | Member::Kernel);
+        }
+        if !bus {
+            return None;
+        }
+        let (deadline, mask) = args()?;
+        return Some(run_poll(fds, local, &members[..n], deadline, mask.as_ref()));
+    }
+    // The kernel refuses more fds than RLIMIT_NOFILE (asked only for sets
+    // this large: a limit below 64 is not worth a system call per wait).
+    if !matches!(poll_involves_bus(fds, nfds), Ok(true)) || (nfds > 64 && nfds > shm_core::sys::nofile_limit()) {
+        return None;
+    }
+    let (deadline, mask) = args()?;
+    let mut local = vec![pollfd { fd: -1, events: 0, revents: 0 }; n];
+    if let Err(e) = read_array(fds as u64, &mut local) {
+        return Some(fail(e));
+    }
+    let members: Vec<Member> = local.iter().map(|p| member_of(p.fd)).collect();
+    Some(run_poll(fds, &mut local, &members, deadline, mask.as_ref()))
 }
 
 /// The one place where poll-style waits are traced (`BUS1_TRACE`): each
@@ -171,24 +207,13 @@ pub(super) fn trace_wait(what: &str, fds: &[pollfd], members: &[Member], r: &Res
     }
 }
 
-/// Whether the wait must go to the C library as it is: no peer fd, or
-/// arguments only the kernel judges (an unreadable array, too many fds).
-fn poll_passes_through(fds: *const pollfd, nfds: nfds_t) -> bool {
-    if nfds == 0 || nfds > 1 << 20 {
-        return true;
-    }
-    // The kernel refuses more fds than RLIMIT_NOFILE (asked only for
-    // larger sets: a limit below 64 is not worth a system call per wait).
-    !matches!(poll_involves_bus(fds, nfds), Ok(true)) || (nfds > 64 && nfds > shm_core::sys::nofile_limit())
-}
-
 #[no_mangle]
 pub unsafe extern "C-unwind" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_int {
-    if poll_passes_through(fds, nfds) {
-        return call_real!(crate::real::POLL, fn(*mut pollfd, nfds_t, c_int) -> c_int, fds, nfds, timeout);
+    let args = || Some((Deadline::after_ns((timeout >= 0).then(|| timeout as u64 * 1_000_000)), None));
+    match poll_bus(fds, nfds, args) {
+        Some(r) => r,
+        None => call_real!(crate::real::POLL, fn(*mut pollfd, nfds_t, c_int) -> c_int, fds, nfds, timeout),
     }
-    let deadline = Deadline::after_ns((timeout >= 0).then(|| timeout as u64 * 1_000_000));
-    run_poll(fds, nfds, deadline, None)
 }
 
 /// ppoll's timeout and mask as a wait takes them; None if the real call
@@ -216,10 +241,8 @@ unsafe fn ppoll_args(ts: *const timespec, mask: *const sigset_t, sigsetsize: usi
 
 #[no_mangle]
 pub unsafe extern "C-unwind" fn ppoll(fds: *mut pollfd, nfds: nfds_t, ts: *const timespec, mask: *const sigset_t) -> c_int {
-    if !poll_passes_through(fds, nfds) {
-        if let Some((deadline, m)) = ppoll_args(ts, mask, 8) {
-            return run_poll(fds, nfds, deadline, m.as_ref());
-        }
+    if let Some(r) = poll_bus(fds, nfds, || ppoll_args(ts, mask, 8)) {
+        return r;
     }
     call_real!(crate::real::PPOLL, fn(*mut pollfd, nfds_t, *const timespec, *const sigset_t) -> c_int, fds, nfds, ts, mask)
 }
