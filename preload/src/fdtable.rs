@@ -188,6 +188,36 @@ thread_local! {
         const { std::cell::RefCell::new([(-1, 0, None), (-1, 0, None), (-1, 0, None), (-1, 0, None)]) };
 }
 
+/// Runs `f` with the peer behind `fd` (found as [`lookup`] finds it when
+/// `identify`, else as [`get`] does); None if `fd` is no peer fd. On a hit
+/// in this thread's cache, `f` borrows the cached entry: an ioctl then
+/// moves no reference count, two atomic operations on a line every
+/// thread using the fd shares. (A call made meanwhile on this thread,
+/// from a signal handler, finds the cache borrowed and does not update
+/// it; the entry stays alive while borrowed.)
+pub fn with_peer<R>(fd: i32, identify: bool, f: impl FnOnce(&FdInfo) -> R) -> Option<R> {
+    let mut f = Some(f);
+    if fd >= 0 && any() {
+        let gen = GEN.load(Ordering::Acquire);
+        let slot = fd as usize % CACHED_FDS;
+        let hit = LAST
+            .try_with(|c| {
+                let c = c.try_borrow().ok()?;
+                match &c[slot] {
+                    (cached, g, Some(info)) if *cached == fd && *g == gen => f.take().map(|f| f(info)),
+                    _ => None,
+                }
+            })
+            .ok()
+            .flatten();
+        if hit.is_some() {
+            return hit;
+        }
+    }
+    let info = if identify { lookup(fd) } else { get(fd) }?;
+    f.take().map(|f| f(&info))
+}
+
 pub fn get(fd: i32) -> Option<Arc<FdInfo>> {
     if fd < 0 || !any() {
         return None;

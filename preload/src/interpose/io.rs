@@ -16,12 +16,13 @@ pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) ->
         let r = guarded(
             || Some(fail(Errno::EIO)),
             || {
-                let info = if bus1_cmd { fdtable::lookup(fd) } else { fdtable::get(fd) };
-                let info = info.filter(|_| !dispatch::is_generic(request))?;
-                Some(match dispatch::ioctl(fd, &info, request, arg as u64) {
-                    Ok(v) => v,
-                    Err(e) => fail(e),
+                fdtable::with_peer(fd, bus1_cmd, |info| {
+                    (!dispatch::is_generic(request)).then(|| match dispatch::ioctl(fd, info, request, arg as u64) {
+                        Ok(v) => v,
+                        Err(e) => fail(e),
+                    })
                 })
+                .flatten()
             },
         );
         if let Some(r) = r {
