@@ -51,6 +51,7 @@ errnos! {
     ENOTTY = libc::ENOTTY,
     ENOSPC = libc::ENOSPC,
     ERANGE = libc::ERANGE,
+    EDEADLK = libc::EDEADLK,
     ENAMETOOLONG = libc::ENAMETOOLONG,
     EXFULL = libc::EXFULL,
     EREMOTE = libc::EREMOTE,

@@ -25,9 +25,9 @@
 //!    does with a domain left by another version of the shim.
 //!
 //! Other domains are not affected: the mark lives in each segment. The
-//! one panic that is no damage is [`OutOfLog`] (no memory for the undo
-//! log): its transaction is rolled back exactly and its call fails with
-//! ENOMEM.
+//! panics that are no damage are [`OutOfLog`] (no memory for the undo
+//! log), [`PeerBusy`] and [`HeldByThisThread`]: their transaction is
+//! rolled back exactly and the call fails with ENOMEM, EAGAIN or EDEADLK.
 
 use crate::domain::Domain;
 use crate::errno::{Errno, Result};
@@ -42,8 +42,9 @@ thread_local! {
     /// What the panic unwinding on this thread said, for the report (only
     /// touched when there is a panic).
     static NOTE: RefCell<Option<String>> = const { RefCell::new(None) };
-    /// The panic unwinding on this thread is an [`OutOfLog`] or a
-    /// [`PeerBusy`]: the transaction it leaves is rolled back exactly.
+    /// The panic unwinding on this thread is an [`OutOfLog`], a
+    /// [`PeerBusy`] or a [`HeldByThisThread`]: the transaction it leaves
+    /// is rolled back exactly.
     static ROLL_BACK: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
 }
 
@@ -57,6 +58,14 @@ pub(crate) struct OutOfLog;
 /// `Txn::never_wait`) met a peer lock another holder has. It is rolled
 /// back exactly, and its call fails with EAGAIN.
 pub(crate) struct PeerBusy;
+
+/// A transaction met a peer lock this very thread holds: a call made
+/// from a signal handler that interrupted another call of the thread
+/// inside its section. The interrupted call cannot go on before the
+/// handler returns, so waiting would never end; the transaction is rolled
+/// back exactly (nothing of that peer was touched) and the handler's call
+/// fails with EDEADLK.
+pub(crate) struct HeldByThisThread;
 
 /// Whether `BUS1_TRACE` asks for traces (set, and neither empty nor "0").
 pub fn trace_enabled() -> bool {
@@ -90,7 +99,7 @@ fn install_hook() {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             let p = info.payload();
-            if p.is::<OutOfLog>() || p.is::<PeerBusy>() {
+            if p.is::<OutOfLog>() || p.is::<PeerBusy>() || p.is::<HeldByThisThread>() {
                 let _ = ROLL_BACK.try_with(|f| f.set(true));
                 return;
             }
@@ -122,6 +131,10 @@ pub fn contain<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
             let _ = take_roll_back();
             Err(Errno::EAGAIN)
         }
+        Err(payload) if payload.is::<HeldByThisThread>() => {
+            let _ = take_roll_back();
+            Err(Errno::EDEADLK)
+        }
         Err(_) => {
             // A quarantine took the note if a domain was involved.
             if let Some(note) = take_note() {
@@ -143,7 +156,8 @@ pub fn contain_callback(f: impl FnOnce()) {
 }
 
 /// Whether the panic now unwinding on this thread asks for an exact
-/// rollback, an [`OutOfLog`] or a [`PeerBusy`] (once).
+/// rollback, an [`OutOfLog`], a [`PeerBusy`] or a [`HeldByThisThread`]
+/// (once).
 pub(crate) fn take_roll_back() -> bool {
     ROLL_BACK.try_with(|f| f.replace(false)).unwrap_or(false)
 }

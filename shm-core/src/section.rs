@@ -96,6 +96,10 @@ impl<'d> Section<'d> {
                     }
                     rebuilt = true;
                 }
+                // This thread holds it: a call from a signal handler that
+                // interrupted the thread's own section (see
+                // `fault::HeldByThisThread`). Nothing was touched.
+                libc::EDEADLK => return Err(Errno::EDEADLK),
                 _ => {
                     dom.quarantine("a peer lock became unrecoverable");
                     return Err(Errno::ENOTRECOVERABLE);

@@ -78,7 +78,11 @@
 //! and a sleeper killed between that wake-up and taking the lock would
 //! otherwise take it along and strand the others on a free lock; so
 //! waiters sleep at most `WAIT_SLICE_MS` at a time (on CLOCK_MONOTONIC)
-//! and look again.
+//! and look again. A lock the taking thread holds already (EDEADLK: a
+//! call from a signal handler that interrupted one of the thread's own)
+//! is no damage: a section gives up before touching anything, a
+//! transaction rolls back exactly (`fault::HeldByThisThread`), and the
+//! call fails with EDEADLK.
 //!
 //! ## 4. Two kinds of critical section
 //!
@@ -454,7 +458,9 @@ impl Domain {
     /// `inspect`, see [`lock_to_inspect`](Self::lock_to_inspect)).
     fn open_txn(&self, r: libc::c_int, inspect: bool) -> Result<Txn<'_>> {
         if r != 0 && r != libc::EOWNERDEAD {
-            return Err(Errno(if r == libc::EDEADLK { libc::ENOTRECOVERABLE } else { r }));
+            // EDEADLK: this thread holds the domain lock, in a call a
+            // signal handler interrupted (see `fault::HeldByThisThread`).
+            return Err(Errno(r));
         }
         let damaged = self.is_damaged();
         if damaged && !inspect {
@@ -743,6 +749,10 @@ impl<'d> Txn<'d> {
                 rebuilt = true;
             }
             p.lock.consistent();
+        } else if r == libc::EDEADLK {
+            // This thread holds it, in a call a signal handler interrupted
+            // (see `fault::HeldByThisThread`).
+            std::panic::panic_any(crate::fault::HeldByThisThread);
         } else if r != 0 {
             // The lock is unusable (ENOTRECOVERABLE): so is the domain.
             self.dom.quarantine("a peer lock became unrecoverable");
