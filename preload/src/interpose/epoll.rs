@@ -138,7 +138,13 @@ unsafe fn ctl_nested(ep: c_int, op: c_int, fd: c_int, ev: *mut epoll_event) -> c
 /// Takes out of `events` the items of peer registrations (the bus reports
 /// those); returns how many are left and whether a tag this process did
 /// not know was among them. A tag no attached domain knows makes the set's
-/// items be read (the item's fd tells the domain).
+/// items be read (the item's fd tells the domain). A tag nobody knows any
+/// more is an item removed since the kernel reported it (EPOLL_CTL_DEL by
+/// another thread meanwhile): dropped too, since the kernel reports no
+/// item deleted before its wait returns, and the tag is not the
+/// application's data (a program such as tokio takes that for a pointer).
+/// No application data looks like a tag: its top 16 bits would make it a
+/// non-canonical address.
 fn drop_tagged(ep: c_int, events: &mut [epoll_event], shadow: Option<&Shadow>) -> (usize, bool) {
     let mut kept = 0;
     let mut unknown = false;
@@ -146,17 +152,16 @@ fn drop_tagged(ep: c_int, events: &mut [epoll_event], shadow: Option<&Shadow>) -
     for i in 0..events.len() {
         let e = events[i];
         let data = e.u64;
-        let tagged = shm_core::epoll_untag(data).is_some() && {
-            if shadow.is_some_and(|s| s.knows(data)) {
-                true
-            } else if epolls::resolve_attached(data, -1, None).is_some() {
+        let tagged = shm_core::epoll_untag(data).is_some();
+        if tagged && !shadow.is_some_and(|s| s.knows(data)) {
+            if epolls::resolve_attached(data, -1, None).is_some() {
                 unknown = true;
-                true
             } else {
-                let fresh = reread.get_or_insert_with(|| epolls::inspect(ep));
-                fresh.as_ref().is_some_and(|s| s.knows(data))
+                // Learn the set's items (another process may have added a
+                // peer of a domain this one has not attached).
+                reread.get_or_insert_with(|| epolls::inspect(ep));
             }
-        };
+        }
         if !tagged {
             events[kept] = e;
             kept += 1;
@@ -211,16 +216,16 @@ unsafe fn wait_common(
     if max <= 0 || max as usize > (c_int::MAX as usize) / core::mem::size_of::<epoll_event>() {
         return real();
     }
-    if epolls::kernel_only(ep) {
-        return real();
-    }
-    let known = epolls::lookup(ep);
     // A set this process did not make is looked up in its items the first
     // time it is waited on (sets made here are known from the start, so
     // this costs a read of `/proc` once per inherited or received set).
-    let shadow = match known.map(|(s, _)| s).or_else(|| epolls::inspect(ep)) {
+    let known = if epolls::kernel_only(ep) { None } else { epolls::lookup(ep).map(|(s, _)| s).or_else(|| epolls::inspect(ep)) };
+    let shadow = match known {
         Some(s) if s.involves_bus() => s,
         _ => {
+            // The kernel's wait. A peer fd may be added to the set (by
+            // another thread) while it runs: the kernel then reports the
+            // item with its tag, which is not the application's data.
             let r = real();
             if r <= 0 {
                 return r;
@@ -234,6 +239,9 @@ unsafe fn wait_common(
                 &mut heap[..]
             };
             if ProcMem.read(events as u64, bytes_mut(local)).is_err() {
+                return r;
+            }
+            if !local.iter().any(|e| shm_core::epoll_untag(e.u64).is_some()) {
                 return r;
             }
             let (kept, unknown) = drop_tagged(ep, local, None);
