@@ -198,18 +198,7 @@ thread_local! {
 pub fn with_peer<R>(fd: i32, identify: bool, f: impl FnOnce(&FdInfo) -> R) -> Option<R> {
     let mut f = Some(f);
     if fd >= 0 && any() {
-        let gen = GEN.load(Ordering::Acquire);
-        let slot = fd as usize % CACHED_FDS;
-        let hit = LAST
-            .try_with(|c| {
-                let c = c.try_borrow().ok()?;
-                match &c[slot] {
-                    (cached, g, Some(info)) if *cached == fd && *g == gen => f.take().map(|f| f(info)),
-                    _ => None,
-                }
-            })
-            .ok()
-            .flatten();
+        let hit = cached(fd, GEN.load(Ordering::Acquire), |e| e.as_deref().and_then(|info| f.take().map(|f| f(info)))).flatten();
         if hit.is_some() {
             return hit;
         }
@@ -218,17 +207,26 @@ pub fn with_peer<R>(fd: i32, identify: bool, f: impl FnOnce(&FdInfo) -> R) -> Op
     f.take().map(|f| f(&info))
 }
 
+/// `f` of this thread's cached lookup of `fd` (made at generation `gen`),
+/// borrowed; None if the cache holds no such lookup (or is borrowed
+/// mutably, by a call this one interrupted).
+fn cached<R>(fd: i32, gen: u64, f: impl FnOnce(&Option<Arc<FdInfo>>) -> R) -> Option<R> {
+    LAST.try_with(|c| {
+        let c = c.try_borrow().ok()?;
+        let (cached_fd, cached_gen, e) = &c[fd as usize % CACHED_FDS];
+        (*cached_fd == fd && *cached_gen == gen).then(|| f(e))
+    })
+    .ok()
+    .flatten()
+}
+
 pub fn get(fd: i32) -> Option<Arc<FdInfo>> {
     if fd < 0 || !any() {
         return None;
     }
     let gen = GEN.load(Ordering::Acquire);
     let slot = fd as usize % CACHED_FDS;
-    let cached = LAST
-        .try_with(|c| c.try_borrow().ok().and_then(|c| (c[slot].0 == fd && c[slot].1 == gen).then(|| c[slot].2.clone())))
-        .ok()
-        .flatten();
-    if let Some(hit) = cached {
+    if let Some(hit) = cached(fd, gen, Option::clone) {
         return hit;
     }
     let e = table().lock().get(fd as usize).cloned().flatten();

@@ -209,6 +209,12 @@ pub enum Member {
 }
 
 impl Member {
+    /// Whether the bus has something to say about this member (a peer, or
+    /// a set holding peers).
+    pub fn involves_bus(&self) -> bool {
+        matches!(self, Member::Peer(_) | Member::Epoll(_))
+    }
+
     fn in_kernel(&self) -> bool {
         matches!(self, Member::Kernel | Member::Epoll(_))
     }

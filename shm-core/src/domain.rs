@@ -817,7 +817,7 @@ impl Domain {
         if let Some(m) = hit {
             return Ok(m);
         }
-        let m = self.pool_slow(serial)?;
+        let m = self.pool_slow(serial, 0)?;
         let _ = POOL_CACHE_OF_THREAD.try_with(|c| {
             if let Ok(mut c) = c.try_borrow_mut() {
                 if let Some(c) = c.as_mut().filter(|c| c.gen == gen) {
@@ -843,14 +843,11 @@ impl Domain {
         if m.covers(0, end) {
             return Ok(m);
         }
-        self.pool_slow_for(serial, end)
+        self.pool_slow(serial, end)
     }
 
-    fn pool_slow(&self, serial: u64) -> Result<Arc<PoolMapping>> {
-        self.pool_slow_for(serial, 0)
-    }
-
-    fn pool_slow_for(&self, serial: u64, end: u64) -> Result<Arc<PoolMapping>> {
+    /// `pool_for` without the thread's cache: under the process's lock.
+    fn pool_slow(&self, serial: u64, end: u64) -> Result<Arc<PoolMapping>> {
         let mut l = self.local.lock();
         if let Some(m) = l.pools.get(&serial).filter(|m| m.covers(0, end)) {
             return Ok(m.clone());

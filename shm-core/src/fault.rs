@@ -67,6 +67,21 @@ pub(crate) struct PeerBusy;
 /// fails with EDEADLK.
 pub(crate) struct HeldByThisThread;
 
+/// The errno of a panic that is no damage ([`OutOfLog`], [`PeerBusy`],
+/// [`HeldByThisThread`]): its transaction is rolled back exactly. None for
+/// any other panic.
+fn no_damage(payload: &(dyn std::any::Any + Send)) -> Option<Errno> {
+    if payload.is::<OutOfLog>() {
+        Some(Errno::ENOMEM)
+    } else if payload.is::<PeerBusy>() {
+        Some(Errno::EAGAIN)
+    } else if payload.is::<HeldByThisThread>() {
+        Some(Errno::EDEADLK)
+    } else {
+        None
+    }
+}
+
 /// Whether `BUS1_TRACE` asks for traces (set, and neither empty nor "0").
 pub fn trace_enabled() -> bool {
     static T: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -99,7 +114,7 @@ fn install_hook() {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             let p = info.payload();
-            if p.is::<OutOfLog>() || p.is::<PeerBusy>() || p.is::<HeldByThisThread>() {
+            if no_damage(p).is_some() {
                 let _ = ROLL_BACK.try_with(|f| f.set(true));
                 return;
             }
@@ -123,25 +138,19 @@ pub fn contain<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     install_hook();
     match std::panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
-        Err(payload) if payload.is::<OutOfLog>() => {
-            let _ = take_roll_back();
-            Err(Errno::ENOMEM)
-        }
-        Err(payload) if payload.is::<PeerBusy>() => {
-            let _ = take_roll_back();
-            Err(Errno::EAGAIN)
-        }
-        Err(payload) if payload.is::<HeldByThisThread>() => {
-            let _ = take_roll_back();
-            Err(Errno::EDEADLK)
-        }
-        Err(_) => {
-            // A quarantine took the note if a domain was involved.
-            if let Some(note) = take_note() {
-                say(format_args!("bus1: internal error: {note}; the call fails with EIO"));
+        Err(payload) => match no_damage(&*payload) {
+            Some(e) => {
+                let _ = take_roll_back();
+                Err(e)
             }
-            Err(Errno::EIO)
-        }
+            None => {
+                // A quarantine took the note if a domain was involved.
+                if let Some(note) = take_note() {
+                    say(format_args!("bus1: internal error: {note}; the call fails with EIO"));
+                }
+                Err(Errno::EIO)
+            }
+        },
     }
 }
 

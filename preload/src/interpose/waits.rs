@@ -85,7 +85,7 @@ pub(super) fn member_of(fd: c_int) -> Member {
 
 /// Whether a wait on `fd` is the shim's business (cheap for known fds).
 fn involves_bus(fd: c_int) -> bool {
-    !matches!(member_of(fd), Member::Skip | Member::Kernel)
+    member_of(fd).involves_bus()
 }
 
 /// Entries read at a time (a small buffer: it is initialised on every wait).
@@ -167,7 +167,7 @@ unsafe fn poll_bus(fds: *mut pollfd, nfds: nfds_t, args: impl FnOnce() -> Option
         let mut bus = false;
         for (m, p) in members.iter_mut().zip(local.iter()) {
             *m = member_of(p.fd);
-            bus |= !matches!(m, Member::Skip | Member::Kernel);
+            bus |= m.involves_bus();
         }
         if !bus {
             return None;
