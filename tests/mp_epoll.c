@@ -98,6 +98,30 @@ TEST(ep_edge_per_message)
 	ASSERT_EQ_U64(e.data.u64, 8);
 }
 
+/*
+ * A multicast is one message to each receiver: one edge each, although
+ * it reaches the queues in two steps (staged, then committed).
+ */
+TEST(ep_edge_per_multicast_message)
+{
+	int a = b1_open(), c = b1_open(), b = b1_open(), ep = ep_new(), ep2 = ep_new();
+	uint64_t dests[2] = { b1_share(a, 0x100, b), b1_share(c, 0x100, b) };
+	struct iovec v = { .iov_base = "m", .iov_len = 1 };
+	struct epoll_event e;
+
+	ep_add(ep, a, EPOLLIN | EPOLLET, 1);
+	ep_add(ep2, c, EPOLLIN | EPOLLET, 2);
+	for (int i = 0; i < 3; i++) {
+		ASSERT_EQ(b1_send(b, 0, dests, 2, NULL, &v, 1, NULL, 0, NULL, 0), 0);
+		ASSERT_EQ(ep_wait1(ep, &e, 0), 1);
+		ASSERT_EQ_U64(e.data.u64, 1);
+		ASSERT_EQ(ep_wait1(ep, &e, 0), 0);
+		ASSERT_EQ(ep_wait1(ep2, &e, 0), 1);
+		ASSERT_EQ_U64(e.data.u64, 2);
+		ASSERT_EQ(ep_wait1(ep2, &e, 0), 0);
+	}
+}
+
 /* One-shot: one report, then nothing until EPOLL_CTL_MOD re-arms it. */
 TEST(ep_oneshot_rearmed_by_mod)
 {

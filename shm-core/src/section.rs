@@ -3,7 +3,7 @@
 //! commit point is a single store of authoritative state, and a peer lock
 //! found with a dead section holder is recovered by `rebuild`.
 
-use crate::doorbell::Visible;
+use crate::doorbell::{Ticket, Visible};
 use crate::domain::Domain;
 use crate::errno::{Errno, Result};
 use crate::layout::*;
@@ -58,6 +58,9 @@ pub struct Section<'d> {
     later: RefCell<Vec<Later>>,
     /// What the peer is owed once the lock is released (rule 8).
     owed: core::cell::Cell<Option<Visible>>,
+    /// Where the ticket goes instead of being rung at once: a caller that
+    /// takes many peers' locks in turn rings them all after one fence.
+    rings: Option<&'d RefCell<Vec<Ticket>>>,
 }
 
 impl<'d> Section<'d> {
@@ -111,7 +114,7 @@ impl<'d> Section<'d> {
                 continue;
             }
             p.holder.raw_set(HELD_SECTION);
-            let s = Section { raw: Raw { dom }, peer, later: RefCell::new(Vec::new()), owed: core::cell::Cell::new(None) };
+            let s = Section { raw: Raw { dom }, peer, later: RefCell::new(Vec::new()), owed: core::cell::Cell::new(None), rings: None };
             if rebuilt {
                 // Whatever the dead holder owed the peer is owed still.
                 crate::doorbell::mark_dirty(&s, peer);
@@ -120,6 +123,17 @@ impl<'d> Section<'d> {
             crate::release::apply(&s, peer);
             return Ok(s);
         }
+    }
+
+    /// [`lock`](Self::lock), with the wake-up the section owes the peer
+    /// added to `rings` when it ends rather than rung then; the caller
+    /// passes `rings` to `doorbell::entries_visible` once it holds no lock.
+    /// A caller killed before that leaves the wake-ups counted as owed in
+    /// the bells, where the wake-up tick makes them good (txn rule 8).
+    pub fn lock_ringing_later(dom: &'d Domain, peer: P<PeerRec>, rings: &'d RefCell<Vec<Ticket>>) -> Result<Section<'d>> {
+        let mut s = Self::lock(dom, peer)?;
+        s.rings = Some(rings);
+        Ok(s)
     }
 
     /// The peer whose lock this is.
@@ -196,8 +210,10 @@ impl Drop for Section<'_> {
         // One peer, so at most one ticket: no list on the heap.
         let ticket = self.owed.take().and_then(|v| crate::doorbell::ticket(self, self.peer, v));
         self.raw.dom.seg.rec(self.peer).lock.unlock();
-        if let Some(t) = ticket {
-            crate::doorbell::entries_visible(self.raw.dom, core::slice::from_ref(&t));
+        match (ticket, self.rings) {
+            (Some(t), Some(rings)) => rings.borrow_mut().push(t),
+            (Some(t), None) => crate::doorbell::entries_visible(self.raw.dom, core::slice::from_ref(&t)),
+            (None, _) => {}
         }
     }
 }

@@ -23,6 +23,8 @@
 //! the slot's generation, so a helper that comes late does nothing.
 
 use crate::domain::Domain;
+use crate::doorbell::Ticket;
+use core::cell::RefCell;
 use crate::errno::{Errno, Result};
 use crate::layout::*;
 use crate::message;
@@ -156,11 +158,17 @@ impl<'d> Slot<'d> {
 
     /// Sorts the list by (receiver, destination index), so that the
     /// records of one receiver are staged and committed in one section.
+    /// Each key is read once; a list already in order (destinations named
+    /// in the order their peers were made) is left as it is.
     pub fn sort(&self, s_index: impl Fn(P<Msg>) -> (u64, u32)) {
         let ts = self.rec();
-        let mut v = self.records();
-        v.sort_by_key(|&r| s_index(r));
-        for (i, r) in v.into_iter().enumerate() {
+        let mut v: Vec<((u64, u32), P<Msg>)> = self.records().into_iter().map(|r| (s_index(r), r)).collect();
+        if v.is_sorted_by_key(|e| e.0) {
+            return;
+        }
+        // The keys are distinct (one record per destination index).
+        v.sort_unstable_by_key(|e| e.0);
+        for (i, (_, r)) in v.into_iter().enumerate() {
             entry(self.dom, ts, i).raw_set(r.off());
         }
     }
@@ -217,7 +225,13 @@ fn mine<S: Store>(s: &S, r: P<Msg>, tag: u64, states: u32) -> bool {
 /// Runs `f` on consecutive runs of `recs` that share a receiver, in one
 /// section of that receiver each. A receiver whose lock cannot be had (a
 /// quarantined domain) is skipped.
-fn for_each_receiver(dom: &Domain, recs: &[P<Msg>], mut f: impl FnMut(&Section, &[P<Msg>])) {
+fn for_each_receiver(dom: &Domain, recs: &[P<Msg>], f: impl FnMut(&Section, &[P<Msg>])) {
+    each_receiver(dom, recs, None, f)
+}
+
+/// [`for_each_receiver`], with the wake-ups the sections owe added to
+/// `rings` (see `Section::lock_ringing_later`).
+fn each_receiver<'d>(dom: &'d Domain, recs: &[P<Msg>], rings: Option<&'d RefCell<Vec<Ticket>>>, mut f: impl FnMut(&Section, &[P<Msg>])) {
     let mut i = 0;
     while i < recs.len() {
         let peer = dom.seg.rec(recs[i]).peer.load_racy();
@@ -225,7 +239,11 @@ fn for_each_receiver(dom: &Domain, recs: &[P<Msg>], mut f: impl FnMut(&Section, 
         while j < recs.len() && dom.seg.rec(recs[j]).peer.load_racy() == peer {
             j += 1;
         }
-        if let Ok(s) = Section::lock(dom, peer) {
+        let section = match rings {
+            Some(rings) => Section::lock_ringing_later(dom, peer, rings),
+            None => Section::lock(dom, peer),
+        };
+        if let Ok(s) = section {
             // The run was read without the lock: keep only records that
             // are (still) this receiver's.
             let mut run: Small<P<Msg>, 4> = Small::with_capacity(j - i);
@@ -305,9 +323,13 @@ pub fn drive(dom: &Domain, tag: u64) {
 }
 
 /// Step 1: every prepared record goes into its receiver's queue, staged.
+/// The receivers are rung together once all are staged: one fence for the
+/// multicast, and no receiver woken to help a transaction that its sender
+/// is still staging.
 fn stage(dom: &Domain, ts: &TxSlot, tag: u64, recs: &[P<Msg>]) {
     let mut first = true;
-    for_each_receiver(dom, recs, |s, run| {
+    let rings: RefCell<Vec<Ticket>> = RefCell::new(Vec::with_capacity(recs.len()));
+    each_receiver(dom, recs, Some(&rings), |s, run| {
         let peer = s.peer();
         let p = s.rec(peer);
         let mut todo: Small<P<Msg>, 4> = Small::with_capacity(run.len());
@@ -334,6 +356,7 @@ fn stage(dom: &Domain, ts: &TxSlot, tag: u64, recs: &[P<Msg>]) {
         crate::doorbell::after_enqueue(s, peer);
         ts.seen.fetch_max(p.clock.load());
     });
+    crate::doorbell::entries_visible(dom, &rings.borrow());
     crate::crash::point("send-staged");
 }
 
@@ -369,11 +392,15 @@ fn sealed(ts: &TxSlot, gen: u64) -> Option<u64> {
 /// left the record, which had not committed) can never take it: it is
 /// dropped, as staging drops it, rather than committed into a queue that
 /// nobody reads and the peer's teardown does not flush again.
+///
+/// No ring: staging made the receiver readable (a staged entry counts in
+/// `q_len`, and RECV drives it to its commit) and rang it then. A second
+/// ring would only cost an atomic pair and a fence per destination and
+/// give an edge-triggered waiter a second edge for one message.
 fn commit(dom: &Domain, c: u64, tag: u64, recs: &[P<Msg>]) {
     for_each_receiver(dom, recs, |s, run| {
         let peer = s.peer();
         let live = receiving(s, peer);
-        let mut any = false;
         for &r in run {
             if mine(s, r, tag, MS_QUEUED) && queue::staged(s, r) {
                 if !live {
@@ -382,11 +409,7 @@ fn commit(dom: &Domain, c: u64, tag: u64, recs: &[P<Msg>]) {
                 }
                 s.set(&s.rec(r).stamp, c);
                 queue::reposition(s, peer, r);
-                any = true;
             }
-        }
-        if any {
-            crate::doorbell::after_enqueue(s, peer);
         }
         crate::crash::point("commit-op");
     });
