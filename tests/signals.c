@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include <signal.h>
 #include <sys/time.h>
+#include <time.h>
 
 #include "bus1-util.h"
 
@@ -34,24 +35,41 @@ static void send_from_handler(int sig)
 	errno = saved;
 }
 
+/* Microseconds of one 1-byte SEND+RECV+SLICE_RELEASE in this build. */
+static double one_message_us(int s, uint64_t d, int r)
+{
+	struct timespec t0, t1;
+	const int k = 2000;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (int i = 0; i < k; i++) {
+		struct bus1_cmd_recv m;
+
+		if (b1_send_one(s, d, "w", 1) || b1_recv(r, &m, 0) || b1_slice_release(r, m.msg.offset))
+			return 1e6;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return ((t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec)) / 1e3 / k;
+}
+
 /*
- * A timer's handler SENDs to the peer the thread is busy sending to,
- * receiving from and releasing slices of; every message arrives, the
- * handler's calls succeed or fail with EDEADLK, and the domain stays
- * healthy.
+ * A timer's handler SENDs every `period_us` to the peer the thread is busy
+ * sending `n` messages to, receiving from and releasing slices of; every
+ * message arrives, the handler's calls succeed or fail with EDEADLK, and
+ * the domain stays healthy.
  */
-TEST_TIMEOUT(sig_handler_calls_interrupting_calls, 120)
+static void handler_calls_during(long period_us, long n)
 {
 	int s = b1_open(), r = b1_open();
 	uint64_t d = b1_handle_to(r, 0x100, s);
-	struct itimerval every = { { 0, 100 }, { 0, 100 } }, stop = { { 0, 0 }, { 0, 0 } };
+	struct itimerval every = { { 0, period_us }, { 0, period_us } }, stop = { { 0, 0 }, { 0, 0 } };
 	char buf[1024];
 	long received = 0, handler_msgs = 0;
-	const long n = 100000;
 
 	memset(buf, 'm', sizeof(buf));
 	h_sender = s;
 	h_dest = d;
+	h_calls = h_sent = h_deadlk = h_other = 0;
 	/*
 	 * One message through before the timer starts: the first SEND maps
 	 * the receiver's pool under a lock of the process (not of the bus),
@@ -92,7 +110,7 @@ TEST_TIMEOUT(sig_handler_calls_interrupting_calls, 120)
 			handler_msgs++;
 		ASSERT_EQ(b1_slice_release(r, m.msg.offset), 0);
 	}
-	printf("    note: %ld handler calls: %ld sent, %ld EDEADLK\n", (long)h_calls, (long)h_sent, (long)h_deadlk);
+	printf("    note: every %ld us: %ld handler calls: %ld sent, %ld EDEADLK\n", period_us, (long)h_calls, (long)h_sent, (long)h_deadlk);
 	ASSERT_EQ(h_other, 0);
 	ASSERT_TRUE(h_calls > 0);
 	ASSERT_EQ(handler_msgs, h_sent);
@@ -107,4 +125,25 @@ TEST_TIMEOUT(sig_handler_calls_interrupting_calls, 120)
 	ASSERT_EQ(m.msg.n_bytes, 5);
 	ASSERT_EQ(b1_send_one(s, d, "x", 1), 0);
 	ASSERT_EQ(b1_recv(r, &m, 0), 0);
+}
+
+TEST_TIMEOUT(sig_handler_calls_interrupting_calls, 120)
+{
+	handler_calls_during(100, 100000);
+}
+
+/*
+ * A handler every 20 us (or every few messages' time, in a slow build):
+ * a handler's call that meets a lock of its own thread fails at once with
+ * EDEADLK rather than after spinning on it, so the handlers leave the
+ * thread time to go on.
+ */
+TEST_TIMEOUT(sig_handler_calls_in_quick_succession, 120)
+{
+	int s = b1_open(), r = b1_open();
+	uint64_t d = b1_handle_to(r, 0x100, s);
+	double us = one_message_us(s, d, r);
+	long period = us * 8 > 20 ? (long)(us * 8) : 20;
+
+	handler_calls_during(period, 20000);
 }

@@ -103,6 +103,14 @@ impl RobustMutex {
     /// which sleeps at most [`WAIT_SLICE_MS`] at a time (rule 3 of `txn`).
     /// Returns 0, `EOWNERDEAD` or another pthread error.
     pub fn acquire(&self) -> libc::c_int {
+        // One attempt whatever the word says: besides taking a free lock,
+        // it reports at once (EDEADLK, the mutex checks errors) a lock this
+        // thread holds itself — a signal handler's call that interrupted
+        // the thread's own call — which the spin would watch in vain.
+        let r = self.try_lock();
+        if r != libc::EBUSY {
+            return r;
+        }
         for _ in 0..SPIN_ROUNDS {
             if self.looks_free() {
                 let r = self.try_lock();

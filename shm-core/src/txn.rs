@@ -82,7 +82,8 @@
 //! call from a signal handler that interrupted one of the thread's own)
 //! is no damage: a section gives up before touching anything, a
 //! transaction rolls back exactly (`fault::HeldByThisThread`), and the
-//! call fails with EDEADLK.
+//! call fails with EDEADLK — at once: a lock is tried once before any
+//! spin, and that try reports it.
 //!
 //! ## 4. Two kinds of critical section
 //!
