@@ -19,6 +19,12 @@ static int h_sender;
 static uint64_t h_dest;
 static volatile long h_calls, h_sent, h_deadlk, h_other;
 
+/* The handler of the release race: releases the slice the thread is releasing. */
+static int rel_fd;
+static volatile uint64_t rel_off;
+static volatile sig_atomic_t rel_armed;
+static volatile long rel_ok, rel_enxio, rel_deadlk, rel_other;
+
 static void send_from_handler(int sig)
 {
 	int saved = errno, r;
@@ -32,6 +38,25 @@ static void send_from_handler(int sig)
 		h_deadlk++;
 	else
 		h_other++;
+	errno = saved;
+}
+
+static void release_from_handler(int sig)
+{
+	int saved = errno, r;
+
+	(void)sig;
+	if (rel_armed) {
+		r = b1_slice_release(rel_fd, rel_off);
+		if (r == 0)
+			rel_ok++;
+		else if (r == -ENXIO)
+			rel_enxio++;
+		else if (r == -EDEADLK)
+			rel_deadlk++;
+		else
+			rel_other++;
+	}
 	errno = saved;
 }
 
@@ -146,4 +171,64 @@ TEST_TIMEOUT(sig_handler_calls_in_quick_succession, 120)
 	long period = us * 8 > 20 ? (long)(us * 8) : 20;
 
 	handler_calls_during(period, 20000);
+}
+
+/*
+ * A handler releases the slice its thread is releasing: of the two calls,
+ * exactly one succeeds (the other is ENXIO, or EDEADLK if it needed a lock
+ * the interrupted call held), whatever instruction of the thread's release
+ * the signal lands on.
+ */
+TEST_TIMEOUT(sig_handler_releases_the_same_slice, 120)
+{
+	int s = b1_open(), r = b1_open();
+	uint64_t d = b1_handle_to(r, 0x100, s);
+	/* every 20 us, or every 8 messages' time in a slow build, which runs fewer */
+	double us = one_message_us(s, d, r);
+	long period = us * 8 > 20 ? (long)(us * 8) : 20;
+	struct itimerval every = { { 0, period }, { 0, period } }, stop = { { 0, 0 }, { 0, 0 } };
+	const long n = 200000 * 20 / period;
+	long both = 0, none = 0, main_ok = 0;
+
+	rel_fd = r;
+	{
+		struct bus1_cmd_recv m;
+
+		ASSERT_EQ(b1_send_one(s, d, "w", 1), 0);
+		ASSERT_EQ(b1_recv(r, &m, 0), 0);
+		ASSERT_EQ(b1_slice_release(r, m.msg.offset), 0);
+	}
+	ASSERT_TRUE(signal(SIGALRM, release_from_handler) != SIG_ERR);
+	ASSERT_OK(setitimer(ITIMER_REAL, &every, NULL));
+	for (long i = 0; i < n; i++) {
+		struct bus1_cmd_recv m;
+		long before = rel_ok;
+		int e;
+
+		ASSERT_EQ(b1_send_one(s, d, "m", 1), 0);
+		ASSERT_EQ(b1_recv(r, &m, 0), 0);
+		rel_off = m.msg.offset;
+		rel_armed = 1;
+		e = b1_slice_release(r, m.msg.offset);
+		rel_armed = 0;
+		ASSERT_TRUE(e == 0 || e == -ENXIO);
+		main_ok += e == 0;
+		both += e == 0 && rel_ok != before;
+		none += e != 0 && rel_ok == before;
+	}
+	ASSERT_OK(setitimer(ITIMER_REAL, &stop, NULL));
+	signal(SIGALRM, SIG_IGN);
+	printf("    note: every %ld us: thread released %ld, handler %ld (ENXIO %ld, EDEADLK %ld)\n", period, main_ok, (long)rel_ok,
+	       (long)rel_enxio, (long)rel_deadlk);
+	ASSERT_EQ(rel_other, 0);
+	ASSERT_EQ(both, 0);
+	ASSERT_EQ(none, 0);
+	ASSERT_EQ(main_ok + rel_ok, n);
+	/* the pool is whole: one message still goes through */
+	struct bus1_cmd_recv m;
+
+	ASSERT_EQ(b1_recv(r, &m, 0), -EAGAIN);
+	ASSERT_EQ(b1_send_one(s, d, "x", 1), 0);
+	ASSERT_EQ(b1_recv(r, &m, 0), 0);
+	ASSERT_EQ(b1_slice_release(r, m.msg.offset), 0);
 }

@@ -69,12 +69,12 @@ pub struct ReleaseLock<'d> {
 }
 
 impl<'d> ReleaseLock<'d> {
-    /// Takes `peer`'s release lock; None if it cannot be had (it is this
-    /// thread's already, from a signal handler's call, or unrecoverable).
-    /// A holder that died left nothing half done: the tail's store is the
-    /// only thing it commits.
-    pub fn take(dom: &'d Domain, peer: P<PeerRec>) -> Option<ReleaseLock<'d>> {
-        let rec: &PeerRec = dom.seg.try_rec(peer)?;
+    /// Takes `peer`'s release lock. EDEADLK if this thread holds it already
+    /// (a signal handler's call interrupted the thread's ring release);
+    /// ENOTRECOVERABLE if it cannot be had at all. A holder that died left
+    /// nothing half done: the tail's store is the only thing it commits.
+    pub fn take(dom: &'d Domain, peer: P<PeerRec>) -> Result<ReleaseLock<'d>> {
+        let rec: &PeerRec = dom.seg.try_rec(peer).ok_or(Errno::ESHUTDOWN)?;
         match rec.rel_lock.acquire() {
             0 => {}
             libc::EOWNERDEAD => {
@@ -82,9 +82,10 @@ impl<'d> ReleaseLock<'d> {
                 rec.rel_ring_busy.store(0);
                 rec.rel_lock.consistent();
             }
-            _ => return None,
+            libc::EDEADLK => return Err(Errno::EDEADLK),
+            _ => return Err(Errno::ENOTRECOVERABLE),
         }
-        Some(ReleaseLock { rec })
+        Ok(ReleaseLock { rec })
     }
 }
 
@@ -108,7 +109,7 @@ pub fn defer(dom: &Domain, peer: P<PeerRec>, serial: u64, off: u64) -> Option<Re
         return None;
     }
     let backlog = p.q_len.load_racy() != 0;
-    let _held = ReleaseLock::take(dom, peer)?;
+    let _held = ReleaseLock::take(dom, peer).ok()?;
     p.rel_ring_busy.fetch_add(1);
     let r = if p.rel_locked_busy.load_seqcst() == 0 { through_ring(dom, p, peer, off, backlog) } else { None };
     p.rel_ring_busy.fetch_add(u64::MAX);
@@ -164,7 +165,15 @@ pub fn locked(dom: &Domain, peer: P<PeerRec>, release: impl Fn(&Section) -> Resu
         }
         p.rel_locked_busy.fetch_add(u64::MAX);
     }
-    let _held = ReleaseLock::take(dom, peer);
+    // A ring release is under way. If it is this thread's own (a signal
+    // handler's call interrupted it), it may be past its look at the
+    // slice: releasing now could make both calls succeed. Nothing has
+    // changed yet, so the call fails. A lock that cannot be had at all
+    // leaves the call to the section alone, as before.
+    let _held = match ReleaseLock::take(dom, peer) {
+        Err(Errno::EDEADLK) => return Err(Errno::EDEADLK),
+        held => held.ok(),
+    };
     release(&Section::lock(dom, peer)?)
 }
 
