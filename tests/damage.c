@@ -78,20 +78,9 @@ static void expect_refused(int a, int b)
 /* Another domain of the same process still works. */
 static void expect_other_domain_works(void)
 {
-	int a, b;
-	uint64_t id;
-	struct bus1_cmd_recv r;
-
 	ASSERT_OK(setenv("BUS1_DOMAIN", t_new_domain("other"), 1));
-	a = b1_open();
-	b = b1_open();
-	id = b1_handle_to(a, 0x100, b);
-	ASSERT_EQ(b1_send_one(b, id, "fine", 4), 0);
-	ASSERT_EQ(b1_recv(a, &r, 0), 0);
-	ASSERT_EQ(r.msg.n_bytes, 4);
-	b1_check_fd(a);
-	close(a);
-	close(b);
+	b1_expect_new_pair_works();
+	b1_check_domain();
 	ASSERT_OK(setenv("BUS1_DOMAIN", t_domain(), 1));
 }
 

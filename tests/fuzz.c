@@ -691,22 +691,18 @@ static void fz_close(struct fz *z)
 /* The bus still works: a new pair exchanges a message, and a peer gets one. */
 static void fz_bus_works(const int *old)
 {
-	int a = b1_open(), b = b1_open();
-	uint64_t id = b1_handle_to(b, 0x100, a);
-	struct bus1_cmd_recv r;
+	b1_expect_new_pair_works();
+	if (old) {
+		int b = b1_open();
+		uint64_t id;
 
-	ASSERT_EQ(b1_send_one(a, id, "still here", 10), 0);
-	ASSERT_EQ(b1_recv(b, &r, 0), 0);
-	ASSERT_EQ(r.msg.type, BUS1_MSG_DATA);
-	ASSERT_EQ(r.msg.n_bytes, 10);
-	if (old)
 		for (int i = 0; i < NPEERS; i++) {
 			int r2 = b1_transfer(b, 0x100, old[i], &id);
 
 			ASSERT_TRUE(r2 == 0 || r2 == -ESHUTDOWN);
 		}
-	close(a);
-	close(b);
+		close(b);
+	}
 }
 
 static void fz_report(const char *who, const struct fz *z)

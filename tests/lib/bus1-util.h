@@ -299,6 +299,30 @@ static inline uint64_t b1_share(int owner, uint64_t id, int holder)
 	return h;
 }
 
+/*
+ * The bus works: a new pair of peers of the current domain exchanges a
+ * message (its payload read back from the pool) and has nothing else
+ * queued. For the end of a test that tried to damage the domain.
+ */
+static inline void b1_expect_new_pair_works(void)
+{
+	int a = b1_open(), b = b1_open();
+	uint64_t h = b1_handle_to(a, 0x100, b);
+	const uint8_t *pool = b1_map(a);
+	struct bus1_cmd_recv r;
+
+	ASSERT_EQ(b1_send_one(b, h, "still works", 11), 0);
+	ASSERT_EQ(b1_recv(a, &r, 0), 0);
+	ASSERT_EQ(r.msg.type, BUS1_MSG_DATA);
+	ASSERT_EQ(r.msg.n_bytes, 11);
+	ASSERT_EQ(memcmp(pool + r.msg.offset, "still works", 11), 0);
+	ASSERT_EQ(b1_slice_release(a, r.msg.offset), 0);
+	ASSERT_EQ(b1_recv(a, &r, 0), -EAGAIN);
+	munmap((void *)pool, B1_POOL_SIZE);
+	ASSERT_OK(close(a));
+	ASSERT_OK(close(b));
+}
+
 /* Nothing is queued on fd: RECV answers EAGAIN. */
 static inline void b1_expect_empty(int fd)
 {
