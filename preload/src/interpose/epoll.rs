@@ -136,33 +136,25 @@ unsafe fn ctl_nested(ep: c_int, op: c_int, fd: c_int, ev: *mut epoll_event) -> c
 }
 
 /// Takes out of `events` the items of peer registrations (the bus reports
-/// those); returns how many are left and whether a tag this process did
-/// not know was among them. A tag no attached domain knows makes the set's
-/// items be read (the item's fd tells the domain). A tag nobody knows any
-/// more is an item removed since the kernel reported it (EPOLL_CTL_DEL by
-/// another thread meanwhile): dropped too, since the kernel reports no
-/// item deleted before its wait returns, and the tag is not the
+/// those); returns how many are left and whether a tag `shadow` (the set as
+/// this process knows it) does not hold was among them: the caller then
+/// reads the set's items again. Such a tag is a peer fd another process or
+/// thread added (perhaps of a domain this process has not attached), or an
+/// item removed since the kernel reported it (EPOLL_CTL_DEL by another
+/// thread meanwhile). Either way the event is dropped: the kernel reports
+/// no item deleted before its wait returns, and the tag is not the
 /// application's data (a program such as tokio takes that for a pointer).
 /// No application data looks like a tag: its top 16 bits would make it a
 /// non-canonical address.
-fn drop_tagged(ep: c_int, events: &mut [epoll_event], shadow: Option<&Shadow>) -> (usize, bool) {
+fn drop_tagged(events: &mut [epoll_event], shadow: Option<&Shadow>) -> (usize, bool) {
     let mut kept = 0;
     let mut unknown = false;
-    let mut reread: Option<Option<Arc<Shadow>>> = None;
     for i in 0..events.len() {
         let e = events[i];
         let data = e.u64;
-        let tagged = shm_core::epoll_untag(data).is_some();
-        if tagged && !shadow.is_some_and(|s| s.knows(data)) {
-            if epolls::resolve_attached(data, -1, None).is_some() {
-                unknown = true;
-            } else {
-                // Learn the set's items (another process may have added a
-                // peer of a domain this one has not attached).
-                reread.get_or_insert_with(|| epolls::inspect(ep));
-            }
-        }
-        if !tagged {
+        if shm_core::epoll_untag(data).is_some() {
+            unknown |= !shadow.is_some_and(|s| s.knows(data));
+        } else {
             events[kept] = e;
             kept += 1;
         }
@@ -184,7 +176,7 @@ unsafe fn harvest_now(ep: c_int, out: &mut [epoll_event], shadow: &Shadow) -> Re
     if r < 0 {
         return Err(errno());
     }
-    let (mut kept, unknown) = drop_tagged(ep, &mut out[..r as usize], Some(shadow));
+    let (mut kept, unknown) = drop_tagged(&mut out[..r as usize], Some(shadow));
     if !shadow.nested.is_empty() {
         // The kernel's report of a nested set is the bus's to make.
         let mut k = 0;
@@ -197,7 +189,8 @@ unsafe fn harvest_now(ep: c_int, out: &mut [epoll_event], shadow: &Shadow) -> Re
         kept = k;
     }
     if unknown {
-        // Another process added a peer fd to the set: learn it.
+        // A peer fd added by another process, or an item deleted meanwhile:
+        // learn the set's items as they are now.
         let _ = epolls::inspect(ep);
     }
     Ok(kept)
@@ -244,7 +237,7 @@ unsafe fn wait_common(
             if !local.iter().any(|e| shm_core::epoll_untag(e.u64).is_some()) {
                 return r;
             }
-            let (kept, unknown) = drop_tagged(ep, local, None);
+            let (kept, unknown) = drop_tagged(local, None);
             if kept == r as usize && !unknown {
                 return r;
             }
