@@ -78,6 +78,17 @@ static double one_message_us(int s, uint64_t d, int r)
 }
 
 /*
+ * A timer period for handlers in quick succession: 20 us, or 8 messages'
+ * time in a slow build (timed on s -> d at r, which maps r's pool first).
+ */
+static long quick_period_us(int s, uint64_t d, int r)
+{
+	double us = one_message_us(s, d, r);
+
+	return us * 8 > 20 ? (long)(us * 8) : 20;
+}
+
+/*
  * A timer's handler SENDs every `period_us` to the peer the thread is busy
  * sending `n` messages to, receiving from and releasing slices of; every
  * message arrives, the handler's calls succeed or fail with EDEADLK, and
@@ -162,11 +173,8 @@ TEST_TIMEOUT(sig_handler_calls_interrupting_calls, 120)
 TEST_TIMEOUT(sig_handler_calls_in_quick_succession, 120)
 {
 	int s = b1_open(), r = b1_open();
-	uint64_t d = b1_handle_to(r, 0x100, s);
-	double us = one_message_us(s, d, r);
-	long period = us * 8 > 20 ? (long)(us * 8) : 20;
 
-	handler_calls_during(period, 20000);
+	handler_calls_during(quick_period_us(s, b1_handle_to(r, 0x100, s), r), 20000);
 }
 
 /*
@@ -179,14 +187,12 @@ TEST_TIMEOUT(sig_handler_releases_the_same_slice, 120)
 {
 	int s = b1_open(), r = b1_open();
 	uint64_t d = b1_handle_to(r, 0x100, s);
-	/* every 20 us, or every 8 messages' time in a slow build, which runs fewer */
-	double us = one_message_us(s, d, r);
-	long period = us * 8 > 20 ? (long)(us * 8) : 20;
+	/* a slow build runs fewer rounds, at a longer period */
+	long period = quick_period_us(s, d, r);
 	struct itimerval every = { { 0, period }, { 0, period } }, stop = { { 0, 0 }, { 0, 0 } };
 	const long n = 200000 * 20 / period;
 	long both = 0, none = 0, main_ok = 0;
 
-	/* (the timing above also sent the messages that map the pool before the timer starts) */
 	rel_fd = r;
 	ASSERT_TRUE(signal(SIGALRM, release_from_handler) != SIG_ERR);
 	ASSERT_OK(setitimer(ITIMER_REAL, &every, NULL));
