@@ -21,6 +21,7 @@ mod epolls;
 mod fdtable;
 mod interpose;
 mod procfs;
+mod sigdefer;
 mod trace;
 mod uaccess;
 mod wait;

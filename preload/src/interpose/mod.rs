@@ -45,9 +45,10 @@ pub(crate) fn keep_errno<T>(f: impl FnOnce() -> T) -> T {
 /// the C caller: a panic in it (an inconsistency the engine found in a
 /// domain, see shm-core's `fault`) gives `fallback()` instead, which is
 /// either a failure with EIO or the path the call takes for anything that
-/// is not bus1's.
+/// is not bus1's. The application's signal handlers of this thread wait
+/// until it is over (see `sigdefer`).
 pub(crate) fn guarded<T>(fallback: impl FnOnce() -> T, f: impl FnOnce() -> T) -> T {
-    shm_core::contain(|| Ok(f())).unwrap_or_else(|_| fallback())
+    crate::sigdefer::hold(|| shm_core::contain(|| Ok(f()))).unwrap_or_else(|_| fallback())
 }
 
 pub(crate) fn fail(e: Errno) -> c_int {

@@ -1,7 +1,8 @@
 //! Signal dispositions (the fault handler of `uaccess` owns SIGSEGV and
-//! SIGBUS; which signals the application catches decides how a wait may
-//! sleep, see `wait`) and identity changes, which invalidate cached
-//! credentials.
+//! SIGBUS; the application's other handlers run through `sigdefer`, so
+//! that none runs inside a shim call; which signals the application
+//! catches decides how a wait may sleep, see `wait`) and identity changes,
+//! which invalidate cached credentials.
 #![allow(clippy::missing_safety_doc)]
 
 use super::*;
@@ -41,7 +42,11 @@ pub unsafe extern "C" fn sigaction(sig: c_int, act: *const libc::sigaction, old:
         }
         return 0;
     }
-    let r = call_real!(crate::real::SIGACTION, fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int, sig, act, old);
+    let r = if crate::sigdefer::deferrable(sig) {
+        crate::sigdefer::sigaction(sig, act.as_ref(), old.as_mut())
+    } else {
+        call_real!(crate::real::SIGACTION, fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int, sig, act, old)
+    };
     if r == 0 && !act.is_null() {
         note_disposition(sig, (*act).sa_sigaction);
     }
@@ -50,20 +55,31 @@ pub unsafe extern "C" fn sigaction(sig: c_int, act: *const libc::sigaction, old:
 
 type SigHandler = libc::sighandler_t;
 
+/// `signal` and its variants: a `sigaction` with the flags (and, for the
+/// BSD semantics, the mask of the signal itself) the C library uses.
 unsafe fn signal_common(real: &crate::real::Real, sig: c_int, handler: SigHandler, flags: c_int) -> SigHandler {
-    if uaccess::owns(sig) {
-        let old = uaccess::app_action(sig).sa_sigaction;
-        let mut act: libc::sigaction = core::mem::zeroed();
-        act.sa_sigaction = handler;
-        act.sa_flags = flags;
-        uaccess::set_app_action(sig, &act);
-        return old;
+    if !(uaccess::owns(sig) || crate::sigdefer::deferrable(sig)) {
+        let r = call_real!(real, fn(c_int, SigHandler) -> SigHandler, sig, handler);
+        if r != libc::SIG_ERR {
+            note_disposition(sig, handler);
+        }
+        return r;
     }
-    let r = call_real!(real, fn(c_int, SigHandler) -> SigHandler, sig, handler);
-    if r != libc::SIG_ERR {
-        note_disposition(sig, handler);
+    if handler == libc::SIG_ERR {
+        set_errno(libc::EINVAL);
+        return libc::SIG_ERR;
     }
-    r
+    let mut act: libc::sigaction = core::mem::zeroed();
+    act.sa_sigaction = handler;
+    act.sa_flags = flags;
+    if flags & libc::SA_NODEFER == 0 {
+        libc::sigaddset(&mut act.sa_mask, sig);
+    }
+    let mut old: libc::sigaction = core::mem::zeroed();
+    if sigaction(sig, &act, &mut old) != 0 {
+        return libc::SIG_ERR;
+    }
+    old.sa_sigaction
 }
 
 #[no_mangle]
