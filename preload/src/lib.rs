@@ -7,8 +7,9 @@
 //! descriptors are peers (`fdtable`) and which epoll sets hold them
 //! (`epolls`), shows peer fds in `/proc` as the module's files (`procfs`),
 //! maps results to errno (`dispatch`), drives the waits of `poll`,
-//! `select` and `epoll` over peers (`wait`) and, with `BUS1_TRACE`, logs
-//! every call it answers (`trace`). All bus semantics live in `shm-core`.
+//! `select` and `epoll` over peers (`wait`), holds the application's
+//! signal handlers until the call they land in is over (`sigdefer`) and,
+//! with `BUS1_TRACE`, logs every call it answers (`trace`). All bus semantics live in `shm-core`.
 //! Section numbers in comments (2.0, §1.1) are those of
 //! `docs/reference.md`.
 
