@@ -9,12 +9,14 @@
  * sees its own actions in sigaction and signal.
  */
 #define _GNU_SOURCE
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <time.h>
 
 #include "bus1-util.h"
+#include "mp-util.h"
 
 static int h_sender;
 static uint64_t h_dest;
@@ -241,6 +243,123 @@ TEST_TIMEOUT(sig_handler_releases_the_same_slice, 120)
 	ASSERT_EQ(b1_send_one(s, d, "x", 1), 0);
 	ASSERT_EQ(b1_recv(r, &m, 0), 0);
 	ASSERT_EQ(b1_slice_release(r, m.msg.offset), 0);
+}
+
+/*
+ * A process that exits with a timer's handler still calling the bus: the
+ * exit closes the peers, and handlers landing in that work wait for it
+ * (then their calls meet closed fds). Before handlers were held, one that
+ * interrupted the exit's work on the fd table waited forever for it.
+ */
+TEST_TIMEOUT(sig_handler_calls_while_the_process_exits, 60)
+{
+	for (int round = 0; round < 20; round++) {
+		pid_t pid = fork();
+
+		ASSERT_TRUE(pid >= 0);
+		if (pid == 0) {
+			int s = b1_open(), r = b1_open();
+			uint64_t d = b1_handle_to(r, 0x100, s);
+
+			for (int i = 0; i < 8; i++)
+				b1_open();
+			h_sender = s;
+			h_dest = d;
+			start_ticks(send_from_handler, 20);
+			for (int i = 0; i < 200; i++) {
+				struct bus1_cmd_recv m;
+
+				b1_send_one(s, d, "m", 1);
+				while (b1_recv(r, &m, 0) == 0)
+					b1_slice_release(r, m.msg.offset);
+			}
+			exit(0);
+		}
+		mp_reap(pid);
+	}
+}
+
+/* ------------------------------------- a call waiting for a stopped process */
+
+/* SEND of one byte from fd argv[0] to handle argv[1]. */
+T_CHILD(sig_send_one)
+{
+	ASSERT_EQ(argc, 2);
+	ASSERT_EQ(b1_send_one(atoi(argv[0]), mp_arg_u64(argv[1]), "f", 1), 0);
+	return 0;
+}
+
+static int usr1_pipe = -1;
+
+static void note_usr1(int sig)
+{
+	int saved = errno;
+
+	(void)sig;
+	if (write(usr1_pipe, "u", 1) != 1)
+		abort();
+	errno = saved;
+}
+
+/*
+ * A SEND that waits for the receiver's lock, which a process stopped in
+ * the middle of its own SEND holds: a signal that comes meanwhile still
+ * runs its handler within a lock-wait slice (the module would have run it
+ * at once; nothing of the bus is held while the call waits), and the SEND
+ * completes once the stopped process goes on.
+ */
+TEST_TIMEOUT(sig_handler_runs_while_a_call_waits_for_a_stopped_process, 60)
+{
+	int f = b1_open(), x = b1_open(), s = b1_open(), ready[2], ran[2], status;
+	uint64_t fx = b1_handle_to(x, 0x100, f), sx = b1_handle_to(x, 0x100, s);
+	char a[2][32], c;
+	pid_t parked, sender;
+	struct bus1_cmd_recv m;
+
+	/* warm both senders' paths up */
+	ASSERT_EQ(b1_send_one(f, fx, "w", 1), 0);
+	ASSERT_EQ(b1_send_one(s, sx, "w", 1), 0);
+	for (int i = 0; i < 2; i++) {
+		ASSERT_EQ(b1_recv(x, &m, 0), 0);
+		ASSERT_EQ(b1_slice_release(x, m.msg.offset), 0);
+	}
+	mp_keep_fd(f);
+	snprintf(a[0], sizeof(a[0]), "%d", f);
+	mp_fmt(a[1], fx);
+	parked = mp_spawn_env_v(t_self_exe(), "BUS1_PARK_AT", "commit-before", "sig_send_one",
+				(const char *const[]){ a[0], a[1], NULL });
+	ASSERT_EQ(waitpid(parked, &status, WUNTRACED), parked);
+	ASSERT_TRUE(WIFSTOPPED(status));
+
+	ASSERT_OK(pipe(ready));
+	ASSERT_OK(pipe(ran));
+	sender = mp_fork();
+	if (sender == 0) {
+		usr1_pipe = ran[1];
+		ASSERT_TRUE(signal(SIGUSR1, note_usr1) != SIG_ERR);
+		mp_put(ready[1], "r", 1);
+		ASSERT_EQ(b1_send_one(s, sx, "s", 1), 0);
+		_exit(0);
+	}
+	mp_get(ready[0], &c, 1);
+	mp_sleep_ms(200);
+	ASSERT_OK(kill(sender, SIGUSR1));
+	{
+		struct pollfd p = { .fd = ran[0], .events = POLLIN };
+
+		ASSERT_EQ(poll(&p, 1, 3000), 1);
+	}
+	/* the SEND still waits: the handler ran inside it */
+	ASSERT_EQ(waitpid(sender, &status, WNOHANG), 0);
+
+	ASSERT_OK(kill(parked, SIGCONT));
+	mp_reap(parked);
+	mp_reap(sender);
+	for (int i = 0; i < 2; i++) {
+		ASSERT_EQ(b1_recv(x, &m, 0), 0);
+		ASSERT_EQ(b1_slice_release(x, m.msg.offset), 0);
+	}
+	ASSERT_EQ(b1_recv(x, &m, 0), -EAGAIN);
 }
 
 /* ---------------------------------------------- leaving a call by longjmp */

@@ -32,7 +32,9 @@
 //! and SIGSTOP, and the C library's internal signals (it refuses them).
 //! A shim call that sleeps in the kernel (the waits of `wait`) is not a
 //! held call: a handler runs there as the real call would run it, and the
-//! wait fails with EINTR.
+//! wait fails with EINTR. A held call that waits long for a lock (a
+//! process stopped while holding it) runs the kept handlers between the
+//! slices of its wait when it holds no lock (shm-core's long-wait hook).
 //!
 //! This module is one of the few that contain `unsafe`.
 
@@ -181,6 +183,7 @@ pub fn sigaction(sig: c_int, act: Option<&libc::sigaction>, old: Option<&mut lib
         let app_old = rec.read();
         let r = match act {
             Some(a) if is_handler(a.sa_sigaction) => {
+                shm_core::set_long_wait_hook(run_kept_while_waiting);
                 let mut k = *a;
                 k.sa_sigaction = trampoline as *const () as usize;
                 k.sa_flags = (a.sa_flags | libc::SA_SIGINFO) & !libc::SA_RESETHAND;
@@ -316,6 +319,24 @@ fn deliver_kept(t: &Thread) {
         run_kept(k);
     }
     crate::interpose::set_errno(errno);
+}
+
+/// Runs the kept handlers from inside a held call that has waited long
+/// for a lock (a process stopped while holding it), when the thread holds
+/// no lock at all: the module would have run them in its sleep. A handler
+/// that leaves by `longjmp` abandons the waiting call, which holds
+/// nothing; the held count it leaves at 0 is then right.
+fn run_kept_while_waiting() {
+    let _ = THREAD.try_with(|t| {
+        if t.depth.get() == 0 || t.n_kept.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let depth = t.depth.replace(0);
+        compiler_fence(Ordering::SeqCst);
+        deliver_kept(t);
+        compiler_fence(Ordering::SeqCst);
+        t.depth.set(depth);
+    });
 }
 
 /// Calls the handler of a kept signal as the kernel would have: with the

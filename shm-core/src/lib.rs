@@ -89,7 +89,7 @@ pub use crash::{arm as arm_crash_point, arm_park as arm_park_point};
 pub use damage::{test_hooks_enabled, DAMAGE_CYCLE, DAMAGE_KEY, DAMAGE_OFFSET};
 pub use creds::invalidate_ids;
 pub use domain::{adopt_internal_fd, configured_dir, default_dir, evict_internal_fd, is_internal_fd, release_internal_fd, Domain};
-pub use sync::{LocalGuard, LocalMutex};
+pub use sync::{set_long_wait_hook, LocalGuard, LocalMutex};
 pub use errno::{Errno, Result};
 pub use fault::{contain, contain_callback, say, trace_enabled};
 pub use inspect::{HandleInfo, NodeInfo, PeerInfo, PoolInfo, QueueInfo, Quota, Quotas, Snapshot, UserInfo};

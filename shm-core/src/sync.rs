@@ -14,8 +14,8 @@
 //!
 //! This module is one of the few that contain `unsafe`.
 
-use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicI32, Ordering};
+use core::cell::{Cell, UnsafeCell};
+use core::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::ops::{Deref, DerefMut};
 
 /// A process-shared robust `pthread_mutex_t` in shared memory (64 bytes
@@ -125,6 +125,7 @@ impl RobustMutex {
             if r != libc::ETIMEDOUT {
                 return r;
             }
+            at_long_wait();
         }
     }
 
@@ -140,6 +141,34 @@ impl RobustMutex {
         // SAFETY: as for `try_lock`; the caller owns the mutex.
         unsafe { libc::pthread_mutex_unlock(self.raw()) };
     }
+}
+
+/// What the host runs when a thread has waited a whole slice for a lock
+/// while holding none itself: 0, or a `fn()`.
+static LONG_WAIT_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Local locks this thread holds through guards.
+    static LOCAL_HELD: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Sets the function a thread runs when it has waited a whole slice for a
+/// domain or peer lock (a process stopped while holding it can make that
+/// long) and holds no lock of the bus or of the process: the preload
+/// library runs the application's signal handlers held meanwhile, which
+/// the kernel module would have run in its sleep.
+pub fn set_long_wait_hook(f: fn()) {
+    LONG_WAIT_HOOK.store(f as usize, Ordering::Release);
+}
+
+fn at_long_wait() {
+    let hook = LONG_WAIT_HOOK.load(Ordering::Acquire);
+    if hook == 0 || LOCAL_HELD.try_with(Cell::get).unwrap_or(1) != 0 || crate::sys::holds_robust_mutex() {
+        return;
+    }
+    // SAFETY: only `set_long_wait_hook` stores here, a `fn()`.
+    let f: fn() = unsafe { core::mem::transmute::<usize, fn()>(hook) };
+    f();
 }
 
 /// Pauses spent watching a held lock before sleeping on it.
@@ -179,6 +208,7 @@ impl<T> LocalMutex<T> {
 
     pub fn lock(&self) -> LocalGuard<'_, T> {
         self.raw_lock();
+        let _ = LOCAL_HELD.try_with(|n| n.set(n.get() + 1));
         LocalGuard { m: self }
     }
 
@@ -233,6 +263,7 @@ impl<T> DerefMut for LocalGuard<'_, T> {
 
 impl<T> Drop for LocalGuard<'_, T> {
     fn drop(&mut self) {
+        let _ = LOCAL_HELD.try_with(|n| n.set(n.get().saturating_sub(1)));
         self.m.raw_unlock();
     }
 }

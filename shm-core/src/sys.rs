@@ -452,6 +452,35 @@ pub fn futex_wait(word: &core::sync::atomic::AtomicU32, expected: u32, timeout: 
 }
 
 /// Wakes up to `n` sleepers of `word`.
+/// Whether the calling thread holds a robust mutex: the C library lists
+/// those it holds in the thread's robust list, which the kernel knows the
+/// head of. True when that cannot be read. (The list's pending entry is
+/// not looked at: the C library may leave it pointing at a mutex whose
+/// timed lock just failed, and no other lock operation is under way when
+/// a thread asks.)
+pub fn holds_robust_mutex() -> bool {
+    #[repr(C)]
+    struct RobustHead {
+        list: *const c_void,
+        futex_offset: c_long,
+        pending: *const c_void,
+    }
+    let mut head: *const RobustHead = core::ptr::null();
+    let mut len: usize = 0;
+    // SAFETY: get_robust_list writes the head pointer and its length to
+    // the two locations given. The head is the C library's record of this
+    // thread (a stable address for the thread's life); an empty list
+    // points to the head itself.
+    unsafe {
+        let r = libc::syscall(libc::SYS_get_robust_list, 0, &mut head as *mut *const RobustHead, &mut len as *mut usize);
+        if r != 0 || head.is_null() || len < core::mem::size_of::<RobustHead>() {
+            return true;
+        }
+        let h = core::ptr::read_volatile(head);
+        h.list != head as *const c_void
+    }
+}
+
 pub fn futex_wake(word: &core::sync::atomic::AtomicU32, n: i32) {
     // SAFETY: as for `futex_wait`.
     unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n, 0usize, 0usize, 0u32) };

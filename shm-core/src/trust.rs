@@ -58,6 +58,9 @@ impl Access {
 }
 
 thread_local! {
+    /// Gone once the thread's destructors have run (a call made by an
+    /// exit handler, or by a signal handler during the exit): then no
+    /// reason is kept.
     static REFUSAL: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
@@ -65,20 +68,20 @@ thread_local! {
 /// trace.
 pub(crate) fn refuse(what: &[u8], why: impl Display) -> Errno {
     let line = format!("{}: {why}", String::from_utf8_lossy(what));
-    REFUSAL.with(|r| *r.borrow_mut() = Some(line));
+    let _ = REFUSAL.try_with(|r| *r.borrow_mut() = Some(line));
     Errno::EPERM
 }
 
 /// Why this thread's last attempt to use a domain was refused with EPERM
 /// (taken: a second call returns None).
 pub fn take_refusal() -> Option<String> {
-    REFUSAL.with(|r| r.borrow_mut().take())
+    REFUSAL.try_with(|r| r.borrow_mut().take()).ok().flatten()
 }
 
 /// Forgets a reason recorded by an attempt that went on to succeed or
 /// failed otherwise.
 pub(crate) fn clear_refusal() {
-    REFUSAL.with(|r| *r.borrow_mut() = None);
+    let _ = REFUSAL.try_with(|r| *r.borrow_mut() = None);
 }
 
 fn file_type(st: &libc::stat) -> u32 {

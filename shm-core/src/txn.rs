@@ -78,12 +78,16 @@
 //! and a sleeper killed between that wake-up and taking the lock would
 //! otherwise take it along and strand the others on a free lock; so
 //! waiters sleep at most `WAIT_SLICE_MS` at a time (on CLOCK_MONOTONIC)
-//! and look again. A lock the taking thread holds already (EDEADLK: a
-//! call from a signal handler that interrupted one of the thread's own)
-//! is no damage: a section gives up before touching anything, a
-//! transaction rolls back exactly (`fault::HeldByThisThread`), and the
-//! call fails with EDEADLK — at once: a lock is tried once before any
-//! spin, and that try reports it.
+//! and look again. Between two slices, a waiter that holds no lock at all
+//! (no robust mutex on its thread's robust list, no `LocalMutex` guard)
+//! runs the host's long-wait hook: the preload library runs the signal
+//! handlers it held back meanwhile there. A lock the taking thread holds
+//! already (EDEADLK: a call from a signal handler that interrupted one of
+//! the thread's own, which the preload library only lets happen past four
+//! signals in one call) is no damage: a section gives up before touching
+//! anything, a transaction rolls back exactly (`fault::HeldByThisThread`),
+//! and the call fails with EDEADLK — at once: a lock is tried once before
+//! any spin, and that try reports it.
 //!
 //! ## 4. Two kinds of critical section
 //!
