@@ -602,3 +602,39 @@ TEST(sig_actions_read_back_as_set)
 	ASSERT_EQ(errno, EINVAL);
 	ASSERT_TRUE(signal(SIGSTOP, oneshot) == SIG_ERR);
 }
+
+static volatile long usr1_calls;
+
+static void count_usr1(int sig)
+{
+	(void)sig;
+	usr1_calls++;
+}
+
+/*
+ * A vfork child that resets a handler before it execs (here: exits)
+ * shares its parent's memory meanwhile: the parent's handler stays its
+ * own, runs, and reads back.
+ */
+TEST(sig_vfork_child_resetting_a_handler_leaves_the_parents)
+{
+	struct sigaction old;
+	int status;
+	pid_t pid;
+
+	ASSERT_TRUE(signal(SIGUSR1, count_usr1) != SIG_ERR);
+	pid = vfork();
+	if (pid == 0) {
+		signal(SIGUSR1, SIG_DFL);
+		_exit(0);
+	}
+	ASSERT_TRUE(pid > 0);
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	ASSERT_OK(sigaction(SIGUSR1, NULL, &old));
+	ASSERT_TRUE(old.sa_handler == count_usr1);
+	usr1_calls = 0;
+	ASSERT_OK(raise(SIGUSR1));
+	ASSERT_EQ(usr1_calls, 1);
+	signal(SIGUSR1, SIG_DFL);
+}
