@@ -246,13 +246,17 @@ TEST_TIMEOUT(sig_handler_releases_the_same_slice, 120)
 }
 
 /*
- * A process that exits with a timer's handler still calling the bus: the
+ * A process that exits with a timer's handler (every 20 us, or every few
+ * messages' time in a slow build) still calling the bus: the
  * exit closes the peers, and handlers landing in that work wait for it
  * (then their calls meet closed fds). Before handlers were held, one that
  * interrupted the exit's work on the fd table waited forever for it.
  */
 TEST_TIMEOUT(sig_handler_calls_while_the_process_exits, 60)
 {
+	int ps = b1_open(), pr = b1_open();
+	long period = quick_period_us(ps, b1_handle_to(pr, 0x100, ps), pr);
+
 	for (int round = 0; round < 20; round++) {
 		pid_t pid = fork();
 
@@ -265,7 +269,7 @@ TEST_TIMEOUT(sig_handler_calls_while_the_process_exits, 60)
 				b1_open();
 			h_sender = s;
 			h_dest = d;
-			start_ticks(send_from_handler, 20);
+			start_ticks(send_from_handler, period);
 			for (int i = 0; i < 200; i++) {
 				struct bus1_cmd_recv m;
 
