@@ -642,3 +642,55 @@ TEST(sig_vfork_child_resetting_a_handler_leaves_the_parents)
 	ASSERT_EQ(usr1_calls, 1);
 	signal(SIGUSR1, SIG_DFL);
 }
+
+static volatile long mask_calls, mask_wrong;
+
+static void check_handler_mask(int sig)
+{
+	sigset_t now;
+
+	(void)sig;
+	mask_calls++;
+	if (pthread_sigmask(SIG_BLOCK, NULL, &now) || sigismember(&now, SIGUSR1) != 1 || sigismember(&now, SIGUSR2) != 1 ||
+	    sigismember(&now, SIGINT) != 0)
+		mask_wrong++;
+}
+
+/*
+ * A handler runs under the mask the kernel gives it (the thread's, the
+ * action's sa_mask and the signal itself), whether the signal landed
+ * inside a bus1 call (held, then run by the shim) or between calls; and
+ * the thread's own mask is back afterwards.
+ */
+TEST_TIMEOUT(sig_handler_mask_is_the_kernels, 60)
+{
+	int s = b1_open(), r = b1_open();
+	uint64_t d = b1_handle_to(r, 0x100, s);
+	long period = quick_period_us(s, d, r);
+	struct sigaction act = { .sa_handler = check_handler_mask };
+	struct sigevent ev = { .sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGUSR1 };
+	struct itimerspec every = { { 0, period * 1000 }, { 0, period * 1000 } };
+	sigset_t now;
+	timer_t t;
+
+	sigemptyset(&act.sa_mask);
+	sigaddset(&act.sa_mask, SIGUSR2);
+	ASSERT_OK(sigaction(SIGUSR1, &act, NULL));
+	ASSERT_OK(timer_create(CLOCK_MONOTONIC, &ev, &t));
+	ASSERT_OK(timer_settime(t, 0, &every, NULL));
+	for (long i = 0; i < 20000; i++) {
+		struct bus1_cmd_recv m;
+
+		ASSERT_EQ(b1_send_one(s, d, "k", 1), 0);
+		ASSERT_EQ(b1_recv(r, &m, 0), 0);
+		ASSERT_EQ(b1_slice_release(r, m.msg.offset), 0);
+	}
+	ASSERT_OK(timer_delete(t));
+	signal(SIGUSR1, SIG_IGN);
+	printf("    note: every %ld us: %ld handler calls\n", period, (long)mask_calls);
+	ASSERT_TRUE(mask_calls > 0);
+	ASSERT_EQ(mask_wrong, 0);
+	ASSERT_OK(pthread_sigmask(SIG_BLOCK, NULL, &now));
+	ASSERT_EQ(sigismember(&now, SIGUSR1), 0);
+	ASSERT_EQ(sigismember(&now, SIGUSR2), 0);
+}
