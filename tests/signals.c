@@ -694,3 +694,54 @@ TEST_TIMEOUT(sig_handler_mask_is_the_kernels, 60)
 	ASSERT_EQ(sigismember(&now, SIGUSR1), 0);
 	ASSERT_EQ(sigismember(&now, SIGUSR2), 0);
 }
+
+static sigjmp_buf segv_back;
+static void *volatile segv_addr;
+
+static void on_segv(int sig, siginfo_t *si, void *ctx)
+{
+	(void)sig, (void)ctx;
+	segv_addr = si->si_addr;
+	siglongjmp(segv_back, 1);
+}
+
+/*
+ * The shim keeps SIGSEGV's handler for itself (a bad pointer given to the
+ * bus is EFAULT), but the program's own faults still reach the program's
+ * handler, with their siginfo; sigaction reads that handler back; and
+ * with SIG_DFL a fault still kills.
+ */
+TEST(sig_application_segv_handler_gets_its_own_faults)
+{
+	struct sigaction act = { .sa_sigaction = on_segv, .sa_flags = SA_SIGINFO }, old;
+	volatile char *bad = b1_bad_ptr();
+	int s = b1_open(), r = b1_open(), status;
+	uint64_t d = b1_handle_to(r, 0x100, s);
+	pid_t pid;
+
+	ASSERT_OK(sigaction(SIGSEGV, &act, NULL));
+	segv_addr = NULL;
+	ASSERT_EQ(b1_send_one(s, d, (const void *)bad, 16), -EFAULT);
+	ASSERT_EQ(b1_ioctl_raw(r, BUS1_CMD_RECV, (unsigned long)bad), -EFAULT);
+	ASSERT_TRUE(segv_addr == NULL);
+	if (!sigsetjmp(segv_back, 1)) {
+		(void)*bad;
+		t_fail(__FILE__, __LINE__, "reading a PROT_NONE page did not fault");
+	}
+	ASSERT_TRUE(segv_addr == (void *)bad);
+	memset(&old, 0, sizeof(old));
+	ASSERT_OK(sigaction(SIGSEGV, NULL, &old));
+	ASSERT_TRUE(old.sa_sigaction == on_segv);
+	ASSERT_TRUE(old.sa_flags & SA_SIGINFO);
+	pid = fork();
+	ASSERT_TRUE(pid >= 0);
+	if (pid == 0) {
+		signal(SIGSEGV, SIG_DFL);
+		(void)*bad;
+		_exit(0);
+	}
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV);
+	signal(SIGSEGV, SIG_DFL);
+	b1_expect_new_pair_works();
+}

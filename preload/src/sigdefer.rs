@@ -72,15 +72,18 @@ pub fn deferrable(sig: c_int) -> bool {
 // ------------------------------------------------- the application's actions
 
 /// One signal's recorded application action: a sequence lock, because the
-/// trampoline reads it in signal context while another thread may write.
+/// trampoline (and `uaccess`'s fault handler) reads it in signal context
+/// while another thread may write.
 struct Record {
     seq: AtomicU32,
     words: [AtomicU64; WORDS],
+    /// Whether an action was ever stored.
+    known: AtomicBool,
 }
 
 impl Record {
     const fn new() -> Record {
-        Record { seq: AtomicU32::new(0), words: [const { AtomicU64::new(0) }; WORDS] }
+        Record { seq: AtomicU32::new(0), words: [const { AtomicU64::new(0) }; WORDS], known: AtomicBool::new(false) }
     }
 
     fn read(&self) -> libc::sigaction {
@@ -115,6 +118,7 @@ impl Record {
             i.store(v, Ordering::Relaxed);
         }
         self.seq.fetch_add(1, Ordering::Release);
+        self.known.store(true, Ordering::Release);
     }
 }
 
@@ -158,6 +162,23 @@ fn write<T>(f: impl FnOnce() -> T) -> T {
     let r = f();
     WRITING.store(false, Ordering::Release);
     r
+}
+
+/// The application's recorded action for `sig` (SIG_DFL if none), for a
+/// signal whose handler the shim keeps for itself (`uaccess`).
+pub fn recorded(sig: c_int) -> libc::sigaction {
+    RECORDS[sig as usize].read()
+}
+
+/// Whether an action was ever recorded for `sig`.
+pub fn is_recorded(sig: c_int) -> bool {
+    RECORDS[sig as usize].known.load(Ordering::Acquire)
+}
+
+/// Records `act` as the application's action for `sig` without telling
+/// the kernel (a signal whose handler the shim keeps for itself).
+pub fn record(sig: c_int, act: &libc::sigaction) {
+    write(|| RECORDS[sig as usize].store(act));
 }
 
 fn real_sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int {

@@ -20,7 +20,7 @@
 //!
 //! This module is one of the few that contain `unsafe`.
 
-use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 use libc::{c_int, c_void, siginfo_t};
 use shm_core::{Errno, UserMem, USER_LIMIT};
 
@@ -109,35 +109,22 @@ extern "C" {
     static bus1_uaccess_fixup: u8;
 }
 
-/// The application's disposition of SIGSEGV (index 0) and SIGBUS (1).
-static APP_ACTION: [AtomicPtr<libc::sigaction>; 2] = [AtomicPtr::new(core::ptr::null_mut()), AtomicPtr::new(core::ptr::null_mut())];
 static INSTALLED: AtomicBool = AtomicBool::new(false);
-
-fn slot(sig: c_int) -> Option<usize> {
-    match sig {
-        libc::SIGSEGV => Some(0),
-        libc::SIGBUS => Some(1),
-        _ => None,
-    }
-}
 
 /// Whether the shim owns `sig` (its handler is installed).
 pub fn owns(sig: c_int) -> bool {
-    slot(sig).is_some() && INSTALLED.load(Ordering::Acquire)
+    matches!(sig, libc::SIGSEGV | libc::SIGBUS) && INSTALLED.load(Ordering::Acquire)
 }
 
-/// The application's recorded action for `sig`.
+/// The application's recorded action for `sig` (kept in `sigdefer`'s
+/// table of actions, which signal handlers may read).
 pub fn app_action(sig: c_int) -> libc::sigaction {
-    let p = APP_ACTION[slot(sig).unwrap()].load(Ordering::Acquire);
-    // SAFETY: recorded actions are leaked boxes, never freed.
-    unsafe { *p }
+    crate::sigdefer::recorded(sig)
 }
 
-/// Records the application's new action for `sig`. Old records are leaked
-/// on purpose: the signal handler may be reading one concurrently.
+/// Records the application's new action for `sig`.
 pub fn set_app_action(sig: c_int, act: &libc::sigaction) {
-    let b = Box::into_raw(Box::new(*act));
-    APP_ACTION[slot(sig).unwrap()].store(b, Ordering::Release);
+    crate::sigdefer::record(sig, act);
 }
 
 extern "C" fn on_fault(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
@@ -212,7 +199,7 @@ pub fn install() {
         // SAFETY: all-zero is a valid sigaction (SIG_DFL, empty mask).
         let mut old: libc::sigaction = unsafe { core::mem::zeroed() };
         real_sigaction(sig, None, Some(&mut old));
-        if APP_ACTION[slot(sig).unwrap()].load(Ordering::Acquire).is_null() {
+        if !crate::sigdefer::is_recorded(sig) {
             set_app_action(sig, &old);
         }
         // SAFETY: as above.
