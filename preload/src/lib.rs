@@ -9,7 +9,8 @@
 //! maps results to errno (`dispatch`), drives the waits of `poll`,
 //! `select` and `epoll` over peers (`wait`), holds the application's
 //! signal handlers until the call they land in is over (`sigdefer`) and,
-//! with `BUS1_TRACE`, logs every call it answers (`trace`). All bus semantics live in `shm-core`.
+//! with `BUS1_TRACE`, logs every call it answers (`trace`). All bus
+//! semantics live in `shm-core`.
 //! Section numbers in comments (2.0, §1.1) are those of
 //! `docs/reference.md`.
 

@@ -127,41 +127,18 @@ static RECORDS: [Record; NSIG] = [const { Record::new() }; NSIG];
 /// One writer at a time, over all records.
 static WRITING: AtomicBool = AtomicBool::new(false);
 
-/// Every signal blocked on this thread for the life of the guard.
-struct Blocked(libc::sigset_t);
-
-impl Blocked {
-    fn all() -> Blocked {
-        // SAFETY: sigfillset initialises the set; pthread_sigmask only
-        // reads and writes the two sets given.
-        unsafe {
-            let mut all: libc::sigset_t = core::mem::zeroed();
-            let mut old: libc::sigset_t = core::mem::zeroed();
-            libc::sigfillset(&mut all);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
-            Blocked(old)
-        }
-    }
-}
-
-impl Drop for Blocked {
-    fn drop(&mut self) {
-        // SAFETY: restores the mask saved by `all`.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, core::ptr::null_mut()) };
-    }
-}
-
 /// Runs `f` as the only writer of the records, with every signal of this
 /// thread blocked: a handler of this thread cannot interrupt a writer and
 /// then wait for it.
 fn write<T>(f: impl FnOnce() -> T) -> T {
-    let _blocked = Blocked::all();
-    while WRITING.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
-        std::thread::yield_now();
-    }
-    let r = f();
-    WRITING.store(false, Ordering::Release);
-    r
+    shm_core::sys::with_signals_blocked(|| {
+        while WRITING.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            std::thread::yield_now();
+        }
+        let r = f();
+        WRITING.store(false, Ordering::Release);
+        r
+    })
 }
 
 /// The application's recorded action for `sig` (SIG_DFL if none), for a
@@ -181,10 +158,39 @@ pub fn record(sig: c_int, act: &libc::sigaction) {
     write(|| RECORDS[sig as usize].store(act));
 }
 
-fn real_sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int {
-    // SAFETY: valid (or null) sigaction pointers; libc's sigaction
-    // supplies the signal-return trampoline.
-    unsafe { call_real!(crate::real::SIGACTION, fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int, sig, act, old) }
+/// Sets (and/or reads) the kernel's disposition of `sig` through libc's
+/// real sigaction, which supplies the signal-return trampoline.
+pub(crate) fn real_sigaction(sig: c_int, act: Option<&libc::sigaction>, old: Option<&mut libc::sigaction>) -> c_int {
+    let a = act.map_or(core::ptr::null(), |a| a as *const libc::sigaction);
+    let o = old.map_or(core::ptr::null_mut(), |o| o as *mut libc::sigaction);
+    // SAFETY: valid (or null) sigaction pointers.
+    unsafe { call_real!(crate::real::SIGACTION, fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int, sig, a, o) }
+}
+
+/// What the application sees as its old action: its record where the
+/// kernel holds the trampoline, else whatever a call that bypassed this
+/// module installed.
+fn app_view(kernel_old: libc::sigaction, app: impl FnOnce() -> libc::sigaction) -> libc::sigaction {
+    if kernel_old.sa_sigaction == trampoline as *const () as usize {
+        app()
+    } else {
+        kernel_old
+    }
+}
+
+/// Calls the application's handler `act` for `sig`, with the calling
+/// convention its SA_SIGINFO flag announces.
+pub(crate) fn call_handler(act: &libc::sigaction, sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
+    // SAFETY: the application registered this function for `sig`.
+    unsafe {
+        if act.sa_flags & libc::SA_SIGINFO != 0 {
+            let f: extern "C" fn(c_int, *mut siginfo_t, *mut c_void) = core::mem::transmute(act.sa_sigaction);
+            f(sig, info, ctx);
+        } else {
+            let f: extern "C" fn(c_int) = core::mem::transmute(act.sa_sigaction);
+            f(sig);
+        }
+    }
 }
 
 fn is_handler(h: libc::sighandler_t) -> bool {
@@ -226,10 +232,10 @@ pub fn sigaction(sig: c_int, act: Option<&libc::sigaction>, old: Option<&mut lib
     // SAFETY: all-zero is a valid sigaction (SIG_DFL, empty mask).
     let mut kernel_old: libc::sigaction = unsafe { core::mem::zeroed() };
     if !records_are_ours() {
-        let r = real_sigaction(sig, act.map_or(core::ptr::null(), |a| a as *const _), &mut kernel_old);
+        let r = real_sigaction(sig, act, Some(&mut kernel_old));
         if r == 0 {
             if let Some(o) = old {
-                *o = if kernel_old.sa_sigaction == trampoline as *const () as usize { rec.read() } else { kernel_old };
+                *o = app_view(kernel_old, || rec.read());
             }
         }
         return r;
@@ -243,26 +249,26 @@ pub fn sigaction(sig: c_int, act: Option<&libc::sigaction>, old: Option<&mut lib
                 k.sa_sigaction = trampoline as *const () as usize;
                 k.sa_flags = (a.sa_flags | libc::SA_SIGINFO) & !libc::SA_RESETHAND;
                 rec.store(a);
-                let r = real_sigaction(sig, &k, &mut kernel_old);
+                let r = real_sigaction(sig, Some(&k), Some(&mut kernel_old));
                 if r != 0 {
                     rec.store(&app_old);
                 }
                 r
             }
             Some(a) => {
-                let r = real_sigaction(sig, a, &mut kernel_old);
+                let r = real_sigaction(sig, Some(a), Some(&mut kernel_old));
                 if r == 0 {
                     rec.store(a);
                 }
                 r
             }
-            None => real_sigaction(sig, core::ptr::null(), &mut kernel_old),
+            None => real_sigaction(sig, None, Some(&mut kernel_old)),
         };
         (r, app_old)
     });
     if r == 0 {
         if let Some(o) = old {
-            *o = if kernel_old.sa_sigaction == trampoline as *const () as usize { app_old } else { kernel_old };
+            *o = app_view(kernel_old, || app_old);
         }
     }
     r
@@ -458,7 +464,7 @@ fn run_application_handler(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
         // The application changed its mind while the signal was on its
         // way: what it set now applies (the kernel's action for SIG_DFL).
         if act.sa_sigaction == libc::SIG_DFL {
-            write(|| real_sigaction(sig, &act, core::ptr::null_mut()));
+            write(|| real_sigaction(sig, Some(&act), None));
             // SAFETY: a plain system call that re-sends the signal.
             unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), libc::gettid(), sig) };
         }
@@ -470,18 +476,8 @@ fn run_application_handler(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
         let dfl: libc::sigaction = unsafe { core::mem::zeroed() };
         write(|| {
             RECORDS[sig as usize].store(&dfl);
-            real_sigaction(sig, &dfl, core::ptr::null_mut())
+            real_sigaction(sig, Some(&dfl), None)
         });
     }
-    // SAFETY: the application registered this function for `sig`, with
-    // the calling convention its SA_SIGINFO flag announces.
-    unsafe {
-        if act.sa_flags & libc::SA_SIGINFO != 0 {
-            let f: extern "C" fn(c_int, *mut siginfo_t, *mut c_void) = core::mem::transmute(act.sa_sigaction);
-            f(sig, info, ctx);
-        } else {
-            let f: extern "C" fn(c_int) = core::mem::transmute(act.sa_sigaction);
-            f(sig);
-        }
-    }
+    call_handler(&act, sig, info, ctx);
 }

@@ -156,7 +156,7 @@ fn chain(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
         // again and the kernel applies the default action.
         // SAFETY: all-zero is a valid sigaction (SIG_DFL, empty mask).
         let d: libc::sigaction = unsafe { core::mem::zeroed() };
-        real_sigaction(sig, Some(&d), None);
+        crate::sigdefer::real_sigaction(sig, Some(&d), None);
         return;
     }
     if act.sa_flags & libc::SA_RESETHAND != 0 {
@@ -165,28 +165,7 @@ fn chain(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
         d.sa_sigaction = libc::SIG_DFL;
         set_app_action(sig, &d);
     }
-    // SAFETY: the application registered this function for `sig`, with the
-    // calling convention its SA_SIGINFO flag announces.
-    unsafe {
-        if act.sa_flags & libc::SA_SIGINFO != 0 {
-            let f: extern "C" fn(c_int, *mut siginfo_t, *mut c_void) = core::mem::transmute(h);
-            f(sig, info, ctx);
-        } else {
-            let f: extern "C" fn(c_int) = core::mem::transmute(h);
-            f(sig);
-        }
-    }
-}
-
-/// Sets the kernel's disposition of `sig` through libc's real sigaction
-/// (which supplies the signal-return trampoline).
-fn real_sigaction(sig: c_int, act: Option<&libc::sigaction>, old: Option<&mut libc::sigaction>) {
-    let a = act.map_or(core::ptr::null(), |a| a as *const libc::sigaction);
-    let o = old.map_or(core::ptr::null_mut(), |o| o as *mut libc::sigaction);
-    // SAFETY: valid (or null) sigaction pointers for a valid signal.
-    unsafe {
-        call_real!(crate::real::SIGACTION, fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int, sig, a, o);
-    }
+    crate::sigdefer::call_handler(&act, sig, info, ctx);
 }
 
 /// Installs the fault handler (once per process), recording whatever the
@@ -198,7 +177,7 @@ pub fn install() {
     for sig in [libc::SIGSEGV, libc::SIGBUS] {
         // SAFETY: all-zero is a valid sigaction (SIG_DFL, empty mask).
         let mut old: libc::sigaction = unsafe { core::mem::zeroed() };
-        real_sigaction(sig, None, Some(&mut old));
+        crate::sigdefer::real_sigaction(sig, None, Some(&mut old));
         if !crate::sigdefer::is_recorded(sig) {
             set_app_action(sig, &old);
         }
@@ -206,7 +185,7 @@ pub fn install() {
         let mut act: libc::sigaction = unsafe { core::mem::zeroed() };
         act.sa_sigaction = on_fault as *const () as usize;
         act.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
-        real_sigaction(sig, Some(&act), None);
+        crate::sigdefer::real_sigaction(sig, Some(&act), None);
     }
     INSTALLED.store(true, Ordering::Release);
 }

@@ -451,7 +451,6 @@ pub fn futex_wait(word: &core::sync::atomic::AtomicU32, expected: u32, timeout: 
     unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, ts, 0usize, 0u32) };
 }
 
-/// Wakes up to `n` sleepers of `word`.
 /// Whether the calling thread holds a robust mutex: the C library lists
 /// those it holds in the thread's robust list, which the kernel knows the
 /// head of. True when that cannot be read. (The list's pending entry is
@@ -481,6 +480,7 @@ pub fn holds_robust_mutex() -> bool {
     }
 }
 
+/// Wakes up to `n` sleepers of `word`.
 pub fn futex_wake(word: &core::sync::atomic::AtomicU32, n: i32) {
     // SAFETY: as for `futex_wait`.
     unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n, 0usize, 0usize, 0u32) };
