@@ -98,14 +98,20 @@ static long quick_period_us(int s, uint64_t d, int r)
  */
 static timer_t every_timer;
 
-static void start_ticks(void (*handler)(int), long period_us)
+/* SIGUSR1 every `period_us`, to a handler already installed. */
+static void start_timer(long period_us)
 {
 	struct sigevent ev = { .sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGUSR1 };
 	struct itimerspec every = { { 0, period_us * 1000 }, { 0, period_us * 1000 } };
 
-	ASSERT_TRUE(signal(SIGUSR1, handler) != SIG_ERR);
 	ASSERT_OK(timer_create(CLOCK_MONOTONIC, &ev, &every_timer));
 	ASSERT_OK(timer_settime(every_timer, 0, &every, NULL));
+}
+
+static void start_ticks(void (*handler)(int), long period_us)
+{
+	ASSERT_TRUE(signal(SIGUSR1, handler) != SIG_ERR);
+	start_timer(period_us);
 }
 
 static void stop_ticks(void)
@@ -668,16 +674,12 @@ TEST_TIMEOUT(sig_handler_mask_is_the_kernels, 60)
 	uint64_t d = b1_handle_to(r, 0x100, s);
 	long period = quick_period_us(s, d, r);
 	struct sigaction act = { .sa_handler = check_handler_mask };
-	struct sigevent ev = { .sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGUSR1 };
-	struct itimerspec every = { { 0, period * 1000 }, { 0, period * 1000 } };
 	sigset_t now;
-	timer_t t;
 
 	sigemptyset(&act.sa_mask);
 	sigaddset(&act.sa_mask, SIGUSR2);
 	ASSERT_OK(sigaction(SIGUSR1, &act, NULL));
-	ASSERT_OK(timer_create(CLOCK_MONOTONIC, &ev, &t));
-	ASSERT_OK(timer_settime(t, 0, &every, NULL));
+	start_timer(period);
 	for (long i = 0; i < 20000; i++) {
 		struct bus1_cmd_recv m;
 
@@ -685,8 +687,7 @@ TEST_TIMEOUT(sig_handler_mask_is_the_kernels, 60)
 		ASSERT_EQ(b1_recv(r, &m, 0), 0);
 		ASSERT_EQ(b1_slice_release(r, m.msg.offset), 0);
 	}
-	ASSERT_OK(timer_delete(t));
-	signal(SIGUSR1, SIG_IGN);
+	stop_ticks();
 	printf("    note: every %ld us: %ld handler calls\n", period, (long)mask_calls);
 	ASSERT_TRUE(mask_calls > 0);
 	ASSERT_EQ(mask_wrong, 0);
