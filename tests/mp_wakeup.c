@@ -10,6 +10,7 @@
  * queue became readable is a lost wake-up and fails the case.
  */
 #define _GNU_SOURCE
+#include <sched.h>
 #include <stdatomic.h>
 #include <sys/epoll.h>
 #include <sys/select.h>
@@ -615,6 +616,40 @@ TEST_TIMEOUT(stress_senders_select_exact, 60)
 	stress(M_SELECT);
 }
 
+/*
+ * Keeps this process and everything it forks on one CPU (the first it may
+ * use), the way `taskset -c 0` does: a wait may then not spin, and yields
+ * its CPU once before it sleeps (README, Wake-ups). Called before the
+ * first wait of the process, which reads the affinity once.
+ */
+static void pin_to_one_cpu(void)
+{
+	cpu_set_t set;
+	int cpu = 0;
+
+	ASSERT_OK(sched_getaffinity(0, sizeof(set), &set));
+	while (cpu < CPU_SETSIZE && !CPU_ISSET(cpu, &set))
+		cpu++;
+	ASSERT_LT(cpu, CPU_SETSIZE);
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	ASSERT_OK(sched_setaffinity(0, sizeof(set), &set));
+}
+
+/* §8.2, §7.1: racing senders and the receiver share one CPU, in both modes */
+TEST_TIMEOUT(stress_senders_poll_one_cpu, 60)
+{
+	pin_to_one_cpu();
+	stress(M_POLL);
+}
+
+TEST_TIMEOUT(stress_senders_select_one_cpu_exact, 60)
+{
+	setenv("BUS1_WAKE", "exact", 1);
+	pin_to_one_cpu();
+	stress(M_SELECT);
+}
+
 #define PINGPONG_ROUNDS 10000
 
 /* Waits (mechanism m, bounded) until RECV on fd succeeds; returns the u32 payload. */
@@ -691,6 +726,20 @@ TEST_TIMEOUT(pingpong_epoll_et_pselect_exact, 60)
 {
 	setenv("BUS1_WAKE", "exact", 1);
 	pingpong(M_EPOLL_ET, M_PSELECT);
+}
+
+/* §8.2: both ping-pong processes on one CPU, in both modes */
+TEST_TIMEOUT(pingpong_poll_one_cpu, 60)
+{
+	pin_to_one_cpu();
+	pingpong(M_POLL, M_POLL);
+}
+
+TEST_TIMEOUT(pingpong_poll_one_cpu_exact, 60)
+{
+	setenv("BUS1_WAKE", "exact", 1);
+	pin_to_one_cpu();
+	pingpong(M_POLL, M_PSELECT);
 }
 
 #define SHARED_RECEIVERS 3
@@ -780,6 +829,13 @@ TEST_TIMEOUT(shared_peer_receivers_exactly_once, 60)
 TEST_TIMEOUT(shared_peer_receivers_exactly_once_exact, 60)
 {
 	setenv("BUS1_WAKE", "exact", 1);
+	shared_peer_receivers_exactly_once_body();
+}
+
+/* the same with every process on one CPU */
+TEST_TIMEOUT(shared_peer_receivers_exactly_once_one_cpu, 60)
+{
+	pin_to_one_cpu();
 	shared_peer_receivers_exactly_once_body();
 }
 

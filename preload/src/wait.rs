@@ -112,6 +112,19 @@ fn spin_setting() -> (u64, bool) {
     })
 }
 
+/// Whether a wait that may not spin yields its CPU once before it sleeps:
+/// when the thread may run on one CPU only, unless `BUS1_SPIN_US=0`. The
+/// peer it waits for is then often runnable on that same CPU (woken by
+/// this thread's last message): yielding lets it answer before this
+/// thread has announced a sleep, so that neither side pays for a ring.
+fn yields_before_sleep() -> bool {
+    static YIELDS: OnceLock<bool> = OnceLock::new();
+    *YIELDS.get_or_init(|| {
+        let disabled = std::env::var("BUS1_SPIN_US").ok().and_then(|v| v.trim().parse::<u64>().ok()) == Some(0);
+        !disabled && sys::cpus_allowed() < 2
+    })
+}
+
 /// The spin when `BUS1_SPIN_US` is not set, and only while the machine
 /// has a CPU to spare (see the README for how it was chosen and what it
 /// costs).
@@ -314,7 +327,8 @@ pub fn poll(fds: &mut [libc::pollfd], members: &[Member], deadline: Deadline, ma
         if !spun && only_peers {
             spun = true;
             let budget = spin_budget();
-            if budget > 0 {
+            let yields = budget == 0 && yields_before_sleep();
+            if budget > 0 || yields {
                 if must_block {
                     b.block();
                 }
@@ -330,8 +344,15 @@ pub fn poll(fds: &mut [libc::pollfd], members: &[Member], deadline: Deadline, ma
                     heap = members.iter().map(bell_seq).collect();
                     &heap
                 };
-                let paid_off = spin(budget, deadline, || members.iter().zip(seqs).any(|(m, s)| bell_seq(m) != *s));
-                spin_result(budget, paid_off);
+                let rung = || members.iter().zip(seqs).any(|(m, s)| bell_seq(m) != *s);
+                let paid_off = if yields {
+                    sys::yield_cpu();
+                    rung()
+                } else {
+                    let paid_off = spin(budget, deadline, rung);
+                    spin_result(budget, paid_off);
+                    paid_off
+                };
                 if paid_off {
                     continue;
                 }

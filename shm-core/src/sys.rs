@@ -404,6 +404,12 @@ pub fn process_exists(pid: u32) -> bool {
     !(r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH))
 }
 
+/// Gives the CPU to another runnable task, if there is one.
+pub fn yield_cpu() {
+    // SAFETY: no arguments, no memory effects.
+    unsafe { libc::syscall(libc::SYS_sched_yield) };
+}
+
 /// How many CPUs the calling thread may run on (1 if that cannot be told).
 pub fn cpus_allowed() -> u32 {
     let mut set = [0u64; 16];
