@@ -193,11 +193,17 @@ pub fn install() {
 /// Copies between the caller's memory and ours; Err(EFAULT) if any byte
 /// is inaccessible, Err(ENOMEM) if the copy stopped at a SIGBUS inside the
 /// bus's shared destination `shared` (its memory could not be had).
+///
+/// Inlined into every accessor (it runs several times per ioctl); what is
+/// done only on a failure is kept out of line.
+#[inline(always)]
 fn copy(dst: *mut u8, src: *const u8, len: usize, shared: Option<*mut u8>) -> Result<(), Errno> {
     if len == 0 {
         return Ok(());
     }
-    install();
+    if !INSTALLED.load(Ordering::Acquire) {
+        install();
+    }
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a fault inside the routine is caught by `on_fault` and turns
     // into a short count; the caller guarantees that the non-user side of
@@ -206,10 +212,23 @@ fn copy(dst: *mut u8, src: *const u8, len: usize, shared: Option<*mut u8>) -> Re
     #[cfg(not(target_arch = "x86_64"))]
     let r = CopyResult { left: fallback_copy(dst, src, len), bus_fault: 0 };
     if r.left == 0 {
-        return Ok(());
+        Ok(())
+    } else {
+        Err(copy_failure(&r, len, shared))
     }
+}
+
+/// What a copy that stopped short reports: ENOMEM if a SIGBUS stopped it
+/// inside the bus's shared destination `shared`, EFAULT otherwise.
+#[cold]
+#[inline(never)]
+fn copy_failure(r: &CopyResult, len: usize, shared: Option<*mut u8>) -> Errno {
     let in_shared = shared.is_some_and(|s| r.bus_fault >= s as usize && r.bus_fault < s as usize + len);
-    Err(if in_shared { Errno::ENOMEM } else { Errno::EFAULT })
+    if in_shared {
+        Errno::ENOMEM
+    } else {
+        Errno::EFAULT
+    }
 }
 
 /// A page of zeros, the source of [`ProcMem::zero_shared`].
@@ -228,6 +247,7 @@ fn fallback_copy(dst: *mut u8, src: *const u8, len: usize) -> usize {
 
 /// Whether `[addr, addr + len)` may be the caller's memory: inside the
 /// user address space, not NULL, and not memory the bus mapped for itself.
+#[inline(always)]
 fn user_range(addr: u64, len: usize) -> Result<(), Errno> {
     let ok = shm_core::range_ok(addr, len as u64) && (len == 0 || addr != 0 && !shm_core::is_own_memory(addr, len as u64));
     if ok {

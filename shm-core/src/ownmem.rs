@@ -24,6 +24,11 @@ static SEQ: AtomicU64 = AtomicU64::new(0);
 static LEN: AtomicUsize = AtomicUsize::new(0);
 static STARTS: [AtomicUsize; MAX] = [const { AtomicUsize::new(0) }; MAX];
 static ENDS: [AtomicUsize; MAX] = [const { AtomicUsize::new(0) }; MAX];
+/// Where the lowest range starts and the highest ends (0 and 0 when there
+/// is none): most arguments lie wholly outside, on the stack above the
+/// mappings or in the heap below them, and need no search.
+static LOWEST: AtomicUsize = AtomicUsize::new(0);
+static HIGHEST: AtomicUsize = AtomicUsize::new(0);
 
 /// The writers' copy of the ranges, sorted by start; its lock serialises
 /// writers and is taken around `fork` (`crate::forks`), so that a child
@@ -64,6 +69,8 @@ fn publish(ranges: &[(usize, usize)], from: usize) {
         ENDS[i].store(r.1, Ordering::Relaxed);
     }
     LEN.store(ranges.len(), Ordering::Relaxed);
+    LOWEST.store(ranges.first().map_or(0, |r| r.0), Ordering::Relaxed);
+    HIGHEST.store(ranges.iter().map(|r| r.1).max().unwrap_or(0), Ordering::Relaxed);
     SEQ.fetch_add(1, Ordering::Release);
 }
 
@@ -77,19 +84,8 @@ pub fn is_own_memory(addr: u64, len: u64) -> bool {
     for _ in 0..1_000_000 {
         let seq = SEQ.load(Ordering::Acquire);
         if seq & 1 == 0 {
-            let n = LEN.load(Ordering::Relaxed).min(MAX);
-            // The ranges do not overlap: only the last one that starts
-            // before `end` can reach into the argument.
-            let (mut lo, mut hi) = (0, n);
-            while lo < hi {
-                let mid = (lo + hi) / 2;
-                if STARTS[mid].load(Ordering::Relaxed) < end {
-                    lo = mid + 1;
-                } else {
-                    hi = mid;
-                }
-            }
-            let hit = lo > 0 && ENDS[lo - 1].load(Ordering::Relaxed) > start;
+            let outside = end <= LOWEST.load(Ordering::Relaxed) || start >= HIGHEST.load(Ordering::Relaxed);
+            let hit = !outside && search(start, end);
             fence(Ordering::Acquire);
             if SEQ.load(Ordering::Relaxed) == seq {
                 return hit;
@@ -98,6 +94,23 @@ pub fn is_own_memory(addr: u64, len: u64) -> bool {
         core::hint::spin_loop();
     }
     true
+}
+
+/// Whether a published range overlaps `[start, end)` (read under the
+/// sequence lock). The ranges do not overlap: only the last one that
+/// starts before `end` can reach into the argument.
+fn search(start: usize, end: usize) -> bool {
+    let n = LEN.load(Ordering::Relaxed).min(MAX);
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if STARTS[mid].load(Ordering::Relaxed) < end {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo > 0 && ENDS[lo - 1].load(Ordering::Relaxed) > start
 }
 
 /// Fork prepare handler: no writer may be half way when the process is
@@ -138,6 +151,7 @@ mod tests {
         assert!(!own(base + 0x23000, 8));
         assert!(own(base - 8, 16));
         assert!(!own(base - 8, 8));
+        assert!(own(base - 8, 0x24000), "a range around every mapping");
         remove(base + 0x10000);
         assert!(!own(base + 0x10000, 0x1000));
         assert!(own(base + 0x20000, 1));
