@@ -7,6 +7,7 @@
  */
 #define _GNU_SOURCE
 #include <libgen.h>
+#include <sys/epoll.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -277,6 +278,80 @@ TEST(dup2_over_peer_closes_it)
 	ASSERT_EQ(b1_send_one(b, h, "c", 1), 0);
 	ASSERT_EQ(b1_recv(c, &r, 0), 0);
 	ASSERT_EQ_U64(r.msg.destination, 0x300);
+}
+
+/*
+ * A vfork child shares its parent's memory, not its descriptors, until it
+ * execs or exits. Closing peer fds or dup2()ing over them there (what a
+ * child does before exec) changes only the child's descriptors: the
+ * parent's fds are still the same peers, with their handles and queues.
+ */
+TEST(vfork_child_closing_peer_fds_leaves_the_parents)
+{
+	int a = b1_open(), b = b1_open(), c = b1_open();
+	uint64_t h;
+	struct bus1_cmd_recv r;
+	int status;
+	pid_t pid;
+
+	ASSERT_EQ(b1_transfer(a, 0x100, b, &h), 0);
+	ASSERT_EQ(b1_send_one(b, h, "queued", 6), 0);
+	pid = vfork();
+	if (pid == 0) {
+		close(a);
+		dup2(c, b);
+		close(c);
+		_exit(0);
+	}
+	ASSERT_TRUE(pid > 0);
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	/* a still holds its queued message, b still holds its handle */
+	ASSERT_EQ(b1_recv(a, &r, 0), 0);
+	ASSERT_EQ(r.msg.type, BUS1_MSG_DATA);
+	ASSERT_EQ(b1_send_one(b, h, "after", 5), 0);
+	ASSERT_EQ(b1_recv(a, &r, 0), 0);
+	ASSERT_EQ(r.msg.n_bytes, 5);
+	/* and c is still a peer of its own */
+	assert_fresh_peer(c);
+	/* the parent's own close is the one that counts */
+	ASSERT_OK(close(a));
+	ASSERT_EQ(b1_recv(b, &r, 0), 0);
+	ASSERT_EQ(r.msg.type, BUS1_MSG_NODE_DESTROY);
+}
+
+/*
+ * The same for a vfork child that closes every descriptor from 3 on
+ * before it would exec (closefrom): the parent's peers stay its own, and
+ * so does its epoll set over one of them.
+ */
+TEST(vfork_child_closefrom_leaves_the_parents)
+{
+	int a = b1_open(), b = b1_open(), ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 0xab };
+	uint64_t h;
+	struct bus1_cmd_recv r;
+	int status;
+	pid_t pid;
+
+	ASSERT_GE(ep, 0);
+	ASSERT_OK(epoll_ctl(ep, EPOLL_CTL_ADD, a, &ev));
+	ASSERT_EQ(b1_transfer(a, 0x100, b, &h), 0);
+	pid = vfork();
+	if (pid == 0) {
+		closefrom(3);
+		_exit(0);
+	}
+	ASSERT_TRUE(pid > 0);
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	ASSERT_EQ(epoll_wait(ep, &ev, 1, 0), 0);
+	ASSERT_EQ(b1_send_one(b, h, "after", 5), 0);
+	ASSERT_EQ(epoll_wait(ep, &ev, 1, 1000), 1);
+	ASSERT_EQ_U64(ev.data.u64, 0xab);
+	ASSERT_EQ(b1_recv(a, &r, 0), 0);
+	ASSERT_EQ(r.msg.n_bytes, 5);
+	close(ep);
 }
 
 /* §1.1 / §8.1: closing a peer fd succeeds once; the number is then invalid */

@@ -196,6 +196,11 @@ pub fn shared(ep: i32) {
     }
 }
 
+/// Whether `fd` is a set this process knows.
+pub fn is_set(fd: i32) -> bool {
+    any() && fdtable::bit(&SET_FDS, fd)
+}
+
 /// Whether this process knows any set at all (the interposers skip the
 /// lookup otherwise).
 pub fn any() -> bool {

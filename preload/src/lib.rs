@@ -8,7 +8,8 @@
 //! (`epolls`), shows peer fds in `/proc` as the module's files (`procfs`),
 //! maps results to errno (`dispatch`), drives the waits of `poll`,
 //! `select` and `epoll` over peers (`wait`), holds the application's
-//! signal handlers until the call they land in is over (`sigdefer`) and,
+//! signal handlers until the call they land in is over (`sigdefer`), keeps
+//! a `vfork` child's calls out of its parent's tables (`owner`) and,
 //! with `BUS1_TRACE`, logs every call it answers (`trace`). All bus
 //! semantics live in `shm-core`.
 //! Section numbers in comments (2.0, §1.1) are those of
@@ -22,6 +23,7 @@ mod dispatch;
 mod epolls;
 mod fdtable;
 mod interpose;
+mod owner;
 mod procfs;
 mod sigdefer;
 mod trace;

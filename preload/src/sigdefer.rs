@@ -39,7 +39,7 @@
 //! This module is one of the few that contain `unsafe`.
 
 use core::cell::Cell;
-use core::sync::atomic::{compiler_fence, fence, AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{compiler_fence, fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use libc::{c_int, c_void, siginfo_t};
 
 /// Signals 1..=64.
@@ -197,31 +197,6 @@ fn is_handler(h: libc::sighandler_t) -> bool {
     h != libc::SIG_DFL && h != libc::SIG_IGN && h != libc::SIG_ERR
 }
 
-/// The process whose memory the records are in. A child made by `vfork`
-/// shares its parent's memory until it execs: its `sigaction` calls
-/// (resetting handlers before the exec) must not change the parent's
-/// records, so they go straight to the kernel. A `fork` child has its own
-/// copy, and takes it over.
-static OWNER: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn owner_after_fork() {
-    // SAFETY: getpid is a plain system call.
-    OWNER.store(unsafe { libc::getpid() }, Ordering::Relaxed);
-}
-
-fn records_are_ours() -> bool {
-    // SAFETY: getpid is a plain system call.
-    let me = unsafe { libc::getpid() };
-    match OWNER.compare_exchange(0, me, Ordering::Relaxed, Ordering::Relaxed) {
-        Ok(_) => {
-            // SAFETY: registers a child handler that only stores a pid.
-            unsafe { libc::pthread_atfork(None, None, Some(owner_after_fork)) };
-            true
-        }
-        Err(owner) => owner == me,
-    }
-}
-
 /// `sigaction(2)` for a deferrable signal: installs the trampoline in
 /// place of an application handler and records the application's action;
 /// `old` gets the application's view (its own action, or whatever a call
@@ -231,7 +206,7 @@ pub fn sigaction(sig: c_int, act: Option<&libc::sigaction>, old: Option<&mut lib
     let rec = &RECORDS[sig as usize];
     // SAFETY: all-zero is a valid sigaction (SIG_DFL, empty mask).
     let mut kernel_old: libc::sigaction = unsafe { core::mem::zeroed() };
-    if !records_are_ours() {
+    if !crate::owner::memory_is_ours() {
         let r = real_sigaction(sig, act, Some(&mut kernel_old));
         if r == 0 {
             if let Some(o) = old {

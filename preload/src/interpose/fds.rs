@@ -33,8 +33,24 @@ fn forget(fd: c_int) -> Option<Arc<FdInfo>> {
     )
 }
 
+/// Whether closing or replacing `fd` changes what the shim remembers: it
+/// is a peer fd, a known epoll set or one of the shim's own.
+fn tracked(fd: c_int) -> bool {
+    fdtable::is_peer_fd(fd) || crate::epolls::is_set(fd) || shm_core::is_internal_fd(fd)
+}
+
+/// Whether a call on the descriptors `fds` must go straight to the
+/// kernel: it would change the shim's tables, which belong to the parent
+/// when this is a `vfork` child (see `owner`).
+fn vfork_child_touching(fds: &[c_int]) -> bool {
+    fds.iter().any(|&fd| tracked(fd)) && !crate::owner::memory_is_ours()
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    if vfork_child_touching(&[fd]) {
+        return call_real!(crate::real::CLOSE, fn(c_int) -> c_int, fd);
+    }
     if shm_core::is_internal_fd(fd) {
         // The application closing "everything": the shim's own sockets
         // stay; pretend they were closed.
@@ -85,6 +101,9 @@ static CLOSE_PEERS_AT_EXIT: extern "C" fn() = close_peers_at_exit;
 #[no_mangle]
 pub unsafe extern "C" fn fclose(f: *mut libc::FILE) -> c_int {
     let fd = if f.is_null() { -1 } else { libc::fileno(f) };
+    if vfork_child_touching(&[fd]) {
+        return call_real!(crate::real::FCLOSE, fn(*mut libc::FILE) -> c_int, f);
+    }
     let old = forget(fd);
     let r = call_real!(crate::real::FCLOSE, fn(*mut libc::FILE) -> c_int, f);
     after_close(fd, old);
@@ -94,7 +113,7 @@ pub unsafe extern "C" fn fclose(f: *mut libc::FILE) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
     let r = call_real!(crate::real::DUP, fn(c_int) -> c_int, fd);
-    if r >= 0 {
+    if r >= 0 && !vfork_child_touching(&[fd]) {
         guarded(|| (), || duplicated(fd, r));
     }
     r
@@ -110,6 +129,9 @@ fn duplicated(old: c_int, new: c_int) {
 }
 
 unsafe fn dup_onto(old: c_int, new: c_int, f: impl FnOnce() -> c_int) -> c_int {
+    if vfork_child_touching(&[old, new]) {
+        return f();
+    }
     let replaced = if old != new {
         keep_errno(|| guarded(|| false, || shm_core::evict_internal_fd(new)));
         forget(new)
@@ -149,7 +171,7 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
 
 unsafe fn fcntl_common(real: &crate::real::Real, fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     let r = call_real!(real, fn(c_int, c_int, c_ulong) -> c_int, fd, cmd, arg);
-    if r >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) {
+    if r >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) && !vfork_child_touching(&[fd]) {
         guarded(|| (), || duplicated(fd, r));
     }
     if r >= 0 && cmd == libc::F_GETFL {
@@ -202,7 +224,8 @@ pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
 /// close_range(2): closes the range around the shim's own descriptors.
 #[no_mangle]
 pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
-    if flags as c_uint & libc::CLOSE_RANGE_CLOEXEC != 0 {
+    let tables = fdtable::any() || crate::epolls::any() || shm_core::Domain::any_attached();
+    if flags as c_uint & libc::CLOSE_RANGE_CLOEXEC != 0 || tables && !crate::owner::memory_is_ours() {
         return call_real!(crate::real::CLOSE_RANGE, fn(c_uint, c_uint, c_int) -> c_int, first, last, flags);
     }
     let old = guarded(Vec::new, || {
