@@ -372,6 +372,110 @@ TEST_TIMEOUT(sig_handler_runs_while_a_call_waits_for_a_stopped_process, 60)
 	ASSERT_EQ(b1_recv(x, &m, 0), -EAGAIN);
 }
 
+/* --------------------------------------- a burst of signals inside one call */
+
+#define BURST 24
+
+static int burst_fd = -1;
+static uint64_t burst_dest;
+static volatile int burst_seen, burst_values[BURST], burst_sends[BURST], burst_usr2;
+
+/* Notes each SIGRTMIN's value and whether a SEND to the destination the
+ * interrupted call is sending to works (it fails with EDEADLK inside it). */
+static void burst_handler(int sig, siginfo_t *si, void *ctx)
+{
+	int saved = errno;
+
+	(void)ctx;
+	if (sig == SIGUSR2) {
+		burst_usr2++;
+	} else if (burst_seen < BURST) {
+		burst_values[burst_seen] = si->si_value.sival_int;
+		burst_sends[burst_seen] = b1_send_one(burst_fd, burst_dest, "h", 1);
+		burst_seen++;
+	}
+	errno = saved;
+}
+
+/*
+ * SEND of one byte from fd argv[0] to handle argv[1] with SIGRTMIN and
+ * SIGUSR2 handled as above; then writes what the handlers saw to fd
+ * argv[2].
+ */
+T_CHILD(sig_send_counting)
+{
+	struct sigaction act = { .sa_sigaction = burst_handler, .sa_flags = SA_SIGINFO };
+	int out;
+
+	ASSERT_EQ(argc, 3);
+	burst_fd = atoi(argv[0]);
+	burst_dest = mp_arg_u64(argv[1]);
+	out = atoi(argv[2]);
+	ASSERT_OK(sigaction(SIGRTMIN, &act, NULL));
+	ASSERT_OK(sigaction(SIGUSR2, &act, NULL));
+	ASSERT_EQ(b1_send_one(burst_fd, burst_dest, "f", 1), 0);
+	mp_put(out, (const void *)&burst_seen, sizeof(burst_seen));
+	mp_put(out, (const void *)burst_values, sizeof(burst_values));
+	mp_put(out, (const void *)burst_sends, sizeof(burst_sends));
+	mp_put(out, (const void *)&burst_usr2, sizeof(burst_usr2));
+	return 0;
+}
+
+/*
+ * Many signals landing inside one call (queued while the process is
+ * stopped in the middle of its SEND, delivered when it goes on): every
+ * handler runs after the call, where its own SEND works, never inside
+ * it; the real-time signals run once each in the order they were queued,
+ * and the standard ones merge as the kernel merges them.
+ */
+TEST_TIMEOUT(sig_burst_inside_one_call_waits_for_its_end, 60)
+{
+	int f = b1_open(), x = b1_open(), out[2], status, seen, values[BURST], sends[BURST], usr2;
+	uint64_t fx = b1_handle_to(x, 0x100, f);
+	char a[3][32];
+	pid_t parked;
+	struct bus1_cmd_recv m;
+
+	ASSERT_OK(pipe(out));
+	mp_keep_fd(f);
+	mp_keep_fd(out[1]);
+	snprintf(a[0], sizeof(a[0]), "%d", f);
+	mp_fmt(a[1], fx);
+	snprintf(a[2], sizeof(a[2]), "%d", out[1]);
+	parked = mp_spawn_env_v(t_self_exe(), "BUS1_PARK_AT", "commit-before", "sig_send_counting",
+				(const char *const[]){ a[0], a[1], a[2], NULL });
+	ASSERT_EQ(waitpid(parked, &status, WUNTRACED), parked);
+	ASSERT_TRUE(WIFSTOPPED(status));
+	for (int v = 0; v < BURST; v++) {
+		union sigval sv = { .sival_int = v };
+
+		ASSERT_OK(sigqueue(parked, SIGRTMIN, sv));
+		if (v % 8 == 0)
+			ASSERT_OK(kill(parked, SIGUSR2));
+	}
+	ASSERT_OK(kill(parked, SIGCONT));
+	mp_reap(parked);
+	close(out[1]);
+	mp_get(out[0], &seen, sizeof(seen));
+	mp_get(out[0], values, sizeof(values));
+	mp_get(out[0], sends, sizeof(sends));
+	mp_get(out[0], &usr2, sizeof(usr2));
+	close(out[0]);
+	ASSERT_EQ(seen, BURST);
+	for (int v = 0; v < BURST; v++) {
+		ASSERT_EQ(values[v], v);
+		ASSERT_EQ(sends[v], 0);
+	}
+	/* SIGUSR2 sent three times while stopped: pending once */
+	ASSERT_EQ(usr2, 1);
+	/* the parked SEND and every handler's went through */
+	for (int i = 0; i < 1 + BURST; i++) {
+		ASSERT_EQ(b1_recv(x, &m, 0), 0);
+		ASSERT_EQ(b1_slice_release(x, m.msg.offset), 0);
+	}
+	ASSERT_EQ(b1_recv(x, &m, 0), -EAGAIN);
+}
+
 /* ---------------------------------------------- leaving a call by longjmp */
 
 static sigjmp_buf jump_back;

@@ -18,6 +18,15 @@
 //! again would cost a mask change, a queue and a second delivery, about
 //! four times as long on the machines measured.
 //!
+//! The first signal kept in a call also blocks, for the rest of the call,
+//! every signal the trampoline handles that the interrupted code had not
+//! blocked (it adds them to the mask the kernel restores when the
+//! trampoline returns). Later signals then wait in the kernel, merged and
+//! ordered as the kernel merges and orders pending signals, however many
+//! come; the mask is restored after the kept handlers have run, and the
+//! kernel delivers them then, outside any call. The list only holds
+//! what lands before the block takes effect.
+//!
 //! The handler then runs on the thread's stack (not an alternate one),
 //! and a change it makes to its context argument (a copy of the
 //! interrupted one, whose floating-point state is not kept) has no
@@ -51,9 +60,16 @@ const WORDS: usize = core::mem::size_of::<libc::sigaction>().div_ceil(8);
 /// Words of one `siginfo_t`.
 const INFO_WORDS: usize = core::mem::size_of::<siginfo_t>().div_ceil(8);
 
-/// Signals kept per thread during one held call. More (a burst of
-/// real-time signals) run at once, as they would without deferral.
+/// Signals kept per thread during one held call: the first, and any
+/// that interrupts the trampoline before its block is in place. More run
+/// at once, as they would without deferral.
 const KEPT_MAX: usize = 4;
+
+/// The signals the trampoline may hold, as a kernel signal mask (bit
+/// `sig - 1`).
+fn holdable_mask() -> u64 {
+    (1..NSIG as c_int).filter(|&sig| deferrable(sig)).fold(0, |m, sig| m | 1u64 << (sig - 1))
+}
 
 /// Whether a handler for `sig` runs through the trampoline.
 pub fn deferrable(sig: c_int) -> bool {
@@ -274,11 +290,19 @@ struct Thread {
     /// list in one instruction that no handler of this thread can cut.
     n_kept: AtomicUsize,
     kept: [Cell<Kept>; KEPT_MAX],
+    /// The signals the trampoline blocked until the call ends (a kernel
+    /// mask), which were not blocked before.
+    blocked: Cell<u64>,
 }
 
 thread_local! {
     static THREAD: Thread = const {
-        Thread { depth: Cell::new(0), n_kept: AtomicUsize::new(0), kept: [const { Cell::new(NO_KEPT) }; KEPT_MAX] }
+        Thread {
+            depth: Cell::new(0),
+            n_kept: AtomicUsize::new(0),
+            kept: [const { Cell::new(NO_KEPT) }; KEPT_MAX],
+            blocked: Cell::new(0),
+        }
     };
 }
 
@@ -349,10 +373,18 @@ fn deliver_kept(t: &Thread) {
             break;
         }
     }
+    // Only a kept signal blocks, and every one kept so far is in the list.
+    let blocked = t.blocked.replace(0);
     compiler_fence(Ordering::SeqCst);
     t.depth.set(0);
-    for k in list.iter_mut().take(n) {
-        run_kept(k);
+    for (i, k) in list.iter_mut().take(n).enumerate() {
+        // The last handler's mask restore also lifts the block: what
+        // waited in the kernel is delivered then, outside any call.
+        run_kept(k, blocked, i + 1 == n);
+    }
+    if n == 0 && blocked != 0 {
+        // SAFETY: a plain mask change of this thread with an initialised set.
+        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set_of(blocked), core::ptr::null_mut()) };
     }
     crate::interpose::set_errno(errno);
 }
@@ -369,30 +401,77 @@ fn run_kept_while_waiting() {
         }
         let depth = t.depth.replace(0);
         compiler_fence(Ordering::SeqCst);
+        // The block is lifted here too: what waited in the kernel runs
+        // now, with no lock held, as the kept handlers do.
         deliver_kept(t);
         compiler_fence(Ordering::SeqCst);
         t.depth.set(depth);
     });
 }
 
-/// Calls the handler of a kept signal as the kernel would have: with the
-/// action's mask (and the signal) added to the thread's for its length.
-fn run_kept(k: &mut Kept) {
+/// Calls the handler of a kept signal as the kernel would have: under
+/// the mask of the code it interrupted, with the action's mask (and the
+/// signal) added, for its length. The block of the call's signals is
+/// lifted meanwhile (signals that waited in the kernel and that this mask
+/// lets through run first, as the kernel runs a pending signal's handler
+/// on top of the one it has just set up). Then the thread's mask is
+/// restored, without `blocked` when `last`.
+fn run_kept(k: &mut Kept, blocked: u64, last: bool) {
     let act = RECORDS[k.sig as usize].read();
-    // SAFETY: plain mask changes of this thread; `add` is initialised by
-    // sigemptyset or copied from a recorded action.
-    let old = unsafe {
-        let mut add = act.sa_mask;
-        if act.sa_flags & libc::SA_NODEFER == 0 {
-            libc::sigaddset(&mut add, k.sig);
-        }
-        let mut old: libc::sigset_t = core::mem::zeroed();
-        libc::pthread_sigmask(libc::SIG_BLOCK, &add, &mut old);
-        old
-    };
+    let uc = k.ctx.as_ptr() as *const libc::ucontext_t;
+    // SAFETY: `k.ctx` holds a copy of the interrupted ucontext up to and
+    // including the first 8 bytes of its signal mask.
+    let interrupted = mask_of(unsafe { &(*uc).uc_sigmask });
+    let mut during = interrupted | mask_of(&act.sa_mask);
+    if act.sa_flags & libc::SA_NODEFER == 0 {
+        during |= 1u64 << (k.sig - 1);
+    }
+    // SAFETY: all-zero is a valid (empty) signal set.
+    let mut old: libc::sigset_t = unsafe { core::mem::zeroed() };
+    // SAFETY: plain mask changes of this thread with initialised sets.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &set_of(during), &mut old) };
     run_application_handler(k.sig, k.info.as_mut_ptr() as *mut siginfo_t, k.ctx.as_mut_ptr() as *mut c_void);
-    // SAFETY: restores the mask saved above.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut()) };
+    let back = if last { set_of(mask_of(&old) & !blocked) } else { old };
+    // SAFETY: as above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &back, core::ptr::null_mut()) };
+}
+
+/// The kernel mask (signals 1..=64, bit `sig - 1`) of the C library's
+/// signal set `s`, whose first word it is.
+fn mask_of(s: &libc::sigset_t) -> u64 {
+    // SAFETY: a sigset_t is at least 8 bytes long and 8-byte aligned.
+    unsafe { (s as *const libc::sigset_t as *const u64).read() }
+}
+
+/// The C library's signal set of kernel mask `m`.
+fn set_of(m: u64) -> libc::sigset_t {
+    // SAFETY: all-zero is a valid (empty) signal set; its first word is
+    // the kernel mask (as above).
+    unsafe {
+        let mut s: libc::sigset_t = core::mem::zeroed();
+        (&mut s as *mut libc::sigset_t as *mut u64).write(m);
+        s
+    }
+}
+
+/// Blocks, from the trampoline's return until the call ends, every
+/// holdable signal the interrupted code had not blocked: the kernel sets
+/// the thread's mask from `ctx` when the trampoline returns.
+///
+/// # Safety
+/// `ctx` is the ucontext the kernel passed to this SA_SIGINFO handler.
+unsafe fn block_until_call_ends(t: &Thread, ctx: *mut c_void) {
+    let uc = ctx as *mut libc::ucontext_t;
+    // The kernel's mask is the first 64 bits of the C library's set.
+    // SAFETY: `uc` is valid (the caller's promise) and its signal set is
+    // at least 8 bytes long and 8-byte aligned.
+    let word = unsafe { core::ptr::addr_of_mut!((*uc).uc_sigmask) as *mut u64 };
+    // SAFETY: as above.
+    let before = unsafe { word.read() };
+    let add = holdable_mask() & !before;
+    // SAFETY: as above.
+    unsafe { word.write(before | add) };
+    t.blocked.set(t.blocked.get() | add);
 }
 
 /// The kernel's handler of every signal the application catches.
@@ -425,6 +504,8 @@ extern "C" fn trampoline(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
             t.kept[n].set(k);
             // A handler that interrupted this one has already finished.
             t.n_kept.store(n + 1, Ordering::Relaxed);
+            // SAFETY: `ctx` is the kernel's ucontext (non-null, checked).
+            unsafe { block_until_call_ends(t, ctx) };
             true
         })
         .unwrap_or(false);
