@@ -94,22 +94,41 @@ impl Deadline {
 /// `BUS1_SPIN_US`: how long a wait on peer fds only may spin before it
 /// sleeps; 0 disables. Never spins when the thread may run on one CPU only.
 pub fn spin_ns() -> u64 {
-    spin_setting().0
+    if one_cpu() {
+        0
+    } else {
+        spin_setting().0
+    }
 }
 
-/// The spin (ns) and whether `BUS1_SPIN_US` set it: a spin asked for
-/// explicitly is tried on a busy machine too.
+/// The spin (ns) `BUS1_SPIN_US` asks for, and whether it was set: a spin
+/// asked for explicitly is tried on a busy machine too.
 fn spin_setting() -> (u64, bool) {
     static SPIN: OnceLock<(u64, bool)> = OnceLock::new();
     *SPIN.get_or_init(|| {
         let set = std::env::var("BUS1_SPIN_US").ok().and_then(|v| v.trim().parse::<u64>().ok());
-        let us = set.unwrap_or(DEFAULT_SPIN_US);
-        if sys::cpus_allowed() < 2 {
-            (0, set.is_some())
-        } else {
-            (us.min(1_000_000) * 1000, set.is_some())
-        }
+        (set.unwrap_or(DEFAULT_SPIN_US).min(1_000_000) * 1000, set.is_some())
     })
+}
+
+thread_local! {
+    /// Whether this thread may run on one CPU only, read at its first wait
+    /// (affinity belongs to a thread, and a program may pin some threads
+    /// only).
+    static ONE_CPU: core::cell::Cell<Option<bool>> = const { core::cell::Cell::new(None) };
+}
+
+/// Whether the calling thread may run on one CPU only.
+fn one_cpu() -> bool {
+    ONE_CPU
+        .try_with(|c| {
+            c.get().unwrap_or_else(|| {
+                let one = sys::cpus_allowed() < 2;
+                c.set(Some(one));
+                one
+            })
+        })
+        .unwrap_or(false)
 }
 
 /// Whether a wait that may not spin yields its CPU once before it sleeps:
@@ -118,11 +137,8 @@ fn spin_setting() -> (u64, bool) {
 /// this thread's last message): yielding lets it answer before this
 /// thread has announced a sleep, so that neither side pays for a ring.
 fn yields_before_sleep() -> bool {
-    static YIELDS: OnceLock<bool> = OnceLock::new();
-    *YIELDS.get_or_init(|| {
-        let disabled = std::env::var("BUS1_SPIN_US").ok().and_then(|v| v.trim().parse::<u64>().ok()) == Some(0);
-        !disabled && sys::cpus_allowed() < 2
-    })
+    let (spin, explicit) = spin_setting();
+    one_cpu() && !(explicit && spin == 0)
 }
 
 /// The spin when `BUS1_SPIN_US` is not set, and only while the machine
@@ -171,7 +187,7 @@ fn cpu_to_spare() -> bool {
 /// a short spin again.
 fn spin_budget() -> u64 {
     let (max, explicit) = spin_setting();
-    if max == 0 || !(explicit || cpu_to_spare()) {
+    if max == 0 || one_cpu() || !(explicit || cpu_to_spare()) {
         return 0;
     }
     BUDGET.with(|b| {
