@@ -650,6 +650,12 @@ TEST_TIMEOUT(stress_senders_select_one_cpu_exact, 60)
 	stress(M_SELECT);
 }
 
+TEST_TIMEOUT(stress_senders_epoll_et_one_cpu, 60)
+{
+	pin_to_one_cpu();
+	stress(M_EPOLL_ET);
+}
+
 #define PINGPONG_ROUNDS 10000
 
 /* Waits (mechanism m, bounded) until RECV on fd succeeds; returns the u32 payload. */
@@ -740,6 +746,12 @@ TEST_TIMEOUT(pingpong_poll_one_cpu_exact, 60)
 	setenv("BUS1_WAKE", "exact", 1);
 	pin_to_one_cpu();
 	pingpong(M_POLL, M_PSELECT);
+}
+
+TEST_TIMEOUT(pingpong_epoll_et_one_cpu, 60)
+{
+	pin_to_one_cpu();
+	pingpong(M_EPOLL_ET, M_EPOLL_ET);
 }
 
 #define SHARED_RECEIVERS 3

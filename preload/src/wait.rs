@@ -4,7 +4,8 @@
 //! call); other fds are asked of the kernel. When nothing is ready, the
 //! thread may spin a little (only when every fd is a peer fd, and by
 //! default only while the machine has a CPU to spare), watching the
-//! peers' bell counts, then arms
+//! peers' bell counts, or, on one CPU, yield it once (an epoll wait over
+//! peers too), then arms
 //! on the peers' bells (`shm_core::WaitSet`), looks once more, and sleeps:
 //!
 //! * on a futex in shared memory when every fd is a peer fd of one domain,
@@ -472,6 +473,7 @@ pub fn epoll(
 ) -> Result<usize, i32> {
     let must_block = mask.is_some() || k.catches_signals();
     let mut b = Blocked { old: None, k };
+    let mut yielded = false;
     loop {
         let mut n = shadow.take_events(out);
         if n < out.len() {
@@ -483,6 +485,13 @@ pub fn epoll(
         }
         if must_block {
             b.block();
+        }
+        // On one CPU, give the peer the chance to answer first, as a
+        // poll-style wait does (see `yields_before_sleep`).
+        if !yielded && shadow.involves_bus() && yields_before_sleep() {
+            yielded = true;
+            sys::yield_cpu();
+            continue;
         }
         let mut set = WaitSet::new();
         shadow.watch(&mut set);
