@@ -258,6 +258,43 @@ TEST(ep_mixed_with_a_pipe)
 }
 
 /*
+ * A wait that spins on a set holding a peer still sees its other fds: a
+ * pipe written 30 ms into a one-second spin ends the wait then, with the
+ * pipe's data, not when the spin is over.
+ */
+TEST(ep_spin_sees_the_other_fds_of_its_set)
+{
+	int a = b1_open(), b = b1_open(), ep = ep_new(), p[2], go[2];
+	struct epoll_event e[2];
+	double t0, took;
+	char c;
+	pid_t pid;
+
+	(void)b;
+	ASSERT_OK(setenv("BUS1_SPIN_US", "1000000", 1));
+	mp_pipe(p);
+	mp_pipe(go);
+	ep_add(ep, a, EPOLLIN, 1);
+	ep_add(ep, p[0], EPOLLIN, 2);
+	pid = mp_fork();
+	if (pid == 0) {
+		mp_get(go[0], &c, 1);
+		mp_sleep_ms(30);
+		mp_put(p[1], "p", 1);
+		_exit(0);
+	}
+	mp_put(go[1], "g", 1);
+	t0 = mp_now_ms();
+	ASSERT_EQ(epoll_wait(ep, e, 2, MP_WAIT_MS), 1);
+	took = mp_now_ms() - t0;
+	ASSERT_EQ_U64(e[0].data.u64, 2);
+	mp_get(p[0], &c, 1);
+	/* the spin (1 s) did not run its course first */
+	ASSERT_LT(took, 500);
+	mp_reap(pid);
+}
+
+/*
  * A forked child shares the set: an edge is reported to one of the two
  * processes only; a level-triggered item to both.
  */

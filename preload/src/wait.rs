@@ -4,8 +4,9 @@
 //! call); other fds are asked of the kernel. When nothing is ready, the
 //! thread may spin a little (only when every fd is a peer fd, and by
 //! default only while the machine has a CPU to spare), watching the
-//! peers' bell counts, or, on one CPU, yield it once (an epoll wait over
-//! peers too), then arms
+//! peers' bell counts, or, on one CPU, yield it once; an epoll wait over
+//! peers does the same, looking at the kernel's part of its set between
+//! slices of the spin. Then it arms
 //! on the peers' bells (`shm_core::WaitSet`), looks once more, and sleeps:
 //!
 //! * on a futex in shared memory when every fd is a peer fd of one domain,
@@ -448,6 +449,11 @@ pub fn spin(budget: u64, deadline: Deadline, ready: impl Fn() -> bool) -> bool {
     }
 }
 
+/// How long an epoll wait spins between looks at the kernel's part of its
+/// set (a system call each): a non-peer fd that becomes ready is reported
+/// at most this late.
+const EPOLL_SPIN_SLICE_NS: u64 = 10_000;
+
 /// The sleep of a waiter that could not arm: 5 ms, or less if the
 /// deadline is nearer.
 fn short_slice(deadline: Deadline) -> libc::timespec {
@@ -473,7 +479,7 @@ pub fn epoll(
 ) -> Result<usize, i32> {
     let must_block = mask.is_some() || k.catches_signals();
     let mut b = Blocked { old: None, k };
-    let mut yielded = false;
+    let mut spun = false;
     loop {
         let mut n = shadow.take_events(out);
         if n < out.len() {
@@ -486,12 +492,35 @@ pub fn epoll(
         if must_block {
             b.block();
         }
-        // On one CPU, give the peer the chance to answer first, as a
-        // poll-style wait does (see `yields_before_sleep`).
-        if !yielded && shadow.involves_bus() && yields_before_sleep() {
-            yielded = true;
-            sys::yield_cpu();
-            continue;
+        if !spun && shadow.involves_bus() {
+            spun = true;
+            let budget = spin_budget();
+            if budget > 0 {
+                // The set may hold other fds, which only the kernel can
+                // report: look at them between slices of the spin.
+                let end = sys::now_ns().saturating_add(budget);
+                let mut paid_off = false;
+                while !paid_off && sys::now_ns() < end && !deadline.passed() {
+                    let slice = end.saturating_sub(sys::now_ns()).min(EPOLL_SPIN_SLICE_NS);
+                    paid_off = spin(slice, deadline, || shadow.pending());
+                    if !paid_off {
+                        let k = harvest(out)?;
+                        if k > 0 {
+                            spin_result(budget, true);
+                            b.restore();
+                            return Ok(k);
+                        }
+                    }
+                }
+                spin_result(budget, paid_off);
+                continue;
+            }
+            // On one CPU, give the peer the chance to answer first, as a
+            // poll-style wait does (see `yields_before_sleep`).
+            if yields_before_sleep() {
+                sys::yield_cpu();
+                continue;
+            }
         }
         let mut set = WaitSet::new();
         shadow.watch(&mut set);
