@@ -222,25 +222,41 @@ TEST(ep_many_sets_made_and_closed)
 	ASSERT_EQ(b1_recv(a, &r, 0), 0);
 }
 
+/*
+ * A new set holding peer fd `a` (data 1) and the read end of new pipe `p`
+ * (data 2); a child forked then waits for a byte on `go`, then 30 ms, and
+ * writes to the pipe. Returns the set; *pid is the child.
+ */
+static int ep_peer_and_pipe_writer(int a, int p[2], int go[2], pid_t *pid)
+{
+	int ep = ep_new();
+	char c;
+
+	mp_pipe(p);
+	mp_pipe(go);
+	ep_add(ep, a, EPOLLIN, 1);
+	ep_add(ep, p[0], EPOLLIN, 2);
+	*pid = mp_fork();
+	if (*pid == 0) {
+		mp_get(go[0], &c, 1);
+		mp_sleep_ms(30);
+		mp_put(p[1], "p", 1);
+	}
+	return ep;
+}
+
 /* A set holding a peer fd and a pipe: either wakes it, each with its data. */
 TEST(ep_mixed_with_a_pipe)
 {
-	int a = b1_open(), b = b1_open(), ep = ep_new(), p[2], go[2];
+	int a = b1_open(), b = b1_open(), p[2], go[2], ep;
 	uint64_t h = mp_node(a, 0x100, b);
 	struct epoll_event e[2];
 	struct bus1_cmd_recv r;
 	char c;
 	pid_t pid;
 
-	mp_pipe(p);
-	mp_pipe(go);
-	ep_add(ep, a, EPOLLIN, 1);
-	ep_add(ep, p[0], EPOLLIN, 2);
-	pid = mp_fork();
+	ep = ep_peer_and_pipe_writer(a, p, go, &pid);
 	if (pid == 0) {
-		mp_get(go[0], &c, 1);
-		mp_sleep_ms(30);
-		mp_put(p[1], "p", 1);
 		mp_get(go[0], &c, 1);
 		mp_sleep_ms(30);
 		ASSERT_EQ(b1_send_one(b, h, "m", 1), 0);
@@ -264,25 +280,16 @@ TEST(ep_mixed_with_a_pipe)
  */
 TEST(ep_spin_sees_the_other_fds_of_its_set)
 {
-	int a = b1_open(), b = b1_open(), ep = ep_new(), p[2], go[2];
+	int a = b1_open(), p[2], go[2], ep;
 	struct epoll_event e[2];
 	double t0, took;
 	char c;
 	pid_t pid;
 
-	(void)b;
 	ASSERT_OK(setenv("BUS1_SPIN_US", "1000000", 1));
-	mp_pipe(p);
-	mp_pipe(go);
-	ep_add(ep, a, EPOLLIN, 1);
-	ep_add(ep, p[0], EPOLLIN, 2);
-	pid = mp_fork();
-	if (pid == 0) {
-		mp_get(go[0], &c, 1);
-		mp_sleep_ms(30);
-		mp_put(p[1], "p", 1);
+	ep = ep_peer_and_pipe_writer(a, p, go, &pid);
+	if (pid == 0)
 		_exit(0);
-	}
 	mp_put(go[1], "g", 1);
 	t0 = mp_now_ms();
 	ASSERT_EQ(epoll_wait(ep, e, 2, MP_WAIT_MS), 1);
