@@ -9,6 +9,9 @@
  * Baseline in the same run: the same ping-pong over an AF_UNIX
  * SOCK_SEQPACKET socketpair with poll() + recv() + write().
  *
+ * With BENCH_WAIT=epoll both sides of both runs wait in epoll_wait() on a
+ * level-triggered set of their own instead of poll() (common.h).
+ *
  * Prints the wall-clock time per round trip of each and the ratio bus1/UDS
  * (median of several alternating rounds, since the machines are noisy),
  * and the CPU time both processes spent per round trip (a waiter that
