@@ -377,14 +377,11 @@ fn deliver_kept(t: &Thread) {
     let blocked = t.blocked.replace(0);
     compiler_fence(Ordering::SeqCst);
     t.depth.set(0);
+    // (The callers come only with a signal kept: n is at least 1.)
     for (i, k) in list.iter_mut().take(n).enumerate() {
         // The last handler's mask restore also lifts the block: what
         // waited in the kernel is delivered then, outside any call.
         run_kept(k, blocked, i + 1 == n);
-    }
-    if n == 0 && blocked != 0 {
-        // SAFETY: a plain mask change of this thread with an initialised set.
-        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set_of(blocked), core::ptr::null_mut()) };
     }
     crate::interpose::set_errno(errno);
 }
@@ -462,15 +459,13 @@ fn set_of(m: u64) -> libc::sigset_t {
 /// `ctx` is the ucontext the kernel passed to this SA_SIGINFO handler.
 unsafe fn block_until_call_ends(t: &Thread, ctx: *mut c_void) {
     let uc = ctx as *mut libc::ucontext_t;
-    // The kernel's mask is the first 64 bits of the C library's set.
-    // SAFETY: `uc` is valid (the caller's promise) and its signal set is
-    // at least 8 bytes long and 8-byte aligned.
-    let word = unsafe { core::ptr::addr_of_mut!((*uc).uc_sigmask) as *mut u64 };
-    // SAFETY: as above.
-    let before = unsafe { word.read() };
+    // SAFETY: `uc` is valid (the caller's promise).
+    let before = mask_of(unsafe { &(*uc).uc_sigmask });
     let add = holdable_mask() & !before;
-    // SAFETY: as above.
-    unsafe { word.write(before | add) };
+    // Only the first word: the kernel's mask is 8 bytes, and what follows
+    // it in its signal frame is not the rest of a C library set.
+    // SAFETY: as above; the set is at least 8 bytes long and aligned.
+    unsafe { (core::ptr::addr_of_mut!((*uc).uc_sigmask) as *mut u64).write(before | add) };
     t.blocked.set(t.blocked.get() | add);
 }
 
